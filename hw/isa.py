@@ -1,0 +1,485 @@
+"""The sparsecim command set: opcodes, operand layouts, data-beat layouts and cycle costs.
+
+This module is the only place that states an opcode value, a field width or a bit position.
+Hardware uses the layouts as port shapes; software encodes with :func:`encode`; the golden model
+and the testbench decode with :func:`decode`. Field widths are functions of a
+:class:`~sparsecim.hw.config.MacroConfig`.
+
+Run ``python -m sparsecim.hw.isa`` to print the reference (``docs/isa.md``).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from amaranth.hdl import Shape, signed
+from amaranth.lib import data, enum
+
+from .config import MacroConfig, ceil_log2, preset
+
+__all__ = [
+    "ISA_VERSION", "COMPUTE_DRAIN", "COUNTERS", "DecodeError",
+    "Opcode", "Mode", "ErrorCode", "Command", "CycleCost",
+    "command_layout", "args_layout", "weight_row_layout", "act_beat_layout", "result_layout",
+    "counters_layout", "encode", "decode", "check", "data_beats", "result_beats", "cycles",
+    "pack_beats", "unpack_beats", "disassemble", "isa_markdown",
+]
+
+#: Bumped whenever an encoding or a cycle cost changes; traces record it.
+ISA_VERSION = 1
+
+#: Cycles a COMPUTE spends after issuing its last pass: one to read the activation buffer and
+#: register the merged column sums, one to read, add and write the accumulator.
+COMPUTE_DRAIN = 2
+
+#: Performance counters, in the order of the status port. Every cycle from reset to halt falls
+#: in exactly one of fetch/load/compute/read/stall, so they add up to total.
+COUNTERS = ("total", "fetch", "load", "compute", "read", "stall")
+
+
+class Opcode(enum.Enum, shape=3):
+    """Command opcodes. Values 5 and 6 are undefined and raise ``ILLEGAL_OPCODE``."""
+    CONFIG = 0
+    LOAD_W = 1
+    LOAD_A = 2
+    COMPUTE = 3
+    READ = 4
+    END = 7
+
+
+class Mode(enum.Enum, shape=2):
+    """Sparsity mode set by CONFIG. Only dense is implemented; other values raise
+    ``ILLEGAL_MODE``."""
+    DENSE = 0
+
+
+class ErrorCode(enum.Enum, shape=3):
+    """Sequencer error status. Any value but NONE halts the sequencer."""
+    NONE = 0
+    ILLEGAL_OPCODE = 1
+    ILLEGAL_MODE = 2
+    ZERO_COUNT = 3
+    ADDRESS_RANGE = 4
+
+
+@dataclass(frozen=True)
+class _OpDoc:
+    fmt: str
+    action: str
+    notes: str
+    cycles: str
+
+
+_DOCS = {
+    Opcode.CONFIG: _OpDoc(
+        "`mode`",
+        "Sets the sparsity mode used by the following COMPUTE commands.",
+        "Reset leaves the mode DENSE. A mode the macro does not implement raises ILLEGAL_MODE.",
+        "1"),
+    Opcode.LOAD_W: _OpDoc(
+        "`row`, `count`",
+        "Writes `count` weight rows, global rows `row` .. `row+count-1`, from the next `count` "
+        "data beats. Global row `g` is row `g % rows` of sub-macro `g // rows`.",
+        "Each beat is one weight row (`weight_row_layout`): lane `c` is column `c`. "
+        "`count = 0` raises ZERO_COUNT; `row + count > rows × submacros` raises ADDRESS_RANGE.",
+        "1 + count"),
+    Opcode.LOAD_A: _OpDoc(
+        "`addr`, `count`",
+        "Writes `count` activation buffer entries, `addr` .. `addr+count-1`, each from the next "
+        "`act_beats` data beats.",
+        "Entry element `j` (multiplying global weight row `j`) is lane `j % act_lanes` of beat "
+        "`j // act_lanes`; lanes past the last element are ignored. `count = 0` raises "
+        "ZERO_COUNT; `addr + count > act_depth` raises ADDRESS_RANGE.",
+        "1 + count × act_beats"),
+    Opcode.COMPUTE: _OpDoc(
+        "`act_addr`, `acc_addr`, `count`, `accumulate`",
+        "Runs `count` passes. Pass `i` multiplies activation entry `act_addr+i` with the whole "
+        "array, sums the P sub-macros per column and writes accumulator entry `acc_addr+i`: "
+        "the sum plus the entry's old value if `accumulate`, else the sum alone.",
+        "Passes issue one per cycle; accumulators wrap at `acc_bits` (the scheduler refuses "
+        "reductions that could wrap). `count = 0` raises ZERO_COUNT; `act_addr + count > "
+        "act_depth` or `acc_addr + count > acc_depth` raises ADDRESS_RANGE.",
+        f"1 + count + {COMPUTE_DRAIN}"),
+    Opcode.READ: _OpDoc(
+        "`addr`, `count`",
+        "Sends accumulator entries `addr` .. `addr+count-1` to the result stream, one beat each.",
+        "Beat lane `c` is column `c` (`result_layout`). `count = 0` raises ZERO_COUNT; "
+        "`addr + count > acc_depth` raises ADDRESS_RANGE.",
+        "1 + count"),
+    Opcode.END: _OpDoc(
+        "(none)",
+        "Halts: `done` rises and stays high until reset; counters stop.",
+        "A trace must end with END, or the sequencer waits for more commands.",
+        "1"),
+}
+
+
+def _width(n: int) -> int:
+    """Bits of an unsigned field that must hold values ``0 .. n``."""
+    return max(1, n.bit_length())
+
+
+def _addr(depth: int) -> int:
+    return max(1, ceil_log2(depth))
+
+
+@functools.cache
+def args_layout(cfg: MacroConfig, opcode: Opcode) -> data.StructLayout:
+    """Operand layout of ``opcode`` for ``cfg``."""
+    fields = {
+        Opcode.CONFIG: {"mode": Mode},
+        Opcode.LOAD_W: {"row": _addr(cfg.weight_rows), "count": _width(cfg.weight_rows)},
+        Opcode.LOAD_A: {"addr": _addr(cfg.act_depth), "count": _width(cfg.act_depth)},
+        Opcode.COMPUTE: {"act_addr": _addr(cfg.act_depth), "acc_addr": _addr(cfg.acc_depth),
+                         "count": _width(min(cfg.act_depth, cfg.acc_depth)), "accumulate": 1},
+        Opcode.READ: {"addr": _addr(cfg.acc_depth), "count": _width(cfg.acc_depth)},
+        Opcode.END: {},
+    }[opcode]
+    return data.StructLayout(fields)
+
+
+@functools.cache
+def command_layout(cfg: MacroConfig) -> data.StructLayout:
+    """Layout of one command word: ``opcode`` then a union of per-opcode ``args``."""
+    return data.StructLayout({
+        "opcode": Opcode,
+        "args": data.UnionLayout({op.name.lower(): args_layout(cfg, op) for op in Opcode}),
+    })
+
+
+@functools.cache
+def weight_row_layout(cfg: MacroConfig) -> data.ArrayLayout:
+    """A LOAD_W data beat: one signed weight per column."""
+    return data.ArrayLayout(signed(cfg.weight_bits), cfg.cols)
+
+
+@functools.cache
+def act_beat_layout(cfg: MacroConfig) -> data.ArrayLayout:
+    """A LOAD_A data beat: ``act_lanes`` signed activations (top bits unused if any)."""
+    return data.ArrayLayout(signed(cfg.act_bits), cfg.act_lanes)
+
+
+@functools.cache
+def result_layout(cfg: MacroConfig) -> data.ArrayLayout:
+    """A result beat: one signed accumulator per column."""
+    return data.ArrayLayout(signed(cfg.acc_bits), cfg.cols)
+
+
+@functools.cache
+def counters_layout(cfg: MacroConfig) -> data.StructLayout:
+    """The performance counters of the status port, :data:`COUNTERS` in order."""
+    return data.StructLayout({name: cfg.counter_bits for name in COUNTERS})
+
+
+class Command:
+    """One command: an :class:`Opcode` and its operand fields by name.
+
+    >>> Command(Opcode.LOAD_W, row=0, count=4).count
+    4
+    """
+
+    __slots__ = ("opcode", "fields")
+
+    def __init__(self, opcode: Opcode, **fields: Any):
+        object.__setattr__(self, "opcode", Opcode(opcode))
+        object.__setattr__(self, "fields", dict(fields))
+
+    def __getattr__(self, name):
+        try:
+            return self.fields[name]
+        except KeyError:
+            raise AttributeError(f"{self.opcode.name} has no field {name!r}") from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Command is immutable")
+
+    def __eq__(self, other):
+        return (isinstance(other, Command) and self.opcode == other.opcode
+                and self.fields == other.fields)
+
+    def __hash__(self):
+        return hash((self.opcode, tuple(sorted(self.fields.items()))))
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={_show(v)}" for k, v in self.fields.items())
+        return f"Command(Opcode.{self.opcode.name}{', ' if args else ''}{args})"
+
+    def __str__(self):
+        args = " ".join(f"{k}={_show(v)}" for k, v in self.fields.items())
+        return f"{self.opcode.name} {args}".rstrip()
+
+
+def _show(value):
+    return value.name if isinstance(value, enum.Enum) else value
+
+
+def _field_shape(field) -> Shape:
+    return Shape.cast(field.shape)
+
+
+def encode(cfg: MacroConfig, cmd: Command) -> int:
+    """Encode ``cmd`` as a command word (an ``int`` of ``command_layout(cfg).size`` bits).
+
+    Raises
+    ------
+    ValueError
+        If a field is missing, unknown, or does not fit its width. Semantic limits (address
+        ranges, zero counts) are not checked here; see :func:`check`.
+    """
+    layout = args_layout(cfg, cmd.opcode)
+    names = [name for name, _ in layout]
+    missing = [n for n in names if n not in cmd.fields]
+    unknown = [n for n in cmd.fields if n not in names]
+    if missing or unknown:
+        raise ValueError(f"{cmd.opcode.name} takes fields {names}, not {list(cmd.fields)}")
+    for name, field in layout:
+        value = cmd.fields[name]
+        shape = field.shape
+        if isinstance(shape, type) and issubclass(shape, enum.Enum):
+            if not isinstance(value, shape):
+                raise ValueError(f"{cmd.opcode.name} {name} must be a {shape.__name__}, "
+                                 f"not {value!r}")
+            continue
+        width = _field_shape(field).width
+        if not isinstance(value, (int, np.integer)) or not 0 <= value < 2 ** width:
+            raise ValueError(f"{cmd.opcode.name} {name} must be an integer from 0 to "
+                             f"{2 ** width - 1} ({width} bits), not {value!r}")
+    fields = {k: (v if isinstance(v, enum.Enum) else int(v)) for k, v in cmd.fields.items()}
+    word = command_layout(cfg).const({"opcode": cmd.opcode,
+                                      "args": {cmd.opcode.name.lower(): fields}})
+    return word.as_bits()
+
+
+class DecodeError(ValueError):
+    """A command word that names no defined opcode; ``code`` is the status it raises."""
+
+    def __init__(self, message: str, code: ErrorCode):
+        super().__init__(message)
+        self.code = code
+
+
+def _bits(word: int, field) -> int:
+    return (word >> field.offset) & ((1 << _field_shape(field).width) - 1)
+
+
+def decode(cfg: MacroConfig, word: int) -> Command:
+    """Decode a command word.
+
+    Fields of enum shape whose value names no member (for example an unimplemented mode) are
+    returned as plain ``int`` so that :func:`check` can report them.
+
+    Raises
+    ------
+    DecodeError
+        If the opcode is undefined (``code`` is ``ILLEGAL_OPCODE``).
+    ValueError
+        If ``word`` is negative or wider than the command layout.
+    """
+    layout = command_layout(cfg)
+    if not isinstance(word, (int, np.integer)) or not 0 <= word < 2 ** layout.size:
+        raise ValueError(f"command word must be an integer of at most {layout.size} bits, "
+                         f"not {word!r}")
+    raw_op = _bits(word, layout["opcode"])
+    try:
+        opcode = Opcode(raw_op)
+    except ValueError:
+        raise DecodeError(f"opcode {raw_op} is not defined", ErrorCode.ILLEGAL_OPCODE) from None
+    args_word = _bits(word, layout["args"])
+    fields = {}
+    for name, field in args_layout(cfg, opcode):
+        value = _bits(args_word, field)
+        shape = field.shape
+        if isinstance(shape, type) and issubclass(shape, enum.Enum):
+            try:
+                value = shape(value)
+            except ValueError:
+                pass
+        fields[name] = value
+    return Command(opcode, **fields)
+
+
+def check(cfg: MacroConfig, cmd: Command) -> ErrorCode:
+    """The error status the sequencer raises for ``cmd`` (``NONE`` if it is legal).
+
+    The order of the checks is the hardware's: mode, then zero count, then address range.
+    """
+    op = cmd.opcode
+    if op == Opcode.CONFIG:
+        return ErrorCode.NONE if isinstance(cmd.mode, Mode) else ErrorCode.ILLEGAL_MODE
+    if op == Opcode.END:
+        return ErrorCode.NONE
+    if cmd.count == 0:
+        return ErrorCode.ZERO_COUNT
+    limits = {
+        Opcode.LOAD_W: [("row", cfg.weight_rows)],
+        Opcode.LOAD_A: [("addr", cfg.act_depth)],
+        Opcode.COMPUTE: [("act_addr", cfg.act_depth), ("acc_addr", cfg.acc_depth)],
+        Opcode.READ: [("addr", cfg.acc_depth)],
+    }[op]
+    for field, depth in limits:
+        if cmd.fields[field] + cmd.count > depth:
+            return ErrorCode.ADDRESS_RANGE
+    return ErrorCode.NONE
+
+
+def data_beats(cfg: MacroConfig, cmd: Command) -> int:
+    """Data-stream beats a legal ``cmd`` consumes."""
+    if cmd.opcode == Opcode.LOAD_W:
+        return cmd.count
+    if cmd.opcode == Opcode.LOAD_A:
+        return cmd.count * cfg.act_beats
+    return 0
+
+
+def result_beats(cfg: MacroConfig, cmd: Command) -> int:
+    """Result-stream beats a legal ``cmd`` produces."""
+    return cmd.count if cmd.opcode == Opcode.READ else 0
+
+
+@dataclass(frozen=True)
+class CycleCost:
+    """Cycles of one command with every stream ready, split as the RTL counters split them."""
+    fetch: int = 1
+    load: int = 0
+    compute: int = 0
+    read: int = 0
+    stall: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.fetch + self.load + self.compute + self.read + self.stall
+
+    def __add__(self, other: CycleCost) -> CycleCost:
+        return CycleCost(*(getattr(self, f) + getattr(other, f)
+                           for f in ("fetch", "load", "compute", "read", "stall")))
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in COUNTERS}
+
+
+def cycles(cfg: MacroConfig, cmd: Command) -> CycleCost:
+    """Cycle cost of a legal ``cmd`` when no stream stalls (the cycle model, per command).
+
+    Every command spends one fetch cycle in which it is accepted and checked; an illegal
+    command costs only that cycle before the sequencer halts.
+    """
+    if cmd.opcode == Opcode.COMPUTE:
+        return CycleCost(compute=cmd.count + COMPUTE_DRAIN)
+    return CycleCost(load=data_beats(cfg, cmd), read=result_beats(cfg, cmd))
+
+
+def pack_beats(layout: data.ArrayLayout, values) -> list[int]:
+    """Pack rows of signed lane values into beat words as ``layout`` places them.
+
+    ``values`` has shape ``(beats, lanes)`` with ``lanes <= layout.length``; missing lanes are
+    zero. Raises ``ValueError`` for a value outside the lane's signed range.
+    """
+    values = np.asarray(values, dtype=np.int64)
+    if values.ndim != 2 or values.shape[1] > layout.length:
+        raise ValueError(f"beat values must have shape (beats, <= {layout.length}), "
+                         f"not {values.shape}")
+    width = Shape.cast(layout.elem_shape).width
+    lo, hi = -(2 ** (width - 1)), 2 ** (width - 1) - 1
+    if values.size and (values.min() < lo or values.max() > hi):
+        bad = values[(values < lo) | (values > hi)][0]
+        raise ValueError(f"lane value must be in {lo}..{hi} ({width}-bit signed), not {bad}")
+    nbytes = -(-layout.size // 8)
+    bits = np.zeros((values.shape[0], nbytes * 8), dtype=np.uint8)
+    lane_bits = (values[:, :, None] >> np.arange(width)) & 1
+    for lane in range(values.shape[1]):
+        offset = layout[lane].offset
+        bits[:, offset:offset + width] = lane_bits[:, lane]
+    packed = np.packbits(bits, axis=1, bitorder="little")
+    return [int.from_bytes(row.tobytes(), "little") for row in packed]
+
+
+def unpack_beats(layout: data.ArrayLayout, words) -> np.ndarray:
+    """Inverse of :func:`pack_beats`: beat words to an ``int64`` array ``(beats, lanes)``."""
+    width = Shape.cast(layout.elem_shape).width
+    nbytes = -(-layout.size // 8)
+    words = list(words)
+    for word in words:
+        if not 0 <= word < 2 ** layout.size:
+            raise ValueError(f"beat word must fit {layout.size} bits, not {word:#x}")
+    raw = np.frombuffer(b"".join(int(w).to_bytes(nbytes, "little") for w in words),
+                        dtype=np.uint8).reshape(len(words), nbytes)
+    bits = np.unpackbits(raw, axis=1, bitorder="little").astype(np.int64)
+    weights = 2 ** np.arange(width, dtype=np.int64)
+    weights[-1] = -weights[-1]  # two's complement sign bit
+    out = np.empty((len(words), layout.length), dtype=np.int64)
+    for lane in range(layout.length):
+        offset = layout[lane].offset
+        out[:, lane] = bits[:, offset:offset + width] @ weights
+    return out
+
+
+def disassemble(cfg: MacroConfig, word: int) -> str:
+    """One line of text for a command word, also for illegal ones."""
+    try:
+        return str(decode(cfg, word))
+    except DecodeError as exc:
+        return f"<illegal: {exc}>"
+
+
+def isa_markdown(cfg: MacroConfig, name: str) -> str:
+    """The ISA reference for ``cfg`` (preset ``name``) as Markdown: ``docs/isa.md``."""
+    layout = command_layout(cfg)
+    out = [
+        "# sparsecim ISA reference",
+        "",
+        "Generated by `python -m sparsecim.hw.isa` from `hw/isa.py`; do not edit.",
+        f"ISA version {ISA_VERSION}. Field widths below are for the `{name}` preset "
+        f"(`{cfg.slug}`); every width is a function of `MacroConfig`.",
+        "",
+        f"A command word is {layout.size} bits: `opcode` in bits "
+        f"[{layout['opcode'].offset}, {layout['opcode'].offset + Shape.cast(Opcode).width}) "
+        f"and the operands from bit {layout['args'].offset} up. "
+        f"Data beats are {cfg.data_bits} bits, result beats {cfg.result_bits} bits.",
+        "",
+        "Cycles are those of the cycle model with no stream stalls; stalls add cycles counted "
+        "by the `stall` counter. After its fetch cycle a command runs to completion before the "
+        "next is fetched.",
+        "",
+        "| opcode | value | operands | cycles |",
+        "| --- | --- | --- | --- |",
+    ]
+    for op in Opcode:
+        out.append(f"| {op.name} | {op.value} | {_DOCS[op].fmt} | {_DOCS[op].cycles} |")
+    for op in Opcode:
+        doc = _DOCS[op]
+        out += ["", f"## {op.name} ({op.value})", "", f"**Format.** {doc.fmt}", ""]
+        fields = args_layout(cfg, op)
+        if list(fields):
+            out += ["| field | bits | width |", "| --- | --- | --- |"]
+            base = layout["args"].offset
+            for fname, field in fields:
+                width = _field_shape(field).width
+                lo = base + field.offset
+                out.append(f"| `{fname}` | [{lo}, {lo + width}) | {width} |")
+            out.append("")
+        out += [f"**Action.** {doc.action}", "", f"**Notes.** {doc.notes}", "",
+                f"**Cycles.** {doc.cycles}"]
+    out += ["", "## Enumerations", ""]
+    for enum_cls in (Mode, ErrorCode):
+        members = ", ".join(f"{m.name} = {m.value}" for m in enum_cls)
+        out.append(f"- `{enum_cls.__name__}` ({Shape.cast(enum_cls).width} bits): {members}")
+    out += [
+        "",
+        "## Data and result beats",
+        "",
+        f"- Weight row (LOAD_W): {cfg.cols} lanes of {cfg.weight_bits}-bit signed; lane `c` "
+        f"in bits [{cfg.weight_bits}·c, {cfg.weight_bits}·(c+1)).",
+        f"- Activations (LOAD_A): {cfg.act_lanes} lanes of {cfg.act_bits}-bit signed per beat, "
+        f"{cfg.act_beats} beats per entry of {cfg.reduction} activations.",
+        f"- Result (READ): {cfg.cols} lanes of {cfg.acc_bits}-bit signed accumulators.",
+        f"- Counters (status): {', '.join(COUNTERS)}, {cfg.counter_bits} bits each, saturating.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(isa_markdown(preset("flexcim"), "flexcim"), end="")

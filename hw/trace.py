@@ -1,0 +1,211 @@
+"""The trace file format: a program of command words with the data beats each one carries.
+
+A trace is what the scheduler emits and what every level runs: the golden model, the Amaranth
+simulation and the Verilator testbench. The file is text, exact and diff-able::
+
+    sparsecim-trace 1
+    isa 1
+    config {"acc_bits": 32, ...}
+    meta {"workload": "gemm", ...}
+    c 0000019
+    d 00ff7f80...
+    ...
+
+``c`` lines are command words and ``d`` lines the data beats that follow their command, both in
+fixed-width lowercase hex. ``#`` starts a comment line. :meth:`Trace.dump` gives a
+human-readable listing with decoded commands and lane values.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import MacroConfig
+from .isa import (
+    ISA_VERSION,
+    Command,
+    Opcode,
+    act_beat_layout,
+    command_layout,
+    decode,
+    disassemble,
+    encode,
+    unpack_beats,
+    weight_row_layout,
+)
+
+__all__ = ["FORMAT_VERSION", "Step", "Trace", "TraceFormatError"]
+
+FORMAT_VERSION = 1
+_MAGIC = "sparsecim-trace"
+
+
+class TraceFormatError(ValueError):
+    """A trace file that cannot be read; the message names the file line."""
+
+
+@dataclass
+class Step:
+    """One command word and the data beats that follow it on the data stream."""
+    command: int
+    data: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Trace:
+    """A program for one macro configuration.
+
+    Parameters
+    ----------
+    config : MacroConfig
+        The macro the trace is encoded for; every word width follows from it.
+    steps : list of Step
+        Commands in program order, each with its data beats.
+    meta : dict
+        Free-form JSON-serialisable description of the workload (shapes, seeds, mapping).
+    isa_version : int
+        ISA version the words were encoded with.
+    """
+
+    config: MacroConfig
+    steps: list[Step] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+    isa_version: int = ISA_VERSION
+
+    def append(self, cmd: Command, data: list[int] | None = None) -> None:
+        """Encode ``cmd`` and append it with its data beats."""
+        self.steps.append(Step(encode(self.config, cmd), list(data or [])))
+
+    @property
+    def commands(self) -> list[int]:
+        """The command stream: every command word in order."""
+        return [step.command for step in self.steps]
+
+    @property
+    def data(self) -> list[int]:
+        """The data stream: every data beat in order."""
+        return [beat for step in self.steps for beat in step.data]
+
+    # File I/O
+
+    def _hex_digits(self) -> tuple[int, int]:
+        return (-(-command_layout(self.config).size // 4), -(-self.config.data_bits // 4))
+
+    def to_text(self) -> str:
+        cmd_digits, data_digits = self._hex_digits()
+        lines = [f"{_MAGIC} {FORMAT_VERSION}", f"isa {self.isa_version}",
+                 f"config {self.config.to_json()}",
+                 f"meta {json.dumps(self.meta, sort_keys=True)}"]
+        for step in self.steps:
+            lines.append(f"c {step.command:0{cmd_digits}x}")
+            lines.extend(f"d {beat:0{data_digits}x}" for beat in step.data)
+        return "\n".join(lines) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_text())
+
+    @classmethod
+    def from_text(cls, text: str, *, source: str = "<trace>") -> Trace:
+        """Parse a trace file's text.
+
+        Raises
+        ------
+        TraceFormatError
+            For a wrong magic or version, a bad header, a word that is not hex or is wider than
+            its stream, or data before the first command; the message names the line.
+        """
+        lines = text.splitlines()
+
+        def fail(lineno, message):
+            raise TraceFormatError(f"{source}:{lineno}: {message}")
+
+        header = {}
+        body_start = None
+        for index, line in enumerate(lines):
+            lineno = index + 1
+            if not line.strip() or line.startswith("#"):
+                continue
+            key, _, value = line.partition(" ")
+            if key in ("c", "d"):
+                body_start = index
+                break
+            if key in header:
+                fail(lineno, f"header key {key!r} given twice")
+            header[key] = (lineno, value)
+        for key in (_MAGIC, "isa", "config"):
+            if key not in header:
+                fail(1, f"missing header line {key!r}")
+        if header[_MAGIC][1] != str(FORMAT_VERSION):
+            fail(header[_MAGIC][0], f"trace format version must be {FORMAT_VERSION}, "
+                                    f"not {header[_MAGIC][1]!r}")
+        if header["isa"][1] != str(ISA_VERSION):
+            fail(header["isa"][0], f"ISA version must be {ISA_VERSION}, "
+                                   f"not {header['isa'][1]!r}")
+        try:
+            config = MacroConfig.from_dict(json.loads(header["config"][1]))
+        except (ValueError, json.JSONDecodeError) as exc:
+            fail(header["config"][0], f"bad config: {exc}")
+        meta = {}
+        if "meta" in header:
+            try:
+                meta = json.loads(header["meta"][1])
+            except json.JSONDecodeError as exc:
+                fail(header["meta"][0], f"bad meta: {exc}")
+        extra = sorted(set(header) - {_MAGIC, "isa", "config", "meta"})
+        if extra:
+            fail(header[extra[0]][0], f"unknown header key {extra[0]!r}")
+
+        trace = cls(config, meta=meta)
+        limits = {"c": command_layout(config).size, "d": config.data_bits}
+        for index in range(body_start if body_start is not None else len(lines), len(lines)):
+            line = lines[index]
+            lineno = index + 1
+            if not line.strip() or line.startswith("#"):
+                continue
+            kind, _, word_text = line.partition(" ")
+            if kind not in limits:
+                fail(lineno, f"line must start with 'c' or 'd', not {kind!r}")
+            try:
+                word = int(word_text.strip(), 16)
+            except ValueError:
+                fail(lineno, f"{word_text.strip()!r} is not a hex word")
+            if word >= 2 ** limits[kind]:
+                fail(lineno, f"word {word:#x} is wider than {limits[kind]} bits")
+            if kind == "c":
+                trace.steps.append(Step(word))
+            elif not trace.steps:
+                fail(lineno, "data beat before the first command")
+            else:
+                trace.steps[-1].data.append(word)
+        return trace
+
+    @classmethod
+    def load(cls, path: str | Path) -> Trace:
+        path = Path(path)
+        return cls.from_text(path.read_text(), source=str(path))
+
+    def dump(self, max_beats: int = 2) -> str:
+        """Human-readable listing: decoded commands, and up to ``max_beats`` beats of each
+        shown as lane values."""
+        cfg = self.config
+        out = [f"# trace for {cfg.slug}, ISA {self.isa_version}, {len(self.steps)} commands, "
+               f"{len(self.data)} data beats", f"# meta {json.dumps(self.meta, sort_keys=True)}"]
+        cmd_digits, _ = self._hex_digits()
+        for index, step in enumerate(self.steps):
+            out.append(f"{index:6d}  c {step.command:0{cmd_digits}x}  "
+                       f"{disassemble(cfg, step.command)}")
+            try:
+                opcode = decode(cfg, step.command).opcode
+            except ValueError:
+                opcode = None
+            layout = {Opcode.LOAD_W: weight_row_layout(cfg),
+                      Opcode.LOAD_A: act_beat_layout(cfg)}.get(opcode)
+            for beat in step.data[:max_beats]:
+                lanes = (unpack_beats(layout, [beat])[0].tolist() if layout is not None
+                         else f"{beat:#x}")
+                out.append(f"          d {lanes}")
+            if len(step.data) > max_beats:
+                out.append(f"          ... {len(step.data) - max_beats} more beats")
+        return "\n".join(out) + "\n"
