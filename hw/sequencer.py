@@ -1,0 +1,242 @@
+"""The sequencer: executes the command stream, moves data, counts cycles, reports errors."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import MacroConfig
+from .isa import (
+    COUNTERS,
+    ErrorCode,
+    Mode,
+    Opcode,
+    command_layout,
+    counters_layout,
+    result_layout,
+)
+from .macro import ControlSignature
+
+__all__ = ["status_signature", "Sequencer"]
+
+
+def status_signature(config: MacroConfig) -> wiring.Signature:
+    """Signature of the status port (a plain :class:`wiring.Signature`, compared structurally).
+
+    Members
+    -------
+    done : Out(1)
+        High from the cycle after the END or erroring fetch cycle until reset.
+    error : Out(ErrorCode)
+        ``NONE``, or from the cycle after the erroring fetch cycle until reset, the code of the
+        command that halted the sequencer.
+    counters : Out(counters_layout(config))
+        Saturating cycle counters, :data:`~sparsecim.hw.isa.COUNTERS` in order, zero after
+        reset. Every cycle from reset to the halt (the END or erroring fetch cycle included)
+        adds one to ``total`` and to exactly one of ``fetch``, ``load``, ``compute``, ``read``
+        and ``stall``; a counter shows a cycle from the next one on, and all stop at the halt.
+    """
+    return wiring.Signature({
+        "done": Out(1),
+        "error": Out(ErrorCode),
+        "counters": Out(counters_layout(config)),
+    })
+
+
+class Sequencer(wiring.Component):
+    """Fetches commands, checks them, and drives the macro one command at a time.
+
+    Its timing is the cycle model of :func:`sparsecim.hw.isa.cycles`, plus stall cycles:
+
+    - FETCH: ``cmd.ready`` high. A cycle with ``cmd.valid`` accepts and checks the command
+      (counted as *fetch*); one without counts as *stall*. Checks, in the order of
+      :func:`~sparsecim.hw.isa.check`: undefined opcode (``ILLEGAL_OPCODE``), CONFIG with a
+      mode that is not a :class:`~sparsecim.hw.isa.Mode` (``ILLEGAL_MODE``), ``count == 0``
+      (``ZERO_COUNT``), address plus count beyond the depth (``ADDRESS_RANGE``). An error goes
+      to HALT. CONFIG sets the mode and stays in FETCH; END goes to HALT; the others run.
+    - LOAD_W, LOAD_A: ``data.ready`` high; each cycle with ``data.valid`` writes one beat
+      (*load*), one without is a *stall*. LOAD_W takes ``count`` beats, LOAD_A
+      ``count × act_beats``.
+    - COMPUTE: ``count`` cycles issuing passes ``i`` (``act_addr + i``, ``acc_addr + i``), then
+      ``COMPUTE_DRAIN`` cycles until the macro's last write; all are *compute*.
+    - READ: ``result.valid`` high with entry ``addr + k``; a cycle with ``result.ready``
+      (*read*) sends it, one without is a *stall*. The READ's fetch cycle already reads entry
+      ``addr`` so that beats stream one per cycle.
+    - HALT: ``status.done`` high; no stream is ready or valid; counters stop. Only ``rst``
+      leaves it.
+
+    ``rst`` returns to FETCH with mode DENSE, error NONE and counters zero.
+
+    Parameters
+    ----------
+    config : MacroConfig
+
+    Members
+    -------
+    cmd : In(stream.Signature(command_layout(config)))
+        Command words; ``ready`` exactly in FETCH cycles.
+    data : In(stream.Signature(config.data_bits))
+        Weight rows (``weight_row_layout``) and activation beats (``act_beat_layout`` in the
+        low bits) for LOAD_W and LOAD_A; ``ready`` exactly in LOAD_W and LOAD_A cycles.
+    result : Out(stream.Signature(result_layout(config)))
+        Accumulator entries sent by READ; ``valid`` from the cycle after the READ's fetch
+        cycle until its last beat is taken, payload stable while ``ready`` is low.
+    status : Out(status_signature(config))
+        ``done``, ``error`` and the performance counters, all registered.
+    macro : Out(ControlSignature(config))
+        Drives the :class:`~sparsecim.hw.macro.Macro`: writes in the cycle of the data
+        handshake, one pass issue per COMPUTE cycle, accumulator reads for READ.
+    """
+
+    def __init__(self, config: MacroConfig):
+        if not isinstance(config, MacroConfig):
+            raise TypeError(f"config must be a MacroConfig, not {config!r}")
+        self.config = config
+        super().__init__({
+            "cmd": In(stream.Signature(command_layout(config))),
+            "data": In(stream.Signature(config.data_bits)),
+            "result": Out(stream.Signature(result_layout(config))),
+            "status": Out(status_signature(config)),
+            "macro": Out(ControlSignature(config)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        cmd, dat, res, ctrl, status = self.cmd, self.data, self.result, self.macro, self.status
+        opcode = cmd.payload.opcode
+        args = cmd.payload.args
+
+        current = Signal(command_layout(cfg))  # the command being executed
+        cur = current.args
+        step = Signal(range(max(cfg.weight_rows, cfg.act_depth, cfg.acc_depth) + 1))
+        beat = Signal.like(ctrl.a_beat)        # beat within the LOAD_A entry `step`
+        mode = Signal(Mode)                    # only DENSE exists; kept for later modes
+        error = Signal(ErrorCode)
+        m.d.comb += status.error.eq(error)
+
+        # Checks of the offered command, in the order of isa.check().
+        defined = Cat(opcode == op for op in Opcode).any()
+        mode_ok = Cat(args.config.mode == member for member in Mode).any()
+        zero = Signal()
+        beyond = Signal()
+        with m.Switch(opcode):
+            with m.Case(Opcode.LOAD_W):
+                a = args.load_w
+                m.d.comb += [zero.eq(a.count == 0),
+                             beyond.eq(a.row + a.count > cfg.weight_rows)]
+            with m.Case(Opcode.LOAD_A):
+                a = args.load_a
+                m.d.comb += [zero.eq(a.count == 0),
+                             beyond.eq(a.addr + a.count > cfg.act_depth)]
+            with m.Case(Opcode.COMPUTE):
+                a = args.compute
+                m.d.comb += [zero.eq(a.count == 0),
+                             beyond.eq((a.act_addr + a.count > cfg.act_depth)
+                                       | (a.acc_addr + a.count > cfg.acc_depth))]
+            with m.Case(Opcode.READ):
+                a = args.read
+                m.d.comb += [zero.eq(a.count == 0),
+                             beyond.eq(a.addr + a.count > cfg.acc_depth)]
+        fault = Signal(ErrorCode)
+        with m.If(~defined):
+            m.d.comb += fault.eq(ErrorCode.ILLEGAL_OPCODE)
+        with m.Elif((opcode == Opcode.CONFIG) & ~mode_ok):
+            m.d.comb += fault.eq(ErrorCode.ILLEGAL_MODE)
+        with m.Elif(zero):
+            m.d.comb += fault.eq(ErrorCode.ZERO_COUNT)
+        with m.Elif(beyond):
+            m.d.comb += fault.eq(ErrorCode.ADDRESS_RANGE)
+
+        # Counters: each state raises `total` and exactly one category per cycle.
+        tick = {name: Signal(name=f"tick_{name}") for name in COUNTERS}
+        saturated = 2 ** cfg.counter_bits - 1
+        for name in COUNTERS:
+            counter = status.counters[name]
+            with m.If(tick[name] & (counter != saturated)):
+                m.d.sync += counter.eq(counter + 1)
+
+        with m.FSM(name="state"):
+            with m.State("FETCH"):
+                m.d.comb += [cmd.ready.eq(1), tick["total"].eq(1),
+                             tick["fetch"].eq(cmd.valid), tick["stall"].eq(~cmd.valid)]
+                with m.If(cmd.valid):
+                    m.d.sync += [current.eq(cmd.payload), step.eq(0), beat.eq(0)]
+                    with m.If(fault != ErrorCode.NONE):
+                        m.d.sync += error.eq(fault)
+                        m.next = "HALT"
+                    with m.Else():
+                        with m.Switch(opcode):
+                            with m.Case(Opcode.CONFIG):
+                                m.d.sync += mode.eq(args.config.mode)
+                            with m.Case(Opcode.LOAD_W):
+                                m.next = "LOAD_W"
+                            with m.Case(Opcode.LOAD_A):
+                                m.next = "LOAD_A"
+                            with m.Case(Opcode.COMPUTE):
+                                m.next = "COMPUTE"
+                            with m.Case(Opcode.READ):
+                                # Read entry `addr` now, so the first beat is valid next cycle.
+                                m.d.comb += [ctrl.rd_en.eq(1), ctrl.rd_addr.eq(args.read.addr)]
+                                m.next = "READ"
+                            with m.Case(Opcode.END):
+                                m.next = "HALT"
+
+            with m.State("LOAD_W"):
+                m.d.comb += [dat.ready.eq(1), tick["total"].eq(1),
+                             tick["load"].eq(dat.valid), tick["stall"].eq(~dat.valid),
+                             ctrl.w_en.eq(dat.valid), ctrl.w_row.eq(cur.load_w.row + step),
+                             ctrl.w_data.eq(dat.payload)]
+                with m.If(dat.valid):
+                    m.d.sync += step.eq(step + 1)
+                    with m.If(step + 1 == cur.load_w.count):
+                        m.next = "FETCH"
+
+            with m.State("LOAD_A"):
+                # Activation lanes fill the low bits of a data beat (act_beat_layout).
+                m.d.comb += [dat.ready.eq(1), tick["total"].eq(1),
+                             tick["load"].eq(dat.valid), tick["stall"].eq(~dat.valid),
+                             ctrl.a_en.eq(dat.valid), ctrl.a_addr.eq(cur.load_a.addr + step),
+                             ctrl.a_beat.eq(beat), ctrl.a_data.eq(dat.payload)]
+                with m.If(dat.valid):
+                    with m.If(beat == cfg.act_beats - 1):
+                        m.d.sync += [beat.eq(0), step.eq(step + 1)]
+                        with m.If(step + 1 == cur.load_a.count):
+                            m.next = "FETCH"
+                    with m.Else():
+                        m.d.sync += beat.eq(beat + 1)
+
+            with m.State("COMPUTE"):
+                m.d.comb += [tick["total"].eq(1), tick["compute"].eq(1),
+                             ctrl.issue.eq(1), ctrl.accumulate.eq(cur.compute.accumulate),
+                             ctrl.act_addr.eq(cur.compute.act_addr + step),
+                             ctrl.acc_addr.eq(cur.compute.acc_addr + step)]
+                m.d.sync += step.eq(step + 1)
+                with m.If(step + 1 == cur.compute.count):
+                    m.next = "DRAIN"
+
+            with m.State("DRAIN"):
+                # Leave once no write is ahead of this edge: COMPUTE_DRAIN cycles after the
+                # last issue, so the next command sees every accumulator write.
+                m.d.comb += [tick["total"].eq(1), tick["compute"].eq(1)]
+                with m.If(~ctrl.busy):
+                    m.next = "FETCH"
+
+            with m.State("READ"):
+                last = step + 1 == cur.read.count
+                m.d.comb += [res.valid.eq(1), res.payload.eq(ctrl.rd_data),
+                             tick["total"].eq(1),
+                             tick["read"].eq(res.ready), tick["stall"].eq(~res.ready)]
+                # The read port holds its data while rd_en is low: payload stable until ready.
+                with m.If(res.ready):
+                    m.d.sync += step.eq(step + 1)
+                    with m.If(last):
+                        m.next = "FETCH"
+                    with m.Else():
+                        m.d.comb += [ctrl.rd_en.eq(1),
+                                     ctrl.rd_addr.eq(cur.read.addr + step + 1)]
+
+            with m.State("HALT"):
+                m.d.comb += status.done.eq(1)
+        return m

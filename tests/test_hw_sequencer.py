@@ -1,0 +1,446 @@
+"""Sequencer and top level in Amaranth simulation: traces, results, cycle counters, errors."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from amaranth.hdl import ClockDomain, Module, Shape
+from amaranth.sim import Simulator
+from sparsecim.hw import isa
+from sparsecim.hw.config import preset
+from sparsecim.hw.isa import Command, CycleCost, ErrorCode, Mode, Opcode
+from sparsecim.hw.sequencer import Sequencer
+from sparsecim.hw.top import Top
+from sparsecim.hw.trace import Trace
+
+CFG = preset("tiny")
+
+
+# Test harness -------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    results: np.ndarray  # result beats, (beats, cols)
+    counters: dict
+    error: ErrorCode
+    done: bool
+    cycles_to_done: int  # clock edges from the start until done was first seen high
+    ready_after_halt: bool  # cmd.ready or data.ready seen high after done
+    counters_moved_after_halt: bool
+
+
+def _pauser(seed, probability):
+    """Returns a function telling whether a stream idles this cycle (never if seed is None)."""
+    if seed is None:
+        return lambda: False
+    rng = random.Random(seed)
+    return lambda: rng.random() < probability
+
+
+def run_top(cfg, commands, data, *, pause_seed=None, pause_probability=0.3,
+            max_cycles=5000, after_halt=8):
+    """Run command words and data beats through a fresh :class:`Top` until ``done``.
+
+    With ``pause_seed``, every stream idles at random (cmd and data ``valid`` low, result
+    ``ready`` low), each from its own seeded generator. The result collector also checks the
+    stream rule: once ``valid`` is high it stays high with a stable payload until ``ready``.
+    """
+    top = Top(cfg)
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    words = {"cmd": list(commands), "data": list(data)}
+    got = []
+    out = {}
+
+    def feeder(name, salt):
+        port = getattr(top, name)
+        pause = _pauser(None if pause_seed is None else pause_seed * 10 + salt,
+                        pause_probability)
+
+        async def feed(ctx):
+            for word in words[name]:
+                while pause():
+                    ctx.set(port.valid, 0)
+                    await ctx.tick()
+                ctx.set(port.payload.as_value() if name == "cmd" else port.payload, word)
+                ctx.set(port.valid, 1)
+                # A plain loop, not tick().until(): a background testbench may be left
+                # suspended here when the sequencer halts, and until() does not close cleanly.
+                while not (await ctx.tick().sample(port.ready))[2]:
+                    pass
+            ctx.set(port.valid, 0)
+        return feed
+
+    pause_result = _pauser(None if pause_seed is None else pause_seed * 10 + 3,
+                           pause_probability)
+
+    async def collect(ctx):
+        held = None  # (payload) offered without ready at the previous edge
+        while True:
+            ready = not pause_result()
+            ctx.set(top.result.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(top.result.valid,
+                                                           top.result.payload.as_value())
+            if held is not None:
+                assert valid and payload == held, "result changed before it was taken"
+            if valid and ready:
+                got.append(payload)
+            held = payload if valid and not ready else None
+
+    async def bench(ctx):
+        cycles = 0
+        while not ctx.get(top.status.done):
+            assert cycles < max_cycles, f"no done after {max_cycles} cycles"
+            await ctx.tick()
+            cycles += 1
+        counters = ctx.get(top.status.counters)
+        ready_seen = moved = False
+        for _ in range(after_halt):
+            ready_seen |= bool(ctx.get(top.cmd.ready) or ctx.get(top.data.ready))
+            await ctx.tick()
+            moved |= ctx.get(top.status.counters).as_value().value != counters.as_value().value
+        out.update(
+            counters={name: int(counters[name]) for name in isa.COUNTERS},
+            error=ctx.get(top.status.error), done=bool(ctx.get(top.status.done)),
+            cycles=cycles, ready_seen=ready_seen, moved=moved)
+
+    sim.add_testbench(feeder("cmd", 1), background=True)
+    sim.add_testbench(feeder("data", 2), background=True)
+    sim.add_testbench(collect, background=True)
+    sim.add_testbench(bench)
+    sim.run()
+    results = isa.unpack_beats(isa.result_layout(cfg), got) if got else np.zeros((0, cfg.cols))
+    return Run(results, out["counters"], out["error"], out["done"], out["cycles"],
+               out["ready_seen"], out["moved"])
+
+
+def expected_cost(cfg, commands):
+    """Sum of the per-command cycle model over legal commands (independent of the RTL)."""
+    total = CycleCost(fetch=0)
+    for cmd in commands:
+        total += isa.cycles(cfg, cmd)
+    return total
+
+
+def assert_counters(run, cost, *, stalls):
+    counters = run.counters
+    for name in ("fetch", "load", "compute", "read"):
+        assert counters[name] == getattr(cost, name), name
+    assert counters["total"] == cost.total + counters["stall"]
+    assert counters["total"] == sum(counters[n] for n in isa.COUNTERS if n != "total")
+    if stalls:
+        assert counters["stall"] > 0
+    else:
+        assert counters["stall"] == 0
+
+
+# Programs -----------------------------------------------------------------------------------
+
+def random_matrix(rng, shape, bits):
+    """Random signed values with the extremes planted, so -2**(bits-1) squared occurs."""
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    values = rng.integers(lo, hi + 1, size=shape)
+    flat = values.reshape(-1)
+    flat[:: 5] = lo
+    flat[1:: 7] = hi
+    return values
+
+
+def act_entry_beats(cfg, entries):
+    """Split activation entries (n, reduction) into data beats: element j is lane
+    j % act_lanes of beat j // act_lanes (written here from the ISA text, not the RTL)."""
+    beats = []
+    for entry in entries:
+        for b in range(cfg.act_beats):
+            beats.append(entry[b * cfg.act_lanes:(b + 1) * cfg.act_lanes])
+    padded = [np.pad(beat, (0, cfg.act_lanes - len(beat))) for beat in beats]
+    return isa.pack_beats(isa.act_beat_layout(cfg), np.array(padded))
+
+
+def gemm_program(cfg, seed):
+    """A two-tile GEMM with offsets, back-to-back COMPUTEs into the same entries and a READ
+    right after a COMPUTE; returns the trace, the legal commands and the expected results."""
+    rng = np.random.default_rng(seed)
+    tiles, tokens = 2, 3
+    k = tiles * cfg.reduction
+    weights = random_matrix(rng, (k, cfg.cols), cfg.weight_bits)
+    acts = random_matrix(rng, (tokens, k), cfg.act_bits)
+    trace = Trace(cfg)
+    cmds = [Command(Opcode.CONFIG, mode=Mode.DENSE)]
+    data = {}
+    act_base, acc_base = 5, 2
+    for t in range(tiles):
+        rows = slice(t * cfg.reduction, (t + 1) * cfg.reduction)
+        # Two LOAD_Ws per tile, second half first, to check the row addressing.
+        half = cfg.weight_rows // 2
+        w = weights[rows]
+        cmds.append(Command(Opcode.LOAD_W, row=half, count=cfg.weight_rows - half))
+        data[len(cmds) - 1] = isa.pack_beats(isa.weight_row_layout(cfg), w[half:])
+        cmds.append(Command(Opcode.LOAD_W, row=0, count=half))
+        data[len(cmds) - 1] = isa.pack_beats(isa.weight_row_layout(cfg), w[:half])
+        cmds.append(Command(Opcode.LOAD_A, addr=act_base, count=tokens))
+        data[len(cmds) - 1] = act_entry_beats(cfg, acts[:, rows])
+        cmds.append(Command(Opcode.COMPUTE, act_addr=act_base, acc_addr=acc_base,
+                            count=tokens, accumulate=int(t > 0)))
+    # Read in two pieces, the first right after the last COMPUTE.
+    cmds.append(Command(Opcode.READ, addr=acc_base, count=1))
+    cmds.append(Command(Opcode.READ, addr=acc_base + 1, count=tokens - 1))
+    cmds.append(Command(Opcode.END))
+    for index, cmd in enumerate(cmds):
+        trace.append(cmd, data.get(index))
+    return trace, cmds, acts @ weights
+
+
+# Tests --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pause_seed", [None, 1, 2], ids=["no-pauses", "pauses-1", "pauses-2"])
+def test_top_gemm_results_and_counters_match_numpy_and_cycle_model(pause_seed):
+    trace, cmds, expected = gemm_program(CFG, seed=7)
+    assert all(isa.check(CFG, cmd) == ErrorCode.NONE for cmd in cmds)
+    run = run_top(CFG, trace.commands, trace.data, pause_seed=pause_seed)
+    assert run.done and run.error == ErrorCode.NONE
+    np.testing.assert_array_equal(run.results, expected)
+    assert_counters(run, expected_cost(CFG, cmds), stalls=pause_seed is not None)
+    # The counters stop at the halt; total counts exactly the cycles until done rose.
+    assert run.counters["total"] == run.cycles_to_done
+    assert not run.ready_after_halt and not run.counters_moved_after_halt
+
+
+def test_top_heavy_result_backpressure_keeps_every_beat():
+    trace, cmds, expected = gemm_program(CFG, seed=3)
+    run = run_top(CFG, trace.commands, trace.data, pause_seed=5, pause_probability=0.8,
+                  max_cycles=20000)
+    np.testing.assert_array_equal(run.results, expected)
+    assert_counters(run, expected_cost(CFG, cmds), stalls=True)
+
+
+def test_top_compute_accumulate_and_clear_on_one_entry():
+    rng = np.random.default_rng(11)
+    w = random_matrix(rng, (CFG.weight_rows, CFG.cols), CFG.weight_bits)
+    a = random_matrix(rng, (2, CFG.reduction), CFG.act_bits)
+    cmds = [
+        Command(Opcode.LOAD_W, row=0, count=CFG.weight_rows),
+        Command(Opcode.LOAD_A, addr=0, count=2),
+        Command(Opcode.COMPUTE, act_addr=0, acc_addr=0, count=1, accumulate=1),  # on zero
+        Command(Opcode.COMPUTE, act_addr=1, acc_addr=0, count=1, accumulate=1),
+        Command(Opcode.READ, addr=0, count=1),
+        Command(Opcode.COMPUTE, act_addr=1, acc_addr=0, count=1, accumulate=0),
+        Command(Opcode.READ, addr=0, count=1),
+        Command(Opcode.END),
+    ]
+    trace = Trace(CFG)
+    trace.append(cmds[0], isa.pack_beats(isa.weight_row_layout(CFG), w))
+    trace.append(cmds[1], act_entry_beats(CFG, a))
+    for cmd in cmds[2:]:
+        trace.append(cmd)
+    run = run_top(CFG, trace.commands, trace.data)
+    np.testing.assert_array_equal(run.results, np.stack([(a[0] + a[1]) @ w, a[1] @ w]))
+    assert_counters(run, expected_cost(CFG, cmds), stalls=False)
+
+
+def _raw_word(cfg, opcode_value, op_layout=None, **fields):
+    """A command word with a raw opcode value and raw field values (enum fields may hold
+    non-members), placed at the offsets of the ISA layouts."""
+    layout = isa.command_layout(cfg)
+    word = opcode_value << layout["opcode"].offset
+    for name, value in fields.items():
+        word |= value << (layout["args"].offset + isa.args_layout(cfg, op_layout)[name].offset)
+    return word
+
+
+def _undefined(enum_cls):
+    """Values of an ISA enum's shape that name no member."""
+    return [v for v in range(2 ** Shape.cast(enum_cls).width)
+            if v not in {member.value for member in enum_cls}]
+
+
+def _encoded(op, **fields):
+    return lambda cfg: isa.encode(cfg, Command(op, **fields))
+
+
+# Each case builds its word for a config; undefined values come from the ISA enums.
+ERROR_CASES = {
+    **{f"opcode-{v}": (lambda cfg, v=v: _raw_word(cfg, v), ErrorCode.ILLEGAL_OPCODE)
+       for v in _undefined(Opcode)},
+    **{f"config-mode-{v}": (lambda cfg, v=v: _raw_word(cfg, Opcode.CONFIG.value,
+                                                     Opcode.CONFIG, mode=v),
+                            ErrorCode.ILLEGAL_MODE)
+       for v in _undefined(Mode)},
+    "load_w-zero": (_encoded(Opcode.LOAD_W, row=0, count=0), ErrorCode.ZERO_COUNT),
+    "load_a-zero": (_encoded(Opcode.LOAD_A, addr=3, count=0), ErrorCode.ZERO_COUNT),
+    "compute-zero": (_encoded(Opcode.COMPUTE, act_addr=0, acc_addr=0, count=0, accumulate=0),
+                     ErrorCode.ZERO_COUNT),
+    "read-zero": (_encoded(Opcode.READ, addr=0, count=0), ErrorCode.ZERO_COUNT),
+    "load_w-range": (lambda cfg: _encoded(Opcode.LOAD_W, row=cfg.weight_rows - 1, count=2)(cfg),
+                     ErrorCode.ADDRESS_RANGE),
+    "load_a-range": (lambda cfg: _encoded(Opcode.LOAD_A, addr=cfg.act_depth - 2, count=3)(cfg),
+                     ErrorCode.ADDRESS_RANGE),
+    "compute-act-range": (lambda cfg: _encoded(Opcode.COMPUTE, act_addr=cfg.act_depth - 1,
+                                             acc_addr=0, count=2, accumulate=0)(cfg),
+                          ErrorCode.ADDRESS_RANGE),
+    "compute-acc-range": (lambda cfg: _encoded(Opcode.COMPUTE, act_addr=0,
+                                             acc_addr=cfg.acc_depth - 1, count=2,
+                                             accumulate=1)(cfg),
+                          ErrorCode.ADDRESS_RANGE),
+    "read-range": (lambda cfg: _encoded(Opcode.READ, addr=1, count=cfg.acc_depth)(cfg),
+                   ErrorCode.ADDRESS_RANGE),
+}
+
+
+def test_error_cases_cover_undefined_opcodes_5_and_6():
+    assert {"opcode-5", "opcode-6"} <= set(ERROR_CASES)
+
+
+def _isa_status(cfg, word):
+    try:
+        return isa.check(cfg, isa.decode(cfg, word))
+    except isa.DecodeError as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_top_illegal_command_halts_with_error_code_after_one_cycle(case):
+    build, code = ERROR_CASES[case]
+    bad = build(CFG)
+    assert _isa_status(CFG, bad) == code  # the vector means what the ISA says it means
+    prefix = [Command(Opcode.CONFIG, mode=Mode.DENSE),
+              Command(Opcode.LOAD_W, row=0, count=2)]
+    words = [isa.encode(CFG, c) for c in prefix] + [bad, isa.encode(CFG, Command(Opcode.END))]
+    data = isa.pack_beats(isa.weight_row_layout(CFG), np.ones((2, CFG.cols)))
+    run = run_top(CFG, words, data)
+    assert run.done and run.error == code
+    assert_counters(run, expected_cost(CFG, prefix) + CycleCost(), stalls=False)
+    # Halted: no stream ready again, counters frozen (the END after it was never taken).
+    assert not run.ready_after_halt and not run.counters_moved_after_halt
+
+
+def test_top_illegal_command_halts_under_pauses():
+    build, code = ERROR_CASES["read-range"]
+    words = [isa.encode(CFG, Command(Opcode.CONFIG, mode=Mode.DENSE)), build(CFG)]
+    run = run_top(CFG, words, [], pause_seed=4, pause_probability=0.6)
+    assert run.done and run.error == code
+    assert run.counters["fetch"] == 2 and run.counters["stall"] > 0
+    assert run.counters["total"] == 2 + run.counters["stall"]
+
+
+def test_sequencer_error_status_matches_isa_for_random_words():
+    """Random words, each fetched right after a reset: the RTL's error code (or none) and
+    whether it halts at once equal decode() + check(), boundaries included."""
+    rng = random.Random(2024)
+    layout = isa.command_layout(CFG)
+    words = [rng.randrange(2 ** layout.size) for _ in range(300)]
+    # Bias some towards the address limits: legal and one past.
+    for op, fields in [(Opcode.LOAD_W, ("row", CFG.weight_rows)),
+                       (Opcode.LOAD_A, ("addr", CFG.act_depth)),
+                       (Opcode.READ, ("addr", CFG.acc_depth))]:
+        name, depth = fields
+        for base in range(depth):
+            for count in (depth - base, depth - base + 1):
+                if count < 2 ** isa.args_layout(CFG, op)["count"].shape:
+                    words.append(isa.encode(CFG, Command(op, **{name: base, "count": count})))
+    expected = [_isa_status(CFG, w) for w in words]
+    halts = [code != ErrorCode.NONE or isa.decode(CFG, w).opcode == Opcode.END
+             for w, code in zip(words, expected, strict=True)]
+    assert {ErrorCode.NONE, ErrorCode.ILLEGAL_OPCODE, ErrorCode.ILLEGAL_MODE,
+            ErrorCode.ZERO_COUNT, ErrorCode.ADDRESS_RANGE} <= set(expected)
+
+    top = Top(CFG)
+    m = Module()
+    m.submodules.top = top
+    m.domains.sync = sync = ClockDomain()
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    got = []
+
+    async def bench(ctx):
+        for word in words:
+            ctx.set(sync.rst, 1)
+            await ctx.tick()
+            ctx.set(sync.rst, 0)
+            ctx.set(top.cmd.payload.as_value(), word)
+            ctx.set(top.cmd.valid, 1)
+            assert ctx.get(top.cmd.ready) and not ctx.get(top.status.done)
+            assert ctx.get(top.status.counters).as_value().value == 0
+            await ctx.tick()
+            ctx.set(top.cmd.valid, 0)
+            got.append((ctx.get(top.status.error), bool(ctx.get(top.status.done))))
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == list(zip(expected, halts, strict=True))
+
+
+def test_sequencer_reset_clears_halt_error_and_counters_then_runs_again():
+    trace, cmds, expected = gemm_program(CFG, seed=9)
+    bad = ERROR_CASES["opcode-5"][0](CFG)
+    top = Top(CFG)
+    m = Module()
+    m.submodules.top = top
+    m.domains.sync = sync = ClockDomain()
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    got = []
+
+    async def send(ctx, port, word, as_value=False):
+        ctx.set(port.payload.as_value() if as_value else port.payload, word)
+        ctx.set(port.valid, 1)
+        await ctx.tick().until(port.ready)
+        ctx.set(port.valid, 0)
+
+    async def take(ctx):
+        while True:
+            _, _, valid, payload = await ctx.tick().sample(top.result.valid,
+                                                           top.result.payload.as_value())
+            if valid:
+                return payload
+
+    async def bench(ctx):
+        await send(ctx, top.cmd, bad, as_value=True)
+        await ctx.tick()
+        assert ctx.get(top.status.done) and ctx.get(top.status.error) == ErrorCode.ILLEGAL_OPCODE
+        ctx.set(sync.rst, 1)
+        await ctx.tick()
+        ctx.set(sync.rst, 0)
+        assert not ctx.get(top.status.done) and ctx.get(top.status.error) == ErrorCode.NONE
+        assert ctx.get(top.status.counters).as_value().value == 0
+        data = iter(trace.data)
+        ctx.set(top.result.ready, 1)
+        for step in trace.steps:
+            await send(ctx, top.cmd, step.command, as_value=True)
+            for _ in step.data:
+                await send(ctx, top.data, next(data))
+            cmd = isa.decode(CFG, step.command)
+            for _ in range(isa.result_beats(CFG, cmd)):
+                got.append(await take(ctx))
+        await ctx.tick()
+        assert ctx.get(top.status.done) and ctx.get(top.status.error) == ErrorCode.NONE
+        counters = ctx.get(top.status.counters)
+        cost = expected_cost(CFG, cmds)
+        assert int(counters["total"]) == cost.total + int(counters["stall"])
+
+    sim.add_testbench(bench)
+    sim.run()
+    np.testing.assert_array_equal(isa.unpack_beats(isa.result_layout(CFG), got), expected)
+
+
+@pytest.mark.parametrize("name", ["total", "stall"])
+def test_sequencer_counters_saturate_instead_of_wrapping(name):
+    seq = Sequencer(CFG)
+    sim = Simulator(seq)
+    sim.add_clock(1e-6)
+    top_value = 2 ** CFG.counter_bits - 1
+    seen = []
+
+    async def bench(ctx):
+        # Idle in FETCH: every cycle counts in total and stall. Start just below the top.
+        ctx.set(seq.status.counters[name], top_value - 2)
+        for _ in range(5):
+            await ctx.tick()
+            seen.append(ctx.get(seq.status.counters[name]))
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [top_value - 1, top_value, top_value, top_value, top_value]
