@@ -89,23 +89,25 @@ class SimBuild:
 def build(cfg: MacroConfig, *, waves: bool = False, root: Path | None = None) -> SimBuild:
     """Generate Verilog and harness for ``cfg`` and build them with Verilator.
 
-    The build lives in ``<root>/sim/<slug>[-fst|-vcd]`` and is reused while the stamp of the
-    Verilog, harness, control file, Verilator version and flags matches.
+    The build lives in ``<root>/sim/<slug>[-fst|-vcd]`` and is reused while its stamp matches.
+    The stamp covers everything the Verilog and the harness are a function of (the config, the
+    source of every ``sparsecim.hw`` module and of the harness generator, the Amaranth and
+    Verilator versions, the waveform format), so a cached build costs no Verilog conversion.
     """
+    import amaranth
+
+    from .. import hw
+    from . import harness
+
     verilator_root = setup_verilator_env()
     root = Path(root or BUILD_ROOT)
     fmt = ("fst" if fst_supported() else "vcd") if waves else None
     build_dir = (root / "sim" / (cfg.slug + (f"-{fmt}" if fmt else ""))).resolve()
-    top = Top(cfg)
-    sources = {
-        f"{TOP_MODULE}.v": convert(top),
-        f"{HARNESS_TOP}.sv": harness_verilog(top, top_module=TOP_MODULE, done=DONE_PORT),
-        "public.vlt": control_file(),
-    }
-    digest = hashlib.sha256()
-    for name, text in sorted(sources.items()):
-        digest.update(name.encode() + b"\0" + text.encode() + b"\0")
-    digest.update(f"{verilator_root}|{fmt}|{sys.version}".encode())
+    digest = hashlib.sha256(cfg.to_json().encode())
+    inputs = sorted(Path(hw.__file__).parent.glob("*.py")) + [Path(harness.__file__)]
+    for path in inputs:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(f"{amaranth.__version__}|{verilator_root}|{fmt}|{sys.version}".encode())
     stamp = build_dir / "sparsecim.stamp"
     src_dir = build_dir / "src"
     runner = _runner_class()()
@@ -116,8 +118,11 @@ def build(cfg: MacroConfig, *, waves: bool = False, root: Path | None = None) ->
         if build_dir.exists():
             shutil.rmtree(build_dir)
         src_dir.mkdir(parents=True)
-        for name, text in sources.items():
-            (src_dir / name).write_text(text)
+        top = Top(cfg)
+        (src_dir / f"{TOP_MODULE}.v").write_text(convert(top))
+        (src_dir / f"{HARNESS_TOP}.sv").write_text(
+            harness_verilog(top, top_module=TOP_MODULE, done=DONE_PORT))
+        (src_dir / "public.vlt").write_text(control_file())
     # build() also records the state test() needs, so it is called even when cached.
     runner.build(
         sources=[src_dir / f"{TOP_MODULE}.v", src_dir / f"{HARNESS_TOP}.sv"],
