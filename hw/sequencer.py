@@ -18,7 +18,7 @@ from .isa import (
 )
 from .macro import ControlSignature
 
-__all__ = ["status_signature", "Sequencer"]
+__all__ = ["status_signature", "external_members", "Sequencer"]
 
 
 def status_signature(config: MacroConfig) -> wiring.Signature:
@@ -42,6 +42,17 @@ def status_signature(config: MacroConfig) -> wiring.Signature:
         "error": Out(ErrorCode),
         "counters": Out(counters_layout(config)),
     })
+
+
+def external_members(config: MacroConfig) -> dict:
+    """The streams and status the sequencer shares with the outside world; the top level's
+    signature is exactly these, so they are stated once."""
+    return {
+        "cmd": In(stream.Signature(command_layout(config))),
+        "data": In(stream.Signature(config.data_bits)),
+        "result": Out(stream.Signature(result_layout(config))),
+        "status": Out(status_signature(config)),
+    }
 
 
 class Sequencer(wiring.Component):
@@ -93,13 +104,7 @@ class Sequencer(wiring.Component):
         if not isinstance(config, MacroConfig):
             raise TypeError(f"config must be a MacroConfig, not {config!r}")
         self.config = config
-        super().__init__({
-            "cmd": In(stream.Signature(command_layout(config))),
-            "data": In(stream.Signature(config.data_bits)),
-            "result": Out(stream.Signature(result_layout(config))),
-            "status": Out(status_signature(config)),
-            "macro": Out(ControlSignature(config)),
-        })
+        super().__init__(external_members(config) | {"macro": Out(ControlSignature(config))})
 
     def elaborate(self, platform):
         m = Module()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from amaranth.hdl import Module
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import wiring
 
 from .config import MacroConfig
-from .isa import command_layout, result_layout
 from .macro import Macro
-from .sequencer import Sequencer, status_signature
+from .sequencer import Sequencer, external_members
 
 __all__ = ["Top"]
 
@@ -45,12 +43,7 @@ class Top(wiring.Component):
         if not isinstance(config, MacroConfig):
             raise TypeError(f"config must be a MacroConfig, not {config!r}")
         self.config = config
-        super().__init__({
-            "cmd": In(stream.Signature(command_layout(config))),
-            "data": In(stream.Signature(config.data_bits)),
-            "result": Out(stream.Signature(result_layout(config))),
-            "status": Out(status_signature(config)),
-        })
+        super().__init__(external_members(config))
 
     def elaborate(self, platform):
         m = Module()

@@ -326,6 +326,17 @@ def test_top_illegal_command_halts_under_pauses():
     assert run.counters["total"] == 2 + run.counters["stall"]
 
 
+def _top_with_reset(cfg):
+    """A Top in a simulator whose testbench drives the sync domain's reset."""
+    top = Top(cfg)
+    m = Module()
+    m.submodules.top = top
+    m.domains.sync = sync = ClockDomain()
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    return top, sync, sim
+
+
 def test_sequencer_error_status_matches_isa_for_random_words():
     """Random words, each fetched right after a reset: the RTL's error code (or none) and
     whether it halts at once equal decode() + check(), boundaries included."""
@@ -347,12 +358,7 @@ def test_sequencer_error_status_matches_isa_for_random_words():
     assert {ErrorCode.NONE, ErrorCode.ILLEGAL_OPCODE, ErrorCode.ILLEGAL_MODE,
             ErrorCode.ZERO_COUNT, ErrorCode.ADDRESS_RANGE} <= set(expected)
 
-    top = Top(CFG)
-    m = Module()
-    m.submodules.top = top
-    m.domains.sync = sync = ClockDomain()
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
+    top, sync, sim = _top_with_reset(CFG)
     got = []
 
     async def bench(ctx):
@@ -376,12 +382,7 @@ def test_sequencer_error_status_matches_isa_for_random_words():
 def test_sequencer_reset_clears_halt_error_and_counters_then_runs_again():
     trace, cmds, expected = gemm_program(CFG, seed=9)
     bad = ERROR_CASES["opcode-5"][0](CFG)
-    top = Top(CFG)
-    m = Module()
-    m.submodules.top = top
-    m.domains.sync = sync = ClockDomain()
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
+    top, sync, sim = _top_with_reset(CFG)
     got = []
 
     async def send(ctx, port, word, as_value=False):
