@@ -406,6 +406,10 @@ def unpack_beats(layout: data.ArrayLayout, words) -> np.ndarray:
             raise ValueError(f"beat word must fit {layout.size} bits, not {word:#x}")
     raw = np.frombuffer(b"".join(int(w).to_bytes(nbytes, "little") for w in words),
                         dtype=np.uint8).reshape(len(words), nbytes)
+    if width in (8, 16, 32) and all(layout[i].offset == i * width for i in range(layout.length)):
+        # Byte-aligned lanes: a little-endian signed view is the two's complement decoding.
+        lanes = raw[:, :layout.length * width // 8].copy()
+        return lanes.view(f"<i{width // 8}").astype(np.int64)
     bits = np.unpackbits(raw, axis=1, bitorder="little").astype(np.int64)
     weights = 2 ** np.arange(width, dtype=np.int64)
     weights[-1] = -weights[-1]  # two's complement sign bit

@@ -167,3 +167,22 @@ def test_pack_rejects_out_of_range_lane():
 def test_isa_doc_is_in_sync():
     generated = isa_markdown(preset("flexcim"), "flexcim")
     assert (ROOT / "docs" / "isa.md").read_text() == generated, "run `make docs`"
+
+
+@pytest.mark.parametrize("width, lanes", [(8, 32), (16, 5), (32, 4), (12, 3)],
+                         ids=["8bit", "16bit", "32bit", "12bit-generic"])
+def test_unpack_agrees_with_plain_python_decoding(width, lanes):
+    from amaranth.hdl import signed
+    from amaranth.lib import data
+
+    layout = data.ArrayLayout(signed(width), lanes)
+    rng = np.random.default_rng(width)
+    words = [int.from_bytes(rng.bytes(-(-layout.size // 8)), "little") & (2 ** layout.size - 1)
+             for _ in range(100)]
+
+    def lane(word, i):
+        raw = (word >> (i * width)) & (2 ** width - 1)
+        return raw - 2 ** width if raw >> (width - 1) else raw
+
+    expected = [[lane(word, i) for i in range(lanes)] for word in words]
+    assert unpack_beats(layout, words).tolist() == expected
