@@ -399,11 +399,13 @@ def pack_beats(layout: data.ArrayLayout, values) -> list[int]:
 def unpack_beats(layout: data.ArrayLayout, words) -> np.ndarray:
     """Inverse of :func:`pack_beats`: beat words to an ``int64`` array ``(beats, lanes)``."""
     width = Shape.cast(layout.elem_shape).width
-    nbytes = -(-layout.size // 8)
+    size = layout.size  # computed by amaranth on every access: hoisted out of the loop
+    nbytes = -(-size // 8)
+    limit = 2 ** size
     words = list(words)
     for word in words:
-        if not 0 <= word < 2 ** layout.size:
-            raise ValueError(f"beat word must fit {layout.size} bits, not {word:#x}")
+        if not 0 <= word < limit:
+            raise ValueError(f"beat word must fit {size} bits, not {word:#x}")
     raw = np.frombuffer(b"".join(int(w).to_bytes(nbytes, "little") for w in words),
                         dtype=np.uint8).reshape(len(words), nbytes)
     if width in (8, 16, 32) and all(layout[i].offset == i * width for i in range(layout.length)):

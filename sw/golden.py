@@ -1,28 +1,61 @@
 """L1 golden model: executes a trace in numpy, bit-exact, and predicts the RTL's cycle count.
 
-The model keeps the macro's architectural state (weight array, activation buffer, output
-accumulator, mode) and applies each command as a whole, vectorised. Its cycle model is the
-per-command cost :func:`sparsecim.hw.isa.cycles` with every stream ready:
+The model keeps the macro's architectural state and applies each command as a whole:
 
-- every command spends one *fetch* cycle in which the sequencer accepts and checks it;
-- LOAD_W spends one *load* cycle per weight row, LOAD_A one per data beat
-  (``count × act_beats``);
-- COMPUTE spends ``count`` cycles issuing passes and ``COMPUTE_DRAIN`` draining: *compute*;
-- READ spends one *read* cycle per result beat;
-- CONFIG and END cost only their fetch; an illegal command costs its fetch, then halts.
+- weight array: ``weight_rows × cols`` signed weights (global row ``g`` is row ``g % rows`` of
+  sub-macro ``g // rows``);
+- activation buffer: ``act_depth`` entries of ``reduction`` signed activations;
+- output accumulator: ``acc_depth`` entries of ``cols`` signed ``acc_bits`` values;
+- mode: DENSE (the only one).
 
-Stalls are not modelled (streams never wait here); the RTL counts them separately, so the
-check is ``RTL total − RTL stall == model total``.
+All of it starts at zero. The RTL does not clear its memories at reset, so a trace must not
+read state it never wrote unless the result cannot depend on it (the scheduler only lets stale
+weights meet zero activations).
+
+Cycle model
+-----------
+The model predicts the performance counters of the RTL status port, command by command, with
+every stream ready (no stalls). The per-command costs are :func:`sparsecim.hw.isa.cycles`:
+
+============  ==========================================================================
+command       cycles
+============  ==========================================================================
+CONFIG        1 fetch
+LOAD_W        1 fetch + ``count`` load (one weight row per data beat)
+LOAD_A        1 fetch + ``count × act_beats`` load (one data beat per cycle)
+COMPUTE       1 fetch + ``count`` + ``COMPUTE_DRAIN`` compute (one pass issued per cycle,
+              then the pipeline drains before the next fetch)
+READ          1 fetch + ``count`` read (one result beat per cycle)
+END           1 fetch, then halt
+illegal       1 fetch (the command is checked in its fetch cycle), then halt with its
+              :class:`~sparsecim.hw.isa.ErrorCode`; it consumes no data
+============  ==========================================================================
+
+``total`` is the sum of the categories. ``stall`` is always 0 here; the RTL counts stalled
+cycles separately, so the check against a run with stream pauses is
+``RTL total - RTL stall == model total`` and equality of every other category.
+
+The data stream is one flat stream: commands take their beats from :attr:`Trace.data` in
+order, whatever the grouping of beats into trace steps (the hardware cannot see steps).
+
+Speed
+-----
+Command words are decoded once per distinct word (a schedule repeats few words); all weight
+beats and all activation beats of the run are unpacked with one :func:`unpack_beats` call
+each; a COMPUTE is one matrix product over its ``count`` passes (in ``float64`` when every
+partial sum is exactly representable, which holds for all practical configurations).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..hw.isa import (
     COUNTERS,
+    ISA_VERSION,
     CycleCost,
     DecodeError,
     ErrorCode,
@@ -41,7 +74,12 @@ __all__ = ["GoldenResult", "run_trace", "wrap_signed"]
 
 
 def wrap_signed(values: np.ndarray, bits: int) -> np.ndarray:
-    """Two's complement wrap of ``int64`` values to ``bits`` (≤ 64) signed bits."""
+    """Two's complement wrap of ``int64`` ``values`` to ``bits`` (1 to 64) signed bits.
+
+    Inputs must lie within ``-2**63 + 2**(bits-1) .. 2**63 - 2**(bits-1)`` (so that adding the
+    half range cannot overflow); sums of two ``bits``-bit values always do. At 64 bits the
+    values are returned unchanged (``int64`` arithmetic already wrapped them).
+    """
     if bits >= 64:
         return values
     span = np.int64(1) << np.int64(bits)
@@ -56,89 +94,178 @@ class GoldenResult:
     Attributes
     ----------
     results : ndarray
-        Every result beat in order, shape ``(beats, cols)``, ``int64``.
+        Every result beat in order, shape ``(beats, cols)``, ``int64``; beats of READs that
+        ran before an error are included.
     counters : dict
-        Predicted counters by name (:data:`~sparsecim.hw.isa.COUNTERS`); ``stall`` is 0.
+        Predicted counters by name, :data:`~sparsecim.hw.isa.COUNTERS` in order; ``stall`` is
+        0 and ``total`` is the sum of the others. Exact, not saturated (see
+        :meth:`saturated`).
     error : ErrorCode
-        The status at the end (``NONE`` unless a command was illegal).
+        The status at the end: ``NONE`` unless a command was illegal.
     halted : bool
-        True if the trace reached END or an error; False if the commands ran out first (the
-        RTL would then wait for more).
+        True if the trace reached END or an illegal command; False if the commands ran out
+        first (the RTL would then wait for more).
     commands : int
         Commands fetched, the halting one included.
+    data_left : int
+        Data beats of the trace that no command consumed (0 for a well-formed trace; the RTL
+        would leave them waiting on the data stream).
     """
     results: np.ndarray
     counters: dict
     error: ErrorCode
     halted: bool
     commands: int
+    data_left: int = field(default=0)
+
+    def saturated(self, counter_bits: int) -> dict:
+        """The counters as the RTL status port shows them with no stalls: each saturates at
+        ``2**counter_bits - 1`` (so ``total`` may then differ from the sum of the others)."""
+        top = 2 ** counter_bits - 1
+        return {name: min(value, top) for name, value in self.counters.items()}
+
+
+@dataclass(frozen=True)
+class _Word:
+    """What the model needs of one distinct command word, computed once."""
+    opcode: Opcode | None   # None for an undefined opcode
+    error: ErrorCode
+    args: tuple             # operand values in the order the executor unpacks them
+    beats: int              # data beats consumed
+    cost: CycleCost
+    text: str               # for error messages
+
+
+def _decode_word(cfg, word: int) -> _Word:
+    try:
+        cmd = decode(cfg, word)
+    except DecodeError as exc:
+        return _Word(None, exc.code, (), 0, CycleCost(), f"<illegal: {exc}>")
+    error = check(cfg, cmd)
+    if error != ErrorCode.NONE:
+        return _Word(cmd.opcode, error, (), 0, CycleCost(), str(cmd))
+    op = cmd.opcode
+    args = {
+        Opcode.LOAD_W: lambda: (cmd.row, cmd.count),
+        Opcode.LOAD_A: lambda: (cmd.addr, cmd.count),
+        Opcode.COMPUTE: lambda: (cmd.act_addr, cmd.acc_addr, cmd.count, bool(cmd.accumulate)),
+        Opcode.READ: lambda: (cmd.addr, cmd.count),
+    }.get(op, lambda: ())()
+    return _Word(op, error, args, data_beats(cfg, cmd), cycles(cfg, cmd), str(cmd))
+
+
+def _exact_in_float64(cfg) -> bool:
+    """True if every partial sum of a pass is an integer float64 represents exactly: products
+    are at most ``2**(product_bits-2)`` in magnitude and a pass adds ``reduction`` of them."""
+    return cfg.reduction * 2 ** (cfg.product_bits - 2) <= 2 ** 53
 
 
 def run_trace(trace: Trace) -> GoldenResult:
-    """Execute ``trace`` and predict its cycles.
+    """Execute ``trace`` and predict its cycles (see the module docstring for the model).
 
-    The data stream is one flat stream: commands take their beats from it in order, whatever
-    the grouping of beats into trace steps (the hardware cannot see steps).
+    Parameters
+    ----------
+    trace : Trace
+        Any trace for ``trace.config``, legal or not.
+
+    Returns
+    -------
+    GoldenResult
+        Result beats, predicted counters, final error status, whether the machine halted, and
+        the number of commands fetched.
 
     Raises
     ------
     ValueError
-        If a command needs more data beats than the trace has left (the RTL would wait for
-        data forever); the message names the command.
+        If the trace was encoded for another ISA version; if a command word is wider than the
+        command layout; or if a command needs more data beats than the trace has left (the RTL
+        would wait for data forever), as ``"command 3 (LOAD_W row=0 count=4) needs 4 data
+        beats, the trace has 2 left"``.
     """
+    if trace.isa_version != ISA_VERSION:
+        raise ValueError(f"trace isa_version must be {ISA_VERSION}, not {trace.isa_version!r}")
     cfg = trace.config
-    weights = np.zeros((cfg.weight_rows, cfg.cols), dtype=np.int64)
-    acts = np.zeros((cfg.act_depth, cfg.reduction), dtype=np.int64)
-    accs = np.zeros((cfg.acc_depth, cfg.cols), dtype=np.int64)
+    words = trace.commands
     data = trace.data
+
+    # Pass 1: decode, find where the machine halts, give every data beat to its command.
+    known: dict[int, _Word] = {}
+    plan = []                          # (_Word, first beat index in its layout's beat list)
+    w_beats: list[int] = []
+    a_beats: list[int] = []
     cursor = 0
-    results = []
-    cost = CycleCost(fetch=0)
     error = ErrorCode.NONE
     halted = False
-    executed = 0
-
-    for index, word in enumerate(trace.commands):
-        executed += 1
-        try:
-            cmd = decode(cfg, word)
-        except DecodeError as exc:
-            error = exc.code
-        else:
-            error = check(cfg, cmd)
-        if error != ErrorCode.NONE:
-            cost += CycleCost()
+    fetched = 0
+    for index, word in enumerate(words):
+        info = known.get(word)
+        if info is None:
+            info = known[word] = _decode_word(cfg, word)
+        fetched = index + 1
+        if info.error != ErrorCode.NONE:
+            error, halted = info.error, True
+            break
+        if info.opcode == Opcode.END:
             halted = True
             break
-        cost += cycles(cfg, cmd)
-        op = cmd.opcode
-        need = data_beats(cfg, cmd)
+        need = info.beats
         if need:
             if cursor + need > len(data):
-                raise ValueError(f"command {index} ({cmd}) needs {need} data beats, "
+                raise ValueError(f"command {index} ({info.text}) needs {need} data beats, "
                                  f"the trace has {len(data) - cursor} left")
-            beats = data[cursor:cursor + need]
+            beats = w_beats if info.opcode == Opcode.LOAD_W else a_beats
+            plan.append((info, len(beats)))
+            beats.extend(data[cursor:cursor + need])
             cursor += need
-        if op == Opcode.END:
-            halted = True
-            break
-        if op == Opcode.LOAD_W:
-            weights[cmd.row:cmd.row + cmd.count] = unpack_beats(weight_row_layout(cfg), beats)
-        elif op == Opcode.LOAD_A:
-            lanes = unpack_beats(act_beat_layout(cfg), beats)
-            entries = lanes.reshape(cmd.count, cfg.act_beats * cfg.act_lanes)
-            acts[cmd.addr:cmd.addr + cmd.count] = entries[:, :cfg.reduction]
-        elif op == Opcode.COMPUTE:
-            sums = acts[cmd.act_addr:cmd.act_addr + cmd.count] @ weights
-            rows = slice(cmd.acc_addr, cmd.acc_addr + cmd.count)
-            base = accs[rows] if cmd.accumulate else 0
-            accs[rows] = wrap_signed(base + sums, cfg.acc_bits)
-        elif op == Opcode.READ:
-            results.append(accs[cmd.addr:cmd.addr + cmd.count].copy())
-        # CONFIG: only DENSE exists, which check() has already ensured.
+        else:
+            plan.append((info, 0))
 
-    counters = cost.as_dict()
-    counters["total"] = cost.total
-    assert set(counters) == set(COUNTERS)
+    # Cycle model: every fetched command costs its (memoised) cost; an illegal one only its
+    # fetch cycle, which _decode_word already gave it.
+    counters = dict.fromkeys(COUNTERS, 0)
+    for word, times in Counter(words[:fetched]).items():
+        for name, value in known[word].cost.as_dict().items():
+            counters[name] += times * value
+
+    # Pass 2: execute, with every beat already unpacked in bulk.
+    exact_float = _exact_in_float64(cfg)
+    dtype = np.float64 if exact_float else np.int64
+    weights = np.zeros((cfg.weight_rows, cfg.cols), dtype=dtype)
+    acts = np.zeros((cfg.act_depth, cfg.reduction), dtype=dtype)
+    accs = np.zeros((cfg.acc_depth, cfg.cols), dtype=np.int64)
+    w_vals = (unpack_beats(weight_row_layout(cfg), w_beats).astype(dtype) if w_beats
+              else np.zeros((0, cfg.cols), dtype=dtype))
+    entry_lanes = cfg.act_beats * cfg.act_lanes
+    # Every LOAD_A takes whole entries, so the activation beats split into entries; element j
+    # of an entry is lane j % act_lanes of beat j // act_lanes, i.e. row-major order.
+    a_vals = (unpack_beats(act_beat_layout(cfg), a_beats).reshape(-1, entry_lanes)
+              [:, :cfg.reduction].astype(dtype) if a_beats
+              else np.zeros((0, cfg.reduction), dtype=dtype))
+    results = []
+    for info, first in plan:
+        op = info.opcode
+        if op == Opcode.COMPUTE:
+            act_addr, acc_addr, count, accumulate = info.args
+            sums = acts[act_addr:act_addr + count] @ weights
+            if exact_float:
+                sums = sums.astype(np.int64)
+            rows = slice(acc_addr, acc_addr + count)
+            if accumulate:
+                accs[rows] = wrap_signed(accs[rows] + sums, cfg.acc_bits)
+            else:
+                # A pass sum fits pass_sum_bits <= acc_bits: nothing to wrap.
+                accs[rows] = sums
+        elif op == Opcode.LOAD_W:
+            row, count = info.args
+            weights[row:row + count] = w_vals[first:first + count]
+        elif op == Opcode.LOAD_A:
+            addr, count = info.args
+            entry = first // cfg.act_beats
+            acts[addr:addr + count] = a_vals[entry:entry + count]
+        elif op == Opcode.READ:
+            addr, count = info.args
+            results.append(accs[addr:addr + count].copy())
+        # CONFIG: DENSE is the only mode, and check() has refused any other.
+
     out = np.concatenate(results) if results else np.zeros((0, cfg.cols), dtype=np.int64)
-    return GoldenResult(out, counters, error, halted, executed)
+    return GoldenResult(out, counters, error, halted, fetched, len(data) - cursor)

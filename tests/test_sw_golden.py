@@ -4,36 +4,77 @@ import numpy as np
 import pytest
 from sparsecim.hw.config import MacroConfig, preset
 from sparsecim.hw.isa import (
+    COUNTERS,
+    ISA_VERSION,
     Command,
+    DecodeError,
     ErrorCode,
     Mode,
     Opcode,
     act_beat_layout,
     args_layout,
+    check,
     command_layout,
+    cycles,
+    decode,
     encode,
     pack_beats,
     weight_row_layout,
 )
 from sparsecim.hw.trace import Step, Trace
-from sparsecim.sw.golden import run_trace
+from sparsecim.sw import golden
+from sparsecim.sw.golden import GoldenResult, run_trace, wrap_signed
 
 CFG = preset("tiny")  # 16 global rows x 4 columns, 4 activation lanes x 4 beats per entry
 
 
-def _load_w(trace, w):
-    trace.append(Command(Opcode.LOAD_W, row=0, count=w.shape[0]),
+def _load_w(trace, w, row=0):
+    trace.append(Command(Opcode.LOAD_W, row=row, count=w.shape[0]),
                  pack_beats(weight_row_layout(trace.config), w))
 
 
+def _act_beats(cfg, acts):
+    """LOAD_A beats of ``acts`` (entries × reduction), built from the documented placement:
+    element j of an entry is lane j % act_lanes of its beat j // act_lanes."""
+    lanes = np.zeros((acts.shape[0] * cfg.act_beats, cfg.act_lanes), dtype=np.int64)
+    for e in range(acts.shape[0]):
+        for j in range(cfg.reduction):
+            lanes[e * cfg.act_beats + j // cfg.act_lanes, j % cfg.act_lanes] = acts[e, j]
+    return pack_beats(act_beat_layout(cfg), lanes)
+
+
 def _load_a(trace, addr, acts):
-    cfg = trace.config
     trace.append(Command(Opcode.LOAD_A, addr=addr, count=acts.shape[0]),
-                 pack_beats(act_beat_layout(cfg), acts.reshape(-1, cfg.act_lanes)))
+                 _act_beats(trace.config, acts))
 
 
-def _random(shape, seed):
-    return np.random.default_rng(seed).integers(-128, 128, size=shape)
+def _compute(trace, act_addr, acc_addr, count, accumulate):
+    trace.append(Command(Opcode.COMPUTE, act_addr=act_addr, acc_addr=acc_addr, count=count,
+                         accumulate=accumulate))
+
+
+def _random(shape, seed, bits=8):
+    return np.random.default_rng(seed).integers(-(2 ** (bits - 1)), 2 ** (bits - 1), size=shape)
+
+
+def _model_counters(trace):
+    """The cycle model computed independently: the ISA's cost of every command up to the
+    halting one, an illegal command costing one fetch cycle."""
+    total = dict.fromkeys(COUNTERS, 0)
+    for word in trace.commands:
+        try:
+            cmd = decode(trace.config, word)
+        except DecodeError:
+            cmd = None
+        if cmd is None or check(trace.config, cmd) != ErrorCode.NONE:
+            total["fetch"] += 1
+            total["total"] += 1
+            break
+        for name, value in cycles(trace.config, cmd).as_dict().items():
+            total[name] += value
+        if cmd.opcode == Opcode.END:
+            break
+    return total
 
 
 def test_compute_clear_then_accumulate():
@@ -43,38 +84,144 @@ def test_compute_clear_then_accumulate():
     trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE))
     _load_a(trace, 0, a)
     _load_w(trace, w1)
-    trace.append(Command(Opcode.COMPUTE, act_addr=0, acc_addr=2, count=3, accumulate=0))
+    _compute(trace, 0, 2, 3, 0)
     _load_w(trace, w2)
-    trace.append(Command(Opcode.COMPUTE, act_addr=0, acc_addr=2, count=3, accumulate=1))
+    _compute(trace, 0, 2, 3, 1)
     trace.append(Command(Opcode.READ, addr=2, count=3))
-    trace.append(Command(Opcode.COMPUTE, act_addr=1, acc_addr=0, count=1, accumulate=0))
-    trace.append(Command(Opcode.READ, addr=0, count=1))
+    _compute(trace, 1, 2, 1, 0)        # clears entry 2: the old sum must not survive
+    trace.append(Command(Opcode.READ, addr=2, count=1))
     trace.append(Command(Opcode.END))
     result = run_trace(trace)
     expected = np.vstack([a @ w1 + a @ w2, a[1:2] @ w2])
     assert np.array_equal(result.results, expected)
+    assert result.results.dtype == np.int64
     assert result.error == ErrorCode.NONE and result.halted
-    # Cycle model computed here from the ISA's formulas, command by command:
+    # Cycle model by hand from the ISA's formulas, command by command:
     # CONFIG 1, LOAD_A 1+3*4, LOAD_W 1+16, COMPUTE 1+3+2, LOAD_W 17, COMPUTE 6, READ 1+3,
     # COMPUTE 1+1+2, READ 1+1, END 1.
     assert result.counters == {"total": 1 + 13 + 17 + 6 + 17 + 6 + 4 + 4 + 2 + 1,
                                "fetch": 10, "load": 12 + 16 + 16, "compute": 5 + 5 + 3,
                                "read": 4, "stall": 0}
-    assert result.commands == 10
+    assert list(result.counters) == list(COUNTERS)
+    assert result.commands == 10 and result.data_left == 0
 
 
-def test_accumulator_wraps_at_acc_bits():
+def test_counters_are_the_sum_of_isa_cycles():
+    rng = np.random.default_rng(5)
+    trace = Trace(CFG)
+    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE))
+    for step in range(20):
+        rows = int(rng.integers(1, 17))
+        _load_w(trace, _random((rows, 4), step), row=int(rng.integers(0, 17 - rows)))
+        count = int(rng.integers(1, 9))
+        _load_a(trace, int(rng.integers(0, 17 - count)), _random((count, 16), 100 + step))
+        _compute(trace, int(rng.integers(0, 17 - count)), int(rng.integers(0, 9 - count)),
+                 count, step % 2)
+        trace.append(Command(Opcode.READ, addr=0, count=int(rng.integers(1, 9))))
+    trace.append(Command(Opcode.END))
+    result = run_trace(trace)
+    assert result.counters == _model_counters(trace)
+    assert result.counters["total"] == sum(result.counters[n] for n in COUNTERS[1:])
+
+
+def test_load_w_writes_only_its_rows():
+    w1, w2 = _random((16, 4), 1), _random((3, 4), 2)
+    a = _random((2, 16), 3)
+    trace = Trace(CFG)
+    _load_w(trace, w1)
+    _load_w(trace, w2, row=5)
+    _load_a(trace, 14, a)
+    _compute(trace, 14, 6, 2, 0)
+    trace.append(Command(Opcode.READ, addr=6, count=2))
+    trace.append(Command(Opcode.END))
+    merged = w1.copy()
+    merged[5:8] = w2
+    assert np.array_equal(run_trace(trace).results, a @ merged)
+
+
+def test_untouched_state_reads_as_zero():
+    trace = Trace(CFG)
+    _compute(trace, 3, 0, 2, 1)        # zero weights, zero activations, zero accumulators
+    trace.append(Command(Opcode.READ, addr=0, count=8))
+    trace.append(Command(Opcode.END))
+    assert run_trace(trace).results.tolist() == [[0] * 4] * 8
+
+
+@pytest.mark.parametrize("weight_bits, act_bits", [(8, 6), (4, 6), (5, 3), (16, 16)],
+                         ids=["w8-a6", "w4-a6", "w5-a3", "w16-a16"])
+def test_narrow_and_wide_lanes_follow_the_documented_placement(weight_bits, act_bits):
+    cfg = MacroConfig(rows=4, cols=4, submacros=4, act_depth=16, acc_depth=8,
+                      weight_bits=weight_bits, act_bits=act_bits, acc_bits=48)
+    w = _random((16, 4), 1, weight_bits)
+    a = _random((3, 16), 2, act_bits)
+    trace = Trace(cfg)
+    _load_w(trace, w)
+    # Lanes past element 15 are ignored: fill them with noise to prove it.
+    lanes = np.zeros((3 * cfg.act_beats, cfg.act_lanes), dtype=np.int64)
+    flat = np.zeros((3, cfg.act_beats * cfg.act_lanes), dtype=np.int64)
+    flat[:, :16] = a
+    flat[:, 16:] = _random((3, flat.shape[1] - 16), 9, act_bits)
+    lanes[:] = flat.reshape(-1, cfg.act_lanes)
+    trace.append(Command(Opcode.LOAD_A, addr=0, count=3), pack_beats(act_beat_layout(cfg), lanes))
+    _compute(trace, 0, 0, 3, 0)
+    trace.append(Command(Opcode.READ, addr=0, count=3))
+    trace.append(Command(Opcode.END))
+    assert np.array_equal(run_trace(trace).results, a @ w)
+
+
+@pytest.mark.parametrize("weight, act, expected", [
+    (-128, -128, 3 * 16 * 16384 - 2 ** 20),      # 786432 wraps past 2**19 - 1
+    (-128, 127, 2 ** 20 - 3 * 16 * 16256),       # -780288 wraps past -2**19
+], ids=["positive-overflow", "negative-overflow"])
+def test_accumulator_wraps_at_acc_bits(weight, act, expected):
     cfg = MacroConfig(rows=4, cols=4, submacros=4, act_depth=16, acc_depth=8, acc_bits=20)
     trace = Trace(cfg)
-    _load_w(trace, np.full((16, 4), -128))
-    _load_a(trace, 0, np.full((1, 16), -128))
-    # One pass: 16 * 16384 = 2**18. Three passes: 3 * 2**18 = 786432, past 2**19 - 1.
-    trace.append(Command(Opcode.COMPUTE, act_addr=0, acc_addr=0, count=1, accumulate=0))
+    _load_w(trace, np.full((16, 4), weight))
+    _load_a(trace, 0, np.full((1, 16), act))
+    _compute(trace, 0, 0, 1, 0)
     for _ in range(2):
-        trace.append(Command(Opcode.COMPUTE, act_addr=0, acc_addr=0, count=1, accumulate=1))
+        _compute(trace, 0, 0, 1, 1)
     trace.append(Command(Opcode.READ, addr=0, count=1))
     trace.append(Command(Opcode.END))
-    assert run_trace(trace).results.tolist() == [[786432 - 2 ** 20] * 4]
+    assert run_trace(trace).results.tolist() == [[expected] * 4]
+
+
+def test_wrap_signed_by_hand():
+    values = np.array([2 ** 19, -(2 ** 19) - 1, 5, -5, 2 ** 20 + 3], dtype=np.int64)
+    assert wrap_signed(values, 20).tolist() == [-(2 ** 19), 2 ** 19 - 1, 5, -5, 3]
+    assert wrap_signed(values, 64).tolist() == values.tolist()
+
+
+def test_64_bit_accumulators_run_without_overflow_warnings():
+    cfg = MacroConfig(rows=4, cols=4, submacros=4, act_depth=16, acc_depth=8, acc_bits=64)
+    trace = Trace(cfg)
+    _load_w(trace, np.full((16, 4), 127))
+    _load_a(trace, 0, np.full((1, 16), 127))
+    _compute(trace, 0, 0, 1, 0)
+    _compute(trace, 0, 0, 1, 1)
+    trace.append(Command(Opcode.READ, addr=0, count=1))
+    trace.append(Command(Opcode.END))
+    assert run_trace(trace).results.tolist() == [[2 * 16 * 127 * 127] * 4]
+
+
+def test_int64_fallback_equals_float_path(monkeypatch):
+    w, a = _random((16, 4), 1), _random((5, 16), 2)
+    trace = Trace(CFG)
+    _load_w(trace, w)
+    _load_a(trace, 0, a)
+    _compute(trace, 0, 0, 5, 0)
+    _compute(trace, 0, 0, 5, 1)
+    trace.append(Command(Opcode.READ, addr=0, count=5))
+    trace.append(Command(Opcode.END))
+    fast = run_trace(trace)
+    monkeypatch.setattr(golden, "_exact_in_float64", lambda cfg: False)
+    slow = run_trace(trace)
+    assert np.array_equal(fast.results, 2 * (a @ w))
+    assert np.array_equal(slow.results, fast.results)
+
+
+def _opcode_word(cfg, value):
+    return value << command_layout(cfg)["opcode"].offset
 
 
 def _word_with_field(cfg, opcode, field, value, **fields):
@@ -83,42 +230,78 @@ def _word_with_field(cfg, opcode, field, value, **fields):
     return word | (value << (layout["args"].offset + args_layout(cfg, opcode)[field].offset))
 
 
+def _cmd(opcode, **fields):
+    return lambda: encode(CFG, Command(opcode, **fields))
+
+
 BAD = {
-    "opcode-5": (lambda: 5, ErrorCode.ILLEGAL_OPCODE),
-    "opcode-6": (lambda: 6, ErrorCode.ILLEGAL_OPCODE),
-    "mode-3": (lambda: _word_with_field(CFG, Opcode.CONFIG, "mode", 3, mode=Mode.DENSE),
-               ErrorCode.ILLEGAL_MODE),
-    "zero-count": (lambda: encode(CFG, Command(Opcode.LOAD_W, row=0, count=0)),
-                   ErrorCode.ZERO_COUNT),
-    "act-range": (lambda: encode(CFG, Command(Opcode.COMPUTE, act_addr=15, acc_addr=0,
-                                              count=2, accumulate=0)), ErrorCode.ADDRESS_RANGE),
+    "opcode-5": (lambda: _opcode_word(CFG, 5), ErrorCode.ILLEGAL_OPCODE),
+    "opcode-6": (lambda: _opcode_word(CFG, 6), ErrorCode.ILLEGAL_OPCODE),
+    **{f"mode-{m}": (lambda m=m: _word_with_field(CFG, Opcode.CONFIG, "mode", m, mode=Mode.DENSE),
+                     ErrorCode.ILLEGAL_MODE) for m in (1, 2, 3)},
+    "load_w-zero": (_cmd(Opcode.LOAD_W, row=0, count=0), ErrorCode.ZERO_COUNT),
+    "load_a-zero": (_cmd(Opcode.LOAD_A, addr=0, count=0), ErrorCode.ZERO_COUNT),
+    "compute-zero": (_cmd(Opcode.COMPUTE, act_addr=0, acc_addr=0, count=0, accumulate=0),
+                     ErrorCode.ZERO_COUNT),
+    "read-zero": (_cmd(Opcode.READ, addr=0, count=0), ErrorCode.ZERO_COUNT),
+    "load_w-range": (_cmd(Opcode.LOAD_W, row=15, count=2), ErrorCode.ADDRESS_RANGE),
+    "load_a-range": (_cmd(Opcode.LOAD_A, addr=15, count=2), ErrorCode.ADDRESS_RANGE),
+    "compute-act-range": (_cmd(Opcode.COMPUTE, act_addr=15, acc_addr=0, count=2, accumulate=0),
+                          ErrorCode.ADDRESS_RANGE),
+    "compute-acc-range": (_cmd(Opcode.COMPUTE, act_addr=0, acc_addr=7, count=2, accumulate=1),
+                          ErrorCode.ADDRESS_RANGE),
+    "read-range": (_cmd(Opcode.READ, addr=7, count=2), ErrorCode.ADDRESS_RANGE),
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("case", list(BAD))
 def test_illegal_command_halts_after_its_fetch_cycle(case):
     make, code = BAD[case]
     trace = Trace(CFG)
     trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE))
-    trace.steps.append(Step(make()))
+    _load_w(trace, np.ones((2, 4), dtype=int))
+    trace.append(Command(Opcode.READ, addr=0, count=1))
+    # The illegal command carries beats on its step: it must not consume them.
+    trace.steps.append(Step(make(), pack_beats(weight_row_layout(CFG), np.ones((2, 4)))))
     trace.append(Command(Opcode.READ, addr=0, count=1))
     trace.append(Command(Opcode.END))
     result = run_trace(trace)
     assert result.error == code
-    assert result.halted and result.commands == 2
-    assert result.counters["total"] == 2 and result.counters["fetch"] == 2
-    assert result.results.shape == (0, 4)
+    assert result.halted and result.commands == 4
+    # CONFIG 1 + LOAD_W 1+2 + READ 1+1 + the illegal command's fetch cycle.
+    assert result.counters == {"total": 7, "fetch": 4, "load": 2, "compute": 0, "read": 1,
+                               "stall": 0}
+    assert result.counters == _model_counters(trace)
+    assert result.results.tolist() == [[0, 0, 0, 0]]   # the READ before the error only
+    assert result.data_left == 2
 
 
-def test_data_underrun_is_an_error_naming_the_command():
+@pytest.mark.parametrize("opcode, fields, need", [
+    (Opcode.LOAD_W, {"row": 0, "count": 3}, 3),
+    (Opcode.LOAD_A, {"addr": 0, "count": 1}, 4),
+], ids=["load_w", "load_a"])
+def test_data_underrun_is_an_error_naming_the_command(opcode, fields, need):
     trace = Trace(CFG)
-    trace.append(Command(Opcode.LOAD_W, row=0, count=3), pack_beats(weight_row_layout(CFG),
-                                                                    np.zeros((2, 4))))
+    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE))
+    trace.append(Command(opcode, **fields), pack_beats(weight_row_layout(CFG), np.zeros((2, 4))))
     trace.append(Command(Opcode.END))
     with pytest.raises(ValueError) as exc:
         run_trace(trace)
-    assert str(exc.value) == ("command 0 (LOAD_W row=0 count=3) needs 3 data beats, "
-                              "the trace has 2 left")
+    text = " ".join(f"{k}={v}" for k, v in fields.items())
+    assert str(exc.value) == (f"command 1 ({opcode.name} {text}) needs {need} data beats, "
+                              f"the trace has 2 left")
+
+
+def test_data_underrun_counts_beats_already_taken_by_earlier_commands():
+    trace = Trace(CFG)
+    # Three beats on the first step; LOAD_W count=2 takes two, LOAD_W count=2 finds one.
+    trace.append(Command(Opcode.LOAD_W, row=0, count=2),
+                 pack_beats(weight_row_layout(CFG), np.zeros((3, 4))))
+    trace.append(Command(Opcode.LOAD_W, row=2, count=2))
+    with pytest.raises(ValueError) as exc:
+        run_trace(trace)
+    assert str(exc.value) == ("command 1 (LOAD_W row=2 count=2) needs 2 data beats, "
+                              "the trace has 1 left")
 
 
 def test_data_is_one_flat_stream():
@@ -128,7 +311,7 @@ def test_data_is_one_flat_stream():
     trace.append(Command(Opcode.LOAD_W, row=0, count=1))
     trace.append(Command(Opcode.LOAD_W, row=1, count=1), beats)  # both beats on this step
     _load_a(trace, 0, np.eye(1, 16, dtype=int) + np.eye(1, 16, 1, dtype=int))
-    trace.append(Command(Opcode.COMPUTE, act_addr=0, acc_addr=0, count=1, accumulate=0))
+    _compute(trace, 0, 0, 1, 0)
     trace.append(Command(Opcode.READ, addr=0, count=1))
     trace.append(Command(Opcode.END))
     assert run_trace(trace).results.tolist() == [(w[0] + w[1]).tolist()]
@@ -137,6 +320,43 @@ def test_data_is_one_flat_stream():
 def test_trace_without_end_is_not_halted():
     trace = Trace(CFG)
     trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE))
+    trace.append(Command(Opcode.READ, addr=0, count=2))
     result = run_trace(trace)
     assert not result.halted and result.error == ErrorCode.NONE
-    assert result.counters["total"] == 1
+    assert result.commands == 2
+    assert result.counters == {"total": 4, "fetch": 2, "load": 0, "compute": 0, "read": 2,
+                               "stall": 0}
+    assert result.results.shape == (2, 4)
+
+
+def test_empty_trace():
+    result = run_trace(Trace(CFG))
+    assert not result.halted and result.commands == 0
+    assert result.counters == dict.fromkeys(COUNTERS, 0)
+    assert result.results.shape == (0, 4) and result.results.dtype == np.int64
+
+
+def test_commands_and_data_after_end_are_ignored():
+    trace = Trace(CFG)
+    trace.append(Command(Opcode.END))
+    _load_w(trace, np.ones((3, 4), dtype=int))
+    trace.steps.append(Step(_opcode_word(CFG, 5)))
+    result = run_trace(trace)
+    assert result.halted and result.error == ErrorCode.NONE
+    assert result.commands == 1 and result.counters["total"] == 1
+    assert result.data_left == 3
+
+
+def test_other_isa_version_is_refused():
+    trace = Trace(CFG, isa_version=99)
+    with pytest.raises(ValueError) as exc:
+        run_trace(trace)
+    assert str(exc.value) == f"trace isa_version must be {ISA_VERSION}, not 99"
+
+
+def test_saturated_counters_stop_at_the_counter_width():
+    result = GoldenResult(np.zeros((0, 4), dtype=np.int64),
+                          {"total": 70000, "fetch": 5, "load": 69990, "compute": 3, "read": 2,
+                           "stall": 0}, ErrorCode.NONE, True, 5)
+    assert result.saturated(16) == {"total": 65535, "fetch": 5, "load": 65535, "compute": 3,
+                                    "read": 2, "stall": 0}
