@@ -10,7 +10,13 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-__all__ = ["MacroConfig", "PRESETS", "preset", "ceil_log2"]
+__all__ = ["MacroConfig", "PRESETS", "FLEXCIM_PATTERNS", "MAX_M", "preset", "ceil_log2"]
+
+#: Largest group width a pattern may have: bounds the metadata and the distribution network.
+MAX_M = 16
+
+#: The N:M patterns of the FlexCiM macro (P=4) besides dense.
+FLEXCIM_PATTERNS = ((1, 2), (2, 4), (1, 4), (4, 8), (2, 8), (1, 8))
 
 
 def ceil_log2(value: int) -> int:
@@ -43,11 +49,17 @@ class MacroConfig:
     acc_bits : int
         Signed width of an output accumulator, at least :attr:`pass_sum_bits`, at most 64.
     act_depth : int
-        Activation buffer entries; an entry holds one pass worth of activations.
+        Activation buffer entries; an entry holds one pass worth of activations in any mode
+        (:attr:`max_pass_inputs` of them).
     acc_depth : int
         Output accumulator entries; an entry holds ``cols`` accumulators.
     counter_bits : int
         Width of each saturating performance counter, 16 to 64.
+    patterns : tuple of (int, int)
+        The sparse N:M patterns the macro runs besides dense, as ``(n, m)`` pairs: ``n``
+        weights kept per group of ``m`` inputs. ``n`` must divide ``submacros`` (the P
+        sub-macros form P/n clusters of n) and ``1 <= n < m <= MAX_M``. Dense (1:1) is always
+        supported and is not listed. Stored sorted; a JSON list of pairs is accepted.
 
     Raises
     ------
@@ -64,6 +76,7 @@ class MacroConfig:
     act_bits: int = 8
     acc_bits: int = 32
     counter_bits: int = 32
+    patterns: tuple = ()
 
     def __post_init__(self):
         def need(ok, field, constraint):
@@ -84,6 +97,25 @@ class MacroConfig:
              "acc_bits", f"an integer from {self.pass_sum_bits} (the pass sum width) to 64")
         need(isinstance(self.counter_bits, int) and 16 <= self.counter_bits <= 64,
              "counter_bits", "an integer from 16 to 64")
+        need(isinstance(self.patterns, (tuple, list)), "patterns", "a sequence of (n, m) pairs")
+        pairs = []
+        for pair in self.patterns:
+            if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)):
+                raise ValueError(f"patterns must hold (n, m) integer pairs, not {pair!r}")
+            n, m = pair
+            if not 1 <= n < m <= MAX_M:
+                raise ValueError(f"pattern {n}:{m} must have 1 <= n < m <= {MAX_M} "
+                                 "(dense is always supported and is not listed)")
+            if self.submacros % n:
+                raise ValueError(f"pattern {n}:{m} needs n to divide submacros "
+                                 f"({self.submacros}), so that the sub-macros form clusters "
+                                 f"of {n}")
+            pairs.append((n, m))
+        if len(set(pairs)) != len(pairs):
+            raise ValueError(f"patterns must not repeat a pattern, not {self.patterns!r}")
+        # Canonical form, so that equal sets compare (and hash, and slug) equal.
+        object.__setattr__(self, "patterns", tuple(sorted(pairs)))
 
     # Derived sizes. Properties so that they can never disagree with the fields.
 
@@ -118,19 +150,65 @@ class MacroConfig:
         return self.column_sum_bits + ceil_log2(self.submacros)
 
     @property
+    def modes(self) -> tuple:
+        """Every pattern the macro runs, dense first: ``((1, 1), *patterns)``. The hardware
+        holds the current one as an index into this tuple."""
+        return ((1, 1), *self.patterns)
+
+    def supports(self, n: int, m: int) -> bool:
+        """True if the macro runs pattern ``n:m`` (``1:1`` is dense)."""
+        return (n, m) == (1, 1) or (n, m) in self.patterns
+
+    @property
+    def max_m(self) -> int:
+        """Largest group width ``m`` of any supported pattern (1 if only dense)."""
+        return max([1] + [m for _, m in self.patterns])
+
+    @property
+    def meta_bits(self) -> int:
+        """Metadata bits per cell: the position of its weight in a group of up to
+        :attr:`max_m` inputs (0 if the macro is dense only)."""
+        return ceil_log2(self.max_m)
+
+    def pass_inputs(self, n: int = 1, m: int = 1) -> int:
+        """Inputs one compute pass covers in pattern ``n:m``: ``rows × (P/n) × m`` (each of the
+        ``rows × P/n`` cluster rows takes one group of ``m``); ``reduction`` for dense.
+
+        Raises ``ValueError`` for a pattern the macro does not support."""
+        if not self.supports(n, m):
+            raise ValueError(f"pattern {n}:{m} is not supported by this macro; supported are "
+                             f"dense and {self.pattern_names() or 'nothing else'}")
+        return self.rows * (self.submacros // n) * m
+
+    def pattern_names(self) -> str:
+        """The supported sparse patterns as text, e.g. ``"1:2, 2:4"``."""
+        return ", ".join(f"{n}:{m}" for n, m in self.patterns)
+
+    @property
+    def max_pass_inputs(self) -> int:
+        """Widest activation entry over every supported mode: the activation buffer's width."""
+        return max(self.pass_inputs(n, m) for n, m in self.modes)
+
+    @property
     def data_bits(self) -> int:
-        """Width of a data-stream beat: one weight row of one sub-macro."""
-        return self.cols * self.weight_bits
+        """Width of a data-stream beat: one weight row of one sub-macro, each cell's weight and
+        its metadata."""
+        return self.cols * (self.weight_bits + self.meta_bits)
 
     @property
     def act_lanes(self) -> int:
         """Activations carried by one data beat."""
         return self.data_bits // self.act_bits
 
+    def act_beats(self, n: int = 1, m: int = 1) -> int:
+        """Data beats per activation entry in pattern ``n:m`` (the last may be partly unused);
+        dense by default."""
+        return -(-self.pass_inputs(n, m) // self.act_lanes)
+
     @property
-    def act_beats(self) -> int:
-        """Data beats per activation buffer entry (the last one may be partly unused)."""
-        return -(-self.reduction // self.act_lanes)
+    def max_act_beats(self) -> int:
+        """Data beats of the widest activation entry (the buffer's beats per entry)."""
+        return -(-self.max_pass_inputs // self.act_lanes)
 
     @property
     def result_bits(self) -> int:
@@ -152,10 +230,14 @@ class MacroConfig:
                 f"-ad{self.act_depth}od{self.acc_depth}")
         if self.counter_bits != 32:
             slug += f"-cnt{self.counter_bits}"
+        if self.patterns:
+            slug += "-nm" + "_".join(f"{n}{m}" for n, m in self.patterns)
         return slug
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        fields = dataclasses.asdict(self)
+        fields["patterns"] = [list(pair) for pair in self.patterns]
+        return fields
 
     @classmethod
     def from_dict(cls, fields: dict) -> MacroConfig:
@@ -166,6 +248,10 @@ class MacroConfig:
         unknown = sorted(set(fields) - known)
         if unknown:
             raise ValueError(f"config has unknown fields {unknown}; known are {sorted(known)}")
+        fields = dict(fields)
+        if isinstance(fields.get("patterns"), list):
+            fields["patterns"] = tuple(tuple(p) if isinstance(p, list) else p
+                                       for p in fields["patterns"])
         try:
             return cls(**fields)
         except TypeError as exc:
@@ -177,11 +263,14 @@ class MacroConfig:
 
 PRESETS: dict[str, MacroConfig] = {
     # Small enough that Amaranth simulation and Verilator builds take seconds.
-    "tiny": MacroConfig(rows=4, cols=4, submacros=4, act_depth=16, acc_depth=8),
+    "tiny": MacroConfig(rows=4, cols=4, submacros=4, act_depth=16, acc_depth=8,
+                        patterns=FLEXCIM_PATTERNS),
     # FlexCiM default: P=4 sub-macros of 32×32, a 128-deep reduction × 32 outputs.
-    "flexcim": MacroConfig(rows=32, cols=32, submacros=4, act_depth=64, acc_depth=64),
+    "flexcim": MacroConfig(rows=32, cols=32, submacros=4, act_depth=64, acc_depth=64,
+                           patterns=FLEXCIM_PATTERNS),
     # Paper scale: 4 × 64×64 (256-deep reduction × 64 outputs); for export and FPGA figures.
-    "paper": MacroConfig(rows=64, cols=64, submacros=4, act_depth=128, acc_depth=128),
+    "paper": MacroConfig(rows=64, cols=64, submacros=4, act_depth=128, acc_depth=128,
+                         patterns=FLEXCIM_PATTERNS),
 }
 
 

@@ -24,12 +24,14 @@ __all__ = [
     "ISA_VERSION", "COMPUTE_DRAIN", "COUNTERS", "DecodeError",
     "Opcode", "Mode", "ErrorCode", "Command", "CycleCost",
     "command_layout", "args_layout", "weight_row_layout", "act_beat_layout", "result_layout",
-    "counters_layout", "encode", "decode", "check", "data_beats", "result_beats", "cycles",
-    "pack_beats", "unpack_beats", "disassemble", "isa_markdown",
+    "counters_layout", "encode", "decode", "check", "pattern_of",
+    "data_beats", "result_beats", "cycles",
+    "pack_beats", "unpack_beats", "pack_weight_rows", "unpack_weight_rows", "disassemble",
+    "isa_markdown",
 ]
 
 #: Bumped whenever an encoding or a cycle cost changes; traces record it.
-ISA_VERSION = 1
+ISA_VERSION = 2
 
 #: Cycles a COMPUTE spends after issuing its last pass: one to read the activation buffer and
 #: register the merged column sums, one to read, add and write the accumulator.
@@ -51,9 +53,10 @@ class Opcode(enum.Enum, shape=3):
 
 
 class Mode(enum.Enum, shape=2):
-    """Sparsity mode set by CONFIG. Only dense is implemented; other values raise
-    ``ILLEGAL_MODE``."""
+    """Sparsity mode set by CONFIG: dense, or N:M with the ``n`` and ``m`` of the command.
+    Other values raise ``ILLEGAL_MODE``."""
     DENSE = 0
+    NM = 1
 
 
 class ErrorCode(enum.Enum, shape=3):
@@ -75,25 +78,32 @@ class _OpDoc:
 
 _DOCS = {
     Opcode.CONFIG: _OpDoc(
-        "`mode`",
-        "Sets the sparsity mode used by the following COMPUTE commands.",
-        "Reset leaves the mode DENSE. A mode the macro does not implement raises ILLEGAL_MODE.",
+        "`mode`, `n`, `m`",
+        "Sets the sparsity pattern of the following LOAD_A and COMPUTE commands: DENSE, or NM "
+        "with `n` weights kept per group of `m` inputs. In NM the P sub-macros form P/n "
+        "clusters of n; row `r` of cluster `c` receives the `m` activations of input group "
+        "`c·rows + r` (entry elements `(c·rows + r)·m .. +m-1`), and each cell multiplies the "
+        "one its metadata selects (a position `>= m` selects 0). In DENSE, sub-macro `s` row "
+        "`r` receives entry element `s·rows + r` and metadata is ignored.",
+        "Reset leaves the mode DENSE (1:1). DENSE needs `n = m = 1`; NM needs an `n:m` listed "
+        "in the config's `patterns`; anything else, or an undefined mode, raises ILLEGAL_MODE.",
         "1"),
     Opcode.LOAD_W: _OpDoc(
         "`row`, `count`",
         "Writes `count` weight rows, global rows `row` .. `row+count-1`, from the next `count` "
         "data beats. Global row `g` is row `g % rows` of sub-macro `g // rows`.",
-        "Each beat is one weight row (`weight_row_layout`): lane `c` is column `c`. "
+        "Each beat is one weight row (`weight_row_layout`): weight and metadata of column `c`. "
         "`count = 0` raises ZERO_COUNT; `row + count > rows × submacros` raises ADDRESS_RANGE.",
         "1 + count"),
     Opcode.LOAD_A: _OpDoc(
         "`addr`, `count`",
         "Writes `count` activation buffer entries, `addr` .. `addr+count-1`, each from the next "
-        "`act_beats` data beats.",
-        "Entry element `j` (multiplying global weight row `j`) is lane `j % act_lanes` of beat "
-        "`j // act_lanes`; lanes past the last element are ignored. `count = 0` raises "
+        "`act_beats(n, m)` data beats, where `n:m` is the current pattern (an entry holds "
+        "`rows × (P/n) × m` activations; `rows × P` in DENSE).",
+        "Entry element `j` is lane `j % act_lanes` of beat `j // act_lanes`; every lane of a "
+        "beat is written, the entry's later beats keep their contents. `count = 0` raises "
         "ZERO_COUNT; `addr + count > act_depth` raises ADDRESS_RANGE.",
-        "1 + count × act_beats"),
+        "1 + count × act_beats(n, m)"),
     Opcode.COMPUTE: _OpDoc(
         "`act_addr`, `acc_addr`, `count`, `accumulate`",
         "Runs `count` passes. Pass `i` multiplies activation entry `act_addr+i` with the whole "
@@ -130,7 +140,7 @@ def _addr(depth: int) -> int:
 def args_layout(cfg: MacroConfig, opcode: Opcode) -> data.StructLayout:
     """Operand layout of ``opcode`` for ``cfg``."""
     fields = {
-        Opcode.CONFIG: {"mode": Mode},
+        Opcode.CONFIG: {"mode": Mode, "n": _width(cfg.submacros), "m": _width(cfg.max_m)},
         Opcode.LOAD_W: {"row": _addr(cfg.weight_rows), "count": _width(cfg.weight_rows)},
         Opcode.LOAD_A: {"addr": _addr(cfg.act_depth), "count": _width(cfg.act_depth)},
         Opcode.COMPUTE: {"act_addr": _addr(cfg.act_depth), "acc_addr": _addr(cfg.acc_depth),
@@ -151,9 +161,14 @@ def command_layout(cfg: MacroConfig) -> data.StructLayout:
 
 
 @functools.cache
-def weight_row_layout(cfg: MacroConfig) -> data.ArrayLayout:
-    """A LOAD_W data beat: one signed weight per column."""
-    return data.ArrayLayout(signed(cfg.weight_bits), cfg.cols)
+def weight_row_layout(cfg: MacroConfig) -> data.StructLayout:
+    """A LOAD_W data beat: ``weight``, one signed weight per column, then ``meta``, the
+    position of each weight within its group of ``m`` inputs (absent for a dense-only
+    config, whose ``meta_bits`` is 0)."""
+    fields = {"weight": data.ArrayLayout(signed(cfg.weight_bits), cfg.cols)}
+    if cfg.meta_bits:
+        fields["meta"] = data.ArrayLayout(cfg.meta_bits, cfg.cols)
+    return data.StructLayout(fields)
 
 
 @functools.cache
@@ -308,7 +323,7 @@ def check(cfg: MacroConfig, cmd: Command) -> ErrorCode:
     """
     op = cmd.opcode
     if op == Opcode.CONFIG:
-        return ErrorCode.NONE if isinstance(cmd.mode, Mode) else ErrorCode.ILLEGAL_MODE
+        return ErrorCode.NONE if pattern_of(cfg, cmd) is not None else ErrorCode.ILLEGAL_MODE
     if op == Opcode.END:
         return ErrorCode.NONE
     if cmd.count == 0:
@@ -325,12 +340,25 @@ def check(cfg: MacroConfig, cmd: Command) -> ErrorCode:
     return ErrorCode.NONE
 
 
-def data_beats(cfg: MacroConfig, cmd: Command) -> int:
-    """Data-stream beats a legal ``cmd`` consumes."""
+def pattern_of(cfg: MacroConfig, cmd: Command) -> tuple[int, int] | None:
+    """The ``(n, m)`` pattern a CONFIG command selects (``(1, 1)`` for DENSE), or None if the
+    macro does not run it (the command then raises ``ILLEGAL_MODE``)."""
+    if cmd.opcode != Opcode.CONFIG:
+        raise ValueError(f"only CONFIG selects a pattern, not {cmd.opcode.name}")
+    pair = (cmd.n, cmd.m)
+    if cmd.mode == Mode.DENSE:
+        return pair if pair == (1, 1) else None
+    if cmd.mode == Mode.NM:
+        return pair if pair in cfg.patterns else None
+    return None
+
+
+def data_beats(cfg: MacroConfig, cmd: Command, pattern: tuple[int, int] = (1, 1)) -> int:
+    """Data-stream beats a legal ``cmd`` consumes while ``pattern`` (``(n, m)``) is current."""
     if cmd.opcode == Opcode.LOAD_W:
         return cmd.count
     if cmd.opcode == Opcode.LOAD_A:
-        return cmd.count * cfg.act_beats
+        return cmd.count * cfg.act_beats(*pattern)
     return 0
 
 
@@ -360,32 +388,42 @@ class CycleCost:
         return {name: getattr(self, name) for name in COUNTERS}
 
 
-def cycles(cfg: MacroConfig, cmd: Command) -> CycleCost:
-    """Cycle cost of a legal ``cmd`` when no stream stalls (the cycle model, per command).
+def cycles(cfg: MacroConfig, cmd: Command, pattern: tuple[int, int] = (1, 1)) -> CycleCost:
+    """Cycle cost of a legal ``cmd`` when no stream stalls and ``pattern`` (``(n, m)``, set
+    by the last CONFIG) is current: the cycle model, per command.
 
     Every command spends one fetch cycle in which it is accepted and checked; an illegal
     command costs only that cycle before the sequencer halts.
     """
     if cmd.opcode == Opcode.COMPUTE:
         return CycleCost(compute=cmd.count + COMPUTE_DRAIN)
-    return CycleCost(load=data_beats(cfg, cmd), read=result_beats(cfg, cmd))
+    return CycleCost(load=data_beats(cfg, cmd, pattern), read=result_beats(cfg, cmd))
+
+
+def _lane_range(shape: Shape) -> tuple[int, int]:
+    if shape.signed:
+        return -(2 ** (shape.width - 1)), 2 ** (shape.width - 1) - 1
+    return 0, 2 ** shape.width - 1
 
 
 def pack_beats(layout: data.ArrayLayout, values) -> list[int]:
-    """Pack rows of signed lane values into beat words as ``layout`` places them.
+    """Pack rows of lane values into beat words as ``layout`` places them.
 
     ``values`` has shape ``(beats, lanes)`` with ``lanes <= layout.length``; missing lanes are
-    zero. Raises ``ValueError`` for a value outside the lane's signed range.
+    zero. Lanes are signed or unsigned as ``layout.elem_shape`` says. Raises ``ValueError`` for
+    a value outside the lane's range.
     """
     values = np.asarray(values, dtype=np.int64)
     if values.ndim != 2 or values.shape[1] > layout.length:
         raise ValueError(f"beat values must have shape (beats, <= {layout.length}), "
                          f"not {values.shape}")
-    width = Shape.cast(layout.elem_shape).width
-    lo, hi = -(2 ** (width - 1)), 2 ** (width - 1) - 1
+    shape = Shape.cast(layout.elem_shape)
+    width = shape.width
+    lo, hi = _lane_range(shape)
     if values.size and (values.min() < lo or values.max() > hi):
         bad = values[(values < lo) | (values > hi)][0]
-        raise ValueError(f"lane value must be in {lo}..{hi} ({width}-bit signed), not {bad}")
+        kind = "signed" if shape.signed else "unsigned"
+        raise ValueError(f"lane value must be in {lo}..{hi} ({width}-bit {kind}), not {bad}")
     nbytes = -(-layout.size // 8)
     bits = np.zeros((values.shape[0], nbytes * 8), dtype=np.uint8)
     lane_bits = (values[:, :, None] >> np.arange(width)) & 1
@@ -398,7 +436,8 @@ def pack_beats(layout: data.ArrayLayout, values) -> list[int]:
 
 def unpack_beats(layout: data.ArrayLayout, words) -> np.ndarray:
     """Inverse of :func:`pack_beats`: beat words to an ``int64`` array ``(beats, lanes)``."""
-    width = Shape.cast(layout.elem_shape).width
+    shape = Shape.cast(layout.elem_shape)
+    width = shape.width
     size = layout.size  # computed by amaranth on every access: hoisted out of the loop
     nbytes = -(-size // 8)
     limit = 2 ** size
@@ -409,17 +448,58 @@ def unpack_beats(layout: data.ArrayLayout, words) -> np.ndarray:
     raw = np.frombuffer(b"".join(int(w).to_bytes(nbytes, "little") for w in words),
                         dtype=np.uint8).reshape(len(words), nbytes)
     if width in (8, 16, 32) and all(layout[i].offset == i * width for i in range(layout.length)):
-        # Byte-aligned lanes: a little-endian signed view is the two's complement decoding.
+        # Byte-aligned lanes: a little-endian view is the decoding.
         lanes = raw[:, :layout.length * width // 8].copy()
-        return lanes.view(f"<i{width // 8}").astype(np.int64)
+        kind = "i" if shape.signed else "u"
+        return lanes.view(f"<{kind}{width // 8}").astype(np.int64)
     bits = np.unpackbits(raw, axis=1, bitorder="little").astype(np.int64)
     weights = 2 ** np.arange(width, dtype=np.int64)
-    weights[-1] = -weights[-1]  # two's complement sign bit
+    if shape.signed:
+        weights[-1] = -weights[-1]  # two's complement sign bit
     out = np.empty((len(words), layout.length), dtype=np.int64)
     for lane in range(layout.length):
         offset = layout[lane].offset
         out[:, lane] = bits[:, offset:offset + width] @ weights
     return out
+
+
+def pack_weight_rows(cfg: MacroConfig, weights, meta=None) -> list[int]:
+    """LOAD_W beat words from ``weights`` and ``meta``, both ``(rows, <= cols)``; ``meta``
+    (each weight's position in its group) defaults to zeros. Raises ``ValueError`` for a
+    weight or a position out of its range, or metadata given to a dense-only config."""
+    layout = weight_row_layout(cfg)
+    words = pack_beats(layout["weight"].shape, weights)
+    if meta is None:
+        return words
+    meta = np.asarray(meta, dtype=np.int64)
+    if meta.shape != np.shape(weights):
+        raise ValueError(f"meta must have the shape of weights {np.shape(weights)}, "
+                         f"not {meta.shape}")
+    if not cfg.meta_bits:
+        if meta.any():
+            raise ValueError("metadata must be 0 on a dense-only config (meta_bits is 0)")
+        return words
+    shift = layout["meta"].offset
+    meta_words = pack_beats(layout["meta"].shape, meta)
+    return [w | (mw << shift) for w, mw in zip(words, meta_words, strict=True)]
+
+
+def unpack_weight_rows(cfg: MacroConfig, words) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`pack_weight_rows`: ``(weights, meta)``, each ``(rows, cols)``
+    ``int64`` (``meta`` is zeros for a dense-only config)."""
+    layout = weight_row_layout(cfg)
+    words = list(words)
+    limit = 2 ** layout.size
+    for word in words:
+        if not 0 <= word < limit:
+            raise ValueError(f"weight row word must fit {layout.size} bits, not {word:#x}")
+    field = layout["weight"]
+    low = (1 << field.shape.size) - 1
+    weights = unpack_beats(field.shape, [w & low for w in words])
+    if not cfg.meta_bits:
+        return weights, np.zeros_like(weights)
+    shift = layout["meta"].offset
+    return weights, unpack_beats(layout["meta"].shape, [w >> shift for w in words])
 
 
 def disassemble(cfg: MacroConfig, word: int) -> str:
@@ -476,10 +556,16 @@ def isa_markdown(cfg: MacroConfig, name: str) -> str:
         "",
         "## Data and result beats",
         "",
-        f"- Weight row (LOAD_W): {cfg.cols} lanes of {cfg.weight_bits}-bit signed; lane `c` "
-        f"in bits [{cfg.weight_bits}·c, {cfg.weight_bits}·(c+1)).",
-        f"- Activations (LOAD_A): {cfg.act_lanes} lanes of {cfg.act_bits}-bit signed per beat, "
-        f"{cfg.act_beats} beats per entry of {cfg.reduction} activations.",
+        f"- Weight row (LOAD_W): {cfg.cols} lanes of {cfg.weight_bits}-bit signed weights; "
+        f"weight `c` in bits [{cfg.weight_bits}·c, {cfg.weight_bits}·(c+1))"
+        + (f", then {cfg.cols} lanes of {cfg.meta_bits}-bit metadata; position `c` in bits "
+           f"[{cfg.cols * cfg.weight_bits} + {cfg.meta_bits}·c, ...)." if cfg.meta_bits
+           else "."),
+        f"- Activations (LOAD_A): {cfg.act_lanes} lanes of {cfg.act_bits}-bit signed per beat. "
+        "Entry size and beats per entry by pattern: "
+        + ", ".join(f"{'dense' if (n, m) == (1, 1) else f'{n}:{m}'} "
+                    f"{cfg.pass_inputs(n, m)} in {cfg.act_beats(n, m)}"
+                    for n, m in cfg.modes) + ".",
         f"- Result (READ): {cfg.cols} lanes of {cfg.acc_bits}-bit signed accumulators.",
         f"- Counters (status): {', '.join(COUNTERS)}, {cfg.counter_bits} bits each, saturating.",
         "",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import data, memory, wiring
+from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import MacroConfig, ceil_log2
+from .distribute import Distribution
 from .isa import (
     Opcode,
     act_beat_layout,
@@ -43,9 +44,11 @@ class ControlSignature(wiring.Signature):
     a_en : Out(1)
         Write ``a_data`` as beat ``a_beat`` of activation entry ``a_addr`` at the clock edge.
     a_addr : Out(unsigned), the LOAD_A ``addr`` operand shape
-    a_beat : Out(unsigned(max(1, ceil_log2(config.act_beats))))
+    a_beat : Out(unsigned(max(1, ceil_log2(config.max_act_beats))))
         Beat within the entry: lane ``l`` of beat ``b`` is entry element ``b·act_lanes + l``.
     a_data : Out(act_beat_layout(config))
+    mode : Out(range(len(config.modes)))
+        Current pattern, an index into ``config.modes``; changes only between commands.
     issue : Out(1)
         Issue one compute pass this cycle (see :class:`Macro` for its pipeline).
     act_addr : Out(unsigned), the COMPUTE ``act_addr`` operand shape
@@ -72,8 +75,9 @@ class ControlSignature(wiring.Signature):
             "w_data": Out(weight_row_layout(config)),
             "a_en": Out(1),
             "a_addr": Out(_operand_shape(config, Opcode.LOAD_A, "addr")),
-            "a_beat": Out(max(1, ceil_log2(config.act_beats))),
+            "a_beat": Out(max(1, ceil_log2(config.max_act_beats))),
             "a_data": Out(act_beat_layout(config)),
+            "mode": Out(range(len(config.modes))),
             "issue": Out(1),
             "act_addr": Out(_operand_shape(config, Opcode.COMPUTE, "act_addr")),
             "acc_addr": Out(_operand_shape(config, Opcode.COMPUTE, "acc_addr")),
@@ -88,8 +92,9 @@ class ControlSignature(wiring.Signature):
 class Macro(wiring.Component):
     """P sub-macros whose column sums a merging tree adds, with the buffers around them.
 
-    Global weight row ``g`` is row ``g % rows`` of sub-macro ``g // rows``; activation entry
-    element ``j`` multiplies global weight row ``j``.
+    Global weight row ``g`` is row ``g % rows`` of sub-macro ``g // rows``. The distribution
+    network routes the activation entry to the sub-macro rows for the current ``mode``
+    (:func:`~sparsecim.hw.distribute.source`); each cell selects its activation by its metadata.
 
     Compute pass pipeline, one pass may issue per cycle. A pass issued in cycle ``t``:
 
@@ -145,24 +150,24 @@ class Macro(wiring.Component):
                 sub.wdata.eq(ctrl.w_data),
             ]
 
-        # Activation buffer: an entry is act_beats beats side by side, so beat b lane l lands
-        # on element b·act_lanes + l; a granular write port writes one beat of an entry.
+        # Activation buffer: an entry is max_act_beats beats side by side, so beat b lane l
+        # lands on element b·act_lanes + l; a granular write port writes one beat of an entry.
         beat_bits = act_beat_layout(cfg).size
+        beats = cfg.max_act_beats
         m.submodules.act_mem = act_mem = memory.Memory(
-            shape=beat_bits * cfg.act_beats, depth=cfg.act_depth, init=[])
+            shape=beat_bits * beats, depth=cfg.act_depth, init=[])
         act_wr = act_mem.write_port(granularity=beat_bits)
         act_rd = act_mem.read_port()
         m.d.comb += [
             act_wr.addr.eq(ctrl.a_addr),
-            act_wr.data.eq(ctrl.a_data.as_value().replicate(cfg.act_beats)),
+            act_wr.data.eq(ctrl.a_data.as_value().replicate(beats)),
             act_wr.en.eq(Mux(ctrl.a_en, 1 << ctrl.a_beat, 0)),
             act_rd.addr.eq(ctrl.act_addr),
         ]
-        entry = data.ArrayLayout(act_beat_layout(cfg).elem_shape,
-                                 cfg.act_beats * cfg.act_lanes)(act_rd.data)
+        m.submodules.distribute = dist = Distribution(cfg)
+        m.d.comb += [dist.mode.eq(ctrl.mode), dist.entry.eq(act_rd.data)]
         for index, sub in enumerate(subs):
-            for r in range(cfg.rows):
-                m.d.comb += sub.act[r].eq(entry[index * cfg.rows + r])
+            m.d.comb += sub.act.eq(dist.offered[index])
 
         # Accumulator: one read and one write port for the pass pipeline, one read for READ.
         m.submodules.acc_mem = acc_mem = memory.Memory(

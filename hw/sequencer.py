@@ -63,12 +63,13 @@ class Sequencer(wiring.Component):
     - FETCH: ``cmd.ready`` high. A cycle with ``cmd.valid`` accepts and checks the command
       (counted as *fetch*); one without counts as *stall*. Checks, in the order of
       :func:`~sparsecim.hw.isa.check`: undefined opcode (``ILLEGAL_OPCODE``), CONFIG with a
-      mode that is not a :class:`~sparsecim.hw.isa.Mode` (``ILLEGAL_MODE``), ``count == 0``
-      (``ZERO_COUNT``), address plus count beyond the depth (``ADDRESS_RANGE``). An error goes
-      to HALT. CONFIG sets the mode and stays in FETCH; END goes to HALT; the others run.
+      pattern the config does not list (``ILLEGAL_MODE``, see
+      :func:`~sparsecim.hw.isa.pattern_of`), ``count == 0`` (``ZERO_COUNT``), address plus
+      count beyond the depth (``ADDRESS_RANGE``). An error goes to HALT. CONFIG sets the
+      pattern (``macro.mode``) and stays in FETCH; END goes to HALT; the others run.
     - LOAD_W, LOAD_A: ``data.ready`` high; each cycle with ``data.valid`` writes one beat
       (*load*), one without is a *stall*. LOAD_W takes ``count`` beats, LOAD_A
-      ``count × act_beats``.
+      ``count × act_beats(n, m)`` for the current pattern.
     - COMPUTE: ``count`` cycles issuing passes ``i`` (``act_addr + i``, ``acc_addr + i``), then
       ``COMPUTE_DRAIN`` cycles until the macro's last write; all are *compute*.
     - READ: ``result.valid`` high with entry ``addr + k``; a cycle with ``result.ready``
@@ -77,7 +78,7 @@ class Sequencer(wiring.Component):
     - HALT: ``status.done`` high; no stream is ready or valid; counters stop. Only ``rst``
       leaves it.
 
-    ``rst`` returns to FETCH with mode DENSE, error NONE and counters zero.
+    ``rst`` returns to FETCH with mode DENSE (index 0), error NONE and counters zero.
 
     Parameters
     ----------
@@ -117,13 +118,26 @@ class Sequencer(wiring.Component):
         cur = current.args
         step = Signal(range(max(cfg.weight_rows, cfg.act_depth, cfg.acc_depth) + 1))
         beat = Signal.like(ctrl.a_beat)        # beat within the LOAD_A entry `step`
-        mode = Signal(Mode)                    # only DENSE exists; kept for later modes
+        mode = Signal.like(ctrl.mode)          # index into cfg.modes; 0 (dense) after reset
         error = Signal(ErrorCode)
-        m.d.comb += status.error.eq(error)
+        m.d.comb += [status.error.eq(error), ctrl.mode.eq(mode)]
 
         # Checks of the offered command, in the order of isa.check().
         defined = Cat(opcode == op for op in Opcode).any()
-        mode_ok = Cat(args.config.mode == member for member in Mode).any()
+        # The pattern a CONFIG selects, matched against the config's list (isa.pattern_of).
+        conf = args.config
+        mode_ok = Signal()
+        mode_next = Signal.like(mode)
+        for index, (n, m_) in enumerate(cfg.modes):
+            kind = Mode.DENSE if index == 0 else Mode.NM
+            with m.If((conf.mode == kind) & (conf.n == n) & (conf.m == m_)):
+                m.d.comb += [mode_ok.eq(1), mode_next.eq(index)]
+        # Beats per activation entry in the current pattern.
+        last_beat = Signal.like(beat)
+        with m.Switch(mode):
+            for index, pattern in enumerate(cfg.modes):
+                with m.Case(index):
+                    m.d.comb += last_beat.eq(cfg.act_beats(*pattern) - 1)
         zero = Signal()
         beyond = Signal()
         with m.Switch(opcode):
@@ -174,7 +188,7 @@ class Sequencer(wiring.Component):
                     with m.Else():
                         with m.Switch(opcode):
                             with m.Case(Opcode.CONFIG):
-                                m.d.sync += mode.eq(args.config.mode)
+                                m.d.sync += mode.eq(mode_next)
                             with m.Case(Opcode.LOAD_W):
                                 m.next = "LOAD_W"
                             with m.Case(Opcode.LOAD_A):
@@ -205,7 +219,7 @@ class Sequencer(wiring.Component):
                              ctrl.a_en.eq(dat.valid), ctrl.a_addr.eq(cur.load_a.addr + step),
                              ctrl.a_beat.eq(beat), ctrl.a_data.eq(dat.payload)]
                 with m.If(dat.valid):
-                    with m.If(beat == cfg.act_beats - 1):
+                    with m.If(beat == last_beat):
                         m.d.sync += [beat.eq(0), step.eq(step + 1)]
                         with m.If(step + 1 == cur.load_a.count):
                             m.next = "FETCH"

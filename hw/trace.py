@@ -33,7 +33,7 @@ from .isa import (
     disassemble,
     encode,
     unpack_beats,
-    weight_row_layout,
+    unpack_weight_rows,
 )
 
 __all__ = ["FORMAT_VERSION", "Step", "Trace", "TraceFormatError"]
@@ -200,11 +200,16 @@ class Trace:
                 opcode = decode(cfg, step.command).opcode
             except ValueError:
                 opcode = None
-            layout = {Opcode.LOAD_W: weight_row_layout(cfg),
-                      Opcode.LOAD_A: act_beat_layout(cfg)}.get(opcode)
             for beat in step.data[:max_beats]:
-                lanes = (unpack_beats(layout, [beat])[0].tolist() if layout is not None
-                         else f"{beat:#x}")
+                if opcode == Opcode.LOAD_W:
+                    weights, meta = unpack_weight_rows(cfg, [beat])
+                    lanes = f"w {weights[0].tolist()}"
+                    if cfg.meta_bits:
+                        lanes += f" pos {meta[0].tolist()}"
+                elif opcode == Opcode.LOAD_A:
+                    lanes = unpack_beats(act_beat_layout(cfg), [beat])[0].tolist()
+                else:
+                    lanes = f"{beat:#x}"
                 out.append(f"          d {lanes}")
             if len(step.data) > max_beats:
                 out.append(f"          ... {len(step.data) - max_beats} more beats")

@@ -2,11 +2,18 @@
 
 The model keeps the macro's architectural state and applies each command as a whole:
 
-- weight array: ``weight_rows × cols`` signed weights (global row ``g`` is row ``g % rows`` of
-  sub-macro ``g // rows``);
-- activation buffer: ``act_depth`` entries of ``reduction`` signed activations;
+- weight array: ``weight_rows × cols`` signed weights and their metadata (global row ``g`` is
+  row ``g % rows`` of sub-macro ``g // rows``);
+- activation buffer: ``act_depth`` entries of ``max_act_beats × act_lanes`` signed
+  activations (LOAD_A writes the first ``act_beats(n, m)`` beats of an entry);
 - output accumulator: ``acc_depth`` entries of ``cols`` signed ``acc_bits`` values;
-- mode: DENSE (the only one).
+- pattern ``(n, m)``: ``(1, 1)`` (dense) until a CONFIG selects another.
+
+A pass in dense multiplies entry elements ``0 .. rows·P - 1`` with the weight rows and ignores
+the metadata. A pass in ``n:m`` gives the cell of sub-macro ``s``, row ``r``, column ``c``
+with metadata ``p`` the entry element ``((s // n)·rows + r)·m + p`` (0 if ``p >= m``): the
+clusters, distribution and in-cell select of the ISA reference, written here independently of
+the RTL's routing table.
 
 All of it starts at zero. The RTL does not clear its memories at reset, so a trace must not
 read state it never wrote unless the result cannot depend on it (the scheduler only lets stale
@@ -22,7 +29,7 @@ command       cycles
 ============  ==========================================================================
 CONFIG        1 fetch
 LOAD_W        1 fetch + ``count`` load (one weight row per data beat)
-LOAD_A        1 fetch + ``count × act_beats`` load (one data beat per cycle)
+LOAD_A        1 fetch + ``count × act_beats(n, m)`` load (one data beat per cycle)
 COMPUTE       1 fetch + ``count`` + ``COMPUTE_DRAIN`` compute (one pass issued per cycle,
               then the pipeline drains before the next fetch)
 READ          1 fetch + ``count`` read (one result beat per cycle)
@@ -40,10 +47,10 @@ order, whatever the grouping of beats into trace steps (the hardware cannot see 
 
 Speed
 -----
-Command words are decoded once per distinct word (a schedule repeats few words); all weight
-beats and all activation beats of the run are unpacked with one :func:`unpack_beats` call
-each; a COMPUTE is one matrix product over its ``count`` passes (in ``float64`` when every
-partial sum is exactly representable, which holds for all practical configurations).
+Command words are decoded once per distinct word and pattern (a schedule repeats few words);
+all weight beats and all activation beats of the run are unpacked in bulk; a COMPUTE is one
+matrix product over its ``count`` passes (in ``float64`` when every partial sum is exactly
+representable, which holds for all practical configurations).
 """
 
 from __future__ import annotations
@@ -65,8 +72,9 @@ from ..hw.isa import (
     cycles,
     data_beats,
     decode,
+    pattern_of,
     unpack_beats,
-    weight_row_layout,
+    unpack_weight_rows,
 )
 from ..hw.trace import Trace
 
@@ -136,7 +144,7 @@ class _Word:
     text: str               # for error messages
 
 
-def _decode_word(cfg, word: int) -> _Word:
+def _decode_word(cfg, word: int, pattern: tuple[int, int]) -> _Word:
     try:
         cmd = decode(cfg, word)
     except DecodeError as exc:
@@ -150,8 +158,22 @@ def _decode_word(cfg, word: int) -> _Word:
         Opcode.LOAD_A: lambda: (cmd.addr, cmd.count),
         Opcode.COMPUTE: lambda: (cmd.act_addr, cmd.acc_addr, cmd.count, bool(cmd.accumulate)),
         Opcode.READ: lambda: (cmd.addr, cmd.count),
+        Opcode.CONFIG: lambda: pattern_of(cfg, cmd),
     }.get(op, lambda: ())()
-    return _Word(op, error, args, data_beats(cfg, cmd), cycles(cfg, cmd), str(cmd))
+    return _Word(op, error, args, data_beats(cfg, cmd, pattern), cycles(cfg, cmd, pattern),
+                 str(cmd))
+
+
+def _nm_pass_sums(cfg, n: int, m: int, entries: np.ndarray, weights: np.ndarray,
+                  meta: np.ndarray) -> np.ndarray:
+    """Column sums of passes over ``entries`` (``count × entry lanes``) in pattern ``n:m``."""
+    g = np.arange(cfg.weight_rows)
+    sub, row = g // cfg.rows, g % cfg.rows
+    base = ((sub // n) * cfg.rows + row) * m                  # first element of the row's group
+    element = base[:, None] + np.minimum(meta, m - 1)          # (weight_rows, cols)
+    live = np.where(meta < m, weights, 0)                      # positions >= m select 0
+    chosen = entries[:, element]                               # (count, weight_rows, cols)
+    return np.einsum("tgc,gc->tc", chosen, live)
 
 
 def _exact_in_float64(cfg) -> bool:
@@ -189,19 +211,21 @@ def run_trace(trace: Trace) -> GoldenResult:
     data = trace.data
 
     # Pass 1: decode, find where the machine halts, give every data beat to its command.
-    known: dict[int, _Word] = {}
-    plan = []                          # (_Word, first beat index in its layout's beat list)
+    known: dict[tuple, _Word] = {}
+    plan = []                          # (_Word, pattern, first beat index in its beat list)
+    keys = []                          # (word, pattern) of every fetched command
     w_beats: list[int] = []
     a_beats: list[int] = []
     cursor = 0
     error = ErrorCode.NONE
     halted = False
-    fetched = 0
+    pattern = (1, 1)
     for index, word in enumerate(words):
-        info = known.get(word)
+        key = (word, pattern)
+        info = known.get(key)
         if info is None:
-            info = known[word] = _decode_word(cfg, word)
-        fetched = index + 1
+            info = known[key] = _decode_word(cfg, word, pattern)
+        keys.append(key)
         if info.error != ErrorCode.NONE:
             error, halted = info.error, True
             break
@@ -214,39 +238,44 @@ def run_trace(trace: Trace) -> GoldenResult:
                 raise ValueError(f"command {index} ({info.text}) needs {need} data beats, "
                                  f"the trace has {len(data) - cursor} left")
             beats = w_beats if info.opcode == Opcode.LOAD_W else a_beats
-            plan.append((info, len(beats)))
+            plan.append((info, pattern, len(beats)))
             beats.extend(data[cursor:cursor + need])
             cursor += need
         else:
-            plan.append((info, 0))
+            plan.append((info, pattern, 0))
+        if info.opcode == Opcode.CONFIG:
+            pattern = info.args
 
     # Cycle model: every fetched command costs its (memoised) cost; an illegal one only its
     # fetch cycle, which _decode_word already gave it.
     counters = dict.fromkeys(COUNTERS, 0)
-    for word, times in Counter(words[:fetched]).items():
-        for name, value in known[word].cost.as_dict().items():
+    for key, times in Counter(keys).items():
+        for name, value in known[key].cost.as_dict().items():
             counters[name] += times * value
 
     # Pass 2: execute, with every beat already unpacked in bulk.
     exact_float = _exact_in_float64(cfg)
     dtype = np.float64 if exact_float else np.int64
     weights = np.zeros((cfg.weight_rows, cfg.cols), dtype=dtype)
-    acts = np.zeros((cfg.act_depth, cfg.reduction), dtype=dtype)
+    meta = np.zeros((cfg.weight_rows, cfg.cols), dtype=np.int64)
+    entry_lanes = cfg.max_act_beats * cfg.act_lanes
+    acts = np.zeros((cfg.act_depth, entry_lanes), dtype=dtype)
     accs = np.zeros((cfg.acc_depth, cfg.cols), dtype=np.int64)
-    w_vals = (unpack_beats(weight_row_layout(cfg), w_beats).astype(dtype) if w_beats
-              else np.zeros((0, cfg.cols), dtype=dtype))
-    entry_lanes = cfg.act_beats * cfg.act_lanes
-    # Every LOAD_A takes whole entries, so the activation beats split into entries; element j
-    # of an entry is lane j % act_lanes of beat j // act_lanes, i.e. row-major order.
-    a_vals = (unpack_beats(act_beat_layout(cfg), a_beats).reshape(-1, entry_lanes)
-              [:, :cfg.reduction].astype(dtype) if a_beats
-              else np.zeros((0, cfg.reduction), dtype=dtype))
+    w_vals, m_vals = (unpack_weight_rows(cfg, w_beats) if w_beats
+                      else (np.zeros((0, cfg.cols), np.int64),) * 2)
+    w_vals = w_vals.astype(dtype)
+    a_vals = (unpack_beats(act_beat_layout(cfg), a_beats).astype(dtype) if a_beats
+              else np.zeros((0, cfg.act_lanes), dtype=dtype))
     results = []
-    for info, first in plan:
+    for info, (n, m), first in plan:
         op = info.opcode
         if op == Opcode.COMPUTE:
             act_addr, acc_addr, count, accumulate = info.args
-            sums = acts[act_addr:act_addr + count] @ weights
+            entries = acts[act_addr:act_addr + count]
+            if (n, m) == (1, 1):
+                sums = entries[:, :cfg.reduction] @ weights
+            else:
+                sums = _nm_pass_sums(cfg, n, m, entries, weights, meta)
             if exact_float:
                 sums = sums.astype(np.int64)
             rows = slice(acc_addr, acc_addr + count)
@@ -258,14 +287,18 @@ def run_trace(trace: Trace) -> GoldenResult:
         elif op == Opcode.LOAD_W:
             row, count = info.args
             weights[row:row + count] = w_vals[first:first + count]
+            meta[row:row + count] = m_vals[first:first + count]
         elif op == Opcode.LOAD_A:
+            # Element j of an entry is lane j % act_lanes of beat j // act_lanes (row-major);
+            # every lane of the beats is written, the entry's later beats are kept.
             addr, count = info.args
-            entry = first // cfg.act_beats
-            acts[addr:addr + count] = a_vals[entry:entry + count]
+            beats = cfg.act_beats(n, m)
+            block = a_vals[first:first + count * beats].reshape(count, beats * cfg.act_lanes)
+            acts[addr:addr + count, :beats * cfg.act_lanes] = block
         elif op == Opcode.READ:
             addr, count = info.args
             results.append(accs[addr:addr + count].copy())
-        # CONFIG: DENSE is the only mode, and check() has refused any other.
+        # CONFIG: its pattern was applied in pass 1 (check() refused unsupported ones).
 
     out = np.concatenate(results) if results else np.zeros((0, cfg.cols), dtype=np.int64)
-    return GoldenResult(out, counters, error, halted, fetched, len(data) - cursor)
+    return GoldenResult(out, counters, error, halted, len(keys), len(data) - cursor)

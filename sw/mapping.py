@@ -3,10 +3,16 @@
 A mapping is data: which block of the weight matrix sits on the array in which tile. Printing
 and scheduling live elsewhere.
 
-The array seen by a dense mapping is ``reduction × cols`` (``reduction = rows × P`` global
-rows: in dense mode all P sub-macros reduce together and their column sums are merged). A
-``K × N`` weight matrix is cut into ``ceil(K / reduction) × ceil(N / cols)`` tiles; edge tiles
-are smaller and the cells they leave empty are padding.
+A ``K × N`` weight matrix is cut into tiles of ``pass_inputs(n, m)`` inputs × ``cols``
+outputs: ``ceil(K / pass_inputs) × ceil(N / cols)`` tiles, edge tiles smaller, the cells they
+leave empty padding. One tile fills the whole array and one compute pass covers it.
+
+- Dense (1:1): ``pass_inputs = rows × P``; global row ``g`` holds input ``k0 + g``.
+- N:M: the P sub-macros form ``C = P/n`` clusters of n. Tile input group ``q`` (inputs
+  ``k0 + q·m .. +m-1``) sits on row ``q % rows`` of cluster ``q // rows``; sub-macro ``j`` of
+  the cluster holds the ``j``-th kept weight of the group for each output, with its position
+  in the group as metadata. ``pass_inputs = rows × C × m``, so a tile covers ``m/n`` times the
+  inputs of a dense tile with the same cells: the ideal speedup.
 """
 
 from __future__ import annotations
@@ -14,9 +20,9 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass
 
-from ..hw.config import MacroConfig
+from ..hw.config import MacroConfig, ceil_log2
 
-__all__ = ["Tile", "DenseMapping", "map_dense"]
+__all__ = ["Tile", "TileMapping", "map_dense", "map_nm"]
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,8 @@ class Tile:
 
 
 @dataclass(frozen=True)
-class DenseMapping:
-    """A ``K × N`` weight matrix tiled over the array.
+class TileMapping:
+    """A ``K × N`` weight matrix tiled over the array in one pattern (see the module docstring).
 
     Attributes
     ----------
@@ -54,18 +60,36 @@ class DenseMapping:
         The weight matrix shape (inputs × outputs).
     tiles : tuple of Tile
         N-major: all K tiles of the first N block, then those of the next. Together they cover
-        every ``(k, n)`` exactly once; each has at most ``config.reduction`` rows and at most
-        ``config.cols`` columns.
+        every ``(k, n)`` exactly once; each has at most ``pass_inputs`` rows (inputs) and at
+        most ``config.cols`` columns.
+    pattern : tuple of (int, int)
+        ``(n, m)``; ``(1, 1)`` is dense.
     """
     config: MacroConfig
     k: int
     n: int
     tiles: tuple[Tile, ...]
+    pattern: tuple[int, int] = (1, 1)
+
+    @property
+    def pass_inputs(self) -> int:
+        """Inputs one tile (one pass) covers."""
+        return self.config.pass_inputs(*self.pattern)
+
+    @property
+    def groups(self) -> int:
+        """Input groups of ``m`` along K (the last may be partial): ``ceil(k / m)``."""
+        return -(-self.k // self.pattern[1])
+
+    @property
+    def slots(self) -> int:
+        """Weights the pattern keeps: ``n_out × groups × n`` (``k × n_out`` when dense)."""
+        return self.n * self.groups * self.pattern[0]
 
     @property
     def k_tiles(self) -> int:
-        """Tiles along K: ``ceil(k / reduction)``."""
-        return -(-self.k // self.config.reduction)
+        """Tiles along K: ``ceil(k / pass_inputs)``."""
+        return -(-self.k // self.pass_inputs)
 
     @property
     def n_tiles(self) -> int:
@@ -79,14 +103,19 @@ class DenseMapping:
 
     @property
     def utilization(self) -> float:
-        """Mapped non-zero weights / (arrays × cells); dense weights all count as non-zero,
-        so this is ``k · n / (arrays · cells)`` and only padding lowers it."""
-        return self.k * self.n / (self.arrays * self.config.cells)
+        """Mapped weights / (arrays × cells): :attr:`slots` (every kept weight counts, as the
+        mapper cannot know which are zero) over the cells of the tiles; only padding lowers it."""
+        return self.slots / (self.arrays * self.config.cells)
 
     @property
     def weight_bytes(self) -> int:
-        """Bytes of the weight matrix itself at ``weight_bits`` per weight, rounded up."""
-        return -(-self.k * self.n * self.config.weight_bits // 8)
+        """Bytes of the kept weight values at ``weight_bits`` each, rounded up."""
+        return -(-self.slots * self.config.weight_bits // 8)
+
+    @property
+    def meta_bytes(self) -> int:
+        """Bytes of metadata: ``ceil(log2 m)`` bits per kept weight (0 when dense)."""
+        return -(-self.slots * ceil_log2(self.pattern[1]) // 8)
 
     @property
     def array_bytes(self) -> int:
@@ -95,13 +124,19 @@ class DenseMapping:
 
     @property
     def macs_per_token(self) -> int:
-        """Multiply-accumulates of one token (one row of activations): ``k · n``."""
-        return self.k * self.n
+        """Multiply-accumulates of one token with the kept weights: :attr:`slots`
+        (``k · n`` when dense)."""
+        return self.slots
 
 
-def map_dense(cfg: MacroConfig, k: int, n: int) -> DenseMapping:
-    """Tile a ``k × n`` weight matrix onto ``cfg``'s array, K over the ``reduction`` global
-    rows and N over the ``cols`` columns, partial tiles at the high edges.
+def map_dense(cfg: MacroConfig, k: int, n: int) -> TileMapping:
+    """Tile a dense ``k × n`` weight matrix: :func:`map_nm` with pattern ``(1, 1)``."""
+    return map_nm(cfg, k, n, (1, 1))
+
+
+def map_nm(cfg: MacroConfig, k: int, n: int, pattern: tuple[int, int]) -> TileMapping:
+    """Tile a ``k × n`` weight matrix in pattern ``(n, m)`` onto ``cfg``'s array: K in tiles
+    of ``pass_inputs`` inputs, N over the ``cols`` columns, partial tiles at the high edges.
 
     Parameters
     ----------
@@ -109,22 +144,25 @@ def map_dense(cfg: MacroConfig, k: int, n: int) -> DenseMapping:
         The macro.
     k, n : int
         Inputs and outputs of the weight matrix; any positive integers.
+    pattern : tuple of (int, int)
+        ``(n, m)``, ``(1, 1)`` for dense; must be supported by ``cfg``.
 
     Returns
     -------
-    DenseMapping
+    TileMapping
 
     Raises
     ------
     ValueError
         If ``k`` or ``n`` is not a positive integer, as ``"k must be a positive integer,
-        not 0"``.
+        not 0"``, or the macro does not support the pattern.
     """
     for name, value in (("k", k), ("n", n)):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, not {value!r}")
     k, n = int(k), int(n)
-    rows, cols = cfg.reduction, cfg.cols
+    pattern = tuple(int(v) for v in pattern)
+    rows, cols = cfg.pass_inputs(*pattern), cfg.cols
     tiles = tuple(Tile(k0, min(k0 + rows, k), n0, min(n0 + cols, n))
                   for n0 in range(0, n, cols) for k0 in range(0, k, rows))
-    return DenseMapping(cfg, k, n, tiles)
+    return TileMapping(cfg, k, n, tiles, pattern)

@@ -5,8 +5,9 @@ It sits in ``tb`` (the top of the import order hw ← sw ← tb) because it driv
 Subcommands
 -----------
 ``gemm``
-    A random INT8 (tokens × K)·(K × N) product: map, schedule, golden model against the integer
-    matmul reference, cycle model, and with ``--rtl`` the same trace on Verilator, scoreboarded.
+    A random INT8 (tokens × K)·(K × N) product, dense or magnitude-pruned to an N:M pattern
+    (``--pattern 2:4``): map, schedule, golden model against the integer matmul reference,
+    cycle model, and with ``--rtl`` the same trace on Verilator, scoreboarded.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import numpy as np
 
 from ..hw.config import PRESETS, preset
 from ..sw.golden import run_trace
+from ..sw.nm import NMPattern, prune_magnitude
 from ..sw.reference import matmul_reference
-from ..sw.schedule import ideal_cycles, schedule_dense
+from ..sw.schedule import as_pattern, ideal_cycles, schedule_layer
 
 __all__ = ["main"]
 
@@ -50,13 +52,26 @@ def _fraction(text: str) -> float:
     return value
 
 
-def random_gemm(cfg, k: int, n: int, tokens: int, seed: int):
-    """Uniform random signed operands over the full widths of ``cfg`` (extremes included)."""
+def random_gemm(cfg, k: int, n: int, tokens: int, seed: int, pattern=(1, 1)):
+    """Uniform random signed operands over the full widths of ``cfg`` (extremes included).
+
+    With an N:M ``pattern`` (``(n, m)``), every output channel (column of ``w``) keeps ``n``
+    random positions of each group of ``m`` inputs, and 5% of the kept weights are zeroed
+    too, so that some groups hold fewer than ``n`` non-zeros.
+    """
     rng = np.random.default_rng(seed)
     a_lo, a_hi = -(2 ** (cfg.act_bits - 1)), 2 ** (cfg.act_bits - 1)
     w_lo, w_hi = -(2 ** (cfg.weight_bits - 1)), 2 ** (cfg.weight_bits - 1)
     x = rng.integers(a_lo, a_hi, size=(tokens, k), dtype=np.int64)
     w = rng.integers(w_lo, w_hi, size=(k, n), dtype=np.int64)
+    keep, group = pattern
+    if keep < group:
+        groups = -(-k // group)
+        # A random permutation of each (group, column): its first `keep` ranks survive.
+        ranks = rng.random((groups * group, n)).reshape(groups, group, n).argsort(axis=1)
+        ranks = ranks.argsort(axis=1).reshape(groups * group, n)[:k]
+        w = np.where(ranks < keep, w, 0)
+        w[rng.random(w.shape) < 0.05] = 0
     return x, w
 
 
@@ -64,10 +79,20 @@ def _cmd_gemm(args) -> int:
     from .cosim import Pauses, run_rtl
 
     cfg = preset(args.preset)
+    try:
+        pattern = as_pattern(args.pattern)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if not cfg.supports(*pattern):
+        raise UserError(f"pattern {args.pattern} is not supported by preset {args.preset}; "
+                        f"supported are dense and {cfg.pattern_names() or 'nothing else'}")
     x, w = random_gemm(cfg, args.k, args.n, args.tokens, args.seed)
+    if pattern != (1, 1):
+        # Per output channel (column of w), keep the largest n of every m inputs.
+        w = prune_magnitude(w.T, NMPattern(*pattern)).T
     started = time.perf_counter()
     try:
-        schedule = schedule_dense(cfg, x, w)
+        schedule = schedule_layer(cfg, x, w, pattern)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     trace = schedule.trace
@@ -79,10 +104,12 @@ def _cmd_gemm(args) -> int:
     model = golden.counters
     ideal = ideal_cycles(mapping, args.tokens)
 
+    name = "dense" if pattern == (1, 1) else f"{pattern[0]}:{pattern[1]}"
     print(f"sparsecim gemm on {args.preset} ({cfg.slug}): "
-          f"(tokens {args.tokens} x K {args.k}) . (K {args.k} x N {args.n}), seed {args.seed}")
-    print(f"  mapping       {mapping.arrays} array tiles of {cfg.reduction}x{cfg.cols}, "
-          f"utilization {mapping.utilization:.1%}")
+          f"(tokens {args.tokens} x K {args.k}) . (K {args.k} x N {args.n}) {name}, "
+          f"seed {args.seed}")
+    print(f"  mapping       {mapping.arrays} array tiles of {mapping.pass_inputs} inputs x "
+          f"{cfg.cols} outputs, utilization {mapping.utilization:.1%}")
     print(f"  trace         {len(trace.steps)} commands, {len(trace.data)} data beats")
     print(f"  golden model  outputs equal the int64 matmul reference: "
           f"{'yes' if ok_golden else 'NO'}  ({golden_s:.2f} s)")
@@ -135,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     gemm.add_argument("--n", type=_positive, default=768, help="output features N (768)")
     gemm.add_argument("--tokens", type=_positive, default=4, help="tokens (4)")
     gemm.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    gemm.add_argument("--pattern", default="dense",
+                      help="weight sparsity: dense or N:M such as 2:4 (weights are pruned by "
+                           "magnitude per output channel); must be supported by the preset")
     gemm.add_argument("--rtl", action="store_true", help="also run on Verilator")
     gemm.add_argument("--pause", type=_fraction, default=0.0,
                       help="idle probability on every stream in the RTL run (0)")

@@ -1,4 +1,6 @@
 import dataclasses
+import json
+import re
 
 import pytest
 from sparsecim.hw.config import PRESETS, MacroConfig, ceil_log2, preset
@@ -38,7 +40,49 @@ def test_max_reduction_is_the_largest_k_that_cannot_wrap():
 def test_slugs_differ_between_presets():
     slugs = {cfg.slug for cfg in PRESETS.values()}
     assert len(slugs) == len(PRESETS)
-    assert preset("flexcim").slug == "p4r32c32-w8a8acc32-ad64od64"
+    assert preset("flexcim").slug == "p4r32c32-w8a8acc32-ad64od64-nm12_14_18_24_28_48"
+    dense_only = dataclasses.replace(preset("flexcim"), patterns=())
+    assert dense_only.slug == "p4r32c32-w8a8acc32-ad64od64"
+
+
+def test_flexcim_supports_the_flexcim_patterns_and_derives_the_nm_sizes():
+    cfg = preset("flexcim")
+    for pattern in [(1, 1), (1, 2), (2, 4), (1, 4), (4, 8), (2, 8), (1, 8)]:
+        assert cfg.supports(*pattern)
+    assert not cfg.supports(2, 2) and not cfg.supports(1, 16)
+    assert cfg.modes[0] == (1, 1) and len(cfg.modes) == 7
+    assert (cfg.max_m, cfg.meta_bits) == (8, 3)
+    # rows × (P/n) × m inputs per pass: dense 128; 2:4 and 4:8 256; 1:8 1024.
+    assert [cfg.pass_inputs(n, m) for n, m in [(1, 1), (2, 4), (4, 8), (1, 8)]] == \
+        [128, 256, 256, 1024]
+    assert cfg.max_pass_inputs == 1024
+    assert cfg.max_act_beats == -(-1024 // cfg.act_lanes)
+    with pytest.raises(ValueError, match="pattern 3:8 is not supported by this macro; "
+                       "supported are dense and 1:2, 1:4, 1:8, 2:4, 2:8, 4:8"):
+        cfg.pass_inputs(3, 8)
+
+
+@pytest.mark.parametrize("patterns, message", [
+    (((2, 2),), "pattern 2:2 must have 1 <= n < m <= 16"),
+    (((0, 4),), "pattern 0:4 must have 1 <= n < m <= 16"),
+    (((1, 32),), "pattern 1:32 must have 1 <= n < m <= 16"),
+    (((3, 4),), "pattern 3:4 needs n to divide submacros (4)"),
+    (((8, 16),), "pattern 8:16 needs n to divide submacros (4)"),
+    (((2, 4), (2, 4)), "patterns must not repeat a pattern"),
+    (((2, "4"),), "patterns must hold (n, m) integer pairs, not (2, '4')"),
+    (((2, 4, 8),), "patterns must hold (n, m) integer pairs"),
+    ("2:4", "patterns must be a sequence of (n, m) pairs"),
+], ids=str)
+def test_invalid_patterns_are_named(patterns, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        dataclasses.replace(preset("tiny"), patterns=patterns)
+
+
+def test_patterns_are_canonical_and_json_round_trips():
+    a = dataclasses.replace(preset("tiny"), patterns=[(2, 4), (1, 2)])
+    b = dataclasses.replace(preset("tiny"), patterns=((1, 2), (2, 4)))
+    assert a == b and a.patterns == ((1, 2), (2, 4)) and hash(a) == hash(b)
+    assert MacroConfig.from_dict(json.loads(a.to_json())) == a
 
 
 def test_config_is_frozen():

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from amaranth.hdl import Shape
-from sparsecim.hw.config import PRESETS, preset
+from sparsecim.hw.config import PRESETS, MacroConfig, preset
 from sparsecim.hw.isa import (
     COMPUTE_DRAIN,
     Command,
@@ -20,8 +20,11 @@ from sparsecim.hw.isa import (
     encode,
     isa_markdown,
     pack_beats,
+    pack_weight_rows,
+    pattern_of,
     result_layout,
     unpack_beats,
+    unpack_weight_rows,
     weight_row_layout,
 )
 
@@ -67,11 +70,36 @@ def test_decode_rejects_undefined_opcode(raw):
 
 def test_decode_keeps_unknown_mode_for_check():
     cfg = preset("tiny")
-    word = command_layout(cfg).const({"opcode": Opcode.CONFIG, "args": {"config": {}}}).as_bits()
+    word = encode(cfg, Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1))
     offset = command_layout(cfg)["args"].offset + args_layout(cfg, Opcode.CONFIG)["mode"].offset
-    cmd = decode(cfg, word | (1 << offset))
-    assert cmd.mode == 1
+    cmd = decode(cfg, word | (2 << offset))
+    assert cmd.mode == 2
     assert check(cfg, cmd) == ErrorCode.ILLEGAL_MODE
+
+
+@pytest.mark.parametrize("mode, n, m, selected", [
+    (Mode.DENSE, 1, 1, (1, 1)),
+    (Mode.DENSE, 2, 4, None),       # dense takes no pattern
+    (Mode.NM, 1, 1, None),          # 1:1 is dense, not listed
+    (Mode.NM, 2, 4, (2, 4)),
+    (Mode.NM, 1, 8, (1, 8)),
+    (Mode.NM, 4, 8, (4, 8)),
+    (Mode.NM, 3, 4, None),          # n does not divide P = 4
+    (Mode.NM, 4, 4, None),
+    (Mode.NM, 2, 15, None),         # m beyond the listed patterns
+], ids=str)
+def test_config_accepts_exactly_the_listed_patterns(mode, n, m, selected):
+    cfg = preset("tiny")
+    cmd = decode(cfg, encode(cfg, Command(Opcode.CONFIG, mode=mode, n=n, m=m)))
+    assert pattern_of(cfg, cmd) == selected
+    assert check(cfg, cmd) == (ErrorCode.NONE if selected else ErrorCode.ILLEGAL_MODE)
+
+
+def test_every_listed_pattern_is_selectable_on_every_preset():
+    for cfg in PRESETS.values():
+        for n, m in cfg.patterns:
+            cmd = Command(Opcode.CONFIG, mode=Mode.NM, n=n, m=m)
+            assert pattern_of(cfg, decode(cfg, encode(cfg, cmd))) == (n, m)
 
 
 def test_decode_rejects_words_wider_than_the_layout():
@@ -100,8 +128,13 @@ def test_encode_rejects_missing_and_unknown_fields():
 def test_encode_rejects_int_for_enum_field():
     cfg = preset("flexcim")
     with pytest.raises(ValueError) as exc:
-        encode(cfg, Command(Opcode.CONFIG, mode=0))
+        encode(cfg, Command(Opcode.CONFIG, mode=0, n=1, m=1))
     assert str(exc.value) == "CONFIG mode must be a Mode, not 0"
+
+
+def test_config_command_needs_n_and_m():
+    with pytest.raises(ValueError, match=r"takes fields \['mode', 'n', 'm'\]"):
+        encode(preset("tiny"), Command(Opcode.CONFIG, mode=Mode.DENSE))
 
 
 @pytest.mark.parametrize("cmd, code", [
@@ -127,25 +160,52 @@ def test_check_on_tiny(cmd, code):
 
 def test_cycle_costs_follow_the_documented_formulas():
     cfg = preset("flexcim")
-    assert cfg.act_beats == 4
-    assert cycles(cfg, Command(Opcode.CONFIG, mode=Mode.DENSE)).total == 1
+    # A data beat is 32 × (8 + 3) = 352 bits: 44 activations; a dense entry is 128 of them.
+    assert (cfg.data_bits, cfg.act_lanes, cfg.act_beats()) == (352, 44, 3)
+    assert cycles(cfg, Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1)).total == 1
     assert cycles(cfg, Command(Opcode.LOAD_W, row=0, count=128)).total == 1 + 128
-    assert cycles(cfg, Command(Opcode.LOAD_A, addr=0, count=3)).total == 1 + 3 * 4
+    assert cycles(cfg, Command(Opcode.LOAD_A, addr=0, count=3)).total == 1 + 3 * 3
+    # An N:M entry holds rows × (P/n) × m activations: 1:8 → 32 × 4 × 8 = 1024 = 23.3 beats.
+    load_a = Command(Opcode.LOAD_A, addr=0, count=2)
+    for (n, m), beats in {(2, 4): 6, (4, 8): 6, (1, 2): 6, (1, 4): 12, (2, 8): 12,
+                          (1, 8): 24}.items():
+        assert -(-32 * (4 // n) * m // 44) == beats
+        assert cycles(cfg, load_a, (n, m)).load == 2 * beats
     cost = cycles(cfg, Command(Opcode.COMPUTE, act_addr=0, acc_addr=0, count=5, accumulate=1))
     assert (cost.total, cost.compute) == (1 + 5 + COMPUTE_DRAIN, 5 + COMPUTE_DRAIN)
     assert cycles(cfg, Command(Opcode.READ, addr=0, count=4)).read == 4
     assert cycles(cfg, Command(Opcode.END)).total == 1
 
 
-def test_weight_row_packing_is_little_endian_lanes():
+def test_weight_row_packing_is_little_endian_lanes_then_metadata():
     cfg = preset("tiny")
-    # Lane c sits in bits [8c, 8c+8): bytes 01 fe 03 fc from lane 0 up.
-    assert pack_beats(weight_row_layout(cfg), [[1, -2, 3, -4]]) == [0xFC03FE01]
-    assert unpack_beats(weight_row_layout(cfg), [0x80FF7F00]).tolist() == [[0, 127, -1, -128]]
+    # Weight c sits in bits [8c, 8c+8): bytes 01 fe 03 fc from lane 0 up; then 3-bit
+    # positions from bit 32: 5, 0, 7, 1 -> 0b001_111_000_101.
+    word = 0xFC03FE01 | (0b001111000101 << 32)
+    assert pack_weight_rows(cfg, [[1, -2, 3, -4]], [[5, 0, 7, 1]]) == [word]
+    weights, meta = unpack_weight_rows(cfg, [word])
+    assert (weights.tolist(), meta.tolist()) == ([[1, -2, 3, -4]], [[5, 0, 7, 1]])
+    assert weight_row_layout(cfg).size == cfg.data_bits == 4 * (8 + 3)
 
 
-@pytest.mark.parametrize("layout_of", [weight_row_layout, act_beat_layout, result_layout],
-                         ids=lambda f: f.__name__)
+def test_weight_rows_round_trip_and_reject_bad_metadata():
+    cfg = preset("flexcim")
+    rng = np.random.default_rng(3)
+    weights = rng.integers(-128, 128, size=(40, 32))
+    meta = rng.integers(0, 8, size=(40, 32))
+    got = unpack_weight_rows(cfg, pack_weight_rows(cfg, weights, meta))
+    assert np.array_equal(got[0], weights) and np.array_equal(got[1], meta)
+    with pytest.raises(ValueError, match=r"lane value must be in 0..7 \(3-bit unsigned\), not 8"):
+        pack_weight_rows(cfg, weights[:1], np.full((1, 32), 8))
+    dense_only = MacroConfig(rows=4, cols=4, submacros=4, act_depth=4, acc_depth=4)
+    assert dense_only.meta_bits == 0 and weight_row_layout(dense_only).size == 32
+    with pytest.raises(ValueError, match="metadata must be 0 on a dense-only config"):
+        pack_weight_rows(dense_only, [[1, 2, 3, 4]], [[0, 1, 0, 0]])
+
+
+@pytest.mark.parametrize("layout_of", [lambda cfg: weight_row_layout(cfg)["weight"].shape,
+                                       act_beat_layout, result_layout],
+                         ids=["weight_row", "act_beat", "result"])
 def test_pack_unpack_round_trip_with_extremes(layout_of):
     cfg = preset("flexcim")
     layout = layout_of(cfg)
@@ -160,7 +220,7 @@ def test_pack_unpack_round_trip_with_extremes(layout_of):
 
 def test_pack_rejects_out_of_range_lane():
     with pytest.raises(ValueError) as exc:
-        pack_beats(weight_row_layout(preset("tiny")), [[0, 128, 0, 0]])
+        pack_beats(weight_row_layout(preset("tiny"))["weight"].shape, [[0, 128, 0, 0]])
     assert str(exc.value) == "lane value must be in -128..127 (8-bit signed), not 128"
 
 

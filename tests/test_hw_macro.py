@@ -11,8 +11,10 @@ from sparsecim.hw.macro import Macro
 
 CONFIGS = {
     "tiny": preset("tiny"),
-    # rows not a power of two, act_bits not dividing a beat, a partly used last beat.
-    "odd": MacroConfig(rows=3, cols=3, submacros=2, act_depth=5, acc_depth=3, act_bits=5),
+    # rows not a power of two, act_bits not dividing a beat, a partly used last beat, a group
+    # width that is not a power of two (positions 5..7 exist and select 0).
+    "odd": MacroConfig(rows=3, cols=3, submacros=2, act_depth=5, acc_depth=3, act_bits=5,
+                       patterns=((1, 2), (2, 3), (1, 5))),
 }
 
 
@@ -35,24 +37,28 @@ class Driver:
     def __init__(self, cfg, dut, rng):
         self.cfg, self.ctrl, self.rng = cfg, dut.ctrl, rng
 
-    async def load_weights(self, ctx, weights):
-        """Global weight rows, one per cycle."""
-        layout = isa.weight_row_layout(self.cfg)
+    async def load_weights(self, ctx, weights, meta=None):
+        """Global weight rows, one per cycle. Without ``meta``, random metadata: dense mode
+        must ignore it."""
+        cfg = self.cfg
+        if meta is None:
+            meta = self.rng.integers(0, 2 ** cfg.meta_bits, size=np.shape(weights))
         for g, row in enumerate(weights):
             ctx.set(self.ctrl.w_en, 1)
             ctx.set(self.ctrl.w_row, g)
-            ctx.set(self.ctrl.w_data.as_value(), isa.pack_beats(layout, [row])[0])
+            ctx.set(self.ctrl.w_data.as_value(), isa.pack_weight_rows(cfg, [row], [meta[g]])[0])
             await ctx.tick()
         ctx.set(self.ctrl.w_en, 0)
 
-    async def load_entry(self, ctx, addr, entry):
+    async def load_entry(self, ctx, addr, entry, pattern=(1, 1)):
         """Element j goes to lane j % act_lanes of beat j // act_lanes; lanes past the
         entry's end carry random junk that must be ignored."""
         cfg = self.cfg
+        beats = cfg.act_beats(*pattern)
         lanes = np.concatenate([entry, signed_random(
-            self.rng, cfg.act_beats * cfg.act_lanes - cfg.reduction, cfg.act_bits)])
+            self.rng, beats * cfg.act_lanes - len(entry), cfg.act_bits)])
         layout = isa.act_beat_layout(cfg)
-        for b in range(cfg.act_beats):
+        for b in range(beats):
             beat = lanes[b * cfg.act_lanes:(b + 1) * cfg.act_lanes]
             ctx.set(self.ctrl.a_en, 1)
             ctx.set(self.ctrl.a_addr, addr)
@@ -125,6 +131,47 @@ def test_macro_back_to_back_passes_then_accumulate_equal_numpy(name):
     np.testing.assert_array_equal(summed, first @ weights + second @ weights)
 
 
+def nm_reference(cfg, pattern, weights, meta, entry):
+    """Column sums of one pass in ``pattern``, cell by cell as the ISA reference words it:
+    sub-macro s, row r, column c with position p multiplies element ((s//n)·rows + r)·m + p,
+    or 0 if p >= m."""
+    n, m = pattern
+    out = [0] * cfg.cols
+    for s in range(cfg.submacros):
+        for r in range(cfg.rows):
+            g = s * cfg.rows + r
+            for c in range(cfg.cols):
+                p = int(meta[g][c])
+                if p < m:
+                    out[c] += int(weights[g][c]) * int(entry[((s // n) * cfg.rows + r) * m + p])
+    return out
+
+
+@pytest.mark.parametrize("name, pattern", [
+    (name, pattern) for name, cfg in CONFIGS.items() for pattern in cfg.patterns])
+def test_macro_nm_passes_select_each_cells_activation(name, pattern):
+    """Random weights and random metadata (positions >= m included), several entries:
+    every cell multiplies the activation its metadata picks from its cluster row's group."""
+    cfg = CONFIGS[name]
+    rng = np.random.default_rng(hash(pattern) % 1000)
+    mode = cfg.modes.index(pattern)
+    weights = signed_random(rng, (cfg.weight_rows, cfg.cols), cfg.weight_bits)
+    meta = rng.integers(0, 2 ** cfg.meta_bits, size=weights.shape)
+    count = min(cfg.act_depth, cfg.acc_depth, 3)
+    entries = signed_random(rng, (count, cfg.pass_inputs(*pattern)), cfg.act_bits)
+
+    async def body(ctx, drv):
+        await drv.load_weights(ctx, weights, meta)
+        for i in range(count):
+            await drv.load_entry(ctx, i, entries[i], pattern)
+        ctx.set(drv.ctrl.mode, mode)
+        await drv.passes(ctx, [(i, i) for i in range(count)], accumulate=0)
+        return [await drv.read(ctx, i) for i in range(count)]
+
+    got = simulate(cfg, body)
+    assert got == [nm_reference(cfg, pattern, weights, meta, e) for e in entries]
+
+
 def test_macro_clear_overwrites_an_accumulated_entry():
     cfg = CONFIGS["tiny"]
     rng = np.random.default_rng(8)
@@ -151,7 +198,7 @@ def test_macro_accumulator_wraps_at_acc_bits():
     base = preset("tiny")
     cfg = MacroConfig(rows=base.rows, cols=base.cols, submacros=base.submacros,
                       act_depth=base.act_depth, acc_depth=base.acc_depth,
-                      acc_bits=base.pass_sum_bits)
+                      acc_bits=base.pass_sum_bits, patterns=base.patterns)
     lo = -(2 ** (cfg.weight_bits - 1))
     weights = np.full((cfg.weight_rows, cfg.cols), lo)
     weights[:, 1] = -lo - 1  # a negative column too

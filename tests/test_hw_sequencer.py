@@ -154,7 +154,7 @@ def act_entry_beats(cfg, entries):
     j % act_lanes of beat j // act_lanes (written here from the ISA text, not the RTL)."""
     beats = []
     for entry in entries:
-        for b in range(cfg.act_beats):
+        for b in range(cfg.act_beats()):
             beats.append(entry[b * cfg.act_lanes:(b + 1) * cfg.act_lanes])
     padded = [np.pad(beat, (0, cfg.act_lanes - len(beat))) for beat in beats]
     return isa.pack_beats(isa.act_beat_layout(cfg), np.array(padded))
@@ -169,7 +169,7 @@ def gemm_program(cfg, seed):
     weights = random_matrix(rng, (k, cfg.cols), cfg.weight_bits)
     acts = random_matrix(rng, (tokens, k), cfg.act_bits)
     trace = Trace(cfg)
-    cmds = [Command(Opcode.CONFIG, mode=Mode.DENSE)]
+    cmds = [Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1)]
     data = {}
     act_base, acc_base = 5, 2
     for t in range(tiles):
@@ -178,9 +178,9 @@ def gemm_program(cfg, seed):
         half = cfg.weight_rows // 2
         w = weights[rows]
         cmds.append(Command(Opcode.LOAD_W, row=half, count=cfg.weight_rows - half))
-        data[len(cmds) - 1] = isa.pack_beats(isa.weight_row_layout(cfg), w[half:])
+        data[len(cmds) - 1] = isa.pack_weight_rows(cfg, w[half:])
         cmds.append(Command(Opcode.LOAD_W, row=0, count=half))
-        data[len(cmds) - 1] = isa.pack_beats(isa.weight_row_layout(cfg), w[:half])
+        data[len(cmds) - 1] = isa.pack_weight_rows(cfg, w[:half])
         cmds.append(Command(Opcode.LOAD_A, addr=act_base, count=tokens))
         data[len(cmds) - 1] = act_entry_beats(cfg, acts[:, rows])
         cmds.append(Command(Opcode.COMPUTE, act_addr=act_base, acc_addr=acc_base,
@@ -232,7 +232,7 @@ def test_top_compute_accumulate_and_clear_on_one_entry():
         Command(Opcode.END),
     ]
     trace = Trace(CFG)
-    trace.append(cmds[0], isa.pack_beats(isa.weight_row_layout(CFG), w))
+    trace.append(cmds[0], isa.pack_weight_rows(CFG, w))
     trace.append(cmds[1], act_entry_beats(CFG, a))
     for cmd in cmds[2:]:
         trace.append(cmd)
@@ -266,9 +266,17 @@ ERROR_CASES = {
     **{f"opcode-{v}": (lambda cfg, v=v: _raw_word(cfg, v), ErrorCode.ILLEGAL_OPCODE)
        for v in _undefined(Opcode)},
     **{f"config-mode-{v}": (lambda cfg, v=v: _raw_word(cfg, Opcode.CONFIG.value,
-                                                     Opcode.CONFIG, mode=v),
+                                                     Opcode.CONFIG, mode=v, n=1, m=1),
                             ErrorCode.ILLEGAL_MODE)
        for v in _undefined(Mode)},
+    # Patterns the config does not list: dense with n, m != 1, N:M that is dense, n not
+    # dividing P, and ones beyond the list.
+    **{f"config-{mode.name.lower()}-{n}:{m}": (
+        lambda cfg, mode=mode, n=n, m=m: _encoded(Opcode.CONFIG, mode=mode, n=n, m=m)(cfg),
+        ErrorCode.ILLEGAL_MODE)
+       for mode, n, m in [(Mode.DENSE, 2, 4), (Mode.DENSE, 1, 2), (Mode.NM, 1, 1),
+                          (Mode.NM, 2, 2), (Mode.NM, 3, 4), (Mode.NM, 1, 3), (Mode.NM, 0, 4),
+                          (Mode.NM, 2, 0), (Mode.NM, 4, 4)]},
     "load_w-zero": (_encoded(Opcode.LOAD_W, row=0, count=0), ErrorCode.ZERO_COUNT),
     "load_a-zero": (_encoded(Opcode.LOAD_A, addr=3, count=0), ErrorCode.ZERO_COUNT),
     "compute-zero": (_encoded(Opcode.COMPUTE, act_addr=0, acc_addr=0, count=0, accumulate=0),
@@ -306,10 +314,10 @@ def test_top_illegal_command_halts_with_error_code_after_one_cycle(case):
     build, code = ERROR_CASES[case]
     bad = build(CFG)
     assert _isa_status(CFG, bad) == code  # the vector means what the ISA says it means
-    prefix = [Command(Opcode.CONFIG, mode=Mode.DENSE),
+    prefix = [Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1),
               Command(Opcode.LOAD_W, row=0, count=2)]
     words = [isa.encode(CFG, c) for c in prefix] + [bad, isa.encode(CFG, Command(Opcode.END))]
-    data = isa.pack_beats(isa.weight_row_layout(CFG), np.ones((2, CFG.cols)))
+    data = isa.pack_weight_rows(CFG, np.ones((2, CFG.cols)))
     run = run_top(CFG, words, data)
     assert run.done and run.error == code
     assert_counters(run, expected_cost(CFG, prefix) + CycleCost(), stalls=False)
@@ -319,7 +327,7 @@ def test_top_illegal_command_halts_with_error_code_after_one_cycle(case):
 
 def test_top_illegal_command_halts_under_pauses():
     build, code = ERROR_CASES["read-range"]
-    words = [isa.encode(CFG, Command(Opcode.CONFIG, mode=Mode.DENSE)), build(CFG)]
+    words = [isa.encode(CFG, Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1)), build(CFG)]
     run = run_top(CFG, words, [], pause_seed=4, pause_probability=0.6)
     assert run.done and run.error == code
     assert run.counters["fetch"] == 2 and run.counters["stall"] > 0
@@ -445,3 +453,29 @@ def test_sequencer_counters_saturate_instead_of_wrapping(name):
     sim.add_testbench(bench)
     sim.run()
     assert seen == [top_value - 1, top_value, top_value, top_value, top_value]
+
+
+def test_top_runs_every_pattern_in_one_trace_that_switches_between_layers():
+    """One trace, one layer per pattern (dense first and last), each switching the mode:
+    every result equals numpy and the counters equal the cycle model."""
+    from sparsecim.sw.golden import run_trace
+    from sparsecim.sw.schedule import chain, schedule_layer
+    from sparsecim.tb.cli import random_gemm
+
+    rng = np.random.default_rng(11)
+    layers = []
+    for seed, pattern in enumerate([(1, 1), *CFG.patterns, (1, 1)]):
+        k, n = int(rng.integers(5, 40)), int(rng.integers(1, 7))
+        layers.append((*random_gemm(CFG, k, n, 2, seed, pattern), pattern))
+    schedules = [schedule_layer(CFG, x, w, pattern) for x, w, pattern in layers]
+    trace = chain(schedules)
+    run = run_top(CFG, trace.commands, trace.data, max_cycles=20000)
+    assert (run.error, run.done) == (ErrorCode.NONE, True)
+    beat = 0
+    for schedule, (x, w, _) in zip(schedules, layers, strict=True):
+        got = schedule.assemble(run.results[beat:beat + schedule.result_beats])
+        np.testing.assert_array_equal(got, x @ w)
+        beat += schedule.result_beats
+    assert beat == len(run.results)
+    model = run_trace(trace).counters
+    assert run.counters == model

@@ -8,7 +8,7 @@ from amaranth.hdl import Fragment, Shape, signed
 from amaranth.sim import Simulator
 from sparsecim.hw import isa
 from sparsecim.hw.config import MacroConfig, preset
-from sparsecim.hw.submacro import SubMacro
+from sparsecim.hw.submacro import SubMacro, choices
 
 CONFIGS = {
     "tiny": preset("tiny"),
@@ -38,23 +38,23 @@ def cases(cfg, rng, random_count=20):
                rng.integers(alo, ahi + 1, size=cfg.rows))
 
 
-def run_submacro(cfg, pairs):
-    """Load each weight matrix row by row, apply the activations, return the column sums.
-    Also checks that a row write shows only after the clock edge."""
+def run_submacro(cfg, cases):
+    """Load each (weights, meta) row by row, offer the activations ``(rows, choices)``,
+    return the column sums."""
     dut = SubMacro(cfg)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
-    row_layout = isa.weight_row_layout(cfg)
     got = []
 
     async def bench(ctx):
-        for weights, acts in pairs:
+        for weights, meta, offered in cases:
             for r in range(cfg.rows):
-                ctx.set(dut.act[r], int(acts[r]))
+                for p in range(choices(cfg)):
+                    ctx.set(dut.act[r][p], int(offered[r][p]))
             for r, row in enumerate(weights):
                 ctx.set(dut.we, 1)
                 ctx.set(dut.waddr, r)
-                ctx.set(dut.wdata.as_value(), isa.pack_beats(row_layout, [row])[0])
+                ctx.set(dut.wdata.as_value(), isa.pack_weight_rows(cfg, [row], [meta[r]])[0])
                 await ctx.tick()
             ctx.set(dut.we, 0)
             got.append([ctx.get(dut.sums[c]) for c in range(cfg.cols)])
@@ -66,10 +66,29 @@ def run_submacro(cfg, pairs):
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_submacro_column_sums_equal_numpy_including_extremes(name):
+    """Every position offers the row's activation, so any metadata gives acts @ weights."""
     cfg = CONFIGS[name]
-    pairs = list(cases(cfg, np.random.default_rng(1)))
+    rng = np.random.default_rng(1)
+    pairs = list(cases(cfg, rng))
+    runs = [(w, rng.integers(0, choices(cfg), size=w.shape),
+             np.repeat(a[:, None], choices(cfg), axis=1)) for w, a in pairs]
     expected = np.array([acts @ weights for weights, acts in pairs], dtype=np.int64)
-    np.testing.assert_array_equal(run_submacro(cfg, pairs), expected)
+    np.testing.assert_array_equal(run_submacro(cfg, runs), expected)
+
+
+def test_submacro_each_cell_selects_the_activation_its_metadata_names():
+    cfg = preset("tiny")
+    rng = np.random.default_rng(5)
+    runs = []
+    for _ in range(10):
+        weights = rng.integers(-128, 128, size=(cfg.rows, cfg.cols))
+        meta = rng.integers(0, choices(cfg), size=weights.shape)
+        offered = rng.integers(-128, 128, size=(cfg.rows, choices(cfg)))
+        runs.append((weights, meta, offered))
+    expected = [[sum(int(w[r, c]) * int(o[r, mt[r, c]]) for r in range(cfg.rows))
+                 for c in range(cfg.cols)] for w, mt, o in runs]
+    assert choices(cfg) == 8
+    np.testing.assert_array_equal(run_submacro(cfg, runs), expected)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -90,19 +109,18 @@ def test_submacro_row_write_takes_effect_at_the_clock_edge():
     dut = SubMacro(cfg)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
-    row_layout = isa.weight_row_layout(cfg)
     seen = []
 
     async def bench(ctx):
         for r in range(cfg.rows):
-            ctx.set(dut.act[r], 1 if r == 2 else 0)
+            ctx.set(dut.act[r][0], 1 if r == 2 else 0)
         ctx.set(dut.we, 1)
         ctx.set(dut.waddr, 2)
-        ctx.set(dut.wdata.as_value(), isa.pack_beats(row_layout, [[5, -6, 7, -8]])[0])
+        ctx.set(dut.wdata.as_value(), isa.pack_weight_rows(cfg, [[5, -6, 7, -8]])[0])
         seen.append([ctx.get(dut.sums[c]) for c in range(cfg.cols)])  # before the edge
         await ctx.tick()
         ctx.set(dut.we, 0)
-        ctx.set(dut.wdata.as_value(), isa.pack_beats(row_layout, [[1, 1, 1, 1]])[0])
+        ctx.set(dut.wdata.as_value(), isa.pack_weight_rows(cfg, [[1, 1, 1, 1]])[0])
         seen.append([ctx.get(dut.sums[c]) for c in range(cfg.cols)])  # after it
         await ctx.tick()
         seen.append([ctx.get(dut.sums[c]) for c in range(cfg.cols)])  # we low: unchanged

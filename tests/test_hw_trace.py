@@ -1,15 +1,15 @@
 import pytest
 from sparsecim.hw.config import preset
-from sparsecim.hw.isa import Command, Mode, Opcode, pack_beats, weight_row_layout
+from sparsecim.hw.isa import Command, Mode, Opcode, pack_weight_rows
 from sparsecim.hw.trace import Trace, TraceFormatError
 
 
 def _small_trace():
     cfg = preset("tiny")
     trace = Trace(cfg, meta={"workload": "unit"})
-    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE))
+    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1))
     trace.append(Command(Opcode.LOAD_W, row=0, count=2),
-                 pack_beats(weight_row_layout(cfg), [[1, -2, 3, -4], [5, 6, 7, -128]]))
+                 pack_weight_rows(cfg, [[1, -2, 3, -4], [5, 6, 7, -128]]))
     trace.append(Command(Opcode.END))
     return trace
 
@@ -27,14 +27,16 @@ def test_save_load_round_trip(tmp_path):
 def test_file_words_are_fixed_width_hex():
     lines = _small_trace().to_text().splitlines()
     assert lines[0] == "sparsecim-trace 1"
-    assert lines[1] == "isa 1"
-    assert lines[5:8] == ["c 0101", "d fc03fe01", "d 80070605"]
+    assert lines[1] == "isa 2"
+    # CONFIG DENSE n=1 m=1: n at bit 5, m at bit 8. A 44-bit beat: 4 weights, then 4 3-bit
+    # positions (zero), so 11 hex digits.
+    assert lines[4:8] == ["c 0120", "c 0101", "d 000fc03fe01", "d 00080070605"]
 
 
 def test_dump_shows_decoded_commands_and_lanes():
     text = _small_trace().dump()
     assert "LOAD_W row=0 count=2" in text
-    assert "d [1, -2, 3, -4]" in text
+    assert "d w [1, -2, 3, -4] pos [0, 0, 0, 0]" in text
     assert "CONFIG mode=DENSE" in text
 
 
@@ -52,10 +54,10 @@ def _text_with(line_no, replacement):
 
 @pytest.mark.parametrize("line_no, replacement, message", [
     (0, "sparsecim-trace 9", "t:1: trace format version must be 1, not '9'"),
-    (1, "isa 2", "t:2: ISA version must be 1, not '2'"),
+    (1, "isa 1", "t:2: ISA version must be 2, not '1'"),
     (5, "c 0xZZ", "t:6: '0xZZ' is not a hex word"),
     (5, "x 0101", "t:6: line must start with 'c' or 'd', not 'x'"),
-    (6, "d 1fc03fe01", "t:7: word 0x1fc03fe01 is wider than 32 bits"),
+    (6, "d 100000000000", "t:7: word 0x100000000000 is wider than 44 bits"),
     (5, "c 10000", "t:6: word 0x10000 is wider than 15 bits"),
 ], ids=["format", "isa", "hex", "kind", "wide-data", "wide-command"])
 def test_malformed_lines_are_named(line_no, replacement, message):

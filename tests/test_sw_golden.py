@@ -19,27 +19,27 @@ from sparsecim.hw.isa import (
     decode,
     encode,
     pack_beats,
-    weight_row_layout,
+    pack_weight_rows,
 )
 from sparsecim.hw.trace import Step, Trace
 from sparsecim.sw import golden
 from sparsecim.sw.golden import GoldenResult, run_trace, wrap_signed
 
-CFG = preset("tiny")  # 16 global rows x 4 columns, 4 activation lanes x 4 beats per entry
+CFG = preset("tiny")  # 16 global rows x 4 columns, 5 activation lanes x 4 beats per entry
 
 
 def _load_w(trace, w, row=0):
     trace.append(Command(Opcode.LOAD_W, row=row, count=w.shape[0]),
-                 pack_beats(weight_row_layout(trace.config), w))
+                 pack_weight_rows(trace.config, w))
 
 
 def _act_beats(cfg, acts):
     """LOAD_A beats of ``acts`` (entries × reduction), built from the documented placement:
     element j of an entry is lane j % act_lanes of its beat j // act_lanes."""
-    lanes = np.zeros((acts.shape[0] * cfg.act_beats, cfg.act_lanes), dtype=np.int64)
+    lanes = np.zeros((acts.shape[0] * cfg.act_beats(), cfg.act_lanes), dtype=np.int64)
     for e in range(acts.shape[0]):
         for j in range(cfg.reduction):
-            lanes[e * cfg.act_beats + j // cfg.act_lanes, j % cfg.act_lanes] = acts[e, j]
+            lanes[e * cfg.act_beats() + j // cfg.act_lanes, j % cfg.act_lanes] = acts[e, j]
     return pack_beats(act_beat_layout(cfg), lanes)
 
 
@@ -81,7 +81,7 @@ def test_compute_clear_then_accumulate():
     w1, w2 = _random((16, 4), 1), _random((16, 4), 2)
     a = _random((3, 16), 3)
     trace = Trace(CFG)
-    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE))
+    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1))
     _load_a(trace, 0, a)
     _load_w(trace, w1)
     _compute(trace, 0, 2, 3, 0)
@@ -109,7 +109,7 @@ def test_compute_clear_then_accumulate():
 def test_counters_are_the_sum_of_isa_cycles():
     rng = np.random.default_rng(5)
     trace = Trace(CFG)
-    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE))
+    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1))
     for step in range(20):
         rows = int(rng.integers(1, 17))
         _load_w(trace, _random((rows, 4), step), row=int(rng.integers(0, 17 - rows)))
@@ -157,8 +157,8 @@ def test_narrow_and_wide_lanes_follow_the_documented_placement(weight_bits, act_
     trace = Trace(cfg)
     _load_w(trace, w)
     # Lanes past element 15 are ignored: fill them with noise to prove it.
-    lanes = np.zeros((3 * cfg.act_beats, cfg.act_lanes), dtype=np.int64)
-    flat = np.zeros((3, cfg.act_beats * cfg.act_lanes), dtype=np.int64)
+    lanes = np.zeros((3 * cfg.act_beats(), cfg.act_lanes), dtype=np.int64)
+    flat = np.zeros((3, cfg.act_beats() * cfg.act_lanes), dtype=np.int64)
     flat[:, :16] = a
     flat[:, 16:] = _random((3, flat.shape[1] - 16), 9, act_bits)
     lanes[:] = flat.reshape(-1, cfg.act_lanes)
@@ -237,7 +237,8 @@ def _cmd(opcode, **fields):
 BAD = {
     "opcode-5": (lambda: _opcode_word(CFG, 5), ErrorCode.ILLEGAL_OPCODE),
     "opcode-6": (lambda: _opcode_word(CFG, 6), ErrorCode.ILLEGAL_OPCODE),
-    **{f"mode-{m}": (lambda m=m: _word_with_field(CFG, Opcode.CONFIG, "mode", m, mode=Mode.DENSE),
+    **{f"mode-{m}": (lambda m=m: _word_with_field(CFG, Opcode.CONFIG, "mode", m,
+                                                  mode=Mode.DENSE, n=1, m=1),
                      ErrorCode.ILLEGAL_MODE) for m in (1, 2, 3)},
     "load_w-zero": (_cmd(Opcode.LOAD_W, row=0, count=0), ErrorCode.ZERO_COUNT),
     "load_a-zero": (_cmd(Opcode.LOAD_A, addr=0, count=0), ErrorCode.ZERO_COUNT),
@@ -258,11 +259,11 @@ BAD = {
 def test_illegal_command_halts_after_its_fetch_cycle(case):
     make, code = BAD[case]
     trace = Trace(CFG)
-    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE))
+    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1))
     _load_w(trace, np.ones((2, 4), dtype=int))
     trace.append(Command(Opcode.READ, addr=0, count=1))
     # The illegal command carries beats on its step: it must not consume them.
-    trace.steps.append(Step(make(), pack_beats(weight_row_layout(CFG), np.ones((2, 4)))))
+    trace.steps.append(Step(make(), pack_weight_rows(CFG, np.ones((2, 4)))))
     trace.append(Command(Opcode.READ, addr=0, count=1))
     trace.append(Command(Opcode.END))
     result = run_trace(trace)
@@ -282,8 +283,8 @@ def test_illegal_command_halts_after_its_fetch_cycle(case):
 ], ids=["load_w", "load_a"])
 def test_data_underrun_is_an_error_naming_the_command(opcode, fields, need):
     trace = Trace(CFG)
-    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE))
-    trace.append(Command(opcode, **fields), pack_beats(weight_row_layout(CFG), np.zeros((2, 4))))
+    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1))
+    trace.append(Command(opcode, **fields), pack_weight_rows(CFG, np.zeros((2, 4))))
     trace.append(Command(Opcode.END))
     with pytest.raises(ValueError) as exc:
         run_trace(trace)
@@ -296,7 +297,7 @@ def test_data_underrun_counts_beats_already_taken_by_earlier_commands():
     trace = Trace(CFG)
     # Three beats on the first step; LOAD_W count=2 takes two, LOAD_W count=2 finds one.
     trace.append(Command(Opcode.LOAD_W, row=0, count=2),
-                 pack_beats(weight_row_layout(CFG), np.zeros((3, 4))))
+                 pack_weight_rows(CFG, np.zeros((3, 4))))
     trace.append(Command(Opcode.LOAD_W, row=2, count=2))
     with pytest.raises(ValueError) as exc:
         run_trace(trace)
@@ -306,7 +307,7 @@ def test_data_underrun_counts_beats_already_taken_by_earlier_commands():
 
 def test_data_is_one_flat_stream():
     w = _random((2, 4), 7)
-    beats = pack_beats(weight_row_layout(CFG), w)
+    beats = pack_weight_rows(CFG, w)
     trace = Trace(CFG)
     trace.append(Command(Opcode.LOAD_W, row=0, count=1))
     trace.append(Command(Opcode.LOAD_W, row=1, count=1), beats)  # both beats on this step
@@ -319,7 +320,7 @@ def test_data_is_one_flat_stream():
 
 def test_trace_without_end_is_not_halted():
     trace = Trace(CFG)
-    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE))
+    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1))
     trace.append(Command(Opcode.READ, addr=0, count=2))
     result = run_trace(trace)
     assert not result.halted and result.error == ErrorCode.NONE
@@ -360,3 +361,99 @@ def test_saturated_counters_stop_at_the_counter_width():
                            "stall": 0}, ErrorCode.NONE, True, 5)
     assert result.saturated(16) == {"total": 65535, "fetch": 5, "load": 65535, "compute": 3,
                                     "read": 2, "stall": 0}
+
+
+# N:M ----------------------------------------------------------------------------------------
+
+def _nm_beats(cfg, entries, pattern):
+    """LOAD_A beats of ``entries`` in ``pattern``: act_beats(n, m) beats per entry."""
+    beats = cfg.act_beats(*pattern)
+    lanes = np.zeros((len(entries) * beats, cfg.act_lanes), dtype=np.int64)
+    for e, entry in enumerate(entries):
+        for j, value in enumerate(entry):
+            lanes[e * beats + j // cfg.act_lanes, j % cfg.act_lanes] = value
+    return pack_beats(act_beat_layout(cfg), lanes)
+
+
+@pytest.mark.parametrize("pattern", CFG.patterns, ids=lambda p: f"{p[0]}:{p[1]}")
+def test_nm_pass_gives_each_cell_the_activation_its_metadata_names(pattern):
+    """Hand-built: random weights and positions (some >= m), two entries; the expected sums
+    are written cell by cell from the ISA reference's words."""
+    n, m = pattern
+    rng = np.random.default_rng(n * 16 + m)
+    weights = rng.integers(-128, 128, size=(CFG.weight_rows, CFG.cols))
+    meta = rng.integers(0, 8, size=weights.shape)
+    entries = rng.integers(-128, 128, size=(2, CFG.pass_inputs(n, m)))
+    trace = Trace(CFG)
+    trace.append(Command(Opcode.CONFIG, mode=Mode.NM, n=n, m=m))
+    trace.append(Command(Opcode.LOAD_W, row=0, count=CFG.weight_rows),
+                 pack_weight_rows(CFG, weights, meta))
+    trace.append(Command(Opcode.LOAD_A, addr=3, count=2), _nm_beats(CFG, entries, pattern))
+    trace.append(Command(Opcode.COMPUTE, act_addr=3, acc_addr=1, count=2, accumulate=0))
+    trace.append(Command(Opcode.READ, addr=1, count=2))
+    trace.append(Command(Opcode.END))
+    expected = np.zeros((2, CFG.cols), dtype=np.int64)
+    for t in range(2):
+        for s in range(CFG.submacros):
+            for r in range(CFG.rows):
+                g = s * CFG.rows + r
+                for c in range(CFG.cols):
+                    p = meta[g, c]
+                    if p < m:
+                        element = ((s // n) * CFG.rows + r) * m + p
+                        expected[t, c] += weights[g, c] * entries[t, element]
+    result = run_trace(trace)
+    np.testing.assert_array_equal(result.results, expected)
+    beats = CFG.act_beats(n, m)
+    assert result.counters["load"] == CFG.weight_rows + 2 * beats
+
+
+def test_dense_ignores_metadata_and_nm_load_a_cost_follows_the_mode():
+    rng = np.random.default_rng(4)
+    weights = rng.integers(-128, 128, size=(CFG.weight_rows, CFG.cols))
+    meta = rng.integers(0, 8, size=weights.shape)
+    acts = rng.integers(-128, 128, size=(1, CFG.reduction))
+    trace = Trace(CFG)
+    trace.append(Command(Opcode.CONFIG, mode=Mode.NM, n=1, m=8))
+    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1))
+    trace.append(Command(Opcode.LOAD_W, row=0, count=CFG.weight_rows),
+                 pack_weight_rows(CFG, weights, meta))
+    _load_a(trace, 0, acts)
+    trace.append(Command(Opcode.COMPUTE, act_addr=0, acc_addr=0, count=1, accumulate=0))
+    trace.append(Command(Opcode.READ, addr=0, count=1))
+    trace.append(Command(Opcode.END))
+    result = run_trace(trace)
+    np.testing.assert_array_equal(result.results, acts @ weights)
+    # The LOAD_A ran in dense (the last CONFIG), so it cost dense's 4 beats, not 1:8's.
+    assert result.counters["load"] == CFG.weight_rows + CFG.act_beats(1, 1) == 16 + 4
+
+
+def test_entry_written_in_one_mode_is_read_in_another_with_stale_lanes():
+    """LOAD_A in 2:4 writes 8 beats of the 32-element entry (40 lanes); a 1:8 pass then reads
+    64 elements: the first 40 from that load, the rest from an earlier 1:8 load."""
+    rng = np.random.default_rng(6)
+    old = rng.integers(-128, 128, size=(1, CFG.pass_inputs(1, 8)))
+    new = rng.integers(-128, 128, size=(1, CFG.pass_inputs(2, 4)))
+    weights = rng.integers(-128, 128, size=(CFG.weight_rows, CFG.cols))
+    meta = rng.integers(0, 8, size=weights.shape)
+    trace = Trace(CFG)
+    trace.append(Command(Opcode.CONFIG, mode=Mode.NM, n=1, m=8))
+    trace.append(Command(Opcode.LOAD_A, addr=0, count=1), _nm_beats(CFG, old, (1, 8)))
+    trace.append(Command(Opcode.CONFIG, mode=Mode.NM, n=2, m=4))
+    trace.append(Command(Opcode.LOAD_A, addr=0, count=1), _nm_beats(CFG, new, (2, 4)))
+    trace.append(Command(Opcode.CONFIG, mode=Mode.NM, n=1, m=8))
+    trace.append(Command(Opcode.LOAD_W, row=0, count=CFG.weight_rows),
+                 pack_weight_rows(CFG, weights, meta))
+    trace.append(Command(Opcode.COMPUTE, act_addr=0, acc_addr=0, count=1, accumulate=0))
+    trace.append(Command(Opcode.READ, addr=0, count=1))
+    trace.append(Command(Opcode.END))
+    written = CFG.act_beats(2, 4) * CFG.act_lanes
+    entry = old[0].copy()
+    entry[:written] = 0
+    entry[:new.shape[1]] = new[0]
+    expected = np.zeros(CFG.cols, dtype=np.int64)
+    for g in range(CFG.weight_rows):
+        s, r = divmod(g, CFG.rows)
+        for c in range(CFG.cols):
+            expected[c] += weights[g, c] * entry[(s * CFG.rows + r) * 8 + meta[g, c]]
+    np.testing.assert_array_equal(run_trace(trace).results, [expected])

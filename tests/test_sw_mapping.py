@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from sparsecim.hw.config import MacroConfig, preset
-from sparsecim.sw.mapping import Tile, map_dense
+from sparsecim.hw.config import MacroConfig, ceil_log2, preset
+from sparsecim.sw.mapping import Tile, map_dense, map_nm
 
 SHAPES = [("tiny", 16, 4), ("tiny", 37, 9), ("tiny", 1, 1), ("tiny", 100, 10),
           ("flexcim", 768, 768), ("flexcim", 1000, 33), ("flexcim", 127, 1)]
@@ -84,3 +84,32 @@ def test_bad_shapes_are_refused(k, n, message):
     with pytest.raises(ValueError) as exc:
         map_dense(preset("tiny"), k, n)
     assert str(exc.value) == message
+
+
+@pytest.mark.parametrize("pattern, inputs, tiles", [
+    ((1, 1), 128, 32 * 128), ((2, 4), 256, 16 * 128), ((4, 8), 256, 16 * 128),
+    ((1, 2), 256, 16 * 128), ((1, 4), 512, 8 * 128), ((2, 8), 512, 8 * 128),
+    ((1, 8), 1024, 4 * 128)])
+def test_nm_tiles_cover_m_over_n_times_the_inputs(pattern, inputs, tiles):
+    """flexcim, 4096 × 4096: rows × (P/n) × m inputs per tile, so M/N fewer tiles."""
+    cfg = preset("flexcim")
+    mapping = map_nm(cfg, 4096, 4096, pattern)
+    n, m = pattern
+    assert mapping.pass_inputs == 32 * (4 // n) * m == inputs
+    assert mapping.arrays == tiles
+    assert mapping.slots == 4096 * 4096 * n // m
+    assert mapping.utilization == 1.0
+    assert mapping.weight_bytes == 4096 * 4096 * n // m
+    assert mapping.meta_bytes == 4096 * 4096 * n // m * ceil_log2(m) // 8
+    assert mapping.macs_per_token == mapping.slots
+
+
+def test_nm_partial_groups_and_edges_lower_utilization():
+    cfg = preset("tiny")
+    mapping = map_nm(cfg, 10, 5, (2, 4))
+    # 3 groups of 4 (the last partial) keep 2 each: 5 outputs × 3 × 2 = 30 slots on
+    # one K tile (32 inputs) × 2 N tiles of 64 cells.
+    assert (mapping.groups, mapping.slots, mapping.arrays) == (3, 30, 2)
+    assert mapping.utilization == 30 / 128
+    with pytest.raises(ValueError, match="pattern 3:4 is not supported"):
+        map_nm(cfg, 10, 5, (3, 4))

@@ -6,8 +6,16 @@ from sparsecim.hw.config import MacroConfig, preset
 from sparsecim.hw.isa import ErrorCode, Opcode, decode
 from sparsecim.hw.trace import Trace
 from sparsecim.sw.golden import run_trace
+from sparsecim.sw.nm import NMPattern, NMPatternError
 from sparsecim.sw.reference import matmul_reference
-from sparsecim.sw.schedule import ideal_cycles, schedule_dense
+from sparsecim.sw.schedule import (
+    as_pattern,
+    chain,
+    ideal_cycles,
+    predict_counters,
+    schedule_dense,
+    schedule_layer,
+)
 
 # act_depth 4 < acc_depth 16: chunks are bounded by the activation buffer, not the accumulator.
 SHALLOW_ACTS = MacroConfig(rows=4, cols=4, submacros=4, act_depth=4, acc_depth=16)
@@ -107,7 +115,7 @@ def test_trace_shape_and_meta():
     assert Opcode.END not in opcodes[:-1]
     assert opcodes.count(Opcode.READ) == len(schedule.reads)
     assert schedule.trace.meta == {
-        "workload": "dense-gemm", "mapping": "linear", "tokens": 12, "k": 40, "n": 10,
+        "workload": "gemm", "mapping": "linear", "pattern": "dense", "tokens": 12, "k": 40, "n": 10,
         "k_tiles": 3, "n_tiles": 3, "utilization": 400 / (9 * 64), "loop": "resident",
         "chunk": 5,
     }
@@ -117,19 +125,20 @@ def test_flexcim_768_cycles_by_hand():
     cfg = preset("flexcim")
     schedule, result, _ = _run(cfg, *_operands(cfg, 4, 768, 768, 0))
     # 6 K tiles x 24 N tiles; 4 tokens, all 6 tiles' activations resident (24 of 64 entries);
-    # an entry is 128 activations = 4 beats of 32 lanes.
-    # CONFIG 1; LOAD_A 1 + 24*4; per N tile: 6 x (LOAD_W 1+128, COMPUTE 1+4+2), READ 1+4; END 1.
-    load_a = 1 + 24 * 4
+    # a 352-bit beat (32 weights + 32 3-bit positions) carries 44 activations, so an entry of
+    # 128 activations is 3 beats.
+    # CONFIG 1; LOAD_A 1 + 24*3; per N tile: 6 x (LOAD_W 1+128, COMPUTE 1+4+2), READ 1+4; END 1.
+    load_a = 1 + 24 * 3
     per_n_tile = 6 * (1 + 128 + 1 + 4 + 2) + 1 + 4
     assert result.counters == {
         "total": 1 + load_a + 24 * per_n_tile + 1,
         "fetch": 1 + 1 + 24 * (6 * 2 + 1) + 1,
-        "load": 24 * 4 + 24 * 6 * 128,
+        "load": 24 * 3 + 24 * 6 * 128,
         "compute": 24 * 6 * (4 + 2),
         "read": 24 * 4,
         "stall": 0,
     }
-    assert result.counters["total"] == 19803
+    assert result.counters["total"] == 19779
     assert ideal_cycles(schedule.mapping, 4) == 768 * 768 * 4 // 4096 == 576
 
 
@@ -220,3 +229,108 @@ def test_ideal_cycles_rounds_up_and_checks_tokens():
     with pytest.raises(ValueError) as exc:
         ideal_cycles(schedule.mapping, 0)
     assert str(exc.value) == "tokens must be a positive integer, not 0"
+
+
+# N:M ----------------------------------------------------------------------------------------
+
+NM_CONFIGS = {"tiny": preset("tiny"), "flexcim": preset("flexcim"),
+              # P = 2, a group width that is not a power of two, under-full last beats.
+              "odd": MacroConfig(rows=3, cols=3, submacros=2, act_depth=6, acc_depth=4,
+                                 act_bits=5, patterns=((1, 2), (2, 3), (1, 5)))}
+NM_CASES = [(name, pattern, shape) for name, cfg in NM_CONFIGS.items()
+            for pattern in cfg.patterns
+            for shape in [(1, 1, 1), (3, 37, 9), (9, 131, 5), (2, 300, 40)]]
+
+
+def _masked(cfg, tokens, k, n, pattern, seed):
+    """Operands with a random per-output-channel mask built here: each group of m inputs
+    of each column keeps a random subset of at most n (sometimes fewer)."""
+    x, w = _operands(cfg, tokens, k, n, seed)
+    rng = np.random.default_rng(seed + 1)
+    keep, group = pattern
+    for col in range(n):
+        for g0 in range(0, k, group):
+            rows = np.arange(g0, min(g0 + group, k))
+            kept = int(rng.integers(0, keep + 1)) if rng.random() < 0.2 else keep
+            w[rng.permutation(rows)[kept:], col] = 0
+    return x, w
+
+
+@pytest.mark.parametrize("name, pattern, shape", NM_CASES,
+                         ids=[f"{c[0]}-{c[1][0]}:{c[1][1]}-{'x'.join(map(str, c[2]))}"
+                              for c in NM_CASES])
+def test_nm_schedule_matches_reference_and_predicted_cycles(name, pattern, shape):
+    cfg = NM_CONFIGS[name]
+    tokens, k, n = shape
+    x, w = _masked(cfg, tokens, k, n, pattern, seed=k + n + pattern[1])
+    schedule = schedule_layer(cfg, x, w, pattern)
+    result = run_trace(schedule.trace)
+    assert result.halted and result.error == ErrorCode.NONE and result.data_left == 0
+    np.testing.assert_array_equal(schedule.assemble(result.results), matmul_reference(x, w))
+    assert predict_counters(cfg, k, n, tokens, pattern) == result.counters
+    assert schedule.mapping.pattern == pattern
+
+
+def test_patterns_are_accepted_in_every_spelling_and_n_equal_m_is_dense():
+    assert as_pattern(None) == as_pattern("dense") == as_pattern("4:4") == (1, 1)
+    assert as_pattern("2:4") == as_pattern(NMPattern(2, 4)) == as_pattern((2, 4)) == (2, 4)
+    with pytest.raises(ValueError, match="pattern must be"):
+        as_pattern(2.5)
+
+
+def test_weights_breaking_the_pattern_are_refused_naming_the_group():
+    cfg = preset("tiny")
+    x, w = _masked(cfg, 2, 16, 3, (2, 4), seed=1)
+    w[4:7, 2] = [5, -6, 7]  # output channel 2, inputs 4..7: three non-zeros
+    w[7, 2] = 0
+    with pytest.raises(NMPatternError) as exc:
+        schedule_layer(cfg, x, w, "2:4")
+    assert (exc.value.row, exc.value.group) == (2, 1)
+    assert "row 2, inputs 4..7" in str(exc.value)
+
+
+def test_unsupported_pattern_is_refused():
+    cfg = preset("tiny")
+    with pytest.raises(ValueError, match="pattern 2:16 is not supported by this macro; "
+                       "supported are dense and 1:2, 1:4, 1:8, 2:4, 2:8, 4:8"):
+        schedule_layer(cfg, np.zeros((1, 4), dtype=int), np.zeros((4, 1), dtype=int), "2:16")
+
+
+def test_nm_cycles_by_hand_flexcim_4096_1_of_8():
+    """1:8 on flexcim: a pass covers 32 × 4 × 8 = 1024 inputs (24 beats of 44), so a
+    4096 × 4096 layer is 4 K tiles × 128 N tiles; one token, activations resident."""
+    cfg = preset("flexcim")
+    got = predict_counters(cfg, 4096, 4096, 1, (1, 8))
+    load_a = 1 + 4 * 24
+    per_n_tile = 4 * (1 + 128 + 1 + 1 + 2) + 1 + 1
+    assert got["total"] == 1 + load_a + 128 * per_n_tile + 1
+    assert got["load"] == 4 * 24 + 128 * 4 * 128
+
+
+def test_sparser_patterns_take_fewer_cycles_on_a_decode_layer():
+    cfg = preset("flexcim")
+    total = {p: predict_counters(cfg, 4096, 4096, 1, p)["total"] for p in cfg.modes}
+    assert total[(1, 2)] < total[(1, 1)]
+    assert total[(1, 8)] < total[(1, 4)] < total[(1, 2)]
+    assert total[(2, 8)] < total[(2, 4)] < total[(1, 1)]
+    for (n, m), cycles in total.items():
+        assert total[(1, 1)] / cycles <= m / n  # never beyond the ideal
+
+
+def test_chain_runs_layers_back_to_back_each_in_its_pattern():
+    cfg = preset("tiny")
+    layers = [(*_masked(cfg, 2, 30, 5, p, seed=i), p)
+              for i, p in enumerate([(1, 1), (2, 4), (1, 8), (1, 1)])]
+    schedules = [schedule_layer(cfg, x, w, p) for x, w, p in layers]
+    trace = chain(schedules)
+    assert [decode(cfg, word).opcode for word in trace.commands].count(Opcode.END) == 1
+    result = run_trace(trace)
+    beat = 0
+    for schedule, (x, w, _) in zip(schedules, layers, strict=True):
+        got = schedule.assemble(result.results[beat:beat + schedule.result_beats])
+        np.testing.assert_array_equal(got, matmul_reference(x, w))
+        beat += schedule.result_beats
+    assert result.counters["total"] == sum(run_trace(s.trace).counters["total"]
+                                           for s in schedules) - (len(schedules) - 1)
+    with pytest.raises(ValueError, match="schedules must not be empty"):
+        chain([])

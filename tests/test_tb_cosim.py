@@ -11,13 +11,12 @@ from sparsecim.hw.isa import (
     args_layout,
     command_layout,
     encode,
-    pack_beats,
-    weight_row_layout,
+    pack_weight_rows,
 )
 from sparsecim.hw.trace import Step, Trace
 from sparsecim.sw.golden import run_trace
 from sparsecim.sw.reference import matmul_reference
-from sparsecim.sw.schedule import schedule_dense
+from sparsecim.sw.schedule import chain, schedule_layer
 from sparsecim.tb.cli import random_gemm
 from sparsecim.tb.cosim import Pauses, run_rtl
 from sparsecim.tb.verilator import build
@@ -25,10 +24,10 @@ from sparsecim.tb.verilator import build
 pytestmark = pytest.mark.cosim
 
 
-def _gemm(name, k, n, tokens, seed=0):
+def _gemm(name, k, n, tokens, seed=0, pattern=(1, 1)):
     cfg = preset(name)
-    x, w = random_gemm(cfg, k, n, tokens, seed)
-    schedule = schedule_dense(cfg, x, w)
+    x, w = random_gemm(cfg, k, n, tokens, seed, pattern)
+    schedule = schedule_layer(cfg, x, w, pattern)
     # The golden model is checked against plain integer matmul before it judges the RTL.
     golden = run_trace(schedule.trace)
     assert np.array_equal(schedule.assemble(golden.results), matmul_reference(x, w))
@@ -62,6 +61,51 @@ def test_rtl_gemm_matches_golden_and_cycle_model(tmp_path, name, k, n, tokens):
     assert rtl.result_beats == rtl.golden_result_beats > 0
 
 
+NM_SHAPES = {"tiny": (37, 9, 3), "flexcim": (300, 70, 3)}
+NM_CASES = [(name, pattern) for name in NM_SHAPES for pattern in preset(name).patterns]
+
+
+@pytest.mark.parametrize("name, pattern", NM_CASES,
+                         ids=[f"{name}-{n}:{m}" for name, (n, m) in NM_CASES])
+def test_rtl_nm_layer_matches_golden_and_cycle_model(tmp_path, name, pattern):
+    """Random per-channel masks (some groups under-full); K and N divide no tile."""
+    k, n, tokens = NM_SHAPES[name]
+    schedule = _gemm(name, k, n, tokens, seed=pattern[0] * 10 + pattern[1], pattern=pattern)
+    rtl = run_rtl(schedule.trace, run_dir=tmp_path)
+    _assert_passed(rtl)
+    assert rtl.result_beats == rtl.golden_result_beats == schedule.result_beats
+
+
+@pytest.mark.parametrize("name", sorted(NM_SHAPES))
+def test_rtl_trace_switching_patterns_between_layers(tmp_path, name):
+    """Every pattern of the preset in one trace, dense first, between and last, each layer
+    selecting its own with CONFIG; per layer the outputs equal the integer matmul."""
+    cfg = preset(name)
+    order = [(1, 1), *cfg.patterns[:3], (1, 1), *cfg.patterns[3:], (1, 1)]
+    schedules, refs = [], []
+    for seed, pattern in enumerate(order):
+        x, w = random_gemm(cfg, 20 + 17 * seed, 5 + seed, 2, seed, pattern)
+        schedules.append(schedule_layer(cfg, x, w, pattern))
+        refs.append(matmul_reference(x, w))
+    trace = chain(schedules)
+    rtl = run_rtl(trace, run_dir=tmp_path, pauses=Pauses(0.2, 0.2, 0.2))
+    _assert_passed(rtl)
+    golden = run_trace(trace).results
+    beat = 0
+    for schedule, ref in zip(schedules, refs, strict=True):
+        got = schedule.assemble(golden[beat:beat + schedule.result_beats])
+        np.testing.assert_array_equal(got, ref)
+        beat += schedule.result_beats
+
+
+def test_rtl_nm_with_chunked_tokens_and_pauses(tmp_path):
+    schedule = _gemm("tiny", 70, 6, 12, seed=3, pattern=(1, 4))
+    assert schedule.chunk < 12
+    rtl = run_rtl(schedule.trace, run_dir=tmp_path, pauses=Pauses(0.3, 0.4, 0.5), seed=3)
+    _assert_passed(rtl)
+    assert rtl.rtl_counters["stall"] > 0
+
+
 @pytest.mark.slow
 def test_rtl_make_sim_workload(tmp_path):
     schedule = _gemm("flexcim", 768, 768, 4)
@@ -81,9 +125,9 @@ def test_rtl_random_pauses_on_every_stream(tmp_path, name, k, n, tokens, seed):
 def _loaded_then(cfg, word):
     """A trace that loads two weight rows, then runs ``word``, then more legal commands."""
     trace = Trace(cfg)
-    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE))
+    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1))
     trace.append(Command(Opcode.LOAD_W, row=0, count=2),
-                 pack_beats(weight_row_layout(cfg), [[1, 2, 3, 4], [-1, -2, -3, -4]]))
+                 pack_weight_rows(cfg, [[1, 2, 3, 4], [-1, -2, -3, -4]]))
     trace.steps.append(Step(word))
     trace.append(Command(Opcode.READ, addr=0, count=1))
     trace.append(Command(Opcode.END))
@@ -104,7 +148,7 @@ def test_rtl_illegal_opcode_raises_error_and_halts(tmp_path, raw_opcode):
 
 def _illegal_mode_word(cfg):
     layout = command_layout(cfg)
-    word = encode(cfg, Command(Opcode.CONFIG, mode=Mode.DENSE))
+    word = encode(cfg, Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1))
     return word | (1 << (layout["args"].offset + args_layout(cfg, Opcode.CONFIG)["mode"].offset))
 
 
@@ -119,6 +163,10 @@ BAD_COMMANDS = {
     "load-a-zero-count": (lambda cfg: encode(cfg, Command(Opcode.LOAD_A, addr=0, count=0)),
                           "ZERO_COUNT"),
     "unknown-mode": (_illegal_mode_word, "ILLEGAL_MODE"),
+    "nm-pattern-not-listed": (lambda cfg: encode(cfg, Command(Opcode.CONFIG, mode=Mode.NM,
+                                                              n=3, m=4)), "ILLEGAL_MODE"),
+    "dense-with-a-pattern": (lambda cfg: encode(cfg, Command(Opcode.CONFIG, mode=Mode.DENSE,
+                                                             n=2, m=4)), "ILLEGAL_MODE"),
 }
 
 
