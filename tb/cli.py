@@ -119,8 +119,9 @@ def _cmd_gemm(args) -> int:
           f"{cfg.cells} MACs per cycle); model is {model['total'] / ideal:.1f}x ideal")
     failed = not ok_golden
     if args.rtl:
+        tag = name.replace(":", "of")
         run_dir = Path(args.run_dir or f"build/runs/gemm-{args.preset}-{args.k}x{args.n}"
-                                         f"x{args.tokens}-s{args.seed}")
+                                         f"x{args.tokens}-{tag}-s{args.seed}")
         t0 = time.perf_counter()
         rtl = run_rtl(trace, run_dir=run_dir,
                       pauses=Pauses(args.pause, args.pause, args.pause),
