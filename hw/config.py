@@ -150,6 +150,12 @@ class MacroConfig:
         return self.column_sum_bits + ceil_log2(self.submacros)
 
     @property
+    def max_split(self) -> int:
+        """Largest merge split: ``log2(P)`` (every sub-macro a group of its own); split ``s``
+        keeps ``2**s`` groups of ``P / 2**s`` sub-macros apart, 0 sums all P."""
+        return ceil_log2(self.submacros)
+
+    @property
     def modes(self) -> tuple:
         """Every pattern the macro runs, dense first: ``((1, 1), *patterns)``. The hardware
         holds the current one as an index into this tuple."""
@@ -183,6 +189,12 @@ class MacroConfig:
     def pattern_names(self) -> str:
         """The supported sparse patterns as text, e.g. ``"1:2, 2:4"``."""
         return ", ".join(f"{n}:{m}" for n, m in self.patterns)
+
+    @property
+    def max_parts(self) -> int:
+        """Parts of an activation entry a COMPUTE may address: ``max_pass_inputs`` over the
+        narrowest pass."""
+        return self.max_pass_inputs // min(self.pass_inputs(n, m) for n, m in self.modes)
 
     @property
     def max_pass_inputs(self) -> int:

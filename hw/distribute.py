@@ -76,14 +76,22 @@ class Distribution(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
-        slots = [(s, r, p) for s in range(cfg.submacros) for r in range(cfg.rows)
-                 for p in range(choices(cfg))]
-        # One case per mode, each a fixed wiring: the muxes are the mode select.
+        width = cfg.act_bits
+        entry = self.entry.as_value()
+        # One case per mode, each a fixed wiring: the muxes are the mode select. A row's
+        # offered activations are one contiguous slice of the entry (an N:M group) or one
+        # element repeated (dense), so each (sub-macro, row) is a single assignment.
         with m.Switch(self.mode):
-            for mode in range(len(cfg.modes)):
+            for mode, (_, group) in enumerate(cfg.modes):
                 with m.Case(mode):
-                    for s, r, p in slots:
-                        element = source(cfg, mode, s, r, p)
-                        value = 0 if element is None else self.entry[element]
-                        m.d.comb += self.offered[s][r][p].eq(value)
+                    for s in range(cfg.submacros):
+                        for r in range(cfg.rows):
+                            first = source(cfg, mode, s, r, 0)
+                            if mode == 0:
+                                value = entry[first * width:(first + 1) * width].replicate(
+                                    choices(cfg))
+                            else:
+                                # Zero-extended: positions >= m are 0.
+                                value = entry[first * width:(first + group) * width]
+                            m.d.comb += self.offered[s][r].as_value().eq(value)
         return m

@@ -24,14 +24,15 @@ __all__ = [
     "ISA_VERSION", "COMPUTE_DRAIN", "COUNTERS", "DecodeError",
     "Opcode", "Mode", "ErrorCode", "Command", "CycleCost",
     "command_layout", "args_layout", "weight_row_layout", "act_beat_layout", "result_layout",
-    "counters_layout", "encode", "decode", "check", "pattern_of",
+    "counters_layout", "encode", "decode", "check", "pattern_of", "part_fits",
+    "OPTIONAL_FIELDS", "requantize",
     "data_beats", "result_beats", "cycles",
     "pack_beats", "unpack_beats", "pack_weight_rows", "unpack_weight_rows", "disassemble",
     "isa_markdown",
 ]
 
 #: Bumped whenever an encoding or a cycle cost changes; traces record it.
-ISA_VERSION = 2
+ISA_VERSION = 3
 
 #: Cycles a COMPUTE spends after issuing its last pass: one to read the activation buffer and
 #: register the merged column sums, one to read, add and write the accumulator.
@@ -43,12 +44,13 @@ COUNTERS = ("total", "fetch", "load", "compute", "read", "stall")
 
 
 class Opcode(enum.Enum, shape=3):
-    """Command opcodes. Values 5 and 6 are undefined and raise ``ILLEGAL_OPCODE``."""
+    """Command opcodes. Value 6 is undefined and raises ``ILLEGAL_OPCODE``."""
     CONFIG = 0
     LOAD_W = 1
     LOAD_A = 2
     COMPUTE = 3
     READ = 4
+    MOVE = 5
     END = 7
 
 
@@ -78,15 +80,20 @@ class _OpDoc:
 
 _DOCS = {
     Opcode.CONFIG: _OpDoc(
-        "`mode`, `n`, `m`",
+        "`mode`, `n`, `m`, [`split`], [`shift`]",
         "Sets the sparsity pattern of the following LOAD_A and COMPUTE commands: DENSE, or NM "
         "with `n` weights kept per group of `m` inputs. In NM the P sub-macros form P/n "
         "clusters of n; row `r` of cluster `c` receives the `m` activations of input group "
         "`c·rows + r` (entry elements `(c·rows + r)·m .. +m-1`), and each cell multiplies the "
         "one its metadata selects (a position `>= m` selects 0). In DENSE, sub-macro `s` row "
-        "`r` receives entry element `s·rows + r` and metadata is ignored.",
-        "Reset leaves the mode DENSE (1:1). DENSE needs `n = m = 1`; NM needs an `n:m` listed "
-        "in the config's `patterns`; anything else, or an undefined mode, raises ILLEGAL_MODE.",
+        "`r` receives entry element `s·rows + r` and metadata is ignored. `split` sets the "
+        "merging: 0 sums all P sub-macros into accumulator bank 0; `s` keeps `2**s` groups of "
+        "`P / 2**s` sub-macros apart, group `j` writing bank `j` (block-diagonal layers). "
+        "`shift` sets MOVE's requantization.",
+        "Reset leaves DENSE (1:1), split 0, shift 0. DENSE needs `n = m = 1`; NM needs an "
+        "`n:m` listed in the config's `patterns` and split 0; split must be at most log2(P) "
+        "and shift below `acc_bits`; anything else, or an undefined mode, raises ILLEGAL_MODE. "
+        "`split` and `shift` default to 0 when a Command omits them.",
         "1"),
     Opcode.LOAD_W: _OpDoc(
         "`row`, `count`",
@@ -105,20 +112,39 @@ _DOCS = {
         "ZERO_COUNT; `addr + count > act_depth` raises ADDRESS_RANGE.",
         "1 + count × act_beats(n, m)"),
     Opcode.COMPUTE: _OpDoc(
-        "`act_addr`, `acc_addr`, `count`, `accumulate`",
-        "Runs `count` passes. Pass `i` multiplies activation entry `act_addr+i` with the whole "
-        "array, sums the P sub-macros per column and writes accumulator entry `acc_addr+i`: "
-        "the sum plus the entry's old value if `accumulate`, else the sum alone.",
+        "`act_addr`, `acc_addr`, `count`, `accumulate`, [`part`]",
+        "Runs `count` passes. Pass `i` multiplies part `part` of activation entry `act_addr+i` "
+        "(elements from `part × pass_inputs(n, m)` on) with the whole array, merges the "
+        "sub-macros as `split` says and writes accumulator entry `acc_addr+i` of each bank "
+        "written: the sum plus the bank's old value if `accumulate`, else the sum alone.",
         "Passes issue one per cycle; accumulators wrap at `acc_bits` (the scheduler refuses "
-        "reductions that could wrap). `count = 0` raises ZERO_COUNT; `act_addr + count > "
-        "act_depth` or `acc_addr + count > acc_depth` raises ADDRESS_RANGE.",
+        "reductions that could wrap). Banks a pass does not write keep their contents. "
+        "`count = 0` raises ZERO_COUNT; `act_addr + count > act_depth`, `acc_addr + count > "
+        "acc_depth` or `(part + 1) × pass_inputs(n, m) > max_pass_inputs` raises "
+        "ADDRESS_RANGE. `part` defaults to 0.",
         f"1 + count + {COMPUTE_DRAIN}"),
     Opcode.READ: _OpDoc(
-        "`addr`, `count`",
-        "Sends accumulator entries `addr` .. `addr+count-1` to the result stream, one beat each.",
+        "`addr`, `count`, [`bank`]",
+        "Sends entries `addr` .. `addr+count-1` of accumulator bank `bank` to the result "
+        "stream, one beat each.",
         "Beat lane `c` is column `c` (`result_layout`). `count = 0` raises ZERO_COUNT; "
-        "`addr + count > acc_depth` raises ADDRESS_RANGE.",
+        "`addr + count > acc_depth` raises ADDRESS_RANGE. `bank` defaults to 0.",
         "1 + count"),
+    Opcode.MOVE: _OpDoc(
+        "`bank`, `acc_addr`, `act_addr`, `elem`, `count`, `transpose`",
+        "Requantizes accumulator entries `acc_addr` .. `acc_addr+count-1` of bank `bank` and "
+        "writes them into the activation buffer, so that a layer's outputs become the next "
+        "layer's inputs on the macro. Lane `c` of entry `k` becomes element `elem·cols + c` of "
+        "activation entry `act_addr + k` (transpose 0), or element `c·cols + elem + k` of "
+        "activation entry `act_addr` (transpose 1: the entries are the columns of a "
+        "cols × cols block, written as its rows; Monarch's middle permutation). "
+        "Requantization: `clamp((v + 2**(shift-1)) >> shift)` to the signed `act_bits` range "
+        "(`clamp(v)` for shift 0): round half up, saturate.",
+        "Other elements of the entries keep their contents. `count = 0` raises ZERO_COUNT. "
+        "ADDRESS_RANGE if `acc_addr + count > acc_depth`; with transpose 0 if `act_addr + "
+        "count > act_depth` or `(elem + 1) × cols > max_pass_inputs`; with transpose 1 if "
+        "`elem + count > cols` or `cols × cols > max_pass_inputs`.",
+        "1 + count (counted as load)"),
     Opcode.END: _OpDoc(
         "(none)",
         "Halts: `done` rises and stays high until reset; counters stop.",
@@ -140,12 +166,19 @@ def _addr(depth: int) -> int:
 def args_layout(cfg: MacroConfig, opcode: Opcode) -> data.StructLayout:
     """Operand layout of ``opcode`` for ``cfg``."""
     fields = {
-        Opcode.CONFIG: {"mode": Mode, "n": _width(cfg.submacros), "m": _width(cfg.max_m)},
+        Opcode.CONFIG: {"mode": Mode, "n": _width(cfg.submacros), "m": _width(cfg.max_m),
+                        "split": _width(cfg.max_split), "shift": _addr(cfg.acc_bits)},
         Opcode.LOAD_W: {"row": _addr(cfg.weight_rows), "count": _width(cfg.weight_rows)},
         Opcode.LOAD_A: {"addr": _addr(cfg.act_depth), "count": _width(cfg.act_depth)},
         Opcode.COMPUTE: {"act_addr": _addr(cfg.act_depth), "acc_addr": _addr(cfg.acc_depth),
-                         "count": _width(min(cfg.act_depth, cfg.acc_depth)), "accumulate": 1},
-        Opcode.READ: {"addr": _addr(cfg.acc_depth), "count": _width(cfg.acc_depth)},
+                         "count": _width(min(cfg.act_depth, cfg.acc_depth)), "accumulate": 1,
+                         "part": _addr(cfg.max_parts)},
+        Opcode.READ: {"addr": _addr(cfg.acc_depth), "count": _width(cfg.acc_depth),
+                      "bank": _addr(cfg.submacros)},
+        Opcode.MOVE: {"bank": _addr(cfg.submacros), "acc_addr": _addr(cfg.acc_depth),
+                      "act_addr": _addr(cfg.act_depth),
+                      "elem": _addr(max(cfg.cols, cfg.max_pass_inputs // cfg.cols)),
+                      "count": _width(max(cfg.acc_depth, cfg.cols)), "transpose": 1},
         Opcode.END: {},
     }[opcode]
     return data.StructLayout(fields)
@@ -189,8 +222,17 @@ def counters_layout(cfg: MacroConfig) -> data.StructLayout:
     return data.StructLayout({name: cfg.counter_bits for name in COUNTERS})
 
 
+#: Operands a :class:`Command` may omit, with the value it then holds.
+OPTIONAL_FIELDS = {
+    Opcode.CONFIG: {"split": 0, "shift": 0},
+    Opcode.COMPUTE: {"part": 0},
+    Opcode.READ: {"bank": 0},
+}
+
+
 class Command:
-    """One command: an :class:`Opcode` and its operand fields by name.
+    """One command: an :class:`Opcode` and its operand fields by name (those of
+    :data:`OPTIONAL_FIELDS` may be omitted).
 
     >>> Command(Opcode.LOAD_W, row=0, count=4).count
     4
@@ -199,8 +241,11 @@ class Command:
     __slots__ = ("opcode", "fields")
 
     def __init__(self, opcode: Opcode, **fields: Any):
-        object.__setattr__(self, "opcode", Opcode(opcode))
-        object.__setattr__(self, "fields", dict(fields))
+        opcode = Opcode(opcode)
+        object.__setattr__(self, "opcode", opcode)
+        defaults = OPTIONAL_FIELDS.get(opcode, {})
+        object.__setattr__(self, "fields", {**fields, **{k: v for k, v in defaults.items()
+                                                          if k not in fields}})
 
     def __getattr__(self, name):
         try:
@@ -248,8 +293,10 @@ def encode(cfg: MacroConfig, cmd: Command) -> int:
     names = [name for name, _ in layout]
     missing = [n for n in names if n not in cmd.fields]
     unknown = [n for n in cmd.fields if n not in names]
-    if missing or unknown:
-        raise ValueError(f"{cmd.opcode.name} takes fields {names}, not {list(cmd.fields)}")
+    if unknown:
+        raise ValueError(f"{cmd.opcode.name} has no field {unknown[0]!r}; it takes {names}")
+    if missing:
+        raise ValueError(f"{cmd.opcode.name} needs field {missing[0]!r}; it takes {names}")
     for name, field in layout:
         value = cmd.fields[name]
         shape = field.shape
@@ -323,11 +370,22 @@ def check(cfg: MacroConfig, cmd: Command) -> ErrorCode:
     """
     op = cmd.opcode
     if op == Opcode.CONFIG:
-        return ErrorCode.NONE if pattern_of(cfg, cmd) is not None else ErrorCode.ILLEGAL_MODE
+        legal = (pattern_of(cfg, cmd) is not None and cmd.split <= cfg.max_split
+                 and cmd.shift < cfg.acc_bits and (cmd.mode == Mode.DENSE or cmd.split == 0))
+        return ErrorCode.NONE if legal else ErrorCode.ILLEGAL_MODE
     if op == Opcode.END:
         return ErrorCode.NONE
     if cmd.count == 0:
         return ErrorCode.ZERO_COUNT
+    if op == Opcode.MOVE:
+        beyond = cmd.acc_addr + cmd.count > cfg.acc_depth
+        if cmd.transpose:
+            beyond |= (cmd.elem + cmd.count > cfg.cols
+                       or cfg.cols * cfg.cols > cfg.max_pass_inputs)
+        else:
+            beyond |= (cmd.act_addr + cmd.count > cfg.act_depth
+                       or (cmd.elem + 1) * cfg.cols > cfg.max_pass_inputs)
+        return ErrorCode.ADDRESS_RANGE if beyond else ErrorCode.NONE
     limits = {
         Opcode.LOAD_W: [("row", cfg.weight_rows)],
         Opcode.LOAD_A: [("addr", cfg.act_depth)],
@@ -338,6 +396,14 @@ def check(cfg: MacroConfig, cmd: Command) -> ErrorCode:
         if cmd.fields[field] + cmd.count > depth:
             return ErrorCode.ADDRESS_RANGE
     return ErrorCode.NONE
+
+
+def part_fits(cfg: MacroConfig, part: int, pattern: tuple[int, int]) -> bool:
+    """True if part ``part`` of an activation entry exists in ``pattern``:
+    ``(part + 1) × pass_inputs <= max_pass_inputs``. COMPUTE checks it against the current
+    pattern (ADDRESS_RANGE otherwise); it is separate from :func:`check` because it depends on
+    the state CONFIG left, not on the command alone."""
+    return (part + 1) * cfg.pass_inputs(*pattern) <= cfg.max_pass_inputs
 
 
 def pattern_of(cfg: MacroConfig, cmd: Command) -> tuple[int, int] | None:
@@ -351,6 +417,16 @@ def pattern_of(cfg: MacroConfig, cmd: Command) -> tuple[int, int] | None:
     if cmd.mode == Mode.NM:
         return pair if pair in cfg.patterns else None
     return None
+
+
+def requantize(cfg: MacroConfig, values, shift: int) -> np.ndarray:
+    """MOVE's requantization of accumulator values: round half up after an arithmetic right
+    shift by ``shift``, then saturate to the signed ``act_bits`` range."""
+    values = np.asarray(values, dtype=np.int64)
+    if shift:
+        values = (values + (1 << (shift - 1))) >> shift
+    lo, hi = -(2 ** (cfg.act_bits - 1)), 2 ** (cfg.act_bits - 1) - 1
+    return np.clip(values, lo, hi)
 
 
 def data_beats(cfg: MacroConfig, cmd: Command, pattern: tuple[int, int] = (1, 1)) -> int:
@@ -397,6 +473,8 @@ def cycles(cfg: MacroConfig, cmd: Command, pattern: tuple[int, int] = (1, 1)) ->
     """
     if cmd.opcode == Opcode.COMPUTE:
         return CycleCost(compute=cmd.count + COMPUTE_DRAIN)
+    if cmd.opcode == Opcode.MOVE:
+        return CycleCost(load=cmd.count)
     return CycleCost(load=data_beats(cfg, cmd, pattern), read=result_beats(cfg, cmd))
 
 

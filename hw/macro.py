@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import memory, wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import MacroConfig, ceil_log2
@@ -49,6 +49,11 @@ class ControlSignature(wiring.Signature):
     a_data : Out(act_beat_layout(config))
     mode : Out(range(len(config.modes)))
         Current pattern, an index into ``config.modes``; changes only between commands.
+    split : Out(range(config.max_split + 1))
+        Current merging (``2**split`` groups, group ``j`` writing bank ``j``); changes only
+        between commands.
+    shift : Out(range(config.acc_bits))
+        Current requantization shift of MOVE; changes only between commands.
     issue : Out(1)
         Issue one compute pass this cycle (see :class:`Macro` for its pipeline).
     act_addr : Out(unsigned), the COMPUTE ``act_addr`` operand shape
@@ -57,15 +62,25 @@ class ControlSignature(wiring.Signature):
         Accumulator entry the pass writes; sampled with ``issue``.
     accumulate : Out(1)
         Add to the entry's old value (1) or overwrite it (0); sampled with ``issue``.
+    part : Out(unsigned), the COMPUTE ``part`` operand shape
+        The pass reads entry elements from ``part × pass_inputs`` on; sampled with ``issue``.
     busy : In(1)
         High while a pass (issued this cycle or earlier) still has its accumulator write
         ahead after this cycle's clock edge. A command may start in the cycle after the first
         cycle with ``busy`` low and see every write.
     rd_en : Out(1)
-        Read accumulator entry ``rd_addr`` at the clock edge.
+        Read bank ``rd_bank`` of accumulator entry ``rd_addr`` at the clock edge.
     rd_addr : Out(unsigned), the READ ``addr`` operand shape
+    rd_bank : Out(unsigned), the READ ``bank`` operand shape
     rd_data : In(result_layout(config))
         The entry read at the last edge with ``rd_en``; holds while ``rd_en`` is low.
+    mv_en : Out(1)
+        Write the requantized ``rd_data`` into activation entry ``mv_addr`` at the clock edge:
+        lane ``c`` to element ``mv_elem·cols + c``, or with ``mv_transpose`` to element
+        ``c·cols + mv_elem`` (MOVE; see :func:`~sparsecim.hw.isa.requantize`).
+    mv_addr : Out(unsigned), the MOVE ``act_addr`` operand shape
+    mv_elem : Out(unsigned), the MOVE ``elem`` operand shape
+    mv_transpose : Out(1)
     """
 
     def __init__(self, config: MacroConfig):
@@ -78,14 +93,22 @@ class ControlSignature(wiring.Signature):
             "a_beat": Out(max(1, ceil_log2(config.max_act_beats))),
             "a_data": Out(act_beat_layout(config)),
             "mode": Out(range(len(config.modes))),
+            "split": Out(range(config.max_split + 1)),
+            "shift": Out(range(config.acc_bits)),
             "issue": Out(1),
             "act_addr": Out(_operand_shape(config, Opcode.COMPUTE, "act_addr")),
             "acc_addr": Out(_operand_shape(config, Opcode.COMPUTE, "acc_addr")),
             "accumulate": Out(1),
+            "part": Out(_operand_shape(config, Opcode.COMPUTE, "part")),
             "busy": In(1),
             "rd_en": Out(1),
             "rd_addr": Out(_operand_shape(config, Opcode.READ, "addr")),
+            "rd_bank": Out(_operand_shape(config, Opcode.READ, "bank")),
             "rd_data": In(result_layout(config)),
+            "mv_en": Out(1),
+            "mv_addr": Out(_operand_shape(config, Opcode.MOVE, "act_addr")),
+            "mv_elem": Out(_operand_shape(config, Opcode.MOVE, "elem")),
+            "mv_transpose": Out(1),
         })
 
 
@@ -99,10 +122,12 @@ class Macro(wiring.Component):
     Compute pass pipeline, one pass may issue per cycle. A pass issued in cycle ``t``:
 
     - ``t``: reads activation entry ``act_addr`` (synchronous read port);
-    - ``t+1``: the entry drives the sub-macros, the merging tree sums them, and the merged
-      column sums are registered; accumulator entry ``acc_addr`` is read;
-    - ``t+2``: writes that entry at the clock edge: the merged sums plus its old value if
-      ``accumulate``, else the merged sums alone, wrapped to ``acc_bits`` signed.
+    - ``t+1``: part ``part`` of the entry drives the sub-macros, the merging tree sums them in
+      ``2**split`` groups, and the group sums are registered; accumulator entry ``acc_addr``
+      is read;
+    - ``t+2``: writes bank ``j`` of that entry for every group ``j`` at the clock edge: the
+      group sum plus the bank's old value if ``accumulate``, else the sum alone, wrapped to
+      ``acc_bits`` signed. Other banks keep their contents.
 
     The last pass of a COMPUTE thus writes at the edge ending cycle ``t + COMPUTE_DRAIN``,
     as the cycle model in :mod:`~sparsecim.hw.isa` charges; ``busy`` tells the sequencer when
@@ -151,37 +176,80 @@ class Macro(wiring.Component):
             ]
 
         # Activation buffer: an entry is max_act_beats beats side by side, so beat b lane l
-        # lands on element b·act_lanes + l; a granular write port writes one beat of an entry.
-        beat_bits = act_beat_layout(cfg).size
+        # lands on element b·act_lanes + l. The write port is element-granular: LOAD_A writes
+        # one beat's elements, MOVE one accumulator entry's worth, each a mask over the entry.
+        width = cfg.act_bits
         beats = cfg.max_act_beats
+        elements = beats * cfg.act_lanes
         m.submodules.act_mem = act_mem = memory.Memory(
-            shape=beat_bits * beats, depth=cfg.act_depth, init=[])
-        act_wr = act_mem.write_port(granularity=beat_bits)
+            shape=elements * width, depth=cfg.act_depth, init=[])
+        act_wr = act_mem.write_port(granularity=width)
         act_rd = act_mem.read_port()
-        m.d.comb += [
-            act_wr.addr.eq(ctrl.a_addr),
-            act_wr.data.eq(ctrl.a_data.as_value().replicate(beats)),
-            act_wr.en.eq(Mux(ctrl.a_en, 1 << ctrl.a_beat, 0)),
-            act_rd.addr.eq(ctrl.act_addr),
-        ]
+        m.d.comb += act_rd.addr.eq(ctrl.act_addr)
+
+        rq = Signal(data.ArrayLayout(signed(width), cfg.cols))  # requantized rd_data
+        for c in range(cfg.cols):
+            m.d.comb += rq[c].eq(_requantize(cfg, ctrl.rd_data[c], ctrl.shift))
+        rq_bits = rq.as_value()
+        reps = -(-elements // cfg.cols)
+        # Straight: element e gets lane e % cols. Transpose: element e gets lane e // cols
+        # (rows of the cols × cols block), only for e < cols².
+        straight = rq_bits.replicate(reps)[:elements * width]
+        block = Cat(rq_bits[c * width:(c + 1) * width].replicate(cfg.cols)
+                    for c in range(cfg.cols))
+        transposed = block if cfg.cols * cfg.cols <= elements else block[:elements * width]
+        column = sum(1 << (c * cfg.cols) for c in range(cfg.cols)
+                     if c * cfg.cols < elements)
+        with m.If(ctrl.a_en):
+            m.d.comb += [
+                act_wr.addr.eq(ctrl.a_addr),
+                act_wr.data.eq(ctrl.a_data.as_value().replicate(beats)),
+                act_wr.en.eq(((1 << cfg.act_lanes) - 1) << (ctrl.a_beat * cfg.act_lanes)),
+            ]
+        with m.Elif(ctrl.mv_en & ~ctrl.mv_transpose):
+            m.d.comb += [
+                act_wr.addr.eq(ctrl.mv_addr),
+                act_wr.data.eq(straight),
+                act_wr.en.eq(((1 << cfg.cols) - 1) << (ctrl.mv_elem * cfg.cols)),
+            ]
+        with m.Elif(ctrl.mv_en):
+            m.d.comb += [
+                act_wr.addr.eq(ctrl.mv_addr),
+                act_wr.data.eq(transposed),
+                act_wr.en.eq(Const(column, elements) << ctrl.mv_elem),
+            ]
+
+        # Part `part` of the entry: shifted down by part × pass_inputs(mode) elements, the
+        # offset registered with the pass so that it meets the entry read in cycle t+1.
+        offset = Signal(range(elements * width + 1))
+        with m.Switch(ctrl.mode):
+            for index, pattern in enumerate(cfg.modes):
+                with m.Case(index):
+                    m.d.sync += offset.eq(ctrl.part * (cfg.pass_inputs(*pattern) * width))
         m.submodules.distribute = dist = Distribution(cfg)
-        m.d.comb += [dist.mode.eq(ctrl.mode), dist.entry.eq(act_rd.data)]
+        m.d.comb += [dist.mode.eq(ctrl.mode), dist.entry.eq(act_rd.data >> offset)]
         for index, sub in enumerate(subs):
             m.d.comb += sub.act.eq(dist.offered[index])
 
-        # Accumulator: one read and one write port for the pass pipeline, one read for READ.
+        # Accumulator: P banks side by side in each entry; one read and one write port for
+        # the pass pipeline (a write enables the banks of the groups), one read for READ/MOVE.
+        banks = cfg.submacros
+        bank_bits = result_layout(cfg).size
         m.submodules.acc_mem = acc_mem = memory.Memory(
-            shape=result_layout(cfg), depth=cfg.acc_depth, init=[])
-        acc_wr = acc_mem.write_port()
+            shape=data.ArrayLayout(result_layout(cfg), banks), depth=cfg.acc_depth, init=[])
+        acc_wr = acc_mem.write_port(granularity=1)  # one bank (array element) per enable bit
         acc_rd = acc_mem.read_port()
         out_rd = acc_mem.read_port()
+        out_bank = Signal.like(ctrl.rd_bank)
+        with m.If(ctrl.rd_en):
+            m.d.sync += out_bank.eq(ctrl.rd_bank)
         m.d.comb += [
             out_rd.en.eq(ctrl.rd_en),
             out_rd.addr.eq(ctrl.rd_addr),
-            ctrl.rd_data.eq(out_rd.data),
+            ctrl.rd_data.eq(out_rd.data.as_value().word_select(out_bank, bank_bits)),
         ]
 
-        # Stage 1 (cycle t+1): activations arrive; merged sums are registered at its end.
+        # Stage 1 (cycle t+1): activations arrive; group sums are registered at its end.
         s1_valid = Signal()
         s1_acc_addr = Signal.like(ctrl.acc_addr)
         s1_accumulate = Signal()
@@ -190,29 +258,45 @@ class Macro(wiring.Component):
             s1_acc_addr.eq(ctrl.acc_addr),
             s1_accumulate.eq(ctrl.accumulate),
         ]
-        m.d.comb += acc_rd.addr.eq(s1_acc_addr)
+        m.d.comb += [acc_rd.addr.eq(s1_acc_addr), merge.split.eq(ctrl.split)]
 
-        # Stage 2 (cycle t+2): read-modify-write of the accumulator entry.
+        # Stage 2 (cycle t+2): read-modify-write of the accumulator entry's group banks.
         s2_valid = Signal()
         s2_acc_addr = Signal.like(ctrl.acc_addr)
         s2_accumulate = Signal()
-        merged = Signal.like(merge.merged, reset_less=True)
+        groups = Signal.like(merge.groups, reset_less=True)
         m.d.sync += [
             s2_valid.eq(s1_valid),
             s2_acc_addr.eq(s1_acc_addr),
             s2_accumulate.eq(s1_accumulate),
-            merged.eq(merge.merged),
+            groups.eq(merge.groups),
         ]
         # No forwarding from stage 2 to the stage-1 read: this assumes that passes in flight
         # together write distinct entries. The sequencer guarantees it: the passes of one
         # COMPUTE use increasing distinct acc addresses, and it drains (waits for ~busy)
         # before fetching the next command.
-        m.d.comb += [acc_wr.addr.eq(s2_acc_addr), acc_wr.en.eq(s2_valid)]
-        for c in range(cfg.cols):
-            old = Mux(s2_accumulate, acc_rd.data[c], 0)
-            # Assigning to an acc_bits lane is the documented two's complement wrap.
-            m.d.comb += acc_wr.data[c].eq(old + merged[c])
+        written = Signal(banks)  # banks of the 2**split groups
+        with m.Switch(ctrl.split):
+            for split in range(cfg.max_split + 1):
+                with m.Case(split):
+                    m.d.comb += written.eq((1 << 2 ** split) - 1)
+        m.d.comb += [acc_wr.addr.eq(s2_acc_addr),
+                     acc_wr.en.eq(Mux(s2_valid, written, 0))]
+        for b in range(banks):
+            for c in range(cfg.cols):
+                old = Mux(s2_accumulate, acc_rd.data[b][c], 0)
+                # Assigning to an acc_bits lane is the documented two's complement wrap.
+                m.d.comb += acc_wr.data[b][c].eq(old + groups[b][c])
 
         # A pass in stage 2 writes at this edge; only passes before it are still ahead.
         m.d.comb += ctrl.busy.eq(ctrl.issue | s1_valid)
         return m
+
+
+def _requantize(cfg: MacroConfig, value, shift):
+    """MOVE's requantization (:func:`~sparsecim.hw.isa.requantize`): round half up after an
+    arithmetic shift right by ``shift``, saturate to ``act_bits`` signed."""
+    wide = value + (Const(1, cfg.acc_bits + 1) << shift >> 1)  # + 2**(shift-1), 0 for shift 0
+    shifted = wide >> shift
+    lo, hi = -(2 ** (cfg.act_bits - 1)), 2 ** (cfg.act_bits - 1) - 1
+    return Mux(shifted < lo, lo, Mux(shifted > hi, hi, shifted))

@@ -47,13 +47,14 @@ def balanced_sum(terms):
 
 
 class MergeTree(wiring.Component):
-    """Sums the column sums of all P sub-macros: a balanced adder tree over P per column.
+    """Sums the column sums of the P sub-macros: a balanced adder tree over P per column, with
+    a configurable grouping.
 
-    Combinational. Only the "sum all" grouping (dense and N:M modes) exists. The tree is built
-    level by level with :func:`tree_levels`, so level ``k`` already holds the sums of aligned
-    groups of ``2**k`` sub-macros; a grouping option (sub-macros kept apart in groups, for
-    block-diagonal layers) is a selection among those levels and can be added without changing
-    the "sum all" result.
+    Combinational. The tree is built level by level with :func:`tree_levels`, so level ``k``
+    holds the sums of aligned groups of ``2**k`` sub-macros. ``split`` selects a level:
+    ``split = 0`` sums all P (dense and N:M), ``split = s`` keeps ``2**s`` groups of
+    ``P / 2**s`` sub-macros apart (block-diagonal layers, whose independent blocks run on
+    different sub-macros in the same pass).
 
     Parameters
     ----------
@@ -65,8 +66,14 @@ class MergeTree(wiring.Component):
     sums : In(ArrayLayout(column, config.submacros))
         ``sums[s][c]``: column ``c`` of sub-macro ``s``, where ``column`` is
         ``ArrayLayout(signed(config.column_sum_bits), config.cols)``.
+    split : In(range(config.max_split + 1))
+        The grouping: ``2**split`` groups.
     merged : Out(ArrayLayout(signed(config.pass_sum_bits), config.cols))
-        ``merged[c] = Σ_s sums[s][c]``, exact; combinational (same cycle as ``sums``).
+        ``merged[c] = Σ_s sums[s][c]``, exact, whatever ``split``; same cycle as ``sums``.
+    groups : Out(ArrayLayout(ArrayLayout(signed(config.pass_sum_bits), config.cols),
+    config.submacros))
+        ``groups[j][c]`` = the sum over sub-macros ``j·g .. j·g + g - 1`` (``g = P / 2**split``)
+        for ``j < 2**split``, 0 for the others; same cycle as ``sums``.
     """
 
     def __init__(self, config: MacroConfig):
@@ -74,15 +81,25 @@ class MergeTree(wiring.Component):
             raise TypeError(f"config must be a MacroConfig, not {config!r}")
         self.config = config
         column = data.ArrayLayout(signed(config.column_sum_bits), config.cols)
+        merged = data.ArrayLayout(signed(config.pass_sum_bits), config.cols)
         super().__init__({
             "sums": In(data.ArrayLayout(column, config.submacros)),
-            "merged": Out(data.ArrayLayout(signed(config.pass_sum_bits), config.cols)),
+            "split": In(range(config.max_split + 1)),
+            "merged": Out(merged),
+            "groups": Out(data.ArrayLayout(merged, config.submacros)),
         })
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
+        top = cfg.max_split  # the last tree level: one value, the total
         for c in range(cfg.cols):
             levels = tree_levels(self.sums[s][c] for s in range(cfg.submacros))
             m.d.comb += self.merged[c].eq(levels[-1][0])
+            with m.Switch(self.split):
+                for split in range(top + 1):
+                    with m.Case(split):
+                        # 2**split groups: tree level top - split.
+                        for j, value in enumerate(levels[top - split]):
+                            m.d.comb += self.groups[j][c].eq(value)
         return m

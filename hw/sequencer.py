@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -75,10 +75,14 @@ class Sequencer(wiring.Component):
     - READ: ``result.valid`` high with entry ``addr + k``; a cycle with ``result.ready``
       (*read*) sends it, one without is a *stall*. The READ's fetch cycle already reads entry
       ``addr`` so that beats stream one per cycle.
+    - MOVE: ``count`` cycles (*load*), each writing one requantized accumulator entry into the
+      activation buffer; like READ, the fetch cycle already reads the first entry.
     - HALT: ``status.done`` high; no stream is ready or valid; counters stop. Only ``rst``
       leaves it.
 
-    ``rst`` returns to FETCH with mode DENSE (index 0), error NONE and counters zero.
+    ``rst`` returns to FETCH with mode DENSE (index 0), split 0, shift 0, error NONE and
+    counters zero. COMPUTE also checks that its ``part`` exists in the current pattern
+    (``ADDRESS_RANGE`` otherwise, :func:`~sparsecim.hw.isa.part_fits`).
 
     Parameters
     ----------
@@ -116,11 +120,14 @@ class Sequencer(wiring.Component):
 
         current = Signal(command_layout(cfg))  # the command being executed
         cur = current.args
-        step = Signal(range(max(cfg.weight_rows, cfg.act_depth, cfg.acc_depth) + 1))
+        step = Signal(range(max(cfg.weight_rows, cfg.act_depth, cfg.acc_depth, cfg.cols) + 1))
         beat = Signal.like(ctrl.a_beat)        # beat within the LOAD_A entry `step`
         mode = Signal.like(ctrl.mode)          # index into cfg.modes; 0 (dense) after reset
+        split = Signal.like(ctrl.split)
+        shift = Signal.like(ctrl.shift)
         error = Signal(ErrorCode)
-        m.d.comb += [status.error.eq(error), ctrl.mode.eq(mode)]
+        m.d.comb += [status.error.eq(error), ctrl.mode.eq(mode), ctrl.split.eq(split),
+                     ctrl.shift.eq(shift)]
 
         # Checks of the offered command, in the order of isa.check().
         defined = Cat(opcode == op for op in Opcode).any()
@@ -130,14 +137,20 @@ class Sequencer(wiring.Component):
         mode_next = Signal.like(mode)
         for index, (n, m_) in enumerate(cfg.modes):
             kind = Mode.DENSE if index == 0 else Mode.NM
-            with m.If((conf.mode == kind) & (conf.n == n) & (conf.m == m_)):
+            # Grouping (split > 0) only in dense; split and shift within their ranges.
+            fields_ok = ((conf.split <= (cfg.max_split if index == 0 else 0))
+                         & (conf.shift < cfg.acc_bits))
+            with m.If((conf.mode == kind) & (conf.n == n) & (conf.m == m_) & fields_ok):
                 m.d.comb += [mode_ok.eq(1), mode_next.eq(index)]
+        # Parts of an entry in the current pattern, for COMPUTE's `part` check.
+        parts = Signal(range(cfg.max_parts + 1))
         # Beats per activation entry in the current pattern.
         last_beat = Signal.like(beat)
         with m.Switch(mode):
             for index, pattern in enumerate(cfg.modes):
                 with m.Case(index):
-                    m.d.comb += last_beat.eq(cfg.act_beats(*pattern) - 1)
+                    m.d.comb += [last_beat.eq(cfg.act_beats(*pattern) - 1),
+                                 parts.eq(cfg.max_pass_inputs // cfg.pass_inputs(*pattern))]
         zero = Signal()
         beyond = Signal()
         with m.Switch(opcode):
@@ -153,7 +166,18 @@ class Sequencer(wiring.Component):
                 a = args.compute
                 m.d.comb += [zero.eq(a.count == 0),
                              beyond.eq((a.act_addr + a.count > cfg.act_depth)
-                                       | (a.acc_addr + a.count > cfg.acc_depth))]
+                                       | (a.acc_addr + a.count > cfg.acc_depth)
+                                       | (a.part >= parts))]
+            with m.Case(Opcode.MOVE):
+                a = args.move
+                square = cfg.cols * cfg.cols <= cfg.max_pass_inputs
+                straight_beyond = ((a.act_addr + a.count > cfg.act_depth)
+                                   | ((a.elem + 1) * cfg.cols > cfg.max_pass_inputs))
+                transposed_beyond = (a.elem + a.count > cfg.cols) | (not square)
+                m.d.comb += [zero.eq(a.count == 0),
+                             beyond.eq((a.acc_addr + a.count > cfg.acc_depth)
+                                       | Mux(a.transpose, transposed_beyond,
+                                             straight_beyond))]
             with m.Case(Opcode.READ):
                 a = args.read
                 m.d.comb += [zero.eq(a.count == 0),
@@ -188,7 +212,8 @@ class Sequencer(wiring.Component):
                     with m.Else():
                         with m.Switch(opcode):
                             with m.Case(Opcode.CONFIG):
-                                m.d.sync += mode.eq(mode_next)
+                                m.d.sync += [mode.eq(mode_next), split.eq(conf.split),
+                                             shift.eq(conf.shift)]
                             with m.Case(Opcode.LOAD_W):
                                 m.next = "LOAD_W"
                             with m.Case(Opcode.LOAD_A):
@@ -197,8 +222,15 @@ class Sequencer(wiring.Component):
                                 m.next = "COMPUTE"
                             with m.Case(Opcode.READ):
                                 # Read entry `addr` now, so the first beat is valid next cycle.
-                                m.d.comb += [ctrl.rd_en.eq(1), ctrl.rd_addr.eq(args.read.addr)]
+                                m.d.comb += [ctrl.rd_en.eq(1), ctrl.rd_addr.eq(args.read.addr),
+                                             ctrl.rd_bank.eq(args.read.bank)]
                                 m.next = "READ"
+                            with m.Case(Opcode.MOVE):
+                                # Likewise: entry `acc_addr` is read during the fetch cycle.
+                                m.d.comb += [ctrl.rd_en.eq(1),
+                                             ctrl.rd_addr.eq(args.move.acc_addr),
+                                             ctrl.rd_bank.eq(args.move.bank)]
+                                m.next = "MOVE"
                             with m.Case(Opcode.END):
                                 m.next = "HALT"
 
@@ -229,6 +261,7 @@ class Sequencer(wiring.Component):
             with m.State("COMPUTE"):
                 m.d.comb += [tick["total"].eq(1), tick["compute"].eq(1),
                              ctrl.issue.eq(1), ctrl.accumulate.eq(cur.compute.accumulate),
+                             ctrl.part.eq(cur.compute.part),
                              ctrl.act_addr.eq(cur.compute.act_addr + step),
                              ctrl.acc_addr.eq(cur.compute.acc_addr + step)]
                 m.d.sync += step.eq(step + 1)
@@ -254,7 +287,23 @@ class Sequencer(wiring.Component):
                         m.next = "FETCH"
                     with m.Else():
                         m.d.comb += [ctrl.rd_en.eq(1),
-                                     ctrl.rd_addr.eq(cur.read.addr + step + 1)]
+                                     ctrl.rd_addr.eq(cur.read.addr + step + 1),
+                                     ctrl.rd_bank.eq(cur.read.bank)]
+
+            with m.State("MOVE"):
+                # One accumulator entry per cycle, counted as load: write entry `step` (read
+                # in the previous cycle) and read the next.
+                mv = cur.move
+                m.d.comb += [tick["total"].eq(1), tick["load"].eq(1),
+                             ctrl.mv_en.eq(1), ctrl.mv_transpose.eq(mv.transpose),
+                             ctrl.mv_addr.eq(Mux(mv.transpose, mv.act_addr, mv.act_addr + step)),
+                             ctrl.mv_elem.eq(Mux(mv.transpose, mv.elem + step, mv.elem))]
+                m.d.sync += step.eq(step + 1)
+                with m.If(step + 1 == mv.count):
+                    m.next = "FETCH"
+                with m.Else():
+                    m.d.comb += [ctrl.rd_en.eq(1), ctrl.rd_addr.eq(mv.acc_addr + step + 1),
+                                 ctrl.rd_bank.eq(mv.bank)]
 
             with m.State("HALT"):
                 m.d.comb += status.done.eq(1)

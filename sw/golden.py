@@ -6,8 +6,15 @@ The model keeps the macro's architectural state and applies each command as a wh
   row ``g % rows`` of sub-macro ``g // rows``);
 - activation buffer: ``act_depth`` entries of ``max_act_beats × act_lanes`` signed
   activations (LOAD_A writes the first ``act_beats(n, m)`` beats of an entry);
-- output accumulator: ``acc_depth`` entries of ``cols`` signed ``acc_bits`` values;
-- pattern ``(n, m)``: ``(1, 1)`` (dense) until a CONFIG selects another.
+- output accumulator: ``acc_depth`` entries of P banks of ``cols`` signed ``acc_bits`` values;
+- pattern ``(n, m)``: ``(1, 1)`` (dense) until a CONFIG selects another; ``split`` and
+  ``shift``: 0 until a CONFIG sets them.
+
+A dense pass with ``split = s`` sums sub-macros in ``2**s`` aligned groups and writes group
+``j`` into bank ``j`` (N:M passes always sum all into bank 0); other banks keep their values.
+COMPUTE ``part`` shifts the entry by ``part × pass_inputs(n, m)`` elements. MOVE requantizes
+accumulator entries of one bank into the activation buffer (straight, or transposed as the
+columns of a ``cols × cols`` block) with :func:`~sparsecim.hw.isa.requantize`.
 
 A pass in dense multiplies entry elements ``0 .. rows·P - 1`` with the weight rows and ignores
 the metadata. A pass in ``n:m`` gives the cell of sub-macro ``s``, row ``r``, column ``c``
@@ -33,6 +40,7 @@ LOAD_A        1 fetch + ``count × act_beats(n, m)`` load (one data beat per cyc
 COMPUTE       1 fetch + ``count`` + ``COMPUTE_DRAIN`` compute (one pass issued per cycle,
               then the pipeline drains before the next fetch)
 READ          1 fetch + ``count`` read (one result beat per cycle)
+MOVE          1 fetch + ``count`` load (one accumulator entry per cycle)
 END           1 fetch, then halt
 illegal       1 fetch (the command is checked in its fetch cycle), then halt with its
               :class:`~sparsecim.hw.isa.ErrorCode`; it consumes no data
@@ -72,7 +80,9 @@ from ..hw.isa import (
     cycles,
     data_beats,
     decode,
+    part_fits,
     pattern_of,
+    requantize,
     unpack_beats,
     unpack_weight_rows,
 )
@@ -150,15 +160,21 @@ def _decode_word(cfg, word: int, pattern: tuple[int, int]) -> _Word:
     except DecodeError as exc:
         return _Word(None, exc.code, (), 0, CycleCost(), f"<illegal: {exc}>")
     error = check(cfg, cmd)
+    if (error == ErrorCode.NONE and cmd.opcode == Opcode.COMPUTE
+            and not part_fits(cfg, cmd.part, pattern)):
+        error = ErrorCode.ADDRESS_RANGE  # the part must exist in the current pattern
     if error != ErrorCode.NONE:
         return _Word(cmd.opcode, error, (), 0, CycleCost(), str(cmd))
     op = cmd.opcode
     args = {
         Opcode.LOAD_W: lambda: (cmd.row, cmd.count),
         Opcode.LOAD_A: lambda: (cmd.addr, cmd.count),
-        Opcode.COMPUTE: lambda: (cmd.act_addr, cmd.acc_addr, cmd.count, bool(cmd.accumulate)),
-        Opcode.READ: lambda: (cmd.addr, cmd.count),
-        Opcode.CONFIG: lambda: pattern_of(cfg, cmd),
+        Opcode.COMPUTE: lambda: (cmd.act_addr, cmd.acc_addr, cmd.count, bool(cmd.accumulate),
+                                 cmd.part),
+        Opcode.READ: lambda: (cmd.addr, cmd.count, cmd.bank),
+        Opcode.MOVE: lambda: (cmd.bank, cmd.acc_addr, cmd.act_addr, cmd.elem, cmd.count,
+                              bool(cmd.transpose)),
+        Opcode.CONFIG: lambda: (pattern_of(cfg, cmd), cmd.split, cmd.shift),
     }.get(op, lambda: ())()
     return _Word(op, error, args, data_beats(cfg, cmd, pattern), cycles(cfg, cmd, pattern),
                  str(cmd))
@@ -219,7 +235,7 @@ def run_trace(trace: Trace) -> GoldenResult:
     cursor = 0
     error = ErrorCode.NONE
     halted = False
-    pattern = (1, 1)
+    pattern, split, shift = (1, 1), 0, 0
     for index, word in enumerate(words):
         key = (word, pattern)
         info = known.get(key)
@@ -238,13 +254,13 @@ def run_trace(trace: Trace) -> GoldenResult:
                 raise ValueError(f"command {index} ({info.text}) needs {need} data beats, "
                                  f"the trace has {len(data) - cursor} left")
             beats = w_beats if info.opcode == Opcode.LOAD_W else a_beats
-            plan.append((info, pattern, len(beats)))
+            plan.append((info, (pattern, split, shift), len(beats)))
             beats.extend(data[cursor:cursor + need])
             cursor += need
         else:
-            plan.append((info, pattern, 0))
+            plan.append((info, (pattern, split, shift), 0))
         if info.opcode == Opcode.CONFIG:
-            pattern = info.args
+            pattern, split, shift = info.args
 
     # Cycle model: every fetched command costs its (memoised) cost; an illegal one only its
     # fetch cycle, which _decode_word already gave it.
@@ -260,30 +276,46 @@ def run_trace(trace: Trace) -> GoldenResult:
     meta = np.zeros((cfg.weight_rows, cfg.cols), dtype=np.int64)
     entry_lanes = cfg.max_act_beats * cfg.act_lanes
     acts = np.zeros((cfg.act_depth, entry_lanes), dtype=dtype)
-    accs = np.zeros((cfg.acc_depth, cfg.cols), dtype=np.int64)
+    accs = np.zeros((cfg.acc_depth, cfg.submacros, cfg.cols), dtype=np.int64)  # entry, bank
     w_vals, m_vals = (unpack_weight_rows(cfg, w_beats) if w_beats
                       else (np.zeros((0, cfg.cols), np.int64),) * 2)
     w_vals = w_vals.astype(dtype)
     a_vals = (unpack_beats(act_beat_layout(cfg), a_beats).astype(dtype) if a_beats
               else np.zeros((0, cfg.act_lanes), dtype=dtype))
     results = []
-    for info, (n, m), first in plan:
+    for info, ((n, m), split, shift), first in plan:
         op = info.opcode
         if op == Opcode.COMPUTE:
-            act_addr, acc_addr, count, accumulate = info.args
-            entries = acts[act_addr:act_addr + count]
-            if (n, m) == (1, 1):
-                sums = entries[:, :cfg.reduction] @ weights
+            act_addr, acc_addr, count, accumulate, part = info.args
+            offset = part * cfg.pass_inputs(n, m)
+            entries = acts[act_addr:act_addr + count, offset:]
+            if (n, m) != (1, 1):
+                banks = _nm_pass_sums(cfg, n, m, entries, weights, meta)[:, None]
             else:
-                sums = _nm_pass_sums(cfg, n, m, entries, weights, meta)
+                # Each sub-macro's column sums, then summed within each of the 2**split groups.
+                per_sub = np.einsum("tsr,src->tsc",
+                                    entries[:, :cfg.reduction].reshape(count, cfg.submacros,
+                                                                       cfg.rows),
+                                    weights.reshape(cfg.submacros, cfg.rows, cfg.cols))
+                banks = per_sub.reshape(count, 2 ** split, -1, cfg.cols).sum(axis=2)
             if exact_float:
-                sums = sums.astype(np.int64)
+                banks = banks.astype(np.int64)
             rows = slice(acc_addr, acc_addr + count)
+            written = slice(0, banks.shape[1])
             if accumulate:
-                accs[rows] = wrap_signed(accs[rows] + sums, cfg.acc_bits)
+                accs[rows, written] = wrap_signed(accs[rows, written] + banks, cfg.acc_bits)
             else:
                 # A pass sum fits pass_sum_bits <= acc_bits: nothing to wrap.
-                accs[rows] = sums
+                accs[rows, written] = banks
+        elif op == Opcode.MOVE:
+            bank, acc_addr, act_addr, elem, count, transpose = info.args
+            values = requantize(cfg, accs[acc_addr:acc_addr + count, bank], shift)
+            if transpose:
+                # Entry k is column elem + k of a cols × cols block: its lane c is row c.
+                for k in range(count):
+                    acts[act_addr, elem + k:cfg.cols * cfg.cols:cfg.cols] = values[k]
+            else:
+                acts[act_addr:act_addr + count, elem * cfg.cols:(elem + 1) * cfg.cols] = values
         elif op == Opcode.LOAD_W:
             row, count = info.args
             weights[row:row + count] = w_vals[first:first + count]
@@ -296,8 +328,8 @@ def run_trace(trace: Trace) -> GoldenResult:
             block = a_vals[first:first + count * beats].reshape(count, beats * cfg.act_lanes)
             acts[addr:addr + count, :beats * cfg.act_lanes] = block
         elif op == Opcode.READ:
-            addr, count = info.args
-            results.append(accs[addr:addr + count].copy())
+            addr, count, bank = info.args
+            results.append(accs[addr:addr + count, bank].copy())
         # CONFIG: its pattern was applied in pass 1 (check() refused unsupported ones).
 
     out = np.concatenate(results) if results else np.zeros((0, cfg.cols), dtype=np.int64)

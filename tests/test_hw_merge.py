@@ -72,3 +72,35 @@ def test_tree_levels_are_balanced_and_level_k_sums_aligned_groups(count):
 def test_tree_levels_rejects_no_terms():
     with pytest.raises(ValueError, match=r"^terms must be a non-empty sequence, not \[\]$"):
         tree_levels([])
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_merge_groups_follow_the_split(name):
+    """split s: 2**s groups of P / 2**s aligned sub-macros, the rest of the outputs 0."""
+    cfg = CONFIGS[name]
+    rng = np.random.default_rng(9)
+    sums = rng.integers(-1000, 1000, size=(cfg.submacros, cfg.cols))
+    dut = MergeTree(cfg)
+    sim = Simulator(dut)
+    got = {}
+
+    async def bench(ctx):
+        for s in range(cfg.submacros):
+            for c in range(cfg.cols):
+                ctx.set(dut.sums[s][c], int(sums[s, c]))
+        for split in range(cfg.max_split + 1):
+            ctx.set(dut.split, split)
+            got[split] = [[ctx.get(dut.groups[j][c]) for c in range(cfg.cols)]
+                          for j in range(cfg.submacros)]
+            assert [ctx.get(dut.merged[c]) for c in range(cfg.cols)] == \
+                list(sums.sum(axis=0))
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert cfg.max_split == ceil_log2(cfg.submacros)
+    for split, groups in got.items():
+        size = cfg.submacros >> split
+        expected = np.zeros_like(sums)
+        for j in range(2 ** split):
+            expected[j] = sums[j * size:(j + 1) * size].sum(axis=0)
+        np.testing.assert_array_equal(groups, expected)

@@ -295,11 +295,26 @@ ERROR_CASES = {
                           ErrorCode.ADDRESS_RANGE),
     "read-range": (lambda cfg: _encoded(Opcode.READ, addr=1, count=cfg.acc_depth)(cfg),
                    ErrorCode.ADDRESS_RANGE),
+    "config-split-beyond-log2p": (_encoded(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1,
+                                           split=3), ErrorCode.ILLEGAL_MODE),
+    "config-nm-with-split": (_encoded(Opcode.CONFIG, mode=Mode.NM, n=2, m=4, split=1),
+                             ErrorCode.ILLEGAL_MODE),
+    "move-zero": (_encoded(Opcode.MOVE, bank=0, acc_addr=0, act_addr=0, elem=0, count=0,
+                           transpose=0), ErrorCode.ZERO_COUNT),
+    "move-acc-range": (lambda cfg: _encoded(Opcode.MOVE, bank=1, acc_addr=cfg.acc_depth - 1,
+                                            act_addr=0, elem=0, count=2, transpose=0)(cfg),
+                       ErrorCode.ADDRESS_RANGE),
+    "move-act-range": (lambda cfg: _encoded(Opcode.MOVE, bank=1, acc_addr=0,
+                                            act_addr=cfg.act_depth - 1, elem=0, count=2,
+                                            transpose=0)(cfg), ErrorCode.ADDRESS_RANGE),
+    "move-transpose-range": (lambda cfg: _encoded(Opcode.MOVE, bank=0, acc_addr=0, act_addr=0,
+                                                  elem=cfg.cols - 1, count=2,
+                                                  transpose=1)(cfg), ErrorCode.ADDRESS_RANGE),
 }
 
 
-def test_error_cases_cover_undefined_opcodes_5_and_6():
-    assert {"opcode-5", "opcode-6"} <= set(ERROR_CASES)
+def test_error_cases_cover_undefined_opcode_6_and_not_move():
+    assert {"opcode-6"} <= set(ERROR_CASES) and "opcode-5" not in ERROR_CASES
 
 
 def _isa_status(cfg, word):
@@ -332,6 +347,43 @@ def test_top_illegal_command_halts_under_pauses():
     assert run.done and run.error == code
     assert run.counters["fetch"] == 2 and run.counters["stall"] > 0
     assert run.counters["total"] == 2 + run.counters["stall"]
+
+
+def test_top_compute_part_beyond_the_pattern_halts_with_address_range():
+    """The part check depends on the pattern CONFIG left: part 1 exists in dense (8 parts of
+    16 on tiny) but not in 1:8 (one part of 128)."""
+    cfg = CFG
+    ok = [Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1),
+          Command(Opcode.COMPUTE, act_addr=0, acc_addr=0, count=1, accumulate=0, part=7),
+          Command(Opcode.CONFIG, mode=Mode.NM, n=1, m=8),
+          Command(Opcode.COMPUTE, act_addr=0, acc_addr=0, count=1, accumulate=0, part=1),
+          Command(Opcode.END)]
+    run = run_top(cfg, [isa.encode(cfg, c) for c in ok], [])
+    assert run.error == ErrorCode.ADDRESS_RANGE
+    assert run.counters["fetch"] == 4 and run.counters["compute"] == 1 + isa.COMPUTE_DRAIN
+
+
+@pytest.mark.parametrize("b, s, tokens, shift", [(4, 4, 3, 6), (3, 2, 5, 4)])
+def test_top_runs_a_monarch_layer_with_split_moves_and_parts(b, s, tokens, shift):
+    """Two block-diagonal factors, banks, transposing MOVEs and COMPUTE parts in one trace:
+    results equal plain numpy, counters equal the cycle model."""
+    from sparsecim.sw.golden import run_trace
+    from sparsecim.sw.schedule_monarch import monarch_reference, schedule_monarch
+
+    rng = np.random.default_rng(b * s)
+    x = random_matrix(rng, (tokens, b * s), CFG.act_bits)
+    r_blocks = random_matrix(rng, (b * s, s), CFG.weight_bits).reshape(b, s, s)
+    l_blocks = random_matrix(rng, (s * s, b), CFG.weight_bits).reshape(s, s, b)
+    schedule = schedule_monarch(CFG, x, r_blocks, l_blocks, shift)
+    run = run_top(CFG, schedule.trace.commands, schedule.trace.data, pause_seed=b,
+                  max_cycles=20000)
+    assert (run.error, run.done) == (ErrorCode.NONE, True)
+    np.testing.assert_array_equal(schedule.assemble(run.results),
+                                  monarch_reference(CFG, x, r_blocks, l_blocks, shift))
+    model = run_trace(schedule.trace).counters
+    assert {k: v for k, v in run.counters.items() if k not in ("total", "stall")} == \
+        {k: v for k, v in model.items() if k not in ("total", "stall")}
+    assert run.counters["total"] - run.counters["stall"] == model["total"]
 
 
 def _top_with_reset(cfg):
@@ -389,7 +441,7 @@ def test_sequencer_error_status_matches_isa_for_random_words():
 
 def test_sequencer_reset_clears_halt_error_and_counters_then_runs_again():
     trace, cmds, expected = gemm_program(CFG, seed=9)
-    bad = ERROR_CASES["opcode-5"][0](CFG)
+    bad = ERROR_CASES["opcode-6"][0](CFG)
     top, sync, sim = _top_with_reset(CFG)
     got = []
 

@@ -235,7 +235,6 @@ def _cmd(opcode, **fields):
 
 
 BAD = {
-    "opcode-5": (lambda: _opcode_word(CFG, 5), ErrorCode.ILLEGAL_OPCODE),
     "opcode-6": (lambda: _opcode_word(CFG, 6), ErrorCode.ILLEGAL_OPCODE),
     **{f"mode-{m}": (lambda m=m: _word_with_field(CFG, Opcode.CONFIG, "mode", m,
                                                   mode=Mode.DENSE, n=1, m=1),
@@ -341,7 +340,7 @@ def test_commands_and_data_after_end_are_ignored():
     trace = Trace(CFG)
     trace.append(Command(Opcode.END))
     _load_w(trace, np.ones((3, 4), dtype=int))
-    trace.steps.append(Step(_opcode_word(CFG, 5)))
+    trace.steps.append(Step(_opcode_word(CFG, 6)))
     result = run_trace(trace)
     assert result.halted and result.error == ErrorCode.NONE
     assert result.commands == 1 and result.counters["total"] == 1
@@ -457,3 +456,66 @@ def test_entry_written_in_one_mode_is_read_in_another_with_stale_lanes():
         for c in range(CFG.cols):
             expected[c] += weights[g, c] * entry[(s * CFG.rows + r) * 8 + meta[g, c]]
     np.testing.assert_array_equal(run_trace(trace).results, [expected])
+
+
+# Grouping, banks, MOVE, parts -----------------------------------------------------------------
+
+@pytest.mark.parametrize("split", [0, 1, 2])
+def test_split_writes_one_bank_per_group_and_keeps_the_others(split):
+    rng = np.random.default_rng(split)
+    weights = rng.integers(-128, 128, size=(CFG.weight_rows, CFG.cols))
+    acts = rng.integers(-128, 128, size=(2, CFG.reduction))
+    trace = Trace(CFG)
+    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1, split=2))
+    _load_w(trace, weights)
+    _load_a(trace, 0, acts)
+    # First fill all four banks (split 2), then overwrite with the split under test.
+    trace.append(Command(Opcode.COMPUTE, act_addr=0, acc_addr=0, count=1, accumulate=0))
+    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1, split=split))
+    trace.append(Command(Opcode.COMPUTE, act_addr=1, acc_addr=0, count=1, accumulate=1))
+    for bank in range(4):
+        trace.append(Command(Opcode.READ, addr=0, count=1, bank=bank))
+    trace.append(Command(Opcode.END))
+    per_sub = np.array([[acts[t, 4 * s:4 * s + 4] @ weights[4 * s:4 * s + 4]
+                         for s in range(4)] for t in range(2)])        # (token, sub, col)
+    expected = per_sub[0].copy()
+    size = 4 >> split
+    for j in range(2 ** split):
+        expected[j] += per_sub[1, j * size:(j + 1) * size].sum(axis=0)
+    np.testing.assert_array_equal(run_trace(trace).results, expected)
+
+
+def test_move_requantizes_straight_into_a_part_that_compute_reads():
+    """Accumulator entry -> elements 16..19 of an activation entry (elem 4), read back by a
+    COMPUTE of part 1 (elements 16..31 in dense)."""
+    rng = np.random.default_rng(12)
+    weights = rng.integers(-128, 128, size=(CFG.weight_rows, CFG.cols))
+    acts = rng.integers(-128, 128, size=(1, CFG.reduction))
+    trace = Trace(CFG)
+    trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1, shift=9))
+    _load_w(trace, weights)
+    _load_a(trace, 0, acts)
+    trace.append(Command(Opcode.COMPUTE, act_addr=0, acc_addr=3, count=1, accumulate=0))
+    trace.append(Command(Opcode.MOVE, bank=0, acc_addr=3, act_addr=5, elem=4, count=1,
+                         transpose=0))
+    trace.append(Command(Opcode.COMPUTE, act_addr=5, acc_addr=0, count=1, accumulate=0,
+                         part=1))
+    trace.append(Command(Opcode.READ, addr=0, count=1))
+    trace.append(Command(Opcode.END))
+    first = acts[0] @ weights
+    moved = np.clip((first + 256) >> 9, -128, 127)
+    part = np.zeros(16, dtype=np.int64)
+    part[:4] = moved                       # elements 16..19; 20..31 were never written (0)
+    result = run_trace(trace)
+    np.testing.assert_array_equal(result.results, [part @ weights])
+    assert result.counters["load"] == 16 + 4 + 1
+
+
+def test_compute_part_beyond_the_pattern_raises_address_range():
+    trace = Trace(CFG)
+    trace.append(Command(Opcode.CONFIG, mode=Mode.NM, n=1, m=8))   # 128 inputs: one part
+    trace.append(Command(Opcode.COMPUTE, act_addr=0, acc_addr=0, count=1, accumulate=0,
+                         part=1))
+    trace.append(Command(Opcode.END))
+    result = run_trace(trace)
+    assert (result.error, result.commands) == (ErrorCode.ADDRESS_RANGE, 2)
