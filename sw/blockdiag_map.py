@@ -1,0 +1,398 @@
+"""Mapping block-diagonal (Monarch) factors onto CIM arrays: Linear, latency- and
+capacity-optimized, as data.
+
+An array has ``rows × cols`` cells; rows are inputs (the reduction), columns outputs. A *pass*
+applies one activation vector to an array's rows and reads its columns: one cycle of the simple
+cycle model below. A block-diagonal matrix (:class:`BlockDiagonal`) has ``blocks`` blocks of
+``block_out × block_in`` (``(out, in)``, as :class:`~sparsecim.sw.monarch.MonarchFactors`
+stores them); block ``q`` maps inputs ``q·block_in ..`` to outputs ``q·block_out ..``.
+
+Units. A block that fits the array is one *unit*; a larger block is cut into units of at most
+``rows × cols`` (``ceil(block_in / rows) · ceil(block_out / cols)`` of them, edge units
+smaller), whose partial sums are added at the output. Unit slots are ``unit_in × unit_out``
+with ``unit_in = min(block_in, rows)``, ``unit_out = min(block_out, cols)``; an array has
+``kr = rows // unit_in`` row slots and ``kc = cols // unit_out`` column slots.
+
+The three mappings (the paper's names in brackets):
+
+- **Linear** (the dense baseline): the dense ``in × out`` matrix in tiles of ``rows × cols``,
+  ``ceil(in / rows) · ceil(out / cols)`` arrays, one pass each, partial sums added.
+- **Latency-optimized** [SparseMap]: ``g = min(kr, kc)`` units per array on its diagonal,
+  slot ``(p, p)``, the rest zero padding; all units of an array fire in one pass (their rows
+  and columns are disjoint, so their outputs come out separately).
+- **Capacity-optimized** [DenseMap]: all ``kr · kc`` slots filled. Unit ``e`` of an array
+  (``e = 0 .. kr·kc - 1``, units in order) lies on diagonal ``d = e // g`` at position
+  ``p = e % g``: slot ``(p, (p + d) mod kc)`` when ``kr <= kc``, else ``((p + d) mod kr, p)``
+  (for square slots, block ``(p, (p + d) mod k)``). Every row slot then holds one unit of
+  every diagonal, so units run one per pass: the pass of a unit drives only its row slot
+  (every other input zero) and reads only its column slot. The diagonal offset rotates each
+  unit's outputs by ``d`` column slots; :func:`slot_table` is the address remap that undoes
+  it (which block's outputs a column slot of a row-slot pass carries), and each
+  :class:`Placement` states its own.
+
+Cycle model (per token; ``passes`` and ``cycles`` of :class:`BlockMapping`): a pass is one
+cycle of its array; arrays run in parallel, so a matrix takes ``max`` passes over its arrays
+(Linear and latency-optimized: 1; capacity-optimized: the units of the fullest array), and the
+two factors of a Monarch layer run one after the other. ``passes`` (total array activations)
+is the cycle count when a single physical array executes every placement in turn.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["BlockDiagonal", "Placement", "Pass", "BlockMapping", "map_linear", "map_latency",
+           "map_capacity", "map_blockdiag", "execute", "slot_table", "monarch_factor_shapes",
+           "MAPPINGS"]
+
+#: The mapping names, in report order.
+MAPPINGS = ("linear", "latency", "capacity")
+
+
+def _positive_int(name: str, value) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class BlockDiagonal:
+    """The shape of a block-diagonal matrix: ``blocks`` blocks of ``block_out × block_in``.
+
+    A dense ``out × in`` matrix is ``BlockDiagonal(1, in, out)``.
+
+    Raises
+    ------
+    ValueError
+        If a field is not a positive integer, as ``"block_in must be a positive integer, not
+        0"``.
+    """
+    blocks: int
+    block_in: int
+    block_out: int
+
+    def __post_init__(self):
+        for name in ("blocks", "block_in", "block_out"):
+            object.__setattr__(self, name, _positive_int(name, getattr(self, name)))
+
+    @property
+    def in_features(self) -> int:
+        return self.blocks * self.block_in
+
+    @property
+    def out_features(self) -> int:
+        return self.blocks * self.block_out
+
+    @property
+    def nonzeros(self) -> int:
+        """Weights inside the blocks: ``blocks · block_in · block_out``."""
+        return self.blocks * self.block_in * self.block_out
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Weights ``block[out0:out1, in0:in1]`` (block-local, ``(out, in)``) of block ``block``
+    on array ``array``, input ``in0 + r`` on row ``row0 + r`` and output ``out0 + c`` on
+    column ``col0 + c``.
+
+    ``row_slot``, ``col_slot`` and ``diagonal`` locate it in the array's unit grid
+    (``diagonal`` is the capacity mapping's offset ``d``; 0 otherwise). Its outputs are
+    global outputs ``block·block_out + out0 ..``; its inputs global inputs
+    ``block·block_in + in0 ..``.
+    """
+    block: int
+    in0: int
+    in1: int
+    out0: int
+    out1: int
+    array: int
+    row0: int
+    col0: int
+    row_slot: int = 0
+    col_slot: int = 0
+    diagonal: int = 0
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One activation set on array ``array``: the placements (indices into
+    :attr:`BlockMapping.placements`) whose inputs are driven and whose columns are read."""
+    array: int
+    placements: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class BlockMapping:
+    """A block-diagonal matrix placed on arrays of ``rows × cols`` (module docstring).
+
+    Attributes
+    ----------
+    kind : str
+        ``"linear"``, ``"latency"`` or ``"capacity"``.
+    matrix : BlockDiagonal
+        What is mapped (for ``"linear"``, its dense ``in × out`` envelope is tiled).
+    rows, cols : int
+        Array geometry.
+    placements : tuple of Placement
+        Together they cover every weight inside the blocks (for ``"linear"``: of the whole
+        dense matrix) exactly once; no two on one array overlap.
+    passes : tuple of Pass
+        Per token, in execution order; every placement is in exactly one pass.
+    """
+    kind: str
+    matrix: BlockDiagonal
+    rows: int
+    cols: int
+    placements: tuple[Placement, ...]
+    passes: tuple[Pass, ...]
+
+    @property
+    def arrays(self) -> int:
+        """Arrays the mapping occupies."""
+        return 1 + max(p.array for p in self.placements)
+
+    @property
+    def cells(self) -> int:
+        """Cells of those arrays."""
+        return self.arrays * self.rows * self.cols
+
+    @property
+    def mapped_weights(self) -> int:
+        """Non-zero weights mapped: the blocks' weights (also for ``"linear"``, whose zero
+        weights outside the blocks are stored but do not count)."""
+        return self.matrix.nonzeros
+
+    @property
+    def utilization(self) -> float:
+        """``mapped_weights / cells``."""
+        return self.mapped_weights / self.cells
+
+    def weight_bytes(self, weight_bits: int = 8) -> int:
+        """Array storage the mapping occupies, padding included, at ``weight_bits`` per cell."""
+        return -(-self.cells * weight_bits // 8)
+
+    @property
+    def macs_per_token(self) -> int:
+        """Useful multiply-accumulates per token: one per mapped weight."""
+        return self.mapped_weights
+
+    @property
+    def passes_per_token(self) -> int:
+        """Array activations per token (cycles if one array ran them all)."""
+        return len(self.passes)
+
+    @property
+    def cycles_per_token(self) -> int:
+        """Cycles per token with all arrays in parallel: the most passes of any array."""
+        counts = np.bincount([p.array for p in self.passes], minlength=self.arrays)
+        return int(counts.max())
+
+
+def _units(bd: BlockDiagonal, rows: int, cols: int):
+    """Unit rectangles ``(block, in0, in1, out0, out1)`` in order, and the slot size."""
+    unit_in, unit_out = min(bd.block_in, rows), min(bd.block_out, cols)
+    units = [(q, a0, min(a0 + unit_in, bd.block_in), c0, min(c0 + unit_out, bd.block_out))
+             for q in range(bd.blocks)
+             for a0 in range(0, bd.block_in, unit_in)
+             for c0 in range(0, bd.block_out, unit_out)]
+    return units, unit_in, unit_out
+
+
+def _geometry(rows, cols):
+    return _positive_int("rows", rows), _positive_int("cols", cols)
+
+
+def map_linear(bd: BlockDiagonal, rows: int, cols: int) -> BlockMapping:
+    """The dense baseline: ``bd``'s whole ``in × out`` matrix (zeros outside the blocks
+    included) in ``rows × cols`` tiles, one array and one pass per tile. Placements name the
+    block each tile is part of only for ``bd.blocks == 1`` (a dense matrix); for more blocks
+    they use block 0 with global ranges.
+
+    Raises
+    ------
+    ValueError
+        If ``rows`` or ``cols`` is not a positive integer.
+    """
+    rows, cols = _geometry(rows, cols)
+    dense = BlockDiagonal(1, bd.in_features, bd.out_features)
+    units, _, _ = _units(dense, rows, cols)
+    placements = tuple(Placement(q, a0, a1, c0, c1, array=n, row0=0, col0=0)
+                       for n, (q, a0, a1, c0, c1) in enumerate(units))
+    passes = tuple(Pass(n, (n,)) for n in range(len(placements)))
+    return BlockMapping("linear", bd, rows, cols, placements, passes)
+
+
+def map_latency(bd: BlockDiagonal, rows: int, cols: int) -> BlockMapping:
+    """Latency-optimized [SparseMap]: ``min(kr, kc)`` units on each array's diagonal, one pass
+    per array (module docstring).
+
+    Raises
+    ------
+    ValueError
+        If ``rows`` or ``cols`` is not a positive integer.
+    """
+    rows, cols = _geometry(rows, cols)
+    units, unit_in, unit_out = _units(bd, rows, cols)
+    per_array = min(rows // unit_in, cols // unit_out)
+    placements = []
+    for n, (q, a0, a1, c0, c1) in enumerate(units):
+        p = n % per_array
+        placements.append(Placement(q, a0, a1, c0, c1, array=n // per_array,
+                                    row0=p * unit_in, col0=p * unit_out, row_slot=p,
+                                    col_slot=p))
+    arrays = -(-len(units) // per_array)
+    passes = tuple(Pass(a, tuple(range(a * per_array, min((a + 1) * per_array, len(units)))))
+                   for a in range(arrays))
+    return BlockMapping("latency", bd, rows, cols, tuple(placements), passes)
+
+
+def map_capacity(bd: BlockDiagonal, rows: int, cols: int) -> BlockMapping:
+    """Capacity-optimized [DenseMap]: ``kr · kc`` units per array on rotated diagonals, one
+    pass per unit (module docstring).
+
+    Raises
+    ------
+    ValueError
+        If ``rows`` or ``cols`` is not a positive integer.
+    """
+    rows, cols = _geometry(rows, cols)
+    units, unit_in, unit_out = _units(bd, rows, cols)
+    kr, kc = rows // unit_in, cols // unit_out
+    g, per_array = min(kr, kc), kr * kc
+    placements = []
+    for n, (q, a0, a1, c0, c1) in enumerate(units):
+        e = n % per_array
+        d, p = divmod(e, g)
+        rs, cs = (p, (p + d) % kc) if kr <= kc else ((p + d) % kr, p)
+        placements.append(Placement(q, a0, a1, c0, c1, array=n // per_array,
+                                    row0=rs * unit_in, col0=cs * unit_out, row_slot=rs,
+                                    col_slot=cs, diagonal=d))
+    passes = tuple(Pass(pl.array, (n,)) for n, pl in enumerate(placements))
+    return BlockMapping("capacity", bd, rows, cols, tuple(placements), passes)
+
+
+def map_blockdiag(kind: str, bd: BlockDiagonal, rows: int, cols: int) -> BlockMapping:
+    """:func:`map_linear`, :func:`map_latency` or :func:`map_capacity` by name.
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is not one of :data:`MAPPINGS`, as ``"kind must be one of 'linear',
+        'latency', 'capacity', not 'dense'"``.
+    """
+    mappers = {"linear": map_linear, "latency": map_latency, "capacity": map_capacity}
+    if kind not in mappers:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, MAPPINGS))}, not {kind!r}")
+    return mappers[kind](bd, rows, cols)
+
+
+def slot_table(mapping: BlockMapping) -> np.ndarray:
+    """The address remap: ``table[array, row_slot, col_slot]`` is the index of the placement
+    in that slot (``-1`` where empty). A pass that drives row slot ``rs`` of array ``a``
+    finds the outputs of placement ``table[a, rs, cs]`` on column slot ``cs``; for the
+    capacity mapping, the placement of block ``q`` on diagonal ``d`` sits at column slot
+    ``(row_slot + d) mod kc`` (``kr <= kc``), which is where the remap reads it.
+
+    Raises
+    ------
+    ValueError
+        For a ``"linear"`` mapping (one tile per array, no slots).
+    """
+    if mapping.kind == "linear":
+        raise ValueError("slot_table needs a latency or capacity mapping, not 'linear'")
+    kr = 1 + max(p.row_slot for p in mapping.placements)
+    kc = 1 + max(p.col_slot for p in mapping.placements)
+    table = np.full((mapping.arrays, kr, kc), -1, dtype=np.int64)
+    for n, p in enumerate(mapping.placements):
+        table[p.array, p.row_slot, p.col_slot] = n
+    return table
+
+
+def execute(mapping: BlockMapping, blocks, x) -> np.ndarray:
+    """Run ``mapping`` pass by pass on arrays holding ``blocks``, in plain numpy.
+
+    Each array's image is built from every placement on it; a pass drives the rows of its
+    placements with their inputs (every other row zero), multiplies the *whole* array image,
+    and adds each placement's columns into its outputs. Anything a mapping got wrong (overlap,
+    a unit leaking into another's columns) shows up in the result.
+
+    Parameters
+    ----------
+    mapping : BlockMapping
+    blocks : array_like
+        ``(blocks, block_out, block_in)`` weights of ``mapping.matrix``; a 2-D ``(out, in)``
+        matrix for a one-block matrix.
+    x : array_like
+        ``(tokens, in_features)``.
+
+    Returns
+    -------
+    ndarray
+        ``(tokens, out_features)`` in the common dtype of ``blocks`` and ``x`` (exact for
+        integers): the block-diagonal product.
+
+    Raises
+    ------
+    ValueError
+        If ``blocks`` or ``x`` has the wrong shape.
+    """
+    bd = mapping.matrix
+    blocks = np.asarray(blocks)
+    if blocks.ndim == 2:
+        blocks = blocks[None]
+    if blocks.shape != (bd.blocks, bd.block_out, bd.block_in):
+        raise ValueError(f"blocks must have shape {(bd.blocks, bd.block_out, bd.block_in)}, "
+                         f"not {blocks.shape}")
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != bd.in_features:
+        raise ValueError(f"x must have shape (tokens, {bd.in_features}), not {x.shape}")
+    dtype = np.result_type(blocks, x)
+    if mapping.kind == "linear":   # tile the dense matrix the blocks form
+        dense = np.zeros((1, bd.out_features, bd.in_features), dtype=dtype)
+        for q in range(bd.blocks):
+            dense[0, q * bd.block_out:(q + 1) * bd.block_out,
+                  q * bd.block_in:(q + 1) * bd.block_in] = blocks[q]
+        blocks, bi, bo = dense, bd.in_features, bd.out_features
+    else:
+        bi, bo = bd.block_in, bd.block_out
+    images = np.zeros((mapping.arrays, mapping.rows, mapping.cols), dtype=dtype)
+    for p in mapping.placements:
+        images[p.array, p.row0:p.row0 + p.in1 - p.in0, p.col0:p.col0 + p.out1 - p.out0] = \
+            blocks[p.block, p.out0:p.out1, p.in0:p.in1].T
+    y = np.zeros((x.shape[0], bd.out_features), dtype=dtype)
+    for ps in mapping.passes:
+        act = np.zeros((x.shape[0], mapping.rows), dtype=dtype)
+        for n in ps.placements:
+            p = mapping.placements[n]
+            act[:, p.row0:p.row0 + p.in1 - p.in0] = \
+                x[:, p.block * bi + p.in0:p.block * bi + p.in1]
+        out = act @ images[ps.array]
+        for n in ps.placements:
+            p = mapping.placements[n]
+            y[:, p.block * bo + p.out0:p.block * bo + p.out1] += \
+                out[:, p.col0:p.col0 + p.out1 - p.out0]
+    return y
+
+
+def monarch_factor_shapes(m: int, n: int, *, k: int, j: int,
+                          rank: int = 1) -> tuple[BlockDiagonal, BlockDiagonal]:
+    """The two factors of an ``(m, n)`` Monarch matrix with ``(k, j, rank)`` as block shapes:
+    ``right`` = ``k`` blocks of ``(rank·j) × (n/k)``, ``left`` = ``j`` blocks of
+    ``(m/j) × (k·rank)`` (see :mod:`~sparsecim.sw.monarch`).
+
+    Raises
+    ------
+    ValueError
+        If ``k`` does not divide ``n`` or ``j`` does not divide ``m``, as ``"k must divide
+        the 1024 inputs, not 7"``.
+    """
+    m, n = _positive_int("m", m), _positive_int("n", n)
+    k, j, rank = (_positive_int(name, v) for name, v in (("k", k), ("j", j), ("rank", rank)))
+    if n % k:
+        raise ValueError(f"k must divide the {n} inputs, not {k}")
+    if m % j:
+        raise ValueError(f"j must divide the {m} outputs, not {j}")
+    return (BlockDiagonal(k, n // k, rank * j), BlockDiagonal(j, k * rank, m // j))
