@@ -25,14 +25,14 @@ __all__ = [
     "Opcode", "Mode", "ErrorCode", "Command", "CycleCost",
     "command_layout", "args_layout", "weight_row_layout", "act_beat_layout", "result_layout",
     "counters_layout", "encode", "decode", "check", "pattern_of", "part_fits",
-    "OPTIONAL_FIELDS", "requantize",
+    "OPTIONAL_FIELDS", "requantize", "move_window",
     "data_beats", "result_beats", "cycles",
     "pack_beats", "unpack_beats", "pack_weight_rows", "unpack_weight_rows", "disassemble",
     "isa_markdown",
 ]
 
 #: Bumped whenever an encoding or a cycle cost changes; traces record it.
-ISA_VERSION = 3
+ISA_VERSION = 4
 
 #: Cycles a COMPUTE spends after issuing its last pass: one to read the activation buffer and
 #: register the merged column sums, one to read, add and write the accumulator.
@@ -131,19 +131,25 @@ _DOCS = {
         "`addr + count > acc_depth` raises ADDRESS_RANGE. `bank` defaults to 0.",
         "1 + count"),
     Opcode.MOVE: _OpDoc(
-        "`bank`, `acc_addr`, `act_addr`, `elem`, `count`, `transpose`",
+        "`bank`, `acc_addr`, `act_addr`, `elem`, `count`, `transpose`, [`lane`], [`dst`], "
+        "[`lanes`]",
         "Requantizes accumulator entries `acc_addr` .. `acc_addr+count-1` of bank `bank` and "
-        "writes them into the activation buffer, so that a layer's outputs become the next "
-        "layer's inputs on the macro. Lane `c` of entry `k` becomes element `elem·cols + c` of "
-        "activation entry `act_addr + k` (transpose 0), or element `c·cols + elem + k` of "
-        "activation entry `act_addr` (transpose 1: the entries are the columns of a "
-        "cols × cols block, written as its rows; Monarch's middle permutation). "
+        "writes a window of their lanes into the activation buffer, so that a layer's outputs "
+        "become the next layer's inputs on the macro. The window is the `n` lanes from `lane` "
+        "(`n = lanes`, or `cols` if `lanes` is 0); lane `lane + t` of entry `k` becomes "
+        "element `elem·cols + dst + t` of activation entry `act_addr + k` (transpose 0), or "
+        "element `(dst + t)·cols + elem + k` of activation entry `act_addr` (transpose 1: the "
+        "entries are columns of a cols × cols block, written as its rows; Monarch's middle "
+        "permutation). With the defaults (`lane = dst = lanes = 0`) every lane moves to the "
+        "element of its own index. A window that starts at another lane than `dst` undoes a "
+        "rotation of block outputs across the columns by address generation alone. "
         "Requantization: `clamp((v + 2**(shift-1)) >> shift)` to the signed `act_bits` range "
         "(`clamp(v)` for shift 0): round half up, saturate.",
-        "Other elements of the entries keep their contents. `count = 0` raises ZERO_COUNT. "
-        "ADDRESS_RANGE if `acc_addr + count > acc_depth`; with transpose 0 if `act_addr + "
-        "count > act_depth` or `(elem + 1) × cols > max_pass_inputs`; with transpose 1 if "
-        "`elem + count > cols` or `cols × cols > max_pass_inputs`.",
+        "Elements outside the window keep their contents. `count = 0` raises ZERO_COUNT. "
+        "ADDRESS_RANGE if `acc_addr + count > acc_depth`, `lane + n > cols` or `dst + n > "
+        "cols`; with transpose 0 if `act_addr + count > act_depth` or `(elem + 1) × cols > "
+        "max_pass_inputs`; with transpose 1 if `elem + count > cols` or `cols × cols > "
+        "max_pass_inputs`. `lane`, `dst` and `lanes` default to 0.",
         "1 + count (counted as load)"),
     Opcode.END: _OpDoc(
         "(none)",
@@ -178,7 +184,8 @@ def args_layout(cfg: MacroConfig, opcode: Opcode) -> data.StructLayout:
         Opcode.MOVE: {"bank": _addr(cfg.submacros), "acc_addr": _addr(cfg.acc_depth),
                       "act_addr": _addr(cfg.act_depth),
                       "elem": _addr(max(cfg.cols, cfg.max_pass_inputs // cfg.cols)),
-                      "count": _width(max(cfg.acc_depth, cfg.cols)), "transpose": 1},
+                      "count": _width(max(cfg.acc_depth, cfg.cols)), "transpose": 1,
+                      "lane": _addr(cfg.cols), "dst": _addr(cfg.cols), "lanes": _addr(cfg.cols)},
         Opcode.END: {},
     }[opcode]
     return data.StructLayout(fields)
@@ -227,6 +234,7 @@ OPTIONAL_FIELDS = {
     Opcode.CONFIG: {"split": 0, "shift": 0},
     Opcode.COMPUTE: {"part": 0},
     Opcode.READ: {"bank": 0},
+    Opcode.MOVE: {"lane": 0, "dst": 0, "lanes": 0},
 }
 
 
@@ -378,7 +386,9 @@ def check(cfg: MacroConfig, cmd: Command) -> ErrorCode:
     if cmd.count == 0:
         return ErrorCode.ZERO_COUNT
     if op == Opcode.MOVE:
-        beyond = cmd.acc_addr + cmd.count > cfg.acc_depth
+        _, _, lanes = move_window(cfg, cmd)
+        beyond = (cmd.acc_addr + cmd.count > cfg.acc_depth or cmd.lane + lanes > cfg.cols
+                  or cmd.dst + lanes > cfg.cols)
         if cmd.transpose:
             beyond |= (cmd.elem + cmd.count > cfg.cols
                        or cfg.cols * cfg.cols > cfg.max_pass_inputs)
@@ -396,6 +406,15 @@ def check(cfg: MacroConfig, cmd: Command) -> ErrorCode:
         if cmd.fields[field] + cmd.count > depth:
             return ErrorCode.ADDRESS_RANGE
     return ErrorCode.NONE
+
+
+def move_window(cfg: MacroConfig, cmd: Command) -> tuple[int, int, int]:
+    """``(lane, dst, n)`` of a MOVE: its ``n`` lanes from ``lane`` go to lanes from ``dst``
+    (``n`` is the ``lanes`` field, or ``cols`` when that is 0). Not range-checked; see
+    :func:`check`."""
+    if cmd.opcode != Opcode.MOVE:
+        raise ValueError(f"only MOVE has a lane window, not {cmd.opcode.name}")
+    return cmd.lane, cmd.dst, cmd.lanes or cfg.cols
 
 
 def part_fits(cfg: MacroConfig, part: int, pattern: tuple[int, int]) -> bool:

@@ -75,12 +75,16 @@ class ControlSignature(wiring.Signature):
     rd_data : In(result_layout(config))
         The entry read at the last edge with ``rd_en``; holds while ``rd_en`` is low.
     mv_en : Out(1)
-        Write the requantized ``rd_data`` into activation entry ``mv_addr`` at the clock edge:
-        lane ``c`` to element ``mv_elem·cols + c``, or with ``mv_transpose`` to element
-        ``c·cols + mv_elem`` (MOVE; see :func:`~sparsecim.hw.isa.requantize`).
+        Write a window of the requantized ``rd_data`` into activation entry ``mv_addr`` at
+        the clock edge: its ``n`` lanes from ``mv_lane`` (``n = mv_lanes``, ``cols`` for 0),
+        lane ``mv_lane + t`` to element ``mv_elem·cols + mv_dst + t``, or with
+        ``mv_transpose`` to element ``(mv_dst + t)·cols + mv_elem`` (MOVE; see
+        :func:`~sparsecim.hw.isa.requantize` and :func:`~sparsecim.hw.isa.move_window`).
+        The window must fit (``mv_lane + n <= cols``, ``mv_dst + n <= cols``).
     mv_addr : Out(unsigned), the MOVE ``act_addr`` operand shape
     mv_elem : Out(unsigned), the MOVE ``elem`` operand shape
     mv_transpose : Out(1)
+    mv_lane, mv_dst, mv_lanes : Out(unsigned), the MOVE ``lane``, ``dst``, ``lanes`` shapes
     """
 
     def __init__(self, config: MacroConfig):
@@ -109,6 +113,9 @@ class ControlSignature(wiring.Signature):
             "mv_addr": Out(_operand_shape(config, Opcode.MOVE, "act_addr")),
             "mv_elem": Out(_operand_shape(config, Opcode.MOVE, "elem")),
             "mv_transpose": Out(1),
+            "mv_lane": Out(_operand_shape(config, Opcode.MOVE, "lane")),
+            "mv_dst": Out(_operand_shape(config, Opcode.MOVE, "dst")),
+            "mv_lanes": Out(_operand_shape(config, Opcode.MOVE, "lanes")),
         })
 
 
@@ -190,7 +197,17 @@ class Macro(wiring.Component):
         rq = Signal(data.ArrayLayout(signed(width), cfg.cols))  # requantized rd_data
         for c in range(cfg.cols):
             m.d.comb += rq[c].eq(_requantize(cfg, ctrl.rd_data[c], ctrl.shift))
-        rq_bits = rq.as_value()
+        # The window: lane mv_lane + t lands on lane mv_dst + t, i.e. the lanes rotate down
+        # by (mv_lane - mv_dst) mod cols; `window` marks the destination lanes written.
+        rotate = Signal(range(cfg.cols))
+        m.d.comb += rotate.eq(Mux(ctrl.mv_lane >= ctrl.mv_dst, ctrl.mv_lane - ctrl.mv_dst,
+                                  ctrl.mv_lane + cfg.cols - ctrl.mv_dst))
+        rq_bits = Signal(cfg.cols * width)
+        m.d.comb += rq_bits.eq(Cat(rq.as_value(), rq.as_value()) >> (rotate * width))
+        n_lanes = Mux(ctrl.mv_lanes == 0, cfg.cols, ctrl.mv_lanes)
+        window = Signal(cfg.cols)
+        for c in range(cfg.cols):
+            m.d.comb += window[c].eq((c >= ctrl.mv_dst) & (c < ctrl.mv_dst + n_lanes))
         reps = -(-elements // cfg.cols)
         # Straight: element e gets lane e % cols. Transpose: element e gets lane e // cols
         # (rows of the cols × cols block), only for e < cols².
@@ -198,7 +215,7 @@ class Macro(wiring.Component):
         block = Cat(rq_bits[c * width:(c + 1) * width].replicate(cfg.cols)
                     for c in range(cfg.cols))
         transposed = block if cfg.cols * cfg.cols <= elements else block[:elements * width]
-        column = sum(1 << (c * cfg.cols) for c in range(cfg.cols)
+        column = Cat(Cat(window[c], Const(0, cfg.cols - 1)) for c in range(cfg.cols)
                      if c * cfg.cols < elements)
         with m.If(ctrl.a_en):
             m.d.comb += [
@@ -210,13 +227,13 @@ class Macro(wiring.Component):
             m.d.comb += [
                 act_wr.addr.eq(ctrl.mv_addr),
                 act_wr.data.eq(straight),
-                act_wr.en.eq(((1 << cfg.cols) - 1) << (ctrl.mv_elem * cfg.cols)),
+                act_wr.en.eq(window << (ctrl.mv_elem * cfg.cols)),
             ]
         with m.Elif(ctrl.mv_en):
             m.d.comb += [
                 act_wr.addr.eq(ctrl.mv_addr),
                 act_wr.data.eq(transposed),
-                act_wr.en.eq(Const(column, elements) << ctrl.mv_elem),
+                act_wr.en.eq(column << ctrl.mv_elem),
             ]
 
         # Part `part` of the entry: shifted down by part × pass_inputs(mode) elements, the

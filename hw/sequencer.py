@@ -174,8 +174,11 @@ class Sequencer(wiring.Component):
                 straight_beyond = ((a.act_addr + a.count > cfg.act_depth)
                                    | ((a.elem + 1) * cfg.cols > cfg.max_pass_inputs))
                 transposed_beyond = (a.elem + a.count > cfg.cols) | (not square)
+                lanes = Mux(a.lanes == 0, cfg.cols, a.lanes)   # isa.move_window
                 m.d.comb += [zero.eq(a.count == 0),
                              beyond.eq((a.acc_addr + a.count > cfg.acc_depth)
+                                       | (a.lane + lanes > cfg.cols)
+                                       | (a.dst + lanes > cfg.cols)
                                        | Mux(a.transpose, transposed_beyond,
                                              straight_beyond))]
             with m.Case(Opcode.READ):
@@ -297,7 +300,9 @@ class Sequencer(wiring.Component):
                 m.d.comb += [tick["total"].eq(1), tick["load"].eq(1),
                              ctrl.mv_en.eq(1), ctrl.mv_transpose.eq(mv.transpose),
                              ctrl.mv_addr.eq(Mux(mv.transpose, mv.act_addr, mv.act_addr + step)),
-                             ctrl.mv_elem.eq(Mux(mv.transpose, mv.elem + step, mv.elem))]
+                             ctrl.mv_elem.eq(Mux(mv.transpose, mv.elem + step, mv.elem)),
+                             ctrl.mv_lane.eq(mv.lane), ctrl.mv_dst.eq(mv.dst),
+                             ctrl.mv_lanes.eq(mv.lanes)]
                 m.d.sync += step.eq(step + 1)
                 with m.If(step + 1 == mv.count):
                     m.next = "FETCH"

@@ -13,8 +13,10 @@ The model keeps the macro's architectural state and applies each command as a wh
 A dense pass with ``split = s`` sums sub-macros in ``2**s`` aligned groups and writes group
 ``j`` into bank ``j`` (N:M passes always sum all into bank 0); other banks keep their values.
 COMPUTE ``part`` shifts the entry by ``part × pass_inputs(n, m)`` elements. MOVE requantizes
-accumulator entries of one bank into the activation buffer (straight, or transposed as the
-columns of a ``cols × cols`` block) with :func:`~sparsecim.hw.isa.requantize`.
+a lane window of accumulator entries of one bank into the activation buffer (straight, or
+transposed as the columns of a ``cols × cols`` block) with
+:func:`~sparsecim.hw.isa.requantize`; the window's lanes may start at another lane than they
+land on (:func:`~sparsecim.hw.isa.move_window`).
 
 A pass in dense multiplies entry elements ``0 .. rows·P - 1`` with the weight rows and ignores
 the metadata. A pass in ``n:m`` gives the cell of sub-macro ``s``, row ``r``, column ``c``
@@ -80,6 +82,7 @@ from ..hw.isa import (
     cycles,
     data_beats,
     decode,
+    move_window,
     part_fits,
     pattern_of,
     requantize,
@@ -173,7 +176,7 @@ def _decode_word(cfg, word: int, pattern: tuple[int, int]) -> _Word:
                                  cmd.part),
         Opcode.READ: lambda: (cmd.addr, cmd.count, cmd.bank),
         Opcode.MOVE: lambda: (cmd.bank, cmd.acc_addr, cmd.act_addr, cmd.elem, cmd.count,
-                              bool(cmd.transpose)),
+                              bool(cmd.transpose), *move_window(cfg, cmd)),
         Opcode.CONFIG: lambda: (pattern_of(cfg, cmd), cmd.split, cmd.shift),
     }.get(op, lambda: ())()
     return _Word(op, error, args, data_beats(cfg, cmd, pattern), cycles(cfg, cmd, pattern),
@@ -308,14 +311,18 @@ def run_trace(trace: Trace) -> GoldenResult:
                 # A pass sum fits pass_sum_bits <= acc_bits: nothing to wrap.
                 accs[rows, written] = banks
         elif op == Opcode.MOVE:
-            bank, acc_addr, act_addr, elem, count, transpose = info.args
-            values = requantize(cfg, accs[acc_addr:acc_addr + count, bank], shift)
+            bank, acc_addr, act_addr, elem, count, transpose, lane, dst, width = info.args
+            values = requantize(cfg, accs[acc_addr:acc_addr + count, bank, lane:lane + width],
+                                shift)
             if transpose:
-                # Entry k is column elem + k of a cols × cols block: its lane c is row c.
+                # Entry k is column elem + k of a cols × cols block: its window lane t is row
+                # dst + t.
                 for k in range(count):
-                    acts[act_addr, elem + k:cfg.cols * cfg.cols:cfg.cols] = values[k]
+                    acts[act_addr, dst * cfg.cols + elem + k:(dst + width) * cfg.cols:
+                         cfg.cols] = values[k]
             else:
-                acts[act_addr:act_addr + count, elem * cfg.cols:(elem + 1) * cfg.cols] = values
+                first = elem * cfg.cols + dst
+                acts[act_addr:act_addr + count, first:first + width] = values
         elif op == Opcode.LOAD_W:
             row, count = info.args
             weights[row:row + count] = w_vals[first:first + count]

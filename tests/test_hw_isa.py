@@ -19,6 +19,7 @@ from sparsecim.hw.isa import (
     decode,
     encode,
     isa_markdown,
+    move_window,
     pack_beats,
     pack_weight_rows,
     part_fits,
@@ -276,6 +277,10 @@ def _move(**fields):
     (_move(transpose=1, elem=3, count=1), ErrorCode.NONE),        # columns 0 .. cols-1
     (_move(transpose=1, elem=3, count=2), ErrorCode.ADDRESS_RANGE),
     (_move(transpose=1, act_addr=15, count=4), ErrorCode.NONE),   # one entry only
+    (_move(lane=1, dst=3, lanes=1), ErrorCode.NONE),              # windows of cols = 4 lanes
+    (_move(lane=3, dst=0, lanes=2), ErrorCode.ADDRESS_RANGE),
+    (_move(lane=0, dst=2, lanes=3, transpose=1), ErrorCode.ADDRESS_RANGE),
+    (_move(lane=1, lanes=0), ErrorCode.ADDRESS_RANGE),            # 0 means all 4 lanes
 ], ids=str)
 def test_move_checks(cmd, code):
     cfg = preset("tiny")
@@ -306,3 +311,19 @@ def test_optional_fields_default_to_zero():
     assert cmd.bank == 0 and cmd == Command(Opcode.READ, addr=1, count=2, bank=0)
     assert Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1).fields == {
         "mode": Mode.DENSE, "n": 1, "m": 1, "split": 0, "shift": 0}
+
+
+def test_move_window_defaults_to_every_lane():
+    cfg = preset("tiny")
+    cmd = Command(Opcode.MOVE, bank=0, acc_addr=0, act_addr=0, elem=0, count=1, transpose=0)
+    assert (cmd.lane, cmd.dst, cmd.lanes) == (0, 0, 0)
+    assert move_window(cfg, cmd) == (0, 0, 4)
+    assert move_window(cfg, _move(lane=2, dst=1, lanes=2)) == (2, 1, 2)
+    assert decode(cfg, encode(cfg, _move(lane=3, dst=2, lanes=1))) == \
+        _move(lane=3, dst=2, lanes=1)
+
+
+def test_move_window_of_another_opcode_is_refused():
+    with pytest.raises(ValueError) as exc:
+        move_window(preset("tiny"), Command(Opcode.END))
+    assert str(exc.value) == "only MOVE has a lane window, not END"

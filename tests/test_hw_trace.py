@@ -1,6 +1,6 @@
 import pytest
 from sparsecim.hw.config import preset
-from sparsecim.hw.isa import Command, Mode, Opcode, pack_weight_rows
+from sparsecim.hw.isa import ISA_VERSION, Command, Mode, Opcode, pack_weight_rows
 from sparsecim.hw.trace import Trace, TraceFormatError
 
 
@@ -27,10 +27,10 @@ def test_save_load_round_trip(tmp_path):
 def test_file_words_are_fixed_width_hex():
     lines = _small_trace().to_text().splitlines()
     assert lines[0] == "sparsecim-trace 1"
-    assert lines[1] == "isa 3"
+    assert lines[1] == f"isa {ISA_VERSION}"
     # CONFIG DENSE n=1 m=1: n at bit 5, m at bit 8. A 44-bit beat: 4 weights, then 4 3-bit
     # positions (zero), so 11 hex digits.
-    assert lines[4:8] == ["c 000120", "c 000101", "d 000fc03fe01", "d 00080070605"]
+    assert lines[4:8] == ["c 0000120", "c 0000101", "d 000fc03fe01", "d 00080070605"]
 
 
 def test_dump_shows_decoded_commands_and_lanes():
@@ -54,11 +54,11 @@ def _text_with(line_no, replacement):
 
 @pytest.mark.parametrize("line_no, replacement, message", [
     (0, "sparsecim-trace 9", "t:1: trace format version must be 1, not '9'"),
-    (1, "isa 1", "t:2: ISA version must be 3, not '1'"),
+    (1, "isa 1", f"t:2: ISA version must be {ISA_VERSION}, not '1'"),
     (5, "c 0xZZ", "t:6: '0xZZ' is not a hex word"),
     (5, "x 0101", "t:6: line must start with 'c' or 'd', not 'x'"),
     (6, "d 100000000000", "t:7: word 0x100000000000 is wider than 44 bits"),
-    (5, "c 400000", "t:6: word 0x400000 is wider than 22 bits"),
+    (5, "c 10000000", "t:6: word 0x10000000 is wider than 28 bits"),
 ], ids=["format", "isa", "hex", "kind", "wide-data", "wide-command"])
 def test_malformed_lines_are_named(line_no, replacement, message):
     with pytest.raises(TraceFormatError) as exc:
