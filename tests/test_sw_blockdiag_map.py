@@ -155,3 +155,20 @@ def test_errors():
     with pytest.raises(ValueError) as info:
         execute(mapping, np.ones((2, 3, 2)), np.ones((1, 5)))
     assert str(info.value) == "x must have shape (tokens, 4), not (1, 5)"
+
+
+@pytest.mark.parametrize("kind", MAPPINGS)
+def test_whole_monarch_layer_through_two_mapped_factors(kind):
+    """Both factors of an integer Monarch matrix executed on their mappings, with the middle
+    and output permutations as index maps, give exactly x · Mᵀ."""
+    from sparsecim.sw.monarch import monarch_dense, random_monarch
+    f = random_monarch(48, 36, k=6, j=4, rank=2, integer=3, seed=11)
+    right_bd, left_bd = monarch_factor_shapes(48, 36, k=6, j=4, rank=2)
+    assert (right_bd.blocks, right_bd.block_out, right_bd.block_in) == f.right.shape
+    assert (left_bd.blocks, left_bd.block_out, left_bd.block_in) == f.left.shape
+    x = np.random.default_rng(1).integers(-9, 10, (3, 36))
+    u = execute(map_blockdiag(kind, right_bd, 16, 16), f.right, x)
+    v = u.reshape(3, 6 * 2, 4).transpose(0, 2, 1).reshape(3, -1)      # P_mid
+    z = execute(map_blockdiag(kind, left_bd, 16, 16), f.left, v)
+    y = z.reshape(3, 4, 12).transpose(0, 2, 1).reshape(3, -1)         # P_out
+    np.testing.assert_array_equal(y, x @ monarch_dense(f).astype(np.int64).T)
