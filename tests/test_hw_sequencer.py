@@ -369,10 +369,13 @@ def test_top_compute_part_beyond_the_pattern_halts_with_address_range():
     assert run.counters["fetch"] == 4 and run.counters["compute"] == 1 + isa.COMPUTE_DRAIN
 
 
-@pytest.mark.parametrize("b, s, tokens, shift", [(4, 4, 3, 6), (3, 2, 5, 4)])
-def test_top_runs_a_monarch_layer_with_split_moves_and_parts(b, s, tokens, shift):
-    """Two block-diagonal factors, banks, transposing MOVEs and COMPUTE parts in one trace:
-    results equal plain numpy, counters equal the cycle model."""
+@pytest.mark.parametrize("mapping, b, s, tokens, shift", [
+    ("latency", 4, 4, 3, 6), ("latency", 3, 2, 5, 4), ("capacity", 2, 2, 3, 5),
+    ("capacity", 4, 2, 3, 5), ("linear", 3, 2, 3, 4)], ids=str)
+def test_top_runs_a_monarch_layer_with_split_moves_and_parts(mapping, b, s, tokens, shift):
+    """Two block-diagonal factors, banks, transposing (windowed) or straight MOVEs and
+    COMPUTE parts in one trace, in each mapping: results equal plain numpy, counters equal
+    the cycle model."""
     from sparsecim.sw.golden import run_trace
     from sparsecim.sw.schedule_monarch import monarch_reference, schedule_monarch
 
@@ -380,7 +383,7 @@ def test_top_runs_a_monarch_layer_with_split_moves_and_parts(b, s, tokens, shift
     x = random_matrix(rng, (tokens, b * s), CFG.act_bits)
     r_blocks = random_matrix(rng, (b * s, s), CFG.weight_bits).reshape(b, s, s)
     l_blocks = random_matrix(rng, (s * s, b), CFG.weight_bits).reshape(s, s, b)
-    schedule = schedule_monarch(CFG, x, r_blocks, l_blocks, shift)
+    schedule = schedule_monarch(CFG, x, r_blocks, l_blocks, shift, mapping)
     run = run_top(CFG, schedule.trace.commands, schedule.trace.data, pause_seed=b,
                   max_cycles=20000)
     assert (run.error, run.done) == (ErrorCode.NONE, True)

@@ -17,7 +17,7 @@ from sparsecim.hw.trace import Step, Trace
 from sparsecim.sw.golden import run_trace
 from sparsecim.sw.reference import matmul_reference
 from sparsecim.sw.schedule import chain, schedule_layer
-from sparsecim.sw.schedule_monarch import monarch_reference, schedule_monarch
+from sparsecim.sw.schedule_monarch import MAPPINGS, monarch_reference, schedule_monarch
 from sparsecim.tb.cli import random_gemm
 from sparsecim.tb.cosim import Pauses, run_rtl
 from sparsecim.tb.verilator import build
@@ -107,27 +107,33 @@ def test_rtl_nm_with_chunked_tokens_and_pauses(tmp_path):
     assert rtl.rtl_counters["stall"] > 0
 
 
-MONARCH = [("tiny", 4, 4, 3, 6), ("tiny", 3, 2, 5, 4), ("flexcim", 32, 32, 2, 12),
-           ("flexcim", 24, 24, 2, 11)]
+MONARCH = [("tiny", m, 4, 4, 3, 6) for m in MAPPINGS] + [
+    ("tiny", "capacity", 2, 2, 5, 5), ("tiny", "capacity", 4, 2, 3, 5),
+    ("tiny", "latency", 2, 2, 3, 5), ("tiny", "linear", 3, 2, 5, 4)] + [
+    ("flexcim", m, b, b, 2, 12) for b in (8, 16, 32) for m in MAPPINGS] + [
+    ("flexcim", "latency", 24, 24, 2, 11), ("flexcim", "capacity", 16, 8, 3, 9),
+    ("flexcim", "capacity", 8, 16, 3, 9)]
 
 
-@pytest.mark.parametrize("name, b, s, tokens, shift", MONARCH,
-                         ids=[f"{c[0]}-b{c[1]}s{c[2]}t{c[3]}" for c in MONARCH])
-def test_rtl_monarch_layer_as_one_trace(tmp_path, name, b, s, tokens, shift):
-    """Both block-diagonal factors, the requantizing transposing MOVEs between them, banks
-    and COMPUTE parts, with stream pauses: bit-exact against the golden model, which is
-    checked against plain numpy first."""
+@pytest.mark.parametrize("name, mapping, b, s, tokens, shift", MONARCH,
+                         ids=[f"{c[0]}-{c[1]}-b{c[2]}s{c[3]}" for c in MONARCH])
+def test_rtl_monarch_layer_as_one_trace(tmp_path, name, mapping, b, s, tokens, shift):
+    """Both block-diagonal factors and the requantizing MOVEs between them (transposing lane
+    windows for latency and capacity, straight for linear), banks and COMPUTE parts, with
+    stream pauses: bit-exact against the golden model, which is checked against plain numpy
+    first; RTL cycles equal the cycle model."""
     cfg = preset(name)
     rng = np.random.default_rng(b + s)
     x = rng.integers(-128, 128, (tokens, b * s))
     r_blocks = rng.integers(-128, 128, (b, s, s))
     l_blocks = rng.integers(-128, 128, (s, s, b))
-    schedule = schedule_monarch(cfg, x, r_blocks, l_blocks, shift)
+    schedule = schedule_monarch(cfg, x, r_blocks, l_blocks, shift, mapping)
     golden = run_trace(schedule.trace)
     np.testing.assert_array_equal(schedule.assemble(golden.results),
                                   monarch_reference(cfg, x, r_blocks, l_blocks, shift))
     rtl = run_rtl(schedule.trace, run_dir=tmp_path, pauses=Pauses(0.2, 0.2, 0.2), seed=b)
     _assert_passed(rtl)
+    assert rtl.result_beats == rtl.golden_result_beats == schedule.result_beats
 
 
 @pytest.mark.slow
