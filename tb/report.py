@@ -1,0 +1,290 @@
+"""Run reports: every figure per layer as JSON and CSV, and a Markdown page with PNG plots.
+
+A report is built from :class:`LayerRecord` rows (one per mapped layer, made by
+:mod:`sparsecim.tb.run`); nothing here computes a figure, it only writes them out. Plots use
+matplotlib's Agg backend (no display needed), imported only when a report is written.
+
+Files written by :func:`write_report` into the run folder:
+
+- ``layers.json``: ``{"settings": {...}, "summary": {...}, "layers": [record, ...]}``;
+- ``layers.csv``: one row per layer, the columns of :data:`CSV_COLUMNS`;
+- ``report.md``: the summary and the table, with the plots embedded;
+- ``utilization.png``, ``cycles.png``, ``patterns.png``, ``speedup.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["LayerRecord", "CSV_COLUMNS", "summarize", "write_json", "write_csv", "write_plots",
+           "write_markdown", "write_report"]
+
+
+@dataclass
+class LayerRecord:
+    """Every figure of one layer of a run.
+
+    Attributes
+    ----------
+    name : str
+        ``blocks.0.q`` for a model's linear, ``synthetic.0`` for a synthetic layer.
+    out_features, in_features, tokens : int
+        The layer ``y = x @ w.T`` with ``w`` of shape ``(out_features, in_features)``.
+    sparsify : str
+        The sparsify method (``dense``, ``magnitude``, ``wanda``, ...).
+    pattern : str
+        The layer's N:M pattern (``dense`` or ``n:m``).
+    mapping : str
+        The mapping it runs with (``linear``, ``nm``, ...).
+    arrays, k_tiles, n_tiles : int
+        Array fills per token and the tiling.
+    utilization, dense_utilization : float
+        Mapped weights over array cells of this mapping and of the dense (linear) mapping.
+    weight_bytes, meta_bytes : int
+        Kept weight values and their N:M position metadata.
+    macs : int
+        Multiply-accumulates of all tokens with the kept weights.
+    model_cycles : int
+        Cycles from the cycle model for the trace that ran.
+    model_counters : dict
+        The cycle model's split (fetch, load, compute, read, stall, total).
+    dense_cycles : int
+        Cycle-model cycles of the same layer mapped dense (the baseline of ``speedup``).
+    ideal_cycles : int
+        Cycles with every cell busy every cycle.
+    golden_match : bool
+        The golden model's outputs equal the plain integer matmul of the quantized operands.
+    rel_error : float or None
+        ``||y - y_float|| / ||y_float||`` of the dequantized output against the float layer
+        before sparsity and quantization (None for integer-only layers).
+    rtl_cycles : int or None
+        Cycles the RTL counted (``total`` minus ``stall``), where the layer ran on Verilator.
+    rtl_match : bool or None
+        Outputs and counters of the RTL equal the golden model's and the cycle model's.
+    rtl_dir : str or None
+        The RTL run's folder.
+    """
+    name: str
+    out_features: int
+    in_features: int
+    tokens: int
+    sparsify: str
+    pattern: str
+    mapping: str
+    arrays: int
+    k_tiles: int
+    n_tiles: int
+    utilization: float
+    dense_utilization: float
+    weight_bytes: int
+    meta_bytes: int
+    macs: int
+    model_cycles: int
+    model_counters: dict
+    dense_cycles: int
+    ideal_cycles: int
+    golden_match: bool
+    rel_error: float | None = None
+    rtl_cycles: int | None = None
+    rtl_match: bool | None = None
+    rtl_dir: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> float:
+        """Dense cycles over this layer's cycles (both from the cycle model)."""
+        return self.dense_cycles / self.model_cycles
+
+    def as_dict(self) -> dict:
+        """The record as plain JSON values, ``speedup`` included."""
+        return asdict(self) | {"speedup": self.speedup}
+
+
+#: Columns of ``layers.csv``, in order.
+CSV_COLUMNS = ("name", "out_features", "in_features", "tokens", "sparsify", "pattern",
+               "mapping", "arrays", "k_tiles", "n_tiles", "utilization", "dense_utilization",
+               "weight_bytes", "meta_bytes", "macs", "model_cycles", "dense_cycles", "speedup",
+               "ideal_cycles", "golden_match", "rel_error", "rtl_cycles", "rtl_match")
+
+
+def summarize(records: list[LayerRecord]) -> dict:
+    """Totals over the layers: cycles (model, dense), speedup, MACs, bytes, matches.
+
+    ``passed`` is true when every golden check and every RTL run that happened matched.
+
+    Raises
+    ------
+    ValueError
+        If ``records`` is empty.
+    """
+    if not records:
+        raise ValueError("records must not be empty")
+    model = sum(r.model_cycles for r in records)
+    dense = sum(r.dense_cycles for r in records)
+    rtl = [r for r in records if r.rtl_match is not None]
+    return {
+        "layers": len(records),
+        "model_cycles": model,
+        "dense_cycles": dense,
+        "speedup": dense / model,
+        "macs": sum(r.macs for r in records),
+        "weight_bytes": sum(r.weight_bytes for r in records),
+        "meta_bytes": sum(r.meta_bytes for r in records),
+        "arrays": sum(r.arrays for r in records),
+        "golden_matches": sum(r.golden_match for r in records),
+        "rtl_layers": len(rtl),
+        "rtl_matches": sum(bool(r.rtl_match) for r in rtl),
+        "passed": all(r.golden_match for r in records) and all(r.rtl_match for r in rtl),
+    }
+
+
+def _cell(value):
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def write_json(records: list[LayerRecord], path: str | Path, settings: dict | None = None) -> Path:
+    """Write ``layers.json`` (settings, summary, every record); return its path."""
+    path = Path(path)
+    path.write_text(json.dumps({"settings": settings or {}, "summary": summarize(records),
+                                "layers": [r.as_dict() for r in records]}, indent=1) + "\n")
+    return path
+
+
+def write_csv(records: list[LayerRecord], path: str | Path) -> Path:
+    """Write one row per layer with :data:`CSV_COLUMNS` (booleans as yes/no); return its path."""
+    path = Path(path)
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        for record in records:
+            row = record.as_dict()
+            writer.writerow([_cell(row[c]) for c in CSV_COLUMNS])
+    return path
+
+
+def write_plots(records: list[LayerRecord], folder: str | Path) -> dict[str, Path]:
+    """Draw the four PNG plots into ``folder``; return ``{name: path}``.
+
+    ``utilization``: per layer, this mapping beside the dense one. ``cycles``: per layer, the
+    cycle model for this mapping and dense, and the RTL's count where it ran (a marker).
+    ``patterns``: the kept fraction n/m per layer, labelled with the pattern. ``speedup``:
+    dense cycles over this mapping's, per layer.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    folder = Path(folder)
+    names = [r.name for r in records]
+    x = np.arange(len(records))
+    width = max(6.0, 0.45 * len(records) + 2.0)
+    paths = {}
+
+    def finish(fig, ax, name, ylabel, title):
+        ax.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        path = folder / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths[name] = path
+
+    fig, ax = plt.subplots(figsize=(width, 4))
+    mapping = records[0].mapping if len({r.mapping for r in records}) == 1 else "mapping"
+    ax.bar(x - 0.2, [100 * r.utilization for r in records], 0.4, label=mapping)
+    ax.bar(x + 0.2, [100 * r.dense_utilization for r in records], 0.4, label="linear (dense)")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8)
+    finish(fig, ax, "utilization", "utilization (%)", "Array utilization per layer")
+
+    fig, ax = plt.subplots(figsize=(width, 4))
+    ax.bar(x - 0.2, [r.model_cycles for r in records], 0.4, label="cycle model")
+    ax.bar(x + 0.2, [r.dense_cycles for r in records], 0.4, label="dense (cycle model)")
+    rtl = [(i, r.rtl_cycles) for i, r in enumerate(records) if r.rtl_cycles is not None]
+    if rtl:
+        ax.plot([i - 0.2 for i, _ in rtl], [c for _, c in rtl], "k*", markersize=10,
+                label="RTL (Verilator)")
+    ax.legend(fontsize=8)
+    finish(fig, ax, "cycles", "cycles", "Cycles per layer")
+
+    fig, ax = plt.subplots(figsize=(width, 4))
+    density = []
+    for r in records:
+        n, m = (1, 1) if r.pattern == "dense" else (int(v) for v in r.pattern.split(":"))
+        density.append(n / m)
+    bars = ax.bar(x, density)
+    for bar, r in zip(bars, records, strict=True):
+        ax.annotate(r.pattern, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=7)
+    ax.set_ylim(0, 1.15)
+    finish(fig, ax, "patterns", "kept weights n/m", "N:M pattern per layer")
+
+    fig, ax = plt.subplots(figsize=(width, 4))
+    ax.bar(x, [r.speedup for r in records])
+    ax.axhline(1.0, color="k", linewidth=0.8)
+    finish(fig, ax, "speedup", "speedup vs dense (x)", "Speedup over the dense mapping")
+    return paths
+
+
+def write_markdown(records: list[LayerRecord], path: str | Path, *, settings: dict,
+                   plots: dict[str, Path]) -> Path:
+    """Write ``report.md``: settings, summary, per-layer table, plots; return its path."""
+    path = Path(path)
+    summary = summarize(records)
+    lines = ["# sparsecim run report", "", "## Settings", ""]
+    lines += [f"- `{key}`: `{value}`" for key, value in settings.items()]
+    lines += ["", "## Summary", "",
+              f"- layers: {summary['layers']}; golden model matches the integer reference on "
+              f"{summary['golden_matches']} of them",
+              f"- RTL (Verilator) on {summary['rtl_layers']} layer(s), matching on "
+              f"{summary['rtl_matches']}",
+              f"- cycles (cycle model): {summary['model_cycles']:,}; dense: "
+              f"{summary['dense_cycles']:,}; speedup {summary['speedup']:.2f}x",
+              f"- MACs {summary['macs']:,}; weights {summary['weight_bytes']:,} B + metadata "
+              f"{summary['meta_bytes']:,} B",
+              f"- result: {'PASS' if summary['passed'] else 'FAIL'}", "", "## Layers", "",
+              "| layer | shape (out x in) | pattern | mapping | arrays | util. | weights B | "
+              "meta B | MACs | model cycles | dense cycles | speedup | RTL cycles | match |",
+              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
+              "---: | --- |"]
+    for r in records:
+        match = "yes" if r.golden_match else "NO"
+        if r.rtl_match is not None:
+            match += ", RTL " + ("yes" if r.rtl_match else "NO")
+        rtl = f"{r.rtl_cycles:,}" if r.rtl_cycles is not None else "-"
+        lines.append(f"| {r.name} | {r.out_features} x {r.in_features} | {r.pattern} | "
+                     f"{r.mapping} | {r.arrays} | {r.utilization:.1%} | {r.weight_bytes:,} | "
+                     f"{r.meta_bytes:,} | {r.macs:,} | {r.model_cycles:,} | "
+                     f"{r.dense_cycles:,} | {r.speedup:.2f}x | {rtl} | {match} |")
+    lines += ["", "## Plots", ""]
+    for name, plot in plots.items():
+        lines += [f"![{name}]({Path(plot).name})", ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def write_report(records: list[LayerRecord], folder: str | Path, *, settings: dict,
+                 plots: bool = True) -> dict[str, Path]:
+    """Write every report file into ``folder`` (created); return ``{kind: path}``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"json": write_json(records, folder / "layers.json", settings),
+             "csv": write_csv(records, folder / "layers.csv")}
+    drawn = write_plots(records, folder) if plots else {}
+    paths.update(drawn)
+    paths["markdown"] = write_markdown(records, folder / "report.md", settings=settings,
+                                       plots=drawn)
+    return paths

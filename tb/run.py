@@ -1,0 +1,621 @@
+"""``sparsecim run``: model → sparsify → map → schedule → golden → RTL (a subset) → report.
+
+A run takes the linear layers of a model (the packaged SmolLM2-135M, or synthetic shapes),
+sparsifies them (dense, or a fixed N:M by magnitude or Wanda score), quantizes them to the
+macro's INT8, maps and schedules every layer, runs every trace on the golden model (all tiles,
+checked against the plain integer matmul) and the traces of the chosen layers on Verilator
+(scoreboarded word by word and counter by counter), and writes a report
+(:mod:`sparsecim.tb.report`) and its resolved settings into the run folder.
+
+Three registries make the steps pluggable; each maps a name (the value of a setting) to a
+function, and adding an entry is all a new method needs:
+
+- :data:`MODELS` (``model``): ``loader(settings) -> list[LayerInput]``, the float weights of
+  every layer and their input activations (evaluation tokens and calibration tokens).
+- :data:`SPARSIFIERS` (``sparsify``): ``sparsifier(layers, settings, config) ->
+  list[Sparsified]``. It sees *all* layers at once, so a per-model method (FLOW choosing one
+  N:M per block under a global sparsity target) fits as well as a per-layer one. A
+  :class:`Sparsified` carries the pruned float weights, the layer's pattern, optionally a
+  preferred mapping and free-form ``extra`` data (e.g. Monarch factors).
+- :data:`MAPPINGS` (``mapping``): ``mapper(config, sparsified, layer, settings) ->
+  MappedLayer``: quantize, map, schedule; return the trace, the exact integer outputs expected
+  (level L0), how to read the result beats back and the mapping figures. ``auto`` takes the
+  sparsifier's preferred mapping, else ``nm`` for an N:M layer and ``linear`` for a dense one.
+
+The order of work and the data are fixed here; printing happens at the CLI edge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..hw.config import PRESETS, MacroConfig, preset
+from ..hw.trace import Trace
+from ..sw.golden import run_trace
+from ..sw.mapping import map_dense
+from ..sw.nm import NMPattern, activation_norms, prune_magnitude, prune_wanda
+from ..sw.quant import dequantize_matmul, quantize_acts, quantize_weights
+from ..sw.reference import matmul_reference
+from ..sw.schedule import as_pattern, ideal_cycles, predict_counters, schedule_layer
+from .report import LayerRecord, summarize, write_report
+
+__all__ = ["RunSettings", "RunError", "LayerInput", "Sparsified", "MappedLayer", "RunResult",
+           "MODELS", "SPARSIFIERS", "MAPPINGS", "load_settings", "settings_toml", "run",
+           "select_rtl_layers"]
+
+
+class RunError(ValueError):
+    """A user mistake in the settings of a run (unknown model, unsupported pattern ...)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Every setting of a run; from flags, a TOML file, or both (flags win).
+
+    Attributes
+    ----------
+    model : str
+        A key of :data:`MODELS`: ``smollm2`` (the packaged SmolLM2-135M) or ``synthetic``.
+    blocks : int
+        SmolLM2: the first ``blocks`` decoder blocks.
+    linears : tuple of str
+        SmolLM2: which linears of each block (``q k v o gate up down`` by default).
+    shapes : tuple of str
+        Synthetic: layer shapes as ``OUTxIN`` (``(out_features, in_features)``).
+    tokens : int
+        Evaluation tokens per layer: the rows of every layer's input on the macro.
+    calib_tokens : int
+        Calibration tokens for Wanda's activation norms.
+    sparsify : str
+        A key of :data:`SPARSIFIERS`: ``dense``, ``magnitude`` or ``wanda``.
+    pattern : str
+        The N:M of a fixed-pattern sparsifier (``2:4``); ignored by ``dense``.
+    mapping : str
+        ``auto`` or a key of :data:`MAPPINGS` (``linear``, ``nm``).
+    preset : str
+        The macro (a key of :data:`~sparsecim.hw.config.PRESETS`).
+    rtl_layers : str
+        Layers also run on Verilator: ``none``, ``all``, a count of the first layers (``2``)
+        or comma-separated names (``blocks.0.q,blocks.0.down``).
+    pause : float
+        Idle probability on every stream in the RTL runs, in [0, 1).
+    seed : int
+        Seeds the synthetic weights and inputs.
+    out : str
+        The run folder; by default ``build/runs/run-<model>-<sparsify>-<pattern>-<preset>``.
+    plots : bool
+        Draw the PNG plots of the report.
+    """
+    model: str = "smollm2"
+    blocks: int = 1
+    linears: tuple = ("q", "k", "v", "o", "gate", "up", "down")
+    shapes: tuple = ("576x576",)
+    tokens: int = 1
+    calib_tokens: int = 64
+    sparsify: str = "dense"
+    pattern: str = "2:4"
+    mapping: str = "auto"
+    preset: str = "flexcim"
+    rtl_layers: str = "none"
+    pause: float = 0.0
+    seed: int = 0
+    out: str = ""
+    plots: bool = True
+
+    def run_dir(self) -> Path:
+        """The run folder (``out``, or the default named after the settings)."""
+        if self.out:
+            return Path(self.out)
+        pattern = "dense" if self.sparsify == "dense" else self.pattern.replace(":", "of")
+        return Path("build/runs") / f"run-{self.model}-{self.sparsify}-{pattern}-{self.preset}"
+
+    def as_dict(self) -> dict:
+        """Plain values (tuples as lists), the run folder resolved."""
+        values = dataclasses.asdict(self)
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        values["out"] = str(self.run_dir())
+        return values
+
+
+def _fields() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(RunSettings)}
+
+
+def _coerce(name: str, value, default):
+    """``value`` as the type of the setting's ``default``; RunError naming the setting."""
+    def fail(what):
+        raise RunError(f"setting {name} must be {what}, not {value!r}")
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            fail("true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail("an integer")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail("a number")
+        return float(value)
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [v for v in re.split(r"[,\s]+", value) if v]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            fail("a list of strings")
+        return tuple(value)
+    if not isinstance(value, str):
+        fail("a string")
+    return value
+
+
+def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> RunSettings:
+    """Settings from an optional TOML file (top-level keys or a ``[run]`` table), then
+    ``overrides`` (flags given on the command line; ``None`` values are ignored).
+
+    Raises
+    ------
+    RunError
+        If the file is missing or is not valid TOML, a key is unknown, or a value has the wrong
+        type; the message names the file and the key.
+    """
+    fields = _fields()
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise RunError(f"settings file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise RunError(f"settings file {path} is not valid TOML: {exc}") from None
+        if isinstance(data.get("run"), dict):
+            data = data["run"]
+        for key, value in data.items():
+            if key not in fields:
+                raise RunError(f"settings file {path}: unknown key {key!r}; known are "
+                               f"{', '.join(fields)}")
+            values[key] = _coerce(key, value, fields[key].default)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in fields:
+            raise RunError(f"unknown setting {key!r}; known are {', '.join(fields)}")
+        values[key] = _coerce(key, value, fields[key].default)
+    settings = RunSettings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: RunSettings) -> None:
+    if s.model not in MODELS:
+        raise RunError(f"model must be one of {', '.join(MODELS)}, not {s.model!r}")
+    if s.sparsify not in SPARSIFIERS:
+        raise RunError(f"sparsify must be one of {', '.join(SPARSIFIERS)}, not {s.sparsify!r}")
+    if s.mapping != "auto" and s.mapping not in MAPPINGS:
+        raise RunError(f"mapping must be auto or one of {', '.join(MAPPINGS)}, "
+                       f"not {s.mapping!r}")
+    if s.preset not in PRESETS:
+        raise RunError(f"preset must be one of {', '.join(sorted(PRESETS))}, not {s.preset!r}")
+    for name in ("blocks", "tokens", "calib_tokens"):
+        if getattr(s, name) < 1:
+            raise RunError(f"setting {name} must be a positive integer, not {getattr(s, name)}")
+    if not 0.0 <= s.pause < 1.0:
+        raise RunError(f"setting pause must be a number in [0, 1), not {s.pause}")
+    if s.sparsify != "dense":
+        try:
+            pattern = as_pattern(s.pattern)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
+        cfg = preset(s.preset)
+        if not cfg.supports(*pattern):
+            raise RunError(f"pattern {s.pattern} is not supported by preset {s.preset}; "
+                           f"supported are dense and {cfg.pattern_names() or 'nothing else'}")
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def settings_toml(settings: RunSettings) -> str:
+    """The resolved settings as a TOML ``[run]`` table that :func:`load_settings` reads back."""
+    lines = ["# Resolved settings of this run: `sparsecim run --config settings.toml` repeats it.",
+             "[run]"]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in settings.as_dict().items()]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# The data passed between the steps
+
+
+@dataclass
+class LayerInput:
+    """A float layer ``y = x @ weight.T`` and its inputs.
+
+    Attributes
+    ----------
+    name : str
+    weight : ndarray
+        ``(out_features, in_features)`` float.
+    x : ndarray
+        ``(tokens, in_features)`` float: the evaluation tokens the macro runs.
+    calib : ndarray
+        ``(calib_tokens, in_features)`` float: calibration activations (Wanda's norms).
+    block : int or None
+        Decoder block of a model's linear (per-block methods such as FLOW group by it).
+    """
+    name: str
+    weight: np.ndarray
+    x: np.ndarray
+    calib: np.ndarray
+    block: int | None = None
+
+
+@dataclass
+class Sparsified:
+    """The outcome of sparsifying one layer.
+
+    Attributes
+    ----------
+    name : str
+    weight : ndarray
+        ``(out_features, in_features)`` float, obeying ``pattern``.
+    pattern : tuple of (int, int)
+        ``(1, 1)`` for dense.
+    method : str
+    mapping : str or None
+        The mapping this layer asks for under ``mapping = "auto"`` (None: by pattern).
+    extra : dict
+        Method-specific data for its mapping (e.g. block-diagonal factors).
+    """
+    name: str
+    weight: np.ndarray
+    pattern: tuple
+    method: str
+    mapping: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class MappedLayer:
+    """A layer ready to run: its trace and what to check its result against.
+
+    Attributes
+    ----------
+    trace : Trace
+    expected : ndarray
+        ``(tokens, out_features)`` int64: the exact integer outputs (plain matmul of the
+        quantized operands).
+    assemble : callable
+        Result beats (golden or RTL, ``(beats, cols)``) to ``(tokens, out_features)`` int64.
+    dequantize : callable or None
+        Integer outputs to float outputs (for the error against the float layer).
+    mapping : str
+    pattern : tuple
+    arrays, k_tiles, n_tiles : int
+    utilization : float
+    weight_bytes, meta_bytes, macs_per_token : int
+    ideal_cycles : int
+    """
+    trace: Trace
+    expected: np.ndarray
+    assemble: Callable
+    dequantize: Callable | None
+    mapping: str
+    pattern: tuple
+    arrays: int
+    k_tiles: int
+    n_tiles: int
+    utilization: float
+    weight_bytes: int
+    meta_bytes: int
+    macs_per_token: int
+    ideal_cycles: int
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+
+_CALIBRATION_TEXT = (
+    "The history of computing is a story of memory and arithmetic drawing closer together. "
+    "Early machines kept numbers in delay lines and drums, and every operation had to wait for "
+    "its operands to come around again. Today large language models spend most of their energy "
+    "moving weights from memory to the arithmetic units, which is why engineers build circuits "
+    "that compute inside the memory array itself. Such a macro stores the weights of a layer in "
+    "its cells, multiplies them with the incoming activations in place, and adds the products "
+    "along each column, so that only the inputs and the results travel. Sparsity helps twice: "
+    "fewer weights to store and fewer products to add, provided the hardware knows where the "
+    "remaining weights sit.")
+
+
+def _smollm_layers(s: RunSettings) -> list[LayerInput]:
+    from ..sw.smollm import LINEAR_NAMES, load_smollm2
+
+    unknown = [name for name in s.linears if name not in LINEAR_NAMES]
+    if unknown or not s.linears:
+        raise RunError(f"linears must be names from {', '.join(LINEAR_NAMES)}, "
+                       f"not {', '.join(unknown) or 'nothing'}")
+    try:
+        model = load_smollm2(num_blocks=s.blocks)
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise RunError(f"model smollm2 cannot be loaded: {exc}") from None
+    except ValueError as exc:
+        raise RunError(f"model smollm2: {exc}") from None
+    ids = model.encode(_CALIBRATION_TEXT)
+    seq = max(s.tokens, s.calib_tokens)
+    if seq > len(ids):
+        raise RunError(f"tokens and calib_tokens must be at most {len(ids)} (the built-in "
+                       f"calibration text), not {seq}")
+    hidden = model.embed(ids[:seq])
+    layers = []
+    for index in range(s.blocks):
+        hidden, inputs = model.block_linear_inputs(index, hidden)
+        for name in s.linears:
+            x = inputs[name]
+            layers.append(LayerInput(f"blocks.{index}.{name}",
+                                     np.asarray(model.blocks[index].linears[name]),
+                                     x[:s.tokens], x[:s.calib_tokens], index))
+    return layers
+
+
+def _synthetic_layers(s: RunSettings) -> list[LayerInput]:
+    rng = np.random.default_rng(s.seed)
+    layers = []
+    for index, text in enumerate(s.shapes):
+        found = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", text)
+        if not found or min(int(v) for v in found.groups()) < 1:
+            raise RunError(f"shape must be OUTxIN with positive sizes (out_features x "
+                           f"in_features), not {text!r}")
+        out_f, in_f = (int(v) for v in found.groups())
+        weight = rng.normal(0.0, 0.02, (out_f, in_f))
+        # Planted outliers: a few input channels carry much larger activations, as in LLMs.
+        gain = np.ones(in_f)
+        gain[rng.choice(in_f, size=max(1, in_f // 64), replace=False)] = 20.0
+        x = rng.normal(0.0, 1.0, (max(s.tokens, s.calib_tokens), in_f)) * gain
+        layers.append(LayerInput(f"synthetic.{index}", weight, x[:s.tokens], x[:s.calib_tokens]))
+    return layers
+
+
+#: Model loaders by name: ``loader(settings) -> list[LayerInput]``.
+MODELS: dict[str, Callable[[RunSettings], list[LayerInput]]] = {
+    "smollm2": _smollm_layers,
+    "synthetic": _synthetic_layers,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Sparsifiers
+
+
+def _dense(layers, s: RunSettings, cfg: MacroConfig) -> list[Sparsified]:
+    return [Sparsified(layer.name, layer.weight, (1, 1), "dense") for layer in layers]
+
+
+def _fixed_nm(score: str):
+    def sparsify(layers, s: RunSettings, cfg: MacroConfig) -> list[Sparsified]:
+        pattern = as_pattern(s.pattern)
+        nm = NMPattern(*pattern)
+        out = []
+        for layer in layers:
+            if score == "wanda":
+                weight = prune_wanda(layer.weight, activation_norms(layer.calib), nm)
+            else:
+                weight = prune_magnitude(layer.weight, nm)
+            out.append(Sparsified(layer.name, weight, pattern, score))
+        return out
+    return sparsify
+
+
+#: Sparsifiers by name: ``sparsifier(layers, settings, config) -> list[Sparsified]`` (one per
+#: layer, same order). FLOW and Monarch register here.
+SPARSIFIERS: dict[str, Callable] = {
+    "dense": _dense,
+    "magnitude": _fixed_nm("magnitude"),
+    "wanda": _fixed_nm("wanda"),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Mappings
+
+
+def _tiled(dense: bool):
+    def mapper(cfg: MacroConfig, layer: Sparsified, inp: LayerInput,
+               s: RunSettings) -> MappedLayer:
+        wq, w_scale = quantize_weights(layer.weight, cfg.weight_bits)
+        xq, x_scale = quantize_acts(inp.x, cfg.act_bits)
+        pattern = (1, 1) if dense else layer.pattern
+        schedule = schedule_layer(cfg, xq, wq.T, pattern)
+        mapping = schedule.mapping
+        return MappedLayer(
+            trace=schedule.trace, expected=matmul_reference(xq, wq.T),
+            assemble=schedule.assemble,
+            dequantize=lambda y: dequantize_matmul(y, x_scale, w_scale),
+            mapping="linear" if dense else "nm", pattern=pattern, arrays=mapping.arrays,
+            k_tiles=mapping.k_tiles, n_tiles=mapping.n_tiles,
+            utilization=mapping.utilization, weight_bytes=mapping.weight_bytes,
+            meta_bytes=mapping.meta_bytes, macs_per_token=mapping.macs_per_token,
+            ideal_cycles=ideal_cycles(mapping, xq.shape[0]))
+    return mapper
+
+
+#: Mappings by name: ``mapper(config, sparsified, layer, settings) -> MappedLayer``.
+#: ``linear`` tiles the weights densely (zeros included); ``nm`` uses the layer's N:M pattern
+#: on the macro's clusters. Block-diagonal (Monarch) mappings register here.
+MAPPINGS: dict[str, Callable] = {
+    "linear": _tiled(dense=True),
+    "nm": _tiled(dense=False),
+}
+
+
+def _mapping_of(s: RunSettings, layer: Sparsified) -> str:
+    if s.mapping != "auto":
+        return s.mapping
+    if layer.mapping:
+        return layer.mapping
+    return "linear" if layer.pattern == (1, 1) else "nm"
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+def select_rtl_layers(spec: str, names: list[str]) -> list[str]:
+    """The layer names a ``rtl_layers`` setting selects, in run order.
+
+    Raises
+    ------
+    RunError
+        For a name that is not a layer of the run.
+    """
+    spec = spec.strip()
+    if spec in ("", "none", "0"):
+        return []
+    if spec == "all":
+        return list(names)
+    if spec.isdigit():
+        return names[:int(spec)]
+    wanted = [v.strip() for v in spec.split(",") if v.strip()]
+    for name in wanted:
+        if name not in names:
+            raise RunError(f"rtl layer {name!r} is not a layer of this run; layers are "
+                           f"{', '.join(names)}")
+    return [name for name in names if name in wanted]
+
+
+@dataclass
+class RunResult:
+    """What a run produced.
+
+    Attributes
+    ----------
+    settings : RunSettings
+    records : list of LayerRecord
+    summary : dict
+        :func:`~sparsecim.tb.report.summarize` of the records.
+    run_dir : Path
+    files : dict
+        Report files by kind (``json``, ``csv``, ``markdown``, plot names) and ``settings``.
+    """
+    settings: RunSettings
+    records: list[LayerRecord]
+    summary: dict
+    run_dir: Path
+    files: dict
+
+    @property
+    def passed(self) -> bool:
+        return self.summary["passed"]
+
+
+def run(settings: RunSettings, *, on_step: Callable[[str, str], None] | None = None
+        ) -> RunResult:
+    """Run every step for ``settings`` and write the report into its run folder.
+
+    Parameters
+    ----------
+    settings : RunSettings
+        Validated (from :func:`load_settings`).
+    on_step : callable, optional
+        ``on_step(kind, text)`` with ``kind`` ``"begin"`` or ``"end"`` around loading the
+        model, each layer's golden run and each RTL run, and once ``"plan"`` with the number
+        of golden and RTL steps as ``text`` (for a progress bar).
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    RunError
+        For a mistake in the settings found while loading (unknown linears, shapes, RTL layer
+        names, a model that cannot be loaded, a layer the macro cannot run).
+    """
+    from .cosim import Pauses, run_rtl
+
+    def step(kind, text):
+        if on_step:
+            on_step(kind, text)
+
+    _validate(settings)
+    cfg = preset(settings.preset)
+    run_dir = settings.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    settings_path = run_dir / "settings.toml"
+    settings_path.write_text(settings_toml(settings))
+
+    step("begin", f"load {settings.model}")
+    layers = MODELS[settings.model](settings)
+    step("end", f"load {settings.model}")
+    names = [layer.name for layer in layers]
+    rtl_names = set(select_rtl_layers(settings.rtl_layers, names))
+    step("plan", str(len(layers) + len(rtl_names)))
+    sparsified = SPARSIFIERS[settings.sparsify](layers, settings, cfg)
+
+    records = []
+    for layer, sparse in zip(layers, sparsified, strict=True):
+        step("begin", f"golden {layer.name}")
+        mapper = MAPPINGS[_mapping_of(settings, sparse)]
+        try:
+            mapped = mapper(cfg, sparse, layer, settings)
+        except ValueError as exc:
+            raise RunError(f"layer {layer.name}: {exc}") from None
+        golden = run_trace(mapped.trace)
+        y = mapped.assemble(golden.results)
+        out_f, in_f = layer.weight.shape
+        tokens = layer.x.shape[0]
+        rel_error = None
+        if mapped.dequantize is not None:
+            reference = layer.x @ layer.weight.T
+            scale = float(np.linalg.norm(reference))
+            if scale > 0:
+                rel_error = float(np.linalg.norm(mapped.dequantize(y) - reference) / scale)
+        pattern = mapped.pattern
+        record = LayerRecord(
+            name=layer.name, out_features=out_f, in_features=in_f, tokens=tokens,
+            sparsify=sparse.method,
+            pattern="dense" if pattern == (1, 1) else f"{pattern[0]}:{pattern[1]}",
+            mapping=mapped.mapping, arrays=mapped.arrays, k_tiles=mapped.k_tiles,
+            n_tiles=mapped.n_tiles, utilization=mapped.utilization,
+            dense_utilization=map_dense(cfg, in_f, out_f).utilization,
+            weight_bytes=mapped.weight_bytes, meta_bytes=mapped.meta_bytes,
+            macs=mapped.macs_per_token * tokens, model_cycles=golden.counters["total"],
+            model_counters=dict(golden.counters),
+            dense_cycles=predict_counters(cfg, in_f, out_f, tokens)["total"],
+            ideal_cycles=mapped.ideal_cycles,
+            golden_match=bool(np.array_equal(y, mapped.expected)), rel_error=rel_error)
+        step("end", f"golden {layer.name}")
+        if layer.name in rtl_names:
+            step("begin", f"RTL {layer.name}")
+            pause = settings.pause
+            rtl = run_rtl(mapped.trace, run_dir=run_dir / "rtl" / layer.name,
+                          pauses=Pauses(pause, pause, pause))
+            counters = rtl.rtl_counters
+            record.rtl_cycles = int(counters["total"] - counters["stall"])
+            record.rtl_match = bool(rtl.passed)
+            record.rtl_dir = str(rtl.run_dir)
+            step("end", f"RTL {layer.name}")
+        records.append(record)
+
+    files = write_report(records, run_dir, settings=settings.as_dict(), plots=settings.plots)
+    files["settings"] = settings_path
+    return RunResult(settings, records, summarize(records), run_dir, files)
