@@ -14,7 +14,7 @@ export VERILATOR_ROOT
 BASE_PATH := $(PATH)
 export PATH = $(VERILATOR_ROOT)/bin:$(CURDIR)/$(VENV)/bin:$(BASE_PATH)
 
-.PHONY: install sim test test-fast bench verilog lint docs clean monarch fpga
+.PHONY: install sim test test-fast bench verilog lint docs clean monarch flow fpga
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m sparsecim.tb.bench
+
+# FLOW per-block N:M against uniform 2:4 and 4:8 on SmolLM2-135M (report in build/flow).
+flow: $(STAMP)
+	$(PY) -m sparsecim.sw.flow_eval --out build/flow
 
 # Monarch (block-diagonal) layers on CIM arrays vs arXiv 2510.11192, plus SmolLM2's real
 # weights projected (about 4 minutes; report in build/monarch, copy in docs/monarch_report.md).
