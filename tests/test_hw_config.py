@@ -110,7 +110,20 @@ def test_invalid_fields_are_named(field, value, message):
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(ValueError) as exc:
         preset("huge")
-    assert str(exc.value) == "preset must be one of ['flexcim', 'paper', 'tiny'], not 'huge'"
+    assert str(exc.value) == ("preset must be one of ['flexcim', 'fpga', 'paper', 'tiny'], "
+                              "not 'huge'")
+
+
+def test_fpga_preset_is_two_2x2_submacros_with_narrow_patterns():
+    """Small enough for an iCE40 UP5K: 8 cells (its 8 DSPs), m <= 4, 16-bit counters."""
+    cfg = preset("fpga")
+    assert (cfg.submacros, cfg.rows, cfg.cols, cfg.cells) == (2, 2, 2, 8)
+    assert cfg.patterns == ((1, 2), (1, 4), (2, 4))
+    assert (cfg.max_m, cfg.meta_bits, cfg.counter_bits) == (4, 2, 16)
+    # 1:4 is the widest pass: 2 rows x 2 clusters x 4 inputs.
+    assert cfg.max_pass_inputs == 16
+    assert cfg.slug == "p2r2c2-w8a8acc32-ad4od4-cnt16-nm12_14_24"
+    assert not cfg.supports(4, 8)
 
 
 def test_from_dict_rejects_unknown_fields():

@@ -1,11 +1,18 @@
 """The CLI through its installed entry point, as a user runs it."""
 
+import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sparsecim.hw.config import preset
+from sparsecim.sw.golden import run_trace
+from sparsecim.sw.nm import NMPattern, activation_norms, prune_magnitude, prune_wanda
+from sparsecim.sw.schedule import predict_counters, schedule_layer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,3 +90,315 @@ def test_workload_that_could_wrap_is_refused_without_traceback():
     assert done.returncode == 2
     assert done.stderr == ("sparsecim: error: K must be at most 131071 for 32-bit accumulators "
                            "(larger K could wrap), not 200000\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Every subcommand
+
+
+@pytest.mark.parametrize("command", ["gemm", "layer", "sim", "fpga", "run"])
+def test_every_subcommand_has_help(command):
+    done = _run(command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: sparsecim {command}")
+
+
+# --------------------------------------------------------------------------------------------
+# layer
+
+
+def _layer_files(tmp_path, w, x):
+    np.save(tmp_path / "w.npy", w)
+    np.save(tmp_path / "x.npy", x)
+    return ["layer", "--preset", "tiny", "--weights", str(tmp_path / "w.npy"),
+            "--inputs", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy")]
+
+
+def _int8(shape, seed):
+    return np.random.default_rng(seed).integers(-128, 128, shape).astype(np.int8)
+
+
+def test_layer_writes_exact_int32_outputs_and_the_model_cycles(tmp_path):
+    w, x = _int8((9, 37), 1), _int8((3, 37), 2)  # (out, in) and (tokens, in)
+    done = _run(*_layer_files(tmp_path, w, x))
+    assert done.returncode == 0, done.stderr
+    y = np.load(tmp_path / "y.npy")
+    assert y.dtype == np.int32 and y.shape == (3, 9)
+    assert np.array_equal(y, x.astype(np.int64) @ w.T.astype(np.int64))
+    # The same layer as test_gemm_golden_only_reports_figures: K 37, N 9, 3 tokens.
+    assert f"cycle model   {1 + 37 + 62 * 3 + 1} cycles" in done.stdout
+    assert "weights 9 x 37 (out_features x in_features), 3 token(s), dense" in done.stdout
+    assert done.stdout.rstrip().endswith("RESULT: PASS")
+
+
+def test_layer_runs_weights_that_obey_the_pattern_as_they_are(tmp_path):
+    w = prune_magnitude(_int8((6, 40), 3), NMPattern(2, 4))
+    x = _int8((2, 40), 4)
+    done = _run(*_layer_files(tmp_path, w, x), "--pattern", "2:4")
+    assert done.returncode == 0, done.stderr
+    assert "pruned" not in done.stdout
+    assert np.array_equal(np.load(tmp_path / "y.npy"), x.astype(np.int64) @ w.T.astype(np.int64))
+
+
+def test_layer_refuses_weights_that_break_the_pattern_naming_the_group(tmp_path):
+    w = np.zeros((2, 8), dtype=np.int8)
+    w[1, 4:7] = [1, 2, 3]
+    done = _run(*_layer_files(tmp_path, w, _int8((1, 8), 5)), "--pattern", "2:4")
+    assert done.returncode == 2
+    assert done.stderr == ("sparsecim: error: weights row 1, inputs 4..7 (group 1) have 3 "
+                           "non-zero weights; pattern 2:4 allows at most 2 (or prune them "
+                           "with --prune magnitude)\n")
+    assert not (tmp_path / "y.npy").exists()
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda"])
+def test_layer_prunes_on_request(tmp_path, method):
+    w, x = _int8((5, 24), 6), _int8((4, 24), 7)
+    done = _run(*_layer_files(tmp_path, w, x), "--pattern", "1:4", "--prune", method)
+    assert done.returncode == 0, done.stderr
+    if method == "magnitude":
+        pruned = prune_magnitude(w.astype(np.int64), NMPattern(1, 4))
+    else:
+        pruned = prune_wanda(w.astype(np.int64), activation_norms(x), NMPattern(1, 4))
+    assert f"pruned        {np.count_nonzero(w) - np.count_nonzero(pruned)} weights by " \
+           f"{method} to 1:4" in done.stdout
+    assert np.array_equal(np.load(tmp_path / "y.npy"), x.astype(np.int64) @ pruned.T)
+
+
+@pytest.mark.parametrize("w, x, message", [
+    (np.ones((2, 8), np.float32), np.ones((1, 8), np.int8),
+     "weights must have an integer dtype, not float32"),
+    (np.array([[1, 2], [200, 0]], np.int16), np.ones((1, 2), np.int8),
+     "weights[1, 0] must be in -128..127 (8-bit signed), not 200"),
+    (np.ones((2, 8), np.int8), np.full((1, 8), -129, np.int16),
+     "inputs[0, 0] must be in -128..127 (8-bit signed), not -129"),
+    (np.ones(8, np.int8), np.ones((1, 8), np.int8),
+     "weights must be a 2-D matrix, not an array of shape (8,)"),
+    (np.ones((3, 8), np.int8), np.ones((1, 5), np.int8),
+     "inputs must have 8 columns (in_features of weights (3, 8)), not 5"),
+], ids=["float", "weight-range", "input-range", "1-d", "shapes"])
+def test_layer_bad_operands_are_named(tmp_path, w, x, message):
+    done = _run(*_layer_files(tmp_path, w, x))
+    assert done.returncode == 2
+    assert done.stderr == f"sparsecim: error: {message}\n"
+
+
+def test_layer_missing_or_unreadable_files_are_named(tmp_path):
+    args = _layer_files(tmp_path, _int8((2, 4), 0), _int8((1, 4), 0))
+    missing = tmp_path / "nope.npy"
+    done = _run(*[str(missing) if a.endswith("w.npy") else a for a in args])
+    assert done.returncode == 2
+    assert done.stderr == f"sparsecim: error: weights file {missing} does not exist\n"
+    (tmp_path / "x.npy").write_text("not an array")
+    done = _run(*args)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"sparsecim: error: inputs file {tmp_path / 'x.npy'} must "
+                                  "be a .npy array, not unreadable: ")
+    assert "Traceback" not in done.stderr
+
+
+def test_layer_unsupported_pattern_is_refused(tmp_path):
+    done = _run(*_layer_files(tmp_path, _int8((2, 4), 0), _int8((1, 4), 0)),
+                "--pattern", "3:4")
+    assert done.returncode == 2
+    assert done.stderr == ("sparsecim: error: pattern 3:4 is not supported by preset tiny; "
+                           "supported are dense and 1:2, 1:4, 1:8, 2:4, 2:8, 4:8\n")
+
+
+def test_outputs_that_do_not_fit_int32_are_refused_not_truncated():
+    from sparsecim.tb import cli
+
+    cli._check_int32(np.array([[2 ** 31 - 1, -2 ** 31]]))
+    with pytest.raises(cli.UserError) as exc:
+        cli._check_int32(np.array([[0, 1], [2 ** 31, 0]]))
+    assert str(exc.value) == ("output[1, 0] must fit int32 (-2147483648..2147483647) to be "
+                              "written, not 2147483648")
+
+
+@pytest.mark.cosim
+def test_layer_rtl_matches(tmp_path):
+    w = prune_magnitude(_int8((5, 30), 8), NMPattern(2, 4))
+    done = _run(*_layer_files(tmp_path, w, _int8((2, 30), 9)), "--pattern", "2:4", "--rtl",
+                "--run-dir", str(tmp_path / "rtl"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "RTL outputs   match golden: yes" in done.stdout
+    assert ": equal" in done.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# sim
+
+
+def _saved_trace(path):
+    cfg = preset("tiny")
+    x, w = _int8((2, 20), 10), _int8((20, 6), 11)
+    schedule = schedule_layer(cfg, x, w)
+    schedule.trace.save(path)
+    return schedule
+
+
+def test_sim_runs_a_saved_trace_on_the_golden_model(tmp_path):
+    schedule = _saved_trace(tmp_path / "t.txt")
+    done = _run("sim", str(tmp_path / "t.txt"), "--results", str(tmp_path / "r.npy"))
+    assert done.returncode == 0, done.stderr
+    model = run_trace(schedule.trace)
+    assert f"cycle model   {model.counters['total']} cycles" in done.stdout
+    assert f"golden model  {schedule.result_beats} result beats, status NONE, halted" \
+        in done.stdout
+    assert np.array_equal(np.load(tmp_path / "r.npy"), model.results)
+
+
+@pytest.mark.cosim
+def test_sim_waves_writes_a_waveform_and_says_how_to_open_it(tmp_path):
+    _saved_trace(tmp_path / "t.txt")
+    done = _run("sim", str(tmp_path / "t.txt"), "--waves", "--run-dir", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    waves = [p for p in (tmp_path / "run").iterdir() if p.name.startswith("dump.")]
+    assert len(waves) == 1 and waves[0].stat().st_size > 0
+    assert f"open with: gtkwave {waves[0]}" in done.stdout
+    assert "RTL outputs   match golden: yes" in done.stdout
+
+
+@pytest.mark.parametrize("text, message", [
+    ("garbage\n", ":1: missing header line 'sparsecim-trace'"),
+    ("sparsecim-trace 9\nisa 3\nconfig {}\n", ":1: trace format version must be 1, not '9'"),
+], ids=["no-header", "version"])
+def test_sim_malformed_trace_fails_cleanly(tmp_path, text, message):
+    path = tmp_path / "bad.txt"
+    path.write_text(text)
+    done = _run("sim", str(path))
+    assert done.returncode == 2
+    assert done.stderr == f"sparsecim: error: malformed trace: {path}{message}\n"
+
+
+def test_sim_missing_trace_is_named(tmp_path):
+    done = _run("sim", str(tmp_path / "none.txt"))
+    assert done.returncode == 2
+    assert done.stderr == f"sparsecim: error: trace file {tmp_path / 'none.txt'} does not exist\n"
+
+
+# --------------------------------------------------------------------------------------------
+# run
+
+
+def _run_synthetic(tmp_path, *extra):
+    return _run("run", "--model", "synthetic", "--shapes", "8x40,6x20", "--preset", "tiny",
+                "--tokens", "2", "--calib-tokens", "8", "--out", str(tmp_path / "run"), *extra)
+
+
+def test_run_synthetic_writes_report_and_settings(tmp_path):
+    done = _run_synthetic(tmp_path, "--sparsify", "magnitude", "--pattern", "2:4",
+                          "--no-plots")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "sparsecim run: synthetic (2 layers), magnitude 2:4, mapping auto, preset tiny, " \
+           "2 token(s)" in out
+    assert "golden model  2/2 layers equal the integer matmul" in out
+    assert out.rstrip().endswith("RESULT: PASS")
+    run_dir = tmp_path / "run"
+    report = json.loads((run_dir / "layers.json").read_text())
+    assert [r["name"] for r in report["layers"]] == ["synthetic.0", "synthetic.1"]
+    assert {r["pattern"] for r in report["layers"]} == {"2:4"}
+    assert {r["mapping"] for r in report["layers"]} == {"nm"}
+    # The cycle model of each layer is what predict_counters gives for its shape.
+    cfg = preset("tiny")
+    for record, (k, n) in zip(report["layers"], [(40, 8), (20, 6)], strict=True):
+        assert record["model_cycles"] == predict_counters(cfg, k, n, 2, (2, 4))["total"]
+        assert record["dense_cycles"] == predict_counters(cfg, k, n, 2)["total"]
+    assert (run_dir / "layers.csv").read_text().startswith("name,out_features,in_features,")
+    assert (run_dir / "report.md").exists()
+    settings = tomllib.loads((run_dir / "settings.toml").read_text())["run"]
+    assert settings["sparsify"] == "magnitude" and settings["shapes"] == ["8x40", "6x20"]
+
+
+def test_run_repeats_from_its_settings_file_and_flags_override_it(tmp_path):
+    first = _run_synthetic(tmp_path, "--no-plots")
+    assert first.returncode == 0, first.stderr
+    settings = tmp_path / "run" / "settings.toml"
+    again = _run("run", "--config", str(settings), "--out", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stderr
+    a = json.loads((tmp_path / "run" / "layers.json").read_text())["layers"]
+    b = json.loads((tmp_path / "again" / "layers.json").read_text())["layers"]
+    assert a == b
+    override = _run("run", "--config", str(settings), "--out", str(tmp_path / "o"),
+                    "--sparsify", "wanda", "--pattern", "1:4")
+    assert override.returncode == 0, override.stderr
+    c = json.loads((tmp_path / "o" / "layers.json").read_text())["layers"]
+    assert {r["pattern"] for r in c} == {"1:4"} and {r["sparsify"] for r in c} == {"wanda"}
+
+
+def test_run_reads_a_run_table_from_toml(tmp_path):
+    config = tmp_path / "s.toml"
+    config.write_text('[run]\nmodel = "synthetic"\nshapes = ["4x16"]\npreset = "fpga"\n'
+                      f'tokens = 1\ncalib_tokens = 4\nplots = false\nout = "{tmp_path / "r"}"\n')
+    done = _run("run", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert "synthetic.0" in done.stdout and "preset fpga" in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "gpt5"], "model must be one of smollm2, synthetic, not 'gpt5'"),
+    (["--sparsify", "magnitude", "--pattern", "3:4"],
+     "pattern 3:4 is not supported by preset tiny; supported are dense and 1:2, 1:4, 1:8, "
+     "2:4, 2:8, 4:8"),
+    (["--sparsify", "flowers"], "sparsify must be one of dense, magnitude, wanda, not 'flowers'"),
+    (["--mapping", "zigzag"], "mapping must be auto or one of linear, nm, not 'zigzag'"),
+    (["--rtl-layers", "blocks.0.q"], "rtl layer 'blocks.0.q' is not a layer of this run; "
+                                     "layers are synthetic.0, synthetic.1"),
+    (["--shapes", "8by40"], "shape must be OUTxIN with positive sizes (out_features x "
+                            "in_features), not '8by40'"),
+], ids=["model", "pattern", "sparsify", "mapping", "rtl-layer", "shape"])
+def test_run_bad_settings_fail_cleanly(tmp_path, args, message):
+    base = ["run", "--model", "synthetic", "--shapes", "8x40,6x20", "--preset", "tiny",
+            "--out", str(tmp_path / "run"), "--no-plots"]
+    done = _run(*base, *args)
+    assert done.returncode == 2
+    assert done.stderr == f"sparsecim: error: {message}\n"
+
+
+def test_run_bad_settings_file_is_named(tmp_path):
+    config = tmp_path / "s.toml"
+    config.write_text("colour = 'blue'\n")
+    done = _run("run", "--config", str(config))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"sparsecim: error: settings file {config}: unknown key "
+                                  "'colour'; known are model, blocks, ")
+    config.write_text("tokens = 'many'\n")
+    done = _run("run", "--config", str(config))
+    assert done.stderr == "sparsecim: error: setting tokens must be an integer, not 'many'\n"
+    config.write_text("tokens = \n")
+    done = _run("run", "--config", str(config))
+    assert done.stderr.startswith(f"sparsecim: error: settings file {config} is not valid "
+                                  "TOML: ")
+    assert "Traceback" not in done.stderr
+
+
+def test_run_smollm2_block_linears_golden(tmp_path):
+    """The packaged model's real weights: block 0's k and down, one token, Wanda 2:4."""
+    done = _run("run", "--model", "smollm2", "--linears", "k,down", "--sparsify", "wanda",
+                "--pattern", "2:4", "--out", str(tmp_path / "run"), "--no-plots")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "run" / "layers.json").read_text())
+    layers = {r["name"]: r for r in report["layers"]}
+    assert list(layers) == ["blocks.0.k", "blocks.0.down"]
+    assert (layers["blocks.0.k"]["out_features"], layers["blocks.0.k"]["in_features"]) == \
+        (192, 576)
+    assert (layers["blocks.0.down"]["out_features"], layers["blocks.0.down"]["in_features"]) \
+        == (576, 1536)
+    assert all(r["golden_match"] for r in layers.values())
+    assert report["summary"]["passed"]
+
+
+@pytest.mark.cosim
+def test_run_rtl_layers_are_scoreboarded(tmp_path):
+    done = _run_synthetic(tmp_path, "--sparsify", "wanda", "--pattern", "1:2",
+                          "--rtl-layers", "1", "--pause", "0.2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "run" / "layers.json").read_text())
+    first, second = report["layers"]
+    assert first["rtl_match"] is True and first["rtl_cycles"] == first["model_cycles"]
+    assert second["rtl_match"] is None
+    assert "RTL           1/1 layer(s) bit-exact on Verilator, cycles equal to the model on 1" \
+        in done.stdout
+    for name in ("utilization", "cycles", "patterns", "speedup"):
+        assert (tmp_path / "run" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
