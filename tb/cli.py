@@ -330,7 +330,7 @@ def _cmd_fpga(args) -> int:
     cfg = preset(args.preset)
     print(f"sparsecim fpga: preset {args.preset} ({cfg.slug}), {cfg.cells} cells; figures of "
           f"sparsecim_top alone (the three-pin wrapper's cells excluded)")
-    print(f"  {'family':<7} {'device':<27} {'LUTs':>7} {'FFs':>7} {'BRAM':>5} {'DSP':>4} "
+    print(f"  {'family':<7} {'device':<33} {'LUTs':>7} {'FFs':>7} {'BRAM':>5} {'DSP':>4} "
           f"{'fits':>5} {'fmax MHz':>9} {'synth s':>8} {'P&R s':>6}")
     results = []
     try:
@@ -348,7 +348,7 @@ def _cmd_fpga(args) -> int:
             fits = "-" if placed is None else ("yes" if placed.fits else "no")
             fmax = f"{placed.fmax_mhz:.1f}" if placed and placed.fmax_mhz else "-"
             pnr_s = f"{placed.seconds:.0f}" if placed else "-"
-            print(f"  {name:<7} {fam.device:<27} {synth.luts:>7,} {synth.ffs:>7,} "
+            print(f"  {name:<7} {fam.device:<33} {synth.luts:>7,} {synth.ffs:>7,} "
                   f"{synth.bram:>5} {synth.dsp:>4} {fits:>5} {fmax:>9} {synth.seconds:>8.0f} "
                   f"{pnr_s:>6}", flush=True)
             if placed is not None and not placed.fits:
@@ -373,6 +373,7 @@ def _cmd_run(args) -> int:
         "model": args.model, "blocks": args.blocks, "linears": args.linears,
         "shapes": args.shapes, "tokens": args.tokens, "calib_tokens": args.calib_tokens,
         "sparsify": args.sparsify, "pattern": args.pattern, "mapping": args.mapping,
+        "flow_target": args.flow_target, "flow_tolerance": args.flow_tolerance,
         "preset": args.preset, "rtl_layers": args.rtl_layers, "pause": args.pause,
         "seed": args.seed, "out": args.out, "plots": False if args.no_plots else None,
     }
@@ -398,7 +399,8 @@ def _cmd_run(args) -> int:
         raise UserError(str(exc)) from None
     s = result.settings
     records = result.records
-    pattern = "dense" if s.sparsify == "dense" else f"{s.sparsify} {s.pattern}"
+    pattern = {"dense": "dense", "flow": f"flow (target sparsity {s.flow_target:g})"}.get(
+        s.sparsify, f"{s.sparsify} {s.pattern}")
     what = (f"{s.model} ({s.blocks} block(s), {len(records)} linears)" if s.model == "smollm2"
             else f"{s.model} ({len(records)} layers)")
     print(f"sparsecim run: {what}, {pattern}, mapping {s.mapping}, preset {s.preset}, "
@@ -456,8 +458,13 @@ def _add_run_parser(sub) -> None:
     run.add_argument("--tokens", type=_positive, help="evaluation tokens per layer (1)")
     run.add_argument("--calib-tokens", type=_positive,
                      help="calibration tokens for Wanda's activation norms (64)")
-    run.add_argument("--sparsify", help="dense (default), magnitude or wanda")
+    run.add_argument("--sparsify", help="dense (default), magnitude, wanda (a fixed N:M) "
+                                        "or flow (one N:M per block, FLOW)")
     run.add_argument("--pattern", help="N:M of magnitude/wanda, e.g. 2:4 (the default)")
+    run.add_argument("--flow-target", type=float,
+                     help="flow: mean pattern sparsity over the blocks (0.5)")
+    run.add_argument("--flow-tolerance", type=float,
+                     help="flow: how far the mean sparsity may miss the target (0)")
     run.add_argument("--mapping", help="auto (default: nm for N:M layers, linear for dense), "
                                        "linear or nm")
     run.add_argument("--preset", help="macro configuration (flexcim)")

@@ -79,9 +79,13 @@ class RunSettings:
     calib_tokens : int
         Calibration tokens for Wanda's activation norms.
     sparsify : str
-        A key of :data:`SPARSIFIERS`: ``dense``, ``magnitude`` or ``wanda``.
+        A key of :data:`SPARSIFIERS`: ``dense``, ``magnitude``, ``wanda`` or ``flow``.
     pattern : str
-        The N:M of a fixed-pattern sparsifier (``2:4``); ignored by ``dense``.
+        The N:M of a fixed-pattern sparsifier (``2:4``); ignored by ``dense`` and ``flow``.
+    flow_target, flow_tolerance : float
+        FLOW: the mean pattern sparsity over the blocks, and how far the mean may miss it.
+    flow_dense_ends : bool
+        FLOW: keep the first and last blocks dense (inside the program, as sw/flow.py does).
     mapping : str
         ``auto`` or a key of :data:`MAPPINGS` (``linear``, ``nm``).
     preset : str
@@ -106,6 +110,9 @@ class RunSettings:
     calib_tokens: int = 64
     sparsify: str = "dense"
     pattern: str = "2:4"
+    flow_target: float = 0.5
+    flow_tolerance: float = 0.0
+    flow_dense_ends: bool = True
     mapping: str = "auto"
     preset: str = "flexcim"
     rtl_layers: str = "none"
@@ -118,7 +125,8 @@ class RunSettings:
         """The run folder (``out``, or the default named after the settings)."""
         if self.out:
             return Path(self.out)
-        pattern = "dense" if self.sparsify == "dense" else self.pattern.replace(":", "of")
+        pattern = {"dense": "dense", "flow": f"t{self.flow_target:g}"}.get(
+            self.sparsify, self.pattern.replace(":", "of"))
         return Path("build/runs") / f"run-{self.model}-{self.sparsify}-{pattern}-{self.preset}"
 
     def as_dict(self) -> dict:
@@ -214,7 +222,14 @@ def _validate(s: RunSettings) -> None:
             raise RunError(f"setting {name} must be a positive integer, not {getattr(s, name)}")
     if not 0.0 <= s.pause < 1.0:
         raise RunError(f"setting pause must be a number in [0, 1), not {s.pause}")
-    if s.sparsify != "dense":
+    if s.sparsify == "flow":
+        if not 0.0 <= s.flow_target < 1.0:
+            raise RunError(f"setting flow_target must be a number in [0, 1), not "
+                           f"{s.flow_target}")
+        if s.flow_tolerance < 0.0:
+            raise RunError(f"setting flow_tolerance must be non-negative, not "
+                           f"{s.flow_tolerance}")
+    elif s.sparsify != "dense":
         try:
             pattern = as_pattern(s.pattern)
         except ValueError as exc:
@@ -425,12 +440,56 @@ def _fixed_nm(score: str):
     return sparsify
 
 
+def _flow(layers, s: RunSettings, cfg: MacroConfig) -> list[Sparsified]:
+    """FLOW (:mod:`sparsecim.sw.flow`): one N:M per decoder block from the outlier ratio and
+    locality of the Wanda scores of the block's linears (concatenated, row-major, in run
+    order), chosen by the integer program among the released choices the macro runs; every
+    linear of a block is then Wanda-pruned to its block's pattern."""
+    from ..sw.flow import (
+        DEFAULT_HYPER_M,
+        RELEASED_CHOICES,
+        FlowInfeasible,
+        block_outlier_stats,
+        select_patterns,
+    )
+
+    blocks = sorted({layer.block for layer in layers if layer.block is not None})
+    if not blocks or any(layer.block is None for layer in layers):
+        raise RunError("sparsify flow needs a model with decoder blocks (model smollm2), "
+                       "not synthetic layers")
+    ratios, localities = [], []
+    for block in blocks:
+        scores = [np.abs(layer.weight) * activation_norms(layer.calib, mean=True)[None, :]
+                  for layer in layers if layer.block == block]
+        stats = block_outlier_stats(np.concatenate([a.ravel() for a in scores]),
+                                    DEFAULT_HYPER_M)
+        ratios.append(stats.ratio)
+        localities.append(stats.locality)
+    choices = [c for c in RELEASED_CHOICES if cfg.supports(*as_pattern(c))]
+    try:
+        plan = select_patterns(ratios, localities, s.flow_target, choices=choices,
+                               tolerance=s.flow_tolerance, force_dense_ends=s.flow_dense_ends)
+    except FlowInfeasible as exc:
+        raise RunError(f"sparsify flow: {exc}") from None
+    chosen = dict(zip(blocks, plan.patterns, strict=True))
+    out = []
+    for layer in layers:
+        nm = chosen[layer.block]
+        pattern = as_pattern(nm)
+        weight = layer.weight if pattern == (1, 1) else prune_wanda(
+            layer.weight, activation_norms(layer.calib), NMPattern(*pattern))
+        out.append(Sparsified(layer.name, weight, pattern, "flow",
+                              extra={"block_pattern": str(nm)}))
+    return out
+
+
 #: Sparsifiers by name: ``sparsifier(layers, settings, config) -> list[Sparsified]`` (one per
-#: layer, same order). FLOW and Monarch register here.
+#: layer, same order). Monarch (block-diagonal projection) registers here too.
 SPARSIFIERS: dict[str, Callable] = {
     "dense": _dense,
     "magnitude": _fixed_nm("magnitude"),
     "wanda": _fixed_nm("wanda"),
+    "flow": _flow,
 }
 
 

@@ -341,7 +341,8 @@ def test_run_reads_a_run_table_from_toml(tmp_path):
     (["--sparsify", "magnitude", "--pattern", "3:4"],
      "pattern 3:4 is not supported by preset tiny; supported are dense and 1:2, 1:4, 1:8, "
      "2:4, 2:8, 4:8"),
-    (["--sparsify", "flowers"], "sparsify must be one of dense, magnitude, wanda, not 'flowers'"),
+    (["--sparsify", "flowers"],
+     "sparsify must be one of dense, magnitude, wanda, flow, not 'flowers'"),
     (["--mapping", "zigzag"], "mapping must be auto or one of linear, nm, not 'zigzag'"),
     (["--rtl-layers", "blocks.0.q"], "rtl layer 'blocks.0.q' is not a layer of this run; "
                                      "layers are synthetic.0, synthetic.1"),
@@ -402,3 +403,27 @@ def test_run_rtl_layers_are_scoreboarded(tmp_path):
         in done.stdout
     for name in ("utilization", "cycles", "patterns", "speedup"):
         assert (tmp_path / "run" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_flow_chooses_one_pattern_per_block(tmp_path):
+    """Three blocks, ends dense inside the program: a mean sparsity of 0.25 leaves the middle
+    block 0.75 to reach, which among the released choices only 2:8 gives."""
+    done = _run("run", "--model", "smollm2", "--blocks", "3", "--linears", "k,v",
+                "--sparsify", "flow", "--flow-target", "0.25", "--out", str(tmp_path / "run"),
+                "--no-plots")
+    assert done.returncode == 0, done.stderr
+    assert "flow (target sparsity 0.25)" in done.stdout
+    layers = json.loads((tmp_path / "run" / "layers.json").read_text())["layers"]
+    assert [(r["name"], r["pattern"], r["mapping"]) for r in layers] == [
+        ("blocks.0.k", "dense", "linear"), ("blocks.0.v", "dense", "linear"),
+        ("blocks.1.k", "2:8", "nm"), ("blocks.1.v", "2:8", "nm"),
+        ("blocks.2.k", "dense", "linear"), ("blocks.2.v", "dense", "linear")]
+    assert all(r["golden_match"] for r in layers)
+
+
+def test_run_flow_needs_blocks(tmp_path):
+    done = _run("run", "--model", "synthetic", "--sparsify", "flow", "--out",
+                str(tmp_path / "run"), "--no-plots")
+    assert done.returncode == 2
+    assert done.stderr == ("sparsecim: error: sparsify flow needs a model with decoder blocks "
+                           "(model smollm2), not synthetic layers\n")
