@@ -37,6 +37,7 @@ from ..sw.golden import run_trace
 from ..sw.nm import NMPattern, prune_magnitude
 from ..sw.reference import matmul_reference
 from ..sw.schedule import as_pattern, ideal_cycles, schedule_layer
+from .progress import ticking
 
 __all__ = ["main"]
 
@@ -267,7 +268,8 @@ def _cmd_layer(args) -> int:
 
         run_dir = Path(args.run_dir or f"build/runs/layer-{args.preset}-{w.shape[0]}x"
                                          f"{w.shape[1]}x{x.shape[0]}-{name.replace(':', 'of')}")
-        rtl = run_rtl(schedule.trace, run_dir=run_dir, waves=args.waves)
+        with ticking("Verilator (build on first use, then run)"):
+            rtl = run_rtl(schedule.trace, run_dir=run_dir, waves=args.waves)
         _print_rtl(rtl, model["total"])
         failed = failed or not rtl.passed
     out = Path(args.out)
@@ -307,9 +309,10 @@ def _cmd_sim(args) -> int:
         from .cosim import Pauses, run_rtl
 
         run_dir = Path(args.run_dir or f"build/runs/sim-{Path(args.trace).stem}")
-        rtl = run_rtl(trace, run_dir=run_dir, waves=args.waves,
-                      pauses=Pauses(args.pause, args.pause, args.pause),
-                      quiet=not args.verbose)
+        with ticking("Verilator (build on first use, then run)"):
+            rtl = run_rtl(trace, run_dir=run_dir, waves=args.waves,
+                          pauses=Pauses(args.pause, args.pause, args.pause),
+                          quiet=not args.verbose)
         _print_rtl(rtl, model["total"])
         failed = not rtl.passed
     print(f"  wall time     {time.perf_counter() - started:.1f} s")
@@ -321,7 +324,6 @@ def _cmd_fpga(args) -> int:
     import json
 
     from .fpga import FAMILIES, FpgaResult, FpgaToolError, place_and_route, synthesize
-    from .progress import ticking
 
     families = [f for f in args.family.split(",") if f]
     for name in families:

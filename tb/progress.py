@@ -43,17 +43,31 @@ class Progress:
         self.stream = stream or sys.stderr
         self.active = enabled(self.stream)
         self.started = time.perf_counter()
+        self.text = ""
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        if self.active:
+            # Redraw every second, so that the elapsed time moves during a long step.
+            self._thread = threading.Thread(target=self._tick, daemon=True)
+            self._thread.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            self._draw(self.text)
 
     def _draw(self, text: str) -> None:
         if not self.active:
             return
+        self.text = text
         width = 24
         filled = width * self.done // self.total
         line = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] "
                 f"{self.done}/{self.total} {text[:40]:<40} "
                 f"{time.perf_counter() - self.started:5.0f} s")
-        self.stream.write("\r" + line)
-        self.stream.flush()
+        with self._lock:
+            self.stream.write("\r" + line)
+            self.stream.flush()
 
     def start(self, text: str) -> None:
         """Show that the next step (``text``) has begun."""
@@ -67,6 +81,9 @@ class Progress:
     def close(self) -> None:
         """End the bar's line."""
         if self.active:
+            self._stop.set()
+            self._thread.join()
+            self._draw(self.text)
             self.stream.write("\n")
             self.stream.flush()
 
