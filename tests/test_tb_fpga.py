@@ -20,8 +20,12 @@ def _bits(top, inputs):
 
 
 def test_wrapper_shifts_every_input_in_and_xors_every_output_out():
-    top = Top(preset("tiny"))
+    top = Top(preset("fpga"))
     text = fpga.wrapper_verilog(top)
+    # Converting elaborates the top level (and gives the port list the wrapper must match).
+    header = fpga.convert(top).split(f"module {fpga.TOP_MODULE}(", 1)[1].split(");", 1)[0]
+    assert {p.strip() for p in header.split(",")} == \
+        {"clk"} | set(re.findall(r"\.(\w+)\((?:shift|outs)\[", text))
     in_bits, out_bits = 1 + _bits(top, True), _bits(top, False)  # rst is an input too
     assert f"module {fpga.WRAPPER_MODULE} (input wire clk, input wire si, output reg so);" in text
     assert f"reg [{in_bits - 1}:0] shift;" in text
