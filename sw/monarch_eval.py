@@ -265,31 +265,32 @@ def _dense_cycles(k: int, n: int, tokens: int) -> int:
 
 
 @cache
-def _monarch_cycles(b: int, tokens: int) -> int:
-    from .golden import run_trace
-    from .schedule_monarch import schedule_monarch
-    rng = np.random.default_rng(0)
-    sched = schedule_monarch(preset("flexcim"), rng.integers(-128, 128, (tokens, b * b)),
-                             rng.integers(-128, 128, (b, b, b)),
-                             rng.integers(-128, 128, (b, b, b)), shift=8)
-    return run_trace(sched.trace).counters["total"]
+def _monarch_cost(b: int, tokens: int, mapping: str):
+    from .schedule_monarch import monarch_cost
+    return monarch_cost(preset("flexcim"), b, b, mapping, tokens)
 
 
 def flexcim_cycles(model: ModelShape, *, tokens: int = 1) -> dict:
     """Real cycle-model cycles of ``model``'s linear layers on one ``flexcim`` macro, for
     ``tokens`` tokens: dense (every layer through :func:`~sparsecim.sw.schedule.schedule_layer`'s
-    plan) and latency-optimized Monarch (every layer as square pieces ``d = b²`` scheduled by
-    :func:`~sparsecim.sw.schedule_monarch.schedule_monarch`), summed over the model; a layer
-    that has no such schedule is listed in ``unscheduled`` and left out of both sums.
+    plan) and the Monarch layer in each macro mapping of
+    :func:`~sparsecim.sw.schedule_monarch.schedule_monarch` (``linear``, ``latency``,
+    ``capacity``; every layer as square pieces ``d = b²``), summed over the model; a layer
+    that has no such schedule is listed in ``unscheduled`` and left out of every sum. The
+    pieces of a layer whose inputs outnumber its outputs produce partial sums; adding them is
+    not counted.
 
     Returns
     -------
     dict
-        ``dense``, ``latency`` (cycles), ``speedup``, ``monarch`` (``{"d": d, "b": b}`` per
-        layer name), ``unscheduled`` (names and why).
+        ``tokens``, ``dense`` and one entry per mapping name (cycles), ``speedup`` (dense over
+        each mapping), ``monarch`` (``{"d": d, "b": b, "pieces": p}`` per layer name),
+        ``unscheduled`` (names and why).
     """
+    from .schedule_monarch import MAPPINGS
     cfg = preset("flexcim")
-    dense = latency = 0
+    dense = 0
+    mapped = dict.fromkeys(MAPPINGS, 0)
     used, unscheduled = {}, {}
     for lin in model.linears:
         small, large = sorted((lin.inputs, lin.outputs))
@@ -299,11 +300,32 @@ def flexcim_cycles(model: ModelShape, *, tokens: int = 1) -> dict:
                                      f"= {small}, max = {large}")
             continue
         dense += lin.total * _dense_cycles(lin.inputs, lin.outputs, tokens)
-        latency += lin.total * (large // small) * _monarch_cycles(b, tokens)
+        for mapping in MAPPINGS:
+            mapped[mapping] += (lin.total * (large // small)
+                                * _monarch_cost(b, tokens, mapping).counters["total"])
         used[lin.name] = {"d": small, "b": b, "pieces": large // small}
-    return {"tokens": tokens, "dense": dense, "latency": latency,
-            "speedup": dense / latency if latency else None, "monarch": used,
-            "unscheduled": unscheduled}
+    return {"tokens": tokens, "dense": dense, **mapped,
+            "speedup": {k: dense / v if v else None for k, v in mapped.items()},
+            "monarch": used, "unscheduled": unscheduled}
+
+
+def flexcim_layer_costs(blocks: Sequence[int] = (32, 16, 8), tokens: Sequence[int] = (1, 16)
+                        ) -> list[dict]:
+    """One square Monarch layer (``b = s``, ``d = b²``) on ``flexcim`` in every macro mapping:
+    cycles per token from the cycle model, weight loads, passes, MOVEs and utilization
+    (:func:`~sparsecim.sw.schedule_monarch.monarch_cost`), one row per ``(b, mapping)``."""
+    from .schedule_monarch import MAPPINGS
+    rows = []
+    for b in blocks:
+        for mapping in MAPPINGS:
+            costs = [_monarch_cost(b, t, mapping) for t in tokens]
+            first = costs[0]
+            rows.append({"b": b, "d": b * b, "mapping": mapping,
+                         "cycles_per_token": {t: c.cycles_per_token
+                                              for t, c in zip(tokens, costs, strict=True)},
+                         "loads": first.loads, "passes": first.passes, "moves": first.moves,
+                         "utilization": first.utilization})
+    return rows
 
 
 def smollm_projection(model, windows, *, rank: int = 1, kinds=("all",),
@@ -392,6 +414,7 @@ def run(*, seq: int = 512, block: int = 64, array: int = 256, tokens: Sequence[i
                                               form="square", seq=seq).as_dict(),
                  "flexcim_cycles": [flexcim_cycles(shape, tokens=t) for t in tokens]}
         report["paper_models"][name] = entry
+    report["flexcim_layers"] = flexcim_layer_costs(tokens=tokens)
     report["extra_models"] = {
         name: model_figures(model_shape(name), rows=array, cols=array, block=b, form=form,
                             seq=seq).as_dict()
@@ -500,16 +523,37 @@ def render_markdown(report: dict) -> str:
                     f"{fig['mac_reduction_with_attention']:.2f}× fewer.", ""]
             out += _mapping_table(fig) + [""]
     out += ["### Real cycle model on one `flexcim` macro (linear layers, whole model)", "",
-            "Dense: `predict_counters` (the `schedule_layer` plan). Latency-opt: the square "
-            "Monarch `d = 32²` of every 1024-piece scheduled by `schedule_monarch` and run on "
-            "the golden model (so these follow the checkout's `schedule_monarch`). The "
-            "capacity-opt mapping has no macro schedule yet.", "",
-            "| model | tokens | dense cycles | Monarch latency-opt cycles | speedup |",
-            "| --- | ---: | ---: | ---: | ---: |"]
+            "Dense: `predict_counters` (the `schedule_layer` plan). Monarch: every layer cut "
+            "into square pieces `d = 32²`, each scheduled by `schedule_monarch` in the named "
+            "mapping as one trace (both factors, the requantizing middle transpose by MOVE) "
+            "and run on the golden model. With 32 × 32 blocks one block fills a sub-macro, "
+            "so latency- and capacity-opt are the same trace. Adding the partial sums of "
+            "the pieces of a layer with more inputs than outputs is not counted.", "",
+            "| model | tokens | dense cycles | linear | latency-opt | capacity-opt | "
+            "speedup (latency) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, entry in report["paper_models"].items():
         for c in entry["flexcim_cycles"]:
-            sp = f"{c['speedup']:.1f}×" if c["speedup"] else "–"
-            out.append(f"| {name} | {c['tokens']} | {c['dense']:,} | {c['latency']:,} | {sp} |")
+            sp = c["speedup"]["latency"]
+            sp = f"{sp:.1f}×" if sp else "–"
+            out.append(f"| {name} | {c['tokens']} | {c['dense']:,} | {c['linear']:,} | "
+                       f"{c['latency']:,} | {c['capacity']:,} | {sp} |")
+    tokens = report["settings"]["tokens"]
+    out += ["", "### One Monarch layer on `flexcim`, three macro mappings (cycle model)", "",
+            "A square layer `d = b²` (`R`: b blocks of b × b, `L`: b blocks of b × b) as one "
+            "trace per mapping (`monarch_cost`). Loads: weight images of the macro per chunk "
+            "of tokens; utilization: the layer's `2·b³` weights over the cells of every "
+            "load. Every one of these traces also runs bit-exact on Verilator with RTL "
+            "cycles equal to the model (`tests/test_tb_cosim.py -k monarch`).", "",
+            "| b (d) | mapping | " + " | ".join(f"cycles/token, {t} token{'s' * (t > 1)}"
+                                             for t in tokens)
+            + " | loads | passes/token | MOVEs/token | utilization |",
+            "| --- | --- | " + " | ".join("---:" for _ in tokens)
+            + " | ---: | ---: | ---: | ---: |"]
+    for row in report["flexcim_layers"]:
+        cyc = " | ".join(f"{row['cycles_per_token'][t]:,.1f}" for t in tokens)
+        out.append(f"| {row['b']} ({row['d']}) | {row['mapping']} | {cyc} | {row['loads']} | "
+                   f"{row['passes']} | {row['moves']:g} | {_pct(row['utilization'])} |")
     out += ["", "## Other models (whole-model figures from shapes)", "",
             "| model | form, block | parameters dense → Monarch | MACs incl. attention | "
             "arrays Linear / latency / capacity | utilization latency / capacity |",
@@ -557,13 +601,14 @@ def explanation(report: dict) -> str:
     rect = report["paper_models"]["bert-large"]["rect"]
     half = sq["attention_macs"] / 2
     one_matmul = (sq["dense_macs"] + half) / (sq["monarch_macs"] + half)
+    bert_cycles = report["paper_models"]["bert-large"]["flexcim_cycles"]
     return EXPLANATION.format(
         rect_params=rect["parameter_reduction"], mac=sq["mac_reduction_with_attention"],
         one=one_matmul, seq=sq["seq"], lin=_pct(sq["capacity_fewer_arrays_than_linear"]),
         lat=_pct(sq["capacity_fewer_arrays_than_latency"]),
         util=_pct(sq["mappings"]["capacity"]["utilization"]),
-        flex1=report["paper_models"]["bert-large"]["flexcim_cycles"][0]["speedup"] or 0,
-        flex16=report["paper_models"]["bert-large"]["flexcim_cycles"][-1]["speedup"] or 0)
+        flex1=bert_cycles[0]["speedup"]["latency"] or 0,
+        flex16=bert_cycles[-1]["speedup"]["latency"] or 0)
 
 
 EXPLANATION = """\

@@ -12,13 +12,14 @@ from sparsecim.sw.model_shapes import AttentionShape, LinearShape, ModelShape, m
 from sparsecim.sw.monarch import monarch_project, relative_error
 from sparsecim.sw.monarch_eval import (
     flexcim_cycles,
+    flexcim_layer_costs,
     main,
     model_figures,
     monarch_plan,
     smollm_projection,
 )
 from sparsecim.sw.schedule import predict_counters
-from sparsecim.sw.schedule_monarch import schedule_monarch
+from sparsecim.sw.schedule_monarch import MAPPINGS, schedule_monarch
 
 
 def test_plans():
@@ -72,7 +73,8 @@ def test_bert_large_against_hand_counts():
     assert m["capacity"].weight_bytes == m["capacity"].arrays * 65536
 
 
-def test_flexcim_cycles_against_direct_schedules():
+@pytest.mark.parametrize("mapping", MAPPINGS)
+def test_flexcim_cycles_against_direct_schedules(mapping):
     model = ModelShape("toy", 64, (LinearShape("a", 64, 64, 2, 3),
                                    LinearShape("b", 64, 128, 1, 3),
                                    LinearShape("c", 48, 48, 1, 3)),
@@ -82,14 +84,34 @@ def test_flexcim_cycles_against_direct_schedules():
     rng = np.random.default_rng(5)
     sched = schedule_monarch(cfg, rng.integers(-128, 128, (2, 64)),
                              rng.integers(-128, 128, (8, 8, 8)),
-                             rng.integers(-128, 128, (8, 8, 8)), shift=3)
+                             rng.integers(-128, 128, (8, 8, 8)), shift=3, mapping=mapping)
     monarch = run_trace(sched.trace).counters["total"]
     dense = (6 * predict_counters(cfg, 64, 64, 2)["total"]
              + 3 * predict_counters(cfg, 64, 128, 2)["total"])
     assert got["dense"] == dense
-    assert got["latency"] == (6 + 3 * 2) * monarch
+    assert got[mapping] == (6 + 3 * 2) * monarch
+    assert got["speedup"][mapping] == dense / got[mapping]
     assert list(got["unscheduled"]) == ["c"]
     assert got["monarch"]["b"] == {"d": 64, "b": 8, "pieces": 2}
+
+
+def test_flexcim_layer_costs_follow_the_schedules():
+    rows = flexcim_layer_costs(blocks=(8,), tokens=(1, 3))
+    assert [r["mapping"] for r in rows] == list(MAPPINGS)
+    cfg = preset("flexcim")
+    rng = np.random.default_rng(2)
+    for row in rows:
+        for t in (1, 3):
+            sched = schedule_monarch(cfg, rng.integers(-128, 128, (t, 64)),
+                                     rng.integers(-128, 128, (8, 8, 8)),
+                                     rng.integers(-128, 128, (8, 8, 8)), shift=4,
+                                     mapping=row["mapping"])
+            total = run_trace(sched.trace).counters["total"]
+            assert row["cycles_per_token"][t] == total / t
+        # Capacity packs the 8x8 blocks k² = 16 to a sub-macro, latency k = 4 on its diagonal.
+    by = {r["mapping"]: r for r in rows}
+    assert by["capacity"]["utilization"] > by["latency"]["utilization"]
+    assert by["capacity"]["loads"] < by["latency"]["loads"]
 
 
 def test_main_writes_report(tmp_path, capsys):
