@@ -376,6 +376,7 @@ def _cmd_run(args) -> int:
         "shapes": args.shapes, "tokens": args.tokens, "calib_tokens": args.calib_tokens,
         "sparsify": args.sparsify, "pattern": args.pattern, "mapping": args.mapping,
         "flow_target": args.flow_target, "flow_tolerance": args.flow_tolerance,
+        "monarch_mapping": args.monarch_mapping,
         "preset": args.preset, "rtl_layers": args.rtl_layers, "pause": args.pause,
         "seed": args.seed, "out": args.out, "plots": False if args.no_plots else None,
     }
@@ -401,21 +402,23 @@ def _cmd_run(args) -> int:
         raise UserError(str(exc)) from None
     s = result.settings
     records = result.records
-    pattern = {"dense": "dense", "flow": f"flow (target sparsity {s.flow_target:g})"}.get(
-        s.sparsify, f"{s.sparsify} {s.pattern}")
+    pattern = {"dense": "dense", "flow": f"flow (target sparsity {s.flow_target:g})",
+               "monarch": "monarch"}.get(s.sparsify, f"{s.sparsify} {s.pattern}")
     what = (f"{s.model} ({s.blocks} block(s), {len(records)} linears)" if s.model == "smollm2"
             else f"{s.model} ({len(records)} layers)")
     print(f"sparsecim run: {what}, {pattern}, mapping {s.mapping}, preset {s.preset}, "
           f"{s.tokens} token(s)")
-    print(f"  {'layer':<16} {'out x in':>11} {'pattern':>7} {'mapping':>7} {'arrays':>6} "
+    pw = max(7, *(len(r.pattern) for r in records))
+    mw = max(7, *(len(r.mapping) for r in records))
+    print(f"  {'layer':<16} {'out x in':>11} {'pattern':>{pw}} {'mapping':>{mw}} {'arrays':>6} "
           f"{'util':>6} {'cycles':>9} {'dense':>9} {'speedup':>7} {'rel.err':>7} {'golden':>6} "
           f"{'RTL':>12}")
     for r in records:
         rtl = "-" if r.rtl_match is None else (
             f"{r.rtl_cycles} {'ok' if r.rtl_match else 'FAIL'}")
         err = "-" if r.rel_error is None else f"{r.rel_error:.3f}"
-        print(f"  {r.name:<16} {f'{r.out_features}x{r.in_features}':>11} {r.pattern:>7} "
-              f"{r.mapping:>7} {r.arrays:>6} {r.utilization:>6.1%} {r.model_cycles:>9,} "
+        print(f"  {r.name:<16} {f'{r.out_features}x{r.in_features}':>11} {r.pattern:>{pw}} "
+              f"{r.mapping:>{mw}} {r.arrays:>6} {r.utilization:>6.1%} {r.model_cycles:>9,} "
               f"{r.dense_cycles:>9,} {r.speedup:>6.2f}x {err:>7} "
               f"{'yes' if r.golden_match else 'NO':>6} {rtl:>12}")
     summary = result.summary
@@ -460,15 +463,19 @@ def _add_run_parser(sub) -> None:
     run.add_argument("--tokens", type=_positive, help="evaluation tokens per layer (1)")
     run.add_argument("--calib-tokens", type=_positive,
                      help="calibration tokens for Wanda's activation norms (64)")
-    run.add_argument("--sparsify", help="dense (default), magnitude, wanda (a fixed N:M) "
-                                        "or flow (one N:M per block, FLOW)")
+    run.add_argument("--sparsify", help="dense (default), magnitude, wanda (a fixed N:M), "
+                                        "flow (one N:M per block, FLOW) or monarch (rank-1 "
+                                        "Monarch projection; square layers such as q,o)")
     run.add_argument("--pattern", help="N:M of magnitude/wanda, e.g. 2:4 (the default)")
     run.add_argument("--flow-target", type=float,
                      help="flow: mean pattern sparsity over the blocks (0.5)")
     run.add_argument("--flow-tolerance", type=float,
                      help="flow: how far the mean sparsity may miss the target (0)")
-    run.add_argument("--mapping", help="auto (default: nm for N:M layers, linear for dense), "
-                                       "linear or nm")
+    run.add_argument("--mapping", help="auto (default: nm for N:M layers, linear for dense, "
+                                       "monarch-<monarch-mapping> for Monarch), linear, nm, "
+                                       "monarch-latency, monarch-capacity or monarch-linear")
+    run.add_argument("--monarch-mapping", help="monarch: latency (default), capacity or "
+                                               "linear")
     run.add_argument("--preset", help="macro configuration (flexcim)")
     run.add_argument("--rtl-layers",
                      help="layers also run on Verilator: none (default), all, a count of the "

@@ -36,7 +36,8 @@ class LayerRecord:
     sparsify : str
         The sparsify method (``dense``, ``magnitude``, ``wanda``, ...).
     pattern : str
-        The layer's N:M pattern (``dense`` or ``n:m``).
+        The layer's structure: ``dense``, an N:M ``n:m``, or another label
+        (``monarch 24x24``).
     mapping : str
         The mapping it runs with (``linear``, ``nm``, ...).
     arrays, k_tiles, n_tiles : int
@@ -55,6 +56,8 @@ class LayerRecord:
         Cycle-model cycles of the same layer mapped dense (the baseline of ``speedup``).
     ideal_cycles : int
         Cycles with every cell busy every cycle.
+    density : float
+        Kept weights over the dense layer's ``out_features × in_features``.
     golden_match : bool
         The golden model's outputs equal the plain integer matmul of the quantized operands.
     rel_error : float or None
@@ -87,6 +90,7 @@ class LayerRecord:
     dense_cycles: int
     ideal_cycles: int
     golden_match: bool
+    density: float = 1.0
     rel_error: float | None = None
     rtl_cycles: int | None = None
     rtl_match: bool | None = None
@@ -106,8 +110,9 @@ class LayerRecord:
 #: Columns of ``layers.csv``, in order.
 CSV_COLUMNS = ("name", "out_features", "in_features", "tokens", "sparsify", "pattern",
                "mapping", "arrays", "k_tiles", "n_tiles", "utilization", "dense_utilization",
-               "weight_bytes", "meta_bytes", "macs", "model_cycles", "dense_cycles", "speedup",
-               "ideal_cycles", "golden_match", "rel_error", "rtl_cycles", "rtl_match")
+               "density", "weight_bytes", "meta_bytes", "macs", "model_cycles",
+               "dense_cycles", "speedup", "ideal_cycles", "golden_match", "rel_error",
+               "rtl_cycles", "rtl_match")
 
 
 def summarize(records: list[LayerRecord]) -> dict:
@@ -176,7 +181,8 @@ def write_plots(records: list[LayerRecord], folder: str | Path) -> dict[str, Pat
 
     ``utilization``: per layer, this mapping beside the dense one. ``cycles``: per layer, the
     cycle model for this mapping and dense, and the RTL's count where it ran (a marker).
-    ``patterns``: the kept fraction n/m per layer, labelled with the pattern. ``speedup``:
+    ``patterns``: the kept fraction of weights per layer (n/m for N:M), labelled with the
+    pattern. ``speedup``:
     dense cycles over this mapping's, per layer.
     """
     import matplotlib
@@ -221,16 +227,12 @@ def write_plots(records: list[LayerRecord], folder: str | Path) -> dict[str, Pat
     finish(fig, ax, "cycles", "cycles", "Cycles per layer")
 
     fig, ax = plt.subplots(figsize=(width, 4))
-    density = []
-    for r in records:
-        n, m = (1, 1) if r.pattern == "dense" else (int(v) for v in r.pattern.split(":"))
-        density.append(n / m)
-    bars = ax.bar(x, density)
+    bars = ax.bar(x, [r.density for r in records])
     for bar, r in zip(bars, records, strict=True):
         ax.annotate(r.pattern, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha="center", va="bottom", fontsize=7)
     ax.set_ylim(0, 1.15)
-    finish(fig, ax, "patterns", "kept weights n/m", "N:M pattern per layer")
+    finish(fig, ax, "patterns", "kept weights (n/m)", "Pattern (N:M) per layer")
 
     fig, ax = plt.subplots(figsize=(width, 4))
     ax.bar(x, [r.speedup for r in records])

@@ -79,13 +79,16 @@ class RunSettings:
     calib_tokens : int
         Calibration tokens for Wanda's activation norms.
     sparsify : str
-        A key of :data:`SPARSIFIERS`: ``dense``, ``magnitude``, ``wanda`` or ``flow``.
+        A key of :data:`SPARSIFIERS`: ``dense``, ``magnitude``, ``wanda``, ``flow`` or
+        ``monarch``.
     pattern : str
         The N:M of a fixed-pattern sparsifier (``2:4``); ignored by ``dense`` and ``flow``.
     flow_target, flow_tolerance : float
         FLOW: the mean pattern sparsity over the blocks, and how far the mean may miss it.
     flow_dense_ends : bool
         FLOW: keep the first and last blocks dense (inside the program, as sw/flow.py does).
+    monarch_mapping : str
+        Monarch: ``latency``, ``capacity`` or ``linear`` (the mapping ``auto`` picks).
     mapping : str
         ``auto`` or a key of :data:`MAPPINGS` (``linear``, ``nm``).
     preset : str
@@ -113,6 +116,7 @@ class RunSettings:
     flow_target: float = 0.5
     flow_tolerance: float = 0.0
     flow_dense_ends: bool = True
+    monarch_mapping: str = "latency"
     mapping: str = "auto"
     preset: str = "flexcim"
     rtl_layers: str = "none"
@@ -125,7 +129,8 @@ class RunSettings:
         """The run folder (``out``, or the default named after the settings)."""
         if self.out:
             return Path(self.out)
-        pattern = {"dense": "dense", "flow": f"t{self.flow_target:g}"}.get(
+        pattern = {"dense": "dense", "flow": f"t{self.flow_target:g}",
+                   "monarch": self.monarch_mapping}.get(
             self.sparsify, self.pattern.replace(":", "of"))
         return Path("build/runs") / f"run-{self.model}-{self.sparsify}-{pattern}-{self.preset}"
 
@@ -222,6 +227,9 @@ def _validate(s: RunSettings) -> None:
             raise RunError(f"setting {name} must be a positive integer, not {getattr(s, name)}")
     if not 0.0 <= s.pause < 1.0:
         raise RunError(f"setting pause must be a number in [0, 1), not {s.pause}")
+    if s.monarch_mapping not in ("latency", "capacity", "linear"):
+        raise RunError(f"setting monarch_mapping must be latency, capacity or linear, "
+                       f"not {s.monarch_mapping!r}")
     if s.sparsify == "flow":
         if not 0.0 <= s.flow_target < 1.0:
             raise RunError(f"setting flow_target must be a number in [0, 1), not "
@@ -330,6 +338,9 @@ class MappedLayer:
     utilization : float
     weight_bytes, meta_bytes, macs_per_token : int
     ideal_cycles : int
+    label : str
+        The layer's structure for the report when it is not an N:M pattern
+        (``"monarch 24x24"``); empty to name it by ``pattern``.
     """
     trace: Trace
     expected: np.ndarray
@@ -345,6 +356,7 @@ class MappedLayer:
     meta_bytes: int
     macs_per_token: int
     ideal_cycles: int
+    label: str = ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,13 +495,39 @@ def _flow(layers, s: RunSettings, cfg: MacroConfig) -> list[Sparsified]:
     return out
 
 
+def _monarch(layers, s: RunSettings, cfg: MacroConfig) -> list[Sparsified]:
+    """Monarch (:mod:`sparsecim.sw.monarch`): each layer projected onto the nearest rank-1
+    Monarch matrix (blocks by :func:`~sparsecim.sw.monarch.default_blocks`); the factors go
+    to the ``monarch-*`` mappings in ``extra["factors"]``, the dense equivalent is the
+    weight. The macro's one-trace Monarch schedule needs ``i = j = o`` (square layers whose
+    size is a square, e.g. 576 = 24 × 24)."""
+    from ..sw.monarch import monarch_dense, monarch_project, relative_error
+
+    out = []
+    for layer in layers:
+        factors = monarch_project(layer.weight)
+        i, j, o = factors.right.shape[2], factors.j, factors.left.shape[1]
+        if not i == j == o:
+            m, n = layer.weight.shape
+            raise RunError(f"sparsify monarch needs square layers of a square size (blocks "
+                           f"i = j = o on the macro), not {layer.name} of {m}x{n} (i={i}, "
+                           f"j={j}, o={o}); choose such layers (e.g. --linears q,o)")
+        out.append(Sparsified(layer.name, monarch_dense(factors), (1, 1), "monarch",
+                              mapping=f"monarch-{s.monarch_mapping}",
+                              extra={"factors": factors,
+                                     "projection_error": relative_error(layer.weight,
+                                                                        factors)}))
+    return out
+
+
 #: Sparsifiers by name: ``sparsifier(layers, settings, config) -> list[Sparsified]`` (one per
-#: layer, same order). Monarch (block-diagonal projection) registers here too.
+#: layer, same order).
 SPARSIFIERS: dict[str, Callable] = {
     "dense": _dense,
     "magnitude": _fixed_nm("magnitude"),
     "wanda": _fixed_nm("wanda"),
     "flow": _flow,
+    "monarch": _monarch,
 }
 
 
@@ -517,12 +555,62 @@ def _tiled(dense: bool):
     return mapper
 
 
+def _monarch_mapping(kind: str):
+    def mapper(cfg: MacroConfig, layer: Sparsified, inp: LayerInput,
+               s: RunSettings) -> MappedLayer:
+        from ..sw.monarch import output_from_blocks, schedule_factors
+        from ..sw.quant import qmax
+        from ..sw.schedule_monarch import monarch_reference, schedule_monarch
+
+        factors = layer.extra.get("factors")
+        if factors is None:
+            raise RunError(f"mapping monarch-{kind} needs Monarch factors (sparsify monarch), "
+                           f"not a {layer.method} layer")
+        right, left = schedule_factors(factors)
+        b, blk = right.shape[0], right.shape[1]
+        # One scale per factor (all blocks share it, so it factors out of every sum).
+        r_top, l_top = np.abs(right).max(), np.abs(left).max()
+        r_scale = r_top / qmax(cfg.weight_bits) if r_top > 0 else 1.0
+        l_scale = l_top / qmax(cfg.weight_bits) if l_top > 0 else 1.0
+        rq = np.rint(right / r_scale).astype(np.int64)
+        lq = np.rint(left / l_scale).astype(np.int64)
+        xq, x_scale = quantize_acts(inp.x, cfg.act_bits)
+        # The middle requantization shift: the smallest that keeps the calibration tokens'
+        # first-factor sums (quantized with the same scale) within the activation range.
+        cq = np.clip(np.rint(inp.calib / x_scale), -qmax(cfg.act_bits), qmax(cfg.act_bits))
+        u = np.einsum("ico,tio->tic", rq, cq.astype(np.int64).reshape(-1, b, blk))
+        peak = int(np.abs(u).max()) if u.size else 0
+        shift = 0
+        while (peak + (1 << shift >> 1)) >> shift > qmax(cfg.act_bits):
+            shift += 1
+        try:
+            schedule = schedule_monarch(cfg, xq, rq, lq, shift, kind)
+        except ValueError as exc:
+            raise RunError(f"layer {layer.name}: {exc}") from None
+        expected = output_from_blocks(monarch_reference(cfg, xq, rq, lq, shift))
+        scale = x_scale * r_scale * l_scale * 2.0 ** shift
+        macs = factors.macs_per_token
+        return MappedLayer(
+            trace=schedule.trace, expected=expected,
+            assemble=lambda results: output_from_blocks(schedule.assemble(results)),
+            dequantize=lambda y: y * scale, mapping=f"monarch-{kind}", pattern=(1, 1),
+            arrays=schedule.loads, k_tiles=0, n_tiles=0, utilization=schedule.utilization,
+            weight_bytes=-(-macs * cfg.weight_bits // 8), meta_bytes=0,
+            macs_per_token=macs, ideal_cycles=-(-macs * xq.shape[0] // cfg.cells),
+            label=f"monarch {b}x{blk}")
+    return mapper
+
+
 #: Mappings by name: ``mapper(config, sparsified, layer, settings) -> MappedLayer``.
 #: ``linear`` tiles the weights densely (zeros included); ``nm`` uses the layer's N:M pattern
-#: on the macro's clusters. Block-diagonal (Monarch) mappings register here.
+#: on the macro's clusters; ``monarch-latency``, ``monarch-capacity`` and ``monarch-linear``
+#: run a Monarch layer's two factors as one trace (:mod:`sparsecim.sw.schedule_monarch`).
 MAPPINGS: dict[str, Callable] = {
     "linear": _tiled(dense=True),
     "nm": _tiled(dense=False),
+    "monarch-latency": _monarch_mapping("latency"),
+    "monarch-capacity": _monarch_mapping("capacity"),
+    "monarch-linear": _monarch_mapping("linear"),
 }
 
 
@@ -636,6 +724,8 @@ def run(settings: RunSettings, *, on_step: Callable[[str, str], None] | None = N
         mapper = MAPPINGS[_mapping_of(settings, sparse)]
         try:
             mapped = mapper(cfg, sparse, layer, settings)
+        except RunError:
+            raise
         except ValueError as exc:
             raise RunError(f"layer {layer.name}: {exc}") from None
         golden = run_trace(mapped.trace)
@@ -652,7 +742,9 @@ def run(settings: RunSettings, *, on_step: Callable[[str, str], None] | None = N
         record = LayerRecord(
             name=layer.name, out_features=out_f, in_features=in_f, tokens=tokens,
             sparsify=sparse.method,
-            pattern="dense" if pattern == (1, 1) else f"{pattern[0]}:{pattern[1]}",
+            pattern=mapped.label or ("dense" if pattern == (1, 1)
+                                     else f"{pattern[0]}:{pattern[1]}"),
+            density=mapped.macs_per_token / (out_f * in_f),
             mapping=mapped.mapping, arrays=mapped.arrays, k_tiles=mapped.k_tiles,
             n_tiles=mapped.n_tiles, utilization=mapped.utilization,
             dense_utilization=map_dense(cfg, in_f, out_f).utilization,
@@ -661,7 +753,8 @@ def run(settings: RunSettings, *, on_step: Callable[[str, str], None] | None = N
             model_counters=dict(golden.counters),
             dense_cycles=predict_counters(cfg, in_f, out_f, tokens)["total"],
             ideal_cycles=mapped.ideal_cycles,
-            golden_match=bool(np.array_equal(y, mapped.expected)), rel_error=rel_error)
+            golden_match=bool(np.array_equal(y, mapped.expected)), rel_error=rel_error,
+            extra={k: v for k, v in sparse.extra.items() if isinstance(v, (int, float, str))})
         step("end", f"golden {layer.name}")
         if layer.name in rtl_names:
             step("begin", f"RTL {layer.name}")

@@ -342,8 +342,9 @@ def test_run_reads_a_run_table_from_toml(tmp_path):
      "pattern 3:4 is not supported by preset tiny; supported are dense and 1:2, 1:4, 1:8, "
      "2:4, 2:8, 4:8"),
     (["--sparsify", "flowers"],
-     "sparsify must be one of dense, magnitude, wanda, flow, not 'flowers'"),
-    (["--mapping", "zigzag"], "mapping must be auto or one of linear, nm, not 'zigzag'"),
+     "sparsify must be one of dense, magnitude, wanda, flow, monarch, not 'flowers'"),
+    (["--mapping", "zigzag"], "mapping must be auto or one of linear, nm, monarch-latency, "
+                              "monarch-capacity, monarch-linear, not 'zigzag'"),
     (["--rtl-layers", "blocks.0.q"], "rtl layer 'blocks.0.q' is not a layer of this run; "
                                      "layers are synthetic.0, synthetic.1"),
     (["--shapes", "8by40"], "shape must be OUTxIN with positive sizes (out_features x "
@@ -427,3 +428,36 @@ def test_run_flow_needs_blocks(tmp_path):
     assert done.returncode == 2
     assert done.stderr == ("sparsecim: error: sparsify flow needs a model with decoder blocks "
                            "(model smollm2), not synthetic layers\n")
+
+
+@pytest.mark.parametrize("kind", ["latency", "capacity", "linear"])
+def test_run_monarch_maps_both_factors_as_one_trace(tmp_path, kind):
+    """16 x 16 projected to 4 blocks of 4 x 4 per factor on tiny (s = b = 4 = rows)."""
+    done = _run("run", "--model", "synthetic", "--shapes", "16x16", "--preset", "tiny",
+                "--tokens", "3", "--calib-tokens", "8", "--sparsify", "monarch",
+                "--monarch-mapping", kind, "--out", str(tmp_path / "run"), "--no-plots")
+    assert done.returncode == 0, done.stderr
+    (record,) = json.loads((tmp_path / "run" / "layers.json").read_text())["layers"]
+    assert (record["pattern"], record["mapping"]) == ("monarch 4x4", f"monarch-{kind}")
+    assert record["golden_match"] is True
+    # Two factors of 4 blocks of 4 x 4 keep 128 of the 256 weights.
+    assert record["density"] == 0.5 and record["macs"] == 3 * 128
+
+
+def test_run_monarch_refuses_layers_it_cannot_map(tmp_path):
+    done = _run("run", "--model", "synthetic", "--shapes", "8x16", "--sparsify", "monarch",
+                "--preset", "tiny", "--out", str(tmp_path / "run"), "--no-plots")
+    assert done.returncode == 2
+    assert done.stderr == ("sparsecim: error: sparsify monarch needs square layers of a square "
+                           "size (blocks i = j = o on the macro), not synthetic.0 of 8x16 "
+                           "(i=4, j=2, o=4); choose such layers (e.g. --linears q,o)\n")
+
+
+@pytest.mark.cosim
+def test_run_monarch_layer_on_the_rtl(tmp_path):
+    done = _run("run", "--model", "synthetic", "--shapes", "16x16", "--preset", "tiny",
+                "--tokens", "2", "--calib-tokens", "8", "--sparsify", "monarch",
+                "--rtl-layers", "all", "--out", str(tmp_path / "run"), "--no-plots")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (record,) = json.loads((tmp_path / "run" / "layers.json").read_text())["layers"]
+    assert record["rtl_match"] is True and record["rtl_cycles"] == record["model_cycles"]

@@ -48,8 +48,8 @@ def test_default_run_folder_is_named_after_the_settings():
      "setting flow_target must be a number in [0, 1), not 1.5"),
     ({"colour": "blue"}, "unknown setting 'colour'; known are model, blocks, linears, shapes, "
                          "tokens, calib_tokens, sparsify, pattern, flow_target, "
-                         "flow_tolerance, flow_dense_ends, mapping, preset, rtl_layers, pause, "
-                         "seed, out, plots"),
+                         "flow_tolerance, flow_dense_ends, monarch_mapping, mapping, preset, "
+                         "rtl_layers, pause, seed, out, plots"),
 ], ids=["tokens", "pause", "plots", "preset", "flow-target", "unknown"])
 def test_bad_settings_are_named(overrides, message):
     with pytest.raises(RunError) as exc:
@@ -66,8 +66,9 @@ def test_select_rtl_layers(spec, expected):
 
 
 def test_registries_name_the_built_in_methods():
-    assert list(SPARSIFIERS) == ["dense", "magnitude", "wanda", "flow"]
-    assert list(MAPPINGS) == ["linear", "nm"]
+    assert list(SPARSIFIERS) == ["dense", "magnitude", "wanda", "flow", "monarch"]
+    assert list(MAPPINGS) == ["linear", "nm", "monarch-latency", "monarch-capacity",
+                              "monarch-linear"]
 
 
 def test_a_registered_sparsifier_is_usable_by_name(monkeypatch, tmp_path):
