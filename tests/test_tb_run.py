@@ -99,3 +99,22 @@ def test_progress_draws_only_when_enabled(monkeypatch):
         bar.advance("a")
     assert "x [############............] 1/2 a" in shown.getvalue()
     assert shown.getvalue().endswith("\n")
+
+
+def test_a_mismatch_fails_the_run_with_exit_status_1(monkeypatch, tmp_path, capsys):
+    from sparsecim.tb import cli
+
+    linear = MAPPINGS["linear"]
+
+    def wrong(cfg, layer, inp, settings):
+        mapped = linear(cfg, layer, inp, settings)
+        mapped.expected = mapped.expected + 1  # what a golden-model bug would look like
+        return mapped
+
+    monkeypatch.setitem(MAPPINGS, "linear", wrong)
+    status = cli.main(["run", "--model", "synthetic", "--shapes", "4x16", "--preset", "tiny",
+                       "--calib-tokens", "2", "--no-plots", "--out", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "golden model  0/1 layers equal the integer matmul" in out
+    assert out.rstrip().endswith("RESULT: FAIL")
