@@ -1,10 +1,11 @@
 """``sparsecim run``: model → sparsify → map → schedule → golden → RTL (a subset) → report.
 
 A run takes the linear layers of a model (the packaged SmolLM2-135M, or synthetic shapes),
-sparsifies them (dense, or a fixed N:M by magnitude or Wanda score), quantizes them to the
-macro's INT8, maps and schedules every layer, runs every trace on the golden model (all tiles,
-checked against the plain integer matmul) and the traces of the chosen layers on Verilator
-(scoreboarded word by word and counter by counter), and writes a report
+sparsifies them (dense; a fixed N:M by magnitude or Wanda score; FLOW's one N:M per block; or
+a rank-1 Monarch projection), quantizes them to the macro's INT8, maps and schedules every
+layer, runs every trace on the golden model (all tiles, checked against the plain integer
+matmul) and the traces of the chosen layers on Verilator (scoreboarded word by word and
+counter by counter), and writes a report
 (:mod:`sparsecim.tb.report`) and its resolved settings into the run folder.
 
 Three registries make the steps pluggable; each maps a name (the value of a setting) to a
@@ -21,6 +22,12 @@ function, and adding an entry is all a new method needs:
   MappedLayer``: quantize, map, schedule; return the trace, the exact integer outputs expected
   (level L0), how to read the result beats back and the mapping figures. ``auto`` takes the
   sparsifier's preferred mapping, else ``nm`` for an N:M layer and ``linear`` for a dense one.
+
+A new method is one function and one registry entry: FLOW is ``_flow`` in
+:data:`SPARSIFIERS` (it groups layers by ``LayerInput.block``), Monarch is ``_monarch`` in
+:data:`SPARSIFIERS` (factors in ``Sparsified.extra``, preferred mapping ``monarch-latency``)
+plus three entries in :data:`MAPPINGS`. A new model (a layer-shape table, another packaged
+checkpoint) is one entry in :data:`MODELS`; the CLI takes its name from the registry.
 
 The order of work and the data are fixed here; printing happens at the CLI edge.
 """
