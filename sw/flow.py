@@ -301,9 +301,11 @@ class FlowPlan:
         The weighted mean the constraint fixed, if ``weights`` were given.
     target, tolerance : float
     objective : float
-        Total cost of the free blocks' choices.
+        The program's optimum: total cost of the choices it made (with
+        ``force_dense_ends="after_solve"``, including the ends' choices before they were
+        overwritten).
     costs : list of float or None
-        Each block's cost; ``None`` for forced blocks.
+        Each block's cost in the program; ``None`` for blocks fixed dense inside it.
     ratio_norm, locality_norm : list of float
         ``Ô`` and ``D̂`` per block.
     forced : list of int
