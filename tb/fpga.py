@@ -368,8 +368,15 @@ def synthesize(config: MacroConfig, family: str, *, work_dir: str | Path,
                 timeout=timeout)
     seconds = time.perf_counter() - started
     if done.returncode != 0 or not (work / "stat.json").exists():
-        tail = log.read_text().strip().splitlines()[-1:] or ["(empty log)"]
-        raise FpgaToolError(f"yosys failed (exit {done.returncode}): {tail[0]}; see {log}")
+        text = log.read_text()
+        tail = text.strip().splitlines()[-1:] or ["(empty log)"]
+        hint = ""
+        if "Wasm exception" in text or "wasmtime" in text:
+            # Seen on flexcim after 15 minutes: a trap, not a Yosys error message.
+            hint = (" (a WebAssembly trap, most likely the 4 GB memory limit of the 32-bit "
+                    "WebAssembly Yosys; a native Yosys is needed for presets this large)")
+        raise FpgaToolError(f"yosys failed (exit {done.returncode}): {tail[0].strip()}{hint}; "
+                            f"see {log}")
     stat = json.loads((work / "stat.json").read_text())
     cells = _module_cells(stat, TOP_MODULE)
     wrapper = _module_cells(stat, WRAPPER_MODULE, recursive=False)
