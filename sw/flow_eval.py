@@ -61,6 +61,7 @@ __all__ = [
     "calibrate_and_prune",
     "flow_statistics",
     "flow_statistics_by_threshold",
+    "flow_variants",
     "hardware_costs",
     "int8_layer_check",
     "layer_errors",
@@ -755,7 +756,9 @@ def run_experiment(model: SmolLM, calib_windows, eval_windows, *, target: float 
         by_patterns: dict[tuple, str] = {}
         for name, options in flow_options.items():
             variant = flow_report["variants"][name] = {"options": {
-                k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
+                k: v if isinstance(v, (int, float, str, bool, type(None)))
+                else [str(p) for p in v] if isinstance(v, (list, tuple))
+                and all(isinstance(p, NMPattern) for p in v) else repr(v)
                 for k, v in options.items()}}
             options = dict(options)
             stats = by_threshold[float(options.pop("hyper_m", hyper_m))]
@@ -972,6 +975,31 @@ def _reading(report: dict) -> list[str]:
     return notes
 
 
+VARIANT_NAMES = ("flow", "flow-paper", "flow-owl5", "flow-released-ends", "flow-hw")
+
+
+def flow_variants(cfg: MacroConfig, *, tolerance: float = 0.0) -> dict[str, dict]:
+    """The FLOW variants of the command line, as ``flow_options`` for :func:`run_experiment`.
+
+    - ``flow``: the released settings (Hyper_m 0.5, released M direction, choice set
+      {2:4, 4:4, 2:8, 4:8, 8:8}), first and last blocks dense inside the constraint;
+    - ``flow-paper``: the paper's M direction;
+    - ``flow-owl5``: OWL's outlier threshold, Hyper_m = 5;
+    - ``flow-released-ends``: the released order, ends overwritten dense after solving (the
+      mean sparsity then falls below the target);
+    - ``flow-hw``: the released choices plus every other pattern ``cfg`` runs (1:2, 1:4, 1:8
+      on ``flexcim``).
+    """
+    extra = [NMPattern(n, m) for n, m in cfg.patterns
+             if NMPattern(n, m) not in flow.RELEASED_CHOICES]
+    base = {"tolerance": tolerance}
+    return {"flow": dict(base),
+            "flow-paper": dict(base, m_direction="paper"),
+            "flow-owl5": dict(base, hyper_m=flow.OWL_HYPER_M),
+            "flow-released-ends": dict(base, force_dense_ends="after_solve"),
+            "flow-hw": dict(base, choices=list(flow.RELEASED_CHOICES) + extra)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run the experiment and write the report (see ``--help``)."""
     parser = argparse.ArgumentParser(
@@ -1000,10 +1028,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="outlier threshold × mean score (default: the released value)")
     parser.add_argument("--tolerance", type=float, default=0.0,
                         help="FLOW sparsity tolerance (default %(default)s: exact)")
-    parser.add_argument("--no-paper-direction", action="store_true",
-                        help="skip the FLOW variant with the paper's M direction")
-    parser.add_argument("--no-owl-threshold", action="store_true",
-                        help="skip the FLOW variant with OWL's threshold Hyper_m = 5")
+    parser.add_argument("--variants", default=",".join(VARIANT_NAMES),
+                        help="comma-separated FLOW variants to run, from "
+                             f"{', '.join(VARIANT_NAMES)} (default all)")
     parser.add_argument("--preset", default="flexcim", help="macro preset (default %(default)s)")
     parser.add_argument("--hw-tokens", type=int, default=1,
                         help="tokens for the cycle figures (default %(default)s)")
@@ -1018,20 +1045,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
+    cfg = preset(args.preset)
+    variants = flow_variants(cfg, tolerance=args.tolerance)
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    unknown = [n for n in names if n not in variants]
+    if unknown:
+        parser.error(f"--variants must name variants from {', '.join(VARIANT_NAMES)}, not "
+                     f"{', '.join(unknown)}")
+    flow_options = {n: variants[n] for n in names}
     start = time.perf_counter()
     model = load_smollm2(num_blocks=args.num_blocks)
     calib, evaluation = calibration_and_evaluation_windows(
         model.encode, seq_len=args.seq_len, n_calib=args.n_calib, n_eval=args.n_eval,
         seed=args.seed, separator=[model.endoftext_id])
-    flow_options = {"flow": {"tolerance": args.tolerance}}
-    if not args.no_paper_direction:
-        flow_options["flow-paper"] = {"tolerance": args.tolerance, "m_direction": "paper"}
-    if not args.no_owl_threshold:
-        flow_options["flow-owl5"] = {"tolerance": args.tolerance, "hyper_m": flow.OWL_HYPER_M}
     report = run_experiment(model, calib, evaluation, target=args.target,
                             flow_options=flow_options, hyper_m=args.hyper_m,
                             n_error_windows=args.n_error_windows, batch_size=args.batch_size,
-                            cfg=preset(args.preset), hw_tokens=args.hw_tokens,
+                            cfg=cfg, hw_tokens=args.hw_tokens,
                             int8_rows=args.int8_rows, int8_tokens=args.int8_tokens,
                             progress=progress)
     report["protocol"]["seed"] = args.seed

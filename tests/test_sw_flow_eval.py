@@ -311,10 +311,25 @@ def test_main_writes_the_report(tmp_path, capsys):
     assert main(["--num-blocks", "2", "--n-calib", "2", "--n-eval", "2", "--seq-len", "32",
                  "--n-error-windows", "1", "--out", str(out), "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
-    # Both FLOW variants force the ends dense: infeasible on two blocks, and said so.
-    assert all("infeasible" in v for v in report["flow"]["variants"].values())
-    assert list(report["configs"]) == ["dense", "2:4", "4:8"]
+    variants = report["flow"]["variants"]
+    assert list(variants) == ["flow", "flow-paper", "flow-owl5", "flow-released-ends", "flow-hw"]
+    # The variants that keep the ends dense inside the constraint are infeasible on two
+    # blocks, and say so; the released order solves first, then makes both blocks dense.
+    assert all("infeasible" in v for n, v in variants.items() if n != "flow-released-ends")
+    ends = variants["flow-released-ends"]["plan"]
+    assert ends["patterns"] == ["dense", "dense"] and ends["mean_sparsity"] == 0.0
+    assert list(report["configs"]) == ["dense", "2:4", "4:8", "flow-released-ends"]
+    assert variants["flow-hw"]["options"]["choices"] == ["2:4", "4:4", "2:8", "4:8", "8:8",
+                                                         "1:2", "1:4", "1:8"]
     assert "wrote" in capsys.readouterr().out
+
+
+def test_main_rejects_unknown_variants(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--variants", "flow,flow-x", "--num-blocks", "2"])
+    assert info.value.code == 2
+    assert ("--variants must name variants from flow, flow-paper, flow-owl5, "
+            "flow-released-ends, flow-hw, not flow-x") in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------
