@@ -58,8 +58,9 @@ class LayerRecord:
         Cycles with every cell busy every cycle.
     density : float
         Kept weights over the dense layer's ``out_features × in_features``.
-    golden_match : bool
-        The golden model's outputs equal the plain integer matmul of the quantized operands.
+    golden_match : bool or None
+        The golden model's outputs equal the plain integer matmul of the quantized operands;
+        None when the golden model did not run (a layer-shape table has no weights).
     rel_error : float or None
         ``||y - y_float|| / ||y_float||`` of the dequantized output against the float layer
         before sparsity and quantization (None for integer-only layers).
@@ -69,6 +70,11 @@ class LayerRecord:
         Outputs and counters of the RTL equal the golden model's and the cycle model's.
     rtl_dir : str or None
         The RTL run's folder.
+    copies : int
+        Identical layers this record stands for (a layer-shape table's count per block times
+        its blocks); ``arrays``, ``weight_bytes``, ``meta_bytes``, ``macs``, the cycles and
+        ``model_counters`` are totals over all of them, ``utilization`` and ``density`` are
+        those of one.
     """
     name: str
     out_features: int
@@ -89,12 +95,13 @@ class LayerRecord:
     model_counters: dict
     dense_cycles: int
     ideal_cycles: int
-    golden_match: bool
+    golden_match: bool | None
     density: float = 1.0
     rel_error: float | None = None
     rtl_cycles: int | None = None
     rtl_match: bool | None = None
     rtl_dir: str | None = None
+    copies: int = 1
     extra: dict = field(default_factory=dict)
 
     @property
@@ -108,7 +115,7 @@ class LayerRecord:
 
 
 #: Columns of ``layers.csv``, in order.
-CSV_COLUMNS = ("name", "out_features", "in_features", "tokens", "sparsify", "pattern",
+CSV_COLUMNS = ("name", "out_features", "in_features", "tokens", "copies", "sparsify", "pattern",
                "mapping", "arrays", "k_tiles", "n_tiles", "utilization", "dense_utilization",
                "density", "weight_bytes", "meta_bytes", "macs", "model_cycles",
                "dense_cycles", "speedup", "ideal_cycles", "golden_match", "rel_error",
@@ -119,6 +126,9 @@ def summarize(records: list[LayerRecord]) -> dict:
     """Totals over the layers: cycles (model, dense), speedup, MACs, bytes, matches.
 
     ``passed`` is true when every golden check and every RTL run that happened matched.
+    ``golden_layers`` counts the records the golden model ran on (a layer-shape table's
+    have none), ``linears`` the layers the records stand for (their ``copies``), and
+    ``cycle_model_only`` is true when neither the golden model nor the RTL ran on any.
 
     Raises
     ------
@@ -130,8 +140,10 @@ def summarize(records: list[LayerRecord]) -> dict:
     model = sum(r.model_cycles for r in records)
     dense = sum(r.dense_cycles for r in records)
     rtl = [r for r in records if r.rtl_match is not None]
+    golden = [r for r in records if r.golden_match is not None]
     return {
         "layers": len(records),
+        "linears": sum(r.copies for r in records),
         "model_cycles": model,
         "dense_cycles": dense,
         "speedup": dense / model,
@@ -139,10 +151,12 @@ def summarize(records: list[LayerRecord]) -> dict:
         "weight_bytes": sum(r.weight_bytes for r in records),
         "meta_bytes": sum(r.meta_bytes for r in records),
         "arrays": sum(r.arrays for r in records),
-        "golden_matches": sum(r.golden_match for r in records),
+        "golden_layers": len(golden),
+        "golden_matches": sum(bool(r.golden_match) for r in golden),
         "rtl_layers": len(rtl),
         "rtl_matches": sum(bool(r.rtl_match) for r in rtl),
-        "passed": all(r.golden_match for r in records) and all(r.rtl_match for r in rtl),
+        "cycle_model_only": not golden and not rtl,
+        "passed": all(r.golden_match for r in golden) and all(r.rtl_match for r in rtl),
     }
 
 
@@ -248,26 +262,43 @@ def write_markdown(records: list[LayerRecord], path: str | Path, *, settings: di
     summary = summarize(records)
     lines = ["# sparsecim run report", "", "## Settings", ""]
     lines += [f"- `{key}`: `{value}`" for key, value in settings.items()]
-    lines += ["", "## Summary", "",
-              f"- layers: {summary['layers']}; golden model matches the integer reference on "
-              f"{summary['golden_matches']} of them",
-              f"- RTL (Verilator) on {summary['rtl_layers']} layer(s), matching on "
-              f"{summary['rtl_matches']}",
-              f"- cycles (cycle model): {summary['model_cycles']:,}; dense: "
+    lines += ["", "## Summary", ""]
+    if summary["linears"] != summary["layers"]:
+        lines.append(f"- rows: {summary['layers']} distinct layers standing for "
+                     f"{summary['linears']} linear layers (a row's count is its layers per "
+                     f"block times the blocks; its figures are totals over them)")
+    if summary["cycle_model_only"]:
+        lines += ["- **figures are cycle-model only** (predicted counters, nothing verified): "
+                  "a layer-shape table has no weights, so the golden model and the RTL did "
+                  "not run"]
+    else:
+        lines += [f"- layers: {summary['layers']}; golden model matches the integer reference "
+                  f"on {summary['golden_matches']} of {summary['golden_layers']}",
+                  f"- RTL (Verilator) on {summary['rtl_layers']} layer(s), matching on "
+                  f"{summary['rtl_matches']}"]
+    result = "PASS" if summary["passed"] else "FAIL"
+    if summary["cycle_model_only"]:
+        result = "nothing checked (cycle model only)"
+    lines += [f"- cycles (cycle model): {summary['model_cycles']:,}; dense: "
               f"{summary['dense_cycles']:,}; speedup {summary['speedup']:.2f}x",
               f"- MACs {summary['macs']:,}; weights {summary['weight_bytes']:,} B + metadata "
               f"{summary['meta_bytes']:,} B",
-              f"- result: {'PASS' if summary['passed'] else 'FAIL'}", "", "## Layers", "",
+              f"- result: {result}", "", "## Layers", "",
               "| layer | shape (out x in) | pattern | mapping | arrays | util. | weights B | "
               "meta B | MACs | model cycles | dense cycles | speedup | RTL cycles | match |",
               "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
               "---: | --- |"]
     for r in records:
-        match = "yes" if r.golden_match else "NO"
+        if r.golden_match is None:
+            match = "not run (no weights)"
+        else:
+            match = "yes" if r.golden_match else "NO"
         if r.rtl_match is not None:
             match += ", RTL " + ("yes" if r.rtl_match else "NO")
-        rtl = f"{r.rtl_cycles:,}" if r.rtl_cycles is not None else "-"
-        lines.append(f"| {r.name} | {r.out_features} x {r.in_features} | {r.pattern} | "
+        rtl = f"{r.rtl_cycles:,}" if r.rtl_cycles is not None else (
+            "not run (no weights)" if r.golden_match is None else "-")
+        name = r.name if r.copies == 1 else f"{r.name} ×{r.copies}"
+        lines.append(f"| {name} | {r.out_features} x {r.in_features} | {r.pattern} | "
                      f"{r.mapping} | {r.arrays} | {r.utilization:.1%} | {r.weight_bytes:,} | "
                      f"{r.meta_bytes:,} | {r.macs:,} | {r.model_cycles:,} | "
                      f"{r.dense_cycles:,} | {r.speedup:.2f}x | {rtl} | {match} |")

@@ -29,6 +29,16 @@ A new method is one function and one registry entry: FLOW is ``_flow`` in
 plus three entries in :data:`MAPPINGS`. A new model (a layer-shape table, another packaged
 checkpoint) is one entry in :data:`MODELS`; the CLI takes its name from the registry.
 
+Layer-shape tables (:data:`sparsecim.sw.model_shapes.MODELS`: ``bert-large``,
+``llama-2-7b`` ...) are models too, one :class:`ShapeTable` entry in :data:`MODELS` each. They
+have no weights, so a run of one is figures only: each row of the table (each distinct linear
+of a block) is mapped once and its figures multiplied by its count per block times the blocks
+(:attr:`LayerRecord.copies <sparsecim.tb.report.LayerRecord>`); the pattern of ``magnitude``
+or ``wanda`` is declared, not found by pruning (both give the same figures); cycles come from
+:func:`~sparsecim.sw.schedule.predict_counters`, once per distinct shape and pattern. Nothing
+runs on the golden model or the RTL (``golden_match`` and ``rtl_match`` are None), and FLOW,
+Monarch and ``rtl_layers`` are refused: they need weights.
+
 The order of work and the data are fixed here; printing happens at the CLI edge.
 """
 
@@ -47,16 +57,18 @@ import numpy as np
 from ..hw.config import PRESETS, MacroConfig, preset
 from ..hw.trace import Trace
 from ..sw.golden import run_trace
-from ..sw.mapping import map_dense
-from ..sw.nm import NMPattern, activation_norms, prune_magnitude, prune_wanda
+from ..sw.mapping import map_dense, map_nm
+from ..sw.model_shapes import MODELS as SHAPE_TABLES
+from ..sw.model_shapes import ModelShape
+from ..sw.nm import NMPattern, activation_norms, memory_bits, prune_magnitude, prune_wanda
 from ..sw.quant import dequantize_matmul, quantize_acts, quantize_weights
 from ..sw.reference import matmul_reference
 from ..sw.schedule import as_pattern, ideal_cycles, predict_counters, schedule_layer
 from .report import LayerRecord, summarize, write_report
 
 __all__ = ["RunSettings", "RunError", "LayerInput", "Sparsified", "MappedLayer", "RunResult",
-           "MODELS", "SPARSIFIERS", "MAPPINGS", "load_settings", "settings_toml", "run",
-           "select_rtl_layers"]
+           "ShapeTable", "MODELS", "SPARSIFIERS", "MAPPINGS", "load_settings", "settings_toml",
+           "run", "select_rtl_layers"]
 
 
 class RunError(ValueError):
@@ -74,7 +86,8 @@ class RunSettings:
     Attributes
     ----------
     model : str
-        A key of :data:`MODELS`: ``smollm2`` (the packaged SmolLM2-135M) or ``synthetic``.
+        A key of :data:`MODELS`: ``smollm2`` (the packaged SmolLM2-135M), ``synthetic``, or a
+        layer-shape table (``bert-large``, ``llama-2-7b`` ...; figures without weights).
     blocks : int
         SmolLM2: the first ``blocks`` decoder blocks.
     linears : tuple of str
@@ -102,7 +115,8 @@ class RunSettings:
         The macro (a key of :data:`~sparsecim.hw.config.PRESETS`).
     rtl_layers : str
         Layers also run on Verilator: ``none``, ``all``, a count of the first layers (``2``)
-        or comma-separated names (``blocks.0.q,blocks.0.down``).
+        or comma-separated names (``blocks.0.q,blocks.0.down``); ``none`` for a layer-shape
+        table.
     pause : float
         Idle probability on every stream in the RTL runs, in [0, 1).
     seed : int
@@ -227,6 +241,19 @@ def _validate(s: RunSettings) -> None:
     if s.mapping != "auto" and s.mapping not in MAPPINGS:
         raise RunError(f"mapping must be auto or one of {', '.join(MAPPINGS)}, "
                        f"not {s.mapping!r}")
+    if isinstance(MODELS[s.model], ShapeTable):
+        what = f"model {s.model} is a layer-shape table without weights"
+        if s.sparsify not in ShapeTable.SPARSIFY:
+            raise RunError(f"sparsify must be one of {', '.join(ShapeTable.SPARSIFY)} for a "
+                           f"layer-shape table, not {s.sparsify!r} ({what}; {s.sparsify} "
+                           f"needs weights: use model smollm2 or synthetic)")
+        if s.mapping not in ShapeTable.MAPPING:
+            raise RunError(f"mapping must be one of {', '.join(ShapeTable.MAPPING)} for a "
+                           f"layer-shape table, not {s.mapping!r} ({what})")
+        if s.rtl_layers.strip() not in ("", "none", "0"):
+            raise RunError(f"rtl_layers must be none for a layer-shape table, not "
+                           f"{s.rtl_layers!r} ({what}; nothing runs on the golden model or "
+                           f"the RTL)")
     if s.preset not in PRESETS:
         raise RunError(f"preset must be one of {', '.join(sorted(PRESETS))}, not {s.preset!r}")
     for name in ("blocks", "tokens", "calib_tokens"):
@@ -429,10 +456,39 @@ def _synthetic_layers(s: RunSettings) -> list[LayerInput]:
     return layers
 
 
-#: Model loaders by name: ``loader(settings) -> list[LayerInput]``.
-MODELS: dict[str, Callable[[RunSettings], list[LayerInput]]] = {
+@dataclass(frozen=True)
+class ShapeTable:
+    """A model known by its layer shapes only (:mod:`sparsecim.sw.model_shapes`), no weights.
+
+    Calling it gives the table's rows (one :class:`~sparsecim.sw.model_shapes.LinearShape`
+    per distinct linear of a block, with its count per block and its blocks) instead of
+    :class:`LayerInput`; :func:`run` maps each row once and multiplies its figures by
+    ``count · blocks``.
+
+    Attributes
+    ----------
+    shape : ModelShape
+    """
+    shape: ModelShape
+
+    #: The sparsify settings a table takes: the pattern of ``magnitude`` and ``wanda`` is
+    #: declared (there are no weights to prune, and both give the same figures).
+    SPARSIFY = ("dense", "magnitude", "wanda")
+    #: The mapping settings a table takes.
+    MAPPING = ("auto", "linear", "nm")
+
+    def __call__(self, s: RunSettings) -> list:
+        """The table's rows, in table order (``s`` is not needed: a table has no options)."""
+        return list(self.shape.linears)
+
+
+#: Model loaders by name: ``loader(settings) -> list[LayerInput]``, and the layer-shape tables
+#: of :mod:`sparsecim.sw.model_shapes` as :class:`ShapeTable` entries (figures without
+#: weights).
+MODELS: dict[str, Callable[[RunSettings], list]] = {
     "smollm2": _smollm_layers,
     "synthetic": _synthetic_layers,
+    **{name: ShapeTable(table) for name, table in SHAPE_TABLES.items()},
 }
 
 
@@ -633,6 +689,48 @@ def _mapping_of(s: RunSettings, layer: Sparsified) -> str:
 # The run
 
 
+def _shape_records(cfg: MacroConfig, s: RunSettings, rows: list) -> list[LayerRecord]:
+    """Figures of every row of a layer-shape table, totals over its ``count · blocks`` copies;
+    the cycle model's counters once per distinct (inputs, outputs, pattern)."""
+    declared = (1, 1) if s.sparsify == "dense" else as_pattern(s.pattern)
+    mapping_name = s.mapping if s.mapping != "auto" else (
+        "linear" if declared == (1, 1) else "nm")
+    # A linear mapping runs the pattern's zeros as weights: it stores and computes them.
+    stored = (1, 1) if mapping_name == "linear" else declared
+    counters: dict[tuple, dict] = {}
+
+    def predicted(k: int, n: int, pattern: tuple) -> dict:
+        key = (k, n, pattern)
+        if key not in counters:
+            counters[key] = predict_counters(cfg, k, n, s.tokens, pattern)
+        return counters[key]
+
+    records = []
+    for row in rows:
+        k, n, copies = row.inputs, row.outputs, row.total
+        mapping = map_nm(cfg, k, n, stored)
+        bits = memory_bits(n, k, NMPattern(*stored), value_bits=cfg.weight_bits)
+        model = predicted(k, n, stored)
+        records.append(LayerRecord(
+            name=row.name, out_features=n, in_features=k, tokens=s.tokens, copies=copies,
+            sparsify=s.sparsify,
+            pattern="dense" if declared == (1, 1) else f"{declared[0]}:{declared[1]}",
+            density=mapping.macs_per_token / (k * n), mapping=mapping_name,
+            arrays=mapping.arrays * copies, k_tiles=mapping.k_tiles, n_tiles=mapping.n_tiles,
+            utilization=mapping.utilization,
+            dense_utilization=map_dense(cfg, k, n).utilization,
+            weight_bytes=-(-bits["values"] // 8) * copies,
+            meta_bytes=-(-bits["metadata"] // 8) * copies,
+            macs=mapping.macs_per_token * s.tokens * copies,
+            model_cycles=model["total"] * copies,
+            model_counters={key: value * copies for key, value in model.items()},
+            dense_cycles=predicted(k, n, (1, 1))["total"] * copies,
+            ideal_cycles=ideal_cycles(mapping, s.tokens) * copies, golden_match=None,
+            extra={"count": row.count, "blocks": row.blocks,
+                   "cycles_per_layer": model["total"]}))
+    return records
+
+
 def select_rtl_layers(spec: str, names: list[str]) -> list[str]:
     """The layer names a ``rtl_layers`` setting selects, in run order.
 
@@ -716,6 +814,15 @@ def run(settings: RunSettings, *, on_step: Callable[[str, str], None] | None = N
     run_dir.mkdir(parents=True, exist_ok=True)
     settings_path = run_dir / "settings.toml"
     settings_path.write_text(settings_toml(settings))
+    if isinstance(MODELS[settings.model], ShapeTable):
+        step("plan", "0")
+        step("begin", f"figures of {settings.model}")
+        records = _shape_records(cfg, settings, MODELS[settings.model](settings))
+        step("end", f"figures of {settings.model}")
+        files = write_report(records, run_dir, settings=settings.as_dict(),
+                             plots=settings.plots)
+        files["settings"] = settings_path
+        return RunResult(settings, records, summarize(records), run_dir, files)
 
     step("begin", f"load {settings.model}")
     layers = MODELS[settings.model](settings)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sparsecim.hw.config import preset
 from sparsecim.sw.golden import run_trace
+from sparsecim.sw.model_shapes import MODELS as SHAPE_TABLES
 from sparsecim.sw.nm import NMPattern, activation_norms, prune_magnitude, prune_wanda
 from sparsecim.sw.schedule import predict_counters, schedule_layer
 
@@ -337,7 +338,8 @@ def test_run_reads_a_run_table_from_toml(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "gpt5"], "model must be one of smollm2, synthetic, not 'gpt5'"),
+    (["--model", "gpt5"], "model must be one of smollm2, synthetic, bert-large, bart-large, "
+                          "gpt2-medium, llama-2-7b, smollm2-135m, opt-1.3b, not 'gpt5'"),
     (["--sparsify", "magnitude", "--pattern", "3:4"],
      "pattern 3:4 is not supported by preset tiny; supported are dense and 1:2, 1:4, 1:8, "
      "2:4, 2:8, 4:8"),
@@ -461,3 +463,104 @@ def test_run_monarch_layer_on_the_rtl(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     (record,) = json.loads((tmp_path / "run" / "layers.json").read_text())["layers"]
     assert record["rtl_match"] is True and record["rtl_cycles"] == record["model_cycles"]
+
+
+# --------------------------------------------------------------------------------------------
+# run on a layer-shape table (no weights)
+
+
+def test_run_bert_large_shape_table_reports_cycle_model_figures(tmp_path):
+    done = _run("run", "--model", "bert-large", "--sparsify", "magnitude", "--pattern", "2:4",
+                "--out", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.startswith("sparsecim run: bert-large (layer-shape table, no weights: 6 "
+                          "distinct linears standing for 144), magnitude 2:4, mapping auto, "
+                          "preset flexcim, 1 token(s)\n")
+    cfg = preset("flexcim")
+    q = predict_counters(cfg, 1024, 1024, 1, (2, 4))["total"] * 24
+    q_dense = predict_counters(cfg, 1024, 1024, 1)["total"] * 24
+    assert f"  q x24              1024x1024     2:4      nm   3072 100.0% {q:>9,} " \
+           f"{q_dense:>9,}   {q_dense / q:.2f}x       - not run      not run\n" in out
+    assert "  figures       cycle-model only: predict_counters once per distinct shape, a row " \
+           "xN stands for N = count per block x blocks layers and its figures are totals " \
+           "over them; the 2:4 pattern is declared, nothing is pruned\n" in out
+    assert "  golden model  not run (no weights)\n  RTL           not run (no weights)\n" in out
+    assert out.rstrip().endswith("RESULT: cycle model only (no weights: nothing to check)")
+    run_dir = tmp_path / "run"
+    report = json.loads((run_dir / "layers.json").read_text())
+    rows = [(lin.inputs, lin.outputs, lin.count * lin.blocks)
+            for lin in SHAPE_TABLES["bert-large"].linears]
+    assert report["summary"]["model_cycles"] == sum(
+        c * predict_counters(cfg, k, n, 1, (2, 4))["total"] for k, n, c in rows)
+    assert report["summary"]["dense_cycles"] == sum(
+        c * predict_counters(cfg, k, n, 1)["total"] for k, n, c in rows)
+    assert report["summary"]["cycle_model_only"] is True
+    assert [r["copies"] for r in report["layers"]] == [24] * 6
+    assert {r["golden_match"] for r in report["layers"]} == {None}
+    csv_head = (run_dir / "layers.csv").read_text().splitlines()[:2]
+    assert csv_head[0].startswith("name,out_features,in_features,tokens,copies,")
+    assert csv_head[1].startswith("q,1024,1024,1,24,magnitude,2:4,nm,3072,")
+    markdown = (run_dir / "report.md").read_text()
+    assert "- **figures are cycle-model only** (predicted counters, nothing verified): a " \
+           "layer-shape table has no weights, so the golden model and the RTL did not run" \
+           in markdown
+    assert "- rows: 6 distinct layers standing for 144 linear layers" in markdown
+    assert "| not run (no weights) | not run (no weights) |" in markdown
+    assert "| q ×24 | 1024 x 1024 | 2:4 | nm | 3072 |" in markdown
+    assert "- result: nothing checked (cycle model only)" in markdown
+    for name in ("utilization", "cycles", "patterns", "speedup"):
+        assert (run_dir / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    settings = tomllib.loads((run_dir / "settings.toml").read_text())["run"]
+    assert (settings["model"], settings["sparsify"], settings["pattern"]) == \
+        ("bert-large", "magnitude", "2:4")
+    again = _run("run", "--config", str(run_dir / "settings.toml"), "--out",
+                 str(tmp_path / "again"), "--no-plots")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "again" / "layers.json").read_text())["layers"] == \
+        report["layers"]
+
+
+def test_run_model_list_names_every_model():
+    done = _run("run", "--model", "list")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "sparsecim run models (--model NAME):"
+    assert [line.split()[0] for line in lines[1:]] == ["smollm2", "synthetic", *SHAPE_TABLES]
+    assert "  bert-large       layer-shape table, no weights: 6 distinct linears, 144 in all, " \
+           "301,989,888 weights (cycle-model figures only)" in lines
+
+
+def test_run_help_names_the_shape_tables():
+    done = _run("run", "--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "layer- shape table without weights (cycle-model figures only: bert-large, " \
+           "bart-large, gpt2-medium, llama-2-7b, smollm2-135m, opt-1.3b), or list" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sparsify", "flow"],
+     "sparsify must be one of dense, magnitude, wanda for a layer-shape table, not 'flow' "
+     "(model llama-2-7b is a layer-shape table without weights; flow needs weights: use "
+     "model smollm2 or synthetic)"),
+    (["--sparsify", "monarch"],
+     "sparsify must be one of dense, magnitude, wanda for a layer-shape table, not 'monarch' "
+     "(model llama-2-7b is a layer-shape table without weights; monarch needs weights: use "
+     "model smollm2 or synthetic)"),
+    (["--rtl-layers", "all"],
+     "rtl_layers must be none for a layer-shape table, not 'all' (model llama-2-7b is a "
+     "layer-shape table without weights; nothing runs on the golden model or the RTL)"),
+    (["--mapping", "monarch-capacity"],
+     "mapping must be one of auto, linear, nm for a layer-shape table, not "
+     "'monarch-capacity' (model llama-2-7b is a layer-shape table without weights)"),
+    (["--sparsify", "wanda", "--pattern", "3:4"],
+     "pattern 3:4 is not supported by preset flexcim; supported are dense and 1:2, 1:4, 1:8, "
+     "2:4, 2:8, 4:8"),
+], ids=["flow", "monarch", "rtl-layers", "mapping", "pattern"])
+def test_run_shape_table_bad_settings_fail_cleanly(tmp_path, args, message):
+    done = _run("run", "--model", "llama-2-7b", "--out", str(tmp_path / "run"), "--no-plots",
+                *args)
+    assert done.returncode == 2
+    assert done.stderr == f"sparsecim: error: {message}\n"
+    assert not (tmp_path / "run").exists()

@@ -77,3 +77,23 @@ def test_write_report_without_plots(tmp_path):
     assert set(files) == {"json", "csv", "markdown"}
     assert not list(tmp_path.glob("*.png"))
     assert "## Plots" in files["markdown"].read_text()
+
+
+def test_records_without_a_golden_run_are_cycle_model_only(tmp_path):
+    records = [_record("q", golden=None), _record("fc1", golden=None)]
+    for record in records:
+        record.copies = 24
+    summary = summarize(records)
+    assert (summary["layers"], summary["linears"], summary["golden_layers"]) == (2, 48, 0)
+    assert summary["cycle_model_only"] is True and summary["passed"] is True
+    markdown = write_report(records, tmp_path, settings={}, plots=False)["markdown"].read_text()
+    assert "- rows: 2 distinct layers standing for 48 linear layers" in markdown
+    assert "| q ×24 | 8 x 40 | 2:4 | nm | 6 | 62.5% | 160 | 40 | 320 | 500 | 1,000 | 2.00x | " \
+           "not run (no weights) | not run (no weights) |" in markdown
+    assert "- result: nothing checked (cycle model only)" in markdown
+
+
+def test_a_golden_run_is_not_cycle_model_only():
+    summary = summarize([_record("a"), _record("b", golden=None)])
+    assert (summary["golden_layers"], summary["golden_matches"]) == (1, 1)
+    assert summary["cycle_model_only"] is False

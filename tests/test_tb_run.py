@@ -118,3 +118,129 @@ def test_a_mismatch_fails_the_run_with_exit_status_1(monkeypatch, tmp_path, caps
     assert status == 1
     assert "golden model  0/1 layers equal the integer matmul" in out
     assert out.rstrip().endswith("RESULT: FAIL")
+
+
+# --------------------------------------------------------------------------------------------
+# Layer-shape tables (no weights)
+
+
+def _table_totals(name, tokens, pattern):
+    """The whole-model figures of a table, summed here row by row, independently of run."""
+    from sparsecim.hw.config import preset
+    from sparsecim.sw.model_shapes import MODELS as TABLES
+    from sparsecim.sw.nm import NMPattern, memory_bits
+    from sparsecim.sw.schedule import predict_counters
+
+    cfg = preset("flexcim")
+    totals = {"model_cycles": 0, "dense_cycles": 0, "macs": 0, "weight_bytes": 0,
+              "meta_bytes": 0, "linears": 0}
+    for row in TABLES[name].linears:
+        k, n, copies = row.inputs, row.outputs, row.count * row.blocks
+        bits = memory_bits(n, k, NMPattern(*pattern), value_bits=8)
+        totals["model_cycles"] += copies * predict_counters(cfg, k, n, tokens, pattern)["total"]
+        totals["dense_cycles"] += copies * predict_counters(cfg, k, n, tokens)["total"]
+        totals["macs"] += copies * tokens * n * -(-k // pattern[1]) * pattern[0]
+        totals["weight_bytes"] += copies * -(-bits["values"] // 8)
+        totals["meta_bytes"] += copies * -(-bits["metadata"] // 8)
+        totals["linears"] += copies
+    return totals
+
+
+@pytest.mark.parametrize("name, sparsify, pattern, tokens", [
+    ("bert-large", "magnitude", (2, 4), 1),
+    ("bart-large", "wanda", (1, 4), 3),
+    ("llama-2-7b", "dense", (1, 1), 1),
+], ids=["bert-large-2:4", "bart-large-1:4", "llama-2-7b-dense"])
+def test_shape_table_totals_are_the_table_summed_with_predict_counters(
+        tmp_path, name, sparsify, pattern, tokens):
+    settings = load_settings(overrides={"model": name, "sparsify": sparsify,
+                                        "pattern": f"{pattern[0]}:{pattern[1]}",
+                                        "tokens": tokens, "plots": False,
+                                        "out": str(tmp_path / "r")})
+    result = run_module.run(settings)
+    summary = result.summary
+    expected = _table_totals(name, tokens, pattern)
+    assert {key: summary[key] for key in expected} == expected
+    assert summary["speedup"] == expected["dense_cycles"] / expected["model_cycles"]
+    assert summary["cycle_model_only"] is True and summary["golden_layers"] == 0
+    assert all(r.golden_match is None and r.rtl_match is None for r in result.records)
+    assert result.passed  # nothing failed; the CLI says nothing was checked
+
+
+def test_bert_large_rows_are_its_six_linears_times_24_blocks(tmp_path):
+    settings = load_settings(overrides={"model": "bert-large", "sparsify": "magnitude",
+                                        "pattern": "2:4", "plots": False,
+                                        "out": str(tmp_path / "r")})
+    records = run_module.run(settings).records
+    assert [(r.name, r.out_features, r.in_features, r.copies) for r in records] == [
+        ("q", 1024, 1024, 24), ("k", 1024, 1024, 24), ("v", 1024, 1024, 24),
+        ("o", 1024, 1024, 24), ("fc1", 4096, 1024, 24), ("fc2", 1024, 4096, 24)]
+    assert {(r.pattern, r.mapping, r.density, r.utilization) for r in records} == {
+        ("2:4", "nm", 0.5, 1.0)}
+    # flexcim 2:4: a pass covers 256 inputs of 32 outputs, so 1024 x 1024 is 4 x 32 tiles.
+    assert (records[0].k_tiles, records[0].n_tiles, records[0].arrays) == (4, 32, 128 * 24)
+
+
+def test_shape_table_predicts_each_distinct_shape_once(monkeypatch, tmp_path):
+    """llama-2-7b has 7 rows of 3 distinct shapes (q k v o, gate up, down): 3 predictions of
+    the pattern and 3 of dense, not 224 layers' worth."""
+    calls = []
+    predict = run_module.predict_counters
+
+    def counting(cfg, k, n, tokens, pattern=None):
+        calls.append((k, n, pattern))
+        return predict(cfg, k, n, tokens, pattern)
+
+    monkeypatch.setattr(run_module, "predict_counters", counting)
+    settings = load_settings(overrides={"model": "llama-2-7b", "sparsify": "wanda",
+                                        "pattern": "2:4", "plots": False,
+                                        "out": str(tmp_path / "r")})
+    result = run_module.run(settings)
+    assert len(result.records) == 7 and result.summary["linears"] == 224
+    assert sorted(calls) == sorted([(4096, 4096, (2, 4)), (4096, 4096, (1, 1)),
+                                    (4096, 11008, (2, 4)), (4096, 11008, (1, 1)),
+                                    (11008, 4096, (2, 4)), (11008, 4096, (1, 1))])
+
+
+def test_shape_table_linear_mapping_stores_and_runs_the_zeros(tmp_path):
+    settings = load_settings(overrides={"model": "gpt2-medium", "sparsify": "magnitude",
+                                        "pattern": "2:4", "mapping": "linear", "plots": False,
+                                        "out": str(tmp_path / "r")})
+    result = run_module.run(settings)
+    summary = result.summary
+    assert summary["model_cycles"] == summary["dense_cycles"]
+    assert summary["meta_bytes"] == 0
+    assert summary["weight_bytes"] == 1024 * 1024 * 4 * 24 + 2 * 1024 * 4096 * 24
+    assert {(r.pattern, r.mapping) for r in result.records} == {("2:4", "linear")}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"sparsify": "flow"},
+     "sparsify must be one of dense, magnitude, wanda for a layer-shape table, not 'flow' "
+     "(model bert-large is a layer-shape table without weights; flow needs weights: use "
+     "model smollm2 or synthetic)"),
+    ({"sparsify": "monarch"},
+     "sparsify must be one of dense, magnitude, wanda for a layer-shape table, not 'monarch' "
+     "(model bert-large is a layer-shape table without weights; monarch needs weights: use "
+     "model smollm2 or synthetic)"),
+    ({"rtl_layers": "q"},
+     "rtl_layers must be none for a layer-shape table, not 'q' (model bert-large is a "
+     "layer-shape table without weights; nothing runs on the golden model or the RTL)"),
+    ({"mapping": "monarch-latency"},
+     "mapping must be one of auto, linear, nm for a layer-shape table, not 'monarch-latency' "
+     "(model bert-large is a layer-shape table without weights)"),
+    ({"sparsify": "magnitude", "pattern": "3:4"},
+     "pattern 3:4 is not supported by preset flexcim; supported are dense and 1:2, 1:4, 1:8, "
+     "2:4, 2:8, 4:8"),
+], ids=["flow", "monarch", "rtl-layers", "mapping", "pattern"])
+def test_shape_table_refuses_what_needs_weights(overrides, message):
+    with pytest.raises(RunError) as exc:
+        load_settings(overrides={"model": "bert-large"} | overrides)
+    assert str(exc.value) == message
+
+
+def test_every_shape_table_is_a_model():
+    from sparsecim.sw.model_shapes import MODELS as TABLES
+
+    assert list(run_module.MODELS) == ["smollm2", "synthetic", *TABLES]
+    assert all(isinstance(run_module.MODELS[name], run_module.ShapeTable) for name in TABLES)
