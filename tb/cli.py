@@ -90,10 +90,8 @@ def random_gemm(cfg, k: int, n: int, tokens: int, seed: int, pattern=(1, 1)):
     return x, w
 
 
-def _cmd_gemm(args) -> int:
-    from .cosim import Pauses, run_rtl
-
-    cfg = preset(args.preset)
+def _macro_pattern(cfg, args) -> tuple[int, int]:
+    """``args.pattern`` as ``(n, m)``; a :class:`UserError` unless ``cfg`` runs it."""
     try:
         pattern = as_pattern(args.pattern)
     except ValueError as exc:
@@ -101,6 +99,14 @@ def _cmd_gemm(args) -> int:
     if not cfg.supports(*pattern):
         raise UserError(f"pattern {args.pattern} is not supported by preset {args.preset}; "
                         f"supported are dense and {cfg.pattern_names() or 'nothing else'}")
+    return pattern
+
+
+def _cmd_gemm(args) -> int:
+    from .cosim import Pauses, run_rtl
+
+    cfg = preset(args.preset)
+    pattern = _macro_pattern(cfg, args)
     x, w = random_gemm(cfg, args.k, args.n, args.tokens, args.seed)
     if pattern != (1, 1):
         # Per output channel (column of w), keep the largest n of every m inputs.
@@ -209,13 +215,7 @@ def _cmd_layer(args) -> int:
     from ..sw.reference import check_int_matrix
 
     cfg = preset(args.preset)
-    try:
-        pattern = as_pattern(args.pattern)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    if not cfg.supports(*pattern):
-        raise UserError(f"pattern {args.pattern} is not supported by preset {args.preset}; "
-                        f"supported are dense and {cfg.pattern_names() or 'nothing else'}")
+    pattern = _macro_pattern(cfg, args)
     raw_w = _load_npy(args.weights, "weights")
     raw_x = _load_npy(args.inputs, "inputs")
     try:
