@@ -165,6 +165,13 @@ class MacroConfig:
         """True if the macro runs pattern ``n:m`` (``1:1`` is dense)."""
         return (n, m) == (1, 1) or (n, m) in self.patterns
 
+    def check_pattern(self, n: int, m: int, *, on: str = "this macro") -> None:
+        """Raise ``ValueError`` naming the supported patterns unless the macro runs ``n:m``;
+        ``on`` names the macro in the message (e.g. ``"preset tiny"``)."""
+        if not self.supports(n, m):
+            raise ValueError(f"pattern {n}:{m} is not supported by {on}; supported are "
+                             f"dense and {self.pattern_names() or 'nothing else'}")
+
     @property
     def max_m(self) -> int:
         """Largest group width ``m`` of any supported pattern (1 if only dense)."""
@@ -181,9 +188,7 @@ class MacroConfig:
         ``rows × P/n`` cluster rows takes one group of ``m``); ``reduction`` for dense.
 
         Raises ``ValueError`` for a pattern the macro does not support."""
-        if not self.supports(n, m):
-            raise ValueError(f"pattern {n}:{m} is not supported by this macro; supported are "
-                             f"dense and {self.pattern_names() or 'nothing else'}")
+        self.check_pattern(n, m)
         return self.rows * (self.submacros // n) * m
 
     def pattern_names(self) -> str:

@@ -363,9 +363,7 @@ def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> Schedule:
     """
     x, w = _check_shapes(cfg, x, w)
     pattern = as_pattern(pattern)
-    if not cfg.supports(*pattern):
-        raise ValueError(f"pattern {pattern[0]}:{pattern[1]} is not supported by this macro; "
-                         f"supported are dense and {cfg.pattern_names() or 'nothing else'}")
+    cfg.check_pattern(*pattern)
     tokens, k = x.shape
     n = w.shape[1]
     mapping = map_nm(cfg, k, n, pattern)

@@ -94,11 +94,9 @@ def _macro_pattern(cfg, args) -> tuple[int, int]:
     """``args.pattern`` as ``(n, m)``; a :class:`UserError` unless ``cfg`` runs it."""
     try:
         pattern = as_pattern(args.pattern)
+        cfg.check_pattern(*pattern, on=f"preset {args.preset}")
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    if not cfg.supports(*pattern):
-        raise UserError(f"pattern {args.pattern} is not supported by preset {args.preset}; "
-                        f"supported are dense and {cfg.pattern_names() or 'nothing else'}")
     return pattern
 
 

@@ -64,6 +64,7 @@ from ..sw.nm import NMPattern, activation_norms, memory_bits, prune_magnitude, p
 from ..sw.quant import dequantize_matmul, quantize_acts, quantize_weights
 from ..sw.reference import matmul_reference
 from ..sw.schedule import as_pattern, ideal_cycles, predict_counters, schedule_layer
+from ..sw.schedule_monarch import MAPPINGS as MONARCH_MAPPINGS
 from .report import LayerRecord, summarize, write_report
 
 __all__ = ["RunSettings", "RunError", "LayerInput", "Sparsified", "MappedLayer", "RunResult",
@@ -261,9 +262,9 @@ def _validate(s: RunSettings) -> None:
             raise RunError(f"setting {name} must be a positive integer, not {getattr(s, name)}")
     if not 0.0 <= s.pause < 1.0:
         raise RunError(f"setting pause must be a number in [0, 1), not {s.pause}")
-    if s.monarch_mapping not in ("latency", "capacity", "linear"):
-        raise RunError(f"setting monarch_mapping must be latency, capacity or linear, "
-                       f"not {s.monarch_mapping!r}")
+    if s.monarch_mapping not in MONARCH_MAPPINGS:
+        raise RunError(f"setting monarch_mapping must be {', '.join(MONARCH_MAPPINGS[:-1])} or "
+                       f"{MONARCH_MAPPINGS[-1]}, not {s.monarch_mapping!r}")
     if s.sparsify == "flow":
         if not 0.0 <= s.flow_target < 1.0:
             raise RunError(f"setting flow_target must be a number in [0, 1), not "
@@ -273,13 +274,9 @@ def _validate(s: RunSettings) -> None:
                            f"{s.flow_tolerance}")
     elif s.sparsify != "dense":
         try:
-            pattern = as_pattern(s.pattern)
+            preset(s.preset).check_pattern(*as_pattern(s.pattern), on=f"preset {s.preset}")
         except ValueError as exc:
             raise RunError(str(exc)) from None
-        cfg = preset(s.preset)
-        if not cfg.supports(*pattern):
-            raise RunError(f"pattern {s.pattern} is not supported by preset {s.preset}; "
-                           f"supported are dense and {cfg.pattern_names() or 'nothing else'}")
 
 
 def _toml_value(value) -> str:
