@@ -14,36 +14,56 @@ simulation and the Verilator testbench. The file is text, exact and diff-able::
 ``c`` lines are command words and ``d`` lines the data beats that follow their command, both in
 fixed-width lowercase hex. ``#`` starts a comment line. :meth:`Trace.dump` gives a
 human-readable listing with decoded commands and lane values.
+
+Legality is decided here, once, for every level (:meth:`Trace.validate`): a trace is
+*well-formed* if every word is non-negative hex that fits its stream and every command that
+runs (up to the first END or illegal command, as the sequencer runs them) finds all its data
+beats, each fitting its beat layout (no bits set above the lanes of a LOAD_A beat or the
+fields of a LOAD_W beat, which the RTL would ignore and the golden model refuses). An illegal
+*command* (undefined opcode, bad mode, zero count, address out of range) is well-formed: the
+sequencer halts on it with an error status, and every level agrees on which.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from .config import MacroConfig
 from .isa import (
     ISA_VERSION,
     Command,
+    DecodeError,
+    ErrorCode,
     Opcode,
     act_beat_layout,
+    check,
     command_layout,
+    data_beats,
     decode,
     disassemble,
     encode,
+    part_fits,
+    pattern_of,
     unpack_beats,
     unpack_weight_rows,
+    weight_row_layout,
 )
 
 __all__ = ["FORMAT_VERSION", "Step", "Trace", "TraceFormatError"]
 
 FORMAT_VERSION = 1
 _MAGIC = "sparsecim-trace"
+_HEX = re.compile(r"[0-9a-fA-F]+")
 
 
 class TraceFormatError(ValueError):
-    """A trace file that cannot be read; the message names the file line."""
+    """A trace that is not well-formed; the message names the file line (or, for a trace
+    built in memory, the command or beat) and the offending value."""
 
 
 @dataclass
@@ -158,6 +178,7 @@ class Trace:
             fail(header[extra[0]][0], f"unknown header key {extra[0]!r}")
 
         trace = cls(config, meta=meta)
+        cmd_lines, beat_lines = [], []
         limits = {"c": command_layout(config).size, "d": config.data_bits}
         for index in range(body_start if body_start is not None else len(lines), len(lines)):
             line = lines[index]
@@ -167,19 +188,88 @@ class Trace:
             kind, _, word_text = line.partition(" ")
             if kind not in limits:
                 fail(lineno, f"line must start with 'c' or 'd', not {kind!r}")
-            try:
-                word = int(word_text.strip(), 16)
-            except ValueError:
+            # Digits only: int(..., 16) would also take a sign, "0x" and underscores.
+            if not _HEX.fullmatch(word_text.strip()):
                 fail(lineno, f"{word_text.strip()!r} is not a hex word")
+            word = int(word_text.strip(), 16)
             if word >= 2 ** limits[kind]:
                 fail(lineno, f"word {word:#x} is wider than {limits[kind]} bits")
             if kind == "c":
                 trace.steps.append(Step(word))
+                cmd_lines.append(lineno)
             elif not trace.steps:
                 fail(lineno, "data beat before the first command")
             else:
                 trace.steps[-1].data.append(word)
+                beat_lines.append(lineno)
+        last = len(lines)
+        trace.validate(where=lambda kind, index: f"{source}:" + (
+            str(last) if index is None else
+            str((cmd_lines if kind == "c" else beat_lines)[index])))
         return trace
+
+    def validate(self, *, where=None) -> None:
+        """Check that the trace is well-formed (see the module docstring) by running its
+        command stream as the sequencer does: decode, check, follow CONFIG's pattern, and
+        hand each command its data beats from the one flat data stream.
+
+        Parameters
+        ----------
+        where : callable, optional
+            ``where(kind, index)`` names command ``index`` (``kind`` ``"c"``) or data beat
+            ``index`` (``"d"``), or the end of the trace (``index`` None), in messages;
+            :meth:`from_text` names file lines. By default ``"command 3"``, ``"data beat 7"``.
+
+        Raises
+        ------
+        TraceFormatError
+            For a word that is negative or wider than its stream, a command whose data beats
+            are missing (a trace cut off), or a beat with bits set outside its layout.
+        """
+        cfg = self.config
+        if where is None:
+            def where(kind, index):
+                if index is None:
+                    return "end of trace"
+                return f"{'command' if kind == 'c' else 'data beat'} {index}"
+        limits = {"c": command_layout(cfg).size, "d": cfg.data_bits}
+        for kind, words in (("c", self.commands), ("d", self.data)):
+            for index, word in enumerate(words):
+                if not isinstance(word, (int, np.integer)) or not 0 <= word < 2 ** limits[kind]:
+                    raise TraceFormatError(
+                        f"{where(kind, index)}: word must be an integer from 0 to "
+                        f"{limits[kind]} bits wide, not {word!r}")
+        beat_bits = {Opcode.LOAD_W: weight_row_layout(cfg).size,
+                     Opcode.LOAD_A: act_beat_layout(cfg).size}
+        data = self.data
+        cursor = 0
+        pattern = (1, 1)
+        for index, word in enumerate(self.commands):
+            try:
+                cmd = decode(cfg, word)
+            except DecodeError:
+                return  # the sequencer halts on an undefined opcode
+            if check(cfg, cmd) != ErrorCode.NONE or cmd.opcode == Opcode.END:
+                return
+            if cmd.opcode == Opcode.COMPUTE and not part_fits(cfg, cmd.part, pattern):
+                return
+            if cmd.opcode == Opcode.CONFIG:
+                pattern = pattern_of(cfg, cmd)
+                continue
+            need = data_beats(cfg, cmd, pattern)
+            if cursor + need > len(data):
+                raise TraceFormatError(
+                    f"{where('c', index)}: {cmd} needs {need} data beats, the trace has "
+                    f"{len(data) - cursor} left (cut off?)")
+            if need:
+                top = beat_bits[cmd.opcode]
+                for beat in range(cursor, cursor + need):
+                    if data[beat] >> top:
+                        raise TraceFormatError(
+                            f"{where('d', beat)}: {cmd.opcode.name} beat must fit its "
+                            f"{top}-bit layout (bits {top} and up unused, must be 0), not "
+                            f"{data[beat]:#x}")
+            cursor += need
 
     @classmethod
     def load(cls, path: str | Path) -> Trace:

@@ -19,13 +19,17 @@ Subcommands
 ``run``
     model → sparsify → map → schedule → golden (every layer) → RTL (chosen layers) → report.
 
-A mistake in the input (a bad file, shape, value, pattern or setting) ends with one line
-``sparsecim: error: ...`` on stderr and exit status 2, never a traceback.
+Exit status: 0 when every check passed; 1 when a check failed (a mismatch between the RTL,
+the golden model and the reference, or a trace that halted with an error not asked for); 2 for
+a mistake in the input (a bad flag, file, shape, value, pattern, setting or output path), with
+one line ``sparsecim: error: ...`` on stderr and never a traceback; 130 when interrupted
+(Ctrl-C): the simulator the command started is stopped and ``sparsecim: interrupted`` printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -33,11 +37,13 @@ from pathlib import Path
 import numpy as np
 
 from ..hw.config import PRESETS, preset
+from ..hw.isa import ErrorCode
 from ..sw.golden import run_trace
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
 from ..sw.nm import NMPattern, prune_magnitude
 from ..sw.reference import matmul_reference
 from ..sw.schedule import as_pattern, ideal_cycles, schedule_layer
+from .outputs import OutputError, atomic_write, check_output_file, check_output_folder
 from .progress import ticking
 
 __all__ = ["main"]
@@ -45,6 +51,38 @@ __all__ = ["main"]
 
 class UserError(Exception):
     """A mistake in the command line; printed without a traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in the CLI's one-line form (no usage block)."""
+
+    def error(self, message):
+        self.exit(2, f"sparsecim: error: {_one_line(message)}\n")
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s*\n\s*", " ", str(text)).strip()
+
+
+def _folder(path, what: str) -> Path:
+    """``path`` as a folder that exists, checked before any work."""
+    try:
+        return check_output_folder(path, what=what)
+    except OutputError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _npy_out(path: str, what: str) -> Path:
+    """``path`` as a ``.npy`` output file that can be written, checked before any work."""
+    try:
+        return check_output_file(path, what=what, suffix=".npy")
+    except OutputError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_write(path, "wb") as out:
+        np.save(out, array)
 
 
 def _positive(text: str) -> int:
@@ -139,8 +177,8 @@ def _cmd_gemm(args) -> int:
     failed = not ok_golden
     if args.rtl:
         tag = name.replace(":", "of")
-        run_dir = Path(args.run_dir or f"build/runs/gemm-{args.preset}-{args.k}x{args.n}"
-                                         f"x{args.tokens}-{tag}-s{args.seed}")
+        run_dir = _folder(args.run_dir or f"build/runs/gemm-{args.preset}-{args.k}x{args.n}"
+                                          f"x{args.tokens}-{tag}-s{args.seed}", "--run-dir")
         t0 = time.perf_counter()
         rtl = run_rtl(trace, run_dir=run_dir,
                       pauses=Pauses(args.pause, args.pause, args.pause),
@@ -153,9 +191,8 @@ def _cmd_gemm(args) -> int:
             m = rtl.first_mismatch
             print(f"                first mismatch: beat {m['beat']} lane {m['lane']}: "
                   f"RTL {m['rtl']}, golden {m['golden']}")
-        same = counters["total"] - counters["stall"] == model["total"]
-        print(f"  RTL cycles    {counters['total']} (stall {counters['stall']}) vs model "
-              f"{model['total']}: {'equal' if same else 'DIFFERENT'}")
+        print(f"  RTL cycles    {_rtl_cycles(rtl)} vs model "
+              f"{model['total']}: {'equal' if rtl.cycles_match else 'DIFFERENT'}")
         for problem in rtl.problems:
             print(f"  problem       {problem}")
         print(f"  RTL wall time {rtl_s:.1f} s (sim {rtl.wall_seconds:.2f} s, "
@@ -169,8 +206,29 @@ def _cmd_gemm(args) -> int:
     return 1 if failed else 0
 
 
+def _npy_claim(path: str) -> int:
+    """Bytes of data the ``.npy`` header of ``path`` claims; ValueError for a bad header."""
+    from numpy.lib import format as npy
+
+    with open(path, "rb") as handle:
+        version = npy.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = npy.read_array_header_1_0(handle)
+        else:
+            shape, _, dtype = npy.read_array_header_2_0(handle)
+    count = 1
+    for size in shape:
+        count *= size
+    return count * dtype.itemsize
+
+
 def _load_npy(path: str, what: str) -> np.ndarray:
     try:
+        # A header may claim any shape: check it against the bytes there before allocating.
+        claimed = _npy_claim(path)
+        if claimed > Path(path).stat().st_size:
+            raise UserError(f"{what} file {path} must hold the data its header claims, not "
+                            f"{Path(path).stat().st_size} bytes for {claimed} bytes of array")
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise UserError(f"{what} file {path} does not exist") from None
@@ -189,17 +247,25 @@ def _check_int32(y: np.ndarray) -> None:
                         f"not {int(y[index])}")
 
 
-def _print_rtl(rtl, model_total: int) -> None:
+def _rtl_cycles(rtl) -> str:
+    """The RTL's cycle count as the scoreboard judged it: the total counter and its stalls,
+    or, when the total saturated, the harness's count."""
     counters = rtl.rtl_counters
+    if rtl.rtl_cycles + counters["stall"] == counters["total"]:
+        return f"{counters['total']} (stall {counters['stall']})"
+    return (f"{rtl.harness_cycles} by the harness (total counter saturated at "
+            f"{counters['total']}; stall {counters['stall']})")
+
+
+def _print_rtl(rtl, model_total: int) -> None:
     print(f"  RTL outputs   match golden: {'yes' if rtl.outputs_match else 'NO'}  "
           f"({rtl.result_beats} result beats)")
     if rtl.first_mismatch:
         m = rtl.first_mismatch
         print(f"                first mismatch: beat {m['beat']} lane {m['lane']}: "
               f"RTL {m['rtl']}, golden {m['golden']}")
-    same = counters["total"] - counters["stall"] == model_total
-    print(f"  RTL cycles    {counters['total']} (stall {counters['stall']}) vs model "
-          f"{model_total}: {'equal' if same else 'DIFFERENT'}")
+    print(f"  RTL cycles    {_rtl_cycles(rtl)} vs model "
+          f"{model_total}: {'equal' if rtl.cycles_match else 'DIFFERENT'}")
     for problem in rtl.problems:
         print(f"  problem       {problem}")
     print(f"  RTL files     {rtl.run_dir}")
@@ -214,6 +280,7 @@ def _cmd_layer(args) -> int:
 
     cfg = preset(args.preset)
     pattern = _macro_pattern(cfg, args)
+    out = _npy_out(args.out, "--out")
     raw_w = _load_npy(args.weights, "weights")
     raw_x = _load_npy(args.inputs, "inputs")
     try:
@@ -265,34 +332,64 @@ def _cmd_layer(args) -> int:
     if args.rtl:
         from .cosim import run_rtl
 
-        run_dir = Path(args.run_dir or f"build/runs/layer-{args.preset}-{w.shape[0]}x"
-                                         f"{w.shape[1]}x{x.shape[0]}-{name.replace(':', 'of')}")
+        run_dir = _folder(args.run_dir or f"build/runs/layer-{args.preset}-{w.shape[0]}x"
+                                          f"{w.shape[1]}x{x.shape[0]}-"
+                                          f"{name.replace(':', 'of')}", "--run-dir")
         with ticking("Verilator (build on first use, then run)"):
             rtl = run_rtl(schedule.trace, run_dir=run_dir, waves=args.waves)
         _print_rtl(rtl, model["total"])
         failed = failed or not rtl.passed
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, y.astype(np.int32))
+    _save_npy(out, y.astype(np.int32))
     print(f"  outputs       {out}  (int32, {y.shape[0]} x {y.shape[1]}: tokens x out_features)")
     print(f"  wall time     {time.perf_counter() - started:.1f} s")
     print("RESULT: " + ("FAIL" if failed else "PASS"))
     return 1 if failed else 0
 
 
+def _halt_outcome(trace, golden, expect: str | None) -> tuple[bool, str]:
+    """``(ok, text)``: how the trace ended on the golden model, and whether that is a pass.
+
+    Only a trace that reaches END with no error status passes, or, with ``expect`` (an
+    :class:`~sparsecim.hw.isa.ErrorCode` name), one that halts with that error.
+    """
+    from ..hw.isa import disassemble
+
+    if not golden.halted:
+        return False, (f"did NOT reach END: the commands ran out after {golden.commands} "
+                       f"(the RTL would wait for more)")
+    last = golden.commands - 1
+    if golden.error.name != "NONE":
+        where = (f"halted with error {golden.error.name} at command {last} "
+                 f"({disassemble(trace.config, trace.commands[last])})")
+        if expect == golden.error.name:
+            return True, where + ", as expected"
+        return False, where + (f", not {expect} as expected" if expect else
+                               " (pass --expect-error if that is what the trace tests)")
+    if expect:
+        return False, f"reached END with no error, not {expect} as expected"
+    return True, "reached END with no error"
+
+
 def _cmd_sim(args) -> int:
     from ..hw.trace import Trace, TraceFormatError
 
+    results = _npy_out(args.results, "--results") if args.results else None
+    if args.run_dir and (args.rtl or args.waves):
+        _folder(args.run_dir, "--run-dir")
     try:
         trace = Trace.load(args.trace)
     except FileNotFoundError:
         raise UserError(f"trace file {args.trace} does not exist") from None
     except (TraceFormatError, UnicodeDecodeError, IsADirectoryError) as exc:
         raise UserError(f"malformed trace: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"trace file {args.trace} cannot be read: "
+                        f"{exc.strerror or exc}") from None
     cfg = trace.config
     started = time.perf_counter()
     golden = run_trace(trace)
     model = golden.counters
+    ok, outcome = _halt_outcome(trace, golden, args.expect_error)
     print(f"sparsecim sim {args.trace}: {len(trace.steps)} commands, {len(trace.data)} data "
           f"beats, config {cfg.slug}")
     print(f"  golden model  {len(golden.results)} result beats, status "
@@ -300,20 +397,22 @@ def _cmd_sim(args) -> int:
           + (f", {golden.data_left} data beats left over" if golden.data_left else ""))
     print(f"  cycle model   {model['total']} cycles  (fetch {model['fetch']}, "
           f"load {model['load']}, compute {model['compute']}, read {model['read']})")
-    if args.results:
-        np.save(args.results, np.asarray(golden.results, dtype=np.int64))
-        print(f"  results       {args.results}  (golden result beats, int64, beats x lanes)")
-    failed = False
+    print(f"  outcome       {outcome}")
+    if results is not None:
+        _save_npy(results, np.asarray(golden.results, dtype=np.int64))
+        print(f"  results       {results}  (golden result beats, int64, beats x lanes)")
+    failed = not ok
     if args.rtl or args.waves:
         from .cosim import Pauses, run_rtl
 
-        run_dir = Path(args.run_dir or f"build/runs/sim-{Path(args.trace).stem}")
+        run_dir = _folder(args.run_dir or f"build/runs/sim-{Path(args.trace).stem}",
+                          "--run-dir")
         with ticking("Verilator (build on first use, then run)"):
             rtl = run_rtl(trace, run_dir=run_dir, waves=args.waves,
                           pauses=Pauses(args.pause, args.pause, args.pause),
                           quiet=not args.verbose)
         _print_rtl(rtl, model["total"])
-        failed = not rtl.passed
+        failed = failed or not rtl.passed
     print(f"  wall time     {time.perf_counter() - started:.1f} s")
     print("RESULT: " + ("FAIL" if failed else "PASS"))
     return 1 if failed else 0
@@ -536,7 +635,7 @@ def _add_run_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sparsecim", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="sparsecim", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     gemm = sub.add_parser("gemm", help="random INT8 matrix product: golden, cycle model, RTL",
                           description="Map and schedule a random INT8 (tokens x K).(K x N) "
@@ -596,6 +695,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--pause", type=_fraction, default=0.0,
                      help="idle probability on every stream in the RTL run (0)")
     sim.add_argument("--results", metavar="R.npy", help="write the golden result beats")
+    sim.add_argument("--expect-error", choices=[e.name for e in ErrorCode if e.name != "NONE"],
+                     help="the trace tests this error: halting with it is a pass (and "
+                          "reaching END a failure); without it any error status fails")
     sim.add_argument("--run-dir", help="folder for the RTL run's files")
     sim.add_argument("--verbose", action="store_true", help="show the simulator's output")
     sim.set_defaults(func=_cmd_sim)
@@ -622,12 +724,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line; return the exit status (see the module docstring)."""
+    from .run import RunError
+
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except UserError as exc:
-        print(f"sparsecim: error: {exc}", file=sys.stderr)
+    except (UserError, RunError, OutputError) as exc:
+        # The one place a user's mistake becomes the one-line message.
+        print(f"sparsecim: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # subprocess.run kills the simulator (its child) before the interrupt reaches here.
+        print("sparsecim: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

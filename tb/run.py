@@ -44,9 +44,14 @@ The order of work and the data are fixed here; printing happens at the CLI edge.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
+import os
 import re
+import shutil
+import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,11 +70,12 @@ from ..sw.quant import dequantize_matmul, quantize_acts, quantize_weights
 from ..sw.reference import matmul_reference
 from ..sw.schedule import as_pattern, ideal_cycles, predict_counters, schedule_layer
 from ..sw.schedule_monarch import MAPPINGS as MONARCH_MAPPINGS
+from .outputs import OutputError, atomic_write, check_output_folder
 from .report import LayerRecord, summarize, write_report
 
 __all__ = ["RunSettings", "RunError", "LayerInput", "Sparsified", "MappedLayer", "RunResult",
            "ShapeTable", "MODELS", "SPARSIFIERS", "MAPPINGS", "load_settings", "settings_toml",
-           "run", "select_rtl_layers"]
+           "validate_settings", "run", "select_rtl_layers", "INCOMPLETE"]
 
 
 class RunError(ValueError):
@@ -203,20 +209,38 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
     Raises
     ------
     RunError
-        If the file is missing or is not valid TOML, a key is unknown, or a value has the wrong
-        type; the message names the file and the key.
+        If the file is missing, unreadable or not valid TOML, mixes top-level keys with a
+        ``[run]`` table, a key is unknown, or a value has the wrong type or is out of range
+        (:func:`validate_settings`); the message names the file and the key.
     """
     fields = _fields()
     values: dict = {}
     if path is not None:
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise RunError(f"settings file {path} does not exist") from None
+        except IsADirectoryError:
+            raise RunError(f"settings file must be a TOML file, not the folder {path}") from None
+        except UnicodeDecodeError as exc:
+            raise RunError(f"settings file {path} must be UTF-8 text, not bytes such as "
+                           f"{exc.object[exc.start:exc.start + 4]!r} at offset "
+                           f"{exc.start}") from None
+        except OSError as exc:
+            raise RunError(f"settings file {path} cannot be read: "
+                           f"{exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise RunError(f"settings file {path} is not valid TOML: {exc}") from None
-        if isinstance(data.get("run"), dict):
+        if "run" in data:
+            rest = sorted(key for key in data if key != "run")
+            if not isinstance(data["run"], dict):
+                raise RunError(f"settings file {path}: run must be a table of settings, "
+                               f"not {data['run']!r}")
+            if rest:
+                # Both forms at once: one of them would be dropped without a word.
+                raise RunError(f"settings file {path}: settings must be top-level keys or a "
+                               f"[run] table, not both (top-level: {', '.join(rest)})")
             data = data["run"]
         for key, value in data.items():
             if key not in fields:
@@ -230,11 +254,65 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
             raise RunError(f"unknown setting {key!r}; known are {', '.join(fields)}")
         values[key] = _coerce(key, value, fields[key].default)
     settings = RunSettings(**values)
-    _validate(settings)
+    validate_settings(settings)
     return settings
 
 
-def _validate(s: RunSettings) -> None:
+#: Bounds of the sizes a run allocates: a layer's features, tokens per layer, elements of one
+#: weight matrix (about LLaMA-2-7B's largest is 4.5e7) and blocks. Beyond them a run would only
+#: die later of memory, not compute anything.
+MAX_FEATURES = 2 ** 16
+MAX_TOKENS = 2 ** 16
+MAX_WEIGHTS = 2 ** 26
+MAX_BLOCKS = 1024
+
+
+def _parse_shape(text: str) -> tuple[int, int]:
+    """``"OUTxIN"`` as ``(out_features, in_features)``; RunError unless both are positive."""
+    found = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", text)
+    if not found or min(int(v) for v in found.groups()) < 1:
+        raise RunError(f"shape must be OUTxIN with positive sizes (out_features x "
+                       f"in_features), not {text!r}")
+    out_f, in_f = (int(v) for v in found.groups())
+    if max(out_f, in_f) > MAX_FEATURES or out_f * in_f > MAX_WEIGHTS:
+        raise RunError(f"shape must have at most {MAX_FEATURES} features a side and "
+                       f"{MAX_WEIGHTS} weights, not {text!r}")
+    return out_f, in_f
+
+
+def _layer_names(s: RunSettings) -> list[str] | None:
+    """The layer names a run of ``s`` will have, known from the settings alone (the loaders
+    name their layers with it), or None for a model whose names need loading."""
+    if s.model == "smollm2":
+        return [f"blocks.{index}.{name}" for index in range(s.blocks) for name in s.linears]
+    if s.model == "synthetic":
+        return [f"synthetic.{index}" for index in range(len(s.shapes))]
+    return None
+
+
+def validate_settings(s: RunSettings) -> None:
+    """The one validation layer of a run's settings: everything that can be known wrong
+    before loading a model (names, ranges, shapes, linears, RTL layers).
+
+    Raises
+    ------
+    RunError
+        Naming the setting and the offending value.
+    """
+    for f in dataclasses.fields(RunSettings):
+        value = getattr(s, f.name)
+        if isinstance(f.default, float) and not (isinstance(value, (int, float))
+                                                 and math.isfinite(value)):
+            raise RunError(f"setting {f.name} must be a finite number, not {value!r}")
+    for name, top in (("blocks", MAX_BLOCKS), ("tokens", MAX_TOKENS),
+                      ("calib_tokens", MAX_TOKENS)):
+        value = getattr(s, name)
+        if value < 1:
+            raise RunError(f"setting {name} must be a positive integer, not {value}")
+        if value > top:
+            raise RunError(f"setting {name} must be at most {top}, not {value}")
+    if s.seed < 0:
+        raise RunError(f"setting seed must be a non-negative integer, not {s.seed}")
     if s.model not in MODELS:
         raise RunError(f"model must be one of {', '.join(MODELS)}, not {s.model!r}")
     if s.sparsify not in SPARSIFIERS:
@@ -257,9 +335,6 @@ def _validate(s: RunSettings) -> None:
                            f"the RTL)")
     if s.preset not in PRESETS:
         raise RunError(f"preset must be one of {', '.join(sorted(PRESETS))}, not {s.preset!r}")
-    for name in ("blocks", "tokens", "calib_tokens"):
-        if getattr(s, name) < 1:
-            raise RunError(f"setting {name} must be a positive integer, not {getattr(s, name)}")
     if not 0.0 <= s.pause < 1.0:
         raise RunError(f"setting pause must be a number in [0, 1), not {s.pause}")
     if s.monarch_mapping not in MONARCH_MAPPINGS:
@@ -277,6 +352,26 @@ def _validate(s: RunSettings) -> None:
             preset(s.preset).check_pattern(*as_pattern(s.pattern), on=f"preset {s.preset}")
         except ValueError as exc:
             raise RunError(str(exc)) from None
+    if s.model == "smollm2":
+        from ..sw.smollm import LINEAR_NAMES
+
+        unknown = [name for name in s.linears if name not in LINEAR_NAMES]
+        if unknown or not s.linears:
+            raise RunError(f"linears must be names from {', '.join(LINEAR_NAMES)}, "
+                           f"not {', '.join(unknown) or 'nothing'}")
+    if s.model == "synthetic":
+        if not s.shapes:
+            raise RunError("shapes must be at least one OUTxIN shape, not nothing")
+        for text in s.shapes:
+            _parse_shape(text)
+    spec = s.rtl_layers.strip()
+    if spec not in ("", "none", "all") and not spec.isdigit():
+        if not [v for v in spec.split(",") if v.strip()]:
+            raise RunError(f"rtl_layers must be none, all, a count or layer names, "
+                           f"not {s.rtl_layers!r}")
+    names = _layer_names(s)
+    if names is not None:
+        select_rtl_layers(s.rtl_layers, names)
 
 
 def _toml_value(value) -> str:
@@ -412,6 +507,7 @@ def _smollm_layers(s: RunSettings) -> list[LayerInput]:
     if unknown or not s.linears:
         raise RunError(f"linears must be names from {', '.join(LINEAR_NAMES)}, "
                        f"not {', '.join(unknown) or 'nothing'}")
+    names = iter(_layer_names(s))
     try:
         model = load_smollm2(num_blocks=s.blocks)
     except (ModuleNotFoundError, FileNotFoundError) as exc:
@@ -429,7 +525,7 @@ def _smollm_layers(s: RunSettings) -> list[LayerInput]:
         hidden, inputs = model.block_linear_inputs(index, hidden)
         for name in s.linears:
             x = inputs[name]
-            layers.append(LayerInput(f"blocks.{index}.{name}",
+            layers.append(LayerInput(next(names),
                                      np.asarray(model.blocks[index].linears[name]),
                                      x[:s.tokens], x[:s.calib_tokens], index))
     return layers
@@ -438,18 +534,14 @@ def _smollm_layers(s: RunSettings) -> list[LayerInput]:
 def _synthetic_layers(s: RunSettings) -> list[LayerInput]:
     rng = np.random.default_rng(s.seed)
     layers = []
-    for index, text in enumerate(s.shapes):
-        found = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", text)
-        if not found or min(int(v) for v in found.groups()) < 1:
-            raise RunError(f"shape must be OUTxIN with positive sizes (out_features x "
-                           f"in_features), not {text!r}")
-        out_f, in_f = (int(v) for v in found.groups())
+    for name, text in zip(_layer_names(s), s.shapes, strict=True):
+        out_f, in_f = _parse_shape(text)
         weight = rng.normal(0.0, 0.02, (out_f, in_f))
         # Planted outliers: a few input channels carry much larger activations, as in LLMs.
         gain = np.ones(in_f)
         gain[rng.choice(in_f, size=max(1, in_f // 64), replace=False)] = 20.0
         x = rng.normal(0.0, 1.0, (max(s.tokens, s.calib_tokens), in_f)) * gain
-        layers.append(LayerInput(f"synthetic.{index}", weight, x[:s.tokens], x[:s.calib_tokens]))
+        layers.append(LayerInput(name, weight, x[:s.tokens], x[:s.calib_tokens]))
     return layers
 
 
@@ -780,6 +872,11 @@ def run(settings: RunSettings, *, on_step: Callable[[str, str], None] | None = N
         ) -> RunResult:
     """Run every step for ``settings`` and write the report into its run folder.
 
+    The settings are validated before the folder is touched. While the run works the folder
+    holds an :data:`INCOMPLETE` marker (an older run's results are removed first); the report
+    and ``settings.toml`` appear, each by an atomic rename, only when every step is done, and
+    then the marker goes. A run that fails or is interrupted leaves the marker saying so.
+
     Parameters
     ----------
     settings : RunSettings
@@ -796,31 +893,108 @@ def run(settings: RunSettings, *, on_step: Callable[[str, str], None] | None = N
     Raises
     ------
     RunError
-        For a mistake in the settings found while loading (unknown linears, shapes, RTL layer
-        names, a model that cannot be loaded, a layer the macro cannot run).
+        For a mistake in the settings (:func:`validate_settings`), a run folder that cannot be
+        written, or one found while loading (a model that cannot be loaded, a layer the macro
+        cannot run).
     """
-    from .cosim import Pauses, run_rtl
-
     def step(kind, text):
         if on_step:
             on_step(kind, text)
 
-    _validate(settings)
+    validate_settings(settings)
     cfg = preset(settings.preset)
-    run_dir = settings.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    settings_path = run_dir / "settings.toml"
-    settings_path.write_text(settings_toml(settings))
+    try:
+        run_dir = check_output_folder(settings.run_dir(), what="run folder")
+    except OutputError as exc:
+        raise RunError(str(exc)) from None
+    folder = _RunFolder(run_dir)
+    folder.begin()
+    try:
+        records = _run_steps(cfg, settings, run_dir, step)
+        files = folder.publish(records, settings)
+    except BaseException as exc:
+        folder.abandon(exc)
+        raise
+    return RunResult(settings, records, summarize(records), run_dir, files)
+
+
+#: The marker file of a run folder whose run has not finished: it says whether the run is
+#: still going, failed or was interrupted. The results of a finished run never sit beside it.
+INCOMPLETE = "INCOMPLETE"
+
+#: What a run publishes at the top of its folder (the report's files and its settings); a new
+#: run removes those of an older one before it starts, so they never mix.
+_RESULTS = ("settings.toml", "layers.json", "layers.csv", "report.md", "*.png")
+
+
+class _RunFolder:
+    """The one writer of a run folder's results.
+
+    :meth:`begin` marks the folder :data:`INCOMPLETE` and removes an older run's results;
+    :meth:`publish` writes the report and ``settings.toml`` into a private staging folder,
+    renames each file into place (each rename atomic) and only then removes the marker;
+    :meth:`abandon` records in the marker why the run stopped (failed or interrupted).
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.marker = run_dir / INCOMPLETE
+        self.staging = run_dir / f".staging{os.getpid()}"
+
+    def _mark(self, text: str) -> None:
+        with atomic_write(self.marker) as out:
+            out.write(f"{text} ({time.strftime('%Y-%m-%d %H:%M:%S %Z')})\n"
+                      "The files here are not the results of a finished run.\n")
+
+    def begin(self) -> None:
+        try:
+            self._mark("running")
+            for pattern in _RESULTS:
+                for old in self.run_dir.glob(pattern):
+                    old.unlink()
+        except OSError as exc:
+            raise RunError(f"run folder {self.run_dir} cannot be written: "
+                           f"{exc.strerror or exc}") from None
+
+    def publish(self, records: list[LayerRecord], settings: RunSettings) -> dict:
+        shutil.rmtree(self.staging, ignore_errors=True)
+        try:
+            staged = write_report(records, self.staging, settings=settings.as_dict(),
+                                  plots=settings.plots)
+            with atomic_write(self.staging / "settings.toml") as out:
+                out.write(settings_toml(settings))
+            staged["settings"] = self.staging / "settings.toml"
+            files = {}
+            for kind, path in staged.items():
+                final = self.run_dir / Path(path).name
+                os.replace(path, final)
+                files[kind] = final
+            self.marker.unlink()
+        except OSError as exc:
+            raise RunError(f"run folder {self.run_dir} cannot be written: "
+                           f"{exc.strerror or exc}") from None
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        return files
+
+    def abandon(self, exc: BaseException) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+        why = ("interrupted" if isinstance(exc, KeyboardInterrupt)
+               else f"failed: {' '.join(str(exc).split()) or type(exc).__name__}")
+        with contextlib.suppress(OSError, OutputError):
+            self._mark(why)
+
+
+def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step) -> list:
+    """The work of :func:`run`: the records of every layer (RTL runs under ``run_dir/rtl``)."""
+    from .cosim import Pauses, run_rtl
+
     if isinstance(MODELS[settings.model], ShapeTable):
         step("plan", "0")
         step("begin", f"figures of {settings.model}")
         records = _shape_records(cfg, settings, MODELS[settings.model](settings))
         step("end", f"figures of {settings.model}")
-        files = write_report(records, run_dir, settings=settings.as_dict(),
-                             plots=settings.plots)
-        files["settings"] = settings_path
-        return RunResult(settings, records, summarize(records), run_dir, files)
-
+        return records
     step("begin", f"load {settings.model}")
     layers = MODELS[settings.model](settings)
     step("end", f"load {settings.model}")
@@ -872,13 +1046,10 @@ def run(settings: RunSettings, *, on_step: Callable[[str, str], None] | None = N
             pause = settings.pause
             rtl = run_rtl(mapped.trace, run_dir=run_dir / "rtl" / layer.name,
                           pauses=Pauses(pause, pause, pause))
-            counters = rtl.rtl_counters
-            record.rtl_cycles = int(counters["total"] - counters["stall"])
+            record.rtl_cycles = int(rtl.rtl_cycles)
             record.rtl_match = bool(rtl.passed)
             record.rtl_dir = str(rtl.run_dir)
             step("end", f"RTL {layer.name}")
         records.append(record)
 
-    files = write_report(records, run_dir, settings=settings.as_dict(), plots=settings.plots)
-    files["settings"] = settings_path
-    return RunResult(settings, records, summarize(records), run_dir, files)
+    return records

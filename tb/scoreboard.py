@@ -34,7 +34,9 @@ def compare(cfg: MacroConfig, golden: GoldenResult, rtl: dict) -> dict:
     ``harness_cycles`` (cycles counted by the harness, independent of the RTL counters),
     ``harness_error``, ``done`` and ``timed_out``. The counters must equal the cycle model
     exactly, except ``stall`` (the model has no stalls) which must make up the difference in
-    ``total``.
+    ``total``. Counters saturate at ``cfg.counter_bits``: they are compared with
+    :meth:`GoldenResult.saturated`, and a saturated ``total`` is replaced by the harness's
+    count. ``rtl_cycles`` in the report is the RTL's cycles less its stalls.
     """
     problems = []
     got, want = rtl["results"], golden.results
@@ -56,16 +58,29 @@ def compare(cfg: MacroConfig, golden: GoldenResult, rtl: dict) -> dict:
     if rtl["error"] != golden.error.name:
         problems.append(f"RTL error status {rtl['error']}, golden {golden.error.name}")
     counters = rtl["counters"]
-    model = golden.counters
+    # The RTL counters saturate at counter_bits (16 on fpga): compare them with the model's
+    # counters saturated the same way, never with the exact ones.
+    top = 2 ** cfg.counter_bits - 1
+    model = golden.saturated(cfg.counter_bits)
+    exact_total = golden.counters["total"]
     for name in ("fetch", "load", "compute", "read"):
         if counters[name] != model[name]:
             problems.append(f"{name} cycles: RTL {counters[name]}, model {model[name]}")
-    if counters["total"] - counters["stall"] != model["total"]:
-        problems.append(f"total - stall: RTL {counters['total'] - counters['stall']}, "
-                        f"model {model['total']}")
-    if rtl["harness_cycles"] != counters["total"]:
-        problems.append(f"harness counted {rtl['harness_cycles']} cycles, "
-                        f"RTL total counter {counters['total']}")
+    if counters["total"] < top:
+        rtl_cycles = counters["total"] - counters["stall"]
+        if rtl_cycles != exact_total:
+            problems.append(f"total - stall: RTL {rtl_cycles}, model {exact_total}")
+        if rtl["harness_cycles"] != counters["total"]:
+            problems.append(f"harness counted {rtl['harness_cycles']} cycles, "
+                            f"RTL total counter {counters['total']}")
+    else:
+        # The total saturated: the harness's 64-bit count of the same cycles stands in for it.
+        rtl_cycles = rtl["harness_cycles"] - counters["stall"]
+        if rtl["harness_cycles"] < top:
+            problems.append(f"harness counted {rtl['harness_cycles']} cycles, "
+                            f"RTL total counter {counters['total']} (saturated)")
+        elif counters["stall"] < top and rtl_cycles != exact_total:
+            problems.append(f"harness cycles - stall: RTL {rtl_cycles}, model {exact_total}")
     return {
         "passed": not problems,
         "problems": problems,
@@ -74,7 +89,10 @@ def compare(cfg: MacroConfig, golden: GoldenResult, rtl: dict) -> dict:
         "golden_result_beats": int(want.shape[0]),
         "first_mismatch": first_mismatch,
         "rtl_counters": counters,
-        "model_counters": dict(model),
+        "model_counters": dict(golden.counters),
+        "model_counters_saturated": model,
+        "rtl_cycles": int(rtl_cycles),
+        "cycles_match": int(rtl_cycles) == exact_total,
         "harness_cycles": rtl["harness_cycles"],
         "rtl_error": rtl["error"],
         "golden_error": golden.error.name,

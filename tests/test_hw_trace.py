@@ -80,3 +80,59 @@ def test_bad_config_is_reported():
     with pytest.raises(TraceFormatError) as exc:
         Trace.from_text(text, source="t")
     assert str(exc.value) == "t:3: bad config: rows must be a positive integer, not 0"
+
+
+@pytest.mark.parametrize("line_no, replacement, message", [
+    (6, "d -5", "t:7: '-5' is not a hex word"),
+    (5, "c -1", "t:6: '-1' is not a hex word"),
+    (6, "d 0x5", "t:7: '0x5' is not a hex word"),
+    (6, "d 1_0", "t:7: '1_0' is not a hex word"),
+], ids=["negative-data", "negative-command", "prefix", "underscore"])
+def test_words_are_unsigned_hex_digits_only(line_no, replacement, message):
+    with pytest.raises(TraceFormatError) as exc:
+        Trace.from_text(_text_with(line_no, replacement), source="t")
+    assert str(exc.value) == message
+
+
+def test_a_trace_cut_off_in_its_data_is_rejected():
+    # LOAD_W count=2 (line 6) with only its first beat: the file ends after line 7.
+    text = "\n".join(_small_trace().to_text().splitlines()[:7]) + "\n"
+    with pytest.raises(TraceFormatError) as exc:
+        Trace.from_text(text, source="t")
+    assert str(exc.value) == ("t:6: LOAD_W row=0 count=2 needs 2 data beats, the trace has 1 "
+                              "left (cut off?)")
+
+
+def _load_a_trace(beat):
+    cfg = preset("tiny")
+    trace = Trace(cfg)
+    trace.append(Command(Opcode.LOAD_A, addr=0, count=1), [0] * (cfg.act_beats(1, 1) - 1)
+                 + [beat])
+    trace.append(Command(Opcode.END))
+    return trace
+
+
+def test_load_a_beat_with_unused_top_bits_set_is_rejected():
+    cfg = preset("tiny")
+    # tiny: 5 lanes of 8 bits in a 44-bit data beat; bits 40..43 belong to no lane (the RTL
+    # ignores them, the golden model cannot unpack them): the format refuses them.
+    assert cfg.act_lanes * cfg.act_bits == 40 and cfg.data_bits == 44
+    beats = cfg.act_beats(1, 1)
+    trace = _load_a_trace(1 << 40)
+    with pytest.raises(TraceFormatError) as exc:
+        Trace.from_text(trace.to_text(), source="t")
+    assert str(exc.value) == (f"t:{5 + beats}: LOAD_A beat must fit its 40-bit layout (bits 40 "
+                              f"and up unused, must be 0), not 0x10000000000")
+    with pytest.raises(TraceFormatError) as exc:
+        trace.validate()
+    assert str(exc.value).startswith(f"data beat {beats - 1}: LOAD_A beat must fit")
+    _load_a_trace((1 << 40) - 1).validate()  # every lane bit set is fine
+
+
+def test_beats_after_an_illegal_command_are_not_checked():
+    """An illegal command halts the sequencer before it takes data: whatever follows it is
+    never read, by the RTL or the golden model, so it cannot make the trace malformed."""
+    cfg = preset("tiny")
+    trace = Trace(cfg)
+    trace.append(Command(Opcode.LOAD_A, addr=cfg.act_depth - 1, count=2), [1 << 43])
+    trace.validate()

@@ -64,3 +64,33 @@ def test_recorded_results_restart_after_a_reset_mark(tmp_path):
     path = tmp_path / "result.hex"
     path.write_text("ffff\n# reset\n" + "".join(f"{w:x}\n" for w in words))
     assert np.array_equal(read_recorded(CFG, path), RESULTS)
+
+
+def _long_golden(total):
+    """A run longer than the 16-bit counters of the fpga preset can count."""
+    counters = {"total": total, "fetch": 40, "load": total - 2040, "compute": 1800,
+                "read": 200, "stall": 0}
+    assert sum(v for k, v in counters.items() if k != "total") == total
+    return GoldenResult(results=np.zeros((0, 2), np.int64), counters=counters,
+                        error=ErrorCode.NONE, halted=True, commands=40)
+
+
+def test_saturated_counters_are_compared_saturated():
+    cfg = preset("fpga")
+    assert cfg.counter_bits == 16
+    golden = _long_golden(70_000)
+    top = 2 ** 16 - 1
+    # What the RTL shows: total and load stuck at 65535, the others exact; 7 stalls.
+    counters = {"total": top, "fetch": 40, "load": top, "compute": 1800, "read": 200,
+                "stall": 7}
+    rtl = {"results": np.zeros((0, 2), np.int64), "counters": counters, "error": "NONE",
+           "harness_cycles": 70_007, "harness_error": False, "done": True, "timed_out": False}
+    report = compare(cfg, golden, rtl)
+    assert report["problems"] == []
+    assert report["rtl_cycles"] == 70_000 and report["cycles_match"]
+    # A cycle lost is still caught, through the harness's own 64-bit count.
+    report = compare(cfg, golden, rtl | {"harness_cycles": 70_006})
+    assert report["problems"] == ["harness cycles - stall: RTL 69999, model 70000"]
+    # And a saturated RTL counter where the model's does not saturate.
+    report = compare(cfg, golden, rtl | {"counters": counters | {"compute": top}})
+    assert report["problems"] == [f"compute cycles: RTL {top}, model 1800"]
