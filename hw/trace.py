@@ -26,6 +26,7 @@ sequencer halts on it with an error status, and every level agrees on which.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -59,6 +60,24 @@ __all__ = ["FORMAT_VERSION", "Step", "Trace", "TraceFormatError"]
 FORMAT_VERSION = 1
 _MAGIC = "sparsecim-trace"
 _HEX = re.compile(r"[0-9a-fA-F]+")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _run_word(cfg: MacroConfig, word: int, pattern: tuple[int, int]):
+    """``(command, pattern after it, data beats it takes)`` for a command word the sequencer
+    runs with ``pattern`` current, or None if it halts there (END or illegal). Cached: a
+    trace repeats few words."""
+    try:
+        cmd = decode(cfg, word)
+    except DecodeError:
+        return None
+    if check(cfg, cmd) != ErrorCode.NONE or cmd.opcode == Opcode.END:
+        return None
+    if cmd.opcode == Opcode.COMPUTE and not part_fits(cfg, cmd.part, pattern):
+        return None
+    if cmd.opcode == Opcode.CONFIG:
+        return cmd, pattern_of(cfg, cmd), 0
+    return cmd, pattern, data_beats(cfg, cmd, pattern)
 
 
 class TraceFormatError(ValueError):
@@ -245,18 +264,10 @@ class Trace:
         cursor = 0
         pattern = (1, 1)
         for index, word in enumerate(self.commands):
-            try:
-                cmd = decode(cfg, word)
-            except DecodeError:
-                return  # the sequencer halts on an undefined opcode
-            if check(cfg, cmd) != ErrorCode.NONE or cmd.opcode == Opcode.END:
-                return
-            if cmd.opcode == Opcode.COMPUTE and not part_fits(cfg, cmd.part, pattern):
-                return
-            if cmd.opcode == Opcode.CONFIG:
-                pattern = pattern_of(cfg, cmd)
-                continue
-            need = data_beats(cfg, cmd, pattern)
+            step = _run_word(cfg, int(word), pattern)
+            if step is None:
+                return  # END or an illegal command: the sequencer halts, reads nothing more
+            cmd, pattern, need = step
             if cursor + need > len(data):
                 raise TraceFormatError(
                     f"{where('c', index)}: {cmd} needs {need} data beats, the trace has "
@@ -273,8 +284,16 @@ class Trace:
 
     @classmethod
     def load(cls, path: str | Path) -> Trace:
+        """Read and parse a trace file (:meth:`from_text`); also a TraceFormatError for a
+        file that is not UTF-8 text."""
         path = Path(path)
-        return cls.from_text(path.read_text(), source=str(path))
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TraceFormatError(f"{path}: must be UTF-8 text, not byte "
+                                   f"{exc.object[exc.start]:#04x} at offset {exc.start}"
+                                   ) from None
+        return cls.from_text(text, source=str(path))
 
     def dump(self, max_beats: int = 2) -> str:
         """Human-readable listing: decoded commands, and up to ``max_beats`` beats of each

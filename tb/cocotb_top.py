@@ -6,6 +6,10 @@ files and records results, cocotb starts the clock, applies reset (optionally ag
 of the trace) and waits for ``done``. Then the scoreboard compares every result word with the
 golden model and the RTL counters with the cycle model, writes a JSON report and fails the test
 on any difference.
+
+A batch job (``segments`` in the job file) runs many traces, concatenated in the stream
+files, under this one simulator start: a reset between each with the harness's ``resume``
+set, each scoreboarded on its own, one report for all.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 from ..hw.isa import COUNTERS, ErrorCode, counters_layout
 from ..hw.trace import Trace
 from ..sw.golden import run_trace
-from .scoreboard import compare, read_recorded
+from .scoreboard import compare, read_recorded, read_recorded_from
 
 CLOCK_NS = 10
 RESET_CYCLES = 3
@@ -40,9 +44,73 @@ async def _reset(dut):
     dut.rst.value = 0
 
 
+async def _wait_done(dut, cycles: int) -> bool:
+    """Wait for ``done`` at most ``cycles`` cycles, then two more edges so that the recorder
+    has flushed the last result; True if it timed out."""
+    timed_out = False
+    try:
+        await with_timeout(RisingEdge(dut.status__done), cycles * CLOCK_NS, "ns")
+    except TimeoutError:
+        timed_out = True
+    await ClockCycles(dut.clk, 2)
+    return timed_out
+
+
+def _rtl_state(dut, cfg, results, timed_out: bool) -> dict:
+    return {
+        "results": results,
+        "counters": _read_counters(dut, cfg),
+        "error": ErrorCode(int(dut.status__error.value.to_unsigned())).name,
+        "harness_cycles": int(dut.harness_cycles.value.to_unsigned()),
+        "harness_error": bool(int(dut.harness_error.value)),
+        "done": bool(int(dut.status__done.value)),
+        "timed_out": timed_out,
+    }
+
+
+async def _run_batch(dut, job):
+    """Every segment in turn, each after a reset that resumes the stream files."""
+    Clock(dut.clk, CLOCK_NS, unit="ns").start()
+    started = time.perf_counter()
+    result_file = Path(job["result_file"])
+    offset = 0
+    failed, passed, cycles = [], 0, 0
+    for index, (text, timeout) in enumerate(zip(job["segments"], job["timeout_cycles"],
+                                                strict=True)):
+        trace = Trace.from_text(text, source=f"segment {index}")
+        cfg = trace.config
+        golden = run_trace(trace)
+        dut.resume.value = int(index > 0)
+        await _reset(dut)
+        timed_out = await _wait_done(dut, timeout)
+        results, offset = read_recorded_from(cfg, result_file, offset)
+        report = compare(cfg, golden, _rtl_state(dut, cfg, results, timed_out))
+        cycles += report["rtl_counters"]["total"]
+        if report["passed"]:
+            passed += 1
+        else:
+            failed.append({"segment": index, "problems": report["problems"]})
+        if timed_out:
+            break  # the streams are no longer aligned with the segments
+    report = {
+        "passed": passed == len(job["segments"]),
+        "segments": len(job["segments"]),
+        "segments_passed": passed,
+        "failed": failed[:50],
+        "problems": [f"segment {f['segment']}: {p}" for f in failed[:5] for p in f["problems"]],
+        "rtl_cycles": cycles,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    Path(job["report"]).write_text(json.dumps(report, indent=1, sort_keys=True))
+    assert report["passed"], "; ".join(report["problems"])
+
+
 @cocotb.test()
 async def trace_matches_golden(dut):
     job = json.loads(Path(os.environ["SPARSECIM_JOB"]).read_text())
+    if "segments" in job:
+        await _run_batch(dut, job)
+        return
     trace = Trace.load(job["trace"])
     cfg = trace.config
     golden = run_trace(trace)
@@ -53,24 +121,10 @@ async def trace_matches_golden(dut):
     if job["reset_at"] is not None:
         await ClockCycles(dut.clk, job["reset_at"])
         await _reset(dut)
-    timed_out = False
-    try:
-        await with_timeout(RisingEdge(dut.status__done), job["timeout_cycles"] * CLOCK_NS, "ns")
-    except TimeoutError:
-        timed_out = True
-    # One more edge so the recorder has flushed the last result.
-    await ClockCycles(dut.clk, 2)
+    timed_out = await _wait_done(dut, job["timeout_cycles"])
     wall = time.perf_counter() - started
 
-    rtl = {
-        "results": read_recorded(cfg, Path(job["result_file"])),
-        "counters": _read_counters(dut, cfg),
-        "error": ErrorCode(int(dut.status__error.value.to_unsigned())).name,
-        "harness_cycles": int(dut.harness_cycles.value.to_unsigned()),
-        "harness_error": bool(int(dut.harness_error.value)),
-        "done": bool(int(dut.status__done.value)),
-        "timed_out": timed_out,
-    }
+    rtl = _rtl_state(dut, cfg, read_recorded(cfg, Path(job["result_file"])), timed_out)
     report = compare(cfg, golden, rtl)
     report["wall_seconds"] = wall
     Path(job["report"]).write_text(json.dumps(report, indent=1, sort_keys=True))

@@ -13,7 +13,7 @@ from ..sw.golden import run_trace
 from .harness import HARNESS_TOP
 from .verilator import BUILD_ROOT, build
 
-__all__ = ["Pauses", "RtlReport", "run_rtl"]
+__all__ = ["Pauses", "RtlReport", "run_rtl", "run_rtl_batch"]
 
 
 @dataclass(frozen=True)
@@ -91,15 +91,32 @@ def run_rtl(trace: Trace, *, run_dir: str | Path, pauses: Pauses = Pauses(), see
     report_path.unlink(missing_ok=True)
 
     model_cycles = run_trace(trace).counters["total"]
-    slowest = 1.0 / (1.0 - max(pauses.cmd, pauses.data, pauses.result))
     job = {
         "trace": str(trace_path),
         "result_file": str(result_file),
         "report": str(report_path),
         "reset_at": reset_at,
-        # Generous: stalls stretch the run by about 1/(1-p); a hang still ends.
-        "timeout_cycles": int(4 * slowest * model_cycles) + 1000,
+        "timeout_cycles": _timeout(model_cycles, pauses),
     }
+    _simulate(sim, run_dir, job, pauses=pauses, seed=seed, waves=waves, quiet=quiet)
+    report = json.loads(report_path.read_text())
+    wave_file = None
+    if sim.waves:
+        wave_file = run_dir / f"dump.{sim.waves}"
+    return RtlReport(report["passed"], report, run_dir, wave_file)
+
+
+def _timeout(cycles: int, pauses: Pauses) -> int:
+    slowest = 1.0 / (1.0 - max(pauses.cmd, pauses.data, pauses.result))
+    # Generous: stalls stretch the run by about 1/(1-p); a hang still ends.
+    return int(4 * slowest * cycles) + 1000
+
+
+def _simulate(sim, run_dir: Path, job: dict, *, pauses: Pauses, seed: int, waves: bool,
+              quiet: bool) -> None:
+    """Run the cocotb test on ``sim`` for ``job`` (stream files in ``run_dir``)."""
+    cmd_file, data_file, result_file = (run_dir / f"{s}.hex" for s in ("cmd", "data", "result"))
+    report_path = Path(job["report"])
     job_path = run_dir / "job.json"
     job_path.write_text(json.dumps(job, indent=1))
 
@@ -125,8 +142,66 @@ def run_rtl(trace: Trace, *, run_dir: str | Path, pauses: Pauses = Pauses(), see
         pass
     if not report_path.exists():
         raise RuntimeError(f"simulation ended without a report; see {run_dir / 'sim.log'}")
+
+
+@dataclass
+class BatchReport:
+    """What the scoreboard found over a batch: ``passed``, the number of ``segments`` and
+    of ``segments_passed``, the ``failed`` ones with their problems, ``rtl_cycles``."""
+    passed: bool
+    report: dict
+    run_dir: Path
+
+    def __getattr__(self, name):
+        try:
+            return self.report[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def run_rtl_batch(traces: list[Trace], *, run_dir: str | Path, pauses: Pauses = Pauses(),
+                  seed: int = 1, quiet: bool = True,
+                  build_root: Path | None = None) -> BatchReport:
+    """Run many traces under one simulator start, each scoreboarded as :func:`run_rtl` does.
+
+    The traces' words are concatenated in the stream files; before each trace the harness is
+    reset with ``resume`` set, so it continues where the previous trace stopped.
+
+    Parameters
+    ----------
+    traces : list of Trace
+        Programs for one config. Each must halt on its last command (END or an illegal one)
+        and consume exactly its data beats, or the next would start in the wrong place; and
+        must not read state it did not write (the RTL keeps its memories across the resets).
+
+    Raises
+    ------
+    ValueError
+        For traces of different configs, or one that does not halt exactly at its end.
+    """
+    if not traces:
+        raise ValueError("traces must be at least one trace, not none")
+    cfg = traces[0].config
+    timeouts = []
+    for index, trace in enumerate(traces):
+        if trace.config != cfg:
+            raise ValueError(f"trace {index} must be for {cfg.slug}, not {trace.config.slug}")
+        golden = run_trace(trace)
+        if not golden.halted or golden.commands != len(trace.steps) or golden.data_left:
+            raise ValueError(f"trace {index} must halt on its last command with no data left "
+                             f"over, not after {golden.commands} of {len(trace.steps)} "
+                             f"commands with {golden.data_left} beats left")
+        timeouts.append(_timeout(golden.counters["total"], pauses))
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sim = build(cfg, root=build_root or BUILD_ROOT)
+    (run_dir / "cmd.hex").write_text("".join(f"{w:x}\n" for t in traces for w in t.commands))
+    (run_dir / "data.hex").write_text("".join(f"{w:x}\n" for t in traces for w in t.data))
+    (run_dir / "result.hex").write_text("")
+    report_path = run_dir / "report.json"
+    report_path.unlink(missing_ok=True)
+    job = {"segments": [t.to_text() for t in traces], "timeout_cycles": timeouts,
+           "result_file": str(run_dir / "result.hex"), "report": str(report_path)}
+    _simulate(sim, run_dir, job, pauses=pauses, seed=seed, waves=False, quiet=quiet)
     report = json.loads(report_path.read_text())
-    wave_file = None
-    if sim.waves:
-        wave_file = run_dir / f"dump.{sim.waves}"
-    return RtlReport(report["passed"], report, run_dir, wave_file)
+    return BatchReport(report["passed"], report, run_dir)

@@ -14,6 +14,12 @@ Plusargs, for every stream member ``<s>``:
 ``+<s>_file=PATH`` (required), ``+<s>_pause=P`` with ``P`` in 0..255 (an idle cycle is inserted
 when the LFSR's low byte is below ``P``; 0 never pauses), ``+seed=N`` for all LFSRs.
 
+Harness input ``resume`` (driven from cocotb, 0 unless set): 0 makes every reset rewind the
+players to the start of their files (the same trace runs again); 1 makes a reset keep their
+place, a word already offered included, so the next trace in the files runs. Several traces
+concatenated in the files then run under one simulator start, one reset between each
+(:func:`sparsecim.tb.cosim.run_rtl_batch`).
+
 Harness outputs, all readable from cocotb: the top level's non-stream ports under their own
 names, ``harness_cycles`` (clock edges with reset low and ``done`` low), and ``harness_error``
 (a player's file could not be opened or holds a malformed line).
@@ -70,6 +76,7 @@ def harness_verilog(top: wiring.Component, *, top_module: str, done: str) -> str
         f"module {HARNESS_TOP} (",
         "  input wire clk,",
         "  input wire rst,",
+        "  input wire resume,",
     ]
     outputs = []
     for name, member in signature.members.items():
@@ -136,9 +143,12 @@ def harness_verilog(top: wiring.Component, *, top_module: str, done: str) -> str
             lines += [
                 "  always @(posedge clk) begin",
                 "    if (rst && !rst_q) begin",
-                f"      {name}_valid <= 1'b0;",
                 f"      {name}_lfsr <= {name}_seed;",
-                f"      if ({name}_fd != 0) {name}_n = $fseek({name}_fd, 0, 0);",
+                # Resuming keeps the word on offer: it is the next trace's first.
+                "      if (!resume) begin",
+                f"        {name}_valid <= 1'b0;",
+                f"        if ({name}_fd != 0) {name}_n = $fseek({name}_fd, 0, 0);",
+                "      end",
                 "    end else if (rst) begin",
                 # Offer the first word during reset (no handshake counts while in reset), so
                 # the first fetch after reset does not stall.

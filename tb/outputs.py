@@ -59,7 +59,13 @@ def check_output_file(path: str | Path, *, what: str, suffix: str) -> Path:
         raise OutputError(f"{what} must name a {suffix} file, not the folder {path}")
     if path.suffix != suffix:
         raise OutputError(f"{what} must name a {suffix} file, not {str(path)!r}")
-    check_output_folder(path.parent, what=f"the folder of {what}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"{what} {path} cannot be written: {path.parent} is a file, not a "
+                          f"folder") from None
+    except OSError as exc:
+        raise OutputError(f"{what} {path} cannot be written: {_reason(exc)}") from None
     return path
 
 

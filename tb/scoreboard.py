@@ -10,7 +10,7 @@ from ..hw.config import MacroConfig
 from ..hw.isa import result_layout, unpack_beats
 from ..sw.golden import GoldenResult
 
-__all__ = ["read_recorded", "compare"]
+__all__ = ["read_recorded", "read_recorded_from", "compare"]
 
 RESET_MARK = "# reset"
 
@@ -25,6 +25,23 @@ def read_recorded(cfg: MacroConfig, path: Path) -> np.ndarray:
         elif line:
             words.append(int(line, 16))
     return unpack_beats(result_layout(cfg), words)
+
+
+def read_recorded_from(cfg: MacroConfig, path: Path, offset: int) -> tuple[np.ndarray, int]:
+    """Like :func:`read_recorded`, reading only from byte ``offset`` on (where the previous
+    call stopped, at a reset mark); returns the beats and the offset to pass next time."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        text = handle.read()
+    end = offset + len(text)
+    words = []
+    for line in text.decode().splitlines():
+        line = line.strip()
+        if line == RESET_MARK:
+            words = []
+        elif line:
+            words.append(int(line, 16))
+    return unpack_beats(result_layout(cfg), words), end
 
 
 def compare(cfg: MacroConfig, golden: GoldenResult, rtl: dict) -> dict:

@@ -564,3 +564,335 @@ def test_run_shape_table_bad_settings_fail_cleanly(tmp_path, args, message):
     assert done.returncode == 2
     assert done.stderr == f"sparsecim: error: {message}\n"
     assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: one line, exit 2; a failed check: exit 1; interrupted: exit 130 (issue 16)
+
+
+def _main(capsys, *args):
+    """The CLI in this process (fast enough for fuzzing): status, stdout, stderr. An
+    exception escaping ``main`` (a traceback for the user) fails the test by itself."""
+    from sparsecim.tb.cli import main
+
+    try:
+        status = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse's own exit, after its one line
+        status = exc.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _assert_one_line_error(status, err, message=None):
+    assert status == 2
+    assert err.startswith("sparsecim: error: ") and err.count("\n") == 1 and err.endswith("\n")
+    if message is not None:
+        assert err == f"sparsecim: error: {message}\n"
+
+
+def _program(seed=0, illegal=None):
+    from sparsecim.tb.randprog import random_program
+
+    return random_program(preset("tiny"), np.random.default_rng(seed), illegal=illegal)
+
+
+def _lines_of(trace):
+    return trace.to_text().splitlines()
+
+
+def _first_line(lines, kind_prefix):
+    return next(i for i, line in enumerate(lines) if line.startswith(kind_prefix))
+
+
+def test_sim_refuses_a_trace_cut_off_in_its_data(tmp_path, capsys):
+    lines = _lines_of(_program())
+    # Cut in the middle of the prologue's LOAD_A beats (the third command, line 6).
+    assert lines[5].startswith("c ") and lines[6].startswith("d ")
+    path = tmp_path / "cut.txt"
+    path.write_text("\n".join(lines[:10]) + "\n")
+    status, out, err = _main(capsys, "sim", path)
+    _assert_one_line_error(status, err, f"malformed trace: {path}:6: LOAD_A addr=0 count=16 "
+                                        f"needs 416 data beats, the trace has 4 left (cut off?)")
+    assert out == ""
+
+
+@pytest.mark.parametrize("word, message", [
+    ("-5", "'-5' is not a hex word"),
+    ("-1", "'-1' is not a hex word"),
+])
+def test_sim_refuses_negative_words(tmp_path, capsys, word, message):
+    lines = _lines_of(_program())
+    index = _first_line(lines, "d ")
+    lines[index] = f"d {word}"
+    path = tmp_path / "neg.txt"
+    path.write_text("\n".join(lines) + "\n")
+    status, _, err = _main(capsys, "sim", path)
+    _assert_one_line_error(status, err, f"malformed trace: {path}:{index + 1}: {message}")
+
+
+def test_sim_refuses_a_load_a_beat_with_its_unused_bits_set(tmp_path, capsys):
+    lines = _lines_of(_program())
+    index = _first_line(lines, "d ")  # the prologue's first LOAD_A beat
+    word = int(lines[index][2:], 16) | 1 << 43
+    lines[index] = f"d {word:011x}"
+    path = tmp_path / "top.txt"
+    path.write_text("\n".join(lines) + "\n")
+    status, _, err = _main(capsys, "sim", path)
+    _assert_one_line_error(status, err, f"malformed trace: {path}:{index + 1}: LOAD_A beat must "
+                                        f"fit its 40-bit layout (bits 40 and up unused, must "
+                                        f"be 0), not {word:#x}")
+
+
+def test_sim_refuses_a_trace_that_is_not_utf8(tmp_path, capsys):
+    path = tmp_path / "bin.txt"
+    path.write_bytes(_program().to_text().encode()[:40] + b"\xff\xfe")
+    status, _, err = _main(capsys, "sim", path)
+    _assert_one_line_error(status, err, f"malformed trace: {path}: must be UTF-8 text, not "
+                                        f"byte 0xff at offset 40")
+
+
+@pytest.mark.parametrize("kind", ["range", "opcode"])
+def test_sim_a_trace_that_halts_with_an_error_fails_unless_expected(tmp_path, capsys, kind):
+    from sparsecim.hw.isa import disassemble
+
+    trace = _program(1, illegal=kind)
+    expect = trace.meta["expect"]
+    path = tmp_path / "err.txt"
+    trace.save(path)
+    last = len(trace.steps) - 1
+    where = (f"halted with error {expect} at command {last} "
+             f"({disassemble(trace.config, trace.commands[-1])})")
+    status, out, err = _main(capsys, "sim", path)
+    assert (status, err) == (1, "")
+    assert f"  outcome       {where} (pass --expect-error if that is what the trace tests)\n" \
+        in out
+    assert out.endswith("RESULT: FAIL\n")
+    status, out, err = _main(capsys, "sim", path, "--expect-error", expect)
+    assert (status, err) == (0, "")
+    assert f"  outcome       {where}, as expected\n" in out and out.endswith("RESULT: PASS\n")
+    other = "ZERO_COUNT"
+    status, out, _ = _main(capsys, "sim", path, "--expect-error", other)
+    assert status == 1 and f"{where}, not {other} as expected" in out
+
+
+def test_sim_a_trace_that_never_reaches_end_fails(tmp_path, capsys):
+    trace = _program(2)
+    trace.steps = trace.steps[:-1]
+    path = tmp_path / "noend.txt"
+    trace.save(path)
+    status, out, err = _main(capsys, "sim", path)
+    assert (status, err) == (1, "")
+    assert (f"  outcome       did NOT reach END: the commands ran out after {len(trace.steps)} "
+            f"(the RTL would wait for more)\n") in out
+    assert out.endswith("RESULT: FAIL\n")
+    status, out, _ = _main(capsys, "sim", path, "--expect-error", "ADDRESS_RANGE")
+    assert status == 1
+
+
+def test_sim_expected_error_that_does_not_come_fails(tmp_path, capsys):
+    path = tmp_path / "ok.txt"
+    _program(3).save(path)
+    status, out, _ = _main(capsys, "sim", path)
+    assert status == 0 and "  outcome       reached END with no error\n" in out
+    status, out, _ = _main(capsys, "sim", path, "--expect-error", "ILLEGAL_MODE")
+    assert status == 1
+    assert "  outcome       reached END with no error, not ILLEGAL_MODE as expected\n" in out
+
+
+def _a_file(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder\n")
+    return blocker
+
+
+def _layer_args(tmp_path):
+    w, x = _int8((6, 20), 1), _int8((2, 20), 2)
+    np.save(tmp_path / "w.npy", w)
+    np.save(tmp_path / "x.npy", x)
+    return ["layer", "--weights", tmp_path / "w.npy", "--inputs", tmp_path / "x.npy",
+            "--preset", "tiny"]
+
+
+def test_outputs_under_a_regular_file_are_refused(tmp_path, capsys):
+    blocker = _a_file(tmp_path)
+    trace = tmp_path / "t.txt"
+    _program().save(trace)
+    status, _, err = _main(capsys, "sim", trace, "--results", blocker / "r.npy")
+    _assert_one_line_error(status, err, f"--results {blocker / 'r.npy'} cannot be written: "
+                                        f"{blocker} is a file, not a folder")
+    status, out, err = _main(capsys, *_layer_args(tmp_path), "--out", blocker / "d" / "y.npy")
+    _assert_one_line_error(status, err, f"--out {blocker / 'd' / 'y.npy'} cannot be written: "
+                                        f"Not a directory")
+    assert out == ""  # refused before any work
+    status, _, err = _main(capsys, "run", "--model", "synthetic", "--shapes", "8x40",
+                           "--preset", "tiny", "--no-plots", "--out", blocker / "run")
+    _assert_one_line_error(status, err, f"run folder {blocker / 'run'} cannot be created: "
+                                        f"Not a directory")
+    status, _, err = _main(capsys, "run", "--model", "synthetic", "--shapes", "8x40",
+                           "--preset", "tiny", "--no-plots", "--out", blocker)
+    _assert_one_line_error(status, err, f"run folder must be a folder, not the file {blocker}")
+    for command in (["gemm", "--preset", "tiny", "--k", "8", "--n", "4", "--tokens", "1",
+                     "--rtl"], ["sim", trace, "--rtl"],
+                    [*_layer_args(tmp_path), "--out", tmp_path / "y.npy", "--rtl"]):
+        status, _, err = _main(capsys, *command, "--run-dir", blocker / "rtl")
+        _assert_one_line_error(status, err, f"--run-dir {blocker / 'rtl'} cannot be created: "
+                                            f"Not a directory")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("folder", "--out must name a .npy file, not the folder {path}"),
+    ("y.out", "--out must name a .npy file, not '{path}'"),
+    ("y", "--out must name a .npy file, not '{path}'"),
+])
+def test_layer_out_must_be_a_npy_file(tmp_path, capsys, name, message):
+    path = tmp_path / name
+    if name == "folder":
+        path.mkdir()
+    status, out, err = _main(capsys, *_layer_args(tmp_path), "--out", path)
+    _assert_one_line_error(status, err, message.format(path=path))
+    assert not Path(f"{path}.npy").exists()
+
+
+def test_sim_results_must_be_a_npy_file(tmp_path, capsys):
+    trace = tmp_path / "t.txt"
+    _program().save(trace)
+    status, _, err = _main(capsys, "sim", trace, "--results", tmp_path)
+    _assert_one_line_error(status, err, f"--results must name a .npy file, not the folder "
+                                        f"{tmp_path}")
+    status, _, err = _main(capsys, "sim", trace, "--results", tmp_path / "r")
+    _assert_one_line_error(status, err, f"--results must name a .npy file, not "
+                                        f"'{tmp_path / 'r'}'")
+    assert not (tmp_path / "r.npy").exists()
+
+
+def test_layer_out_is_written_whole_and_alone(tmp_path, capsys):
+    status, _, err = _main(capsys, *_layer_args(tmp_path), "--out", tmp_path / "y.npy")
+    assert (status, err) == (0, "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.npy", "x.npy", "y.npy"]
+    w, x = np.load(tmp_path / "w.npy"), np.load(tmp_path / "x.npy")
+    assert np.array_equal(np.load(tmp_path / "y.npy"), x.astype(np.int64) @ w.T)
+
+
+def test_npy_header_claiming_more_than_the_file_holds_is_refused(tmp_path, capsys):
+    from numpy.lib import format as npy
+
+    path = tmp_path / "huge.npy"
+    with open(path, "wb") as out:
+        npy.write_array_header_1_0(out, {"descr": "|i1", "fortran_order": False,
+                                         "shape": (10 ** 6, 10 ** 6)})
+        out.write(b"\0" * 64)
+    size = path.stat().st_size
+    args = _layer_args(tmp_path)
+    args[args.index(tmp_path / "w.npy")] = path
+    status, _, err = _main(capsys, *args, "--out", tmp_path / "y.npy")
+    _assert_one_line_error(status, err, f"weights file {path} must hold the data its header "
+                                        f"claims, not {size} bytes for {10 ** 12} bytes of "
+                                        f"array")
+
+
+def test_run_config_that_is_a_folder_or_not_utf8_is_refused(tmp_path, capsys):
+    status, _, err = _main(capsys, "run", "--config", tmp_path)
+    _assert_one_line_error(status, err, f"settings file must be a TOML file, not the folder "
+                                        f"{tmp_path}")
+    config = tmp_path / "s.toml"
+    config.write_bytes(b"tokens = 2\n\xff\xfe\n")
+    status, _, err = _main(capsys, "run", "--config", config)
+    _assert_one_line_error(status, err, f"settings file {config} must be UTF-8 text, not bytes "
+                                        f"such as b'\\xff\\xfe\\n' at offset 11")
+
+
+def test_run_config_with_top_level_keys_and_a_run_table_is_refused(tmp_path, capsys):
+    config = tmp_path / "s.toml"
+    config.write_text("tokens = 3\nseed = 1\n[run]\nmodel = 'synthetic'\n")
+    status, _, err = _main(capsys, "run", "--config", config)
+    _assert_one_line_error(status, err, f"settings file {config}: settings must be top-level "
+                                        f"keys or a [run] table, not both (top-level: seed, "
+                                        f"tokens)")
+
+
+@pytest.mark.parametrize("toml, message", [
+    (f"tokens = {2 ** 63 - 1}", f"setting tokens must be at most 65536, not {2 ** 63 - 1}"),
+    ("flow_tolerance = nan", "setting flow_tolerance must be a finite number, not nan"),
+    ("flow_target = inf", "setting flow_target must be a finite number, not inf"),
+    ("shapes = ','", "shapes must be at least one OUTxIN shape, not nothing"),
+    ("shapes = '100000x8'", "shape must have at most 65536 features a side and 67108864 "
+                            "weights, not '100000x8'"),
+    ("seed = -1", "setting seed must be a non-negative integer, not -1"),
+    ("rtl_layers = ','", "rtl_layers must be none, all, a count or layer names, not ','"),
+], ids=["tokens-huge", "tolerance-nan", "target-inf", "shapes-empty", "shape-huge", "seed",
+        "rtl-layers"])
+def test_run_values_that_would_crash_later_are_refused_first(tmp_path, capsys, toml, message):
+    config = tmp_path / "s.toml"
+    config.write_text(f"model = 'synthetic'\npreset = 'tiny'\nsparsify = 'flow'\n{toml}\n")
+    status, _, err = _main(capsys, "run", "--config", config, "--out", tmp_path / "run")
+    _assert_one_line_error(status, err, message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_shapes_flag_with_only_a_comma_is_refused(tmp_path, capsys):
+    status, _, err = _main(capsys, "run", "--model", "synthetic", "--shapes", ",",
+                           "--out", tmp_path / "run")
+    _assert_one_line_error(status, err, "shapes must be at least one OUTxIN shape, not nothing")
+
+
+def _synthetic_run(out, *extra):
+    return ["run", "--model", "synthetic", "--shapes", "8x40", "--preset", "tiny",
+            "--tokens", "2", "--calib-tokens", "8", "--no-plots", "--out", out, *extra]
+
+
+def test_run_in_a_reused_folder_never_mixes_runs(tmp_path, capsys):
+    out = tmp_path / "run"
+    status, _, err = _main(capsys, *_synthetic_run(out))
+    assert (status, err) == (0, "")
+    first = {p.name for p in out.iterdir()}
+    assert first == {"settings.toml", "layers.json", "layers.csv", "report.md"}
+    # Refused by validation: the folder is not touched at all.
+    status, _, err = _main(capsys, *_synthetic_run(out, "--rtl-layers", "blocks.0.q"))
+    assert status == 2
+    assert {p.name for p in out.iterdir()} == first
+    # Fails while running (a Monarch mapping for a dense layer): the older run's results
+    # go, the marker says what happened, and nothing looks like a finished run.
+    status, _, err = _main(capsys, *_synthetic_run(out, "--mapping", "monarch-latency"))
+    _assert_one_line_error(status, err)
+    assert {p.name for p in out.iterdir()} == {"INCOMPLETE"}
+    marker = (out / "INCOMPLETE").read_text()
+    assert marker.startswith("failed: mapping monarch-latency needs Monarch factors")
+    # A finished run removes the marker.
+    status, _, _ = _main(capsys, *_synthetic_run(out))
+    assert status == 0 and {p.name for p in out.iterdir()} == first
+
+
+def test_run_interrupted_is_marked_as_such(tmp_path):
+    from sparsecim.tb.run import INCOMPLETE, load_settings, run
+
+    settings = load_settings(overrides={"model": "synthetic", "shapes": "8x40,6x20",
+                                        "preset": "tiny", "plots": False,
+                                        "out": str(tmp_path / "run")})
+
+    def on_step(kind, text):
+        if text == "golden synthetic.1":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(settings, on_step=on_step)
+    names = {p.name for p in (tmp_path / "run").iterdir()}
+    assert names == {INCOMPLETE}
+    assert (tmp_path / "run" / INCOMPLETE).read_text().startswith("interrupted (")
+
+
+def test_ctrl_c_prints_interrupted_and_exits_130(monkeypatch, capsys):
+    import sparsecim.tb.cli as cli
+
+    def interrupted(trace):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_trace", interrupted)
+    status, out, err = _main(capsys, "gemm", "--preset", "tiny", "--k", "8", "--n", "4")
+    assert (status, err) == (130, "sparsecim: interrupted\n")
+
+
+def test_argparse_errors_are_one_line(capsys):
+    status, _, err = _main(capsys, "gemm", "--k", "-3")
+    _assert_one_line_error(status, err, "argument --k: must be a positive integer, not -3")
+    status, _, err = _main(capsys, "sim")
+    _assert_one_line_error(status, err, "the following arguments are required: trace")

@@ -19,7 +19,8 @@ from sparsecim.sw.reference import matmul_reference
 from sparsecim.sw.schedule import chain, schedule_layer
 from sparsecim.sw.schedule_monarch import MAPPINGS, monarch_reference, schedule_monarch
 from sparsecim.tb.cli import random_gemm
-from sparsecim.tb.cosim import Pauses, run_rtl
+from sparsecim.tb.cosim import Pauses, run_rtl, run_rtl_batch
+from sparsecim.tb.randprog import ILLEGAL_KINDS, random_program
 from sparsecim.tb.verilator import build
 
 pytestmark = pytest.mark.cosim
@@ -247,3 +248,64 @@ def test_build_is_cached_per_slug():
     assert again.build_dir == first.build_dir
     assert again.build_dir.name == cfg.slug
     assert again.runner.skip_build
+
+
+# --------------------------------------------------------------------------------------------
+# Random programs, thousands per simulator start
+
+
+def _random_programs(cfg, seed, legal, illegal):
+    rng = np.random.default_rng(seed)
+    kinds = list(ILLEGAL_KINDS)
+    traces = [random_program(cfg, rng) for _ in range(legal)]
+    traces += [random_program(cfg, rng, illegal=kinds[i % len(kinds)]) for i in range(illegal)]
+    traces = [traces[i] for i in rng.permutation(len(traces))]
+    # The golden model first agrees with what each program was built to do.
+    totals = []
+    for trace in traces:
+        golden = run_trace(trace)
+        assert golden.halted and golden.error.name == trace.meta["expect"]
+        totals.append(golden.counters["total"])
+    return traces, sum(totals)
+
+
+RANDOM_BATCHES = [
+    # 2,000 legal and 500 illegal programs on tiny in two simulator starts.
+    ("tiny", 1000, 0, 0.0, 11),
+    ("tiny", 1000, 500, 0.2, 12),
+]
+
+
+@pytest.mark.parametrize("name, legal, illegal, pause, seed", RANDOM_BATCHES,
+                         ids=[f"{b[0]}-{b[1]}-legal-{b[2]}-illegal-pause{b[3]}"
+                              for b in RANDOM_BATCHES])
+def test_rtl_random_programs_match_golden(tmp_path, name, legal, illegal, pause, seed):
+    cfg = preset(name)
+    traces, model_total = _random_programs(cfg, seed, legal, illegal)
+    rtl = run_rtl_batch(traces, run_dir=tmp_path, pauses=Pauses(pause, pause, pause),
+                        seed=seed)
+    assert rtl.problems == [] and rtl.failed == []
+    assert rtl.passed and rtl.segments == rtl.segments_passed == legal + illegal
+    if pause == 0.0:
+        # Every program ran exactly its own cycles: none ran on from a neighbour's words.
+        assert rtl.rtl_cycles == model_total
+
+
+@pytest.mark.slow
+def test_rtl_random_programs_match_golden_on_flexcim(tmp_path):
+    cfg = preset("flexcim")
+    traces, _ = _random_programs(cfg, 21, 300, 100)
+    rtl = run_rtl_batch(traces, run_dir=tmp_path, pauses=Pauses(0.1, 0.1, 0.1), seed=21)
+    assert rtl.problems == [] and rtl.failed == []
+    assert rtl.passed and rtl.segments_passed == 400
+
+
+def test_rtl_batch_refuses_a_trace_that_would_run_into_the_next():
+    cfg = preset("tiny")
+    trace = random_program(cfg, np.random.default_rng(0))
+    trace.steps = trace.steps[:-1]  # no END: its successor's words would run as its own
+    with pytest.raises(ValueError) as exc:
+        run_rtl_batch([trace], run_dir="unused")
+    assert str(exc.value) == (f"trace 0 must halt on its last command with no data left "
+                              f"over, not after {len(trace.steps)} of {len(trace.steps)} "
+                              f"commands with 0 beats left")
