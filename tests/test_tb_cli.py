@@ -1,5 +1,7 @@
 """The CLI through its installed entry point, as a user runs it."""
 
+import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -896,3 +898,231 @@ def test_argparse_errors_are_one_line(capsys):
     _assert_one_line_error(status, err, "argument --k: must be a positive integer, not -3")
     status, _, err = _main(capsys, "sim")
     _assert_one_line_error(status, err, "the following arguments are required: trace")
+
+
+# Fuzz: seeded, a few hundred cases per run.
+
+def _corrupt(rng, lines):
+    """One random corruption of a trace file's lines; returns (kind, new lines or bytes)."""
+    kinds = ["truncate", "delete", "duplicate", "negative", "wide", "garbage", "hex",
+             "flip-char", "load-a-top-bits", "bytes", "header"]
+    kind = kinds[rng.integers(len(kinds))]
+    lines = list(lines)
+    body = [i for i, line in enumerate(lines) if line[:2] in ("c ", "d ")]
+    data = [i for i in body if lines[i].startswith("d ")]
+    pick = int(rng.choice(body))
+    if kind == "truncate":
+        lines = lines[:int(rng.integers(0, len(lines)))]
+    elif kind == "delete":
+        del lines[pick]
+    elif kind == "duplicate":
+        lines.insert(pick, lines[pick])
+    elif kind == "negative":
+        lines[pick] = f"{lines[pick][0]} -{rng.integers(1, 1 << 20):x}"
+    elif kind == "wide":
+        lines[pick] = f"{lines[pick][0]} 1{'0' * int(rng.integers(12, 40))}"
+    elif kind == "garbage":
+        lines[pick] = f"{lines[pick][0]} {rng.choice(['zz', '0x1f', '1_0', '', '+5', '1.5'])}"
+    elif kind == "hex":
+        width = len(lines[pick]) - 2
+        lines[pick] = f"{lines[pick][0]} {int(rng.integers(0, 16 ** min(width, 15))):0{width}x}"
+    elif kind == "flip-char":
+        row = int(rng.integers(len(lines)))
+        col = int(rng.integers(max(1, len(lines[row]))))
+        char = str(rng.choice(list("0123456789abcdefxz -{}\":,")))
+        lines[row] = lines[row][:col] + char + lines[row][col + 1:]
+    elif kind == "load-a-top-bits":
+        # The prologue's first LOAD_A beat (tiny: 40 lane bits in a 44-bit beat).
+        index = data[int(rng.integers(0, 40))]
+        word = int(lines[index][2:], 16) | int(rng.integers(1, 16)) << 40
+        lines[index] = f"d {word:011x}"
+    elif kind == "bytes":
+        text = "\n".join(lines).encode()
+        at = int(rng.integers(len(text)))
+        return kind, text[:at] + bytes(rng.integers(128, 256, size=3).astype(np.uint8)) + \
+            text[at:]
+    else:
+        row = int(rng.integers(0, 4))
+        lines[row] = lines[row][:int(rng.integers(0, len(lines[row]) + 1))]
+    return kind, lines
+
+
+#: Corruptions the trace format must refuse, whatever the rest of the file.
+_ALWAYS_REFUSED = {"negative", "wide", "garbage", "load-a-top-bits", "bytes"}
+
+
+def test_fuzz_corrupted_trace_files_never_crash_sim(tmp_path, capsys):
+    rng = np.random.default_rng(16)
+    statuses = {0: 0, 1: 0, 2: 0}
+    for case in range(300):
+        trace = _program(case % 7, illegal=None if case % 3 else "range")
+        kind, corrupted = _corrupt(rng, _lines_of(trace))
+        path = tmp_path / f"fuzz{case}.txt"
+        if isinstance(corrupted, bytes):
+            path.write_bytes(corrupted)
+        else:
+            path.write_text("\n".join(corrupted) + "\n")
+        status, out, err = _main(capsys, "sim", path)
+        statuses[status] += 1
+        if status == 2:
+            _assert_one_line_error(status, err)
+            assert out == ""
+        else:
+            # Read and run: a verdict, nothing on stderr. A corrupted illegal program or one
+            # cut short never passes.
+            assert status in (0, 1) and err == "", (kind, err)
+            assert out.endswith(f"RESULT: {'PASS' if status == 0 else 'FAIL'}\n")
+        if kind in _ALWAYS_REFUSED:
+            assert status == 2, (kind, out)
+        if kind == "truncate":
+            assert status != 0, out
+    # The corpus exercised every outcome.
+    assert min(statuses.values()) > 10, statuses
+
+
+def _bad_run_values(rng):
+    """(setting, TOML value or None, flag values or None): random values every one wrong."""
+    big = int(rng.integers(2 ** 16 + 1, 2 ** 62))
+    words = ["zigzag", "Dense", "", "2:4:8", "none?", "ßpecial", "../x"]
+    return [
+        ("model", repr(str(rng.choice(words))), [str(rng.choice(words))]),
+        ("blocks", str(int(rng.integers(-5, 1))), [str(int(rng.integers(-5, 1))), "x"]),
+        ("blocks", str(big), None),
+        ("linears", repr(str(rng.choice(["qq", "q,zz", ",", " "]))), None),
+        ("shapes", repr(str(rng.choice(["8by40", ",", "0x8", "8x", "x", "-1x4",
+                                        f"{big}x2"]))),
+         [str(rng.choice(["8by40", ",", "0x8", "8x"]))]),
+        ("tokens", str(int(rng.integers(-3, 1))), [str(int(rng.integers(-3, 1))), "1.5"]),
+        ("tokens", str(big), [str(big)]),
+        ("calib_tokens", str(rng.choice([0, -1, big, 2 ** 63 - 1])), None),
+        ("tokens", "'many'", None),
+        ("sparsify", repr(str(rng.choice(words))), [str(rng.choice(words))]),
+        ("pattern", repr(str(rng.choice(["3:4", "2-4", "0:4", "4:2", "a:b", ""]))), None),
+        ("flow_target", str(rng.choice(["nan", "inf", "-inf", "1.5", "-0.1"])),
+         [str(rng.choice(["nan", "inf", "1.0", "2"]))]),
+        ("flow_tolerance", str(rng.choice(["nan", "inf", "-0.5"])),
+         [str(rng.choice(["nan", "-1", "inf"]))]),
+        ("flow_dense_ends", str(rng.choice(["1", "'yes'", "0.5"])), None),
+        ("monarch_mapping", repr(str(rng.choice(words))), [str(rng.choice(words))]),
+        ("mapping", repr(str(rng.choice(words))), [str(rng.choice(words))]),
+        ("preset", repr(str(rng.choice(words))), [str(rng.choice(words))]),
+        ("rtl_layers", repr(str(rng.choice(["blocks.0.q", ",", "synthetic.9", "x,y"]))),
+         [str(rng.choice(["blocks.0.q", ",", "synthetic.7"]))]),
+        ("pause", str(rng.choice(["1.0", "nan", "-0.5", "inf", "'a'"])),
+         [str(rng.choice(["1", "nan", "-0.5", "x"]))]),
+        ("seed", str(rng.choice(["-1", "'s'", "1.5"])), [str(rng.choice(["-1", "s"]))]),
+        ("out", "FILE", ["FILE"]),
+        ("plots", str(rng.choice(["1", "'no'", "[]"])), None),
+        ("colour", "'blue'", None),
+    ]
+
+
+def test_fuzz_bad_run_settings_end_in_one_line(tmp_path, capsys):
+    from sparsecim.tb.run import RunSettings
+
+    rng = np.random.default_rng(17)
+    blocker = _a_file(tmp_path)
+    covered, cases = set(), 0
+    for round_ in range(12):
+        for name, toml, flags in _bad_run_values(rng):
+            covered.add(name)
+            base = {"model": "'synthetic'", "shapes": "'8x40'", "preset": "'tiny'",
+                    "plots": "false"}
+            if name in ("flow_target", "flow_tolerance"):
+                base["sparsify"] = "'flow'"
+            if name == "pattern":
+                base["sparsify"] = "'magnitude'"
+            if name == "linears":
+                base["model"] = "'smollm2'"  # refused before the model would load
+            base.pop(name, None)
+            run_dir = tmp_path / f"run{round_}"
+            out_flag = [] if name == "out" else ["--out", run_dir]
+            # The same wrong value from a settings file ...
+            config = tmp_path / "s.toml"
+            toml = repr(str(blocker)) if toml == "FILE" else toml
+            config.write_text("".join(f"{k} = {v}\n" for k, v in base.items())
+                              + f"{name} = {toml}\n")
+            status, out, err = _main(capsys, "run", "--config", config, *out_flag)
+            _assert_one_line_error(status, err)
+            assert not run_dir.exists(), (name, toml, err)
+            cases += 1
+            # ... and from its flag.
+            flags_base = [a for k, v in base.items() if k != "plots"
+                          for a in (f"--{k}", v.strip("'"))] + ["--no-plots"]
+            for value in flags or []:
+                value = str(blocker) if value == "FILE" else value
+                status, out, err = _main(capsys, "run", *flags_base,
+                                         f"--{name.replace('_', '-')}", value, *out_flag)
+                _assert_one_line_error(status, err)
+                assert not run_dir.exists(), (name, value, err)
+                cases += 1
+    assert covered >= {f.name for f in dataclasses.fields(RunSettings)}
+    assert cases > 300
+
+
+@pytest.mark.cosim
+def test_gemm_on_fpga_longer_than_its_16_bit_counters_passes():
+    """fpga counts in 16 bits: a correct run of more than 65,535 cycles must still pass, its
+    saturated counters compared with the model's saturated the same way."""
+    from sparsecim.tb.cli import random_gemm
+
+    cfg = preset("fpga")
+    x, w = random_gemm(cfg, 256, 128, 4, 0)
+    model = run_trace(schedule_layer(cfg, x, w).trace).counters
+    assert model["total"] > 2 ** cfg.counter_bits - 1
+    done = _run("gemm", "--preset", "fpga", "--k", "256", "--n", "128", "--tokens", "4",
+                "--rtl")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "RTL outputs   match golden: yes" in done.stdout
+    assert (f"RTL cycles    {model['total']} by the harness (total counter saturated at "
+            f"65535; stall 0) vs model {model['total']}: equal") in done.stdout
+    assert done.stdout.endswith("RESULT: PASS\n")
+
+
+def _children(pid):
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+@pytest.mark.cosim
+def test_sigint_to_gemm_rtl_stops_the_simulator_and_exits_130(tmp_path):
+    import signal
+    import time
+
+    from sparsecim.tb.harness import HARNESS_TOP
+
+    # Paused streams stretch the RTL run to seconds: time to interrupt it.
+    with subprocess.Popen(
+            [sys.executable, "-m", "sparsecim.tb.cli", "gemm", "--preset", "tiny", "--k",
+             "600", "--n", "300", "--tokens", "16", "--pause", "0.9", "--rtl", "--run-dir",
+             str(tmp_path / "run")],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=os.environ | {"PYTHONWARNINGS": ""}) as proc:
+        sim = None
+        deadline = time.monotonic() + 300
+        while sim is None and time.monotonic() < deadline and proc.poll() is None:
+            for child in _children(proc.pid):
+                # The simulator is the Verilator binary named after the harness.
+                with contextlib.suppress(OSError):
+                    if Path(os.readlink(f"/proc/{child}/exe")).name == HARNESS_TOP:
+                        sim = child
+            time.sleep(0.05)
+        assert sim is not None, "the simulator never started"
+        time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert err == "sparsecim: interrupted\n"
+    # The simulator was killed: gone, or a zombie until the system reaps it, never running.
+    deadline = time.monotonic() + 10
+    while _running(sim) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(sim)
+
+
+def _running(pid):
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
