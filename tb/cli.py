@@ -427,6 +427,9 @@ def _cmd_fpga(args) -> int:
     for name in families:
         if name not in FAMILIES:
             raise UserError(f"family must be one of {', '.join(FAMILIES)}, not {name!r}")
+    _folder(args.work_dir, "--work-dir")
+    if args.json:
+        _folder(Path(args.json).parent, "the folder of --json")
     cfg = preset(args.preset)
     print(f"sparsecim fpga: preset {args.preset} ({cfg.slug}), {cfg.cells} cells; figures of "
           f"sparsecim_top alone (the three-pin wrapper's cells excluded)")
@@ -457,8 +460,8 @@ def _cmd_fpga(args) -> int:
         print(f"sparsecim: error: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps([r.as_dict() for r in results], indent=1) + "\n")
+        with atomic_write(args.json) as out:
+            out.write(json.dumps([r.as_dict() for r in results], indent=1) + "\n")
         print(f"  figures       {args.json}")
     print(f"  work folders  {Path(args.work_dir)}/{args.preset}-<family> (yosys.log, "
           f"nextpnr.log, stat.json)")

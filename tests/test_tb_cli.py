@@ -741,6 +741,18 @@ def test_outputs_under_a_regular_file_are_refused(tmp_path, capsys):
                                             f"Not a directory")
 
 
+def test_fpga_outputs_under_a_regular_file_are_refused_before_synthesis(tmp_path, capsys):
+    blocker = _a_file(tmp_path)
+    status, out, err = _main(capsys, "fpga", "--work-dir", blocker / "w")
+    _assert_one_line_error(status, err, f"--work-dir {blocker / 'w'} cannot be created: Not a "
+                                        f"directory")
+    status, out, err = _main(capsys, "fpga", "--work-dir", tmp_path / "w", "--json",
+                             blocker / "f.json")
+    _assert_one_line_error(status, err, f"the folder of --json must be a folder, not the file "
+                                        f"{blocker}")
+    assert out == ""
+
+
 @pytest.mark.parametrize("name, message", [
     ("folder", "--out must name a .npy file, not the folder {path}"),
     ("y.out", "--out must name a .npy file, not '{path}'"),
