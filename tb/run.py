@@ -792,7 +792,7 @@ def _shape_records(cfg: MacroConfig, s: RunSettings, rows: list) -> list[LayerRe
             dense_cycles=predicted(k, n, (1, 1))["total"] * copies,
             ideal_cycles=ideal_cycles(mapping, s.tokens) * copies, golden_match=None,
             extra={"count": row.count, "blocks": row.blocks,
-                   "cycles_per_layer": model["total"]}))
+                   "cycles_per_layer": model["total"]}, macro=cfg.slug))
     return records
 
 
@@ -936,7 +936,8 @@ def run(settings: RunSettings, *, on_step: Callable[[str, str], None] | None = N
             dense_cycles=predict_counters(cfg, in_f, out_f, tokens)["total"],
             ideal_cycles=mapped.ideal_cycles,
             golden_match=bool(np.array_equal(y, mapped.expected)), rel_error=rel_error,
-            extra={k: v for k, v in sparse.extra.items() if isinstance(v, (int, float, str))})
+            extra={k: v for k, v in sparse.extra.items() if isinstance(v, (int, float, str))},
+            macro=cfg.slug)
         step("end", f"golden {layer.name}")
         if layer.name in rtl_names:
             step("begin", f"RTL {layer.name}")

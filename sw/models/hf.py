@@ -3,7 +3,9 @@
 A Hugging Face folder holds ``config.json`` and its weights in ``model.safetensors`` or, when
 sharded, in several files named by ``model.safetensors.index.json``'s ``weight_map``. The
 tensors are read with ``safetensors``' numpy API (``safe_open(..., framework="np")``); bf16
-tensors arrive as ``ml_dtypes.bfloat16`` arrays and every tensor is converted to float32.
+tensors (numpy has no such type) are widened from their raw bits at the offsets the same
+header gives, and every tensor is converted to float32 (exactly: bf16 and fp16 values are all
+float32 values).
 
 Architectures (``model_type``) and the linears of each block, as ``(out_features,
 in_features)`` weights applied as ``y = x @ w.T``:
@@ -27,6 +29,7 @@ it, so they cannot disagree.
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -275,14 +278,33 @@ class TensorStore:
             raise CheckpointError(f"checkpoint {self.folder} has no tensor {name}")
         path = self._files[name]
         try:
-            array = self._open(path).get_tensor(name)
-        except (SafetensorError, OSError, TypeError) as exc:
+            handle = self._open(path)
+            if handle.get_slice(name).get_dtype() == "BF16":
+                array = self._bf16(path, name)
+            else:
+                array = handle.get_tensor(name)
+        except (SafetensorError, OSError, TypeError, ValueError) as exc:
             raise CheckpointError(f"tensor {name} of {path} cannot be read: {exc}") from None
         if shape is not None and tuple(array.shape) != tuple(shape):
             raise CheckpointError(f"tensor {name} must have shape {tuple(shape)} (from "
                                   f"config.json), not {tuple(array.shape)}")
         # bf16 comes as ml_dtypes.bfloat16; every float type widens exactly to float32.
         return np.asarray(array, dtype=np.float32)
+
+
+    def _bf16(self, path: Path, name: str) -> np.ndarray:
+        # numpy has no bfloat16 (safetensors hands out ml_dtypes' only if that is imported):
+        # read the raw little-endian halves at the header's offsets; a bf16 value is the top
+        # 16 bits of the float32 of the same value, so the widening is exact.
+        with path.open("rb") as file:
+            (size,) = struct.unpack("<Q", file.read(8))
+            entry = json.loads(file.read(size))[name]
+            start, stop = entry["data_offsets"]
+            file.seek(8 + size + start)
+            raw = np.frombuffer(file.read(stop - start), dtype="<u2")
+        if raw.size != int(np.prod(entry["shape"])):
+            raise ValueError(f"bf16 data of {raw.size} values for shape {entry['shape']}")
+        return (raw.astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])
 
 
 #: Prefixes a family's tensors may carry (a task head wraps the base model).
