@@ -242,3 +242,21 @@ def test_predict_counters_is_where_the_run_output_names_it(tmp_path):
     module, name = path.rsplit(".", 1)
     assert name == "predict_counters"
     assert callable(getattr(__import__(module, fromlist=[name]), name))
+
+
+@pytest.mark.cosim
+def test_custom_macro_from_toml_runs_bit_exact_on_verilator(tmp_path):
+    """A macro no preset has, from a ``[macro]`` table: every layer on the golden model and on
+    Verilator, outputs and cycle counters equal."""
+    config = tmp_path / "run.toml"
+    config.write_text('[run]\nmodel = "synthetic"\nshapes = ["12x40", "8x16"]\n'
+                      'sparsify = "wanda"\npattern = "2:4"\ntokens = 3\nrtl_layers = "all"\n'
+                      'plots = false\n\n' + CUSTOM)
+    done = _run("run", "--config", config, "--out", tmp_path / "run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "  RTL           2/2 layer(s) bit-exact on Verilator, cycles equal to the model on 2" \
+        in done.stdout
+    report = json.loads((tmp_path / "run" / "layers.json").read_text())
+    assert [(r["rtl_match"], r["rtl_cycles"] == r["model_cycles"]) for r in report["layers"]] \
+        == [(True, True), (True, True)]
+    assert {r["macro"] for r in report["layers"]} == {load_macro(config).slug}
