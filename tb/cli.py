@@ -152,7 +152,8 @@ def _cmd_gemm(args) -> int:
     failed = not ok_golden
     if args.rtl:
         tag = name.replace(":", "of")
-        run_dir = Path(args.run_dir or f"build/runs/gemm-{args.preset}-{args.k}x{args.n}"
+        run_dir = Path(args.run_dir or f"build/runs/gemm-{Path(args.preset).stem}-"
+                                         f"{args.k}x{args.n}"
                                          f"x{args.tokens}-{tag}-s{args.seed}")
         t0 = time.perf_counter()
         rtl = run_rtl(trace, run_dir=run_dir,
@@ -286,7 +287,8 @@ def _cmd_layer(args) -> int:
     if args.rtl:
         from .cosim import run_rtl
 
-        run_dir = Path(args.run_dir or f"build/runs/layer-{args.preset}-{w.shape[0]}x"
+        run_dir = Path(args.run_dir or f"build/runs/layer-{Path(args.preset).stem}-"
+                                         f"{w.shape[0]}x"
                                          f"{w.shape[1]}x{x.shape[0]}-{name.replace(':', 'of')}")
         with ticking("Verilator (build on first use, then run)"):
             rtl = run_rtl(schedule.trace, run_dir=run_dir, waves=args.waves)
@@ -382,7 +384,7 @@ def _cmd_fpga(args) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps([r.as_dict() for r in results], indent=1) + "\n")
         print(f"  figures       {args.json}")
-    print(f"  work folders  {Path(args.work_dir)}/{args.preset}-<family> (yosys.log, "
+    print(f"  work folders  {Path(args.work_dir)}/{Path(args.preset).stem}-<family> (yosys.log, "
           f"nextpnr.log, stat.json)")
     return 0
 
@@ -451,7 +453,7 @@ def _cmd_run(args) -> int:
     table = isinstance(resolve_model(s.model), ShapeTable)
     summary = result.summary
     cfg = s.macro_config()
-    macro = s.preset if s.macro is None else f"{s.preset} ([macro] table)"
+    macro = s.preset if s.macro is None else "from a [macro] table"
     if table:
         what = (f"{s.model} (layer-shape table, no weights: {len(records)} distinct linears "
                 f"standing for {summary['linears']})")

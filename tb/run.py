@@ -179,8 +179,9 @@ class RunSettings:
         pattern = {"dense": "dense", "flow": f"t{self.flow_target:g}",
                    "monarch": self.monarch_mapping}.get(
             self.sparsify, self.pattern.replace(":", "of"))
-        model = Path(self.model).stem if "/" in self.model or "." in self.model else self.model
-        macro = Path(self.preset).stem if self.preset.endswith(".toml") else self.preset
+        # A checkpoint path names the folder after its file or folder (MiniLM: "model").
+        model = self.model if self.model in MODELS else Path(self.model).stem
+        macro = self.macro.slug if self.macro is not None else Path(self.preset).stem
         return Path("build/runs") / f"run-{model}-{self.sparsify}-{pattern}-{macro}"
 
     def as_dict(self) -> dict:
