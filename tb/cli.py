@@ -313,6 +313,10 @@ def _cmd_sim(args) -> int:
     except (TraceFormatError, UnicodeDecodeError, IsADirectoryError) as exc:
         raise UserError(f"malformed trace: {exc}") from None
     cfg = trace.config
+    if args.preset is not None and _macro(args) != cfg:
+        # A trace is scheduled for one macro (its header says which): check, never convert.
+        raise UserError(f"trace {args.trace} is for macro {cfg.slug}, not {args.preset} "
+                        f"({_macro(args).slug})")
     started = time.perf_counter()
     golden = run_trace(trace)
     model = golden.counters
@@ -649,6 +653,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--pause", type=_fraction, default=0.0,
                      help="idle probability on every stream in the RTL run (0)")
     sim.add_argument("--results", metavar="R.npy", help="write the golden result beats")
+    sim.add_argument("--preset", help="check that the trace is for this macro (a preset name or "
+                                      "a TOML file); the trace's header defines it either way")
     sim.add_argument("--run-dir", help="folder for the RTL run's files")
     sim.add_argument("--verbose", action="store_true", help="show the simulator's output")
     sim.set_defaults(func=_cmd_sim)

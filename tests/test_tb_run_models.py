@@ -260,3 +260,26 @@ def test_custom_macro_from_toml_runs_bit_exact_on_verilator(tmp_path):
     assert [(r["rtl_match"], r["rtl_cycles"] == r["model_cycles"]) for r in report["layers"]] \
         == [(True, True), (True, True)]
     assert {r["macro"] for r in report["layers"]} == {load_macro(config).slug}
+
+
+def test_a_runs_settings_toml_is_a_macro_file_for_gemm_and_sim(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('[run]\nmodel = "synthetic"\nshapes = ["8x16"]\nplots = false\n\n' + CUSTOM)
+    assert _run("run", "--config", config, "--out", tmp_path / "a").returncode == 0
+    settings = tmp_path / "a" / "settings.toml"
+    slug = load_macro(config).slug
+    done = _run("gemm", "--preset", settings, "--k", 16, "--n", 8, "--tokens", 1)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"sparsecim gemm on {settings} ({slug}):")
+    # sim checks a trace against a macro (the trace's header defines it).
+    from sparsecim.hw.config import preset
+    from sparsecim.sw.schedule import schedule_layer
+
+    trace = schedule_layer(load_macro(config), np.ones((1, 16), np.int64),
+                           np.ones((16, 8), np.int64), (1, 1)).trace
+    trace.save(tmp_path / "t.txt")
+    assert _run("sim", tmp_path / "t.txt", "--preset", settings).returncode == 0
+    done = _run("sim", tmp_path / "t.txt", "--preset", "tiny")
+    assert done.returncode == 2
+    assert done.stderr == (f"sparsecim: error: trace {tmp_path / 't.txt'} is for macro {slug}, "
+                           f"not tiny ({preset('tiny').slug})\n")
