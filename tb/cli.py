@@ -18,6 +18,10 @@ Subcommands
     Yosys synthesis (iCE40, ECP5, Xilinx 7-series) and nextpnr fmax of a preset.
 ``run``
     model → sparsify → map → schedule → golden (every layer) → RTL (chosen layers) → report.
+``presets``
+    The named macros and their parameters.
+
+``--preset`` takes a preset name or a TOML macro file (:func:`sparsecim.hw.config.load_macro`).
 
 Exit status: 0 when every check passed; 1 when a check failed (a mismatch between the RTL,
 the golden model and the reference, or a trace that halted with an error not asked for); 2 for
@@ -36,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hw.config import PRESETS, preset
+from ..hw.config import PRESETS, resolve_macro
 from ..hw.isa import ErrorCode
 from ..sw.golden import run_trace
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
@@ -128,6 +132,15 @@ def random_gemm(cfg, k: int, n: int, tokens: int, seed: int, pattern=(1, 1)):
     return x, w
 
 
+def _macro(args):
+    """The macro of ``--preset``: a preset name or a TOML file; a :class:`UserError` naming
+    the field otherwise."""
+    try:
+        return resolve_macro(args.preset)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
 def _macro_pattern(cfg, args) -> tuple[int, int]:
     """``args.pattern`` as ``(n, m)``; a :class:`UserError` unless ``cfg`` runs it."""
     try:
@@ -141,7 +154,7 @@ def _macro_pattern(cfg, args) -> tuple[int, int]:
 def _cmd_gemm(args) -> int:
     from .cosim import Pauses, run_rtl
 
-    cfg = preset(args.preset)
+    cfg = _macro(args)
     pattern = _macro_pattern(cfg, args)
     x, w = random_gemm(cfg, args.k, args.n, args.tokens, args.seed)
     if pattern != (1, 1):
@@ -177,8 +190,9 @@ def _cmd_gemm(args) -> int:
     failed = not ok_golden
     if args.rtl:
         tag = name.replace(":", "of")
-        run_dir = _folder(args.run_dir or f"build/runs/gemm-{args.preset}-{args.k}x{args.n}"
-                                          f"x{args.tokens}-{tag}-s{args.seed}", "--run-dir")
+        run_dir = _folder(args.run_dir or f"build/runs/gemm-{Path(args.preset).stem}-"
+                                          f"{args.k}x{args.n}x{args.tokens}-{tag}-s{args.seed}",
+                          "--run-dir")
         t0 = time.perf_counter()
         rtl = run_rtl(trace, run_dir=run_dir,
                       pauses=Pauses(args.pause, args.pause, args.pause),
@@ -278,9 +292,12 @@ def _cmd_layer(args) -> int:
     from ..sw.nm import activation_norms, check_nm, prune_wanda
     from ..sw.reference import check_int_matrix
 
-    cfg = preset(args.preset)
+    cfg = _macro(args)
     pattern = _macro_pattern(cfg, args)
+    if args.save_pruned and not args.prune:
+        raise UserError("--save-pruned needs --prune (there is nothing pruned to save)")
     out = _npy_out(args.out, "--out")
+    save_pruned = _npy_out(args.save_pruned, "--save-pruned") if args.save_pruned else None
     raw_w = _load_npy(args.weights, "weights")
     raw_x = _load_npy(args.inputs, "inputs")
     try:
@@ -302,6 +319,8 @@ def _cmd_layer(args) -> int:
         else:
             w = prune_magnitude(w, nm)
         pruned = before - int(np.count_nonzero(w))
+        if save_pruned:
+            _save_npy(save_pruned, w.astype(np.int8 if cfg.weight_bits <= 8 else np.int16))
     try:
         check_nm(w, nm)
         schedule = schedule_layer(cfg, x, w.T, (1, 1) if args.mapping == "linear" else pattern)
@@ -322,6 +341,9 @@ def _cmd_layer(args) -> int:
           f"(out_features x in_features), {x.shape[0]} token(s), {name}")
     if args.prune and pattern != (1, 1):
         print(f"  pruned        {pruned} weights by {args.prune} to {name}")
+        if args.save_pruned:
+            print(f"  pruned saved  {save_pruned}  ({w.shape[0]} x {w.shape[1]}, "
+                  f"out_features x in_features)")
     print(f"  mapping       {mapping.arrays} array tiles of {mapping.pass_inputs} inputs x "
           f"{cfg.cols} outputs, utilization {mapping.utilization:.1%}")
     print(f"  golden model  outputs equal the int64 matmul reference: "
@@ -332,8 +354,8 @@ def _cmd_layer(args) -> int:
     if args.rtl:
         from .cosim import run_rtl
 
-        run_dir = _folder(args.run_dir or f"build/runs/layer-{args.preset}-{w.shape[0]}x"
-                                          f"{w.shape[1]}x{x.shape[0]}-"
+        run_dir = _folder(args.run_dir or f"build/runs/layer-{Path(args.preset).stem}-"
+                                          f"{w.shape[0]}x{w.shape[1]}x{x.shape[0]}-"
                                           f"{name.replace(':', 'of')}", "--run-dir")
         with ticking("Verilator (build on first use, then run)"):
             rtl = run_rtl(schedule.trace, run_dir=run_dir, waves=args.waves)
@@ -386,6 +408,10 @@ def _cmd_sim(args) -> int:
         raise UserError(f"trace file {args.trace} cannot be read: "
                         f"{exc.strerror or exc}") from None
     cfg = trace.config
+    if args.preset is not None and _macro(args) != cfg:
+        # A trace is scheduled for one macro (its header says which): check, never convert.
+        raise UserError(f"trace {args.trace} is for macro {cfg.slug}, not {args.preset} "
+                        f"({_macro(args).slug})")
     started = time.perf_counter()
     golden = run_trace(trace)
     model = golden.counters
@@ -430,7 +456,7 @@ def _cmd_fpga(args) -> int:
     _folder(args.work_dir, "--work-dir")
     if args.json:
         _folder(Path(args.json).parent, "the folder of --json")
-    cfg = preset(args.preset)
+    cfg = _macro(args)
     print(f"sparsecim fpga: preset {args.preset} ({cfg.slug}), {cfg.cells} cells; figures of "
           f"sparsecim_top alone (the three-pin wrapper's cells excluded)")
     print(f"  {'family':<7} {'device':<33} {'LUTs':>7} {'FFs':>7} {'BRAM':>5} {'DSP':>4} "
@@ -439,7 +465,7 @@ def _cmd_fpga(args) -> int:
     try:
         for name in families:
             fam = FAMILIES[name]
-            work = Path(args.work_dir) / f"{args.preset}-{name}"
+            work = Path(args.work_dir) / f"{Path(args.preset).stem}-{name}"
             with ticking(f"yosys {fam.synth.split()[0]} {args.preset}"):
                 synth = synthesize(cfg, name, work_dir=work)
             placed = None
@@ -463,7 +489,7 @@ def _cmd_fpga(args) -> int:
         with atomic_write(args.json) as out:
             out.write(json.dumps([r.as_dict() for r in results], indent=1) + "\n")
         print(f"  figures       {args.json}")
-    print(f"  work folders  {Path(args.work_dir)}/{args.preset}-<family> (yosys.log, "
+    print(f"  work folders  {Path(args.work_dir)}/{Path(args.preset).stem}-<family> (yosys.log, "
           f"nextpnr.log, stat.json)")
     return 0
 
@@ -486,7 +512,7 @@ def _print_models() -> int:
 
 def _cmd_run(args) -> int:
     from .progress import Progress
-    from .run import MODELS, RunError, ShapeTable, load_settings, run
+    from .run import RunError, ShapeTable, load_settings, resolve_model, run
 
     if args.model == "list":
         return _print_models()
@@ -499,12 +525,17 @@ def _cmd_run(args) -> int:
         "monarch_mapping": args.monarch_mapping,
         "preset": args.preset, "rtl_layers": args.rtl_layers, "pause": args.pause,
         "seed": args.seed, "out": args.out, "plots": False if args.no_plots else None,
+        "text": args.text,
     }
     started = time.perf_counter()
     try:
         settings = load_settings(args.config, overrides)
     except RunError as exc:
         raise UserError(str(exc)) from None
+    if args.pattern is not None and settings.sparsify not in ("magnitude", "wanda"):
+        # Nothing would use it: the run would silently be dense (or FLOW's, or Monarch's).
+        raise UserError(f"--pattern {args.pattern} needs --sparsify magnitude or wanda (the "
+                        f"fixed N:M methods), not sparsify {settings.sparsify}")
     bar = Progress(1, "sparsecim run")
 
     def on_step(kind, text):
@@ -524,17 +555,23 @@ def _cmd_run(args) -> int:
     records = result.records
     pattern = {"dense": "dense", "flow": f"flow (target sparsity {s.flow_target:g})",
                "monarch": "monarch"}.get(s.sparsify, f"{s.sparsify} {s.pattern}")
-    table = isinstance(MODELS[s.model], ShapeTable)
+    table = isinstance(resolve_model(s.model), ShapeTable)
     summary = result.summary
+    cfg = s.macro_config()
+    macro = s.preset if s.macro is None else "from a [macro] table"
     if table:
         what = (f"{s.model} (layer-shape table, no weights: {len(records)} distinct linears "
                 f"standing for {summary['linears']})")
     elif s.model == "smollm2":
         what = f"{s.model} ({s.blocks} block(s), {len(records)} linears)"
+    elif "quality" in summary or any(r.name.startswith("blocks.") for r in records):
+        what = f"{s.model} (checkpoint, {s.blocks} block(s), {len(records)} linears)"
     else:
         what = f"{s.model} ({len(records)} layers)"
-    print(f"sparsecim run: {what}, {pattern}, mapping {s.mapping}, preset {s.preset}, "
+    print(f"sparsecim run: {what}, {pattern}, mapping {s.mapping}, preset {macro}, "
           f"{s.tokens} token(s)")
+    print(f"  macro         {cfg.slug}: {cfg.submacros} x {cfg.rows}x{cfg.cols}, "
+          f"patterns dense, {cfg.pattern_names() or '-'}")
     pw = max(7, *(len(r.pattern) for r in records))
     mw = max(7, *(len(r.mapping) for r in records))
     print(f"  {'layer':<16} {'out x in':>11} {'pattern':>{pw}} {'mapping':>{mw}} {'arrays':>6} "
@@ -558,7 +595,8 @@ def _cmd_run(args) -> int:
     if table:
         declared = f"; the {s.pattern} pattern is declared, nothing is pruned" \
             if s.sparsify != "dense" else ""
-        print(f"  figures       cycle-model only: predict_counters once per distinct shape, a "
+        print(f"  figures       cycle-model only: sparsecim.sw.schedule.predict_counters once per "
+              f"distinct shape, a "
               f"row xN stands for N = count per block x blocks layers and its figures are "
               f"totals over them{declared}")
         print("  golden model  not run (no weights)")
@@ -573,6 +611,14 @@ def _cmd_run(args) -> int:
                   f"bit-exact on Verilator, cycles equal to the model on {same}")
         else:
             print("  RTL           not run (--rtl-layers none)")
+    quality = summary.get("quality")
+    if quality and quality["metric"] == "cosine":
+        print(f"  model quality cosine similarity of sentence embeddings to the dense model: "
+              f"mean {quality['mean']:.4f}, min {quality['min']:.4f} "
+              f"({quality['sentences']} sentences, float weights)")
+    elif quality:
+        print(f"  model quality perplexity {quality['sparse']:.2f} (dense {quality['dense']:.2f})"
+              f" on {quality['tokens']} tokens, float weights")
     files = result.files
     plots = [k for k in ("utilization", "cycles", "patterns", "speedup") if k in files]
     print(f"  report        {files['markdown']}  (layers.json, layers.csv"
@@ -601,7 +647,9 @@ def _add_run_parser(sub) -> None:
     run.add_argument("--config", help="TOML settings file")
     run.add_argument("--model", help="smollm2 (default, real weights), synthetic, a "
                                      "layer-shape table without weights (cycle-model figures "
-                                     "only: " + ", ".join(SHAPE_TABLES) + "), or list")
+                                     "only: " + ", ".join(SHAPE_TABLES) + "), a path (a "
+                                     "Hugging Face folder, .gguf, .onnx, or a config.json for "
+                                     "its shape table), or list")
     run.add_argument("--blocks", type=_positive, help="smollm2: first N decoder blocks (1)")
     run.add_argument("--linears", help="smollm2: comma-separated linears of each block "
                                        "(default q,k,v,o,gate,up,down)")
@@ -624,7 +672,10 @@ def _add_run_parser(sub) -> None:
                                        "monarch-latency, monarch-capacity or monarch-linear")
     run.add_argument("--monarch-mapping", help="monarch: latency (default), capacity or "
                                                "linear")
-    run.add_argument("--preset", help="macro configuration (flexcim)")
+    run.add_argument("--preset", help="macro: a preset name or a TOML macro file (flexcim; "
+                                      "a [macro] table in --config also sets it)")
+    run.add_argument("--text", help="checkpoint models: calibration and evaluation text file "
+                                    "(default: the packaged Wikipedia)")
     run.add_argument("--rtl-layers",
                      help="layers also run on Verilator: none (default), all, a count of the "
                           "first layers, or comma-separated names such as blocks.0.k")
@@ -638,14 +689,16 @@ def _add_run_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="sparsecim", description=__doc__.split("\n")[0])
+    parser = _Parser(
+        prog="sparsecim", description="sparsecim: sparse LLM layers on a digital compute-in-"
+                                      "memory macro, golden model and RTL co-simulation.")
     sub = parser.add_subparsers(dest="command", required=True)
     gemm = sub.add_parser("gemm", help="random INT8 matrix product: golden, cycle model, RTL",
                           description="Map and schedule a random INT8 (tokens x K).(K x N) "
                                       "product, check the golden model against an integer "
                                       "matmul, and with --rtl run the trace on Verilator.")
-    gemm.add_argument("--preset", default="flexcim", choices=sorted(PRESETS),
-                      help="macro configuration (default flexcim)")
+    gemm.add_argument("--preset", default="flexcim",
+                      help="macro: a preset name or a TOML macro file (default flexcim)")
     gemm.add_argument("--k", type=_positive, default=768, help="reduction size K (768)")
     gemm.add_argument("--n", type=_positive, default=768, help="output features N (768)")
     gemm.add_argument("--tokens", type=_positive, default=4, help="tokens (4)")
@@ -680,8 +733,11 @@ def build_parser() -> argparse.ArgumentParser:
     layer.add_argument("--prune", choices=["magnitude", "wanda"],
                        help="prune the weights to --pattern first (wanda scores by the "
                             "inputs' channel norms) instead of refusing weights that break it")
-    layer.add_argument("--preset", default="flexcim", choices=sorted(PRESETS),
-                       help="macro configuration (default flexcim)")
+    layer.add_argument("--preset", default="flexcim",
+                       help="macro: a preset name or a TOML macro file (default flexcim)")
+    layer.add_argument("--save-pruned", metavar="P.npy",
+                       help="with --prune, write the pruned INT8 weights (out_features, "
+                            "in_features)")
     layer.add_argument("--rtl", action="store_true", help="also run on Verilator")
     layer.add_argument("--waves", action="store_true", help="with --rtl, write a waveform")
     layer.add_argument("--run-dir", help="folder for the RTL run's files")
@@ -701,6 +757,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--expect-error", choices=[e.name for e in ErrorCode if e.name != "NONE"],
                      help="the trace tests this error: halting with it is a pass (and "
                           "reaching END a failure); without it any error status fails")
+    sim.add_argument("--preset", help="check that the trace is for this macro (a preset name or "
+                                      "a TOML file); the trace's header defines it either way")
     sim.add_argument("--run-dir", help="folder for the RTL run's files")
     sim.add_argument("--verbose", action="store_true", help="show the simulator's output")
     sim.set_defaults(func=_cmd_sim)
@@ -711,8 +769,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "UP5K, ECP5-25F and Xilinx 7-series and report LUTs, FFs, BRAM and DSP; "
                     "place and route with nextpnr (iCE40, ECP5) for fmax where it fits. "
                     "Synthesis of tiny takes minutes; larger presets much longer.")
-    fpga.add_argument("--preset", default="fpga", choices=sorted(PRESETS),
-                      help="macro configuration (default fpga, which fits an iCE40 UP5K)")
+    fpga.add_argument("--preset", default="fpga",
+                      help="macro: a preset name or a TOML macro file (default fpga, which fits "
+                           "an iCE40 UP5K)")
     fpga.add_argument("--family", default="ice40,ecp5,xilinx",
                       help="comma-separated families: ice40, ecp5, xilinx (all three)")
     fpga.add_argument("--no-pnr", action="store_true", help="synthesis only")
@@ -723,7 +782,25 @@ def build_parser() -> argparse.ArgumentParser:
     fpga.set_defaults(func=_cmd_fpga)
 
     _add_run_parser(sub)
+    presets = sub.add_parser("presets", help="the named macros and their parameters",
+                             description="List the named macro presets with their parameters "
+                                         "(any of them, or a TOML file with the same fields, "
+                                         "goes to --preset).")
+    presets.set_defaults(func=_cmd_presets)
     return parser
+
+
+def _cmd_presets(args) -> int:
+    fields = ["rows", "cols", "submacros", "act_depth", "acc_depth", "weight_bits", "act_bits",
+              "acc_bits", "counter_bits"]
+    print("sparsecim presets (--preset NAME; or --preset FILE.toml with these fields, e.g. "
+          "from a run's settings.toml):")
+    print(f"  {'name':<8} " + " ".join(f"{f:>{max(5, len(f))}}" for f in fields)
+          + "  cells  patterns")
+    for name, cfg in sorted(PRESETS.items()):
+        print(f"  {name:<8} " + " ".join(f"{getattr(cfg, f):>{max(5, len(f))}}" for f in fields)
+              + f"  {cfg.cells:>5}  {cfg.pattern_names() or '-'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

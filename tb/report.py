@@ -75,6 +75,9 @@ class LayerRecord:
         its blocks); ``arrays``, ``weight_bytes``, ``meta_bytes``, ``macs``, the cycles and
         ``model_counters`` are totals over all of them, ``utilization`` and ``density`` are
         those of one.
+    macro : str
+        The :attr:`~sparsecim.hw.config.MacroConfig.slug` of the macro the layer ran on (its
+        parameters: P, rows, columns, widths, depths, patterns).
     """
     name: str
     out_features: int
@@ -103,6 +106,7 @@ class LayerRecord:
     rtl_dir: str | None = None
     copies: int = 1
     extra: dict = field(default_factory=dict)
+    macro: str = ""
 
     @property
     def speedup(self) -> float:
@@ -119,7 +123,7 @@ CSV_COLUMNS = ("name", "out_features", "in_features", "tokens", "copies", "spars
                "mapping", "arrays", "k_tiles", "n_tiles", "utilization", "dense_utilization",
                "density", "weight_bytes", "meta_bytes", "macs", "model_cycles",
                "dense_cycles", "speedup", "ideal_cycles", "golden_match", "rel_error",
-               "rtl_cycles", "rtl_match")
+               "rtl_cycles", "rtl_match", "macro")
 
 
 def summarize(records: list[LayerRecord]) -> dict:

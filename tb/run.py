@@ -59,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hw.config import PRESETS, MacroConfig, preset
+from ..hw.config import MacroConfig, macro_from_table, macro_toml, resolve_macro
 from ..hw.trace import Trace
 from ..sw.golden import run_trace
 from ..sw.mapping import map_dense, map_nm
@@ -75,7 +75,7 @@ from .report import LayerRecord, summarize, write_report
 
 __all__ = ["RunSettings", "RunError", "LayerInput", "Sparsified", "MappedLayer", "RunResult",
            "ShapeTable", "MODELS", "SPARSIFIERS", "MAPPINGS", "load_settings", "settings_toml",
-           "validate_settings", "run", "select_rtl_layers", "INCOMPLETE"]
+           "validate_settings", "run", "select_rtl_layers", "resolve_model", "INCOMPLETE"]
 
 
 class RunError(ValueError):
@@ -119,7 +119,8 @@ class RunSettings:
     mapping : str
         ``auto`` or a key of :data:`MAPPINGS` (``linear``, ``nm``).
     preset : str
-        The macro (a key of :data:`~sparsecim.hw.config.PRESETS`).
+        The macro: a key of :data:`~sparsecim.hw.config.PRESETS` or a TOML macro file
+        (:func:`~sparsecim.hw.config.load_macro`).
     rtl_layers : str
         Layers also run on Verilator: ``none``, ``all``, a count of the first layers (``2``)
         or comma-separated names (``blocks.0.q,blocks.0.down``); ``none`` for a layer-shape
@@ -132,6 +133,13 @@ class RunSettings:
         The run folder; by default ``build/runs/run-<model>-<sparsify>-<pattern>-<preset>``.
     plots : bool
         Draw the PNG plots of the report.
+    text : str
+        A checkpoint model's calibration and evaluation text file (default: the packaged
+        Wikipedia).
+    macro : MacroConfig or None
+        The macro of a ``[macro]`` table in the settings file; it overrides ``preset`` (which
+        then only names it) unless ``--preset`` is given as a flag. :meth:`macro_config` is
+        the macro the run uses.
     """
     model: str = "smollm2"
     blocks: int = 1
@@ -152,6 +160,23 @@ class RunSettings:
     seed: int = 0
     out: str = ""
     plots: bool = True
+    text: str = ""
+    macro: MacroConfig | None = None
+
+    def macro_config(self) -> MacroConfig:
+        """The macro of the run: ``macro`` if set, else ``preset`` resolved.
+
+        Raises
+        ------
+        RunError
+            For an unknown preset or a bad macro file (one line naming the field).
+        """
+        if self.macro is not None:
+            return self.macro
+        try:
+            return resolve_macro(self.preset)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
 
     def run_dir(self) -> Path:
         """The run folder (``out``, or the default named after the settings)."""
@@ -160,13 +185,17 @@ class RunSettings:
         pattern = {"dense": "dense", "flow": f"t{self.flow_target:g}",
                    "monarch": self.monarch_mapping}.get(
             self.sparsify, self.pattern.replace(":", "of"))
-        return Path("build/runs") / f"run-{self.model}-{self.sparsify}-{pattern}-{self.preset}"
+        # A checkpoint path names the folder after its file or folder (MiniLM: "model").
+        model = self.model if self.model in MODELS else Path(self.model).stem
+        macro = self.macro.slug if self.macro is not None else Path(self.preset).stem
+        return Path("build/runs") / f"run-{model}-{self.sparsify}-{pattern}-{macro}"
 
     def as_dict(self) -> dict:
         """Plain values (tuples as lists), the run folder resolved."""
-        values = dataclasses.asdict(self)
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
         values["out"] = str(self.run_dir())
+        values["macro"] = self.macro_config().to_dict()
         return values
 
 
@@ -214,6 +243,7 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
         (:func:`validate_settings`); the message names the file and the key.
     """
     fields = _fields()
+    del fields["macro"]  # a [macro] table, not a key
     values: dict = {}
     if path is not None:
         path = Path(path)
@@ -233,7 +263,7 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
         except tomllib.TOMLDecodeError as exc:
             raise RunError(f"settings file {path} is not valid TOML: {exc}") from None
         if "run" in data:
-            rest = sorted(key for key in data if key != "run")
+            rest = sorted(key for key in data if key not in ("run", "macro", "chip"))
             if not isinstance(data["run"], dict):
                 raise RunError(f"settings file {path}: run must be a table of settings, "
                                f"not {data['run']!r}")
@@ -241,6 +271,16 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
                 # Both forms at once: one of them would be dropped without a word.
                 raise RunError(f"settings file {path}: settings must be top-level keys or a "
                                f"[run] table, not both (top-level: {', '.join(rest)})")
+        if "chip" in data:
+            raise RunError(f"settings file {path}: a [chip] table is not supported yet (there "
+                           f"is no chip-level configuration); use [macro]")
+        if "macro" in data:
+            try:
+                values["macro"] = macro_from_table(data.pop("macro"),
+                                                   where=f"settings file {path}")
+            except ValueError as exc:
+                raise RunError(str(exc)) from None
+        if isinstance(data.get("run"), dict):
             data = data["run"]
         for key, value in data.items():
             if key not in fields:
@@ -253,9 +293,39 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
         if key not in fields:
             raise RunError(f"unknown setting {key!r}; known are {', '.join(fields)}")
         values[key] = _coerce(key, value, fields[key].default)
+    if (overrides or {}).get("preset") is not None:
+        values.pop("macro", None)  # --preset on the command line wins over a [macro] table
+    if values.get("macro") is not None and values["macro"] == _named_preset(
+            values.get("preset", "flexcim")):
+        del values["macro"]  # the [macro] of a named preset (a run's settings.toml) is the name
     settings = RunSettings(**values)
     validate_settings(settings)
     return settings
+
+
+def _named_preset(name: str) -> MacroConfig | None:
+    from ..hw.config import PRESETS
+
+    return PRESETS.get(name)
+
+
+def resolve_model(name: str):
+    """The :data:`MODELS` entry of a model setting: a registered name, or a path (a Hugging
+    Face folder, ``.gguf``, ``.onnx`` or ``config.json``; :mod:`sparsecim.tb.run_models`).
+
+    Raises
+    ------
+    RunError
+        For an unknown name or a path that is not a model.
+    """
+    if name in MODELS:
+        return MODELS[name]
+    from .run_models import is_path_model, resolve_path_model
+
+    if is_path_model(name):
+        return resolve_path_model(name)
+    raise RunError(f"model must be one of {', '.join(MODELS)} or a path (a Hugging Face "
+                   f"folder, .gguf, .onnx or config.json), not {name!r}")
 
 
 #: Bounds of the sizes a run allocates: a layer's features, tokens per layer, elements of one
@@ -313,14 +383,13 @@ def validate_settings(s: RunSettings) -> None:
             raise RunError(f"setting {name} must be at most {top}, not {value}")
     if s.seed < 0:
         raise RunError(f"setting seed must be a non-negative integer, not {s.seed}")
-    if s.model not in MODELS:
-        raise RunError(f"model must be one of {', '.join(MODELS)}, not {s.model!r}")
+    model = resolve_model(s.model)
     if s.sparsify not in SPARSIFIERS:
         raise RunError(f"sparsify must be one of {', '.join(SPARSIFIERS)}, not {s.sparsify!r}")
     if s.mapping != "auto" and s.mapping not in MAPPINGS:
         raise RunError(f"mapping must be auto or one of {', '.join(MAPPINGS)}, "
                        f"not {s.mapping!r}")
-    if isinstance(MODELS[s.model], ShapeTable):
+    if isinstance(model, ShapeTable):
         what = f"model {s.model} is a layer-shape table without weights"
         if s.sparsify not in ShapeTable.SPARSIFY:
             raise RunError(f"sparsify must be one of {', '.join(ShapeTable.SPARSIFY)} for a "
@@ -333,8 +402,7 @@ def validate_settings(s: RunSettings) -> None:
             raise RunError(f"rtl_layers must be none for a layer-shape table, not "
                            f"{s.rtl_layers!r} ({what}; nothing runs on the golden model or "
                            f"the RTL)")
-    if s.preset not in PRESETS:
-        raise RunError(f"preset must be one of {', '.join(sorted(PRESETS))}, not {s.preset!r}")
+    cfg = s.macro_config()
     if not 0.0 <= s.pause < 1.0:
         raise RunError(f"setting pause must be a number in [0, 1), not {s.pause}")
     if s.monarch_mapping not in MONARCH_MAPPINGS:
@@ -349,7 +417,7 @@ def validate_settings(s: RunSettings) -> None:
                            f"{s.flow_tolerance}")
     elif s.sparsify != "dense":
         try:
-            preset(s.preset).check_pattern(*as_pattern(s.pattern), on=f"preset {s.preset}")
+            cfg.check_pattern(*as_pattern(s.pattern), on=f"preset {s.preset}")
         except ValueError as exc:
             raise RunError(str(exc)) from None
     if s.model == "smollm2":
@@ -388,8 +456,10 @@ def settings_toml(settings: RunSettings) -> str:
     """The resolved settings as a TOML ``[run]`` table that :func:`load_settings` reads back."""
     lines = ["# Resolved settings of this run: `sparsecim run --config settings.toml` repeats it.",
              "[run]"]
-    lines += [f"{key} = {_toml_value(value)}" for key, value in settings.as_dict().items()]
-    return "\n".join(lines) + "\n"
+    lines += [f"{key} = {_toml_value(value)}" for key, value in settings.as_dict().items()
+              if key != "macro"]
+    return "\n".join(lines) + "\n\n" + macro_toml(
+        settings.macro_config(), comment="The macro the run used (it wins over preset above).")
 
 
 # --------------------------------------------------------------------------------------------
@@ -816,7 +886,7 @@ def _shape_records(cfg: MacroConfig, s: RunSettings, rows: list) -> list[LayerRe
             dense_cycles=predicted(k, n, (1, 1))["total"] * copies,
             ideal_cycles=ideal_cycles(mapping, s.tokens) * copies, golden_match=None,
             extra={"count": row.count, "blocks": row.blocks,
-                   "cycles_per_layer": model["total"]}))
+                   "cycles_per_layer": model["total"]}, macro=cfg.slug))
     return records
 
 
@@ -902,7 +972,7 @@ def run(settings: RunSettings, *, on_step: Callable[[str, str], None] | None = N
             on_step(kind, text)
 
     validate_settings(settings)
-    cfg = preset(settings.preset)
+    cfg = settings.macro_config()
     try:
         run_dir = check_output_folder(settings.run_dir(), what="run folder")
     except OutputError as exc:
@@ -910,12 +980,15 @@ def run(settings: RunSettings, *, on_step: Callable[[str, str], None] | None = N
     folder = _RunFolder(run_dir)
     folder.begin()
     try:
-        records = _run_steps(cfg, settings, run_dir, step)
-        files = folder.publish(records, settings)
+        records, quality = _run_steps(cfg, settings, run_dir, step)
+        files = folder.publish(records, settings, quality)
     except BaseException as exc:
         folder.abandon(exc)
         raise
-    return RunResult(settings, records, summarize(records), run_dir, files)
+    summary = summarize(records)
+    if quality is not None:
+        summary["quality"] = quality
+    return RunResult(settings, records, summary, run_dir, files)
 
 
 #: The marker file of a run folder whose run has not finished: it says whether the run is
@@ -956,11 +1029,18 @@ class _RunFolder:
             raise RunError(f"run folder {self.run_dir} cannot be written: "
                            f"{exc.strerror or exc}") from None
 
-    def publish(self, records: list[LayerRecord], settings: RunSettings) -> dict:
+    def publish(self, records: list[LayerRecord], settings: RunSettings,
+                quality: dict | None = None) -> dict:
         shutil.rmtree(self.staging, ignore_errors=True)
         try:
             staged = write_report(records, self.staging, settings=settings.as_dict(),
                                   plots=settings.plots)
+            if quality is not None:
+                with staged["markdown"].open("a") as report:
+                    report.write("\n## Model quality (float weights, sparsified vs dense)\n\n"
+                                 + "".join(f"- {key}: {value:.6g}\n" if isinstance(value, float)
+                                           else f"- {key}: {value}\n"
+                                           for key, value in quality.items()))
             with atomic_write(self.staging / "settings.toml") as out:
                 out.write(settings_toml(settings))
             staged["settings"] = self.staging / "settings.toml"
@@ -985,22 +1065,26 @@ class _RunFolder:
             self._mark(why)
 
 
-def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step) -> list:
-    """The work of :func:`run`: the records of every layer (RTL runs under ``run_dir/rtl``)."""
+def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step):
+    """The work of :func:`run`: the records of every layer (RTL runs under ``run_dir/rtl``)
+    and the model quality of a checkpoint with a forward pass (else None)."""
     from .cosim import Pauses, run_rtl
 
-    if isinstance(MODELS[settings.model], ShapeTable):
+    model = resolve_model(settings.model)
+    if isinstance(model, ShapeTable):
         step("plan", "0")
         step("begin", f"figures of {settings.model}")
-        records = _shape_records(cfg, settings, MODELS[settings.model](settings))
+        records = _shape_records(cfg, settings, model(settings))
         step("end", f"figures of {settings.model}")
-        return records
+        return records, None
     step("begin", f"load {settings.model}")
-    layers = MODELS[settings.model](settings)
+    layers = model(settings)
     step("end", f"load {settings.model}")
     names = [layer.name for layer in layers]
     rtl_names = set(select_rtl_layers(settings.rtl_layers, names))
-    step("plan", str(len(layers) + len(rtl_names)))
+    # A checkpoint with a forward pass also measures model quality (one more step).
+    checkpoint = getattr(model, "__module__", "") == f"{__package__}.run_models"
+    step("plan", str(len(layers) + len(rtl_names) + checkpoint))
     sparsified = SPARSIFIERS[settings.sparsify](layers, settings, cfg)
 
     records = []
@@ -1039,7 +1123,8 @@ def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step) -> 
             dense_cycles=predict_counters(cfg, in_f, out_f, tokens)["total"],
             ideal_cycles=mapped.ideal_cycles,
             golden_match=bool(np.array_equal(y, mapped.expected)), rel_error=rel_error,
-            extra={k: v for k, v in sparse.extra.items() if isinstance(v, (int, float, str))})
+            extra={k: v for k, v in sparse.extra.items() if isinstance(v, (int, float, str))},
+            macro=cfg.slug)
         step("end", f"golden {layer.name}")
         if layer.name in rtl_names:
             step("begin", f"RTL {layer.name}")
@@ -1052,4 +1137,11 @@ def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step) -> 
             step("end", f"RTL {layer.name}")
         records.append(record)
 
-    return records
+    quality = None
+    if checkpoint:
+        from .run_models import checkpoint_quality
+
+        step("begin", "model quality")
+        quality = checkpoint_quality(settings, sparsified)
+        step("end", "model quality")
+    return records, quality

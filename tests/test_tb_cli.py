@@ -75,7 +75,9 @@ def test_gemm_rtl_passes_with_pauses(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["gemm", "--k", "0"], "argument --k: must be a positive integer, not 0"),
     (["gemm", "--pause", "1.5"], "argument --pause: must be a number in [0, 1), not 1.5"),
-    (["gemm", "--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
+    (["gemm", "--preset", "huge"],
+     "sparsecim: error: preset must be one of flexcim, fpga, paper, tiny or a .toml file, "
+     "not 'huge'\n"),
     (["gemm", "--preset", "tiny", "--pattern", "3:4"],
      "sparsecim: error: pattern 3:4 is not supported by preset tiny; supported are dense "
      "and 1:2, 1:4, 1:8, 2:4, 2:8, 4:8"),
@@ -341,7 +343,8 @@ def test_run_reads_a_run_table_from_toml(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "gpt5"], "model must be one of smollm2, synthetic, bert-large, bart-large, "
-                          "gpt2-medium, llama-2-7b, smollm2-135m, opt-1.3b, not 'gpt5'"),
+                          "gpt2-medium, llama-2-7b, smollm2-135m, opt-1.3b or a path (a "
+                          "Hugging Face folder, .gguf, .onnx or config.json), not 'gpt5'"),
     (["--sparsify", "magnitude", "--pattern", "3:4"],
      "pattern 3:4 is not supported by preset tiny; supported are dense and 1:2, 1:4, 1:8, "
      "2:4, 2:8, 4:8"),
@@ -484,9 +487,9 @@ def test_run_bert_large_shape_table_reports_cycle_model_figures(tmp_path):
     q_dense = predict_counters(cfg, 1024, 1024, 1)["total"] * 24
     assert f"  q x24              1024x1024     2:4      nm   3072 100.0% {q:>9,} " \
            f"{q_dense:>9,}   {q_dense / q:.2f}x       - not run      not run\n" in out
-    assert "  figures       cycle-model only: predict_counters once per distinct shape, a row " \
-           "xN stands for N = count per block x blocks layers and its figures are totals " \
-           "over them; the 2:4 pattern is declared, nothing is pruned\n" in out
+    assert "  figures       cycle-model only: sparsecim.sw.schedule.predict_counters once per " \
+           "distinct shape, a row xN stands for N = count per block x blocks layers and its " \
+           "figures are totals over them; the 2:4 pattern is declared, nothing is pruned\n" in out
     assert "  golden model  not run (no weights)\n  RTL           not run (no weights)\n" in out
     assert out.rstrip().endswith("RESULT: cycle model only (no weights: nothing to check)")
     run_dir = tmp_path / "run"
@@ -538,7 +541,8 @@ def test_run_help_names_the_shape_tables():
     assert done.returncode == 0
     text = " ".join(done.stdout.split())
     assert "layer- shape table without weights (cycle-model figures only: bert-large, " \
-           "bart-large, gpt2-medium, llama-2-7b, smollm2-135m, opt-1.3b), or list" in text
+           "bart-large, gpt2-medium, llama-2-7b, smollm2-135m, opt-1.3b), a path (a Hugging " \
+           "Face folder, .gguf, .onnx, or a config.json for its shape table), or list" in text
 
 
 @pytest.mark.parametrize("args, message", [

@@ -43,13 +43,14 @@ def test_default_run_folder_is_named_after_the_settings():
     ({"tokens": 0}, "setting tokens must be a positive integer, not 0"),
     ({"pause": 1.0}, "setting pause must be a number in [0, 1), not 1.0"),
     ({"plots": "yes"}, "setting plots must be true or false, not 'yes'"),
-    ({"preset": "huge"}, "preset must be one of flexcim, fpga, paper, tiny, not 'huge'"),
+    ({"preset": "huge"}, "preset must be one of flexcim, fpga, paper, tiny or a .toml file, "
+                         "not 'huge'"),
     ({"sparsify": "flow", "flow_target": 1.5},
      "setting flow_target must be a number in [0, 1), not 1.5"),
     ({"colour": "blue"}, "unknown setting 'colour'; known are model, blocks, linears, shapes, "
                          "tokens, calib_tokens, sparsify, pattern, flow_target, "
                          "flow_tolerance, flow_dense_ends, monarch_mapping, mapping, preset, "
-                         "rtl_layers, pause, seed, out, plots"),
+                         "rtl_layers, pause, seed, out, plots, text"),
 ], ids=["tokens", "pause", "plots", "preset", "flow-target", "unknown"])
 def test_bad_settings_are_named(overrides, message):
     with pytest.raises(RunError) as exc:
