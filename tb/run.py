@@ -432,6 +432,12 @@ def validate_settings(s: RunSettings) -> None:
             raise RunError("shapes must be at least one OUTxIN shape, not nothing")
         for text in s.shapes:
             _parse_shape(text)
+    if s.text:
+        if s.model in MODELS:
+            raise RunError(f"setting text is for a checkpoint model (a path), not model "
+                           f"{s.model!r}")
+        if not Path(s.text).is_file():
+            raise RunError(f"setting text must be a text file, not {s.text!r}")
     spec = s.rtl_layers.strip()
     if spec not in ("", "none", "all") and not spec.isdigit():
         if not [v for v in spec.split(",") if v.strip()]:

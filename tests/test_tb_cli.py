@@ -1030,6 +1030,10 @@ def _bad_run_values(rng):
         ("out", "FILE", ["FILE"]),
         ("plots", str(rng.choice(["1", "'no'", "[]"])), None),
         ("colour", "'blue'", None),
+        ("text", "'missing.txt'",
+         ["missing.txt", "/"]),
+        ("macro", str(rng.choice(["{ rows = 3 }", "{ rows = 4, cols = 4, submacros = 3 }",
+                                  "'tiny'", "{ colour = 1 }"])), None),
     ]
 
 
