@@ -57,10 +57,18 @@ order, whatever the grouping of beats into trace steps (the hardware cannot see 
 
 Speed
 -----
-Command words are decoded once per distinct word and pattern (a schedule repeats few words);
-all weight beats and all activation beats of the run are unpacked in bulk; a COMPUTE is one
-matrix product over its ``count`` passes (in ``float64`` when every partial sum is exactly
-representable, which holds for all practical configurations).
+Command words are decoded once per distinct word and pattern (a schedule repeats few words).
+Beats stay arrays end to end: the data stream is read as its byte view
+(:meth:`~sparsecim.hw.trace.Trace.data_array`) and every weight and activation beat of the run
+is unpacked in bulk, in its own small dtype. Passes are not executed one command at a time:
+a first walk over the commands records, for each COMPUTE, which beat last wrote each weight
+row and each activation entry; then the passes of all COMPUTEs of the same shape (pattern,
+split, part, count) run as batched matrix products, blocks of them at once (``float64`` when
+every partial sum is exactly representable, which holds for all practical configurations;
+N:M weights are first scattered to the dense matrix over the entry's elements that their
+metadata selects); a last walk applies the pass sums to the accumulators and collects the
+READs. A trace with MOVE (whose activations come from the accumulators) runs command by
+command instead, with the same bulk unpacking.
 """
 
 from __future__ import annotations
@@ -86,8 +94,8 @@ from ..hw.isa import (
     part_fits,
     pattern_of,
     requantize,
-    unpack_beats,
-    unpack_weight_rows,
+    unpack_beat_bytes,
+    unpack_weight_row_bytes,
 )
 from ..hw.trace import Trace
 
@@ -183,22 +191,26 @@ def _decode_word(cfg, word: int, pattern: tuple[int, int]) -> _Word:
                  str(cmd))
 
 
-def _nm_pass_sums(cfg, n: int, m: int, entries: np.ndarray, weights: np.ndarray,
-                  meta: np.ndarray) -> np.ndarray:
-    """Column sums of passes over ``entries`` (``count × entry lanes``) in pattern ``n:m``."""
-    g = np.arange(cfg.weight_rows)
-    sub, row = g // cfg.rows, g % cfg.rows
-    base = ((sub // n) * cfg.rows + row) * m                  # first element of the row's group
-    element = base[:, None] + np.minimum(meta, m - 1)          # (weight_rows, cols)
-    live = np.where(meta < m, weights, 0)                      # positions >= m select 0
-    chosen = entries[:, element]                               # (count, weight_rows, cols)
-    return np.einsum("tgc,gc->tc", chosen, live)
-
-
 def _exact_in_float64(cfg) -> bool:
     """True if every partial sum of a pass is an integer float64 represents exactly: products
     are at most ``2**(product_bits-2)`` in magnitude and a pass adds ``reduction`` of them."""
     return cfg.reduction * 2 ** (cfg.product_bits - 2) <= 2 ** 53
+
+
+#: Matrix elements (weights plus activations) of one batch of passes, to bound memory.
+_BATCH_ELEMENTS = 1 << 22
+
+
+def _spans(starts: list[int], counts: list[int]) -> np.ndarray:
+    """Concatenated ``arange(start, start + count)`` of every span, without a Python loop
+    per element."""
+    counts_arr = np.asarray(counts, dtype=np.int64)
+    total = int(counts_arr.sum()) if len(counts) else 0
+    if not total:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(np.asarray(starts, dtype=np.int64) - np.cumsum(counts_arr)
+                        + counts_arr, counts_arr)
+    return offsets + np.arange(total, dtype=np.int64)
 
 
 def run_trace(trace: Trace) -> GoldenResult:
@@ -227,17 +239,18 @@ def run_trace(trace: Trace) -> GoldenResult:
         raise ValueError(f"trace isa_version must be {ISA_VERSION}, not {trace.isa_version!r}")
     cfg = trace.config
     words = trace.commands
-    data = trace.data
+    data_count = trace.data_beats
 
     # Pass 1: decode, find where the machine halts, give every data beat to its command.
     known: dict[tuple, _Word] = {}
-    plan = []                          # (_Word, pattern, first beat index in its beat list)
+    plan = []                          # (_Word, state, first beat index in its beat list)
     keys = []                          # (word, pattern) of every fetched command
-    w_beats: list[int] = []
-    a_beats: list[int] = []
+    spans = {Opcode.LOAD_W: ([], []), Opcode.LOAD_A: ([], [])}   # stream starts, counts
+    used = {Opcode.LOAD_W: 0, Opcode.LOAD_A: 0}
     cursor = 0
     error = ErrorCode.NONE
     halted = False
+    has_move = False
     pattern, split, shift = (1, 1), 0, 0
     for index, word in enumerate(words):
         key = (word, pattern)
@@ -253,17 +266,21 @@ def run_trace(trace: Trace) -> GoldenResult:
             break
         need = info.beats
         if need:
-            if cursor + need > len(data):
+            if cursor + need > data_count:
                 raise ValueError(f"command {index} ({info.text}) needs {need} data beats, "
-                                 f"the trace has {len(data) - cursor} left")
-            beats = w_beats if info.opcode == Opcode.LOAD_W else a_beats
-            plan.append((info, (pattern, split, shift), len(beats)))
-            beats.extend(data[cursor:cursor + need])
+                                 f"the trace has {data_count - cursor} left")
+            starts, counts = spans[info.opcode]
+            plan.append((info, (pattern, split, shift), used[info.opcode]))
+            starts.append(cursor)
+            counts.append(need)
+            used[info.opcode] += need
             cursor += need
         else:
             plan.append((info, (pattern, split, shift), 0))
         if info.opcode == Opcode.CONFIG:
             pattern, split, shift = info.args
+        elif info.opcode == Opcode.MOVE:
+            has_move = True
 
     # Cycle model: every fetched command costs its (memoised) cost; an illegal one only its
     # fetch cycle, which _decode_word already gave it.
@@ -272,7 +289,141 @@ def run_trace(trace: Trace) -> GoldenResult:
         for name, value in known[key].cost.as_dict().items():
             counters[name] += times * value
 
-    # Pass 2: execute, with every beat already unpacked in bulk.
+    # Every consumed beat unpacked in bulk from the byte view, in its small dtype; one zero
+    # row appended to each stands for "never written since reset".
+    raw = trace.data_array() if cursor else np.zeros((0, 1), dtype=np.uint8)
+    w_raw = raw[_spans(*spans[Opcode.LOAD_W])]
+    a_raw = raw[_spans(*spans[Opcode.LOAD_A])]
+    w_vals, m_vals = unpack_weight_row_bytes(cfg, w_raw, None) if len(w_raw) else (
+        np.zeros((0, cfg.cols), np.int8), np.zeros((0, cfg.cols), np.uint8))
+    a_vals = (unpack_beat_bytes(act_beat_layout(cfg), a_raw, None) if len(a_raw)
+              else np.zeros((0, cfg.act_lanes), np.int8))
+    w_vals = np.concatenate([w_vals, np.zeros((1, cfg.cols), w_vals.dtype)])
+    m_vals = np.concatenate([m_vals, np.zeros((1, cfg.cols), m_vals.dtype)])
+    a_vals = np.concatenate([a_vals, np.zeros((1, cfg.act_lanes), a_vals.dtype)])
+
+    execute = _execute_in_order if has_move else _execute_batched
+    results = execute(cfg, plan, w_vals, m_vals, a_vals)
+    out = np.concatenate(results) if results else np.zeros((0, cfg.cols), dtype=np.int64)
+    return GoldenResult(out, counters, error, halted, len(keys), data_count - cursor)
+
+
+def _apply(cfg, accs: np.ndarray, acc_addr: int, accumulate: bool, banks: np.ndarray) -> None:
+    """Write a COMPUTE's pass sums ``(count, banks, cols)`` into the accumulators."""
+    rows = slice(acc_addr, acc_addr + banks.shape[0])
+    written = slice(0, banks.shape[1])
+    if accumulate:
+        accs[rows, written] = wrap_signed(accs[rows, written] + banks, cfg.acc_bits)
+    else:
+        # A pass sum fits pass_sum_bits <= acc_bits: nothing to wrap.
+        accs[rows, written] = banks
+
+
+def _pass_sums(cfg, n: int, m: int, split: int, entries: np.ndarray, weights: np.ndarray,
+               meta: np.ndarray) -> np.ndarray:
+    """Bank sums of a batch of passes: ``entries`` ``(batch, count, lanes)`` from the pass's
+    part on, ``weights`` and ``meta`` ``(batch, weight_rows, cols)``; returns ``(batch,
+    count, banks, cols)`` in the entries' dtype."""
+    batch, count = entries.shape[:2]
+    if (n, m) == (1, 1):
+        # Each sub-macro's column sums, then summed within each of the 2**split groups.
+        if split == 0:
+            return np.matmul(entries[:, :, :cfg.reduction], weights)[:, :, None]
+        per_sub = np.einsum("btsr,bsrc->btsc",
+                            entries[:, :, :cfg.reduction].reshape(batch, count, cfg.submacros,
+                                                                  cfg.rows),
+                            weights.reshape(batch, cfg.submacros, cfg.rows, cfg.cols))
+        return per_sub.reshape(batch, count, 2 ** split, -1, cfg.cols).sum(axis=3)
+    # N:M: the cell of global row g, column c takes entry element base[g] + meta (a position
+    # >= m selects 0). Scatter-add every live weight to the dense (elements × cols) matrix it
+    # stands for, then one batched product.
+    width = cfg.pass_inputs(n, m)
+    g = np.arange(cfg.weight_rows)
+    base = ((g // cfg.rows // n) * cfg.rows + g % cfg.rows) * m
+    element = base[None, :, None] + np.minimum(meta, m - 1).astype(np.int64)
+    live = np.where(meta < m, weights, 0)
+    flat = ((np.arange(batch)[:, None, None] * width + element) * cfg.cols
+            + np.arange(cfg.cols)[None, None, :])
+    dense = np.bincount(flat.ravel(), weights=live.ravel().astype(np.float64),
+                        minlength=batch * width * cfg.cols)
+    dense = dense.reshape(batch, width, cfg.cols).astype(entries.dtype)
+    return np.matmul(entries[:, :, :width], dense)[:, :, None]
+
+
+def _execute_batched(cfg, plan, w_vals, m_vals, a_vals) -> list[np.ndarray]:
+    """Pass 2 for traces without MOVE: record which beat each weight row and activation
+    entry beat holds at every COMPUTE, run the passes in batched products, then apply the
+    sums to the accumulators in trace order. Returns the READ beats."""
+    exact_float = _exact_in_float64(cfg)
+    dtype = np.float64 if exact_float else np.int64
+    none_w, none_a = len(w_vals) - 1, len(a_vals) - 1
+    w_src = np.full(cfg.weight_rows, none_w, dtype=np.int64)
+    a_src = np.full((cfg.act_depth, cfg.max_act_beats), none_a, dtype=np.int64)
+    snapshots = []                     # w_src at the COMPUTEs, one per weight state
+    fresh = False
+    groups: dict[tuple, list] = {}     # shape -> [(compute index, snapshot, a_src rows)]
+    computes = []                      # (compute index, acc_addr, accumulate) in order
+    order = []                         # ("c", compute index, ...) or ("r", addr, count, bank)
+    for info, ((n, m), split, _), first in plan:
+        op = info.opcode
+        if op == Opcode.LOAD_W:
+            row, count = info.args
+            w_src[row:row + count] = np.arange(first, first + count)
+            fresh = False
+        elif op == Opcode.LOAD_A:
+            addr, count = info.args
+            beats = cfg.act_beats(n, m)
+            a_src[addr:addr + count, :beats] = np.arange(
+                first, first + count * beats).reshape(count, beats)
+        elif op == Opcode.COMPUTE:
+            act_addr, acc_addr, count, accumulate, part = info.args
+            if not fresh:
+                snapshots.append(w_src.copy())
+                fresh = True
+            index = len(computes)
+            groups.setdefault((n, m, split, part, count), []).append(
+                (index, len(snapshots) - 1, a_src[act_addr:act_addr + count].copy()))
+            computes.append(None)
+            order.append(("c", index, acc_addr, accumulate))
+        elif op == Opcode.READ:
+            order.append(("r", *info.args))
+        # CONFIG: its pattern was applied in pass 1 (check() refused unsupported ones).
+
+    if snapshots:
+        snap = np.stack(snapshots)
+        entry_lanes = cfg.max_act_beats * cfg.act_lanes
+        for (n, m, split, part, count), members in groups.items():
+            offset = part * cfg.pass_inputs(n, m)
+            per_pass = cfg.weight_rows * cfg.cols + count * entry_lanes
+            step = max(1, _BATCH_ELEMENTS // per_pass)
+            for start in range(0, len(members), step):
+                block = members[start:start + step]
+                rows = snap[[member[1] for member in block]]          # (batch, weight_rows)
+                weights = w_vals[rows].astype(dtype)
+                meta = m_vals[rows]
+                sources = np.stack([member[2] for member in block])    # (batch, count, beats)
+                entries = a_vals[sources].reshape(len(block), count, entry_lanes)
+                sums = _pass_sums(cfg, n, m, split, entries[:, :, offset:].astype(dtype),
+                                  weights, meta)
+                if exact_float:
+                    sums = sums.astype(np.int64)
+                for member, value in zip(block, sums, strict=True):
+                    computes[member[0]] = value
+
+    accs = np.zeros((cfg.acc_depth, cfg.submacros, cfg.cols), dtype=np.int64)  # entry, bank
+    results = []
+    for item in order:
+        if item[0] == "c":
+            _, index, acc_addr, accumulate = item
+            _apply(cfg, accs, acc_addr, accumulate, computes[index])
+        else:
+            _, addr, count, bank = item
+            results.append(accs[addr:addr + count, bank].copy())
+    return results
+
+
+def _execute_in_order(cfg, plan, w_vals, m_vals, a_vals) -> list[np.ndarray]:
+    """Pass 2 command by command (traces with MOVE). Returns the READ beats."""
     exact_float = _exact_in_float64(cfg)
     dtype = np.float64 if exact_float else np.int64
     weights = np.zeros((cfg.weight_rows, cfg.cols), dtype=dtype)
@@ -280,36 +431,17 @@ def run_trace(trace: Trace) -> GoldenResult:
     entry_lanes = cfg.max_act_beats * cfg.act_lanes
     acts = np.zeros((cfg.act_depth, entry_lanes), dtype=dtype)
     accs = np.zeros((cfg.acc_depth, cfg.submacros, cfg.cols), dtype=np.int64)  # entry, bank
-    w_vals, m_vals = (unpack_weight_rows(cfg, w_beats) if w_beats
-                      else (np.zeros((0, cfg.cols), np.int64),) * 2)
-    w_vals = w_vals.astype(dtype)
-    a_vals = (unpack_beats(act_beat_layout(cfg), a_beats).astype(dtype) if a_beats
-              else np.zeros((0, cfg.act_lanes), dtype=dtype))
     results = []
     for info, ((n, m), split, shift), first in plan:
         op = info.opcode
         if op == Opcode.COMPUTE:
             act_addr, acc_addr, count, accumulate, part = info.args
             offset = part * cfg.pass_inputs(n, m)
-            entries = acts[act_addr:act_addr + count, offset:]
-            if (n, m) != (1, 1):
-                banks = _nm_pass_sums(cfg, n, m, entries, weights, meta)[:, None]
-            else:
-                # Each sub-macro's column sums, then summed within each of the 2**split groups.
-                per_sub = np.einsum("tsr,src->tsc",
-                                    entries[:, :cfg.reduction].reshape(count, cfg.submacros,
-                                                                       cfg.rows),
-                                    weights.reshape(cfg.submacros, cfg.rows, cfg.cols))
-                banks = per_sub.reshape(count, 2 ** split, -1, cfg.cols).sum(axis=2)
+            entries = acts[None, act_addr:act_addr + count, offset:]
+            banks = _pass_sums(cfg, n, m, split, entries, weights[None], meta[None])[0]
             if exact_float:
                 banks = banks.astype(np.int64)
-            rows = slice(acc_addr, acc_addr + count)
-            written = slice(0, banks.shape[1])
-            if accumulate:
-                accs[rows, written] = wrap_signed(accs[rows, written] + banks, cfg.acc_bits)
-            else:
-                # A pass sum fits pass_sum_bits <= acc_bits: nothing to wrap.
-                accs[rows, written] = banks
+            _apply(cfg, accs, acc_addr, accumulate, banks)
         elif op == Opcode.MOVE:
             bank, acc_addr, act_addr, elem, count, transpose, lane, dst, width = info.args
             values = requantize(cfg, accs[acc_addr:acc_addr + count, bank, lane:lane + width],
@@ -321,8 +453,8 @@ def run_trace(trace: Trace) -> GoldenResult:
                     acts[act_addr, dst * cfg.cols + elem + k:(dst + width) * cfg.cols:
                          cfg.cols] = values[k]
             else:
-                first = elem * cfg.cols + dst
-                acts[act_addr:act_addr + count, first:first + width] = values
+                start = elem * cfg.cols + dst
+                acts[act_addr:act_addr + count, start:start + width] = values
         elif op == Opcode.LOAD_W:
             row, count = info.args
             weights[row:row + count] = w_vals[first:first + count]
@@ -338,6 +470,4 @@ def run_trace(trace: Trace) -> GoldenResult:
             addr, count, bank = info.args
             results.append(accs[addr:addr + count, bank].copy())
         # CONFIG: its pattern was applied in pass 1 (check() refused unsupported ones).
-
-    out = np.concatenate(results) if results else np.zeros((0, cfg.cols), dtype=np.int64)
-    return GoldenResult(out, counters, error, halted, len(keys), len(data) - cursor)
+    return results
