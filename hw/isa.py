@@ -613,7 +613,9 @@ def unpack_beat_bytes(layout: data.ArrayLayout, raw: np.ndarray,
     beats = raw.shape[0]
     if width in (8, 16, 32, 64) and _lanes_contiguous(layout, width):
         # Byte-aligned lanes: a little-endian view is the decoding.
-        lanes = np.ascontiguousarray(raw[:, :layout.length * width // 8])
+        lanes = raw[:, :layout.length * width // 8]
+        if width > 8:
+            lanes = np.ascontiguousarray(lanes)
         kind = "i" if shape.signed else "u"
         view = lanes.view(f"<{kind}{width // 8}")
         return view if dtype is None else view.astype(dtype)

@@ -148,10 +148,10 @@ class Trace:
         """Length of the data stream, without building it."""
         return sum(len(step.data) for step in self.steps)
 
-    def data_array(self) -> np.ndarray:
+    def data_array(self, extra: int = 0) -> np.ndarray:
         """The data stream as its byte view: ``uint8`` ``(beats, beat_bytes(data_bits))``,
         row ``i`` beat ``i`` in little-endian order (no Python ``int`` per beat for steps
-        that hold a :class:`BeatArray`).
+        that hold a :class:`BeatArray`), followed by ``extra`` zero rows.
 
         Raises
         ------
@@ -173,8 +173,7 @@ class Trace:
                 parts.append(raw)
             elif step.data:
                 parts.append(words_to_bytes(step.data, nbytes))
-        if not parts:
-            return np.zeros((0, nbytes), dtype=np.uint8)
+        parts.append(np.zeros((extra, nbytes), dtype=np.uint8))
         return np.concatenate(parts)
 
     # File I/O

@@ -96,6 +96,7 @@ from ..hw.isa import (
     requantize,
     unpack_beat_bytes,
     unpack_weight_row_bytes,
+    weight_row_layout,
 )
 from ..hw.trace import Trace
 
@@ -201,18 +202,6 @@ def _exact_in_float64(cfg) -> bool:
 _BATCH_ELEMENTS = 1 << 22
 
 
-def _spans(starts: list[int], counts: list[int]) -> np.ndarray:
-    """Concatenated ``arange(start, start + count)`` of every span, without a Python loop
-    per element."""
-    counts_arr = np.asarray(counts, dtype=np.int64)
-    total = int(counts_arr.sum()) if len(counts) else 0
-    if not total:
-        return np.zeros(0, dtype=np.int64)
-    offsets = np.repeat(np.asarray(starts, dtype=np.int64) - np.cumsum(counts_arr)
-                        + counts_arr, counts_arr)
-    return offsets + np.arange(total, dtype=np.int64)
-
-
 def run_trace(trace: Trace) -> GoldenResult:
     """Execute ``trace`` and predict its cycles (see the module docstring for the model).
 
@@ -243,14 +232,12 @@ def run_trace(trace: Trace) -> GoldenResult:
 
     # Pass 1: decode, find where the machine halts, give every data beat to its command.
     known: dict[tuple, _Word] = {}
-    plan = []                          # (_Word, state, first beat index in its beat list)
+    plan = []                          # (_Word, state, index of its first data beat)
     keys = []                          # (word, pattern) of every fetched command
-    spans = {Opcode.LOAD_W: ([], []), Opcode.LOAD_A: ([], [])}   # stream starts, counts
-    used = {Opcode.LOAD_W: 0, Opcode.LOAD_A: 0}
     cursor = 0
     error = ErrorCode.NONE
     halted = False
-    has_move = False
+    has_move = has_nm = False
     pattern, split, shift = (1, 1), 0, 0
     for index, word in enumerate(words):
         key = (word, pattern)
@@ -269,16 +256,13 @@ def run_trace(trace: Trace) -> GoldenResult:
             if cursor + need > data_count:
                 raise ValueError(f"command {index} ({info.text}) needs {need} data beats, "
                                  f"the trace has {data_count - cursor} left")
-            starts, counts = spans[info.opcode]
-            plan.append((info, (pattern, split, shift), used[info.opcode]))
-            starts.append(cursor)
-            counts.append(need)
-            used[info.opcode] += need
+            plan.append((info, (pattern, split, shift), cursor))
             cursor += need
         else:
             plan.append((info, (pattern, split, shift), 0))
         if info.opcode == Opcode.CONFIG:
             pattern, split, shift = info.args
+            has_nm |= pattern != (1, 1)
         elif info.opcode == Opcode.MOVE:
             has_move = True
 
@@ -289,18 +273,14 @@ def run_trace(trace: Trace) -> GoldenResult:
         for name, value in known[key].cost.as_dict().items():
             counters[name] += times * value
 
-    # Every consumed beat unpacked in bulk from the byte view, in its small dtype; one zero
-    # row appended to each stands for "never written since reset".
-    raw = trace.data_array() if cursor else np.zeros((0, 1), dtype=np.uint8)
-    w_raw = raw[_spans(*spans[Opcode.LOAD_W])]
-    a_raw = raw[_spans(*spans[Opcode.LOAD_A])]
-    w_vals, m_vals = unpack_weight_row_bytes(cfg, w_raw, None) if len(w_raw) else (
-        np.zeros((0, cfg.cols), np.int8), np.zeros((0, cfg.cols), np.uint8))
-    a_vals = (unpack_beat_bytes(act_beat_layout(cfg), a_raw, None) if len(a_raw)
-              else np.zeros((0, cfg.act_lanes), np.int8))
-    w_vals = np.concatenate([w_vals, np.zeros((1, cfg.cols), w_vals.dtype)])
-    m_vals = np.concatenate([m_vals, np.zeros((1, cfg.cols), m_vals.dtype)])
-    a_vals = np.concatenate([a_vals, np.zeros((1, cfg.act_lanes), a_vals.dtype)])
+    # Every beat unpacked in bulk from the byte view, as a weight row and as activations
+    # (views of the bytes when the lanes are whole bytes), beat i at index i; one zero beat
+    # appended stands for "never written since reset". Metadata only matters to N:M passes,
+    # so it is decoded only if the trace selects a pattern.
+    raw = trace.data_array(extra=1)
+    w_vals, m_vals = unpack_weight_row_bytes(cfg, raw, None) if has_nm else (
+        unpack_beat_bytes(weight_row_layout(cfg)["weight"].shape, raw, None), None)
+    a_vals = unpack_beat_bytes(act_beat_layout(cfg), raw, None)
 
     execute = _execute_in_order if has_move else _execute_batched
     results = execute(cfg, plan, w_vals, m_vals, a_vals)
@@ -335,90 +315,147 @@ def _pass_sums(cfg, n: int, m: int, split: int, entries: np.ndarray, weights: np
                             weights.reshape(batch, cfg.submacros, cfg.rows, cfg.cols))
         return per_sub.reshape(batch, count, 2 ** split, -1, cfg.cols).sum(axis=3)
     # N:M: the cell of global row g, column c takes entry element base[g] + meta (a position
-    # >= m selects 0). Scatter-add every live weight to the dense (elements × cols) matrix it
-    # stands for, then one batched product.
-    width = cfg.pass_inputs(n, m)
+    # >= m selects 0): gather each cell's activation, then multiply and sum over the rows.
     g = np.arange(cfg.weight_rows)
     base = ((g // cfg.rows // n) * cfg.rows + g % cfg.rows) * m
     element = base[None, :, None] + np.minimum(meta, m - 1).astype(np.int64)
     live = np.where(meta < m, weights, 0)
-    flat = ((np.arange(batch)[:, None, None] * width + element) * cfg.cols
-            + np.arange(cfg.cols)[None, None, :])
-    dense = np.bincount(flat.ravel(), weights=live.ravel().astype(np.float64),
-                        minlength=batch * width * cfg.cols)
-    dense = dense.reshape(batch, width, cfg.cols).astype(entries.dtype)
-    return np.matmul(entries[:, :, :width], dense)[:, :, None]
+    lanes = entries.shape[2]
+    flat = (element[:, None] + (np.arange(count) * lanes)[None, :, None, None])
+    chosen = np.take_along_axis(entries.reshape(batch, count * lanes),
+                                flat.reshape(batch, -1), axis=1)
+    chosen = chosen.reshape(batch, count, cfg.weight_rows, cfg.cols)
+    return np.einsum("btgc,bgc->btc", chosen, live)[:, :, None]
+
+
+def _spans(starts, counts) -> np.ndarray:
+    """Concatenated ``arange(start, start + count)`` of every span, without a Python loop."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if not counts.sum():
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(counts)
+    return (np.repeat(np.asarray(starts, dtype=np.int64) - ends + counts, counts)
+            + np.arange(int(ends[-1]), dtype=np.int64))
+
+
+def _last_writer(slots, times, sources, query_slots, query_times, none: int) -> np.ndarray:
+    """For every query (slot, time): the source of the last write to that slot before that
+    time, ``none`` if there is none. Writes are ``(slot, time, source)`` arrays; all in one
+    sort and one search."""
+    if not len(slots):
+        return np.full(len(query_slots), none, dtype=np.int64)
+    scale = int(max(times.max(initial=0), query_times.max(initial=0))) + 2
+    keys = slots * scale + times
+    order = np.argsort(keys, kind="stable")
+    keys, slots, sources = keys[order], slots[order], sources[order]
+    found = np.searchsorted(keys, query_slots * scale + query_times) - 1
+    hit = found >= 0
+    hit[hit] = slots[found[hit]] == query_slots[hit]
+    return np.where(hit, sources[np.maximum(found, 0)], none)
 
 
 def _execute_batched(cfg, plan, w_vals, m_vals, a_vals) -> list[np.ndarray]:
-    """Pass 2 for traces without MOVE: record which beat each weight row and activation
-    entry beat holds at every COMPUTE, run the passes in batched products, then apply the
-    sums to the accumulators in trace order. Returns the READ beats."""
+    """Pass 2 for traces without MOVE: find, for every COMPUTE, which beat each weight row
+    and each activation entry beat holds (one sort and search over all the writes), run the
+    passes in batched products, then apply the sums to the accumulators in trace order.
+    Returns the READ beats."""
     exact_float = _exact_in_float64(cfg)
     dtype = np.float64 if exact_float else np.int64
-    none_w, none_a = len(w_vals) - 1, len(a_vals) - 1
-    w_src = np.full(cfg.weight_rows, none_w, dtype=np.int64)
-    a_src = np.full((cfg.act_depth, cfg.max_act_beats), none_a, dtype=np.int64)
-    snapshots = []                     # w_src at the COMPUTEs, one per weight state
-    fresh = False
-    groups: dict[tuple, list] = {}     # shape -> [(compute index, snapshot, a_src rows)]
-    computes = []                      # (compute index, acc_addr, accumulate) in order
-    order = []                         # ("c", compute index, ...) or ("r", addr, count, bank)
-    for info, ((n, m), split, _), first in plan:
-        op = info.opcode
+    none = len(w_vals) - 1             # the zero beat
+    loads_w, loads_a = [], []          # (time, row or addr, count, first beat[, beats])
+    groups: dict[tuple, list] = {}     # shape -> [(time, first pass, act_addr)]
+    passes = 0
+    banks_used = 1
+    order = []                         # ("c", first pass, count, acc_addr, accumulate, banks)
+    for time, (info, ((n, m), split, _), first) in enumerate(plan):  # or ("r", addr, count,
+        op = info.opcode                                             # bank)
         if op == Opcode.LOAD_W:
-            row, count = info.args
-            w_src[row:row + count] = np.arange(first, first + count)
-            fresh = False
+            loads_w.append((time, *info.args, first))
         elif op == Opcode.LOAD_A:
-            addr, count = info.args
-            beats = cfg.act_beats(n, m)
-            a_src[addr:addr + count, :beats] = np.arange(
-                first, first + count * beats).reshape(count, beats)
+            loads_a.append((time, *info.args, first, cfg.act_beats(n, m)))
         elif op == Opcode.COMPUTE:
             act_addr, acc_addr, count, accumulate, part = info.args
-            if not fresh:
-                snapshots.append(w_src.copy())
-                fresh = True
-            index = len(computes)
-            groups.setdefault((n, m, split, part, count), []).append(
-                (index, len(snapshots) - 1, a_src[act_addr:act_addr + count].copy()))
-            computes.append(None)
-            order.append(("c", index, acc_addr, accumulate))
+            groups.setdefault((n, m, split, part, count), []).append((time, passes, act_addr))
+            banks = 2 ** split if (n, m) == (1, 1) else 1
+            banks_used = max(banks_used, banks)
+            order.append(("c", passes, count, acc_addr, accumulate, banks))
+            passes += count
         elif op == Opcode.READ:
             order.append(("r", *info.args))
         # CONFIG: its pattern was applied in pass 1 (check() refused unsupported ones).
 
-    if snapshots:
-        snap = np.stack(snapshots)
-        entry_lanes = cfg.max_act_beats * cfg.act_lanes
-        for (n, m, split, part, count), members in groups.items():
-            offset = part * cfg.pass_inputs(n, m)
-            per_pass = cfg.weight_rows * cfg.cols + count * entry_lanes
-            step = max(1, _BATCH_ELEMENTS // per_pass)
-            for start in range(0, len(members), step):
-                block = members[start:start + step]
-                rows = snap[[member[1] for member in block]]          # (batch, weight_rows)
-                weights = w_vals[rows].astype(dtype)
-                meta = m_vals[rows]
-                sources = np.stack([member[2] for member in block])    # (batch, count, beats)
-                entries = a_vals[sources].reshape(len(block), count, entry_lanes)
-                sums = _pass_sums(cfg, n, m, split, entries[:, :, offset:].astype(dtype),
-                                  weights, meta)
-                if exact_float:
-                    sums = sums.astype(np.int64)
-                for member, value in zip(block, sums, strict=True):
-                    computes[member[0]] = value
+    # Writes: weight row r from beat first + r - row; entry beat slot e·max_act_beats + b
+    # from beat first + (e - addr)·beats + b.
+    w_ev = np.array(loads_w, dtype=np.int64).reshape(-1, 4)
+    w_slots = _spans(w_ev[:, 1], w_ev[:, 2])
+    w_times = np.repeat(w_ev[:, 0], w_ev[:, 2])
+    w_sources = _spans(w_ev[:, 3], w_ev[:, 2])
+    a_ev = np.array(loads_a, dtype=np.int64).reshape(-1, 5)
+    per_load = a_ev[:, 2] * a_ev[:, 4]                          # beats of each LOAD_A
+    a_sources = _spans(a_ev[:, 3], per_load)
+    within = a_sources - np.repeat(a_ev[:, 3], per_load)        # i·beats + b
+    beats_of = np.repeat(a_ev[:, 4], per_load)
+    a_slots = ((np.repeat(a_ev[:, 1], per_load) + within // beats_of) * cfg.max_act_beats
+               + within % beats_of)
+    a_times = np.repeat(a_ev[:, 0], per_load)
 
+    sums = np.zeros((passes, banks_used, cfg.cols), dtype=np.int64)
+    entry_lanes = cfg.max_act_beats * cfg.act_lanes
+    rows = np.arange(cfg.weight_rows)
+    for (n, m, split, part, count), members in groups.items():
+        info = np.array(members, dtype=np.int64)                # (computes, 3)
+        # Queries row by row, computes in time order within a row: sorted, as the writes
+        # are, which keeps the search local.
+        w_src = _last_writer(w_slots, w_times, w_sources, np.repeat(rows, len(info)),
+                             np.tile(info[:, 0], cfg.weight_rows), none)
+        w_src = w_src.reshape(cfg.weight_rows, len(info)).T
+        slots = ((info[:, 2:3] + np.arange(count))[:, :, None] * cfg.max_act_beats
+                 + np.arange(cfg.max_act_beats)).reshape(len(info), -1)
+        a_src = _last_writer(a_slots, a_times, a_sources, slots.ravel(),
+                             np.repeat(info[:, 0], slots.shape[1]), none)
+        a_src = a_src.reshape(len(info), count, cfg.max_act_beats)
+        offset = part * cfg.pass_inputs(n, m)
+        per_pass = cfg.weight_rows * cfg.cols * (1 + count) + count * entry_lanes
+        step = max(1, _BATCH_ELEMENTS // per_pass)
+        for start in range(0, len(info), step):
+            block = slice(start, start + step)
+            weights = w_vals[w_src[block]].astype(dtype)
+            meta = m_vals[w_src[block]] if (n, m) != (1, 1) else None
+            batch = len(weights)
+            entries = a_vals[a_src[block]].reshape(batch, count, entry_lanes)
+            block_sums = _pass_sums(cfg, n, m, split, entries[:, :, offset:].astype(dtype),
+                                    weights, meta)
+            targets = (info[block, 1:2] + np.arange(count)).ravel()
+            banks = block_sums.shape[2]
+            sums[targets, :banks] = block_sums.reshape(-1, banks, cfg.cols)
+
+    # Accumulators in trace order. A run of COMPUTEs into the same entries with nothing read
+    # in between (a K loop) is applied as one sum: wrapping is modular, so wrapping the sum
+    # once equals wrapping after every pass.
     accs = np.zeros((cfg.acc_depth, cfg.submacros, cfg.cols), dtype=np.int64)  # entry, bank
     results = []
-    for item in order:
-        if item[0] == "c":
-            _, index, acc_addr, accumulate = item
-            _apply(cfg, accs, acc_addr, accumulate, computes[index])
-        else:
+    index = 0
+    while index < len(order):
+        item = order[index]
+        index += 1
+        if item[0] == "r":
             _, addr, count, bank = item
             results.append(accs[addr:addr + count, bank].copy())
+            continue
+        _, first, count, acc_addr, accumulate, banks = item
+        end = first + count
+        while (index < len(order) and order[index][0] == "c" and order[index][1] == end
+               and order[index][2:] == (count, acc_addr, 1, banks)):
+            end += count
+            index += 1
+        total = sums[first:end, :banks]
+        if end - first > count:
+            total = total.reshape(-1, count, banks, cfg.cols).sum(axis=0)
+            rows = slice(acc_addr, acc_addr + count)
+            base = accs[rows, :banks] if accumulate else 0
+            accs[rows, :banks] = wrap_signed(base + total, cfg.acc_bits)
+        else:
+            _apply(cfg, accs, acc_addr, accumulate, total)
     return results
 
 
@@ -458,7 +495,8 @@ def _execute_in_order(cfg, plan, w_vals, m_vals, a_vals) -> list[np.ndarray]:
         elif op == Opcode.LOAD_W:
             row, count = info.args
             weights[row:row + count] = w_vals[first:first + count]
-            meta[row:row + count] = m_vals[first:first + count]
+            if m_vals is not None:
+                meta[row:row + count] = m_vals[first:first + count]
         elif op == Opcode.LOAD_A:
             # Element j of an entry is lane j % act_lanes of beat j // act_lanes (row-major);
             # every lane of the beats is written, the entry's later beats are kept.

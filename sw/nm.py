@@ -14,6 +14,7 @@ checking, and the compressed ``values`` + ``positions`` form the hardware stores
 
 from __future__ import annotations
 
+import functools
 import numbers
 import re
 from dataclasses import dataclass
@@ -531,14 +532,39 @@ def compress(weights, pattern: NMPattern, *, name: str = "weights") -> NMCompres
         raise ValueError(f"pattern.m must be at most 256 for uint8 positions, not {m}")
     grouped = _grouped(weights, m, 0)
     nonzero = grouped != 0
-    # Keep every non-zero (at most n) and the lowest n - count zeros, padding included:
-    # exactly n slots per group, which np.nonzero lists in ascending position order.
-    zero_rank = np.cumsum(~nonzero, axis=-1, dtype=np.int16)  # 1-based, among the zeros
-    fill = n - nonzero.sum(axis=-1, keepdims=True)
-    stored = nonzero | (zero_rank <= fill)
-    positions = np.nonzero(stored.reshape(-1, m))[1].reshape(*grouped.shape[:2], n)
-    values = np.take_along_axis(grouped, positions, axis=-1)
-    return NMCompressed(pattern, weights.shape[1], values, positions.astype(np.uint8))
+    if m <= 16:
+        # Each group's non-zero mask as an integer (its bits, little-endian) picks its
+        # positions from a table: no per-element sort or search.
+        code = np.packbits(nonzero, axis=-1, bitorder="little")
+        if m > 8:
+            code = code[..., 0].astype(np.uint16) | (code[..., 1].astype(np.uint16) << 8)
+        else:
+            code = code[..., 0]
+        positions = _stored_positions(n, m)[code]
+    else:
+        # Keep every non-zero (at most n) and the lowest n - count zeros, padding included:
+        # exactly n slots per group, which np.nonzero lists in ascending position order.
+        zero_rank = np.cumsum(~nonzero, axis=-1, dtype=np.int16)  # 1-based, among the zeros
+        fill = n - nonzero.sum(axis=-1, keepdims=True)
+        stored = nonzero | (zero_rank <= fill)
+        positions = np.nonzero(stored.reshape(-1, m))[1].reshape(*grouped.shape[:2], n)
+        positions = positions.astype(np.uint8)
+    values = np.take_along_axis(grouped, positions.astype(np.intp), axis=-1)
+    return NMCompressed(pattern, weights.shape[1], values, positions)
+
+
+@functools.cache
+def _stored_positions(n: int, m: int) -> np.ndarray:
+    """``(2**m, n)`` ``uint8``: for a group whose non-zero positions are the set bits of the
+    row index (at most ``n`` of them), the ``n`` positions :func:`compress` stores, ascending:
+    every non-zero and the lowest unused positions."""
+    table = np.zeros((2 ** m, n), dtype=np.uint8)
+    for code in range(2 ** m):
+        used = [p for p in range(m) if code >> p & 1]
+        if len(used) <= n:
+            free = [p for p in range(m) if not code >> p & 1]
+            table[code] = sorted(used + free[:n - len(used)])
+    return table
 
 
 def decompress(c: NMCompressed) -> np.ndarray:

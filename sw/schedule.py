@@ -375,23 +375,27 @@ def _tile_weight_bytes(cfg: MacroConfig, mapping: TileMapping, w: np.ndarray) ->
     placement). Built in the operands' small dtypes and packed in blocks."""
     n, m = mapping.pattern
     k_dim, n_out = w.shape
+    k_tiles, n_tiles = mapping.k_tiles, mapping.n_tiles
     dense = (n, m) == (1, 1)
     if dense:
-        arrays = [w.T[:, :, None]]
+        # Global row g of a dense tile is input k0 + g: the tile is a block of w itself,
+        # copied in runs of cols weights (no element-wise transpose).
+        padded = np.zeros((k_tiles * cfg.weight_rows, n_tiles * cfg.cols), dtype=w.dtype)
+        padded[:k_dim, :n_out] = w
+        out = [padded.reshape(k_tiles, cfg.weight_rows, n_tiles, cfg.cols)
+               .transpose(2, 0, 1, 3).reshape(-1, cfg.cols)]
     else:
         packed = compress(w.T, NMPattern(n, m), name="w.T (output channel × input)")
-        arrays = [packed.values, packed.positions]
-    clusters = cfg.submacros // n
-    k_tiles, n_tiles = mapping.k_tiles, mapping.n_tiles
-    groups = k_tiles * cfg.rows * clusters
-    out = []
-    for array in arrays:
-        padded = np.zeros((n_tiles * cfg.cols, groups, n), dtype=array.dtype)
-        padded[:n_out, :array.shape[1]] = array
-        # (out, kt, c, r, j) -> (nt, kt, c, j, r, col): global row (c·n + j)·rows + r.
-        rows = (padded.reshape(n_tiles, cfg.cols, k_tiles, clusters, cfg.rows, n)
-                .transpose(0, 2, 3, 5, 4, 1).reshape(-1, cfg.cols))
-        out.append(rows)
+        clusters = cfg.submacros // n
+        groups = k_tiles * cfg.rows * clusters
+        out = []
+        for array in (packed.values, packed.positions):
+            padded = np.zeros((n_tiles * cfg.cols, groups, n), dtype=array.dtype)
+            padded[:n_out, :array.shape[1]] = array
+            # (out, kt, c, r, j) -> (nt, kt, c, j, r, col): global row (c·n + j)·rows + r.
+            rows = (padded.reshape(n_tiles, cfg.cols, k_tiles, clusters, cfg.rows, n)
+                    .transpose(0, 2, 3, 5, 4, 1).reshape(-1, cfg.cols))
+            out.append(rows)
     nbytes = beat_bytes(cfg.data_bits)
     if dense or not cfg.meta_bits:
         raw = _pack_rows(lambda values: pack_weight_row_bytes(cfg, values), out[0], nbytes)
@@ -478,11 +482,11 @@ def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> Schedule:
         "utilization": mapping.utilization,
         "loop": "resident" if resident else "streaming", "chunk": chunk,
     })
-    encoded: dict[Command, int] = {}
+    encoded: dict[int, int] = {}  # by id: the plan repeats the same few Command objects
     for cmd, ref in ops:
-        word = encoded.get(cmd)
+        word = encoded.get(id(cmd))
         if word is None:
-            word = encoded[cmd] = encode(cfg, cmd)
+            word = encoded[id(cmd)] = encode(cfg, cmd)
         trace.steps.append(Step(word, beats(ref)))
     return Schedule(trace, mapping, tokens, reads, resident, chunk)
 
