@@ -525,46 +525,52 @@ def compress(weights, pattern: NMPattern, *, name: str = "weights") -> NMCompres
     ValueError
         If ``weights`` or ``pattern`` is invalid, or ``pattern.m > 256``.
     """
-    check_nm(weights, pattern, name=name)
-    weights = np.asarray(weights)
+    pattern = _check_pattern(pattern)
+    weights = _check_real(name, weights, 2)
     n, m = pattern.n, pattern.m
     if m > 256:
         raise ValueError(f"pattern.m must be at most 256 for uint8 positions, not {m}")
     grouped = _grouped(weights, m, 0)
     nonzero = grouped != 0
-    if m <= 16:
-        # Each group's non-zero mask as an integer (its bits, little-endian) picks its
-        # positions from a table: no per-element sort or search.
-        code = np.packbits(nonzero, axis=-1, bitorder="little")
-        if m > 8:
-            code = code[..., 0].astype(np.uint16) | (code[..., 1].astype(np.uint16) << 8)
-        else:
-            code = code[..., 0]
-        positions = _stored_positions(n, m)[code]
-    else:
-        # Keep every non-zero (at most n) and the lowest n - count zeros, padding included:
-        # exactly n slots per group, which np.nonzero lists in ascending position order.
-        zero_rank = np.cumsum(~nonzero, axis=-1, dtype=np.int16)  # 1-based, among the zeros
-        fill = n - nonzero.sum(axis=-1, keepdims=True)
-        stored = nonzero | (zero_rank <= fill)
-        positions = np.nonzero(stored.reshape(-1, m))[1].reshape(*grouped.shape[:2], n)
-        positions = positions.astype(np.uint8)
-    values = np.take_along_axis(grouped, positions.astype(np.intp), axis=-1)
-    return NMCompressed(pattern, weights.shape[1], values, positions)
+    if m <= 16 and not pattern.is_dense:
+        # Each group's non-zero mask as an integer (its bits, little-endian) picks its slots
+        # from tables: no per-element count, sort or search.
+        code = np.zeros(grouped.shape[:2], dtype=np.uint16 if m > 8 else np.uint8)
+        for position in range(m):
+            code |= nonzero[..., position].astype(code.dtype) << position
+        positions, valid = _stored_positions(n, m)
+        if not np.take(valid, code).all():
+            check_nm(weights, pattern, name=name)  # raises, naming the first bad group
+        positions = np.take(positions, code, axis=0)
+        values = np.take_along_axis(grouped, positions.astype(np.intp), axis=-1)
+        return NMCompressed(pattern, weights.shape[1], values, positions)
+    check_nm(weights, pattern, name=name)
+    # Keep every non-zero (at most n) and the lowest n - count zeros, padding included:
+    # exactly n slots per group, which np.nonzero lists in ascending position order.
+    zero_rank = np.cumsum(~nonzero, axis=-1, dtype=np.int16)  # 1-based, among the zeros
+    fill = n - nonzero.sum(axis=-1, keepdims=True)
+    stored = nonzero | (zero_rank <= fill)
+    positions = np.nonzero(stored.reshape(-1, m))[1].reshape(*grouped.shape[:2], n)
+    values = np.take_along_axis(grouped, positions, axis=-1)
+    return NMCompressed(pattern, weights.shape[1], values, positions.astype(np.uint8))
 
 
 @functools.cache
-def _stored_positions(n: int, m: int) -> np.ndarray:
-    """``(2**m, n)`` ``uint8``: for a group whose non-zero positions are the set bits of the
-    row index (at most ``n`` of them), the ``n`` positions :func:`compress` stores, ascending:
-    every non-zero and the lowest unused positions."""
-    table = np.zeros((2 ** m, n), dtype=np.uint8)
+def _stored_positions(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tables by non-zero mask (row index ``code``: bit ``p`` set if position ``p`` is
+    non-zero): the ``n`` positions :func:`compress` stores, ascending (every non-zero and the
+    lowest unused positions), ``(2**m, n)`` ``uint8``; and whether the mask obeys the pattern
+    (at most ``n`` non-zeros), ``(2**m,)``."""
+    positions = np.zeros((2 ** m, n), dtype=np.uint8)
+    valid = np.zeros(2 ** m, dtype=bool)
     for code in range(2 ** m):
         used = [p for p in range(m) if code >> p & 1]
         if len(used) <= n:
             free = [p for p in range(m) if not code >> p & 1]
-            table[code] = sorted(used + free[:n - len(used)])
-    return table
+            slots = sorted(used + free[:n - len(used)])
+            positions[code] = slots
+            valid[code] = True
+    return positions, valid
 
 
 def decompress(c: NMCompressed) -> np.ndarray:
