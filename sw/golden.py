@@ -73,6 +73,7 @@ command instead, with the same bulk unpacking.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -166,6 +167,7 @@ class _Word:
     text: str               # for error messages
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _decode_word(cfg, word: int, pattern: tuple[int, int]) -> _Word:
     try:
         cmd = decode(cfg, word)

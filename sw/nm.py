@@ -533,16 +533,10 @@ def compress(weights, pattern: NMPattern, *, name: str = "weights") -> NMCompres
     grouped = _grouped(weights, m, 0)
     nonzero = grouped != 0
     if m <= 16 and not pattern.is_dense:
-        # Each group's non-zero mask as an integer (its bits, little-endian) picks its slots
-        # from tables: no per-element count, sort or search.
-        code = np.zeros(grouped.shape[:2], dtype=np.uint16 if m > 8 else np.uint8)
-        for position in range(m):
-            code |= nonzero[..., position].astype(code.dtype) << position
-        positions, valid = _stored_positions(n, m)
-        if not np.take(valid, code).all():
+        slots = stored_slots(grouped, n, m, axis=-1)
+        if slots is None:
             check_nm(weights, pattern, name=name)  # raises, naming the first bad group
-        positions = np.take(positions, code, axis=0)
-        values = np.take_along_axis(grouped, positions.astype(np.intp), axis=-1)
+        values, positions = (np.stack(part, axis=-1) for part in slots)
         return NMCompressed(pattern, weights.shape[1], values, positions)
     check_nm(weights, pattern, name=name)
     # Keep every non-zero (at most n) and the lowest n - count zeros, padding included:
@@ -553,6 +547,30 @@ def compress(weights, pattern: NMPattern, *, name: str = "weights") -> NMCompres
     positions = np.nonzero(stored.reshape(-1, m))[1].reshape(*grouped.shape[:2], n)
     values = np.take_along_axis(grouped, positions, axis=-1)
     return NMCompressed(pattern, weights.shape[1], values, positions.astype(np.uint8))
+
+
+def stored_slots(grouped: np.ndarray, n: int, m: int, axis: int = -1):
+    """The ``n`` slots :func:`compress` stores for every group of ``m`` weights laid along
+    ``axis`` of ``grouped`` (``m <= 16``): every non-zero and the lowest unused positions,
+    ascending. Each group's non-zero mask as an integer (bit ``p`` for position ``p``) picks
+    its slots from a table: no per-element count, sort or search.
+
+    Returns
+    -------
+    (list of ndarray, list of ndarray) or None
+        Values and ``uint8`` positions of slot ``j`` for ``j < n``, each shaped like
+        ``grouped`` without ``axis``; None if a group has more than ``n`` non-zeros.
+    """
+    planes = np.moveaxis(grouped, axis, 0)          # planes[p]: position p of every group
+    code = np.zeros(planes.shape[1:], dtype=np.uint16 if m > 8 else np.uint8)
+    for position in range(m):
+        code |= (planes[position] != 0).astype(code.dtype) << position
+    positions, valid = _stored_positions(n, m)
+    if not np.take(valid, code).all():
+        return None
+    slot_positions = [np.take(positions[:, j], code) for j in range(n)]
+    values = [np.choose(chosen, list(planes)) for chosen in slot_positions]
+    return values, slot_positions
 
 
 @functools.cache

@@ -42,6 +42,7 @@ layer, shrink by up to ``m/n``; fixed per-command cycles and edge tiles keep it 
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections import Counter
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ from ..hw.isa import (
 )
 from ..hw.trace import BeatArray, Step, Trace
 from .mapping import TileMapping, map_nm
-from .nm import NMPattern, compress
+from .nm import NMPattern, compress, stored_slots
 from .reference import check_int_matrix
 
 __all__ = ["ReadBlock", "Schedule", "as_pattern", "schedule_dense", "schedule_layer",
@@ -71,6 +72,13 @@ __all__ = ["ReadBlock", "Schedule", "as_pattern", "schedule_dense", "schedule_la
 
 #: Beats packed per :func:`pack_beat_bytes` call, to bound its temporary arrays.
 _PACK_BLOCK = 1 << 16
+
+
+@functools.lru_cache(maxsize=4096)
+def _encode(cfg: MacroConfig, cmd: Command) -> int:
+    """:func:`encode`, remembered: building an Amaranth constant costs milliseconds, and the
+    layers of a model repeat the same few dozen commands."""
+    return encode(cfg, cmd)
 
 
 @dataclass(frozen=True)
@@ -385,17 +393,27 @@ def _tile_weight_bytes(cfg: MacroConfig, mapping: TileMapping, w: np.ndarray) ->
         out = [padded.reshape(k_tiles, cfg.weight_rows, n_tiles, cfg.cols)
                .transpose(2, 0, 1, 3).reshape(-1, cfg.cols)]
     else:
-        packed = compress(w.T, NMPattern(n, m), name="w.T (output channel × input)")
+        # Groups of m inputs along K of w itself, so that every array below keeps whole rows
+        # of N outputs (the tiles are then cut in runs of cols, not element by element).
         clusters = cfg.submacros // n
         groups = k_tiles * cfg.rows * clusters
+        grouped = np.zeros((groups * m, n_tiles * cfg.cols), dtype=w.dtype)
+        grouped[:k_dim, :n_out] = w
+        slots = stored_slots(grouped.reshape(groups, m, -1), n, m, axis=1)
+        if slots is None:
+            # Raises the error naming the first output channel and group that break it.
+            compress(w.T, NMPattern(n, m), name="w.T (output channel × input)")
+        for position in slots[1]:
+            # Padding (outputs beyond N, groups beyond K) stores position 0, as compress's
+            # zero fill does.
+            position[-(-k_dim // m):] = 0
+            position[:, n_out:] = 0
         out = []
-        for array in (packed.values, packed.positions):
-            padded = np.zeros((n_tiles * cfg.cols, groups, n), dtype=array.dtype)
-            padded[:n_out, :array.shape[1]] = array
-            # (out, kt, c, r, j) -> (nt, kt, c, j, r, col): global row (c·n + j)·rows + r.
-            rows = (padded.reshape(n_tiles, cfg.cols, k_tiles, clusters, cfg.rows, n)
-                    .transpose(0, 2, 3, 5, 4, 1).reshape(-1, cfg.cols))
-            out.append(rows)
+        for part in slots:
+            stacked = np.stack(part, axis=1)            # (group, slot j, output)
+            # (kt, c, r, j, nt, col) -> (nt, kt, c, j, r, col): global row (c·n + j)·rows + r.
+            out.append(stacked.reshape(k_tiles, clusters, cfg.rows, n, n_tiles, cfg.cols)
+                       .transpose(4, 0, 1, 3, 2, 5).reshape(-1, cfg.cols))
     nbytes = beat_bytes(cfg.data_bits)
     if dense or not cfg.meta_bits:
         raw = _pack_rows(lambda values: pack_weight_row_bytes(cfg, values), out[0], nbytes)
@@ -486,7 +504,7 @@ def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> Schedule:
     for cmd, ref in ops:
         word = encoded.get(id(cmd))
         if word is None:
-            word = encoded[id(cmd)] = encode(cfg, cmd)
+            word = encoded[id(cmd)] = _encode(cfg, cmd)
         trace.steps.append(Step(word, beats(ref)))
     return Schedule(trace, mapping, tokens, reads, resident, chunk)
 
