@@ -9,13 +9,16 @@ CIM macro wants: a weight tile, once written, serves every token of a chunk)::
         [LOAD_A all K tiles of the chunk, tile i at entries i·T ..]   (resident variant)
         for each N tile:
             for each K tile i:
-                LOAD_W the tile's rows onto global rows 0 ..
+                LOAD_W the rows the tile uses (one range from row 0; a partial last
+                       N:M tile one range per sub-macro of its last cluster)
                 [LOAD_A K tile i of the chunk at entries 0 ..]        (streaming variant)
                 COMPUTE T passes, accumulate = (i > 0)
             READ the chunk's T accumulators
     END
 
-Two variants, and the one with fewer predicted cycles is chosen (ties go to resident):
+Two variants, and the one with fewer predicted cycles is chosen (ties go to resident; the
+cycles come from the closed form :func:`_closed_counters`, so no command list is built to
+choose):
 
 - *resident*: the chunk's activations of every K tile are loaded once per chunk and stay in
   the buffer; ``T = min(tokens, acc_depth, act_depth // k_tiles)``; possible only when
@@ -23,12 +26,17 @@ Two variants, and the one with fewer predicted cycles is chosen (ties go to resi
 - *streaming*: a K tile's activations are reloaded next to its weights, for every N tile;
   ``T = min(tokens, acc_depth, act_depth)``, so larger chunks when K is deep.
 
-Padding. A LOAD_W writes global rows 0 up to the last row the tile uses. Stale rows beyond
-(from an earlier, taller tile, or never written since reset) meet activation elements that the
-LOAD_A beats set to zero (each entry is zero beyond its tile's inputs, up to the last lane of
-its last beat), or positions ``>= m`` that select 0, so they add exactly 0; edge tiles need no
-zero weight rows. Columns beyond N compute padding values that :meth:`Schedule.assemble` drops
-(the loaded rows carry zeros there).
+Padding. A tile's LOAD_Ws write exactly the global rows it uses (:func:`_load_ranges`): a full
+tile all of them in one range; a partial last tile the rows of its full clusters and, of its
+last cluster, the first ``last`` rows of each of the ``n`` sub-macros, one LOAD_W per
+sub-macro range (one fetch cycle each; before, one LOAD_W from row 0 to the last row used also
+rewrote the unused rows between the sub-macros: 104 rows for the last tile of a 576-input
+layer at 4:8 where it uses 32). Stale rows elsewhere (from an earlier, taller tile, or never
+written since reset) meet activation elements that the LOAD_A beats set to zero (each entry
+is zero beyond its tile's inputs, up to the last lane of its last beat), or positions
+``>= m`` that select 0, so they add exactly 0; edge tiles need no zero weight rows. Columns
+beyond N compute padding values that :meth:`Schedule.assemble` drops (the loaded rows carry
+zeros there).
 
 What dominates the cycles. Every chunk rewrites the whole weight matrix, one row per cycle:
 about ``chunks · K · n_tiles`` load cycles, against ``tokens · tiles`` compute cycles. A tile
@@ -38,6 +46,12 @@ workloads) LOAD_W dominates by about ``reduction / T`` and the macro is far from
 ``reduction``, which ``acc_depth`` bounds. An N:M tile covers ``m/n`` times the inputs of a
 dense one with the same rows, so the weight loads, and with them the cycles of a decode-like
 layer, shrink by up to ``m/n``; fixed per-command cycles and edge tiles keep it below.
+
+Speed. Operands stay in their small dtypes (``int8`` for INT8); the tiles are cut from ``w``
+in runs of ``cols`` outputs (N:M slots through :func:`~sparsecim.sw.nm.stored_slots`) and packed
+in blocks through byte views (:func:`~sparsecim.hw.isa.pack_weight_row_bytes`); every step's
+beats are a :class:`~sparsecim.hw.trace.BeatArray` view of those bytes, never a Python ``int``
+per beat. Command words are encoded once per distinct command.
 """
 
 from __future__ import annotations
