@@ -174,7 +174,13 @@ class Trace:
             elif step.data:
                 parts.append(words_to_bytes(step.data, nbytes))
         parts.append(np.zeros((extra, nbytes), dtype=np.uint8))
-        return np.concatenate(parts)
+        raw = np.concatenate(parts)
+        spare = 8 * nbytes - self.config.data_bits
+        if spare and (raw[:, -1] >> (8 - spare)).any():
+            bad = int(np.argmax(raw[:, -1] >> (8 - spare) != 0))
+            word = int.from_bytes(raw[bad].tobytes(), "little")
+            raise ValueError(f"data beat must fit {self.config.data_bits} bits, not {word:#x}")
+        return raw
 
     # File I/O
 
@@ -327,11 +333,13 @@ def _hex_lines(raw: np.ndarray, digits: int) -> str:
     as one character array (no Python ``int`` per beat)."""
     if not len(raw):
         return ""
-    if raw[:, :].shape[1] * 2 < digits:
+    if raw.shape[1] * 2 < digits:
         raw = np.concatenate([raw, np.zeros((len(raw), -(-digits // 2) - raw.shape[1]),
                                             dtype=np.uint8)], axis=1)
     width = raw.shape[1] * 2
-    if width > digits and raw[:, digits // 2 + digits % 2:].any():
+    # Digits beyond ``digits`` must be zero, or the word would not fit its line.
+    whole = digits // 2
+    if raw[:, whole + digits % 2:].any() or (digits % 2 and (raw[:, whole] >> 4).any()):
         raise ValueError(f"data beat must fit {digits * 4} bits")
     text = np.frombuffer(raw[:, ::-1].tobytes().hex().encode(), dtype="S1")
     text = text.reshape(len(raw), width)[:, width - digits:]

@@ -724,3 +724,12 @@ def test_batched_model_equals_the_reference_on_schedules(pattern):
             w = prune_magnitude(w.T, NMPattern.parse(pattern)).T
         trace = schedule_layer(cfg, x, w, pattern).trace
         _same(run_trace(trace), run_trace_reference(trace))
+
+
+def test_data_beat_wider_than_the_stream_is_refused():
+    trace = Trace(CFG)  # 44-bit data beats held in 6 bytes: bits 44 .. 47 must be 0
+    trace.steps.append(Step(encode(CFG, Command(Opcode.LOAD_W, row=0, count=1)), [1 << 45]))
+    trace.append(Command(Opcode.END))
+    with pytest.raises(ValueError) as exc:
+        run_trace(trace)
+    assert str(exc.value) == "data beat must fit 44 bits, not 0x200000000000"
