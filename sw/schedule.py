@@ -243,20 +243,24 @@ def _plan(mapping: TileMapping, tokens: int, resident: bool, chunk: int):
         if resident:
             ops.append((command(Opcode.LOAD_A, addr=0, count=count * k_tiles),
                         ("a", 0, k_tiles, t0, count)))
+        # The commands of each K tile, the same for every N tile of the chunk.
+        per_tile = []
+        for index in range(k_tiles):
+            loads = [(command(Opcode.LOAD_W, row=row, count=rows), row, rows)
+                     for row, rows in ranges[index]]
+            load_a = None if resident else command(Opcode.LOAD_A, addr=0, count=count)
+            compute = command(Opcode.COMPUTE, act_addr=index * count if resident else 0,
+                              acc_addr=0, count=count, accumulate=int(index > 0))
+            per_tile.append((loads, load_a, compute))
+        read = command(Opcode.READ, addr=0, count=count)
         for nt in range(mapping.n_tiles):
-            for index in range(k_tiles):
-                for row, rows in ranges[index]:
-                    ops.append((command(Opcode.LOAD_W, row=row, count=rows),
-                                ("w", nt, index, row, rows)))
-                if resident:
-                    act_addr = index * count
-                else:
-                    act_addr = 0
-                    ops.append((command(Opcode.LOAD_A, addr=0, count=count),
-                                ("a", index, index + 1, t0, count)))
-                ops.append((command(Opcode.COMPUTE, act_addr=act_addr, acc_addr=0, count=count,
-                                    accumulate=int(index > 0)), None))
-            ops.append((command(Opcode.READ, addr=0, count=count), None))
+            for index, (loads, load_a, compute) in enumerate(per_tile):
+                for cmd, row, rows in loads:
+                    ops.append((cmd, ("w", nt, index, row, rows)))
+                if load_a is not None:
+                    ops.append((load_a, ("a", index, index + 1, t0, count)))
+                ops.append((compute, None))
+            ops.append((read, None))
             tile = mapping.tiles[nt * k_tiles]
             reads.append(ReadBlock(t0, count, tile.n0, tile.n1))
     ops.append((Command(Opcode.END), None))
