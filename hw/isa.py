@@ -541,8 +541,9 @@ def pack_beat_bytes(layout: data.ArrayLayout, values) -> np.ndarray:
     """:func:`pack_beats` as the byte view: ``uint8`` ``(beats, beat_bytes(layout.size))``.
 
     Lanes of 8, 16, 32 or 64 bits at their natural offsets are a little-endian view of the
-    values; other widths go through a bit array of the width's own small dtype (the words are
-    the same either way)."""
+    values; narrower lanes are ORed into one integer per ``lcm(width, 8)`` bits (the 3-bit
+    positions: 8 lanes in 3 bytes); anything else goes through a bit array. The words are those
+    of the bit-by-bit definition either way (tested against it for every width)."""
     values = np.asarray(values)
     if values.dtype.kind not in "iu":
         values = values.astype(np.int64)

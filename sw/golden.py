@@ -342,13 +342,16 @@ def _spans(starts, counts) -> np.ndarray:
 
 def _last_writer(slots, times, sources, query_slots, query_times, none: int) -> np.ndarray:
     """For every query (slot, time): the source of the last write to that slot before that
-    time, ``none`` if there is none. Writes are ``(slot, time, source)`` arrays; all in one
-    sort and one search."""
+    time, ``none`` if there is none. Writes are ``(slot, time, source)`` arrays in time order;
+    all in one sort and one search."""
     if not len(slots):
         return np.full(len(query_slots), none, dtype=np.int64)
     scale = int(max(times.max(initial=0), query_times.max(initial=0))) + 2
     keys = slots * scale + times
-    order = np.argsort(keys, kind="stable")
+    # The writes come in time order, so a stable sort by slot alone orders them by (slot,
+    # time); numpy radix-sorts 16-bit keys.
+    order = np.argsort(slots.astype(np.uint16) if slots.max() < 1 << 16 else keys,
+                       kind="stable")
     keys, slots, sources = keys[order], slots[order], sources[order]
     found = np.searchsorted(keys, query_slots * scale + query_times) - 1
     hit = found >= 0
