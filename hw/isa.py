@@ -11,6 +11,7 @@ Run ``python -m sparsecim.hw.isa`` to print the reference (``docs/isa.md``).
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,8 @@ __all__ = [
     "OPTIONAL_FIELDS", "requantize", "move_window",
     "data_beats", "result_beats", "cycles",
     "pack_beats", "unpack_beats", "pack_weight_rows", "unpack_weight_rows", "disassemble",
+    "beat_bytes", "words_to_bytes", "bytes_to_words", "pack_beat_bytes", "unpack_beat_bytes",
+    "pack_weight_row_bytes", "unpack_weight_row_bytes",
     "isa_markdown",
 ]
 
@@ -503,14 +506,47 @@ def _lane_range(shape: Shape) -> tuple[int, int]:
     return 0, 2 ** shape.width - 1
 
 
-def pack_beats(layout: data.ArrayLayout, values) -> list[int]:
-    """Pack rows of lane values into beat words as ``layout`` places them.
+def beat_bytes(bits: int) -> int:
+    """Bytes of a word of ``bits`` bits in the byte view (little-endian, top bits zero)."""
+    return -(-bits // 8)
 
-    ``values`` has shape ``(beats, lanes)`` with ``lanes <= layout.length``; missing lanes are
-    zero. Lanes are signed or unsigned as ``layout.elem_shape`` says. Raises ``ValueError`` for
-    a value outside the lane's range.
-    """
-    values = np.asarray(values, dtype=np.int64)
+
+def words_to_bytes(words, nbytes: int) -> np.ndarray:
+    """Words (Python ints) as their byte view: ``uint8`` ``(len(words), nbytes)``,
+    little-endian. Raises ``ValueError`` for a negative word or one wider than ``nbytes``."""
+    try:
+        raw = b"".join([int(word).to_bytes(nbytes, "little") for word in words])
+    except OverflowError:
+        bad = next(w for w in words if not 0 <= w < 2 ** (8 * nbytes))
+        raise ValueError(f"word must fit {8 * nbytes} bits, not {bad:#x}") from None
+    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, nbytes)
+
+
+def bytes_to_words(raw: np.ndarray) -> list[int]:
+    """Inverse of :func:`words_to_bytes`: each row of little-endian bytes as a Python int."""
+    raw = np.ascontiguousarray(raw, dtype=np.uint8)
+    return [int.from_bytes(row.tobytes(), "little") for row in raw]
+
+
+def _lanes_contiguous(layout: data.ArrayLayout, width: int) -> bool:
+    return all(layout[i].offset == i * width for i in range(layout.length))
+
+
+def _uint_dtype(width: int):
+    return next(np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.uint64)
+                if width <= 8 * np.dtype(t).itemsize)
+
+
+def pack_beat_bytes(layout: data.ArrayLayout, values) -> np.ndarray:
+    """:func:`pack_beats` as the byte view: ``uint8`` ``(beats, beat_bytes(layout.size))``.
+
+    Lanes of 8, 16, 32 or 64 bits at their natural offsets are a little-endian view of the
+    values; narrower lanes are ORed into one integer per ``lcm(width, 8)`` bits (the 3-bit
+    positions: 8 lanes in 3 bytes); anything else goes through a bit array. The words are those
+    of the bit-by-bit definition either way (tested against it for every width)."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "iu":
+        values = values.astype(np.int64)
     if values.ndim != 2 or values.shape[1] > layout.length:
         raise ValueError(f"beat values must have shape (beats, <= {layout.length}), "
                          f"not {values.shape}")
@@ -521,82 +557,218 @@ def pack_beats(layout: data.ArrayLayout, values) -> list[int]:
         bad = values[(values < lo) | (values > hi)][0]
         kind = "signed" if shape.signed else "unsigned"
         raise ValueError(f"lane value must be in {lo}..{hi} ({width}-bit {kind}), not {bad}")
-    nbytes = -(-layout.size // 8)
-    bits = np.zeros((values.shape[0], nbytes * 8), dtype=np.uint8)
-    lane_bits = (values[:, :, None] >> np.arange(width)) & 1
-    for lane in range(values.shape[1]):
-        offset = layout[lane].offset
-        bits[:, offset:offset + width] = lane_bits[:, lane]
-    packed = np.packbits(bits, axis=1, bitorder="little")
-    return [int.from_bytes(row.tobytes(), "little") for row in packed]
+    beats, lanes = values.shape
+    nbytes = beat_bytes(layout.size)
+    udtype = _uint_dtype(width)
+    # Two's complement in the lane's own width: the cast to the unsigned dtype wraps modulo
+    # its size, the mask down to the lane.
+    unsigned = values.astype(udtype)
+    if width < udtype.itemsize * 8:
+        unsigned &= udtype.type((1 << width) - 1)
+    out = np.zeros((beats, nbytes), dtype=np.uint8)
+    if width == udtype.itemsize * 8 and _lanes_contiguous(layout, width):
+        flat = unsigned.astype(udtype.newbyteorder("<")).view(np.uint8).reshape(beats, -1)
+        out[:, :flat.shape[1]] = flat
+        return out
+    period = math.lcm(width, 8)
+    if period <= 64 and _lanes_contiguous(layout, width):
+        # Narrow lanes: ``period // width`` lanes fill ``period // 8`` whole bytes; OR them
+        # into one integer per period and take its little-endian bytes.
+        per, period_bytes = period // width, period // 8
+        groups = -(-lanes // per)
+        wdtype = np.dtype(np.uint32 if period <= 32 else np.uint64)
+        spread = np.zeros((beats, groups * per), dtype=wdtype)
+        spread[:, :lanes] = unsigned
+        spread = spread.reshape(beats, groups, per)
+        word = np.zeros((beats, groups), dtype=wdtype)
+        for lane in range(per):
+            word |= spread[:, :, lane] << wdtype.type(lane * width)
+        flat = (word.astype(wdtype.newbyteorder("<")).view(np.uint8)
+                .reshape(beats, groups, wdtype.itemsize)[:, :, :period_bytes]
+                .reshape(beats, -1))
+        keep = min(nbytes, flat.shape[1])
+        out[:, :keep] = flat[:, :keep]
+        return out
+    bits = np.zeros((beats, nbytes * 8), dtype=np.uint8)
+    lane_bits = np.empty((beats, lanes, width), dtype=np.uint8)
+    for bit in range(width):
+        lane_bits[:, :, bit] = (unsigned >> udtype.type(bit)) & udtype.type(1)
+    if _lanes_contiguous(layout, width):
+        bits[:, :lanes * width] = lane_bits.reshape(beats, lanes * width)
+    else:
+        for lane in range(lanes):
+            offset = layout[lane].offset
+            bits[:, offset:offset + width] = lane_bits[:, lane]
+    return np.packbits(bits, axis=1, bitorder="little")
+
+
+def unpack_beat_bytes(layout: data.ArrayLayout, raw: np.ndarray,
+                      dtype=np.int64) -> np.ndarray:
+    """:func:`unpack_beats` from the byte view: ``raw`` is ``uint8`` ``(beats, >= bytes of
+    layout.size)`` (bytes beyond the layout are ignored); returns ``(beats, lanes)`` in
+    ``dtype``, or with ``dtype=None`` in the smallest dtype that holds a lane (for byte-wide
+    lanes a view of ``raw``, no copy)."""
+    raw = np.asarray(raw, dtype=np.uint8)
+    shape = Shape.cast(layout.elem_shape)
+    width = shape.width
+    beats = raw.shape[0]
+    if width in (8, 16, 32, 64) and _lanes_contiguous(layout, width):
+        # Byte-aligned lanes: a little-endian view is the decoding.
+        lanes = raw[:, :layout.length * width // 8]
+        if width > 8:
+            lanes = np.ascontiguousarray(lanes)
+        kind = "i" if shape.signed else "u"
+        view = lanes.view(f"<{kind}{width // 8}")
+        return view if dtype is None else view.astype(dtype)
+    period = math.lcm(width, 8)
+    if period <= 64 and _lanes_contiguous(layout, width):
+        # Narrow lanes: ``period // width`` lanes in every ``period // 8`` bytes; read each
+        # period as one integer, then shift and mask all its lanes at once.
+        per, period_bytes = period // width, period // 8
+        groups = -(-layout.length // per)
+        wdtype = np.dtype(np.uint32 if period <= 32 else np.uint64)
+        take = min(raw.shape[1], groups * period_bytes)
+        chunks = np.zeros((beats, groups * period_bytes), dtype=np.uint8)
+        chunks[:, :take] = raw[:, :take]
+        chunks = chunks.reshape(beats, groups, period_bytes)
+        word = np.zeros((beats, groups), dtype=wdtype)
+        for byte in range(period_bytes):
+            word |= chunks[:, :, byte].astype(wdtype) << wdtype.type(8 * byte)
+        shifts = (np.arange(per) * width).astype(wdtype)
+        values = ((word[:, :, None] >> shifts) & wdtype.type((1 << width) - 1))
+        values = values.reshape(beats, groups * per)[:, :layout.length]
+        return _signed_lanes(values, shape, dtype)
+    offsets = np.array([layout[lane].offset for lane in range(layout.length)])
+    if width <= 25:
+        # Each lane lies within the 4 bytes from its first: gather them as a little-endian
+        # uint32 per lane, shift and mask (no bit array).
+        padded = np.zeros((beats, raw.shape[1] + 4), dtype=np.uint8)
+        padded[:, :raw.shape[1]] = raw
+        first = offsets // 8
+        word = np.zeros((beats, layout.length), dtype=np.uint32)
+        for byte in range(4):
+            word |= padded[:, first + byte].astype(np.uint32) << np.uint32(8 * byte)
+        values = (word >> (offsets % 8).astype(np.uint32)) & np.uint32((1 << width) - 1)
+    else:
+        nbits = layout.size
+        bits = np.unpackbits(raw[:, :beat_bytes(nbits)], axis=1, count=nbits,
+                             bitorder="little")
+        values = np.zeros((beats, layout.length), dtype=np.uint64)
+        for bit in range(width):
+            values |= bits[:, offsets + bit].astype(np.uint64) << np.uint64(bit)
+    return _signed_lanes(values, shape, dtype)
+
+
+def _signed_lanes(values: np.ndarray, shape: Shape, dtype) -> np.ndarray:
+    """Unsigned lane values as the lane's type: ``dtype``, or with ``None`` the smallest
+    dtype that holds it."""
+    width = shape.width
+    if dtype is None:
+        dtype = _uint_dtype(width) if not shape.signed else next(
+            np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64)
+            if width <= 8 * np.dtype(t).itemsize)
+    if not shape.signed:
+        return values.astype(dtype)
+    out = values.astype(np.int64)
+    if width < 64:
+        out -= (out >> (width - 1)) << width  # two's complement sign bit
+    return out.astype(dtype)
+
+
+def _check_words(words, size: int, what: str) -> list:
+    words = list(words)
+    limit = 2 ** size
+    for word in words:
+        if not 0 <= word < limit:
+            raise ValueError(f"{what} must fit {size} bits, not {word:#x}")
+    return words
+
+
+def pack_beats(layout: data.ArrayLayout, values) -> list[int]:
+    """Pack rows of lane values into beat words as ``layout`` places them.
+
+    ``values`` has shape ``(beats, lanes)`` with ``lanes <= layout.length``; missing lanes are
+    zero. Lanes are signed or unsigned as ``layout.elem_shape`` says. Raises ``ValueError`` for
+    a value outside the lane's range. :func:`pack_beat_bytes` gives the same words as bytes.
+    """
+    return bytes_to_words(pack_beat_bytes(layout, values))
 
 
 def unpack_beats(layout: data.ArrayLayout, words) -> np.ndarray:
     """Inverse of :func:`pack_beats`: beat words to an ``int64`` array ``(beats, lanes)``."""
-    shape = Shape.cast(layout.elem_shape)
-    width = shape.width
     size = layout.size  # computed by amaranth on every access: hoisted out of the loop
-    nbytes = -(-size // 8)
-    limit = 2 ** size
-    words = list(words)
-    for word in words:
-        if not 0 <= word < limit:
-            raise ValueError(f"beat word must fit {size} bits, not {word:#x}")
-    raw = np.frombuffer(b"".join(int(w).to_bytes(nbytes, "little") for w in words),
-                        dtype=np.uint8).reshape(len(words), nbytes)
-    if width in (8, 16, 32) and all(layout[i].offset == i * width for i in range(layout.length)):
-        # Byte-aligned lanes: a little-endian view is the decoding.
-        lanes = raw[:, :layout.length * width // 8].copy()
-        kind = "i" if shape.signed else "u"
-        return lanes.view(f"<{kind}{width // 8}").astype(np.int64)
-    bits = np.unpackbits(raw, axis=1, bitorder="little").astype(np.int64)
-    weights = 2 ** np.arange(width, dtype=np.int64)
-    if shape.signed:
-        weights[-1] = -weights[-1]  # two's complement sign bit
-    out = np.empty((len(words), layout.length), dtype=np.int64)
-    for lane in range(layout.length):
-        offset = layout[lane].offset
-        out[:, lane] = bits[:, offset:offset + width] @ weights
+    words = _check_words(words, size, "beat word")
+    return unpack_beat_bytes(layout, words_to_bytes(words, beat_bytes(size)))
+
+
+def pack_weight_row_bytes(cfg: MacroConfig, weights, meta=None) -> np.ndarray:
+    """:func:`pack_weight_rows` as the byte view: ``uint8`` ``(rows, beat_bytes(data_bits))``.
+    The metadata field starts on a byte boundary (after ``cols`` whole weights), so the two
+    fields pack separately into their own bytes."""
+    layout = weight_row_layout(cfg)
+    weights = np.asarray(weights)
+    head = pack_beat_bytes(layout["weight"].shape, weights)
+    out = np.zeros((head.shape[0], beat_bytes(layout.size)), dtype=np.uint8)
+    if meta is None:
+        out[:, :head.shape[1]] = head
+        return out
+    meta = np.asarray(meta)
+    if meta.shape != weights.shape:
+        raise ValueError(f"meta must have the shape of weights {weights.shape}, "
+                         f"not {meta.shape}")
+    if not cfg.meta_bits:
+        if meta.any():
+            raise ValueError("metadata must be 0 on a dense-only config (meta_bits is 0)")
+        out[:, :head.shape[1]] = head
+        return out
+    shift = layout["meta"].offset
+    tail = pack_beat_bytes(layout["meta"].shape, meta)
+    if shift % 8:
+        # Not byte-aligned (weight_bits × cols not a multiple of 8): merge at the bit level.
+        bits = np.zeros((head.shape[0], out.shape[1] * 8), dtype=np.uint8)
+        bits[:, :shift] = np.unpackbits(head, axis=1, count=shift, bitorder="little")
+        tail_bits = layout.size - shift
+        bits[:, shift:layout.size] = np.unpackbits(tail, axis=1, count=tail_bits,
+                                                   bitorder="little")
+        return np.packbits(bits, axis=1, bitorder="little")
+    out[:, :shift // 8] = head[:, :shift // 8]
+    out[:, shift // 8:shift // 8 + tail.shape[1]] = tail
     return out
+
+
+def unpack_weight_row_bytes(cfg: MacroConfig, raw: np.ndarray,
+                            dtype=np.int64) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`unpack_weight_rows` from the byte view ``(rows, >= beat_bytes(data_bits))``;
+    ``dtype`` as for :func:`unpack_beat_bytes`."""
+    layout = weight_row_layout(cfg)
+    raw = np.asarray(raw, dtype=np.uint8)
+    field = layout["weight"]
+    weights = unpack_beat_bytes(field.shape, raw, dtype)
+    if not cfg.meta_bits:
+        return weights, np.zeros(weights.shape, dtype=dtype or np.uint8)
+    shift = layout["meta"].offset
+    if shift % 8:
+        bits = np.unpackbits(raw, axis=1, count=layout.size, bitorder="little")[:, shift:]
+        tail = np.packbits(bits, axis=1, bitorder="little")
+    else:
+        tail = raw[:, shift // 8:]
+    return weights, unpack_beat_bytes(layout["meta"].shape, tail, dtype)
 
 
 def pack_weight_rows(cfg: MacroConfig, weights, meta=None) -> list[int]:
     """LOAD_W beat words from ``weights`` and ``meta``, both ``(rows, <= cols)``; ``meta``
     (each weight's position in its group) defaults to zeros. Raises ``ValueError`` for a
-    weight or a position out of its range, or metadata given to a dense-only config."""
-    layout = weight_row_layout(cfg)
-    words = pack_beats(layout["weight"].shape, weights)
-    if meta is None:
-        return words
-    meta = np.asarray(meta, dtype=np.int64)
-    if meta.shape != np.shape(weights):
-        raise ValueError(f"meta must have the shape of weights {np.shape(weights)}, "
-                         f"not {meta.shape}")
-    if not cfg.meta_bits:
-        if meta.any():
-            raise ValueError("metadata must be 0 on a dense-only config (meta_bits is 0)")
-        return words
-    shift = layout["meta"].offset
-    meta_words = pack_beats(layout["meta"].shape, meta)
-    return [w | (mw << shift) for w, mw in zip(words, meta_words, strict=True)]
+    weight or a position out of its range, or metadata given to a dense-only config.
+    :func:`pack_weight_row_bytes` gives the same words as bytes."""
+    return bytes_to_words(pack_weight_row_bytes(cfg, weights, meta))
 
 
 def unpack_weight_rows(cfg: MacroConfig, words) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of :func:`pack_weight_rows`: ``(weights, meta)``, each ``(rows, cols)``
     ``int64`` (``meta`` is zeros for a dense-only config)."""
     layout = weight_row_layout(cfg)
-    words = list(words)
-    limit = 2 ** layout.size
-    for word in words:
-        if not 0 <= word < limit:
-            raise ValueError(f"weight row word must fit {layout.size} bits, not {word:#x}")
-    field = layout["weight"]
-    low = (1 << field.shape.size) - 1
-    weights = unpack_beats(field.shape, [w & low for w in words])
-    if not cfg.meta_bits:
-        return weights, np.zeros_like(weights)
-    shift = layout["meta"].offset
-    return weights, unpack_beats(layout["meta"].shape, [w >> shift for w in words])
+    words = _check_words(words, layout.size, "weight row word")
+    return unpack_weight_row_bytes(cfg, words_to_bytes(words, beat_bytes(layout.size)))
 
 
 def disassemble(cfg: MacroConfig, word: int) -> str:

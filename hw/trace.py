@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,8 @@ from .isa import (
     ErrorCode,
     Opcode,
     act_beat_layout,
+    beat_bytes,
+    bytes_to_words,
     check,
     command_layout,
     data_beats,
@@ -53,9 +56,14 @@ from .isa import (
     unpack_beats,
     unpack_weight_rows,
     weight_row_layout,
+    words_to_bytes,
 )
 
-__all__ = ["FORMAT_VERSION", "Step", "Trace", "TraceFormatError"]
+__all__ = ["FORMAT_VERSION", "BeatArray", "Step", "Trace", "TraceFormatError"]
+
+#: Beats written per chunk by :meth:`Trace.save`, so that a large trace's text is never held
+#: whole.
+_SAVE_CHUNK = 1 << 16
 
 FORMAT_VERSION = 1
 _MAGIC = "sparsecim-trace"
@@ -85,11 +93,55 @@ class TraceFormatError(ValueError):
     built in memory, the command or beat) and the offending value."""
 
 
+class BeatArray(Sequence):
+    """Data beats held as their byte view, a sequence of ``int`` words.
+
+    ``raw`` is ``uint8`` ``(beats, nbytes)``, each row one word in little-endian order (as
+    :func:`~sparsecim.hw.isa.pack_beat_bytes` gives them). Indexing gives ``int`` words and
+    slicing gives a :class:`BeatArray`, so code that reads a list of words reads this
+    unchanged; bulk consumers (the golden model, :meth:`Trace.save`) use ``raw`` and never
+    build a Python ``int`` per beat.
+    """
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: np.ndarray):
+        raw = np.asarray(raw)
+        if raw.dtype != np.uint8 or raw.ndim != 2:
+            raise ValueError(f"beat bytes must be a 2-D uint8 array, not {raw.dtype} "
+                             f"{raw.shape}")
+        self.raw = raw
+
+    def __len__(self) -> int:
+        return self.raw.shape[0]
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return BeatArray(self.raw[index])
+        return int.from_bytes(self.raw[index].tobytes(), "little")
+
+    def __iter__(self):
+        return iter(bytes_to_words(self.raw))
+
+    def __eq__(self, other):
+        if isinstance(other, BeatArray):
+            return list(self) == list(other)
+        if isinstance(other, (list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"BeatArray({len(self)} beats of {self.raw.shape[1]} bytes)"
+
+
 @dataclass
 class Step:
-    """One command word and the data beats that follow it on the data stream."""
+    """One command word and the data beats that follow it on the data stream (a list of
+    ``int`` words, or a :class:`BeatArray` of the same words)."""
     command: int
-    data: list[int] = field(default_factory=list)
+    data: list[int] | BeatArray = field(default_factory=list)
 
 
 @dataclass
@@ -115,7 +167,8 @@ class Trace:
 
     def append(self, cmd: Command, data: list[int] | None = None) -> None:
         """Encode ``cmd`` and append it with its data beats."""
-        self.steps.append(Step(encode(self.config, cmd), list(data or [])))
+        beats = data if isinstance(data, BeatArray) else list(data or [])
+        self.steps.append(Step(encode(self.config, cmd), beats))
 
     @property
     def commands(self) -> list[int]:
@@ -127,23 +180,80 @@ class Trace:
         """The data stream: every data beat in order."""
         return [beat for step in self.steps for beat in step.data]
 
+    @property
+    def data_beats(self) -> int:
+        """Length of the data stream, without building it."""
+        return sum(len(step.data) for step in self.steps)
+
+    def data_array(self, extra: int = 0) -> np.ndarray:
+        """The data stream as its byte view: ``uint8`` ``(beats, beat_bytes(data_bits))``,
+        row ``i`` beat ``i`` in little-endian order (no Python ``int`` per beat for steps
+        that hold a :class:`BeatArray`), followed by ``extra`` zero rows.
+
+        Raises
+        ------
+        ValueError
+            If a beat does not fit ``data_bits``.
+        """
+        nbytes = beat_bytes(self.config.data_bits)
+        parts = []
+        for step in self.steps:
+            if isinstance(step.data, BeatArray):
+                raw = step.data.raw
+                if raw.shape[1] != nbytes:
+                    fixed = np.zeros((raw.shape[0], nbytes), dtype=np.uint8)
+                    keep = min(nbytes, raw.shape[1])
+                    if raw[:, keep:].any():
+                        raise ValueError(f"data beat must fit {self.config.data_bits} bits")
+                    fixed[:, :keep] = raw[:, :keep]
+                    raw = fixed
+                parts.append(raw)
+            elif step.data:
+                parts.append(words_to_bytes(step.data, nbytes))
+        parts.append(np.zeros((extra, nbytes), dtype=np.uint8))
+        raw = np.concatenate(parts)
+        spare = 8 * nbytes - self.config.data_bits
+        if spare and (raw[:, -1] >> (8 - spare)).any():
+            bad = int(np.argmax(raw[:, -1] >> (8 - spare) != 0))
+            word = int.from_bytes(raw[bad].tobytes(), "little")
+            raise ValueError(f"data beat must fit {self.config.data_bits} bits, not {word:#x}")
+        return raw
+
     # File I/O
 
     def _hex_digits(self) -> tuple[int, int]:
         return (-(-command_layout(self.config).size // 4), -(-self.config.data_bits // 4))
 
-    def to_text(self) -> str:
+    def _text_chunks(self):
+        """The file text in pieces of about :data:`_SAVE_CHUNK` beats each."""
         cmd_digits, data_digits = self._hex_digits()
-        lines = [f"{_MAGIC} {FORMAT_VERSION}", f"isa {self.isa_version}",
-                 f"config {self.config.to_json()}",
-                 f"meta {json.dumps(self.meta, sort_keys=True)}"]
+        yield (f"{_MAGIC} {FORMAT_VERSION}\nisa {self.isa_version}\n"
+               f"config {self.config.to_json()}\n"
+               f"meta {json.dumps(self.meta, sort_keys=True)}\n")
+        lines: list[str] = []
+        pending = 0
         for step in self.steps:
-            lines.append(f"c {step.command:0{cmd_digits}x}")
-            lines.extend(f"d {beat:0{data_digits}x}" for beat in step.data)
-        return "\n".join(lines) + "\n"
+            lines.append(f"c {step.command:0{cmd_digits}x}\n")
+            if isinstance(step.data, BeatArray):
+                for start in range(0, len(step.data), _SAVE_CHUNK):
+                    lines.append(_hex_lines(step.data.raw[start:start + _SAVE_CHUNK],
+                                            data_digits))
+            else:
+                lines.extend(f"d {beat:0{data_digits}x}\n" for beat in step.data)
+            pending += len(step.data) + 1
+            if pending >= _SAVE_CHUNK:
+                yield "".join(lines)
+                lines, pending = [], 0
+        yield "".join(lines)
+
+    def to_text(self) -> str:
+        return "".join(self._text_chunks())
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_text())
+        """Write the file in chunks, so that a large trace's text is never held whole."""
+        with open(path, "w") as file:
+            for chunk in self._text_chunks():
+                file.write(chunk)
 
     @classmethod
     def from_text(cls, text: str, *, source: str = "<trace>") -> Trace:
@@ -323,3 +433,24 @@ class Trace:
             if len(step.data) > max_beats:
                 out.append(f"          ... {len(step.data) - max_beats} more beats")
         return "\n".join(out) + "\n"
+
+
+def _hex_lines(raw: np.ndarray, digits: int) -> str:
+    """``d`` lines of beats given as little-endian bytes, ``digits`` hex digits each, built
+    as one character array (no Python ``int`` per beat)."""
+    if not len(raw):
+        return ""
+    if raw.shape[1] * 2 < digits:
+        raw = np.concatenate([raw, np.zeros((len(raw), -(-digits // 2) - raw.shape[1]),
+                                            dtype=np.uint8)], axis=1)
+    width = raw.shape[1] * 2
+    # Digits beyond ``digits`` must be zero, or the word would not fit its line.
+    whole = digits // 2
+    if raw[:, whole + digits % 2:].any() or (digits % 2 and (raw[:, whole] >> 4).any()):
+        raise ValueError(f"data beat must fit {digits * 4} bits")
+    text = np.frombuffer(raw[:, ::-1].tobytes().hex().encode(), dtype="S1")
+    text = text.reshape(len(raw), width)[:, width - digits:]
+    out = np.empty((len(raw), digits + 3), dtype="S1")
+    out[:, 0], out[:, 1], out[:, -1] = b"d", b" ", b"\n"
+    out[:, 2:-1] = text
+    return out.tobytes().decode()

@@ -57,14 +57,23 @@ order, whatever the grouping of beats into trace steps (the hardware cannot see 
 
 Speed
 -----
-Command words are decoded once per distinct word and pattern (a schedule repeats few words);
-all weight beats and all activation beats of the run are unpacked in bulk; a COMPUTE is one
-matrix product over its ``count`` passes (in ``float64`` when every partial sum is exactly
-representable, which holds for all practical configurations).
+Command words are decoded once per distinct word and pattern (a schedule repeats few words).
+Beats stay arrays end to end: the data stream is read as its byte view
+(:meth:`~sparsecim.hw.trace.Trace.data_array`) and every weight and activation beat of the run
+is unpacked in bulk, in its own small dtype. Passes are not executed one command at a time:
+a first walk over the commands records, for each COMPUTE, which beat last wrote each weight
+row and each activation entry; then the passes of all COMPUTEs of the same shape (pattern,
+split, part, count) run as batched matrix products, blocks of them at once (``float64`` when
+every partial sum is exactly representable, which holds for all practical configurations;
+N:M weights are first scattered to the dense matrix over the entry's elements that their
+metadata selects); a last walk applies the pass sums to the accumulators and collects the
+READs. A trace with MOVE (whose activations come from the accumulators) runs command by
+command instead, with the same bulk unpacking.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -86,8 +95,9 @@ from ..hw.isa import (
     part_fits,
     pattern_of,
     requantize,
-    unpack_beats,
-    unpack_weight_rows,
+    unpack_beat_bytes,
+    unpack_weight_row_bytes,
+    weight_row_layout,
 )
 from ..hw.trace import Trace
 
@@ -157,6 +167,7 @@ class _Word:
     text: str               # for error messages
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _decode_word(cfg, word: int, pattern: tuple[int, int]) -> _Word:
     try:
         cmd = decode(cfg, word)
@@ -183,22 +194,14 @@ def _decode_word(cfg, word: int, pattern: tuple[int, int]) -> _Word:
                  str(cmd))
 
 
-def _nm_pass_sums(cfg, n: int, m: int, entries: np.ndarray, weights: np.ndarray,
-                  meta: np.ndarray) -> np.ndarray:
-    """Column sums of passes over ``entries`` (``count × entry lanes``) in pattern ``n:m``."""
-    g = np.arange(cfg.weight_rows)
-    sub, row = g // cfg.rows, g % cfg.rows
-    base = ((sub // n) * cfg.rows + row) * m                  # first element of the row's group
-    element = base[:, None] + np.minimum(meta, m - 1)          # (weight_rows, cols)
-    live = np.where(meta < m, weights, 0)                      # positions >= m select 0
-    chosen = entries[:, element]                               # (count, weight_rows, cols)
-    return np.einsum("tgc,gc->tc", chosen, live)
-
-
 def _exact_in_float64(cfg) -> bool:
     """True if every partial sum of a pass is an integer float64 represents exactly: products
     are at most ``2**(product_bits-2)`` in magnitude and a pass adds ``reduction`` of them."""
     return cfg.reduction * 2 ** (cfg.product_bits - 2) <= 2 ** 53
+
+
+#: Matrix elements (weights plus activations) of one batch of passes, to bound memory.
+_BATCH_ELEMENTS = 1 << 22
 
 
 def run_trace(trace: Trace) -> GoldenResult:
@@ -227,17 +230,16 @@ def run_trace(trace: Trace) -> GoldenResult:
         raise ValueError(f"trace isa_version must be {ISA_VERSION}, not {trace.isa_version!r}")
     cfg = trace.config
     words = trace.commands
-    data = trace.data
+    data_count = trace.data_beats
 
     # Pass 1: decode, find where the machine halts, give every data beat to its command.
     known: dict[tuple, _Word] = {}
-    plan = []                          # (_Word, pattern, first beat index in its beat list)
+    plan = []                          # (_Word, state, index of its first data beat)
     keys = []                          # (word, pattern) of every fetched command
-    w_beats: list[int] = []
-    a_beats: list[int] = []
     cursor = 0
     error = ErrorCode.NONE
     halted = False
+    has_move = has_nm = False
     pattern, split, shift = (1, 1), 0, 0
     for index, word in enumerate(words):
         key = (word, pattern)
@@ -253,17 +255,18 @@ def run_trace(trace: Trace) -> GoldenResult:
             break
         need = info.beats
         if need:
-            if cursor + need > len(data):
+            if cursor + need > data_count:
                 raise ValueError(f"command {index} ({info.text}) needs {need} data beats, "
-                                 f"the trace has {len(data) - cursor} left")
-            beats = w_beats if info.opcode == Opcode.LOAD_W else a_beats
-            plan.append((info, (pattern, split, shift), len(beats)))
-            beats.extend(data[cursor:cursor + need])
+                                 f"the trace has {data_count - cursor} left")
+            plan.append((info, (pattern, split, shift), cursor))
             cursor += need
         else:
             plan.append((info, (pattern, split, shift), 0))
         if info.opcode == Opcode.CONFIG:
             pattern, split, shift = info.args
+            has_nm |= pattern != (1, 1)
+        elif info.opcode == Opcode.MOVE:
+            has_move = True
 
     # Cycle model: every fetched command costs its (memoised) cost; an illegal one only its
     # fetch cycle, which _decode_word already gave it.
@@ -272,7 +275,197 @@ def run_trace(trace: Trace) -> GoldenResult:
         for name, value in known[key].cost.as_dict().items():
             counters[name] += times * value
 
-    # Pass 2: execute, with every beat already unpacked in bulk.
+    # Every beat unpacked in bulk from the byte view, as a weight row and as activations
+    # (views of the bytes when the lanes are whole bytes), beat i at index i; one zero beat
+    # appended stands for "never written since reset". Metadata only matters to N:M passes,
+    # so it is decoded only if the trace selects a pattern.
+    raw = trace.data_array(extra=1)
+    w_vals, m_vals = unpack_weight_row_bytes(cfg, raw, None) if has_nm else (
+        unpack_beat_bytes(weight_row_layout(cfg)["weight"].shape, raw, None), None)
+    a_vals = unpack_beat_bytes(act_beat_layout(cfg), raw, None)
+
+    execute = _execute_in_order if has_move else _execute_batched
+    results = execute(cfg, plan, w_vals, m_vals, a_vals)
+    out = np.concatenate(results) if results else np.zeros((0, cfg.cols), dtype=np.int64)
+    return GoldenResult(out, counters, error, halted, len(keys), data_count - cursor)
+
+
+def _apply(cfg, accs: np.ndarray, acc_addr: int, accumulate: bool, banks: np.ndarray) -> None:
+    """Write a COMPUTE's pass sums ``(count, banks, cols)`` into the accumulators."""
+    rows = slice(acc_addr, acc_addr + banks.shape[0])
+    written = slice(0, banks.shape[1])
+    if accumulate:
+        accs[rows, written] = wrap_signed(accs[rows, written] + banks, cfg.acc_bits)
+    else:
+        # A pass sum fits pass_sum_bits <= acc_bits: nothing to wrap.
+        accs[rows, written] = banks
+
+
+def _pass_sums(cfg, n: int, m: int, split: int, entries: np.ndarray, weights: np.ndarray,
+               meta: np.ndarray) -> np.ndarray:
+    """Bank sums of a batch of passes: ``entries`` ``(batch, count, lanes)`` from the pass's
+    part on, ``weights`` and ``meta`` ``(batch, weight_rows, cols)``; returns ``(batch,
+    count, banks, cols)`` in the entries' dtype."""
+    batch, count = entries.shape[:2]
+    if (n, m) == (1, 1):
+        # Each sub-macro's column sums, then summed within each of the 2**split groups.
+        if split == 0:
+            return np.matmul(entries[:, :, :cfg.reduction], weights)[:, :, None]
+        per_sub = np.einsum("btsr,bsrc->btsc",
+                            entries[:, :, :cfg.reduction].reshape(batch, count, cfg.submacros,
+                                                                  cfg.rows),
+                            weights.reshape(batch, cfg.submacros, cfg.rows, cfg.cols))
+        return per_sub.reshape(batch, count, 2 ** split, -1, cfg.cols).sum(axis=3)
+    # N:M: the cell of global row g, column c takes entry element base[g] + meta (a position
+    # >= m selects 0): gather each cell's activation, then multiply and sum over the rows.
+    g = np.arange(cfg.weight_rows)
+    base = ((g // cfg.rows // n) * cfg.rows + g % cfg.rows) * m
+    element = base[None, :, None] + np.minimum(meta, m - 1).astype(np.int64)
+    live = np.where(meta < m, weights, 0)
+    lanes = entries.shape[2]
+    flat = (element[:, None] + (np.arange(count) * lanes)[None, :, None, None])
+    chosen = np.take_along_axis(entries.reshape(batch, count * lanes),
+                                flat.reshape(batch, -1), axis=1)
+    chosen = chosen.reshape(batch, count, cfg.weight_rows, cfg.cols)
+    return np.einsum("btgc,bgc->btc", chosen, live)[:, :, None]
+
+
+def _spans(starts, counts) -> np.ndarray:
+    """Concatenated ``arange(start, start + count)`` of every span, without a Python loop."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if not counts.sum():
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(counts)
+    return (np.repeat(np.asarray(starts, dtype=np.int64) - ends + counts, counts)
+            + np.arange(int(ends[-1]), dtype=np.int64))
+
+
+def _last_writer(slots, times, sources, query_slots, query_times, none: int) -> np.ndarray:
+    """For every query (slot, time): the source of the last write to that slot before that
+    time, ``none`` if there is none. Writes are ``(slot, time, source)`` arrays in time order;
+    all in one sort and one search."""
+    if not len(slots):
+        return np.full(len(query_slots), none, dtype=np.int64)
+    scale = int(max(times.max(initial=0), query_times.max(initial=0))) + 2
+    keys = slots * scale + times
+    # The writes come in time order, so a stable sort by slot alone orders them by (slot,
+    # time); numpy radix-sorts 16-bit keys.
+    order = np.argsort(slots.astype(np.uint16) if slots.max() < 1 << 16 else keys,
+                       kind="stable")
+    keys, slots, sources = keys[order], slots[order], sources[order]
+    found = np.searchsorted(keys, query_slots * scale + query_times) - 1
+    hit = found >= 0
+    hit[hit] = slots[found[hit]] == query_slots[hit]
+    return np.where(hit, sources[np.maximum(found, 0)], none)
+
+
+def _execute_batched(cfg, plan, w_vals, m_vals, a_vals) -> list[np.ndarray]:
+    """Pass 2 for traces without MOVE: find, for every COMPUTE, which beat each weight row
+    and each activation entry beat holds (one sort and search over all the writes), run the
+    passes in batched products, then apply the sums to the accumulators in trace order.
+    Returns the READ beats."""
+    exact_float = _exact_in_float64(cfg)
+    dtype = np.float64 if exact_float else np.int64
+    none = len(w_vals) - 1             # the zero beat
+    loads_w, loads_a = [], []          # (time, row or addr, count, first beat[, beats])
+    groups: dict[tuple, list] = {}     # shape -> [(time, first pass, act_addr)]
+    passes = 0
+    banks_used = 1
+    order = []                         # ("c", first pass, count, acc_addr, accumulate, banks)
+    for time, (info, ((n, m), split, _), first) in enumerate(plan):  # or ("r", addr, count,
+        op = info.opcode                                             # bank)
+        if op == Opcode.LOAD_W:
+            loads_w.append((time, *info.args, first))
+        elif op == Opcode.LOAD_A:
+            loads_a.append((time, *info.args, first, cfg.act_beats(n, m)))
+        elif op == Opcode.COMPUTE:
+            act_addr, acc_addr, count, accumulate, part = info.args
+            groups.setdefault((n, m, split, part, count), []).append((time, passes, act_addr))
+            banks = 2 ** split if (n, m) == (1, 1) else 1
+            banks_used = max(banks_used, banks)
+            order.append(("c", passes, count, acc_addr, accumulate, banks))
+            passes += count
+        elif op == Opcode.READ:
+            order.append(("r", *info.args))
+        # CONFIG: its pattern was applied in pass 1 (check() refused unsupported ones).
+
+    # Writes: weight row r from beat first + r - row; entry beat slot e·max_act_beats + b
+    # from beat first + (e - addr)·beats + b.
+    w_ev = np.array(loads_w, dtype=np.int64).reshape(-1, 4)
+    w_slots = _spans(w_ev[:, 1], w_ev[:, 2])
+    w_times = np.repeat(w_ev[:, 0], w_ev[:, 2])
+    w_sources = _spans(w_ev[:, 3], w_ev[:, 2])
+    a_ev = np.array(loads_a, dtype=np.int64).reshape(-1, 5)
+    per_load = a_ev[:, 2] * a_ev[:, 4]                          # beats of each LOAD_A
+    a_sources = _spans(a_ev[:, 3], per_load)
+    within = a_sources - np.repeat(a_ev[:, 3], per_load)        # i·beats + b
+    beats_of = np.repeat(a_ev[:, 4], per_load)
+    a_slots = ((np.repeat(a_ev[:, 1], per_load) + within // beats_of) * cfg.max_act_beats
+               + within % beats_of)
+    a_times = np.repeat(a_ev[:, 0], per_load)
+
+    sums = np.zeros((passes, banks_used, cfg.cols), dtype=np.int64)
+    entry_lanes = cfg.max_act_beats * cfg.act_lanes
+    rows = np.arange(cfg.weight_rows)
+    for (n, m, split, part, count), members in groups.items():
+        info = np.array(members, dtype=np.int64)                # (computes, 3)
+        # Queries row by row, computes in time order within a row: sorted, as the writes
+        # are, which keeps the search local.
+        w_src = _last_writer(w_slots, w_times, w_sources, np.repeat(rows, len(info)),
+                             np.tile(info[:, 0], cfg.weight_rows), none)
+        w_src = w_src.reshape(cfg.weight_rows, len(info)).T
+        slots = ((info[:, 2:3] + np.arange(count))[:, :, None] * cfg.max_act_beats
+                 + np.arange(cfg.max_act_beats)).reshape(len(info), -1)
+        a_src = _last_writer(a_slots, a_times, a_sources, slots.ravel(),
+                             np.repeat(info[:, 0], slots.shape[1]), none)
+        a_src = a_src.reshape(len(info), count, cfg.max_act_beats)
+        offset = part * cfg.pass_inputs(n, m)
+        per_pass = cfg.weight_rows * cfg.cols * (1 + count) + count * entry_lanes
+        step = max(1, _BATCH_ELEMENTS // per_pass)
+        for start in range(0, len(info), step):
+            block = slice(start, start + step)
+            weights = w_vals[w_src[block]].astype(dtype)
+            meta = m_vals[w_src[block]] if (n, m) != (1, 1) else None
+            batch = len(weights)
+            entries = a_vals[a_src[block]].reshape(batch, count, entry_lanes)
+            block_sums = _pass_sums(cfg, n, m, split, entries[:, :, offset:].astype(dtype),
+                                    weights, meta)
+            targets = (info[block, 1:2] + np.arange(count)).ravel()
+            banks = block_sums.shape[2]
+            sums[targets, :banks] = block_sums.reshape(-1, banks, cfg.cols)
+
+    # Accumulators in trace order. A run of COMPUTEs into the same entries with nothing read
+    # in between (a K loop) is applied as one sum: wrapping is modular, so wrapping the sum
+    # once equals wrapping after every pass.
+    accs = np.zeros((cfg.acc_depth, cfg.submacros, cfg.cols), dtype=np.int64)  # entry, bank
+    results = []
+    index = 0
+    while index < len(order):
+        item = order[index]
+        index += 1
+        if item[0] == "r":
+            _, addr, count, bank = item
+            results.append(accs[addr:addr + count, bank].copy())
+            continue
+        _, first, count, acc_addr, accumulate, banks = item
+        end = first + count
+        while (index < len(order) and order[index][0] == "c" and order[index][1] == end
+               and order[index][2:] == (count, acc_addr, 1, banks)):
+            end += count
+            index += 1
+        total = sums[first:end, :banks]
+        if end - first > count:
+            total = total.reshape(-1, count, banks, cfg.cols).sum(axis=0)
+            rows = slice(acc_addr, acc_addr + count)
+            base = accs[rows, :banks] if accumulate else 0
+            accs[rows, :banks] = wrap_signed(base + total, cfg.acc_bits)
+        else:
+            _apply(cfg, accs, acc_addr, accumulate, total)
+    return results
+
+
+def _execute_in_order(cfg, plan, w_vals, m_vals, a_vals) -> list[np.ndarray]:
+    """Pass 2 command by command (traces with MOVE). Returns the READ beats."""
     exact_float = _exact_in_float64(cfg)
     dtype = np.float64 if exact_float else np.int64
     weights = np.zeros((cfg.weight_rows, cfg.cols), dtype=dtype)
@@ -280,36 +473,17 @@ def run_trace(trace: Trace) -> GoldenResult:
     entry_lanes = cfg.max_act_beats * cfg.act_lanes
     acts = np.zeros((cfg.act_depth, entry_lanes), dtype=dtype)
     accs = np.zeros((cfg.acc_depth, cfg.submacros, cfg.cols), dtype=np.int64)  # entry, bank
-    w_vals, m_vals = (unpack_weight_rows(cfg, w_beats) if w_beats
-                      else (np.zeros((0, cfg.cols), np.int64),) * 2)
-    w_vals = w_vals.astype(dtype)
-    a_vals = (unpack_beats(act_beat_layout(cfg), a_beats).astype(dtype) if a_beats
-              else np.zeros((0, cfg.act_lanes), dtype=dtype))
     results = []
     for info, ((n, m), split, shift), first in plan:
         op = info.opcode
         if op == Opcode.COMPUTE:
             act_addr, acc_addr, count, accumulate, part = info.args
             offset = part * cfg.pass_inputs(n, m)
-            entries = acts[act_addr:act_addr + count, offset:]
-            if (n, m) != (1, 1):
-                banks = _nm_pass_sums(cfg, n, m, entries, weights, meta)[:, None]
-            else:
-                # Each sub-macro's column sums, then summed within each of the 2**split groups.
-                per_sub = np.einsum("tsr,src->tsc",
-                                    entries[:, :cfg.reduction].reshape(count, cfg.submacros,
-                                                                       cfg.rows),
-                                    weights.reshape(cfg.submacros, cfg.rows, cfg.cols))
-                banks = per_sub.reshape(count, 2 ** split, -1, cfg.cols).sum(axis=2)
+            entries = acts[None, act_addr:act_addr + count, offset:]
+            banks = _pass_sums(cfg, n, m, split, entries, weights[None], meta[None])[0]
             if exact_float:
                 banks = banks.astype(np.int64)
-            rows = slice(acc_addr, acc_addr + count)
-            written = slice(0, banks.shape[1])
-            if accumulate:
-                accs[rows, written] = wrap_signed(accs[rows, written] + banks, cfg.acc_bits)
-            else:
-                # A pass sum fits pass_sum_bits <= acc_bits: nothing to wrap.
-                accs[rows, written] = banks
+            _apply(cfg, accs, acc_addr, accumulate, banks)
         elif op == Opcode.MOVE:
             bank, acc_addr, act_addr, elem, count, transpose, lane, dst, width = info.args
             values = requantize(cfg, accs[acc_addr:acc_addr + count, bank, lane:lane + width],
@@ -321,12 +495,13 @@ def run_trace(trace: Trace) -> GoldenResult:
                     acts[act_addr, dst * cfg.cols + elem + k:(dst + width) * cfg.cols:
                          cfg.cols] = values[k]
             else:
-                first = elem * cfg.cols + dst
-                acts[act_addr:act_addr + count, first:first + width] = values
+                start = elem * cfg.cols + dst
+                acts[act_addr:act_addr + count, start:start + width] = values
         elif op == Opcode.LOAD_W:
             row, count = info.args
             weights[row:row + count] = w_vals[first:first + count]
-            meta[row:row + count] = m_vals[first:first + count]
+            if m_vals is not None:
+                meta[row:row + count] = m_vals[first:first + count]
         elif op == Opcode.LOAD_A:
             # Element j of an entry is lane j % act_lanes of beat j // act_lanes (row-major);
             # every lane of the beats is written, the entry's later beats are kept.
@@ -338,6 +513,4 @@ def run_trace(trace: Trace) -> GoldenResult:
             addr, count, bank = info.args
             results.append(accs[addr:addr + count, bank].copy())
         # CONFIG: its pattern was applied in pass 1 (check() refused unsupported ones).
-
-    out = np.concatenate(results) if results else np.zeros((0, cfg.cols), dtype=np.int64)
-    return GoldenResult(out, counters, error, halted, len(keys), len(data) - cursor)
+    return results

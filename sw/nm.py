@@ -14,6 +14,7 @@ checking, and the compressed ``values`` + ``positions`` form the hardware stores
 
 from __future__ import annotations
 
+import functools
 import numbers
 import re
 from dataclasses import dataclass
@@ -524,13 +525,20 @@ def compress(weights, pattern: NMPattern, *, name: str = "weights") -> NMCompres
     ValueError
         If ``weights`` or ``pattern`` is invalid, or ``pattern.m > 256``.
     """
-    check_nm(weights, pattern, name=name)
-    weights = np.asarray(weights)
+    pattern = _check_pattern(pattern)
+    weights = _check_real(name, weights, 2)
     n, m = pattern.n, pattern.m
     if m > 256:
         raise ValueError(f"pattern.m must be at most 256 for uint8 positions, not {m}")
     grouped = _grouped(weights, m, 0)
     nonzero = grouped != 0
+    if m <= 16 and not pattern.is_dense:
+        slots = stored_slots(grouped, n, m, axis=-1)
+        if slots is None:
+            check_nm(weights, pattern, name=name)  # raises, naming the first bad group
+        values, positions = (np.stack(part, axis=-1) for part in slots)
+        return NMCompressed(pattern, weights.shape[1], values, positions)
+    check_nm(weights, pattern, name=name)
     # Keep every non-zero (at most n) and the lowest n - count zeros, padding included:
     # exactly n slots per group, which np.nonzero lists in ascending position order.
     zero_rank = np.cumsum(~nonzero, axis=-1, dtype=np.int16)  # 1-based, among the zeros
@@ -539,6 +547,48 @@ def compress(weights, pattern: NMPattern, *, name: str = "weights") -> NMCompres
     positions = np.nonzero(stored.reshape(-1, m))[1].reshape(*grouped.shape[:2], n)
     values = np.take_along_axis(grouped, positions, axis=-1)
     return NMCompressed(pattern, weights.shape[1], values, positions.astype(np.uint8))
+
+
+def stored_slots(grouped: np.ndarray, n: int, m: int, axis: int = -1):
+    """The ``n`` slots :func:`compress` stores for every group of ``m`` weights laid along
+    ``axis`` of ``grouped`` (``m <= 16``): every non-zero and the lowest unused positions,
+    ascending. Each group's non-zero mask as an integer (bit ``p`` for position ``p``) picks
+    its slots from a table: no per-element count, sort or search.
+
+    Returns
+    -------
+    (list of ndarray, list of ndarray) or None
+        Values and ``uint8`` positions of slot ``j`` for ``j < n``, each shaped like
+        ``grouped`` without ``axis``; None if a group has more than ``n`` non-zeros.
+    """
+    planes = np.moveaxis(grouped, axis, 0)          # planes[p]: position p of every group
+    code = np.zeros(planes.shape[1:], dtype=np.uint16 if m > 8 else np.uint8)
+    for position in range(m):
+        code |= (planes[position] != 0).astype(code.dtype) << position
+    positions, valid = _stored_positions(n, m)
+    if not np.take(valid, code).all():
+        return None
+    slot_positions = [np.take(positions[:, j], code) for j in range(n)]
+    values = [np.choose(chosen, list(planes)) for chosen in slot_positions]
+    return values, slot_positions
+
+
+@functools.cache
+def _stored_positions(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tables by non-zero mask (row index ``code``: bit ``p`` set if position ``p`` is
+    non-zero): the ``n`` positions :func:`compress` stores, ascending (every non-zero and the
+    lowest unused positions), ``(2**m, n)`` ``uint8``; and whether the mask obeys the pattern
+    (at most ``n`` non-zeros), ``(2**m,)``."""
+    positions = np.zeros((2 ** m, n), dtype=np.uint8)
+    valid = np.zeros(2 ** m, dtype=bool)
+    for code in range(2 ** m):
+        used = [p for p in range(m) if code >> p & 1]
+        if len(used) <= n:
+            free = [p for p in range(m) if not code >> p & 1]
+            slots = sorted(used + free[:n - len(used)])
+            positions[code] = slots
+            valid[code] = True
+    return positions, valid
 
 
 def decompress(c: NMCompressed) -> np.ndarray:

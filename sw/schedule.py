@@ -9,13 +9,16 @@ CIM macro wants: a weight tile, once written, serves every token of a chunk)::
         [LOAD_A all K tiles of the chunk, tile i at entries i·T ..]   (resident variant)
         for each N tile:
             for each K tile i:
-                LOAD_W the tile's rows onto global rows 0 ..
+                LOAD_W the rows the tile uses (one range from row 0; a partial last
+                       N:M tile one range per sub-macro of its last cluster)
                 [LOAD_A K tile i of the chunk at entries 0 ..]        (streaming variant)
                 COMPUTE T passes, accumulate = (i > 0)
             READ the chunk's T accumulators
     END
 
-Two variants, and the one with fewer predicted cycles is chosen (ties go to resident):
+Two variants, and the one with fewer predicted cycles is chosen (ties go to resident; the
+cycles come from the closed form :func:`_closed_counters`, so no command list is built to
+choose):
 
 - *resident*: the chunk's activations of every K tile are loaded once per chunk and stay in
   the buffer; ``T = min(tokens, acc_depth, act_depth // k_tiles)``; possible only when
@@ -23,12 +26,17 @@ Two variants, and the one with fewer predicted cycles is chosen (ties go to resi
 - *streaming*: a K tile's activations are reloaded next to its weights, for every N tile;
   ``T = min(tokens, acc_depth, act_depth)``, so larger chunks when K is deep.
 
-Padding. A LOAD_W writes global rows 0 up to the last row the tile uses. Stale rows beyond
-(from an earlier, taller tile, or never written since reset) meet activation elements that the
-LOAD_A beats set to zero (each entry is zero beyond its tile's inputs, up to the last lane of
-its last beat), or positions ``>= m`` that select 0, so they add exactly 0; edge tiles need no
-zero weight rows. Columns beyond N compute padding values that :meth:`Schedule.assemble` drops
-(the loaded rows carry zeros there).
+Padding. A tile's LOAD_Ws write exactly the global rows it uses (:func:`_load_ranges`): a full
+tile all of them in one range; a partial last tile the rows of its full clusters and, of its
+last cluster, the first ``last`` rows of each of the ``n`` sub-macros, one LOAD_W per
+sub-macro range (one fetch cycle each; before, one LOAD_W from row 0 to the last row used also
+rewrote the unused rows between the sub-macros: 104 rows for the last tile of a 576-input
+layer at 4:8 where it uses 32). Stale rows elsewhere (from an earlier, taller tile, or never
+written since reset) meet activation elements that the LOAD_A beats set to zero (each entry
+is zero beyond its tile's inputs, up to the last lane of its last beat), or positions
+``>= m`` that select 0, so they add exactly 0; edge tiles need no zero weight rows. Columns
+beyond N compute padding values that :meth:`Schedule.assemble` drops (the loaded rows carry
+zeros there).
 
 What dominates the cycles. Every chunk rewrites the whole weight matrix, one row per cycle:
 about ``chunks · K · n_tiles`` load cycles, against ``tokens · tiles`` compute cycles. A tile
@@ -38,11 +46,19 @@ workloads) LOAD_W dominates by about ``reduction / T`` and the macro is far from
 ``reduction``, which ``acc_depth`` bounds. An N:M tile covers ``m/n`` times the inputs of a
 dense one with the same rows, so the weight loads, and with them the cycles of a decode-like
 layer, shrink by up to ``m/n``; fixed per-command cycles and edge tiles keep it below.
+
+Speed. Operands stay in their small dtypes (``int8`` for INT8); the tiles are cut from ``w``
+in runs of ``cols`` outputs (N:M slots through :func:`~sparsecim.sw.nm.stored_slots`) and packed
+in blocks through byte views (:func:`~sparsecim.hw.isa.pack_weight_row_bytes`); every step's
+beats are a :class:`~sparsecim.hw.trace.BeatArray` view of those bytes, never a Python ``int``
+per beat. Command words are encoded once per distinct command.
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,21 +70,29 @@ from ..hw.isa import (
     Mode,
     Opcode,
     act_beat_layout,
+    beat_bytes,
     cycles,
     encode,
-    pack_beats,
-    pack_weight_rows,
+    pack_beat_bytes,
+    pack_weight_row_bytes,
 )
-from ..hw.trace import Step, Trace
+from ..hw.trace import BeatArray, Step, Trace
 from .mapping import TileMapping, map_nm
-from .nm import NMPattern, compress
+from .nm import NMPattern, compress, stored_slots
 from .reference import check_int_matrix
 
 __all__ = ["ReadBlock", "Schedule", "as_pattern", "schedule_dense", "schedule_layer",
            "predict_counters", "chain", "ideal_cycles"]
 
-#: Beats packed per :func:`pack_beats` call, to bound its temporary bit arrays.
-_PACK_BLOCK = 8192
+#: Beats packed per :func:`pack_beat_bytes` call, to bound its temporary arrays.
+_PACK_BLOCK = 1 << 16
+
+
+@functools.lru_cache(maxsize=4096)
+def _encode(cfg: MacroConfig, cmd: Command) -> int:
+    """:func:`encode`, remembered: building an Amaranth constant costs milliseconds, and the
+    layers of a model repeat the same few dozen commands."""
+    return encode(cfg, cmd)
 
 
 @dataclass(frozen=True)
@@ -149,22 +173,15 @@ class Schedule:
         return out
 
 
-def _pack(layout, values: np.ndarray) -> list[int]:
-    """:func:`pack_beats` in blocks, so that huge operands do not need huge bit arrays."""
-    words: list[int] = []
+def _pack_rows(pack, values: np.ndarray, nbytes: int, *more) -> np.ndarray:
+    """``pack(values[block], *more[block])`` in blocks of :data:`_PACK_BLOCK` rows, into one
+    ``uint8`` array of ``nbytes`` per row (narrower beats are zero above their layout)."""
+    out = np.zeros((values.shape[0], nbytes), dtype=np.uint8)
     for start in range(0, values.shape[0], _PACK_BLOCK):
-        words += pack_beats(layout, values[start:start + _PACK_BLOCK])
-    return words
-
-
-def _pack_weights(cfg: MacroConfig, weights: np.ndarray, meta: np.ndarray) -> list[int]:
-    """:func:`pack_weight_rows` in blocks."""
-    words: list[int] = []
-    for start in range(0, weights.shape[0], _PACK_BLOCK):
         end = start + _PACK_BLOCK
-        words += pack_weight_rows(cfg, weights[start:end],
-                                  meta[start:end] if cfg.meta_bits else None)
-    return words
+        raw = pack(values[start:end], *(array[start:end] for array in more))
+        out[start:end, :raw.shape[1]] = raw
+    return out
 
 
 def _config_command(pattern: tuple[int, int]) -> Command:
@@ -172,61 +189,126 @@ def _config_command(pattern: tuple[int, int]) -> Command:
     return Command(Opcode.CONFIG, mode=Mode.DENSE if (n, m) == (1, 1) else Mode.NM, n=n, m=m)
 
 
-def _weight_rows(cfg: MacroConfig, pattern: tuple[int, int], inputs: int) -> int:
-    """Global weight rows 0 .. r-1 that hold a tile of ``inputs`` inputs: up to the last row
-    of the last sub-macro of the last cluster used (clusters fill in order)."""
+def _load_ranges(cfg: MacroConfig, pattern: tuple[int, int],
+                 inputs: int) -> tuple[tuple[int, int], ...]:
+    """``(row, count)`` of the LOAD_Ws of a tile of ``inputs`` inputs: exactly the global rows
+    it uses. Clusters fill in order and the last one uses ``last`` rows of each of its ``n``
+    sub-macros, so full clusters and the last cluster's first sub-macro are one range from row
+    0 and each further sub-macro of a partial last cluster is a range of its own (one fetch
+    cycle each, against ``rows - last`` load cycles saved). Dense tiles are one range."""
     n, m = pattern
     groups = -(-inputs // m)
     clusters = -(-groups // cfg.rows)
-    return (clusters * n - 1) * cfg.rows + groups - (clusters - 1) * cfg.rows
+    last = groups - (clusters - 1) * cfg.rows
+    full = (clusters - 1) * n * cfg.rows
+    if last == cfg.rows:
+        return ((0, full + n * cfg.rows),)
+    return ((0, full + last),) + tuple((full + j * cfg.rows, last) for j in range(1, n))
+
+
+class _Commands:
+    """Command objects by their fields, built once each (a plan repeats few commands)."""
+
+    def __init__(self):
+        self._known: dict[tuple, Command] = {}
+
+    def __call__(self, opcode: Opcode, **fields) -> Command:
+        key = (opcode, *fields.items())
+        cmd = self._known.get(key)
+        if cmd is None:
+            cmd = self._known[key] = Command(opcode, **fields)
+        return cmd
+
+
+def _k_tile_inputs(mapping: TileMapping) -> list[int]:
+    """Inputs of each K tile (the same for every N tile)."""
+    return [tile.rows for tile in mapping.tiles[:mapping.k_tiles]]
 
 
 def _plan(mapping: TileMapping, tokens: int, resident: bool, chunk: int):
     """Commands of one loop variant, each with a reference to its data (not yet packed).
 
-    Data references: ``("w", n_tile, k_tile)`` for the tile's weight rows, ``("a", k_lo, k_hi,
-    t0, count)`` for the activation entries of K tiles ``k_lo .. k_hi-1``, tokens ``t0 ..``.
+    Data references: ``("w", n_tile, k_tile, row, count)`` for rows ``row .. row+count-1`` of
+    the tile's weight rows, ``("a", k_lo, k_hi, t0, count)`` for the activation entries of K
+    tiles ``k_lo .. k_hi-1``, tokens ``t0 ..``.
     """
     cfg = mapping.config
     k_tiles = mapping.k_tiles
+    command = _Commands()
+    ranges = [_load_ranges(cfg, mapping.pattern, inputs) for inputs in _k_tile_inputs(mapping)]
     ops = [(_config_command(mapping.pattern), None)]
     reads = []
     for t0 in range(0, tokens, chunk):
         count = min(chunk, tokens - t0)
         if resident:
-            ops.append((Command(Opcode.LOAD_A, addr=0, count=count * k_tiles),
+            ops.append((command(Opcode.LOAD_A, addr=0, count=count * k_tiles),
                         ("a", 0, k_tiles, t0, count)))
+        # The commands of each K tile, the same for every N tile of the chunk.
+        per_tile = []
+        for index in range(k_tiles):
+            loads = [(command(Opcode.LOAD_W, row=row, count=rows), row, rows)
+                     for row, rows in ranges[index]]
+            load_a = None if resident else command(Opcode.LOAD_A, addr=0, count=count)
+            compute = command(Opcode.COMPUTE, act_addr=index * count if resident else 0,
+                              acc_addr=0, count=count, accumulate=int(index > 0))
+            per_tile.append((loads, load_a, compute))
+        read = command(Opcode.READ, addr=0, count=count)
         for nt in range(mapping.n_tiles):
-            tiles = mapping.tiles[nt * k_tiles:(nt + 1) * k_tiles]
-            for index, tile in enumerate(tiles):
-                rows = _weight_rows(cfg, mapping.pattern, tile.rows)
-                ops.append((Command(Opcode.LOAD_W, row=0, count=rows), ("w", nt, index, rows)))
-                if resident:
-                    act_addr = index * count
-                else:
-                    act_addr = 0
-                    ops.append((Command(Opcode.LOAD_A, addr=0, count=count),
-                                ("a", index, index + 1, t0, count)))
-                ops.append((Command(Opcode.COMPUTE, act_addr=act_addr, acc_addr=0, count=count,
-                                    accumulate=int(index > 0)), None))
-            ops.append((Command(Opcode.READ, addr=0, count=count), None))
-            reads.append(ReadBlock(t0, count, tiles[0].n0, tiles[0].n1))
+            for index, (loads, load_a, compute) in enumerate(per_tile):
+                for cmd, row, rows in loads:
+                    ops.append((cmd, ("w", nt, index, row, rows)))
+                if load_a is not None:
+                    ops.append((load_a, ("a", index, index + 1, t0, count)))
+                ops.append((compute, None))
+            ops.append((read, None))
+            tile = mapping.tiles[nt * k_tiles]
+            reads.append(ReadBlock(t0, count, tile.n0, tile.n1))
     ops.append((Command(Opcode.END), None))
     return ops, reads
 
 
-def _plan_counters(cfg: MacroConfig, ops) -> dict[str, int]:
-    """Predicted counters of a plan, from the ISA's per-command costs (every plan selects its
-    one pattern in its first command)."""
-    pattern = (ops[0][0].n, ops[0][0].m)
-    counts: dict[Command, int] = {}
-    for cmd, _ in ops:
-        counts[cmd] = counts.get(cmd, 0) + 1
+def _counters(cfg: MacroConfig, pattern: tuple[int, int], times) -> dict[str, int]:
+    """Counters of commands run ``times[cmd]`` times each, from the ISA's per-command costs."""
     total = dict.fromkeys(COUNTERS, 0)
-    for cmd, times in counts.items():
+    for cmd, count in times.items():
         for name, value in cycles(cfg, cmd, pattern).as_dict().items():
-            total[name] += times * value
+            total[name] += count * value
     return total
+
+
+def _plan_counters(cfg: MacroConfig, ops) -> dict[str, int]:
+    """Predicted counters of a plan, command by command (every plan selects its one pattern
+    in its first command)."""
+    return _counters(cfg, (ops[0][0].n, ops[0][0].m), Counter(cmd for cmd, _ in ops))
+
+
+def _closed_counters(mapping: TileMapping, tokens: int, resident: bool,
+                     chunk: int) -> dict[str, int]:
+    """The counters of :func:`_plan`'s commands without listing them: each distinct command
+    with how many times the loops run it (chunks come in at most two sizes; every N tile
+    runs the same K tiles), priced by the ISA's costs. Equal to :func:`_plan_counters` of
+    the plan (a test compares them)."""
+    cfg, pattern = mapping.config, mapping.pattern
+    k_tiles, n_tiles = mapping.k_tiles, mapping.n_tiles
+    sizes = Counter({chunk: tokens // chunk})
+    if tokens % chunk:
+        sizes[tokens % chunk] += 1
+    chunks = sum(sizes.values())
+    times: Counter = Counter({_config_command(pattern): 1, Command(Opcode.END): 1})
+    for inputs in _k_tile_inputs(mapping):
+        for row, rows in _load_ranges(cfg, pattern, inputs):
+            times[Command(Opcode.LOAD_W, row=row, count=rows)] += chunks * n_tiles
+    for count, repeats in sizes.items():
+        per_n_tile = repeats * n_tiles
+        if resident:
+            times[Command(Opcode.LOAD_A, addr=0, count=count * k_tiles)] += repeats
+        else:
+            times[Command(Opcode.LOAD_A, addr=0, count=count)] += per_n_tile * k_tiles
+        for index in range(k_tiles):
+            times[Command(Opcode.COMPUTE, act_addr=index * count if resident else 0,
+                          acc_addr=0, count=count, accumulate=int(index > 0))] += per_n_tile
+        times[Command(Opcode.READ, addr=0, count=count)] += per_n_tile
+    return _counters(cfg, pattern, times)
 
 
 def _variants(mapping: TileMapping, tokens: int):
@@ -239,14 +321,12 @@ def _variants(mapping: TileMapping, tokens: int):
     return variants
 
 
-def _best_plan(mapping: TileMapping, tokens: int):
-    """(resident, chunk, ops, reads, counters) of the variant with fewest predicted cycles;
-    min() keeps the first of equals, so resident wins ties."""
-    plans = []
-    for resident, chunk in _variants(mapping, tokens):
-        ops, reads = _plan(mapping, tokens, resident, chunk)
-        plans.append((resident, chunk, ops, reads, _plan_counters(mapping.config, ops)))
-    return min(plans, key=lambda plan: plan[4]["total"])
+def _best_variant(mapping: TileMapping, tokens: int):
+    """(resident, chunk, counters) of the variant with fewest predicted cycles; min() keeps
+    the first of equals, so resident wins ties."""
+    variants = [(resident, chunk, _closed_counters(mapping, tokens, resident, chunk))
+                for resident, chunk in _variants(mapping, tokens)]
+    return min(variants, key=lambda variant: variant[2]["total"])
 
 
 def as_pattern(pattern) -> tuple[int, int]:
@@ -269,9 +349,22 @@ def as_pattern(pattern) -> tuple[int, int]:
     return (1, 1) if n == m else (n, m)
 
 
+def _small_int_matrix(name: str, a, bits: int) -> np.ndarray:
+    """:func:`check_int_matrix`, returning the smallest signed dtype that holds ``bits`` (a
+    4096 × 11008 layer is 45 MB in ``int8``, 360 MB in ``int64``)."""
+    arr = np.asarray(a)
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    if (arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer)
+            or (arr.size and (arr.min() < lo or arr.max() > hi))):
+        check_int_matrix(name, arr, bits)  # raises the message naming the first bad value
+    dtype = next(t for t in (np.int8, np.int16, np.int32, np.int64)
+                 if bits <= 8 * np.dtype(t).itemsize)
+    return arr.astype(dtype)
+
+
 def _check_shapes(cfg: MacroConfig, x, w):
-    x = check_int_matrix("x", x, cfg.act_bits)
-    w = check_int_matrix("w", w, cfg.weight_bits)
+    x = _small_int_matrix("x", x, cfg.act_bits)
+    w = _small_int_matrix("w", w, cfg.weight_bits)
     if x.shape[1] != w.shape[0]:
         raise ValueError(f"x has {x.shape[1]} columns but w has {w.shape[0]} rows; "
                          f"shapes must be (tokens, K) and (K, N)")
@@ -288,11 +381,12 @@ def predict_counters(cfg: MacroConfig, k: int, n: int, tokens: int,
                      pattern=None) -> dict[str, int]:
     """The cycle model's counters for the trace :func:`schedule_layer` would emit for a
     ``tokens × k`` by ``k × n`` layer, without building it (for shapes too large to
-    schedule, such as a 4096 × 4096 layer)."""
+    schedule, such as a 4096 × 4096 layer). Closed form: no command list is built (see
+    :func:`_closed_counters`), so the cost does not grow with the layer."""
     if not isinstance(tokens, numbers.Integral) or isinstance(tokens, bool) or tokens < 1:
         raise ValueError(f"tokens must be a positive integer, not {tokens!r}")
     mapping = map_nm(cfg, k, n, as_pattern(pattern))
-    return _best_plan(mapping, int(tokens))[4]
+    return _best_variant(mapping, int(tokens))[2]
 
 
 def schedule_dense(cfg: MacroConfig, x, w) -> Schedule:
@@ -300,31 +394,51 @@ def schedule_dense(cfg: MacroConfig, x, w) -> Schedule:
     return schedule_layer(cfg, x, w)
 
 
-def _tile_weights(cfg: MacroConfig, mapping: TileMapping, w: np.ndarray):
-    """Weight and metadata rows of every tile: ``(n_tiles, k_tiles, weight_rows, cols)``
-    each, row ``(c·n + j)·rows + r`` holding, per output, the ``j``-th kept weight of tile
-    input group ``c·rows + r`` and its position (the mapping's placement)."""
+def _tile_weight_bytes(cfg: MacroConfig, mapping: TileMapping, w: np.ndarray) -> np.ndarray:
+    """LOAD_W beats of every tile as bytes: ``uint8`` ``(n_tiles, k_tiles, weight_rows,
+    beat_bytes(data_bits))``, row ``(c·n + j)·rows + r`` holding, per output, the ``j``-th
+    kept weight of tile input group ``c·rows + r`` and its position (the mapping's
+    placement). Built in the operands' small dtypes and packed in blocks."""
     n, m = mapping.pattern
     k_dim, n_out = w.shape
-    if (n, m) == (1, 1):
-        values = w.T[:, :, None]
-        positions = np.zeros_like(values)
-    else:
-        packed = compress(w.T, NMPattern(n, m), name="w.T (output channel × input)")
-        values, positions = packed.values.astype(np.int64), packed.positions.astype(np.int64)
-    clusters = cfg.submacros // n
     k_tiles, n_tiles = mapping.k_tiles, mapping.n_tiles
-    groups = k_tiles * cfg.rows * clusters
-    out = []
-    for array in (values, positions):
-        padded = np.zeros((n_tiles * cfg.cols, groups, n), dtype=np.int64)
-        padded[:n_out, :array.shape[1]] = array
-        # (out, kt, c, r, j) -> (kt, c, j, r, out): global row (c·n + j)·rows + r.
-        rows = (padded.reshape(n_tiles * cfg.cols, k_tiles, clusters, cfg.rows, n)
-                .transpose(1, 2, 4, 3, 0).reshape(k_tiles, cfg.weight_rows, n_tiles, cfg.cols)
-                .transpose(2, 0, 1, 3))
-        out.append(rows)
-    return out
+    dense = (n, m) == (1, 1)
+    if dense:
+        # Global row g of a dense tile is input k0 + g: the tile is a block of w itself,
+        # copied in runs of cols weights (no element-wise transpose).
+        padded = np.zeros((k_tiles * cfg.weight_rows, n_tiles * cfg.cols), dtype=w.dtype)
+        padded[:k_dim, :n_out] = w
+        out = [padded.reshape(k_tiles, cfg.weight_rows, n_tiles, cfg.cols)
+               .transpose(2, 0, 1, 3).reshape(-1, cfg.cols)]
+    else:
+        # Groups of m inputs along K of w itself, so that every array below keeps whole rows
+        # of N outputs (the tiles are then cut in runs of cols, not element by element).
+        clusters = cfg.submacros // n
+        groups = k_tiles * cfg.rows * clusters
+        grouped = np.zeros((groups * m, n_tiles * cfg.cols), dtype=w.dtype)
+        grouped[:k_dim, :n_out] = w
+        slots = stored_slots(grouped.reshape(groups, m, -1), n, m, axis=1)
+        if slots is None:
+            # Raises the error naming the first output channel and group that break it.
+            compress(w.T, NMPattern(n, m), name="w.T (output channel × input)")
+        for position in slots[1]:
+            # Padding (outputs beyond N, groups beyond K) stores position 0, as compress's
+            # zero fill does.
+            position[-(-k_dim // m):] = 0
+            position[:, n_out:] = 0
+        out = []
+        for part in slots:
+            stacked = np.stack(part, axis=1)            # (group, slot j, output)
+            # (kt, c, r, j, nt, col) -> (nt, kt, c, j, r, col): global row (c·n + j)·rows + r.
+            out.append(stacked.reshape(k_tiles, clusters, cfg.rows, n, n_tiles, cfg.cols)
+                       .transpose(4, 0, 1, 3, 2, 5).reshape(-1, cfg.cols))
+    nbytes = beat_bytes(cfg.data_bits)
+    if dense or not cfg.meta_bits:
+        raw = _pack_rows(lambda values: pack_weight_row_bytes(cfg, values), out[0], nbytes)
+    else:
+        raw = _pack_rows(lambda values, meta: pack_weight_row_bytes(cfg, values, meta),
+                         out[0], nbytes, out[1])
+    return raw.reshape(n_tiles, k_tiles, cfg.weight_rows, nbytes)
 
 
 def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> Schedule:
@@ -368,34 +482,34 @@ def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> Schedule:
     n = w.shape[1]
     mapping = map_nm(cfg, k, n, pattern)
     k_tiles, n_tiles = mapping.k_tiles, mapping.n_tiles
-    resident, chunk, ops, reads, _ = _best_plan(mapping, tokens)
+    resident, chunk, _ = _best_variant(mapping, tokens)
+    ops, reads = _plan(mapping, tokens, resident, chunk)
 
-    # Every beat is packed once, in bulk.
-    w_rows, m_rows = _tile_weights(cfg, mapping, w)
-    w_words = _pack_weights(cfg, w_rows.reshape(-1, cfg.cols), m_rows.reshape(-1, cfg.cols))
+    # Every beat is packed once, in bulk, as bytes; steps hold views of these arrays.
+    nbytes = beat_bytes(cfg.data_bits)
+    w_raw = _tile_weight_bytes(cfg, mapping, w)
     # Activations: entry (k tile, token) is act_beats beats, zero beyond the tile's inputs.
     inputs = mapping.pass_inputs
     act_beats = cfg.act_beats(*pattern)
     entry = act_beats * cfg.act_lanes
-    padded_x = np.zeros((k_tiles, tokens, entry), dtype=np.int64)
+    padded_x = np.zeros((k_tiles, tokens, entry), dtype=x.dtype)
     for kt in range(k_tiles):
         block = x[:, kt * inputs:(kt + 1) * inputs]
         padded_x[kt, :, :block.shape[1]] = block
-    a_words = _pack(act_beat_layout(cfg), padded_x.reshape(-1, cfg.act_lanes))
+    layout = act_beat_layout(cfg)
+    a_raw = _pack_rows(lambda values: pack_beat_bytes(layout, values),
+                       padded_x.reshape(-1, cfg.act_lanes), nbytes)
+    a_raw = a_raw.reshape(k_tiles, tokens * act_beats, nbytes)
 
-    def beats(ref) -> list[int]:
+    def beats(ref):
         if ref is None:
             return []
         if ref[0] == "w":
-            _, nt, kt, rows = ref
-            first = (nt * k_tiles + kt) * cfg.weight_rows
-            return w_words[first:first + rows]
+            _, nt, kt, row, rows = ref
+            return BeatArray(w_raw[nt, kt, row:row + rows])
         _, k_lo, k_hi, t0, count = ref
-        out: list[int] = []
-        for kt in range(k_lo, k_hi):
-            first = (kt * tokens + t0) * act_beats
-            out += a_words[first:first + count * act_beats]
-        return out
+        block = a_raw[k_lo:k_hi, t0 * act_beats:(t0 + count) * act_beats]
+        return BeatArray(block.reshape(-1, nbytes))
 
     trace = Trace(cfg, meta={
         "workload": "gemm", "mapping": "linear" if pattern == (1, 1) else "nm",
@@ -404,11 +518,11 @@ def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> Schedule:
         "utilization": mapping.utilization,
         "loop": "resident" if resident else "streaming", "chunk": chunk,
     })
-    encoded: dict[Command, int] = {}
+    encoded: dict[int, int] = {}  # by id: the plan repeats the same few Command objects
     for cmd, ref in ops:
-        word = encoded.get(cmd)
+        word = encoded.get(id(cmd))
         if word is None:
-            word = encoded[cmd] = encode(cfg, cmd)
+            word = encoded[id(cmd)] = _encode(cfg, cmd)
         trace.steps.append(Step(word, beats(ref)))
     return Schedule(trace, mapping, tokens, reads, resident, chunk)
 

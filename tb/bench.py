@@ -8,12 +8,23 @@
   the macro supports, the cycle model's cycles for the full shape, the speedup over dense
   beside the ideal M/N, weight memory (values + metadata) against dense, and the cycles of a
   smaller layer run on Verilator (RTL-verified: outputs bit-exact, cycles equal to the model).
+- Software speed (``--sw-only`` prints only this): for the LLaMA-2-7B linear shapes (one
+  token) and a whole LLaMA-2-7B token (every linear of the 32 blocks, dense and 2:4), the
+  scheduler's wall time and the peak memory of its process; the golden model's commands and
+  data beats per second on the same traces; each beside the paths before issue 17
+  (:mod:`sparsecim.sw._reference`) measured in the same run, as ratios. Every measurement
+  runs in a fresh process, so that its peak RSS is its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import multiprocessing
+import resource
 import time
+
+import numpy as np
 
 from ..hw.config import preset
 from ..sw.golden import run_trace
@@ -31,7 +42,7 @@ def _golden_rate(trace, repeats: int) -> tuple[float, float]:
         t0 = time.perf_counter()
         run_trace(trace)
         best = min(best, time.perf_counter() - t0)
-    return len(trace.steps) / best, len(trace.data) / best
+    return len(trace.steps) / best, trace.data_beats / best
 
 
 def _pattern_name(pattern) -> str:
@@ -78,6 +89,125 @@ def nm_table(preset_name: str, k: int, n: int, tokens: int, rtl_k: int, rtl_n: i
     return ok
 
 
+#: LLaMA-2-7B's linear shapes as (inputs, outputs): q/k/v/o, gate/up, down.
+LLAMA_SHAPES = ((4096, 4096), (4096, 11008), (11008, 4096))
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _operands(cfg, k: int, n: int, pattern: str, seed: int = 0):
+    """One token of INT8 activations and a (k, n) INT8 weight matrix in ``pattern``
+    (magnitude-pruned; pruning is not timed)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, size=(1, k), dtype=np.int8)
+    w = rng.integers(-128, 128, size=(k, n), dtype=np.int8)
+    if pattern != "dense":
+        w = prune_magnitude(w.T, NMPattern.parse(pattern)).T
+    return x, w
+
+
+def _schedule_job(preset_name: str, k: int, n: int, pattern: str, old: bool) -> dict:
+    """In a fresh process: schedule one layer; time, commands, beats, peak RSS before and
+    after."""
+    from ..sw._reference import schedule_layer_reference
+
+    cfg = preset(preset_name)
+    x, w = _operands(cfg, k, n, pattern)
+    before = _peak_mb()
+    t0 = time.perf_counter()
+    schedule = (schedule_layer_reference if old else schedule_layer)(cfg, x, w, pattern)
+    seconds = time.perf_counter() - t0
+    trace = schedule.trace
+    return {"seconds": seconds, "commands": len(trace.steps), "beats": trace.data_beats,
+            "operands_mb": before, "peak_mb": _peak_mb()}
+
+
+def _token_job(preset_name: str, pattern: str) -> dict:
+    """In a fresh process: schedule every linear of a LLaMA-2-7B token (one weight matrix per
+    distinct shape, reused by its layers; each trace dropped after it is built)."""
+    from ..sw.model_shapes import model_shape
+
+    cfg = preset(preset_name)
+    operands = {shape: _operands(cfg, *shape, pattern) for shape in LLAMA_SHAPES}
+    layers = commands = beats = 0
+    t0 = time.perf_counter()
+    for linear in model_shape("llama-2-7b").linears:
+        x, w = operands[(linear.inputs, linear.outputs)]
+        for _ in range(linear.count * linear.blocks):
+            trace = schedule_layer(cfg, x, w, pattern).trace
+            layers += 1
+            commands += len(trace.steps)
+            beats += trace.data_beats
+            del trace
+    return {"seconds": time.perf_counter() - t0, "layers": layers, "commands": commands,
+            "beats": beats, "peak_mb": _peak_mb()}
+
+
+def _golden_job(preset_name: str, k: int, n: int, pattern: str, old: bool,
+                repeats: int) -> dict:
+    """In a fresh process: the golden model (new or reference) on one layer's trace; best
+    of ``repeats``."""
+    from ..sw._reference import run_trace_reference
+
+    cfg = preset(preset_name)
+    trace = schedule_layer(cfg, *_operands(cfg, k, n, pattern), pattern).trace
+    run = run_trace_reference if old else run_trace
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(trace)
+        best = min(best, time.perf_counter() - t0)
+    return {"commands": len(trace.steps), "beats": trace.data_beats, "seconds": best}
+
+
+def _in_fresh_process(job, *args) -> dict:
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(job, *args).result()
+
+
+def software_table(preset_name: str, old: bool = True, token: bool = True,
+                   repeats: int = 3) -> None:
+    """Print the software speed figures (see the module docstring)."""
+    print(f"\nSoftware speed on {preset_name}, one token, LLaMA-2-7B shapes (inputs x outputs); "
+          f"old = the paths before issue 17, same run")
+    print(f"  {'schedule':<24} {'commands':>9} {'beats':>10} {'time':>8} {'peak RSS':>9} "
+          f"{'(operands)':>10} {'old time':>9} {'old peak':>9} {'speedup':>8}")
+    for pattern in ("dense", "2:4"):
+        for k, n in LLAMA_SHAPES:
+            new = _in_fresh_process(_schedule_job, preset_name, k, n, pattern, False)
+            row = (f"  {f'{k}x{n} {pattern}':<24} {new['commands']:>9,} {new['beats']:>10,} "
+                   f"{new['seconds']:>7.2f}s {new['peak_mb']:>7,.0f}MB "
+                   f"{new['operands_mb']:>8,.0f}MB")
+            if old:
+                ref = _in_fresh_process(_schedule_job, preset_name, k, n, pattern, True)
+                row += (f" {ref['seconds']:>8.2f}s {ref['peak_mb']:>7,.0f}MB "
+                        f"{ref['seconds'] / new['seconds']:>7.1f}x")
+            print(row)
+    if token:
+        for pattern in ("dense", "2:4"):
+            tok = _in_fresh_process(_token_job, preset_name, pattern)
+            print(f"  {f'whole token {pattern}':<24} {tok['commands']:>9,} {tok['beats']:>10,} "
+                  f"{tok['seconds']:>7.1f}s {tok['peak_mb']:>7,.0f}MB   ({tok['layers']} "
+                  f"linears scheduled one after the other)")
+    print(f"  {'golden model':<24} {'commands':>9} {'beats':>10} {'cmd/s':>10} {'beats/s':>12} "
+          f"{'old cmd/s':>10} {'old beats/s':>12} {'speedup':>8}")
+    for pattern in ("dense", "2:4"):
+        for k, n in LLAMA_SHAPES:
+            new = _in_fresh_process(_golden_job, preset_name, k, n, pattern, False, repeats)
+            row = (f"  {f'{k}x{n} {pattern}':<24} {new['commands']:>9,} {new['beats']:>10,} "
+                   f"{new['commands'] / new['seconds']:>10,.0f} "
+                   f"{new['beats'] / new['seconds']:>12,.0f}")
+            if old:
+                ref = _in_fresh_process(_golden_job, preset_name, k, n, pattern, True, 1)
+                row += (f" {ref['commands'] / ref['seconds']:>10,.0f} "
+                        f"{ref['beats'] / ref['seconds']:>12,.0f} "
+                        f"{ref['seconds'] / new['seconds']:>7.1f}x")
+            print(row)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sparsecim.tb.bench", description=__doc__)
     parser.add_argument("--preset", default="flexcim")
@@ -90,7 +220,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nm-rtl-k", type=int, default=2048, help="RTL-verified layer inputs")
     parser.add_argument("--nm-rtl-n", type=int, default=256, help="RTL-verified layer outputs")
     parser.add_argument("--nm-only", action="store_true", help="print only the N:M table")
+    parser.add_argument("--sw-only", action="store_true",
+                        help="print only the software speed figures")
+    parser.add_argument("--no-old", action="store_true",
+                        help="skip the paths before issue 17 in the software figures")
     args = parser.parse_args(argv)
+
+    if args.sw_only:
+        software_table(args.preset, old=not args.no_old)
+        return 0
 
     if args.nm_only:
         return 0 if nm_table(args.preset, args.nm_k, args.nm_n, 1, args.nm_rtl_k,
@@ -100,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     trace = schedule_dense(cfg, x, w).trace
     workload = f"{args.preset} {args.k}x{args.n}, {args.tokens} tokens"
     print(f"sparsecim bench: {workload}: {len(trace.steps)} commands, "
-          f"{len(trace.data)} data beats")
+          f"{trace.data_beats} data beats")
 
     t0 = time.perf_counter()
     build(cfg)
@@ -125,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in rows:
         print(f"  {name:<{width}}  {value:>14}")
     nm_ok = nm_table(args.preset, args.nm_k, args.nm_n, 1, args.nm_rtl_k, args.nm_rtl_n)
+    software_table(args.preset, old=not args.no_old)
     return 0 if rtl.passed and nm_ok else 1
 
 

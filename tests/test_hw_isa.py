@@ -2,7 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from amaranth.hdl import Shape
+from amaranth.hdl import Shape, signed
 from sparsecim.hw.config import PRESETS, MacroConfig, preset
 from sparsecim.hw.isa import (
     COMPUTE_DRAIN,
@@ -327,3 +327,56 @@ def test_move_window_of_another_opcode_is_refused():
     with pytest.raises(ValueError) as exc:
         move_window(preset("tiny"), Command(Opcode.END))
     assert str(exc.value) == "only MOVE has a lane window, not END"
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 6, 7, 8, 12, 13, 16, 24, 25, 26, 32, 40])
+@pytest.mark.parametrize("is_signed", [True, False], ids=["signed", "unsigned"])
+def test_byte_view_packing_gives_the_reference_words(width, is_signed):
+    """The byte-view packers give the words of the bit-array packers they replaced, for every
+    lane width (byte lanes, narrow lanes sharing bytes, lanes straddling bytes) and lane
+    count, and unpack them back."""
+    from amaranth.hdl import unsigned
+    from amaranth.lib import data
+    from sparsecim.hw.isa import pack_beat_bytes, unpack_beat_bytes
+    from sparsecim.sw._reference import pack_beats_reference, unpack_beats_reference
+
+    rng = np.random.default_rng(width)
+    lo, hi = (-(2 ** (width - 1)), 2 ** (width - 1) - 1) if is_signed else (0, 2 ** width - 1)
+    for lanes in (1, 3, 8, 33):
+        layout = data.ArrayLayout(signed(width) if is_signed else unsigned(width), lanes)
+        values = rng.integers(lo, hi, size=(40, lanes), endpoint=True)
+        values[0], values[1] = lo, hi
+        words = pack_beats_reference(layout, values)
+        assert pack_beats(layout, values) == words
+        assert pack_beats(layout, values[:, :1]) == pack_beats_reference(layout, values[:, :1])
+        assert np.array_equal(unpack_beats(layout, words), values)
+        assert np.array_equal(unpack_beats(layout, words), unpack_beats_reference(layout, words))
+        small = unpack_beat_bytes(layout, pack_beat_bytes(layout, values), None)
+        assert np.array_equal(small, values) and small.dtype.itemsize <= 8
+
+
+@pytest.mark.parametrize("name", ["tiny", "flexcim", "fpga", "paper", "odd-widths"])
+def test_byte_view_weight_rows_give_the_reference_words(name):
+    from sparsecim.hw.isa import unpack_weight_row_bytes, words_to_bytes
+    from sparsecim.sw._reference import (
+        pack_weight_rows_reference,
+        unpack_weight_rows_reference,
+    )
+
+    # 3 columns of 5-bit weights: the metadata starts at bit 15, inside a byte.
+    cfg = preset(name) if name != "odd-widths" else MacroConfig(
+        rows=4, cols=3, submacros=4, act_depth=4, acc_depth=4, weight_bits=5, act_bits=6,
+        patterns=((2, 4),))
+    rng = np.random.default_rng(4)
+    top = 2 ** (cfg.weight_bits - 1)
+    weights = rng.integers(-top, top, size=(50, cfg.cols))
+    meta = rng.integers(0, 2 ** cfg.meta_bits, size=(50, cfg.cols))
+    words = pack_weight_rows_reference(cfg, weights, meta)
+    assert pack_weight_rows(cfg, weights, meta) == words
+    assert pack_weight_rows(cfg, weights) == pack_weight_rows_reference(cfg, weights)
+    for got, old in zip(unpack_weight_rows(cfg, words), unpack_weight_rows_reference(cfg, words),
+                        strict=True):
+        assert np.array_equal(got, old)
+    raw = words_to_bytes(words, -(-cfg.data_bits // 8))
+    got_w, got_m = unpack_weight_row_bytes(cfg, raw, None)
+    assert np.array_equal(got_w, weights) and np.array_equal(got_m, meta)

@@ -136,3 +136,53 @@ def test_beats_after_an_illegal_command_are_not_checked():
     trace = Trace(cfg)
     trace.append(Command(Opcode.LOAD_A, addr=cfg.act_depth - 1, count=2), [1 << 43])
     trace.validate()
+def test_beat_array_reads_as_the_list_of_its_words():
+    import numpy as np
+    from sparsecim.hw.isa import beat_bytes, pack_weight_row_bytes
+    from sparsecim.hw.trace import BeatArray
+
+    cfg = preset("flexcim")
+    rng = np.random.default_rng(0)
+    weights = rng.integers(-128, 128, size=(5, 32))
+    meta = rng.integers(0, 8, size=(5, 32))
+    beats = BeatArray(pack_weight_row_bytes(cfg, weights, meta))
+    words = pack_weight_rows(cfg, weights, meta)
+    assert len(beats) == 5 and list(beats) == words and beats == words
+    assert beats[3] == words[3] and list(beats[1:4]) == words[1:4]
+    assert beats.raw.shape == (5, beat_bytes(cfg.data_bits))
+    with pytest.raises(ValueError, match="beat bytes must be a 2-D uint8 array, not int64"):
+        BeatArray(np.zeros((2, 3), dtype=np.int64))
+
+
+def test_array_and_list_beats_save_and_read_the_same(tmp_path):
+    """Steps holding byte arrays give the same file and data stream as steps holding ints,
+    also when the file is written in several chunks."""
+    import numpy as np
+    from sparsecim.hw import trace as trace_module
+    from sparsecim.hw.isa import pack_weight_row_bytes, words_to_bytes
+    from sparsecim.hw.trace import BeatArray
+
+    rng = np.random.default_rng(1)
+    for cfg in (preset("tiny"), preset("flexcim")):
+        as_list, as_array = Trace(cfg), Trace(cfg)
+        for count in (3, 1, 7):
+            weights = rng.integers(-128, 128, size=(count, cfg.cols))
+            cmd = Command(Opcode.LOAD_W, row=0, count=count)
+            as_list.append(cmd, pack_weight_rows(cfg, weights))
+            as_array.append(cmd, BeatArray(pack_weight_row_bytes(cfg, weights)))
+        as_list.append(Command(Opcode.END))
+        as_array.append(Command(Opcode.END))
+        assert as_array.to_text() == as_list.to_text()
+        assert as_array.data == as_list.data and as_array.data_beats == 11
+        expected = words_to_bytes(as_list.data, -(-cfg.data_bits // 8))
+        assert np.array_equal(as_array.data_array(), expected)
+        assert np.array_equal(as_list.data_array(extra=2)[:11], expected)
+        path = tmp_path / f"{cfg.slug}.trace"
+        old_chunk = trace_module._SAVE_CHUNK
+        trace_module._SAVE_CHUNK = 4
+        try:
+            as_array.save(path)
+        finally:
+            trace_module._SAVE_CHUNK = old_chunk
+        assert path.read_text() == as_list.to_text()
+        assert Trace.load(path).data == as_list.data

@@ -20,6 +20,7 @@ from sparsecim.hw.isa import (
     encode,
     pack_beats,
     pack_weight_rows,
+    weight_row_layout,
 )
 from sparsecim.hw.trace import Step, Trace
 from sparsecim.sw import golden
@@ -592,3 +593,143 @@ def test_move_window_beyond_the_lanes_raises_address_range(fields):
     trace.append(Command(Opcode.END))
     result = run_trace(trace)
     assert (result.error, result.commands) == (ErrorCode.ADDRESS_RANGE, 1)
+
+
+# The batched model against the command-by-command reference (issue 17) ----------------------
+
+def _random_trace(cfg, rng, commands, move=False, illegal=False):
+    """A random program: CONFIGs switching pattern and split, LOAD_W at random rows with
+    random weights and positions (some >= m), LOAD_A in the current pattern, COMPUTEs at
+    random addresses and parts, READs of random banks, MOVEs if ``move``, an illegal word
+    somewhere if ``illegal``; END last."""
+    trace = Trace(cfg)
+    pattern, split = (1, 1), 0
+    wl, al = weight_row_layout(cfg), act_beat_layout(cfg)
+    wlo, whi = -(2 ** (cfg.weight_bits - 1)), 2 ** (cfg.weight_bits - 1)
+    alo, ahi = -(2 ** (cfg.act_bits - 1)), 2 ** (cfg.act_bits - 1)
+    kinds = ["config", "load_w", "load_w", "load_a", "compute", "compute", "compute", "read"]
+    kinds += ["move"] * move
+    bad_at = int(rng.integers(commands // 2, commands)) if illegal else -1
+    # Every row and entry written first, so that most passes see live data.
+    trace.append(Command(Opcode.LOAD_W, row=0, count=cfg.weight_rows),
+                 pack_weight_rows(cfg, rng.integers(wlo, whi, size=(cfg.weight_rows, cfg.cols))))
+    trace.append(Command(Opcode.LOAD_A, addr=0, count=cfg.act_depth),
+                 pack_beats(al, rng.integers(alo, ahi, size=(cfg.act_depth * cfg.act_beats(),
+                                                              cfg.act_lanes))))
+    for index in range(commands):
+        if index == bad_at:
+            trace.append(Command(Opcode.READ, addr=0, count=0))
+            break
+        kind = kinds[int(rng.integers(len(kinds)))]
+        if kind == "config":
+            pattern = cfg.modes[int(rng.integers(len(cfg.modes)))]
+            split = int(rng.integers(cfg.max_split + 1)) if pattern == (1, 1) else 0
+            trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE if pattern == (1, 1)
+                                 else Mode.NM, n=pattern[0], m=pattern[1], split=split,
+                                 shift=int(rng.integers(4))))
+        elif kind == "load_w":
+            row = int(rng.integers(cfg.weight_rows))
+            count = int(rng.integers(1, cfg.weight_rows - row + 1))
+            w = rng.integers(wlo, whi, size=(count, cfg.cols))
+            meta = rng.integers(0, 2 ** cfg.meta_bits, size=(count, cfg.cols)) \
+                if cfg.meta_bits else None
+            trace.append(Command(Opcode.LOAD_W, row=row, count=count),
+                         pack_weight_rows(cfg, w, meta))
+            assert wl.size == cfg.data_bits
+        elif kind == "load_a":
+            addr = int(rng.integers(cfg.act_depth))
+            count = int(rng.integers(1, cfg.act_depth - addr + 1))
+            lanes = rng.integers(alo, ahi, size=(count * cfg.act_beats(*pattern), cfg.act_lanes))
+            trace.append(Command(Opcode.LOAD_A, addr=addr, count=count), pack_beats(al, lanes))
+        elif kind == "compute":
+            parts = cfg.max_pass_inputs // cfg.pass_inputs(*pattern)
+            count = int(rng.integers(1, min(cfg.act_depth, cfg.acc_depth) + 1))
+            trace.append(Command(Opcode.COMPUTE,
+                                 act_addr=int(rng.integers(cfg.act_depth - count + 1)),
+                                 acc_addr=int(rng.integers(cfg.acc_depth - count + 1)),
+                                 count=count, accumulate=int(rng.integers(2)),
+                                 part=int(rng.integers(parts))))
+        elif kind == "read":
+            addr = int(rng.integers(cfg.acc_depth))
+            trace.append(Command(Opcode.READ, addr=addr,
+                                 count=int(rng.integers(1, cfg.acc_depth - addr + 1)),
+                                 bank=int(rng.integers(cfg.submacros))
+                                 if rng.random() < 0.3 else 0))
+        else:
+            count = int(rng.integers(1, cfg.cols + 1))
+            trace.append(Command(Opcode.MOVE, bank=int(rng.integers(cfg.submacros)),
+                                 acc_addr=int(rng.integers(cfg.acc_depth - count + 1)),
+                                 act_addr=0, elem=0, count=count, transpose=1))
+    else:
+        trace.append(Command(Opcode.END))
+    return trace
+
+
+def _same(new, old):
+    np.testing.assert_array_equal(new.results, old.results)
+    assert new.results.dtype == old.results.dtype == np.int64
+    assert (new.counters, new.error, new.halted, new.commands, new.data_left) == \
+        (old.counters, old.error, old.halted, old.commands, old.data_left)
+
+
+@pytest.mark.parametrize("name", ["tiny", "fpga", "odd", "wide-acc"])
+@pytest.mark.parametrize("seed", range(6))
+def test_batched_model_equals_the_reference_on_random_traces(name, seed):
+    from sparsecim.sw._reference import run_trace_reference
+
+    cfg = {"tiny": CFG, "fpga": preset("fpga"),
+           "odd": MacroConfig(rows=3, cols=3, submacros=2, act_depth=6, acc_depth=4,
+                              act_bits=5, patterns=((1, 2), (2, 3), (1, 5))),
+           # acc_bits at its minimum: accumulation wraps, and sums of a K loop must too.
+           "wide-acc": MacroConfig(rows=4, cols=4, submacros=4, act_depth=8, acc_depth=8,
+                                   acc_bits=20, patterns=((2, 4),))}[name]
+    rng = np.random.default_rng(seed)
+    for move, illegal in [(False, False), (True, False), (False, True)]:
+        trace = _random_trace(cfg, rng, 60, move=move, illegal=illegal)
+        _same(run_trace(trace), run_trace_reference(trace))
+
+
+def test_long_accumulation_runs_wrap_like_the_reference():
+    """A K loop of many accumulating COMPUTEs into the same entries, applied as one sum by
+    the batched model, wraps exactly as pass-by-pass accumulation."""
+    from sparsecim.sw._reference import run_trace_reference
+
+    cfg = MacroConfig(rows=4, cols=4, submacros=4, act_depth=8, acc_depth=8, acc_bits=20)
+    trace = Trace(cfg)
+    trace.append(Command(Opcode.LOAD_W, row=0, count=16),
+                 pack_weight_rows(cfg, np.full((16, 4), -128)))
+    _load_a(trace, 0, np.full((2, 16), -128))
+    for index in range(40):
+        trace.append(Command(Opcode.COMPUTE, act_addr=0, acc_addr=0, count=2,
+                             accumulate=int(index > 0)))
+    trace.append(Command(Opcode.READ, addr=0, count=2))
+    trace.append(Command(Opcode.END))
+    new, old = run_trace(trace), run_trace_reference(trace)
+    _same(new, old)
+    assert new.results[0, 0] == wrap_signed(np.int64(40 * 16 * 128 * 128), 20)
+
+
+@pytest.mark.parametrize("pattern", ["dense", "2:4", "4:8", "1:8"])
+def test_batched_model_equals_the_reference_on_schedules(pattern):
+    from sparsecim.sw._reference import run_trace_reference
+    from sparsecim.sw.nm import NMPattern, prune_magnitude
+    from sparsecim.sw.schedule import schedule_layer
+
+    cfg = preset("flexcim")
+    rng = np.random.default_rng(7)
+    for tokens, k, n in [(1, 576, 70), (70, 300, 40), (3, 1100, 33)]:
+        x = rng.integers(-128, 128, size=(tokens, k))
+        w = rng.integers(-128, 128, size=(k, n))
+        if pattern != "dense":
+            w = prune_magnitude(w.T, NMPattern.parse(pattern)).T
+        trace = schedule_layer(cfg, x, w, pattern).trace
+        _same(run_trace(trace), run_trace_reference(trace))
+
+
+def test_data_beat_wider_than_the_stream_is_refused():
+    trace = Trace(CFG)  # 44-bit data beats held in 6 bytes: bits 44 .. 47 must be 0
+    trace.steps.append(Step(encode(CFG, Command(Opcode.LOAD_W, row=0, count=1)), [1 << 45]))
+    trace.append(Command(Opcode.END))
+    with pytest.raises(ValueError) as exc:
+        run_trace(trace)
+    assert str(exc.value) == "data beat must fit 44 bits, not 0x200000000000"

@@ -675,3 +675,28 @@ def test_memory_bits_small_by_hand(out, inputs, pattern, value_bits, expected):
 def test_memory_bits_rejects_bad_arguments(args, kwargs, message):
     with pytest.raises(ValueError, match=_exactly(message)):
         memory_bits(*args, **kwargs)
+
+
+@pytest.mark.parametrize("pattern", [NMPattern(1, 2), NMPattern(2, 4), NMPattern(4, 8),
+                                     NMPattern(3, 5), NMPattern(5, 16), NMPattern(2, 17)],
+                         ids=str)
+def test_compress_stores_the_slots_a_loop_picks(pattern):
+    """compress (a table by non-zero mask for m <= 16, a cumulative count beyond) against a
+    loop: every non-zero, then the lowest unused positions, ascending; partial last groups
+    and groups with fewer non-zeros included."""
+    rng = np.random.default_rng(pattern.m)
+    cols = 3 * pattern.m + 2
+    w = rng.integers(-9, 10, size=(6, cols))
+    for row in range(6):
+        for g0 in range(0, cols, pattern.m):
+            group = np.arange(g0, min(g0 + pattern.m, cols))
+            w[row, rng.permutation(group)[int(rng.integers(0, pattern.n + 1)):]] = 0
+    packed = compress(w, pattern)
+    for row in range(6):
+        for group, g0 in enumerate(range(0, cols, pattern.m)):
+            chunk = list(w[row, g0:g0 + pattern.m]) + [0] * (g0 + pattern.m - cols)
+            used = [p for p, v in enumerate(chunk) if v]
+            free = [p for p, v in enumerate(chunk) if not v]
+            slots = sorted(used + free[:pattern.n - len(used)])
+            assert packed.positions[row, group].tolist() == slots
+            assert packed.values[row, group].tolist() == [chunk[p] for p in slots]

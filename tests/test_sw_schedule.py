@@ -334,3 +334,93 @@ def test_chain_runs_layers_back_to_back_each_in_its_pattern():
                                            for s in schedules) - (len(schedules) - 1)
     with pytest.raises(ValueError, match="schedules must not be empty"):
         chain([])
+
+
+# Closed-form counters and the partial last tile (issue 17) ----------------------------------
+
+CLOSED_CONFIGS = {**NM_CONFIGS, "shallow-acts": SHALLOW_ACTS, "paper": preset("paper")}
+CLOSED_SHAPES = [(1, 1, 1), (1, 576, 576), (3, 37, 9), (9, 131, 5), (17, 300, 40),
+                 (70, 1100, 33), (130, 4096, 64)]
+
+
+@pytest.mark.parametrize("name", sorted(CLOSED_CONFIGS))
+def test_closed_form_counters_equal_the_command_by_command_sum(name):
+    """Every plan (both loop variants, every pattern, shapes with edge tiles and chunks of two
+    sizes): the closed form equals the ISA costs summed over the listed commands."""
+    from sparsecim.sw.mapping import map_nm
+    from sparsecim.sw.schedule import _closed_counters, _plan, _plan_counters, _variants
+
+    cfg = CLOSED_CONFIGS[name]
+    for pattern in cfg.modes:
+        for tokens, k, n in CLOSED_SHAPES:
+            if k > cfg.max_reduction():
+                continue
+            mapping = map_nm(cfg, k, n, pattern)
+            sums = []
+            for resident, chunk in _variants(mapping, tokens):
+                ops, _ = _plan(mapping, tokens, resident, chunk)
+                listed = _plan_counters(cfg, ops)
+                assert _closed_counters(mapping, tokens, resident, chunk) == listed, \
+                    (pattern, tokens, k, n, resident)
+                sums.append(listed)
+            assert predict_counters(cfg, k, n, tokens, pattern) == min(
+                sums, key=lambda counters: counters["total"])
+
+
+def _load_w_commands(cfg, trace):
+    return [(cmd.row, cmd.count) for cmd in map(lambda w: decode(cfg, w), trace.commands)
+            if cmd.opcode == Opcode.LOAD_W]
+
+
+@pytest.mark.parametrize("pattern, last_tile", [
+    # 576 = 2 x 256 + 64 inputs: the last tile has 8 groups of 8 (4:8), one per row of each
+    # of the 4 sub-macros of one cluster; 16 groups of 4 (2:4) on the 2 sub-macros of the
+    # first cluster. Sub-macro s holds global rows 32s ..
+    ("4:8", [(0, 8), (32, 8), (64, 8), (96, 8)]),
+    ("2:4", [(0, 16), (32, 16)]),
+    ("dense", [(0, 64)]),          # 576 = 4 x 128 + 64: rows 0 .. 63, one range
+])
+def test_partial_last_tile_loads_only_the_rows_it_uses(pattern, last_tile):
+    cfg = preset("flexcim")
+    x, w = _masked(cfg, 1, 576, 32, (1, 1) if pattern == "dense" else as_pattern(pattern), 5)
+    schedule = schedule_layer(cfg, x, w, pattern)
+    loads = _load_w_commands(cfg, schedule.trace)
+    full = [(0, 128)] * (schedule.mapping.k_tiles - 1)
+    assert loads == full + last_tile
+    result = run_trace(schedule.trace)
+    np.testing.assert_array_equal(schedule.assemble(result.results), matmul_reference(x, w))
+    assert result.counters == predict_counters(cfg, 576, 32, 1, pattern)
+
+
+def test_4_8_and_2_4_cost_the_same_loads_at_576_inputs():
+    """Both keep M/N = 2, so a 576-input layer needs 2.25 tiles' worth of rows either way;
+    4:8 pays two more fetch cycles (4 ranges against 2) per column block."""
+    cfg = preset("flexcim")
+    four, two = (predict_counters(cfg, 576, 576, 1, p) for p in ("4:8", "2:4"))
+    assert four["load"] == two["load"]
+    assert four["fetch"] - two["fetch"] == 2 * 18  # 18 column blocks of 32
+
+
+@pytest.mark.parametrize("name", ["tiny", "flexcim", "narrow", "two-sub", "shallow-acts"])
+def test_dense_traces_are_word_for_word_those_of_the_reference_scheduler(name):
+    from sparsecim.sw._reference import schedule_layer_reference
+
+    cfg = CONFIGS[name]
+    for tokens, k, n in [(1, 1, 1), (3, 37, 9), (12, 40, 10), (40, 300, 7)]:
+        x, w = _operands(cfg, tokens, k, n, tokens + k)
+        new, old = schedule_dense(cfg, x, w), schedule_layer_reference(cfg, x, w)
+        assert new.trace.commands == old.trace.commands
+        assert new.trace.data == old.trace.data
+        assert new.trace.meta == old.trace.meta and new.reads == old.reads
+
+
+@pytest.mark.parametrize("pattern", [(2, 4), (1, 2), (4, 8)])
+def test_nm_traces_differ_from_the_reference_only_in_the_last_tile_loads(pattern):
+    """Where every tile is full the N:M trace is word for word the reference's."""
+    from sparsecim.sw._reference import schedule_layer_reference
+
+    cfg = preset("tiny")
+    inputs = cfg.pass_inputs(*pattern)
+    x, w = _masked(cfg, 5, 3 * inputs, 9, pattern, 2)
+    new, old = schedule_layer(cfg, x, w, pattern), schedule_layer_reference(cfg, x, w, pattern)
+    assert new.trace.commands == old.trace.commands and new.trace.data == old.trace.data
