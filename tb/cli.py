@@ -395,7 +395,8 @@ def _cmd_run(args) -> int:
         "sparsify": args.sparsify, "pattern": args.pattern, "mapping": args.mapping,
         "flow_target": args.flow_target, "flow_tolerance": args.flow_tolerance,
         "monarch_mapping": args.monarch_mapping,
-        "preset": args.preset, "rtl_layers": args.rtl_layers, "pause": args.pause,
+        "preset": args.preset, "rtl_layers": args.rtl_layers, "rtl_sample": args.rtl_sample,
+        "pause": args.pause,
         "seed": args.seed, "out": args.out, "plots": False if args.no_plots else None,
     }
     started = time.perf_counter()
@@ -445,6 +446,8 @@ def _cmd_run(args) -> int:
             golden = "yes" if r.golden_match else "NO"
             rtl = "-" if r.rtl_match is None else (
                 f"{r.rtl_cycles} {'ok' if r.rtl_match else 'FAIL'}")
+            if r.rtl_tiles is not None:
+                rtl = f"{r.rtl_coverage:.0%} {'ok' if r.rtl_match else 'FAIL'}"
         err = "-" if r.rel_error is None else f"{r.rel_error:.3f}"
         name = r.name if r.copies == 1 else f"{r.name} x{r.copies}"
         print(f"  {name:<16} {f'{r.out_features}x{r.in_features}':>11} {r.pattern:>{pw}} "
@@ -469,6 +472,11 @@ def _cmd_run(args) -> int:
                        if r.rtl_match is not None)
             print(f"  RTL           {summary['rtl_matches']}/{summary['rtl_layers']} layer(s) "
                   f"bit-exact on Verilator, cycles equal to the model on {same}")
+            for r in records:
+                if r.rtl_tiles is not None:
+                    print(f"  RTL sample    {r.name}: output tiles {r.rtl_tiles} of "
+                          f"{r.n_tiles} ({r.rtl_coverage:.1%} of outputs), "
+                          f"{'bit- and cycle-exact' if r.rtl_match else 'MISMATCH'}")
         else:
             print("  RTL           not run (--rtl-layers none)")
     files = result.files
@@ -526,6 +534,9 @@ def _add_run_parser(sub) -> None:
     run.add_argument("--rtl-layers",
                      help="layers also run on Verilator: none (default), all, a count of the "
                           "first layers, or comma-separated names such as blocks.0.k")
+    run.add_argument("--rtl-sample", type=int, metavar="K",
+                     help="run only K random output tiles (seeded) of each RTL layer (of "
+                          "every layer with --rtl-layers none) on Verilator (0: whole layers)")
     run.add_argument("--pause", type=_fraction, help="idle probability on every stream in "
                                                      "the RTL runs (0)")
     run.add_argument("--seed", type=int, help="seed of synthetic weights and inputs (0)")
