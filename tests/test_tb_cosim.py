@@ -247,3 +247,16 @@ def test_build_is_cached_per_slug():
     assert again.build_dir == first.build_dir
     assert again.build_dir.name == cfg.slug
     assert again.runner.skip_build
+
+
+def test_a_cached_build_keeps_the_real_build_log():
+    cfg = preset("tiny")
+    first = build(cfg)
+    log = (first.build_dir / "build.log").read_text()
+    again = build(cfg)
+    assert again.runner.skip_build
+    assert (again.build_dir / "build.log").read_text() == log
+    # The real build's output: Verilator's report, then make compiling the model at -O3.
+    assert "V e r i l a t i o n   R e p o r t" in log
+    assert any(line.startswith("c++ -O3 ") and "Vtop___024root__0.cpp" in line
+               for line in log.splitlines())
