@@ -144,7 +144,7 @@ def _cmd_gemm(args) -> int:
         t0 = time.perf_counter()
         rtl = run_rtl(trace, run_dir=run_dir,
                       pauses=Pauses(args.pause, args.pause, args.pause),
-                      waves=args.waves, quiet=not args.verbose)
+                      waves=args.waves, quiet=not args.verbose, golden=golden)
         rtl_s = time.perf_counter() - t0
         counters = rtl.rtl_counters
         match = "yes" if rtl.outputs_match else "NO"
@@ -268,7 +268,7 @@ def _cmd_layer(args) -> int:
         run_dir = Path(args.run_dir or f"build/runs/layer-{args.preset}-{w.shape[0]}x"
                                          f"{w.shape[1]}x{x.shape[0]}-{name.replace(':', 'of')}")
         with ticking("Verilator (build on first use, then run)"):
-            rtl = run_rtl(schedule.trace, run_dir=run_dir, waves=args.waves)
+            rtl = run_rtl(schedule.trace, run_dir=run_dir, waves=args.waves, golden=golden)
         _print_rtl(rtl, model["total"])
         failed = failed or not rtl.passed
     out = Path(args.out)
@@ -311,7 +311,7 @@ def _cmd_sim(args) -> int:
         with ticking("Verilator (build on first use, then run)"):
             rtl = run_rtl(trace, run_dir=run_dir, waves=args.waves,
                           pauses=Pauses(args.pause, args.pause, args.pause),
-                          quiet=not args.verbose)
+                          quiet=not args.verbose, golden=golden)
         _print_rtl(rtl, model["total"])
         failed = not rtl.passed
     print(f"  wall time     {time.perf_counter() - started:.1f} s")

@@ -24,6 +24,9 @@ from .verilator import DONE_PORT, MAKE_ARGS, VERILATOR_ARGS, SimBuild, setup_ver
 
 __all__ = ["DRIVER_CPP", "DriverRun", "build_driver", "run_driver"]
 
+# Verilator's C++ name of a port: a double underscore is escaped as `___05F`.
+_DONE = DONE_PORT.replace("__", "___05F")
+
 #: The driver's C++ source. It prints one line: ``cycles=<n> harness_cycles=<n> seconds=<s>``,
 #: where ``seconds`` is the wall time from the first clock edge to two edges after ``done``
 #: (as the cocotb test measures it) and ``cycles`` the clock edges in that time.
@@ -52,13 +55,13 @@ int main(int argc, char** argv) {{
   auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < {RESET_CYCLES}; ++i) tick();
   top->rst = 0;
-  while (!top->{DONE_PORT} && !ctx->gotFinish() && (limit == 0 || edges < limit)) tick();
+  while (!top->{_DONE} && !ctx->gotFinish() && (limit == 0 || edges < limit)) tick();
   tick(); tick();
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("cycles=%llu harness_cycles=%llu seconds=%.9f\\n", (unsigned long long)edges,
               (unsigned long long)top->harness_cycles, seconds);
   top->final();
-  return top->{DONE_PORT} ? 0 : 1;
+  return top->{_DONE} ? 0 : 1;
 }}
 """
 
