@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         rtl = run_rtl(trace, run_dir=run_dir, build_root=root)
         run_s.append(time.perf_counter() - t0)
         sim_s.append(rtl.wall_seconds)
-        plain = run_driver(driver, run_dir)
+        plain = run_driver(driver, run_dir, limit=4 * rtl.rtl_counters["total"] + 1000)
         drv_s.append(plain.seconds)
     cycles = rtl.rtl_counters["total"]
     sim_rate = cycles / statistics.median(sim_s)

@@ -113,15 +113,15 @@ def build_driver(sim: SimBuild) -> Path:
     return binary
 
 
-def run_driver(binary: Path, run_dir: str | Path, *, limit: int = 0) -> DriverRun:
+def run_driver(binary: Path, run_dir: str | Path, *, limit: int) -> DriverRun:
     """Run the driver on the stream files that :func:`~sparsecim.tb.cosim.run_rtl` left in
     ``run_dir`` (``cmd.hex``, ``data.hex``); results go to ``driver_result.hex``.
 
-    ``limit`` bounds the clock edges (0: none). Raises ``RuntimeError`` if the harness does not
-    raise ``done``.
+    ``limit`` bounds the clock edges, so that a harness that cannot read its files (it then
+    never raises ``done``) still ends. Raises ``RuntimeError`` if ``done`` was not reached.
     """
-    run_dir = Path(run_dir)
-    args = [str(binary), str(limit), f"+cmd_file={run_dir / 'cmd.hex'}",
+    run_dir = Path(run_dir).resolve()
+    args = [str(Path(binary).resolve()), str(limit), f"+cmd_file={run_dir / 'cmd.hex'}",
             f"+data_file={run_dir / 'data.hex'}",
             f"+result_file={run_dir / 'driver_result.hex'}", "+seed=1"]
     started = time.perf_counter()
