@@ -469,9 +469,12 @@ def _cmd_run(args) -> int:
               f"the integer matmul of the quantized operands")
         if summary["rtl_layers"]:
             same = sum(r.rtl_cycles == r.model_cycles for r in records
-                       if r.rtl_match is not None)
+                       if r.rtl_match is not None and r.rtl_tiles is None)
+            sampled = sum(r.rtl_tiles is not None for r in records)
+            # A sampled layer's tiles were checked cycle by cycle against their own model.
             print(f"  RTL           {summary['rtl_matches']}/{summary['rtl_layers']} layer(s) "
-                  f"bit-exact on Verilator, cycles equal to the model on {same}")
+                  f"bit-exact on Verilator, cycles equal to the model on {same}"
+                  + (f" whole layer(s) and {sampled} sampled (per tile)" if sampled else ""))
             for r in records:
                 if r.rtl_tiles is not None:
                     print(f"  RTL sample    {r.name}: output tiles {r.rtl_tiles} of "
