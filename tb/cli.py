@@ -196,7 +196,7 @@ def _cmd_gemm(args) -> int:
         t0 = time.perf_counter()
         rtl = run_rtl(trace, run_dir=run_dir,
                       pauses=Pauses(args.pause, args.pause, args.pause),
-                      waves=args.waves, quiet=not args.verbose)
+                      waves=args.waves, quiet=not args.verbose, golden=golden)
         rtl_s = time.perf_counter() - t0
         counters = rtl.rtl_counters
         match = "yes" if rtl.outputs_match else "NO"
@@ -358,7 +358,7 @@ def _cmd_layer(args) -> int:
                                           f"{w.shape[0]}x{w.shape[1]}x{x.shape[0]}-"
                                           f"{name.replace(':', 'of')}", "--run-dir")
         with ticking("Verilator (build on first use, then run)"):
-            rtl = run_rtl(schedule.trace, run_dir=run_dir, waves=args.waves)
+            rtl = run_rtl(schedule.trace, run_dir=run_dir, waves=args.waves, golden=golden)
         _print_rtl(rtl, model["total"])
         failed = failed or not rtl.passed
     _save_npy(out, y.astype(np.int32))
@@ -436,7 +436,7 @@ def _cmd_sim(args) -> int:
         with ticking("Verilator (build on first use, then run)"):
             rtl = run_rtl(trace, run_dir=run_dir, waves=args.waves,
                           pauses=Pauses(args.pause, args.pause, args.pause),
-                          quiet=not args.verbose)
+                          quiet=not args.verbose, golden=golden)
         _print_rtl(rtl, model["total"])
         failed = failed or not rtl.passed
     print(f"  wall time     {time.perf_counter() - started:.1f} s")
@@ -523,7 +523,8 @@ def _cmd_run(args) -> int:
         "sparsify": args.sparsify, "pattern": args.pattern, "mapping": args.mapping,
         "flow_target": args.flow_target, "flow_tolerance": args.flow_tolerance,
         "monarch_mapping": args.monarch_mapping,
-        "preset": args.preset, "rtl_layers": args.rtl_layers, "pause": args.pause,
+        "preset": args.preset, "rtl_layers": args.rtl_layers, "rtl_sample": args.rtl_sample,
+        "pause": args.pause,
         "seed": args.seed, "out": args.out, "plots": False if args.no_plots else None,
         "text": args.text,
     }
@@ -584,6 +585,8 @@ def _cmd_run(args) -> int:
             golden = "yes" if r.golden_match else "NO"
             rtl = "-" if r.rtl_match is None else (
                 f"{r.rtl_cycles} {'ok' if r.rtl_match else 'FAIL'}")
+            if r.rtl_tiles is not None:
+                rtl = f"{r.rtl_coverage:.0%} {'ok' if r.rtl_match else 'FAIL'}"
         err = "-" if r.rel_error is None else f"{r.rel_error:.3f}"
         name = r.name if r.copies == 1 else f"{r.name} x{r.copies}"
         print(f"  {name:<16} {f'{r.out_features}x{r.in_features}':>11} {r.pattern:>{pw}} "
@@ -606,9 +609,17 @@ def _cmd_run(args) -> int:
               f"the integer matmul of the quantized operands")
         if summary["rtl_layers"]:
             same = sum(r.rtl_cycles == r.model_cycles for r in records
-                       if r.rtl_match is not None)
+                       if r.rtl_match is not None and r.rtl_tiles is None)
+            sampled = sum(r.rtl_tiles is not None for r in records)
+            # A sampled layer's tiles were checked cycle by cycle against their own model.
             print(f"  RTL           {summary['rtl_matches']}/{summary['rtl_layers']} layer(s) "
-                  f"bit-exact on Verilator, cycles equal to the model on {same}")
+                  f"bit-exact on Verilator, cycles equal to the model on {same}"
+                  + (f" whole layer(s) and {sampled} sampled (per tile)" if sampled else ""))
+            for r in records:
+                if r.rtl_tiles is not None:
+                    print(f"  RTL sample    {r.name}: output tiles {r.rtl_tiles} of "
+                          f"{r.n_tiles} ({r.rtl_coverage:.1%} of outputs), "
+                          f"{'bit- and cycle-exact' if r.rtl_match else 'MISMATCH'}")
         else:
             print("  RTL           not run (--rtl-layers none)")
     quality = summary.get("quality")
@@ -679,6 +690,9 @@ def _add_run_parser(sub) -> None:
     run.add_argument("--rtl-layers",
                      help="layers also run on Verilator: none (default), all, a count of the "
                           "first layers, or comma-separated names such as blocks.0.k")
+    run.add_argument("--rtl-sample", type=int, metavar="K",
+                     help="run only K random output tiles (seeded) of each RTL layer (of "
+                          "every layer with --rtl-layers none) on Verilator (0: whole layers)")
     run.add_argument("--pause", type=_fraction, help="idle probability on every stream in "
                                                      "the RTL runs (0)")
     run.add_argument("--seed", type=int, help="seed of synthetic weights and inputs (0)")

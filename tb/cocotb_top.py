@@ -1,15 +1,17 @@
 """cocotb test module: run one trace on the Verilator harness and scoreboard it.
 
 Run through :func:`sparsecim.tb.cosim.run_rtl`, which writes the job file named by
-``SPARSECIM_JOB``. Python does no work per clock cycle: the harness plays the command and data
-files and records results, cocotb starts the clock, applies reset (optionally again in the middle
-of the trace) and waits for ``done``. Then the scoreboard compares every result word with the
-golden model and the RTL counters with the cycle model, writes a JSON report and fails the test
-on any difference.
+``SPARSECIM_JOB`` with the config and the golden model's results (run once, by the parent;
+this process neither parses the trace nor runs the model). Python does no work per clock
+cycle: the harness plays the command and data files and records results, cocotb starts the
+clock, applies reset (optionally again in the middle of the trace) and waits for ``done``. Then
+the scoreboard compares every result word with the golden model and the RTL counters with the
+cycle model, writes a JSON report and fails the test on any difference.
 
 A batch job (``segments`` in the job file) runs many traces, concatenated in the stream
 files, under this one simulator start: a reset between each with the harness's ``resume``
-set, each scoreboarded on its own, one report for all.
+set, each scoreboarded on its own (this process runs the golden model of each segment), one
+report for all.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import time
 from pathlib import Path
 
 import cocotb
+import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 
+from ..hw.config import MacroConfig
 from ..hw.isa import COUNTERS, ErrorCode, counters_layout
 from ..hw.trace import Trace
-from ..sw.golden import run_trace
+from ..sw.golden import GoldenResult, run_trace
 from .scoreboard import compare, read_recorded, read_recorded_from
 
 CLOCK_NS = 10
@@ -111,9 +115,12 @@ async def trace_matches_golden(dut):
     if "segments" in job:
         await _run_batch(dut, job)
         return
-    trace = Trace.load(job["trace"])
-    cfg = trace.config
-    golden = run_trace(trace)
+    cfg = MacroConfig.from_dict(job["config"])
+    expected = job["golden"]
+    with np.load(expected["results"]) as arrays:
+        results = arrays["results"]
+    golden = GoldenResult(results, expected["counters"], ErrorCode[expected["error"]],
+                          expected["halted"], expected["commands"], expected["data_left"])
 
     Clock(dut.clk, CLOCK_NS, unit="ns").start()
     started = time.perf_counter()

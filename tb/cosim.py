@@ -8,8 +8,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..hw.trace import Trace
-from ..sw.golden import run_trace
+from ..sw.golden import GoldenResult, run_trace
 from .harness import HARNESS_TOP
 from .verilator import BUILD_ROOT, build
 
@@ -53,15 +55,20 @@ class RtlReport:
 
 def run_rtl(trace: Trace, *, run_dir: str | Path, pauses: Pauses = Pauses(), seed: int = 1,
             reset_at: int | None = None, waves: bool = False, quiet: bool = True,
-            build_root: Path | None = None) -> RtlReport:
+            build_root: Path | None = None, golden: GoldenResult | None = None) -> RtlReport:
     """Run ``trace`` on the Verilator build of its config and scoreboard it.
+
+    The golden model runs once, here (or not at all when ``golden`` is given); the cocotb
+    process gets its results from ``golden.npz`` and its counters from the job file, and
+    never parses the trace.
 
     Parameters
     ----------
     trace : Trace
-        The program; the golden model runs the same trace inside the cocotb process.
+        The program.
     run_dir : path
-        Folder for the run's files (trace, stream files, job, report, log, waves).
+        Folder for the run's files (trace, stream files, job, golden results, report, log,
+        waves).
     pauses : Pauses
         Random idle cycles on each stream.
     seed : int
@@ -71,6 +78,9 @@ def run_rtl(trace: Trace, *, run_dir: str | Path, pauses: Pauses = Pauses(), see
         its start; the scoreboard checks the run after that reset.
     waves : bool
         Record a waveform (FST where liblz4 is available, VCD otherwise).
+    golden : GoldenResult, optional
+        ``run_trace(trace)`` if the caller has already run it; it is trusted to be of this
+        trace.
 
     Returns
     -------
@@ -90,9 +100,16 @@ def run_rtl(trace: Trace, *, run_dir: str | Path, pauses: Pauses = Pauses(), see
     report_path = run_dir / "report.json"
     report_path.unlink(missing_ok=True)
 
-    model_cycles = run_trace(trace).counters["total"]
+    if golden is None:
+        golden = run_trace(trace)
+    golden_path = run_dir / "golden.npz"
+    np.savez(golden_path, results=golden.results)
+    model_cycles = golden.counters["total"]
     job = {
-        "trace": str(trace_path),
+        "config": trace.config.to_dict(),
+        "golden": {"results": str(golden_path), "counters": dict(golden.counters),
+                   "error": golden.error.name, "halted": golden.halted,
+                   "commands": golden.commands, "data_left": golden.data_left},
         "result_file": str(result_file),
         "report": str(report_path),
         "reset_at": reset_at,

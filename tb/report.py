@@ -65,11 +65,18 @@ class LayerRecord:
         ``||y - y_float|| / ||y_float||`` of the dequantized output against the float layer
         before sparsity and quantization (None for integer-only layers).
     rtl_cycles : int or None
-        Cycles the RTL counted (``total`` minus ``stall``), where the layer ran on Verilator.
+        Cycles the RTL counted (``total`` minus ``stall``), where the layer ran on Verilator;
+        for a sampled layer, the sum over its sampled tiles.
     rtl_match : bool or None
-        Outputs and counters of the RTL equal the golden model's and the cycle model's.
+        Outputs and counters of the RTL equal the golden model's and the cycle model's (of
+        every sampled tile, for a sampled layer).
     rtl_dir : str or None
         The RTL run's folder.
+    rtl_coverage : float or None
+        Fraction of the layer's outputs the RTL computed: 1.0 for a whole layer, the sampled
+        tiles' output columns over ``out_features`` for a sampled one (``rtl_sample``).
+    rtl_tiles : list of int or None
+        The output tiles sampled (None when the whole layer ran).
     copies : int
         Identical layers this record stands for (a layer-shape table's count per block times
         its blocks); ``arrays``, ``weight_bytes``, ``meta_bytes``, ``macs``, the cycles and
@@ -104,6 +111,8 @@ class LayerRecord:
     rtl_cycles: int | None = None
     rtl_match: bool | None = None
     rtl_dir: str | None = None
+    rtl_coverage: float | None = None
+    rtl_tiles: list | None = None
     copies: int = 1
     extra: dict = field(default_factory=dict)
     macro: str = ""
@@ -123,7 +132,7 @@ CSV_COLUMNS = ("name", "out_features", "in_features", "tokens", "copies", "spars
                "mapping", "arrays", "k_tiles", "n_tiles", "utilization", "dense_utilization",
                "density", "weight_bytes", "meta_bytes", "macs", "model_cycles",
                "dense_cycles", "speedup", "ideal_cycles", "golden_match", "rel_error",
-               "rtl_cycles", "rtl_match", "macro")
+               "rtl_cycles", "rtl_match", "rtl_coverage", "macro")
 
 
 def summarize(records: list[LayerRecord]) -> dict:
@@ -237,7 +246,9 @@ def write_plots(records: list[LayerRecord], folder: str | Path) -> dict[str, Pat
     fig, ax = plt.subplots(figsize=(width, 4))
     ax.bar(x - 0.2, [r.model_cycles for r in records], 0.4, label="cycle model")
     ax.bar(x + 0.2, [r.dense_cycles for r in records], 0.4, label="dense (cycle model)")
-    rtl = [(i, r.rtl_cycles) for i, r in enumerate(records) if r.rtl_cycles is not None]
+    # A sampled layer's RTL cycles are its tiles' only: not comparable, not drawn.
+    rtl = [(i, r.rtl_cycles) for i, r in enumerate(records)
+           if r.rtl_cycles is not None and r.rtl_tiles is None]
     if rtl:
         ax.plot([i - 0.2 for i, _ in rtl], [c for _, c in rtl], "k*", markersize=10,
                 label="RTL (Verilator)")
@@ -299,6 +310,9 @@ def write_markdown(records: list[LayerRecord], path: str | Path, *, settings: di
             match = "yes" if r.golden_match else "NO"
         if r.rtl_match is not None:
             match += ", RTL " + ("yes" if r.rtl_match else "NO")
+        if r.rtl_tiles is not None:
+            match += (f" on {len(r.rtl_tiles)} of {r.n_tiles} output tiles "
+                      f"({r.rtl_coverage:.1%} of outputs)")
         rtl = f"{r.rtl_cycles:,}" if r.rtl_cycles is not None else (
             "not run (no weights)" if r.golden_match is None else "-")
         name = r.name if r.copies == 1 else f"{r.name} ×{r.copies}"

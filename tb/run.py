@@ -53,6 +53,7 @@ import re
 import shutil
 import time
 import tomllib
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,8 @@ from .report import LayerRecord, summarize, write_report
 
 __all__ = ["RunSettings", "RunError", "LayerInput", "Sparsified", "MappedLayer", "RunResult",
            "ShapeTable", "MODELS", "SPARSIFIERS", "MAPPINGS", "load_settings", "settings_toml",
-           "validate_settings", "run", "select_rtl_layers", "resolve_model", "INCOMPLETE"]
+           "validate_settings", "run", "select_rtl_layers", "resolve_model", "sample_tiles",
+           "INCOMPLETE"]
 
 
 class RunError(ValueError):
@@ -125,6 +127,13 @@ class RunSettings:
         Layers also run on Verilator: ``none``, ``all``, a count of the first layers (``2``)
         or comma-separated names (``blocks.0.q,blocks.0.down``); ``none`` for a layer-shape
         table.
+    rtl_sample : int
+        With ``K > 0``, the RTL runs ``K`` output tiles of each layer of ``rtl_layers`` (of
+        every layer when ``rtl_layers`` is ``none``), chosen at random without replacement
+        (seeded by ``seed`` and the layer name), instead of the whole layer: each tile's
+        trace alone, scoreboarded like a layer, its golden outputs checked against the
+        layer's columns. The report gives the fraction of each layer's outputs covered. A
+        layer with at most ``K`` tiles, or whose mapping is not tiled (Monarch), runs whole.
     pause : float
         Idle probability on every stream in the RTL runs, in [0, 1).
     seed : int
@@ -156,6 +165,7 @@ class RunSettings:
     mapping: str = "auto"
     preset: str = "flexcim"
     rtl_layers: str = "none"
+    rtl_sample: int = 0
     pause: float = 0.0
     seed: int = 0
     out: str = ""
@@ -398,11 +408,16 @@ def validate_settings(s: RunSettings) -> None:
         if s.mapping not in ShapeTable.MAPPING:
             raise RunError(f"mapping must be one of {', '.join(ShapeTable.MAPPING)} for a "
                            f"layer-shape table, not {s.mapping!r} ({what})")
+        if s.rtl_sample:
+            raise RunError(f"rtl_sample must be 0 for a layer-shape table, not "
+                           f"{s.rtl_sample} ({what}; nothing runs on the RTL)")
         if s.rtl_layers.strip() not in ("", "none", "0"):
             raise RunError(f"rtl_layers must be none for a layer-shape table, not "
                            f"{s.rtl_layers!r} ({what}; nothing runs on the golden model or "
                            f"the RTL)")
     cfg = s.macro_config()
+    if s.rtl_sample < 0:
+        raise RunError(f"setting rtl_sample must be a non-negative integer, not {s.rtl_sample}")
     if not 0.0 <= s.pause < 1.0:
         raise RunError(f"setting pause must be a number in [0, 1), not {s.pause}")
     if s.monarch_mapping not in MONARCH_MAPPINGS:
@@ -543,6 +558,10 @@ class MappedLayer:
     label : str
         The layer's structure for the report when it is not an N:M pattern
         (``"monarch 24x24"``); empty to name it by ``pattern``.
+    output_tile : callable or None
+        ``output_tile(j) -> (schedule, columns)``: output tile ``j`` (of ``n_tiles``) alone,
+        its :class:`~sparsecim.sw.schedule.Schedule` over every input and token and the
+        output columns it computes; None for a mapping that is not tiled.
     """
     trace: Trace
     expected: np.ndarray
@@ -559,6 +578,7 @@ class MappedLayer:
     macs_per_token: int
     ideal_cycles: int
     label: str = ""
+    output_tile: Callable | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -771,6 +791,11 @@ def _tiled(dense: bool):
         pattern = (1, 1) if dense else layer.pattern
         schedule = schedule_layer(cfg, xq, wq.T, pattern)
         mapping = schedule.mapping
+
+        def output_tile(j: int):
+            columns = np.arange(j * cfg.cols, min((j + 1) * cfg.cols, mapping.n))
+            return schedule_layer(cfg, xq, wq.T[:, columns], pattern), columns
+
         return MappedLayer(
             trace=schedule.trace, expected=matmul_reference(xq, wq.T),
             assemble=schedule.assemble,
@@ -779,7 +804,7 @@ def _tiled(dense: bool):
             k_tiles=mapping.k_tiles, n_tiles=mapping.n_tiles,
             utilization=mapping.utilization, weight_bytes=mapping.weight_bytes,
             meta_bytes=mapping.meta_bytes, macs_per_token=mapping.macs_per_token,
-            ideal_cycles=ideal_cycles(mapping, xq.shape[0]))
+            ideal_cycles=ideal_cycles(mapping, xq.shape[0]), output_tile=output_tile)
     return mapper
 
 
@@ -894,6 +919,43 @@ def _shape_records(cfg: MacroConfig, s: RunSettings, rows: list) -> list[LayerRe
             extra={"count": row.count, "blocks": row.blocks,
                    "cycles_per_layer": model["total"]}, macro=cfg.slug))
     return records
+
+
+def sample_tiles(seed: int, name: str, n_tiles: int, count: int) -> list[int]:
+    """The output tiles ``rtl_sample`` runs of layer ``name``: ``min(count, n_tiles)``
+    distinct indices in ``range(n_tiles)``, ascending, chosen at random by a generator seeded
+    with ``seed`` and the layer name (the same run samples the same tiles)."""
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    return sorted(int(j) for j in rng.choice(n_tiles, size=min(count, n_tiles), replace=False))
+
+
+def _rtl_sample(s: RunSettings, name: str, mapped: MappedLayer, record: LayerRecord,
+                folder: Path, pauses) -> None:
+    """Run ``s.rtl_sample`` output tiles of a layer on the RTL; fill the record's RTL fields.
+
+    Each tile's trace runs alone on the golden model, whose outputs must equal the layer's
+    expected columns, and on Verilator, scoreboarded against that golden run. ``rtl_cycles``
+    is the sum over the tiles, ``rtl_match`` true only if every tile passed both checks.
+    """
+    from .cosim import run_rtl
+
+    tiles = sample_tiles(s.seed, name, mapped.n_tiles, s.rtl_sample)
+    cycles, passed, outputs = 0, True, 0
+    for j in tiles:
+        schedule, columns = mapped.output_tile(j)
+        golden = run_trace(schedule.trace)
+        passed = passed and bool(np.array_equal(schedule.assemble(golden.results),
+                                                mapped.expected[:, columns]))
+        rtl = run_rtl(schedule.trace, run_dir=folder / f"tile{j}", pauses=pauses,
+                      golden=golden)
+        passed = passed and bool(rtl.passed)
+        cycles += int(rtl.rtl_cycles)
+        outputs += len(columns)
+    record.rtl_cycles = cycles
+    record.rtl_match = passed
+    record.rtl_dir = str(folder.resolve())
+    record.rtl_tiles = tiles
+    record.rtl_coverage = outputs / record.out_features
 
 
 def select_rtl_layers(spec: str, names: list[str]) -> list[str]:
@@ -1088,6 +1150,8 @@ def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step):
     step("end", f"load {settings.model}")
     names = [layer.name for layer in layers]
     rtl_names = set(select_rtl_layers(settings.rtl_layers, names))
+    if settings.rtl_sample and not rtl_names:
+        rtl_names = set(names)
     # A checkpoint with a forward pass also measures model quality (one more step).
     checkpoint = getattr(model, "__module__", "") == f"{__package__}.run_models"
     step("plan", str(len(layers) + len(rtl_names) + checkpoint))
@@ -1135,11 +1199,17 @@ def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step):
         if layer.name in rtl_names:
             step("begin", f"RTL {layer.name}")
             pause = settings.pause
-            rtl = run_rtl(mapped.trace, run_dir=run_dir / "rtl" / layer.name,
-                          pauses=Pauses(pause, pause, pause))
-            record.rtl_cycles = int(rtl.rtl_cycles)
-            record.rtl_match = bool(rtl.passed)
-            record.rtl_dir = str(rtl.run_dir)
+            n_tiles = mapped.n_tiles
+            if settings.rtl_sample and mapped.output_tile and settings.rtl_sample < n_tiles:
+                _rtl_sample(settings, layer.name, mapped, record, run_dir / "rtl" / layer.name,
+                            Pauses(pause, pause, pause))
+            else:
+                rtl = run_rtl(mapped.trace, run_dir=run_dir / "rtl" / layer.name,
+                              pauses=Pauses(pause, pause, pause), golden=golden)
+                record.rtl_cycles = int(rtl.rtl_cycles)
+                record.rtl_match = bool(rtl.passed)
+                record.rtl_dir = str(rtl.run_dir)
+                record.rtl_coverage = 1.0
             step("end", f"RTL {layer.name}")
         records.append(record)
 

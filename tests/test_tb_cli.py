@@ -356,7 +356,8 @@ def test_run_reads_a_run_table_from_toml(tmp_path):
                                      "layers are synthetic.0, synthetic.1"),
     (["--shapes", "8by40"], "shape must be OUTxIN with positive sizes (out_features x "
                             "in_features), not '8by40'"),
-], ids=["model", "pattern", "sparsify", "mapping", "rtl-layer", "shape"])
+    (["--rtl-sample", "-2"], "setting rtl_sample must be a non-negative integer, not -2"),
+], ids=["model", "pattern", "sparsify", "mapping", "rtl-layer", "shape", "rtl-sample"])
 def test_run_bad_settings_fail_cleanly(tmp_path, args, message):
     base = ["run", "--model", "synthetic", "--shapes", "8x40,6x20", "--preset", "tiny",
             "--out", str(tmp_path / "run"), "--no-plots"]
@@ -1030,6 +1031,7 @@ def _bad_run_values(rng):
         ("out", "FILE", ["FILE"]),
         ("plots", str(rng.choice(["1", "'no'", "[]"])), None),
         ("colour", "'blue'", None),
+        ("rtl_sample", str(rng.choice(["-1", "'two'", "1.5"])), [str(rng.choice(["-1", "x"]))]),
         ("text", "'missing.txt'",
          ["missing.txt", "/"]),
         ("macro", str(rng.choice(["{ rows = 3 }", "{ rows = 4, cols = 4, submacros = 3 }",
@@ -1146,3 +1148,22 @@ def _running(pid):
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+@pytest.mark.cosim
+def test_run_rtl_sample_prints_the_tiles_and_coverage(tmp_path):
+    from sparsecim.tb.run import sample_tiles
+
+    done = _run_synthetic(tmp_path, "--sparsify", "magnitude", "--pattern", "2:4",
+                          "--rtl-sample", "1", "--seed", "3", "--no-plots")
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Tiles of 4 outputs (tiny): 8 outputs are 2 tiles, 6 outputs are 2 tiles (4 + 2).
+    first, second = sample_tiles(3, "synthetic.0", 2, 1), sample_tiles(3, "synthetic.1", 2, 1)
+    share = {0: 4 / 6, 1: 2 / 6}[second[0]]
+    assert (f"  RTL sample    synthetic.0: output tiles {first} of 2 (50.0% of outputs), "
+            "bit- and cycle-exact") in done.stdout
+    assert (f"  RTL sample    synthetic.1: output tiles {second} of 2 ({share:.1%} of outputs), "
+            "bit- and cycle-exact") in done.stdout
+    assert "cycles equal to the model on 0 whole layer(s) and 2 sampled (per tile)" \
+        in done.stdout
+    report = json.loads((tmp_path / "run" / "layers.json").read_text())
+    assert [r["rtl_coverage"] for r in report["layers"]] == [0.5, share]
+    assert report["summary"]["passed"]

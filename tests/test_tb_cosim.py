@@ -309,3 +309,14 @@ def test_rtl_batch_refuses_a_trace_that_would_run_into_the_next():
     assert str(exc.value) == (f"trace 0 must halt on its last command with no data left "
                               f"over, not after {len(trace.steps)} of {len(trace.steps)} "
                               f"commands with 0 beats left")
+def test_a_cached_build_keeps_the_real_build_log():
+    cfg = preset("tiny")
+    first = build(cfg)
+    log = (first.build_dir / "build.log").read_text()
+    again = build(cfg)
+    assert again.runner.skip_build
+    assert (again.build_dir / "build.log").read_text() == log
+    # The real build's output: Verilator's report, then make compiling the model at -O3.
+    assert "V e r i l a t i o n   R e p o r t" in log
+    assert any(line.startswith("c++ -O3 ") and "Vtop___024root__0.cpp" in line
+               for line in log.splitlines())

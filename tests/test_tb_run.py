@@ -50,7 +50,7 @@ def test_default_run_folder_is_named_after_the_settings():
     ({"colour": "blue"}, "unknown setting 'colour'; known are model, blocks, linears, shapes, "
                          "tokens, calib_tokens, sparsify, pattern, flow_target, "
                          "flow_tolerance, flow_dense_ends, monarch_mapping, mapping, preset, "
-                         "rtl_layers, pause, seed, out, plots, text"),
+                         "rtl_layers, rtl_sample, pause, seed, out, plots, text"),
 ], ids=["tokens", "pause", "plots", "preset", "flow-target", "unknown"])
 def test_bad_settings_are_named(overrides, message):
     with pytest.raises(RunError) as exc:
@@ -245,3 +245,98 @@ def test_every_shape_table_is_a_model():
 
     assert list(run_module.MODELS) == ["smollm2", "synthetic", *TABLES]
     assert all(isinstance(run_module.MODELS[name], run_module.ShapeTable) for name in TABLES)
+
+
+# --------------------------------------------------------------------------------------------
+# RTL sampling (rtl_sample)
+
+
+def test_sample_tiles_are_chosen_by_seed_and_layer():
+    from sparsecim.tb.run import sample_tiles
+
+    tiles = sample_tiles(0, "blocks.0.q", 18, 4)
+    assert tiles == sample_tiles(0, "blocks.0.q", 18, 4)  # the same run samples the same
+    assert len(set(tiles)) == 4 and tiles == sorted(tiles)
+    assert all(0 <= j < 18 for j in tiles)
+    by_seed = {tuple(sample_tiles(seed, "blocks.0.q", 18, 4)) for seed in range(8)}
+    by_name = {tuple(sample_tiles(0, f"blocks.{b}.q", 18, 4)) for b in range(8)}
+    assert len(by_seed) > 1 and len(by_name) > 1
+    assert sample_tiles(3, "x", 5, 9) == [0, 1, 2, 3, 4]  # at most every tile
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"rtl_sample": -1}, "setting rtl_sample must be a non-negative integer, not -1"),
+    ({"model": "bert-large", "rtl_sample": 2},
+     "rtl_sample must be 0 for a layer-shape table, not 2 (model bert-large is a layer-shape "
+     "table without weights; nothing runs on the RTL)"),
+], ids=["negative", "shape-table"])
+def test_bad_rtl_sample_is_named(overrides, message):
+    with pytest.raises(RunError) as exc:
+        load_settings(overrides=overrides)
+    assert str(exc.value) == message
+
+
+def _sampled_run(tmp_path, **overrides):
+    settings = load_settings(overrides={
+        "model": "synthetic", "shapes": ["38x20", "6x12"], "preset": "tiny", "tokens": 2,
+        "calib_tokens": 2, "sparsify": "magnitude", "pattern": "2:4", "rtl_sample": 3,
+        "seed": 5, "plots": False, "out": str(tmp_path / "run")} | overrides)
+    return run_module.run(settings)
+
+
+@pytest.mark.cosim
+def test_rtl_sample_runs_the_seeded_tiles_and_reports_coverage(tmp_path):
+    import json
+
+    from sparsecim.hw.config import preset
+    from sparsecim.sw.mapping import map_nm
+
+    result = _sampled_run(tmp_path)
+    big, small = result.records
+    n_tiles = map_nm(preset("tiny"), 20, 38, (2, 4)).n_tiles  # 10 tiles of 4 columns
+    tiles = run_module.sample_tiles(5, "synthetic.0", n_tiles, 3)
+    assert big.rtl_tiles == tiles and big.rtl_match is True
+    # Output columns of the chosen tiles: 4 each, 2 in the last (38 = 9 x 4 + 2).
+    assert big.rtl_coverage == sum(min(4, 38 - 4 * j) for j in tiles) / 38
+    cycles = 0
+    for j in tiles:
+        report = json.loads((tmp_path / "run" / "rtl" / "synthetic.0" / f"tile{j}" /
+                             "report.json").read_text())
+        assert report["passed"] and report["outputs_match"]
+        cycles += report["model_counters"]["total"]
+    assert big.rtl_cycles == cycles < big.model_cycles
+    # Two tiles only: the layer runs whole.
+    assert small.rtl_tiles is None and small.rtl_coverage == 1.0 and small.rtl_match is True
+    assert small.rtl_cycles == small.model_cycles
+    assert result.passed
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"RTL yes on 3 of 10 output tiles ({big.rtl_coverage:.1%} of outputs)" in report
+    assert json.loads((tmp_path / "run" / "layers.json").read_text())["layers"][0][
+        "rtl_coverage"] == big.rtl_coverage
+
+
+@pytest.mark.cosim
+def test_a_mismatch_in_a_sampled_tile_fails_the_run(monkeypatch, tmp_path):
+    """The RTL runs the tile as it is, but is judged against golden results with one word
+    changed, as if the RTL had computed that word wrong: the run must fail."""
+    import dataclasses
+
+    from sparsecim.tb import cosim
+
+    real = cosim.run_rtl
+    calls = []
+
+    def judged_wrongly(trace, *, golden, **kwargs):
+        calls.append(kwargs["run_dir"])
+        if len(calls) == 2:
+            results = golden.results.copy()
+            results[0, 0] += 1
+            golden = dataclasses.replace(golden, results=results)
+        return real(trace, golden=golden, **kwargs)
+
+    monkeypatch.setattr(cosim, "run_rtl", judged_wrongly)
+    result = _sampled_run(tmp_path, shapes=["38x20"])
+    (record,) = result.records
+    assert len(calls) == 3
+    assert record.golden_match is True and record.rtl_match is False
+    assert not result.passed
