@@ -1119,7 +1119,10 @@ def test_sigint_to_gemm_rtl_stops_the_simulator_and_exits_130(tmp_path):
              "600", "--n", "300", "--tokens", "16", "--pause", "0.9", "--rtl", "--run-dir",
              str(tmp_path / "run")],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=os.environ | {"PYTHONWARNINGS": ""}) as proc:
+            env=os.environ | {"PYTHONWARNINGS": ""},
+            # A suite started in the background of a shell inherits SIGINT ignored, and so
+            # would the command: give it the default disposition a user's terminal gives.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as proc:
         sim = None
         deadline = time.monotonic() + 300
         while sim is None and time.monotonic() < deadline and proc.poll() is None:
