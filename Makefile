@@ -14,7 +14,7 @@ export VERILATOR_ROOT
 BASE_PATH := $(PATH)
 export PATH = $(VERILATOR_ROOT)/bin:$(CURDIR)/$(VENV)/bin:$(BASE_PATH)
 
-.PHONY: install sim test test-fast bench verilog lint docs clean monarch flow fpga
+.PHONY: install sim test test-fast bench verilog lint docs clean monarch flow fpga yosys area
 
 install: $(STAMP)
 
@@ -55,6 +55,15 @@ flow: $(STAMP)
 monarch: $(STAMP)
 	$(PY) -m sparsecim.sw.monarch_eval --out build/monarch --smollm --eval-windows 4 --ranks 1 4
 	cp build/monarch/report.md docs/monarch_report.md
+
+# Native Yosys from Debian's packages (0.23): the WebAssembly one runs out of memory on flexcim.
+yosys:
+	command -v yosys >/dev/null || (apt-get update && apt-get install -y yosys)
+
+# Area from the RTL: generic-cell counts of tiny, fpga, flexcim and flexcim's dense-only and
+# fixed-2:4 variants, recorded in sw/tech/cells.json (flexcim takes minutes each).
+area: $(STAMP) yosys
+	nice $(PY) -m sparsecim.sw.area --preset tiny fpga flexcim-dense flexcim-2:4 flexcim
 
 verilog: $(STAMP)
 	$(PY) -m sparsecim.hw.export --preset all --out build/verilog

@@ -19,8 +19,9 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 
-from ..hw.isa import COUNTERS, ErrorCode, counters_layout
+from ..hw.isa import STATUS_COUNTERS, ErrorCode, counters_layout
 from ..hw.trace import Trace
+from ..sw.events import count_events
 from ..sw.golden import run_trace
 from .scoreboard import compare, read_recorded
 
@@ -31,7 +32,7 @@ RESET_CYCLES = 3
 def _read_counters(dut, cfg) -> dict[str, int]:
     word = dut.status__counters.value.to_unsigned()
     view = counters_layout(cfg).from_bits(word)
-    return {name: int(getattr(view, name)) for name in COUNTERS}
+    return {name: int(getattr(view, name)) for name in STATUS_COUNTERS}
 
 
 async def _reset(dut):
@@ -71,7 +72,7 @@ async def trace_matches_golden(dut):
         "done": bool(int(dut.status__done.value)),
         "timed_out": timed_out,
     }
-    report = compare(cfg, golden, rtl)
+    report = compare(cfg, golden, rtl, count_events(trace).rtl_counters())
     report["wall_seconds"] = wall
     Path(job["report"]).write_text(json.dumps(report, indent=1, sort_keys=True))
     assert report["passed"], "; ".join(report["problems"])

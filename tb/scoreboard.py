@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..hw.config import MacroConfig
-from ..hw.isa import result_layout, unpack_beats
+from ..hw.isa import EVENT_COUNTERS, result_layout, unpack_beats
 from ..sw.golden import GoldenResult
 
 __all__ = ["read_recorded", "compare"]
@@ -27,14 +27,15 @@ def read_recorded(cfg: MacroConfig, path: Path) -> np.ndarray:
     return unpack_beats(result_layout(cfg), words)
 
 
-def compare(cfg: MacroConfig, golden: GoldenResult, rtl: dict) -> dict:
+def compare(cfg: MacroConfig, golden: GoldenResult, rtl: dict, events: dict) -> dict:
     """Compare every result word and every counter; return a JSON-able report.
 
     ``rtl`` holds ``results`` (beats × cols), ``counters`` (by name), ``error`` (name),
     ``harness_cycles`` (cycles counted by the harness, independent of the RTL counters),
     ``harness_error``, ``done`` and ``timed_out``. The counters must equal the cycle model
     exactly, except ``stall`` (the model has no stalls) which must make up the difference in
-    ``total``.
+    ``total``; the event counters (:data:`~sparsecim.hw.isa.EVENT_COUNTERS`) must equal
+    ``events``, the model's counts (:meth:`sparsecim.sw.events.Events.rtl_counters`).
     """
     problems = []
     got, want = rtl["results"], golden.results
@@ -63,6 +64,9 @@ def compare(cfg: MacroConfig, golden: GoldenResult, rtl: dict) -> dict:
     if counters["total"] - counters["stall"] != model["total"]:
         problems.append(f"total - stall: RTL {counters['total'] - counters['stall']}, "
                         f"model {model['total']}")
+    for name in EVENT_COUNTERS:
+        if counters[name] != events[name]:
+            problems.append(f"{name} events: RTL {counters[name]}, model {events[name]}")
     if rtl["harness_cycles"] != counters["total"]:
         problems.append(f"harness counted {rtl['harness_cycles']} cycles, "
                         f"RTL total counter {counters['total']}")
@@ -75,6 +79,7 @@ def compare(cfg: MacroConfig, golden: GoldenResult, rtl: dict) -> dict:
         "first_mismatch": first_mismatch,
         "rtl_counters": counters,
         "model_counters": dict(model),
+        "model_events": dict(events),
         "harness_cycles": rtl["harness_cycles"],
         "rtl_error": rtl["error"],
         "golden_error": golden.error.name,

@@ -103,7 +103,7 @@ def run_top(cfg, commands, data, *, pause_seed=None, pause_probability=0.3,
             await ctx.tick()
             moved |= ctx.get(top.status.counters).as_value().value != counters.as_value().value
         out.update(
-            counters={name: int(counters[name]) for name in isa.COUNTERS},
+            counters={name: int(counters[name]) for name in isa.STATUS_COUNTERS},
             error=ctx.get(top.status.error), done=bool(ctx.get(top.status.done)),
             cycles=cycles, ready_seen=ready_seen, moved=moved)
 
@@ -204,6 +204,10 @@ def test_top_gemm_results_and_counters_match_numpy_and_cycle_model(pause_seed):
     assert run.done and run.error == ErrorCode.NONE
     np.testing.assert_array_equal(run.results, expected)
     assert_counters(run, expected_cost(CFG, cmds), stalls=pause_seed is not None)
+    # Event counters, counted by hand from gemm_program: 2 tiles × 3 tokens passes, the whole
+    # array written per tile, one entry of act_beats per token and tile; stalls add none.
+    assert {name: run.counters[name] for name in isa.EVENT_COUNTERS} == {
+        "passes": 2 * 3, "w_rows": 2 * CFG.weight_rows, "a_beats": 2 * 3 * CFG.act_beats()}
     # The counters stop at the halt; total counts exactly the cycles until done rose.
     assert run.counters["total"] == run.cycles_to_done
     assert not run.ready_after_halt and not run.counters_moved_after_halt
