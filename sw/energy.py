@@ -41,7 +41,8 @@ from .area import CellCounts
 from .events import Events
 
 __all__ = ["Tech", "load_tech", "TECH_KEYS", "ENERGY_COMPONENTS", "NOT_MODELLED",
-           "cell_area_um2", "area_breakdown", "energy_breakdown", "MacroEnergy", "evaluate"]
+           "cell_area_um2", "area_breakdown", "energy_breakdown", "MacroEnergy", "evaluate",
+           "layer_energy", "total_energy"]
 
 #: Every value a technology file must give, by section.
 TECH_KEYS = {
@@ -279,3 +280,49 @@ def evaluate(cfg: MacroConfig, ev: Events, tech: Tech,
         tops_per_w=(2 * ev.macs / (total * 1e-12) / 1e12) if total else 0.0,
         area_um2=area, area_mm2=area_total * 1e-6 if area_total is not None else None,
         tops_per_mm2=tops_mm2, peak_tops_per_mm2=peak, tech=tech.name, notes=notes)
+
+
+def layer_energy(cfg: MacroConfig, ev: Events, tech: Tech, counts: CellCounts | None,
+                 tokens: int) -> dict:
+    """JSON-ready energy figures of one layer's trace (``tokens`` tokens): the run report's
+    ``energy`` of a layer. ``pj_per_token`` is the whole trace's energy (weight loading
+    included) over its tokens: decode with one token, prefill with many."""
+    figures = evaluate(cfg, ev, tech, counts)
+    return {
+        "tech": tech.name, "clock_mhz": tech.values["operating"]["clock_mhz"],
+        "total_pj": figures.total_pj, "pj_per_token": figures.total_pj / tokens,
+        "tops_per_w": figures.tops_per_w,
+        "cell_macs": figures.macs, "cycles": figures.cycles,
+        "components_pj": figures.energy_pj, "area_mm2": figures.area_mm2,
+        "area_um2": figures.area_um2, "tops_per_mm2": figures.tops_per_mm2,
+        "peak_tops_per_mm2": figures.peak_tops_per_mm2,
+        "events": ev.as_dict(),
+        "notes": figures.notes,
+    }
+
+
+def total_energy(layers: list[dict]) -> dict:
+    """Sum of :func:`layer_energy` figures over a model's layers (all on one macro): energy
+    by component, pJ per token (the layers' sum), TOPS/W over every cell MAC, TOPS/mm²
+    over every cycle; area and notes of the macro (the first layer's)."""
+    components = {}
+    for name in ENERGY_COMPONENTS:
+        values = [layer["components_pj"][name] for layer in layers]
+        components[name] = (None if any(v is None for v in values) else sum(values))
+    total = sum(layer["total_pj"] for layer in layers)
+    macs = sum(layer["cell_macs"] for layer in layers)
+    cycles = sum(layer["cycles"] for layer in layers)
+    first = layers[0]
+    tops_mm2 = None
+    if first["area_mm2"] and cycles:
+        seconds = cycles / (first["clock_mhz"] * 1e6)
+        tops_mm2 = 2 * macs / seconds / first["area_mm2"] / 1e12
+    return {
+        "tech": first["tech"], "clock_mhz": first["clock_mhz"], "total_pj": total,
+        "pj_per_token": sum(layer["pj_per_token"] for layer in layers),
+        "tops_per_w": 2 * macs / (total * 1e-12) / 1e12 if total else 0.0,
+        "cell_macs": macs, "cycles": cycles, "components_pj": components,
+        "area_mm2": first["area_mm2"], "area_um2": first["area_um2"],
+        "tops_per_mm2": tops_mm2, "peak_tops_per_mm2": first["peak_tops_per_mm2"],
+        "notes": first["notes"],
+    }

@@ -9,7 +9,8 @@ Files written by :func:`write_report` into the run folder:
 - ``layers.json``: ``{"settings": {...}, "summary": {...}, "layers": [record, ...]}``;
 - ``layers.csv``: one row per layer, the columns of :data:`CSV_COLUMNS`;
 - ``report.md``: the summary and the table, with the plots embedded;
-- ``utilization.png``, ``cycles.png``, ``patterns.png``, ``speedup.png``.
+- ``utilization.png``, ``cycles.png``, ``patterns.png``, ``speedup.png``, and ``energy.png``
+  (energy per token by component, stacked) when the layers have energy figures.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ class LayerRecord:
         Outputs and counters of the RTL equal the golden model's and the cycle model's.
     rtl_dir : str or None
         The RTL run's folder.
+    energy : dict or None
+        Energy and area figures of the layer's trace
+        (:func:`sparsecim.sw.energy.layer_energy`): ``pj_per_token``, ``tops_per_w``,
+        ``components_pj``, ``area_mm2`` ...; None where no trace ran (a layer-shape table).
     copies : int
         Identical layers this record stands for (a layer-shape table's count per block times
         its blocks); ``arrays``, ``weight_bytes``, ``meta_bytes``, ``macs``, the cycles and
@@ -103,6 +108,7 @@ class LayerRecord:
     rtl_dir: str | None = None
     copies: int = 1
     extra: dict = field(default_factory=dict)
+    energy: dict | None = None
 
     @property
     def speedup(self) -> float:
@@ -111,7 +117,10 @@ class LayerRecord:
 
     def as_dict(self) -> dict:
         """The record as plain JSON values, ``speedup`` included."""
-        return asdict(self) | {"speedup": self.speedup}
+        energy = self.energy or {}
+        return asdict(self) | {"speedup": self.speedup,
+                               "pj_per_token": energy.get("pj_per_token"),
+                               "tops_per_w": energy.get("tops_per_w")}
 
 
 #: Columns of ``layers.csv``, in order.
@@ -119,7 +128,7 @@ CSV_COLUMNS = ("name", "out_features", "in_features", "tokens", "copies", "spars
                "mapping", "arrays", "k_tiles", "n_tiles", "utilization", "dense_utilization",
                "density", "weight_bytes", "meta_bytes", "macs", "model_cycles",
                "dense_cycles", "speedup", "ideal_cycles", "golden_match", "rel_error",
-               "rtl_cycles", "rtl_match")
+               "rtl_cycles", "rtl_match", "pj_per_token", "tops_per_w")
 
 
 def summarize(records: list[LayerRecord]) -> dict:
@@ -129,6 +138,8 @@ def summarize(records: list[LayerRecord]) -> dict:
     ``golden_layers`` counts the records the golden model ran on (a layer-shape table's
     have none), ``linears`` the layers the records stand for (their ``copies``), and
     ``cycle_model_only`` is true when neither the golden model nor the RTL ran on any.
+    ``energy`` is :func:`sparsecim.sw.energy.total_energy` of the layers' energy figures (None
+    unless every layer has them).
 
     Raises
     ------
@@ -157,7 +168,16 @@ def summarize(records: list[LayerRecord]) -> dict:
         "rtl_matches": sum(bool(r.rtl_match) for r in rtl),
         "cycle_model_only": not golden and not rtl,
         "passed": all(r.golden_match for r in golden) and all(r.rtl_match for r in rtl),
+        "energy": _energy_summary(records),
     }
+
+
+def _energy_summary(records: list[LayerRecord]) -> dict | None:
+    from ..sw.energy import total_energy
+
+    if not all(r.energy for r in records):
+        return None
+    return total_energy([r.energy for r in records])
 
 
 def _cell(value):
@@ -252,7 +272,35 @@ def write_plots(records: list[LayerRecord], folder: str | Path) -> dict[str, Pat
     ax.bar(x, [r.speedup for r in records])
     ax.axhline(1.0, color="k", linewidth=0.8)
     finish(fig, ax, "speedup", "speedup vs dense (x)", "Speedup over the dense mapping")
+
+    if all(r.energy for r in records):
+        fig, ax = plt.subplots(figsize=(width, 4))
+        plot_energy_stack(ax, [r.energy for r in records], x)
+        finish(fig, ax, "energy", "energy per token (pJ)",
+               f"Energy per token by component ({records[0].energy['tech']})")
     return paths
+
+
+def plot_energy_stack(ax, energies: list[dict], x) -> None:
+    """Stacked bars of ``components_pj`` per token, one bar per entry of ``energies`` at
+    positions ``x``; components that are not modelled (None) are left out of the legend's
+    bars and named in it."""
+    from ..sw.energy import ENERGY_COMPONENTS
+
+    bottom = [0.0] * len(energies)
+    missing = []
+    for name in ENERGY_COMPONENTS:
+        values = [e["components_pj"][name] for e in energies]
+        if any(v is None for v in values):
+            missing.append(name)
+            continue
+        per_token = [v * e["pj_per_token"] / e["total_pj"] if e["total_pj"] else 0.0
+                     for v, e in zip(values, energies, strict=True)]
+        ax.bar(x, per_token, 0.6, bottom=bottom, label=name)
+        bottom = [b + v for b, v in zip(bottom, per_token, strict=True)]
+    if missing:
+        ax.plot([], [], " ", label="not modelled: " + ", ".join(missing))
+    ax.legend(fontsize=7)
 
 
 def write_markdown(records: list[LayerRecord], path: str | Path, *, settings: dict,
@@ -302,11 +350,41 @@ def write_markdown(records: list[LayerRecord], path: str | Path, *, settings: di
                      f"{r.mapping} | {r.arrays} | {r.utilization:.1%} | {r.weight_bytes:,} | "
                      f"{r.meta_bytes:,} | {r.macs:,} | {r.model_cycles:,} | "
                      f"{r.dense_cycles:,} | {r.speedup:.2f}x | {rtl} | {match} |")
+    lines += _energy_markdown(summary)
     lines += ["", "## Plots", ""]
     for name, plot in plots.items():
         lines += [f"![{name}]({Path(plot).name})", ""]
     path.write_text("\n".join(lines))
     return path
+
+
+def _energy_markdown(summary: dict) -> list[str]:
+    energy = summary.get("energy")
+    if not energy:
+        return ["", "## Energy and area", "",
+                "Not computed: no layer ran a trace (a layer-shape table has no weights)."]
+    area = energy["area_mm2"]
+    lines = ["", f"## Energy and area ({energy['tech']})", "",
+             f"- energy per token (all layers): {energy['pj_per_token']:,.1f} pJ; "
+             f"{energy['tops_per_w']:.2f} TOPS/W (a MAC is 2 operations, every cell MAC "
+             "counted)",
+             "- area: " + (f"{area:.4f} mm²; {energy['tops_per_mm2']:.3f} TOPS/mm² achieved, "
+                           f"{energy['peak_tops_per_mm2']:.3f} peak at "
+                           f"{energy['clock_mhz']:g} MHz" if area else "not recorded")]
+    lines += [f"- {note}" for note in energy["notes"]]
+    lines += ["", "| component | energy (pJ) | share |", "| --- | ---: | ---: |"]
+    total = energy["total_pj"]
+    for name, value in energy["components_pj"].items():
+        if value is None:
+            lines.append(f"| {name} | not modelled | - |")
+        else:
+            lines.append(f"| {name} | {value:,.1f} | {value / total:.1%} |")
+    if energy["area_um2"]:
+        lines += ["", "| area component | µm² | share |", "| --- | ---: | ---: |"]
+        whole = sum(energy["area_um2"].values())
+        for name, value in energy["area_um2"].items():
+            lines.append(f"| {name} | {value:,.0f} | {value / whole:.1%} |")
+    return lines
 
 
 def write_report(records: list[LayerRecord], folder: str | Path, *, settings: dict,

@@ -56,6 +56,9 @@ import numpy as np
 
 from ..hw.config import PRESETS, MacroConfig, preset
 from ..hw.trace import Trace
+from ..sw.area import recorded_counts
+from ..sw.energy import layer_energy, load_tech
+from ..sw.events import count_events
 from ..sw.golden import run_trace
 from ..sw.mapping import map_dense, map_nm
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
@@ -126,6 +129,9 @@ class RunSettings:
         The run folder; by default ``build/runs/run-<model>-<sparsify>-<pattern>-<preset>``.
     plots : bool
         Draw the PNG plots of the report.
+    tech : str
+        Technology file of the energy and area figures: ``22nm`` (default), ``45nm`` or a
+        path to a TOML file (:func:`sparsecim.sw.energy.load_tech`).
     """
     model: str = "smollm2"
     blocks: int = 1
@@ -146,6 +152,7 @@ class RunSettings:
     seed: int = 0
     out: str = ""
     plots: bool = True
+    tech: str = "22nm"
 
     def run_dir(self) -> Path:
         """The run folder (``out``, or the default named after the settings)."""
@@ -257,6 +264,10 @@ def _validate(s: RunSettings) -> None:
                            f"the RTL)")
     if s.preset not in PRESETS:
         raise RunError(f"preset must be one of {', '.join(sorted(PRESETS))}, not {s.preset!r}")
+    try:
+        load_tech(s.tech)
+    except ValueError as exc:
+        raise RunError(f"tech: {exc}") from None
     for name in ("blocks", "tokens", "calib_tokens"):
         if getattr(s, name) < 1:
             raise RunError(f"setting {name} must be a positive integer, not {getattr(s, name)}")
@@ -829,6 +840,9 @@ def run(settings: RunSettings, *, on_step: Callable[[str, str], None] | None = N
     step("plan", str(len(layers) + len(rtl_names)))
     sparsified = SPARSIFIERS[settings.sparsify](layers, settings, cfg)
 
+    # Energy: exact events of every trace, priced by the technology file; area from the cell
+    # counts `make area` recorded for this config (None if it has not).
+    tech, cell_counts = load_tech(settings.tech), recorded_counts(cfg)
     records = []
     for layer, sparse in zip(layers, sparsified, strict=True):
         step("begin", f"golden {layer.name}")
@@ -865,7 +879,8 @@ def run(settings: RunSettings, *, on_step: Callable[[str, str], None] | None = N
             dense_cycles=predict_counters(cfg, in_f, out_f, tokens)["total"],
             ideal_cycles=mapped.ideal_cycles,
             golden_match=bool(np.array_equal(y, mapped.expected)), rel_error=rel_error,
-            extra={k: v for k, v in sparse.extra.items() if isinstance(v, (int, float, str))})
+            extra={k: v for k, v in sparse.extra.items() if isinstance(v, (int, float, str))},
+            energy=layer_energy(cfg, count_events(mapped.trace), tech, cell_counts, tokens))
         step("end", f"golden {layer.name}")
         if layer.name in rtl_names:
             step("begin", f"RTL {layer.name}")
