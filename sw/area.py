@@ -36,14 +36,18 @@ from ..hw.isa import ISA_VERSION
 __all__ = ["AREA_CONFIGS", "YOSYS_SCRIPT", "COMPONENTS", "CellCounts", "synthesize",
            "recorded_counts", "area_config", "main"]
 
-#: The configs ``make area`` records: the presets and two fixed-function variants of
-#: ``flexcim`` (same array, only dense / only 2:4), for the cost of flexibility.
+#: The configs ``make area`` records: the presets, two fixed-function variants of ``flexcim``
+#: (same array, only dense / only 2:4) for the cost of flexibility, and the calibration macro.
 AREA_CONFIGS: dict[str, MacroConfig] = {
     "tiny": preset("tiny"),
     "fpga": preset("fpga"),
     "flexcim": preset("flexcim"),
     "flexcim-dense": dataclasses.replace(preset("flexcim"), patterns=()),
     "flexcim-2:4": dataclasses.replace(preset("flexcim"), patterns=((2, 4),)),
+    # Configured like Chih et al., ISSCC 2021 (64 kb of 4-bit weights, dense) for the
+    # calibration of sparsecim.sw.energy_eval.
+    "chih22": MacroConfig(rows=64, cols=64, submacros=4, act_depth=64, acc_depth=64,
+                          weight_bits=4, act_bits=4),
 }
 
 #: Area components, in report order: module path suffix in the synthesized hierarchy.

@@ -274,33 +274,13 @@ def write_plots(records: list[LayerRecord], folder: str | Path) -> dict[str, Pat
     finish(fig, ax, "speedup", "speedup vs dense (x)", "Speedup over the dense mapping")
 
     if all(r.energy for r in records):
+        from ..sw.energy_eval import plot_energy_stack
+
         fig, ax = plt.subplots(figsize=(width, 4))
         plot_energy_stack(ax, [r.energy for r in records], x)
         finish(fig, ax, "energy", "energy per token (pJ)",
                f"Energy per token by component ({records[0].energy['tech']})")
     return paths
-
-
-def plot_energy_stack(ax, energies: list[dict], x) -> None:
-    """Stacked bars of ``components_pj`` per token, one bar per entry of ``energies`` at
-    positions ``x``; components that are not modelled (None) are left out of the legend's
-    bars and named in it."""
-    from ..sw.energy import ENERGY_COMPONENTS
-
-    bottom = [0.0] * len(energies)
-    missing = []
-    for name in ENERGY_COMPONENTS:
-        values = [e["components_pj"][name] for e in energies]
-        if any(v is None for v in values):
-            missing.append(name)
-            continue
-        per_token = [v * e["pj_per_token"] / e["total_pj"] if e["total_pj"] else 0.0
-                     for v, e in zip(values, energies, strict=True)]
-        ax.bar(x, per_token, 0.6, bottom=bottom, label=name)
-        bottom = [b + v for b, v in zip(bottom, per_token, strict=True)]
-    if missing:
-        ax.plot([], [], " ", label="not modelled: " + ", ".join(missing))
-    ax.legend(fontsize=7)
 
 
 def write_markdown(records: list[LayerRecord], path: str | Path, *, settings: dict,
