@@ -25,7 +25,21 @@ from .events import Events, count_events
 from .schedule import schedule_layer
 
 __all__ = ["Published", "CHIH_ISSCC21", "CALIBRATION_BAND", "calibration_config", "gemm_events",
-           "calibrate", "flexibility", "plot_energy_stack", "main"]
+           "layer_events", "calibrate", "flexibility", "SMOLLM2_FLOW_PLAN", "flexcim_comparison",
+           "monarch_comparison",
+           "plot_energy_stack", "main"]
+
+#: FLOW's per-block plan for SmolLM2-135M with the released settings (target sparsity 0.5,
+#: first and last blocks dense), as `make flow` chose it on the real weights
+#: (docs/flow_report.md, column `flow`): an input of the comparison, not a result of it.
+SMOLLM2_FLOW_PLAN = tuple(
+    (1, 1) if b in (0, 29) else (2, 8) if b in (19, 24, 27, 28) else (2, 4) for b in range(30))
+
+#: FlexCiM's headline figures against existing sparse accelerators (arXiv 2504.14365).
+FLEXCIM_PAPER = {"latency": 1.75, "energy": 1.5}
+
+#: arXiv 2510.11192: energy of the capacity-optimized Monarch mapping against Linear.
+MONARCH_PAPER_ENERGY = 1.74
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,140 @@ def gemm_events(cfg: MacroConfig, k: int, n: int, tokens: int, *, pattern=(1, 1)
         ranks = rng.random((k // group, group, n)).argsort(axis=1).argsort(axis=1)
         w = np.where(ranks.reshape(k, n) < keep, w, 0)
     return count_events(schedule_layer(cfg, x, w, run_as or pattern).trace)
+
+
+def _extrapolate(a: Events, b: Events, times: int) -> Events:
+    """``a + times × (b - a)``, field by field."""
+    out = {}
+    for name, value in a.as_dict().items():
+        other = getattr(b, name)
+        if isinstance(value, dict):
+            out[name] = {k: value.get(k, 0) + times * (other.get(k, 0) - value.get(k, 0))
+                         for k in sorted(set(value) | set(other))}
+        else:
+            out[name] = value + times * (other - value)
+    return Events(**out)
+
+
+def layer_events(cfg: MacroConfig, k: int, n: int, tokens: int, *, pattern=(1, 1),
+                 run_as=None) -> Events:
+    """:func:`gemm_events` of a ``k × n`` layer, for ``n`` a multiple of ``cols`` counted from
+    one and two output tiles: the schedule loads the activations once and then repeats the
+    same commands for every further output tile, so the events are ``e(1) + (t - 1) ×
+    (e(2) - e(1))`` exactly (a test compares it with the direct count). Large layers (LLaMA's
+    11008 × 4096) then cost two small schedules instead of one huge one."""
+    tiles = n // cfg.cols
+    if n % cfg.cols or tiles <= 2:
+        return gemm_events(cfg, k, n, tokens, pattern=pattern, run_as=run_as)
+    one = gemm_events(cfg, k, cfg.cols, tokens, pattern=pattern, run_as=run_as)
+    two = gemm_events(cfg, k, 2 * cfg.cols, tokens, pattern=pattern, run_as=run_as)
+    return _extrapolate(one, two, tiles - 1)
+
+
+def _runs_as(cfg: MacroConfig, pattern: tuple) -> tuple:
+    """What a macro runs a layer of ``pattern`` as: the pattern itself, or an N:M with the
+    same ``n`` per a smaller ``m`` it supports that the weights also satisfy (``2:8`` weights
+    are ``2:4`` weights), or dense (the zeros stored)."""
+    n, m = pattern
+    if cfg.supports(n, m):
+        return pattern
+    for mm in range(m - 1, n, -1):
+        if m % mm == 0 and cfg.supports(n, mm):
+            return (n, mm)
+    return (1, 1)
+
+
+def flexcim_comparison(tech: Tech, model: str, plan, *, tokens: int = 1) -> dict:
+    """FlexCiM's comparison on one model's linear layers: the flexible macro running ``plan``
+    (one pattern per block, or one for all), the fixed-2:4 macro running each layer as it can
+    (:func:`_runs_as`: 2:8 as 2:4, 4:8 dense) and the dense macro running everything dense.
+    Cycles and energy per token, summed over every linear (attention products and off-chip
+    traffic are not in it: the macro level does not model them)."""
+    from .model_shapes import model_shape
+
+    shape = model_shape(model)
+    blocks = max(lin.blocks for lin in shape.linears)
+    per_block = list(plan) if isinstance(plan, (list, tuple)) and isinstance(plan[0], tuple) \
+        else [plan] * blocks
+    macros = {"flexible": "flexcim", "fixed 2:4": "flexcim-2:4", "dense": "flexcim-dense"}
+    cache: dict = {}
+    out = {}
+    for label, name in macros.items():
+        cfg = AREA_CONFIGS[name]
+        counts = recorded_counts(cfg)
+        total = Events()
+        for lin in shape.linears:
+            for block in range(lin.blocks):
+                pattern = per_block[block] if label != "dense" else (1, 1)
+                run_as = _runs_as(cfg, pattern)
+                key = (name, lin.inputs, lin.outputs, pattern, run_as)
+                if key not in cache:
+                    cache[key] = layer_events(cfg, lin.inputs, lin.outputs, tokens,
+                                              pattern=pattern, run_as=run_as)
+                total = total + cache[key].scaled(lin.count)
+        figures = evaluate(cfg, total, tech, counts)
+        out[label] = {"macro": name, "cycles": total.cycles / tokens,
+                      "pj": figures.total_pj / tokens, "figures": figures}
+    flex = out["flexible"]
+    for label in ("fixed 2:4", "dense"):
+        out[label]["latency_ratio"] = out[label]["cycles"] / flex["cycles"]
+        out[label]["energy_ratio"] = out[label]["pj"] / flex["pj"]
+    return out
+
+
+def monarch_comparison(tech: Tech, model: str = "bert-large", *, tokens: int = 1) -> dict:
+    """2510.11192's comparison on ``flexcim``: every linear of ``model`` as square Monarch
+    pieces ``d = b²`` (as :func:`sparsecim.sw.monarch_eval.flexcim_cycles` does) in each macro
+    mapping (``linear``, ``latency``, ``capacity``), and dense; energy and cycles per token,
+    and Linear's energy over each mapping's. Layers without such pieces are listed apart."""
+    from .model_shapes import model_shape
+    from .schedule_monarch import MAPPINGS, schedule_monarch
+
+    cfg = AREA_CONFIGS["flexcim"]
+    counts = recorded_counts(cfg)
+    totals = {name: Events() for name in ("dense", *MAPPINGS)}
+    skipped = []
+    for lin in model_shape(model).linears:
+        small, large = sorted((lin.inputs, lin.outputs))
+        b = round(small ** 0.5)
+        if large % small or b * b != small or b > cfg.rows:
+            skipped.append(lin.name)
+            continue
+        totals["dense"] = totals["dense"] + layer_events(
+            cfg, lin.inputs, lin.outputs, tokens).scaled(lin.total)
+        zeros = np.zeros((tokens, small), dtype=np.int64)
+        for mapping in MAPPINGS:
+            sched = schedule_monarch(cfg, zeros, np.zeros((b, b, b), dtype=np.int64),
+                                     np.zeros((b, b, b), dtype=np.int64), 0, mapping)
+            pieces = lin.total * (large // small)
+            totals[mapping] = totals[mapping] + count_events(sched.trace).scaled(pieces)
+    out = {"skipped": skipped, "pieces": "square b = sqrt(min(in, out))"}
+    for name, ev in totals.items():
+        figures = evaluate(cfg, ev, tech, counts)
+        out[name] = {"cycles": ev.cycles / tokens, "pj": figures.total_pj / tokens,
+                     "figures": figures}
+    for name in MAPPINGS:
+        out[name]["linear_over"] = out["linear"]["pj"] / out[name]["pj"]
+    return out
+
+
+def monarch_layer_energy(tech: Tech, b: int, *, tokens: int = 1) -> dict:
+    """One square Monarch layer ``d = b²`` on ``flexcim`` in each mapping: energy per token
+    (pJ) and Linear's over it."""
+    from .schedule_monarch import MAPPINGS, schedule_monarch
+
+    cfg = AREA_CONFIGS["flexcim"]
+    zeros = np.zeros((tokens, b * b), dtype=np.int64)
+    out = {}
+    for mapping in MAPPINGS:
+        sched = schedule_monarch(cfg, zeros, np.zeros((b, b, b), dtype=np.int64),
+                                 np.zeros((b, b, b), dtype=np.int64), 0, mapping)
+        ev = count_events(sched.trace)
+        out[mapping] = {"pj": evaluate(cfg, ev, tech, recorded_counts(cfg)).total_pj / tokens,
+                        "cycles": ev.cycles / tokens}
+    for mapping in MAPPINGS:
+        out[mapping]["linear_over"] = out["linear"]["pj"] / out[mapping]["pj"]
+    return out
 
 
 def calibrate(tech: Tech, published: Published = CHIH_ISSCC21) -> dict:
@@ -195,6 +343,7 @@ def report(tech: Tech, out: Path) -> Path:
             lines.append(f"| `{row['name']}` | " + " | ".join(
                 f"{row['dense'].area_um2[c]:,.0f}" for c in comps) + " |")
     lines += ["", "![energy breakdown](energy_breakdown.png)", ""]
+    lines += _paper_sections(tech)
     fig, ax = plt.subplots(figsize=(8, 4.2))
     entries, labels = [], []
     for row in rows:
@@ -213,6 +362,53 @@ def report(tech: Tech, out: Path) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _paper_sections(tech: Tech) -> list[str]:
+    lines = ["## FlexCiM's comparison (arXiv 2504.14365)", "",
+             "Per token (decode: one token through every linear; weights loaded per token, as "
+             "the macro holds one tile at a time), summed over every linear of the model; "
+             "attention products and off-chip traffic are not in these figures. The flexible "
+             "macro is `flexcim`, the fixed one `flexcim-2:4` (it runs 2:8 layers as 2:4 and "
+             "4:8 layers dense), the dense one `flexcim-dense`. The paper reports "
+             f"{FLEXCIM_PAPER['latency']}× lower latency and {FLEXCIM_PAPER['energy']}× lower "
+             "energy than existing sparse accelerators.", "",
+             "| model, plan | flexible: cycles/token | flexible: µJ/token | fixed 2:4: latency "
+             "× / energy × | dense: latency × / energy × |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    cases = [("smollm2-135m", SMOLLM2_FLOW_PLAN, "SmolLM2-135M, FLOW plan (real weights)"),
+             ("smollm2-135m", (4, 8), "SmolLM2-135M, uniform 4:8"),
+             ("llama-2-7b", (2, 4), "LLaMA-2-7B shapes, uniform 2:4"),
+             ("llama-2-7b", (4, 8), "LLaMA-2-7B shapes, uniform 4:8")]
+    for model, plan, label in cases:
+        r = flexcim_comparison(tech, model, plan)
+        f, x, d = r["flexible"], r["fixed 2:4"], r["dense"]
+        lines.append(f"| {label} | {f['cycles']:,.0f} | {f['pj'] / 1e6:,.2f} | "
+                     f"{x['latency_ratio']:.2f}× / {x['energy_ratio']:.2f}× | "
+                     f"{d['latency_ratio']:.2f}× / {d['energy_ratio']:.2f}× |")
+    lines += ["", "A ratio is the other macro's cycles or energy over the flexible macro's "
+              "(above 1: the flexible macro is better).", "",
+              "## Monarch mappings against Linear (arXiv 2510.11192)", "",
+              f"The paper reports {MONARCH_PAPER_ENERGY}× lower energy for the "
+              "capacity-optimized mapping than Linear (analog CIM, 256 × 256 arrays, 64 × 64 "
+              "blocks). On `flexcim`, one token:", "",
+              "| workload | dense µJ | Linear µJ | latency-opt µJ | capacity-opt µJ | "
+              "Linear / latency | Linear / capacity |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    bert = monarch_comparison(tech, "bert-large")
+    lines.append("| BERT-large linears (square pieces, b = 32) | "
+                 f"{bert['dense']['pj'] / 1e6:,.2f} | "
+                 f"{bert['linear']['pj'] / 1e6:,.2f} | {bert['latency']['pj'] / 1e6:,.2f} | "
+                 f"{bert['capacity']['pj'] / 1e6:,.2f} | {bert['latency']['linear_over']:.2f}× | "
+                 f"{bert['capacity']['linear_over']:.2f}× |")
+    for b in (16, 8):
+        one = monarch_layer_energy(tech, b)
+        lines.append(f"| one layer d = {b * b} (b = {b}) | - | {one['linear']['pj'] / 1e6:,.4f} | "
+                     f"{one['latency']['pj'] / 1e6:,.4f} | {one['capacity']['pj'] / 1e6:,.4f} | "
+                     f"{one['latency']['linear_over']:.2f}× | "
+                     f"{one['capacity']['linear_over']:.2f}× |")
+    lines.append("")
+    return lines
 
 
 def main(argv=None) -> int:
