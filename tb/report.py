@@ -74,7 +74,8 @@ class LayerRecord:
     energy : dict or None
         Energy and area figures of the layer's trace
         (:func:`sparsecim.sw.energy.layer_energy`): ``pj_per_token``, ``tops_per_w``,
-        ``components_pj``, ``area_mm2`` ...; None where no trace ran (a layer-shape table).
+        ``components_pj``, ``area_mm2`` ...; for a layer-shape table, of the schedule the
+        cycle model describes (totals over ``copies``).
     copies : int
         Identical layers this record stands for (a layer-shape table's count per block times
         its blocks); ``arrays``, ``weight_bytes``, ``meta_bytes``, ``macs``, the cycles and
@@ -341,8 +342,7 @@ def write_markdown(records: list[LayerRecord], path: str | Path, *, settings: di
 def _energy_markdown(summary: dict) -> list[str]:
     energy = summary.get("energy")
     if not energy:
-        return ["", "## Energy and area", "",
-                "Not computed: no layer ran a trace (a layer-shape table has no weights)."]
+        return ["", "## Energy and area", "", "Not computed."]
     area = energy["area_mm2"]
     lines = ["", f"## Energy and area ({energy['tech']})", "",
              f"- energy per token (all layers): {energy['pj_per_token']:,.1f} pJ; "

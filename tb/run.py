@@ -706,12 +706,25 @@ def _shape_records(cfg: MacroConfig, s: RunSettings, rows: list) -> list[LayerRe
     # A linear mapping runs the pattern's zeros as weights: it stores and computes them.
     stored = (1, 1) if mapping_name == "linear" else declared
     counters: dict[tuple, dict] = {}
+    events: dict[tuple, object] = {}
+    tech, cell_counts = load_tech(s.tech), recorded_counts(cfg)
 
     def predicted(k: int, n: int, pattern: tuple) -> dict:
         key = (k, n, pattern)
         if key not in counters:
             counters[key] = predict_counters(cfg, k, n, s.tokens, pattern)
         return counters[key]
+
+    def energy(k: int, n: int, copies: int) -> dict:
+        # The events of the schedule the cycle model describes (random values of the declared
+        # pattern: the counts do not depend on them), from two output tiles.
+        from ..sw.energy_eval import layer_events
+
+        key = (k, n)
+        if key not in events:
+            events[key] = layer_events(cfg, k, n, s.tokens, pattern=declared, run_as=stored)
+        return layer_energy(cfg, events[key].scaled(copies), tech, cell_counts,
+                            s.tokens)
 
     records = []
     for row in rows:
@@ -735,7 +748,8 @@ def _shape_records(cfg: MacroConfig, s: RunSettings, rows: list) -> list[LayerRe
             dense_cycles=predicted(k, n, (1, 1))["total"] * copies,
             ideal_cycles=ideal_cycles(mapping, s.tokens) * copies, golden_match=None,
             extra={"count": row.count, "blocks": row.blocks,
-                   "cycles_per_layer": model["total"]}))
+                   "cycles_per_layer": model["total"]},
+            energy=energy(k, n, copies)))
     return records
 
 

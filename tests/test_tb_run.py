@@ -285,3 +285,16 @@ def test_run_reports_energy_per_layer_and_for_the_model(tmp_path):
     assert summary["area_mm2"] == pytest.approx(
         evaluate(cfg, Events(), tech, recorded_counts(cfg)).area_mm2)
     assert summary["area_mm2"] > 0
+
+
+def test_shape_table_energy_counts_the_schedule_the_cycle_model_describes(tmp_path):
+    """A layer-shape table has no weights, but its events are those of the schedule of the
+    declared pattern: their cycles equal the cycle model's for every row."""
+    settings = load_settings(overrides={"model": "smollm2-135m", "sparsify": "magnitude",
+                                        "pattern": "2:4", "plots": False,
+                                        "out": str(tmp_path / "r")})
+    result = run_module.run(settings)
+    for r in result.records:
+        assert r.energy["events"]["cycles"] == r.model_cycles
+        assert r.energy["cell_macs"] == r.energy["events"]["passes"] * 4096
+    assert result.summary["energy"]["cycles"] == result.summary["model_cycles"]
