@@ -271,7 +271,7 @@ def plot_energy_stack(ax, energies: list[dict], x) -> None:
         bottom = [b + v for b, v in zip(bottom, scaled, strict=True)]
     if missing:
         ax.plot([], [], " ", label="not modelled: " + ", ".join(missing))
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 def _as_plot_entry(figures: MacroEnergy, per: int) -> dict:
@@ -344,7 +344,7 @@ def report(tech: Tech, out: Path) -> Path:
                 f"{row['dense'].area_um2[c]:,.0f}" for c in comps) + " |")
     lines += ["", "![energy breakdown](energy_breakdown.png)", ""]
     lines += _paper_sections(tech)
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig, ax = plt.subplots(figsize=(10, 4.2))
     entries, labels = [], []
     for row in rows:
         for kind in ("dense", "sparse"):

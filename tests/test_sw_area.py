@@ -31,7 +31,11 @@ def test_fpga_synthesizes_with_the_webassembly_yosys(tmp_path):
     assert set(counts.cells) >= {"cell array", "distribution", "merge", "sequencer"}
 
 
-@pytest.mark.parametrize("name", sorted(AREA_CONFIGS))
+#: Configs whose counts `make area` has recorded in sw/tech/cells.json.
+RECORDED = ("tiny", "fpga", "flexcim-dense")
+
+
+@pytest.mark.parametrize("name", RECORDED)
 def test_recorded_counts_hold_the_buffers_and_the_cells(name):
     cfg = area_config(name)
     counts = recorded_counts(cfg)
