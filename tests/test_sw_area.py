@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from sparsecim.hw.config import preset
-from sparsecim.sw.area import AREA_CONFIGS, area_config, recorded_counts, synthesize
+from sparsecim.sw.area import area_config, recorded_counts, synthesize
 
 
 def _memory_bits(cfg):
