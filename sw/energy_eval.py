@@ -132,6 +132,15 @@ def _runs_as(cfg: MacroConfig, pattern: tuple) -> tuple:
     return (1, 1)
 
 
+def _counts_of_all(names) -> dict:
+    """Recorded cell counts of every config named, or None for all of them if one is not
+    recorded: leakage is then left out of every macro's energy, so they stay comparable."""
+    counts = {name: recorded_counts(AREA_CONFIGS[name]) for name in names}
+    if any(c is None for c in counts.values()):
+        return dict.fromkeys(names)
+    return counts
+
+
 def flexcim_comparison(tech: Tech, model: str, plan, *, tokens: int = 1) -> dict:
     """FlexCiM's comparison on one model's linear layers: the flexible macro running ``plan``
     (one pattern per block, or one for all), the fixed-2:4 macro running each layer as it can
@@ -145,11 +154,12 @@ def flexcim_comparison(tech: Tech, model: str, plan, *, tokens: int = 1) -> dict
     per_block = list(plan) if isinstance(plan, (list, tuple)) and isinstance(plan[0], tuple) \
         else [plan] * blocks
     macros = {"flexible": "flexcim", "fixed 2:4": "flexcim-2:4", "dense": "flexcim-dense"}
+    all_counts = _counts_of_all(macros.values())
     cache: dict = {}
     out = {}
     for label, name in macros.items():
         cfg = AREA_CONFIGS[name]
-        counts = recorded_counts(cfg)
+        counts = all_counts[name]
         total = Events()
         for lin in shape.linears:
             for block in range(lin.blocks):
@@ -242,15 +252,19 @@ def flexibility(tech: Tech, *, tokens: int = 64) -> list[dict]:
     512 × 64 layer, dense and 2:4 (the dense-only macro runs the 2:4 layer's zeros)."""
     k, n = 4 * AREA_CONFIGS["flexcim"].reduction, 2 * AREA_CONFIGS["flexcim"].cols
     rows = []
-    for name in ("flexcim-dense", "flexcim-2:4", "flexcim"):
+    names = ("flexcim-dense", "flexcim-2:4", "flexcim")
+    all_counts = _counts_of_all(names)
+    for name in names:
         cfg = AREA_CONFIGS[name]
-        counts = recorded_counts(cfg)
+        counts = all_counts[name]
+        area = evaluate(cfg, Events(), tech, recorded_counts(cfg))
         dense = evaluate(cfg, gemm_events(cfg, k, n, tokens), tech, counts)
         sparse_as = (2, 4) if cfg.supports(2, 4) else (1, 1)
         sparse = evaluate(cfg, gemm_events(cfg, k, n, tokens, pattern=(2, 4),
                                            run_as=sparse_as), tech, counts)
         rows.append({"name": name, "config": cfg, "dense": dense, "sparse": sparse,
-                     "sparse_as": sparse_as, "dense_macs": k * n * tokens})
+                     "sparse_as": sparse_as, "dense_macs": k * n * tokens,
+                     "area_mm2": area.area_mm2, "area_um2": area.area_um2})
     return rows
 
 
@@ -311,37 +325,50 @@ def report(tech: Tech, out: Path) -> Path:
                 else "not synthesized |"),
              f"| area (mm²) | {_fmt(fig_.area_mm2, '.3f')} | {pub.area_mm2:g} | "
              + (f"{fig_.area_mm2 / pub.area_mm2:.2f} |" if fig_.area_mm2
-                else "not synthesized |"),
-             "", f"Band checked by the tests: model / published TOPS/W in "
+                else "not synthesized |")]
+    # Chih et al.'s density beside a synthesized dense-only INT8 macro (the calibration macro
+    # itself is synthesized only if `make area` recorded chih22).
+    proxy = AREA_CONFIGS["flexcim-dense"]
+    proxy_area = evaluate(proxy, Events(), tech, recorded_counts(proxy)).area_mm2
+    published_bit = pub.area_mm2 * 1e6 / (pub.weight_kbit * 1024)
+    if proxy_area:
+        bit = proxy_area * 1e6 / (proxy.cells * proxy.weight_bits)
+        peak = 2 * proxy.cells * tech.values["operating"]["clock_mhz"] * 1e6 / proxy_area / 1e12
+        lines += [f"| µm² per weight bit (`flexcim-dense`, INT8, synthesized) | {bit:.1f} | "
+                  f"{published_bit:.2f} | {bit / published_bit:.1f} |",
+                  f"| peak TOPS/mm² (`flexcim-dense`, INT8, "
+                  f"{tech.values['operating']['clock_mhz']:g} MHz) | {peak:.2f} | - | - |"]
+    lines += ["", f"Band checked by the tests: model / published TOPS/W in "
              f"[{CALIBRATION_BAND[0]}, {CALIBRATION_BAND[1]}].", "",
              "Energy by component (pJ): " + ", ".join(
                  f"{k} {_fmt(v, ',.1f')}" for k, v in fig_.energy_pj.items()) + ".",
              "", "## The cost of flexibility", "",
              "Same array (4 × 32×32 INT8 cells); a 512 × 64 layer of 64 tokens, dense and with "
              "a 2:4 mask (the dense-only macro runs the 2:4 layer's zeros). Energy per "
-             "dense-equivalent MAC (`tokens × K × N`), leakage included where the area is "
-             "recorded.", "",
+             "dense-equivalent MAC (`tokens × K × N`); leakage is included only when all three "
+             "areas are recorded.", "",
              "| macro | area (mm²) | area vs dense-only | dense layer (fJ/MAC) | "
              "2:4 layer (fJ/MAC) | 2:4 runs as | cycles dense / 2:4 |",
              "| --- | ---: | ---: | ---: | ---: | --- | ---: |"]
     rows = flexibility(tech)
-    base = rows[0]["dense"].area_mm2
+    base = rows[0]["area_mm2"]
     for row in rows:
         d, s = row["dense"], row["sparse"]
-        ratio = f"{d.area_mm2 / base:.3f}x" if d.area_mm2 and base else "n/a"
+        ratio = f"{row['area_mm2'] / base:.3f}×" if row["area_mm2"] and base else "n/a"
         as_ = "2:4" if row["sparse_as"] != (1, 1) else "dense (zeros stored)"
-        lines.append(f"| `{row['name']}` | {_fmt(d.area_mm2, '.4f')} | {ratio} | "
+        lines.append(f"| `{row['name']}` | {_fmt(row['area_mm2'], '.4f')} | {ratio} | "
                      f"{d.total_pj * 1000 / row['dense_macs']:.1f} | "
                      f"{s.total_pj * 1000 / row['dense_macs']:.1f} | {as_} | "
                      f"{d.cycles:,} / {s.cycles:,} |")
-    if all(row["dense"].area_um2 for row in rows):
-        comps = list(rows[0]["dense"].area_um2)
+    recorded = [row for row in rows if row["area_um2"]]
+    if recorded:
+        comps = list(recorded[0]["area_um2"])
         lines += ["", "Area by component (µm²):", "",
                   "| macro | " + " | ".join(comps) + " |",
                   "| --- | " + " | ".join("---:" for _ in comps) + " |"]
-        for row in rows:
+        for row in recorded:
             lines.append(f"| `{row['name']}` | " + " | ".join(
-                f"{row['dense'].area_um2[c]:,.0f}" for c in comps) + " |")
+                f"{row['area_um2'][c]:,.0f}" for c in comps) + " |")
     lines += ["", "![energy breakdown](energy_breakdown.png)", ""]
     lines += _paper_sections(tech)
     fig, ax = plt.subplots(figsize=(10, 4.2))
