@@ -15,6 +15,7 @@ from sparsecim.hw.isa import Command, CycleCost, ErrorCode, Mode, Opcode
 from sparsecim.hw.sequencer import Sequencer
 from sparsecim.hw.top import Top
 from sparsecim.hw.trace import Trace
+from sparsecim.sw.events import count_events
 
 CFG = preset("tiny")
 
@@ -393,7 +394,8 @@ def test_top_runs_a_monarch_layer_with_split_moves_and_parts(mapping, b, s, toke
     assert (run.error, run.done) == (ErrorCode.NONE, True)
     np.testing.assert_array_equal(schedule.assemble(run.results),
                                   monarch_reference(CFG, x, r_blocks, l_blocks, shift))
-    model = run_trace(schedule.trace).counters
+    # Cycle counters against the cycle model, event counters against sw/events.
+    model = run_trace(schedule.trace).counters | count_events(schedule.trace).rtl_counters()
     assert {k: v for k, v in run.counters.items() if k not in ("total", "stall")} == \
         {k: v for k, v in model.items() if k not in ("total", "stall")}
     assert run.counters["total"] - run.counters["stall"] == model["total"]
@@ -413,7 +415,7 @@ def test_top_move_window_rotates_and_masks_lanes(window):
     run = run_top(CFG, trace.commands, trace.data, pause_seed=sum(window))
     assert (run.error, run.done) == (ErrorCode.NONE, True)
     np.testing.assert_array_equal(run.results, expected)
-    model = run_trace(trace).counters
+    model = run_trace(trace).counters | count_events(trace).rtl_counters()
     assert run.counters["total"] - run.counters["stall"] == model["total"]
     assert run.counters["load"] == model["load"]
 
@@ -561,5 +563,5 @@ def test_top_runs_every_pattern_in_one_trace_that_switches_between_layers():
         np.testing.assert_array_equal(got, x @ w)
         beat += schedule.result_beats
     assert beat == len(run.results)
-    model = run_trace(trace).counters
+    model = run_trace(trace).counters | count_events(trace).rtl_counters()
     assert run.counters == model
