@@ -14,7 +14,7 @@ export VERILATOR_ROOT
 BASE_PATH := $(PATH)
 export PATH = $(VERILATOR_ROOT)/bin:$(CURDIR)/$(VENV)/bin:$(BASE_PATH)
 
-.PHONY: install sim test test-fast bench verilog lint docs clean monarch flow fpga
+.PHONY: install sim test test-fast bench verilog lint docs clean monarch flow fpga yosys area energy
 
 install: $(STAMP)
 
@@ -55,6 +55,23 @@ flow: $(STAMP)
 monarch: $(STAMP)
 	$(PY) -m sparsecim.sw.monarch_eval --out build/monarch --smollm --eval-windows 4 --ranks 1 4
 	cp build/monarch/report.md docs/monarch_report.md
+
+# Native Yosys from Debian's packages (0.23): the WebAssembly one runs out of memory on flexcim.
+yosys:
+	command -v yosys >/dev/null || (apt-get update && apt-get install -y yosys)
+
+# Area from the RTL: generic-cell counts of tiny, fpga, flexcim, flexcim's dense-only and
+# fixed-2:4 variants and the calibration macro, recorded in sw/tech/cells.json (native Yosys;
+# each flexcim-sized config takes several minutes).
+area: $(STAMP) yosys
+	nice $(PY) -m sparsecim.sw.area --preset tiny fpga flexcim-dense flexcim-2:4 flexcim chih22
+
+# Calibration against Chih et al. (ISSCC 2021) and the cost of flexibility (build/energy;
+# copies in docs/energy_report.md and docs/energy_breakdown.png).
+energy: $(STAMP)
+	$(PY) -m sparsecim.sw.energy_eval --out build/energy
+	cp build/energy/report.md docs/energy_report.md
+	cp build/energy/energy_breakdown.png docs/energy_breakdown.png
 
 verilog: $(STAMP)
 	$(PY) -m sparsecim.hw.export --preset all --out build/verilog

@@ -23,6 +23,7 @@ from .config import MacroConfig, ceil_log2, preset
 
 __all__ = [
     "ISA_VERSION", "COMPUTE_DRAIN", "COUNTERS", "DecodeError",
+    "EVENT_COUNTERS", "STATUS_COUNTERS",
     "Opcode", "Mode", "ErrorCode", "Command", "CycleCost",
     "command_layout", "args_layout", "weight_row_layout", "act_beat_layout", "result_layout",
     "counters_layout", "encode", "decode", "check", "pattern_of", "part_fits",
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 #: Bumped whenever an encoding or a cycle cost changes; traces record it.
-ISA_VERSION = 4
+ISA_VERSION = 5
 
 #: Cycles a COMPUTE spends after issuing its last pass: one to read the activation buffer and
 #: register the merged column sums, one to read, add and write the accumulator.
@@ -44,6 +45,14 @@ COMPUTE_DRAIN = 2
 #: Performance counters, in the order of the status port. Every cycle from reset to halt falls
 #: in exactly one of fetch/load/compute/read/stall, so they add up to total.
 COUNTERS = ("total", "fetch", "load", "compute", "read", "stall")
+
+#: Event counters, after the cycle counters on the status port (ISA 5): compute passes issued,
+#: weight rows written (LOAD_W beats) and activation beats written (LOAD_A beats). With the
+#: cycle counters they fix every other event count of :mod:`sparsecim.sw.events` exactly.
+EVENT_COUNTERS = ("passes", "w_rows", "a_beats")
+
+#: Every counter of the status port, in order.
+STATUS_COUNTERS = COUNTERS + EVENT_COUNTERS
 
 
 class Opcode(enum.Enum, shape=3):
@@ -228,8 +237,9 @@ def result_layout(cfg: MacroConfig) -> data.ArrayLayout:
 
 @functools.cache
 def counters_layout(cfg: MacroConfig) -> data.StructLayout:
-    """The performance counters of the status port, :data:`COUNTERS` in order."""
-    return data.StructLayout({name: cfg.counter_bits for name in COUNTERS})
+    """The counters of the status port, :data:`STATUS_COUNTERS` in order (the cycle counters,
+    then the event counters), ``counter_bits`` each."""
+    return data.StructLayout({name: cfg.counter_bits for name in STATUS_COUNTERS})
 
 
 #: Operands a :class:`Command` may omit, with the value it then holds.
@@ -836,7 +846,9 @@ def isa_markdown(cfg: MacroConfig, name: str) -> str:
                     f"{cfg.pass_inputs(n, m)} in {cfg.act_beats(n, m)}"
                     for n, m in cfg.modes) + ".",
         f"- Result (READ): {cfg.cols} lanes of {cfg.acc_bits}-bit signed accumulators.",
-        f"- Counters (status): {', '.join(COUNTERS)}, {cfg.counter_bits} bits each, saturating.",
+        f"- Counters (status): cycles {', '.join(COUNTERS)}, then events "
+        f"{', '.join(EVENT_COUNTERS)} (compute passes issued, LOAD_W beats, LOAD_A beats); "
+        f"{cfg.counter_bits} bits each, saturating.",
         "",
     ]
     return "\n".join(out)

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import MacroConfig
 from .isa import (
-    COUNTERS,
+    STATUS_COUNTERS,
     ErrorCode,
     Mode,
     Opcode,
@@ -32,10 +32,12 @@ def status_signature(config: MacroConfig) -> wiring.Signature:
         ``NONE``, or from the cycle after the erroring fetch cycle until reset, the code of the
         command that halted the sequencer.
     counters : Out(counters_layout(config))
-        Saturating cycle counters, :data:`~sparsecim.hw.isa.COUNTERS` in order, zero after
+        Saturating counters, :data:`~sparsecim.hw.isa.STATUS_COUNTERS` in order, zero after
         reset. Every cycle from reset to the halt (the END or erroring fetch cycle included)
         adds one to ``total`` and to exactly one of ``fetch``, ``load``, ``compute``, ``read``
-        and ``stall``; a counter shows a cycle from the next one on, and all stop at the halt.
+        and ``stall``. The event counters add one per pass issued (``passes``), per weight row
+        written (``w_rows``) and per activation beat written (``a_beats``). A counter shows an
+        event from the next cycle on, and all stop at the halt.
     """
     return wiring.Signature({
         "done": Out(1),
@@ -195,10 +197,11 @@ class Sequencer(wiring.Component):
         with m.Elif(beyond):
             m.d.comb += fault.eq(ErrorCode.ADDRESS_RANGE)
 
-        # Counters: each state raises `total` and exactly one category per cycle.
-        tick = {name: Signal(name=f"tick_{name}") for name in COUNTERS}
+        # Counters: each state raises `total` and exactly one category per cycle; the event
+        # counters tick with the write or issue they count.
+        tick = {name: Signal(name=f"tick_{name}") for name in STATUS_COUNTERS}
         saturated = 2 ** cfg.counter_bits - 1
-        for name in COUNTERS:
+        for name in STATUS_COUNTERS:
             counter = status.counters[name]
             with m.If(tick[name] & (counter != saturated)):
                 m.d.sync += counter.eq(counter + 1)
@@ -240,7 +243,8 @@ class Sequencer(wiring.Component):
             with m.State("LOAD_W"):
                 m.d.comb += [dat.ready.eq(1), tick["total"].eq(1),
                              tick["load"].eq(dat.valid), tick["stall"].eq(~dat.valid),
-                             ctrl.w_en.eq(dat.valid), ctrl.w_row.eq(cur.load_w.row + step),
+                             tick["w_rows"].eq(dat.valid), ctrl.w_en.eq(dat.valid),
+                             ctrl.w_row.eq(cur.load_w.row + step),
                              ctrl.w_data.eq(dat.payload)]
                 with m.If(dat.valid):
                     m.d.sync += step.eq(step + 1)
@@ -251,7 +255,8 @@ class Sequencer(wiring.Component):
                 # Activation lanes fill the low bits of a data beat (act_beat_layout).
                 m.d.comb += [dat.ready.eq(1), tick["total"].eq(1),
                              tick["load"].eq(dat.valid), tick["stall"].eq(~dat.valid),
-                             ctrl.a_en.eq(dat.valid), ctrl.a_addr.eq(cur.load_a.addr + step),
+                             tick["a_beats"].eq(dat.valid), ctrl.a_en.eq(dat.valid),
+                             ctrl.a_addr.eq(cur.load_a.addr + step),
                              ctrl.a_beat.eq(beat), ctrl.a_data.eq(dat.payload)]
                 with m.If(dat.valid):
                     with m.If(beat == last_beat):
@@ -262,7 +267,7 @@ class Sequencer(wiring.Component):
                         m.d.sync += beat.eq(beat + 1)
 
             with m.State("COMPUTE"):
-                m.d.comb += [tick["total"].eq(1), tick["compute"].eq(1),
+                m.d.comb += [tick["total"].eq(1), tick["compute"].eq(1), tick["passes"].eq(1),
                              ctrl.issue.eq(1), ctrl.accumulate.eq(cur.compute.accumulate),
                              ctrl.part.eq(cur.compute.part),
                              ctrl.act_addr.eq(cur.compute.act_addr + step),

@@ -527,6 +527,7 @@ def _cmd_run(args) -> int:
         "pause": args.pause,
         "seed": args.seed, "out": args.out, "plots": False if args.no_plots else None,
         "text": args.text,
+        "tech": args.tech,
     }
     started = time.perf_counter()
     try:
@@ -630,8 +631,19 @@ def _cmd_run(args) -> int:
     elif quality:
         print(f"  model quality perplexity {quality['sparse']:.2f} (dense {quality['dense']:.2f})"
               f" on {quality['tokens']} tokens, float weights")
+    energy = summary["energy"]
+    if energy:
+        kind = "decode" if s.tokens == 1 else f"prefill of {s.tokens}"
+        area = (f", {energy['area_mm2']:.4f} mm², {energy['tops_per_mm2']:.3f} TOPS/mm²"
+                if energy["area_mm2"] else ", area not recorded (make area)")
+        print(f"  energy        {energy['pj_per_token']:,.1f} pJ/token ({kind}), "
+              f"{energy['tops_per_w']:.2f} TOPS/W{area} ({energy['tech']}); off-chip memory "
+              f"and chip interconnect not modelled (chip level)")
+    else:
+        print("  energy        not computed (no trace ran)")
     files = result.files
-    plots = [k for k in ("utilization", "cycles", "patterns", "speedup") if k in files]
+    plots = [k for k in ("utilization", "cycles", "patterns", "speedup", "energy")
+             if k in files]
     print(f"  report        {files['markdown']}  (layers.json, layers.csv"
           + (f", {len(plots)} plots: {files[plots[0]].parent}/<name>.png" if plots else "")
           + ")")
@@ -699,6 +711,9 @@ def _add_run_parser(sub) -> None:
     run.add_argument("--out", help="run folder (build/runs/run-<model>-<sparsify>-<pattern>-"
                                    "<preset>)")
     run.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    run.add_argument("--tech", metavar="FILE",
+                     help="technology file of the energy and area figures: 22nm (default), "
+                          "45nm or a TOML path")
     run.set_defaults(func=_cmd_run)
 
 

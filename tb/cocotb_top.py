@@ -27,8 +27,9 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 
 from ..hw.config import MacroConfig
-from ..hw.isa import COUNTERS, ErrorCode, counters_layout
+from ..hw.isa import STATUS_COUNTERS, ErrorCode, counters_layout
 from ..hw.trace import Trace
+from ..sw.events import count_events
 from ..sw.golden import GoldenResult, run_trace
 from .scoreboard import compare, read_recorded, read_recorded_from
 
@@ -39,7 +40,7 @@ RESET_CYCLES = 3
 def _read_counters(dut, cfg) -> dict[str, int]:
     word = dut.status__counters.value.to_unsigned()
     view = counters_layout(cfg).from_bits(word)
-    return {name: int(getattr(view, name)) for name in COUNTERS}
+    return {name: int(getattr(view, name)) for name in STATUS_COUNTERS}
 
 
 async def _reset(dut):
@@ -88,7 +89,8 @@ async def _run_batch(dut, job):
         await _reset(dut)
         timed_out = await _wait_done(dut, timeout)
         results, offset = read_recorded_from(cfg, result_file, offset)
-        report = compare(cfg, golden, _rtl_state(dut, cfg, results, timed_out))
+        report = compare(cfg, golden, _rtl_state(dut, cfg, results, timed_out),
+                         count_events(trace).rtl_counters())
         cycles += report["rtl_counters"]["total"]
         if report["passed"]:
             passed += 1
@@ -132,7 +134,7 @@ async def trace_matches_golden(dut):
     wall = time.perf_counter() - started
 
     rtl = _rtl_state(dut, cfg, read_recorded(cfg, Path(job["result_file"])), timed_out)
-    report = compare(cfg, golden, rtl)
+    report = compare(cfg, golden, rtl, job["events"])
     report["wall_seconds"] = wall
     Path(job["report"]).write_text(json.dumps(report, indent=1, sort_keys=True))
     assert report["passed"], "; ".join(report["problems"])

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..hw.trace import Trace
+from ..sw.events import count_events
 from ..sw.golden import GoldenResult, run_trace
 from .harness import HARNESS_TOP
 from .verilator import BUILD_ROOT, build
@@ -110,6 +111,7 @@ def run_rtl(trace: Trace, *, run_dir: str | Path, pauses: Pauses = Pauses(), see
         "golden": {"results": str(golden_path), "counters": dict(golden.counters),
                    "error": golden.error.name, "halted": golden.halted,
                    "commands": golden.commands, "data_left": golden.data_left},
+        "events": count_events(trace).rtl_counters(),
         "result_file": str(result_file),
         "report": str(report_path),
         "reset_at": reset_at,

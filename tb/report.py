@@ -9,7 +9,8 @@ Files written by :func:`write_report` into the run folder:
 - ``layers.json``: ``{"settings": {...}, "summary": {...}, "layers": [record, ...]}``;
 - ``layers.csv``: one row per layer, the columns of :data:`CSV_COLUMNS`;
 - ``report.md``: the summary and the table, with the plots embedded;
-- ``utilization.png``, ``cycles.png``, ``patterns.png``, ``speedup.png``.
+- ``utilization.png``, ``cycles.png``, ``patterns.png``, ``speedup.png``, and ``energy.png``
+  (energy per token by component, stacked) when the layers have energy figures.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ class LayerRecord:
         tiles' output columns over ``out_features`` for a sampled one (``rtl_sample``).
     rtl_tiles : list of int or None
         The output tiles sampled (None when the whole layer ran).
+    energy : dict or None
+        Energy and area figures of the layer's trace
+        (:func:`sparsecim.sw.energy.layer_energy`): ``pj_per_token``, ``tops_per_w``,
+        ``components_pj``, ``area_mm2`` ...; for a layer-shape table, of the schedule the
+        cycle model describes (totals over ``copies``).
     copies : int
         Identical layers this record stands for (a layer-shape table's count per block times
         its blocks); ``arrays``, ``weight_bytes``, ``meta_bytes``, ``macs``, the cycles and
@@ -116,6 +122,7 @@ class LayerRecord:
     copies: int = 1
     extra: dict = field(default_factory=dict)
     macro: str = ""
+    energy: dict | None = None
 
     @property
     def speedup(self) -> float:
@@ -124,7 +131,10 @@ class LayerRecord:
 
     def as_dict(self) -> dict:
         """The record as plain JSON values, ``speedup`` included."""
-        return asdict(self) | {"speedup": self.speedup}
+        energy = self.energy or {}
+        return asdict(self) | {"speedup": self.speedup,
+                               "pj_per_token": energy.get("pj_per_token"),
+                               "tops_per_w": energy.get("tops_per_w")}
 
 
 #: Columns of ``layers.csv``, in order.
@@ -132,7 +142,7 @@ CSV_COLUMNS = ("name", "out_features", "in_features", "tokens", "copies", "spars
                "mapping", "arrays", "k_tiles", "n_tiles", "utilization", "dense_utilization",
                "density", "weight_bytes", "meta_bytes", "macs", "model_cycles",
                "dense_cycles", "speedup", "ideal_cycles", "golden_match", "rel_error",
-               "rtl_cycles", "rtl_match", "rtl_coverage", "macro")
+               "rtl_cycles", "rtl_match", "rtl_coverage", "pj_per_token", "tops_per_w", "macro")
 
 
 def summarize(records: list[LayerRecord]) -> dict:
@@ -142,6 +152,8 @@ def summarize(records: list[LayerRecord]) -> dict:
     ``golden_layers`` counts the records the golden model ran on (a layer-shape table's
     have none), ``linears`` the layers the records stand for (their ``copies``), and
     ``cycle_model_only`` is true when neither the golden model nor the RTL ran on any.
+    ``energy`` is :func:`sparsecim.sw.energy.total_energy` of the layers' energy figures (None
+    unless every layer has them).
 
     Raises
     ------
@@ -170,7 +182,16 @@ def summarize(records: list[LayerRecord]) -> dict:
         "rtl_matches": sum(bool(r.rtl_match) for r in rtl),
         "cycle_model_only": not golden and not rtl,
         "passed": all(r.golden_match for r in golden) and all(r.rtl_match for r in rtl),
+        "energy": _energy_summary(records),
     }
+
+
+def _energy_summary(records: list[LayerRecord]) -> dict | None:
+    from ..sw.energy import total_energy
+
+    if not all(r.energy for r in records):
+        return None
+    return total_energy([r.energy for r in records])
 
 
 def _cell(value):
@@ -267,6 +288,14 @@ def write_plots(records: list[LayerRecord], folder: str | Path) -> dict[str, Pat
     ax.bar(x, [r.speedup for r in records])
     ax.axhline(1.0, color="k", linewidth=0.8)
     finish(fig, ax, "speedup", "speedup vs dense (x)", "Speedup over the dense mapping")
+
+    if all(r.energy for r in records):
+        from ..sw.energy_eval import plot_energy_stack
+
+        fig, ax = plt.subplots(figsize=(width, 4))
+        plot_energy_stack(ax, [r.energy for r in records], x)
+        finish(fig, ax, "energy", "energy per token (pJ)",
+               f"Energy per token by component ({records[0].energy['tech']})")
     return paths
 
 
@@ -320,11 +349,40 @@ def write_markdown(records: list[LayerRecord], path: str | Path, *, settings: di
                      f"{r.mapping} | {r.arrays} | {r.utilization:.1%} | {r.weight_bytes:,} | "
                      f"{r.meta_bytes:,} | {r.macs:,} | {r.model_cycles:,} | "
                      f"{r.dense_cycles:,} | {r.speedup:.2f}x | {rtl} | {match} |")
+    lines += _energy_markdown(summary)
     lines += ["", "## Plots", ""]
     for name, plot in plots.items():
         lines += [f"![{name}]({Path(plot).name})", ""]
     path.write_text("\n".join(lines))
     return path
+
+
+def _energy_markdown(summary: dict) -> list[str]:
+    energy = summary.get("energy")
+    if not energy:
+        return ["", "## Energy and area", "", "Not computed."]
+    area = energy["area_mm2"]
+    lines = ["", f"## Energy and area ({energy['tech']})", "",
+             f"- energy per token (all layers): {energy['pj_per_token']:,.1f} pJ; "
+             f"{energy['tops_per_w']:.2f} TOPS/W (a MAC is 2 operations, every cell MAC "
+             "counted)",
+             "- area: " + (f"{area:.4f} mm²; {energy['tops_per_mm2']:.3f} TOPS/mm² achieved, "
+                           f"{energy['peak_tops_per_mm2']:.3f} peak at "
+                           f"{energy['clock_mhz']:g} MHz" if area else "not recorded")]
+    lines += [f"- {note}" for note in energy["notes"]]
+    lines += ["", "| component | energy (pJ) | share |", "| --- | ---: | ---: |"]
+    total = energy["total_pj"]
+    for name, value in energy["components_pj"].items():
+        if value is None:
+            lines.append(f"| {name} | not modelled | - |")
+        else:
+            lines.append(f"| {name} | {value:,.1f} | {value / total:.1%} |")
+    if energy["area_um2"]:
+        lines += ["", "| area component | µm² | share |", "| --- | ---: | ---: |"]
+        whole = sum(energy["area_um2"].values())
+        for name, value in energy["area_um2"].items():
+            lines.append(f"| {name} | {value:,.0f} | {value / whole:.1%} |")
+    return lines
 
 
 def write_report(records: list[LayerRecord], folder: str | Path, *, settings: dict,

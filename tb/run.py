@@ -62,6 +62,9 @@ import numpy as np
 
 from ..hw.config import MacroConfig, macro_from_table, macro_toml, resolve_macro
 from ..hw.trace import Trace
+from ..sw.area import recorded_counts
+from ..sw.energy import layer_energy, load_tech
+from ..sw.events import count_events
 from ..sw.golden import run_trace
 from ..sw.mapping import map_dense, map_nm
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
@@ -149,6 +152,9 @@ class RunSettings:
         The macro of a ``[macro]`` table in the settings file; it overrides ``preset`` (which
         then only names it) unless ``--preset`` is given as a flag. :meth:`macro_config` is
         the macro the run uses.
+    tech : str
+        Technology file of the energy and area figures: ``22nm`` (default), ``45nm`` or a
+        path to a TOML file (:func:`sparsecim.sw.energy.load_tech`).
     """
     model: str = "smollm2"
     blocks: int = 1
@@ -171,6 +177,7 @@ class RunSettings:
     out: str = ""
     plots: bool = True
     text: str = ""
+    tech: str = "22nm"
     macro: MacroConfig | None = None
 
     def macro_config(self) -> MacroConfig:
@@ -418,6 +425,10 @@ def validate_settings(s: RunSettings) -> None:
     cfg = s.macro_config()
     if s.rtl_sample < 0:
         raise RunError(f"setting rtl_sample must be a non-negative integer, not {s.rtl_sample}")
+    try:
+        load_tech(s.tech)
+    except ValueError as exc:
+        raise RunError(f"tech: {exc}") from None
     if not 0.0 <= s.pause < 1.0:
         raise RunError(f"setting pause must be a number in [0, 1), not {s.pause}")
     if s.monarch_mapping not in MONARCH_MAPPINGS:
@@ -888,12 +899,25 @@ def _shape_records(cfg: MacroConfig, s: RunSettings, rows: list) -> list[LayerRe
     # A linear mapping runs the pattern's zeros as weights: it stores and computes them.
     stored = (1, 1) if mapping_name == "linear" else declared
     counters: dict[tuple, dict] = {}
+    events: dict[tuple, object] = {}
+    tech, cell_counts = load_tech(s.tech), recorded_counts(cfg)
 
     def predicted(k: int, n: int, pattern: tuple) -> dict:
         key = (k, n, pattern)
         if key not in counters:
             counters[key] = predict_counters(cfg, k, n, s.tokens, pattern)
         return counters[key]
+
+    def energy(k: int, n: int, copies: int) -> dict:
+        # The events of the schedule the cycle model describes (random values of the declared
+        # pattern: the counts do not depend on them), from two output tiles.
+        from ..sw.energy_eval import layer_events
+
+        key = (k, n)
+        if key not in events:
+            events[key] = layer_events(cfg, k, n, s.tokens, pattern=declared, run_as=stored)
+        return layer_energy(cfg, events[key].scaled(copies), tech, cell_counts,
+                            s.tokens)
 
     records = []
     for row in rows:
@@ -917,7 +941,8 @@ def _shape_records(cfg: MacroConfig, s: RunSettings, rows: list) -> list[LayerRe
             dense_cycles=predicted(k, n, (1, 1))["total"] * copies,
             ideal_cycles=ideal_cycles(mapping, s.tokens) * copies, golden_match=None,
             extra={"count": row.count, "blocks": row.blocks,
-                   "cycles_per_layer": model["total"]}, macro=cfg.slug))
+                   "cycles_per_layer": model["total"]}, macro=cfg.slug,
+            energy=energy(k, n, copies)))
     return records
 
 
@@ -1157,6 +1182,9 @@ def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step):
     step("plan", str(len(layers) + len(rtl_names) + checkpoint))
     sparsified = SPARSIFIERS[settings.sparsify](layers, settings, cfg)
 
+    # Energy: exact events of every trace, priced by the technology file; area from the cell
+    # counts `make area` recorded for this config (None if it has not).
+    tech, cell_counts = load_tech(settings.tech), recorded_counts(cfg)
     records = []
     for layer, sparse in zip(layers, sparsified, strict=True):
         step("begin", f"golden {layer.name}")
@@ -1194,7 +1222,8 @@ def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step):
             ideal_cycles=mapped.ideal_cycles,
             golden_match=bool(np.array_equal(y, mapped.expected)), rel_error=rel_error,
             extra={k: v for k, v in sparse.extra.items() if isinstance(v, (int, float, str))},
-            macro=cfg.slug)
+            macro=cfg.slug,
+            energy=layer_energy(cfg, count_events(mapped.trace), tech, cell_counts, tokens))
         step("end", f"golden {layer.name}")
         if layer.name in rtl_names:
             step("begin", f"RTL {layer.name}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..hw.config import MacroConfig
-from ..hw.isa import result_layout, unpack_beats
+from ..hw.isa import EVENT_COUNTERS, result_layout, unpack_beats
 from ..sw.golden import GoldenResult
 
 __all__ = ["read_recorded", "read_recorded_from", "compare"]
@@ -44,7 +44,7 @@ def read_recorded_from(cfg: MacroConfig, path: Path, offset: int) -> tuple[np.nd
     return unpack_beats(result_layout(cfg), words), end
 
 
-def compare(cfg: MacroConfig, golden: GoldenResult, rtl: dict) -> dict:
+def compare(cfg: MacroConfig, golden: GoldenResult, rtl: dict, events: dict) -> dict:
     """Compare every result word and every counter; return a JSON-able report.
 
     ``rtl`` holds ``results`` (beats × cols), ``counters`` (by name), ``error`` (name),
@@ -53,7 +53,9 @@ def compare(cfg: MacroConfig, golden: GoldenResult, rtl: dict) -> dict:
     exactly, except ``stall`` (the model has no stalls) which must make up the difference in
     ``total``. Counters saturate at ``cfg.counter_bits``: they are compared with
     :meth:`GoldenResult.saturated`, and a saturated ``total`` is replaced by the harness's
-    count. ``rtl_cycles`` in the report is the RTL's cycles less its stalls.
+    count. ``rtl_cycles`` in the report is the RTL's cycles less its stalls. The event
+    counters (:data:`~sparsecim.hw.isa.EVENT_COUNTERS`) must equal ``events``, the model's
+    counts (:meth:`sparsecim.sw.events.Events.rtl_counters`), saturated the same way.
     """
     problems = []
     got, want = rtl["results"], golden.results
@@ -98,6 +100,9 @@ def compare(cfg: MacroConfig, golden: GoldenResult, rtl: dict) -> dict:
                             f"RTL total counter {counters['total']} (saturated)")
         elif counters["stall"] < top and rtl_cycles != exact_total:
             problems.append(f"harness cycles - stall: RTL {rtl_cycles}, model {exact_total}")
+    for name in EVENT_COUNTERS:
+        if counters[name] != min(events[name], top):
+            problems.append(f"{name} events: RTL {counters[name]}, model {events[name]}")
     return {
         "passed": not problems,
         "problems": problems,
@@ -110,6 +115,7 @@ def compare(cfg: MacroConfig, golden: GoldenResult, rtl: dict) -> dict:
         "model_counters_saturated": model,
         "rtl_cycles": int(rtl_cycles),
         "cycles_match": int(rtl_cycles) == exact_total,
+        "model_events": dict(events),
         "harness_cycles": rtl["harness_cycles"],
         "rtl_error": rtl["error"],
         "golden_error": golden.error.name,

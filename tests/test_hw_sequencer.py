@@ -15,6 +15,7 @@ from sparsecim.hw.isa import Command, CycleCost, ErrorCode, Mode, Opcode
 from sparsecim.hw.sequencer import Sequencer
 from sparsecim.hw.top import Top
 from sparsecim.hw.trace import Trace
+from sparsecim.sw.events import count_events
 
 CFG = preset("tiny")
 
@@ -103,7 +104,7 @@ def run_top(cfg, commands, data, *, pause_seed=None, pause_probability=0.3,
             await ctx.tick()
             moved |= ctx.get(top.status.counters).as_value().value != counters.as_value().value
         out.update(
-            counters={name: int(counters[name]) for name in isa.COUNTERS},
+            counters={name: int(counters[name]) for name in isa.STATUS_COUNTERS},
             error=ctx.get(top.status.error), done=bool(ctx.get(top.status.done)),
             cycles=cycles, ready_seen=ready_seen, moved=moved)
 
@@ -204,6 +205,10 @@ def test_top_gemm_results_and_counters_match_numpy_and_cycle_model(pause_seed):
     assert run.done and run.error == ErrorCode.NONE
     np.testing.assert_array_equal(run.results, expected)
     assert_counters(run, expected_cost(CFG, cmds), stalls=pause_seed is not None)
+    # Event counters, counted by hand from gemm_program: 2 tiles × 3 tokens passes, the whole
+    # array written per tile, one entry of act_beats per token and tile; stalls add none.
+    assert {name: run.counters[name] for name in isa.EVENT_COUNTERS} == {
+        "passes": 2 * 3, "w_rows": 2 * CFG.weight_rows, "a_beats": 2 * 3 * CFG.act_beats()}
     # The counters stop at the halt; total counts exactly the cycles until done rose.
     assert run.counters["total"] == run.cycles_to_done
     assert not run.ready_after_halt and not run.counters_moved_after_halt
@@ -389,7 +394,8 @@ def test_top_runs_a_monarch_layer_with_split_moves_and_parts(mapping, b, s, toke
     assert (run.error, run.done) == (ErrorCode.NONE, True)
     np.testing.assert_array_equal(schedule.assemble(run.results),
                                   monarch_reference(CFG, x, r_blocks, l_blocks, shift))
-    model = run_trace(schedule.trace).counters
+    # Cycle counters against the cycle model, event counters against sw/events.
+    model = run_trace(schedule.trace).counters | count_events(schedule.trace).rtl_counters()
     assert {k: v for k, v in run.counters.items() if k not in ("total", "stall")} == \
         {k: v for k, v in model.items() if k not in ("total", "stall")}
     assert run.counters["total"] - run.counters["stall"] == model["total"]
@@ -409,7 +415,7 @@ def test_top_move_window_rotates_and_masks_lanes(window):
     run = run_top(CFG, trace.commands, trace.data, pause_seed=sum(window))
     assert (run.error, run.done) == (ErrorCode.NONE, True)
     np.testing.assert_array_equal(run.results, expected)
-    model = run_trace(trace).counters
+    model = run_trace(trace).counters | count_events(trace).rtl_counters()
     assert run.counters["total"] - run.counters["stall"] == model["total"]
     assert run.counters["load"] == model["load"]
 
@@ -557,5 +563,5 @@ def test_top_runs_every_pattern_in_one_trace_that_switches_between_layers():
         np.testing.assert_array_equal(got, x @ w)
         beat += schedule.result_beats
     assert beat == len(run.results)
-    model = run_trace(trace).counters
+    model = run_trace(trace).counters | count_events(trace).rtl_counters()
     assert run.counters == model

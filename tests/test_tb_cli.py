@@ -1032,6 +1032,8 @@ def _bad_run_values(rng):
         ("plots", str(rng.choice(["1", "'no'", "[]"])), None),
         ("colour", "'blue'", None),
         ("rtl_sample", str(rng.choice(["-1", "'two'", "1.5"])), [str(rng.choice(["-1", "x"]))]),
+        ("tech", repr(str(rng.choice(["7nm", "", "missing.toml"]))),
+         [str(rng.choice(["7nm", "missing.toml"]))]),
         ("text", "'missing.txt'",
          ["missing.txt", "/"]),
         ("macro", str(rng.choice(["{ rows = 3 }", "{ rows = 4, cols = 4, submacros = 3 }",

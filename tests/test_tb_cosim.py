@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from sparsecim.hw.config import preset
 from sparsecim.hw.isa import (
+    EVENT_COUNTERS,
     Command,
     Mode,
     Opcode,
@@ -14,6 +15,7 @@ from sparsecim.hw.isa import (
     pack_weight_rows,
 )
 from sparsecim.hw.trace import Step, Trace
+from sparsecim.sw.events import count_events
 from sparsecim.sw.golden import run_trace
 from sparsecim.sw.reference import matmul_reference
 from sparsecim.sw.schedule import chain, schedule_layer
@@ -41,6 +43,7 @@ def _assert_passed(rtl):
     assert rtl.passed
     assert rtl.outputs_match
     assert rtl.rtl_counters["total"] - rtl.rtl_counters["stall"] == rtl.model_counters["total"]
+    assert {name: rtl.rtl_counters[name] for name in EVENT_COUNTERS} == rtl.model_events
 
 
 SHAPES = [
@@ -61,6 +64,9 @@ def test_rtl_gemm_matches_golden_and_cycle_model(tmp_path, name, k, n, tokens):
     _assert_passed(rtl)
     assert rtl.rtl_counters["stall"] == 0
     assert rtl.result_beats == rtl.golden_result_beats > 0
+    # The RTL's event counters equal the trace walk of sw/events.
+    events = count_events(schedule.trace).rtl_counters()
+    assert {name: rtl.rtl_counters[name] for name in EVENT_COUNTERS} == events
 
 
 NM_SHAPES = {"tiny": (37, 9, 3), "flexcim": (300, 70, 3)}

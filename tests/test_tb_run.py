@@ -50,7 +50,7 @@ def test_default_run_folder_is_named_after_the_settings():
     ({"colour": "blue"}, "unknown setting 'colour'; known are model, blocks, linears, shapes, "
                          "tokens, calib_tokens, sparsify, pattern, flow_target, "
                          "flow_tolerance, flow_dense_ends, monarch_mapping, mapping, preset, "
-                         "rtl_layers, rtl_sample, pause, seed, out, plots, text"),
+                         "rtl_layers, rtl_sample, pause, seed, out, plots, text, tech"),
 ], ids=["tokens", "pause", "plots", "preset", "flow-target", "unknown"])
 def test_bad_settings_are_named(overrides, message):
     with pytest.raises(RunError) as exc:
@@ -340,3 +340,55 @@ def test_a_mismatch_in_a_sampled_tile_fails_the_run(monkeypatch, tmp_path):
     assert len(calls) == 3
     assert record.golden_match is True and record.rtl_match is False
     assert not result.passed
+def test_bad_tech_file_is_named(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text("format = 1\n")
+    with pytest.raises(RunError) as exc:
+        load_settings(overrides={"tech": str(path)})
+    assert str(exc.value) == "tech: t.toml: section [operating] is missing"
+
+
+def test_run_reports_energy_per_layer_and_for_the_model(tmp_path):
+    """Every layer's energy is its trace's events priced by the technology file; the model's
+    figures are the layers' sums (pJ per token) and the ratio of their sums (TOPS/W)."""
+    from sparsecim.hw.config import preset
+    from sparsecim.sw.area import recorded_counts
+    from sparsecim.sw.energy import evaluate, load_tech
+    from sparsecim.sw.events import Events
+
+    settings = load_settings(overrides={"model": "synthetic", "shapes": "8x40,6x20",
+                                        "tokens": 3, "preset": "tiny", "sparsify": "magnitude",
+                                        "pattern": "2:4", "plots": False, "tech": "45nm",
+                                        "out": str(tmp_path / "r")})
+    result = run_module.run(settings)
+    cfg, tech = preset("tiny"), load_tech("45nm")
+    energies = [r.energy for r in result.records]
+    for r in result.records:
+        assert r.energy["tech"] == "45nm"
+        assert r.energy["events"]["cycles"] == r.model_cycles
+        modelled = [v for v in r.energy["components_pj"].values() if v is not None]
+        assert sum(modelled) == pytest.approx(r.energy["total_pj"])
+        assert r.energy["pj_per_token"] == pytest.approx(r.energy["total_pj"] / 3)
+    summary = result.summary["energy"]
+    assert summary["pj_per_token"] == pytest.approx(sum(e["pj_per_token"] for e in energies))
+    macs = sum(e["cell_macs"] for e in energies)
+    assert summary["tops_per_w"] == pytest.approx(
+        2 * macs / (sum(e["total_pj"] for e in energies) * 1e-12) / 1e12)
+    assert summary["components_pj"]["off-chip memory"] is None
+    # tiny's cell counts are recorded (sw/tech/cells.json): the area is theirs, priced.
+    assert summary["area_mm2"] == pytest.approx(
+        evaluate(cfg, Events(), tech, recorded_counts(cfg)).area_mm2)
+    assert summary["area_mm2"] > 0
+
+
+def test_shape_table_energy_counts_the_schedule_the_cycle_model_describes(tmp_path):
+    """A layer-shape table has no weights, but its events are those of the schedule of the
+    declared pattern: their cycles equal the cycle model's for every row."""
+    settings = load_settings(overrides={"model": "smollm2-135m", "sparsify": "magnitude",
+                                        "pattern": "2:4", "plots": False,
+                                        "out": str(tmp_path / "r")})
+    result = run_module.run(settings)
+    for r in result.records:
+        assert r.energy["events"]["cycles"] == r.model_cycles
+        assert r.energy["cell_macs"] == r.energy["events"]["passes"] * 4096
+    assert result.summary["energy"]["cycles"] == result.summary["model_cycles"]

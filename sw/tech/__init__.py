@@ -1,0 +1,1 @@
+"""Technology files (TOML) and recorded generic-cell counts; data only."""
