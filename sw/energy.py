@@ -94,12 +94,17 @@ def load_tech(spec: str | Path = "22nm") -> Tech:
         path = Path(spec)
     label = path.name
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"technology file {str(spec)!r} does not exist; packaged are "
                          f"{', '.join(_PACKAGED)}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{label}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"technology file {str(spec)!r} must be UTF-8 text") from None
+    except OSError as exc:
+        raise ValueError(f"technology file {str(spec)!r} cannot be read: "
+                         f"{exc.strerror or exc}") from None
     if raw.get("format") != 1:
         raise ValueError(f"{label}: format must be 1, not {raw.get('format')!r}")
     values, sources = {}, {}
