@@ -20,17 +20,53 @@ extrapolation is then not exact, so a sweep uses the exact count by default.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
+from dataclasses import dataclass
 
 from ..hw.config import MacroConfig
 from ..hw.isa import Command, Mode, Opcode, command_layout, cycles, data_beats
 from .area import recorded_counts
 from .energy import Tech, layer_energy
 from .events import Events, choices
-from .mapping import TileMapping, map_nm
 from .nm import NMPattern, memory_bits
 
-__all__ = ["command_times", "closed_events", "point_figures"]
+__all__ = ["command_times", "closed_events", "point_figures", "tiling"]
+
+
+@dataclass(frozen=True)
+class _Tiling:
+    """The figures of :func:`~sparsecim.sw.mapping.map_nm` a point needs, without listing its
+    tiles (a LLaMA layer on a small macro has millions): equal to the mapping's (a test)."""
+    k_tiles: int
+    n_tiles: int
+    k_tile_inputs: tuple
+    arrays: int
+    utilization: float
+    macs_per_token: int
+
+
+@functools.lru_cache(maxsize=4096)
+def _tiling(cfg: MacroConfig, k: int, n: int, pattern: tuple[int, int]) -> _Tiling:
+    cfg.check_pattern(*pattern)
+    inputs = cfg.pass_inputs(*pattern)
+    k_tiles, n_tiles = -(-k // inputs), -(-n // cfg.cols)
+    slots = n * -(-k // pattern[1]) * pattern[0]
+    return _Tiling(k_tiles, n_tiles,
+                   tuple(min(inputs, k - i * inputs) for i in range(k_tiles)),
+                   k_tiles * n_tiles, slots / (k_tiles * n_tiles * cfg.cells), slots)
+
+
+def tiling(cfg: MacroConfig, k: int, n: int, pattern: tuple[int, int]) -> _Tiling:
+    """``k_tiles``, ``n_tiles``, ``k_tile_inputs``, ``arrays``, ``utilization`` and
+    ``macs_per_token`` of :func:`~sparsecim.sw.mapping.map_nm` in closed form (no tile list).
+
+    Raises
+    ------
+    ValueError
+        If the macro does not support the pattern.
+    """
+    return _tiling(cfg, k, n, tuple(pattern))
 
 
 def _load_ranges(cfg: MacroConfig, pattern: tuple[int, int], inputs: int):
@@ -51,16 +87,16 @@ def _config_command(pattern: tuple[int, int]) -> Command:
     return Command(Opcode.CONFIG, mode=Mode.DENSE if (n, m) == (1, 1) else Mode.NM, n=n, m=m)
 
 
-def _times(mapping: TileMapping, tokens: int, resident: bool, chunk: int) -> Counter:
-    cfg, pattern = mapping.config, mapping.pattern
+def _times(cfg: MacroConfig, pattern: tuple[int, int], mapping: _Tiling, tokens: int,
+           resident: bool, chunk: int) -> Counter:
     k_tiles, n_tiles = mapping.k_tiles, mapping.n_tiles
     sizes = Counter({chunk: tokens // chunk})
     if tokens % chunk:
         sizes[tokens % chunk] += 1
     chunks = sum(sizes.values())
     times: Counter = Counter({_config_command(pattern): 1, Command(Opcode.END): 1})
-    for tile in mapping.tiles[:k_tiles]:
-        for row, rows in _load_ranges(cfg, pattern, tile.rows):
+    for inputs in mapping.k_tile_inputs:
+        for row, rows in _load_ranges(cfg, pattern, inputs):
             times[Command(Opcode.LOAD_W, row=row, count=rows)] += chunks * n_tiles
     for count, repeats in sizes.items():
         per_n_tile = repeats * n_tiles
@@ -81,18 +117,25 @@ def command_times(cfg: MacroConfig, k: int, n: int, tokens: int,
     by ``k × n`` layer in ``pattern``, each with how many times it runs, and the pattern they
     run in; the loop variant with fewest cycles, resident first among equals (as the
     scheduler chooses)."""
-    mapping = map_nm(cfg, k, n, pattern)
+    pattern = tuple(pattern)
+    return pattern, _command_times(cfg, k, n, tokens, pattern)
+
+
+@functools.lru_cache(maxsize=4096)
+def _command_times(cfg: MacroConfig, k: int, n: int, tokens: int,
+                   pattern: tuple[int, int]) -> Counter:
+    mapping = _tiling(cfg, k, n, pattern)
     variants = []
     if mapping.k_tiles <= cfg.act_depth:
         variants.append((True, min(tokens, cfg.acc_depth, cfg.act_depth // mapping.k_tiles)))
     variants.append((False, min(tokens, cfg.acc_depth, cfg.act_depth)))
     best = None
     for resident, chunk in variants:
-        times = _times(mapping, tokens, resident, chunk)
+        times = _times(cfg, pattern, mapping, tokens, resident, chunk)
         total = sum(cycles(cfg, cmd, pattern).total * count for cmd, count in times.items())
         if best is None or total < best[0]:
             best = (total, times)
-    return pattern, best[1]
+    return best[1]
 
 
 def closed_events(cfg: MacroConfig, k: int, n: int, tokens: int,
@@ -117,12 +160,18 @@ def closed_events(cfg: MacroConfig, k: int, n: int, tokens: int,
         for a shape table; it differs from the trace when the scheduler's loop variant for
         the whole layer is not the one for one or two tiles (see the module docstring).
     """
+    return _closed_events(cfg, k, n, tokens, tuple(pattern), two_tile).scaled(1)  # a copy
+
+
+@functools.lru_cache(maxsize=4096)
+def _closed_events(cfg: MacroConfig, k: int, n: int, tokens: int, pattern: tuple[int, int],
+                   two_tile: bool) -> Events:
     tiles = n // cfg.cols
     if two_tile and not n % cfg.cols and tiles > 2:
-        one = closed_events(cfg, k, cfg.cols, tokens, pattern)
-        two = closed_events(cfg, k, 2 * cfg.cols, tokens, pattern)
+        one = _closed_events(cfg, k, cfg.cols, tokens, pattern, False)
+        two = _closed_events(cfg, k, 2 * cfg.cols, tokens, pattern, False)
         return one + (two + one.scaled(-1)).scaled(tiles - 1)
-    pattern, times = command_times(cfg, k, n, tokens, pattern)
+    times = _command_times(cfg, k, n, tokens, pattern)
     ev = Events()
     cmd_bits = command_layout(cfg).size
     dist_per_pass = cfg.reduction * choices(cfg)
@@ -189,11 +238,11 @@ def point_figures(cfg: MacroConfig, rows, tokens: int, declared: tuple[int, int]
     for row in rows:
         k, n, copies = row.inputs, row.outputs, row.total
         if (k, n) not in cache:
-            mapping = map_nm(cfg, k, n, stored)
-            ev = closed_events(cfg, k, n, tokens, stored)
+            mapping = _tiling(cfg, k, n, stored)
+            ev = _closed_events(cfg, k, n, tokens, stored, False)
             # Cycles are always the exact ones (the run's predict_counters); only the events
             # priced may be the two-tile extrapolation.
-            priced = closed_events(cfg, k, n, tokens, stored, two_tile=True) if two_tile else ev
+            priced = _closed_events(cfg, k, n, tokens, stored, True) if two_tile else ev
             cache[(k, n)] = (mapping, ev, priced, memory_bits(n, k, NMPattern(*stored),
                                                               value_bits=cfg.weight_bits))
         mapping, ev, priced, bits = cache[(k, n)]

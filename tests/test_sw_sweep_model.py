@@ -72,3 +72,18 @@ def test_point_energy_equals_trace_energy(tech):
         assert fig["energy_pj"] == ref["total_pj"]
         assert fig["cycles"] == predict_counters(cfg, row.inputs, row.outputs, 2,
                                                  (2, 4))["total"] * row.total
+
+
+@pytest.mark.parametrize("preset", ["tiny", "flexcim", "paper"])
+@pytest.mark.parametrize("k,n", [(1, 1), (7, 5), (64, 36), (576, 1536), (1000, 333)])
+@pytest.mark.parametrize("pattern", [(1, 1), (2, 4), (1, 8), (4, 8)])
+def test_tiling_equals_map_nm(preset, k, n, pattern):
+    from sparsecim.sw.mapping import map_nm
+    from sparsecim.sw.sweep_model import tiling
+
+    cfg = PRESETS[preset]
+    mapping, closed = map_nm(cfg, k, n, pattern), tiling(cfg, k, n, pattern)
+    assert (closed.k_tiles, closed.n_tiles, closed.arrays, closed.macs_per_token) == (
+        mapping.k_tiles, mapping.n_tiles, mapping.arrays, mapping.macs_per_token)
+    assert closed.utilization == mapping.utilization
+    assert list(closed.k_tile_inputs) == [t.rows for t in mapping.tiles[:mapping.k_tiles]]
