@@ -55,6 +55,7 @@ from ..sw.energy import load_tech
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
 from ..sw.schedule import as_pattern
 from ..sw.sweep_model import point_figures
+from .outputs import OutputError, check_output_folder
 from .run import RunError, RunSettings, ShapeTable, validate_settings
 
 __all__ = ["SweepError", "AXES", "DEFAULTS", "COLUMNS", "SweepSpec", "SweepResult",
@@ -429,13 +430,11 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, executor: str = "process",
     started = time.perf_counter()
     if executor not in EXECUTORS:
         raise SweepError(f"executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
-    out = Path(out)
-    cache = out / "cache"
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SweepError(f"sweep folder {out} cannot be written: {exc.strerror or exc}") \
-            from None
+        out = check_output_folder(out, what="sweep folder")
+        cache = check_output_folder(out / "cache", what="sweep cache folder")
+    except OutputError as exc:
+        raise SweepError(str(exc)) from None
     results: dict[str, dict] = {}
     todo = []
     for point in spec.points:

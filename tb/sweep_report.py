@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-__all__ = ["OBJECTIVES", "totals", "pareto_front", "summary", "write_sweep_report"]
+__all__ = ["OBJECTIVES", "totals", "pareto_front", "summary", "write_sweep_report", "fmt"]
 
 #: Objectives, all minimized: column of ``points.csv`` to label.
 OBJECTIVES = {"cycles_per_token": "cycles / token", "pj_per_token": "energy (pJ / token)",
@@ -93,7 +93,8 @@ def _plot(points: list, fronts: dict, pair, path: Path) -> None:
     plt.close(fig)
 
 
-def _fmt(value) -> str:
+def fmt(value) -> str:
+    """A figure for a table: thousands separated from 100 up, 4 significant digits below."""
     if value in (None, ""):
         return "-"
     value = float(value)
@@ -121,15 +122,15 @@ def write_sweep_report(result, *, plots: bool = True) -> dict:
         lines += ["", f"## {model} ({part['points']} points)", "",
                   "| best in | value | point |", "|---|---:|---|"]
         for objective, row in part["best"].items():
-            lines.append(f"| {OBJECTIVES[objective]} | {_fmt(row[objective])} | "
+            lines.append(f"| {OBJECTIVES[objective]} | {fmt(row[objective])} | "
                          f"{_label(row)} |")
         front = part["front"]
         lines += ["", f"Pareto front (cycles, energy, area): {len(front)} of "
                       f"{part['points']} points", "",
                   "| cycles / token | pJ / token | mm² | point |", "|---:|---:|---:|---|"]
         for row in front[:20]:
-            lines.append(f"| {_fmt(row['cycles_per_token'])} | {_fmt(row['pj_per_token'])} "
-                         f"| {_fmt(row['area_mm2'])} | {_label(row)} |")
+            lines.append(f"| {fmt(row['cycles_per_token'])} | {fmt(row['pj_per_token'])} "
+                         f"| {fmt(row['area_mm2'])} | {_label(row)} |")
         if len(front) > 20:
             lines.append(f"| | | | ... {len(front) - 20} more |")
     ok = totals(result.rows)
