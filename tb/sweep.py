@@ -366,9 +366,9 @@ def _batches(points: list, size: int):
         yield points[start:start + size]
 
 
-def _ray_results(batches: list, address: str | None):
-    """Each batch's results from Ray tasks, as they finish (``address``: a cluster, or None
-    for a local Ray of this machine's CPUs)."""
+def _ray_results(batches: list, address: str | None, fn: Callable = None):
+    """``fn(batch)`` (default :func:`evaluate_points`) of each batch from Ray tasks, as they
+    finish (``address``: a cluster, or None for a local Ray of this machine's CPUs)."""
     try:
         import ray
     except ModuleNotFoundError:
@@ -379,18 +379,18 @@ def _ray_results(batches: list, address: str | None):
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise SweepError(f"cannot connect to the Ray cluster at {address!r}: "
                              f"{str(exc).splitlines()[0]}") from None
-    task = ray.remote(evaluate_points)
+    task = ray.remote(fn or evaluate_points)
     pending = [task.remote(batch) for batch in batches]
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         yield from ray.get(done)
 
 
-def _pool_results(batches: list, workers: int):
+def _pool_results(batches: list, workers: int, fn: Callable = None):
     # spawn: a forked child of a process with threads (the progress bar's) can deadlock.
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = [pool.submit(evaluate_points, batch) for batch in batches]
+        futures = [pool.submit(fn or evaluate_points, batch) for batch in batches]
         for future in concurrent.futures.as_completed(futures):
             yield future.result()
 
