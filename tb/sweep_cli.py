@@ -27,6 +27,12 @@ def add_sweep_parser(sub) -> None:
                             "auto); implies --executor ray")
     sweep.add_argument("--workers", type=int, default=None,
                        help="process pool size (default: the machine's CPUs)")
+    sweep.add_argument("--rtl-sample", type=int, default=0, metavar="K",
+                       help="also run K sampled output tiles of every layer shape of every "
+                            "point on Verilator (random operands of the point's pattern), "
+                            "checked against the golden model and the cycle model; OUT/rtl.csv")
+    sweep.add_argument("--seed", type=int, default=0,
+                       help="seed of the RTL tiles' choice and operands (0)")
     sweep.add_argument("--no-plots", action="store_true", help="report without PNG plots")
     sweep.set_defaults(func=cmd_sweep)
 
@@ -36,11 +42,16 @@ def _seconds(value: float) -> str:
 
 
 def cmd_sweep(args) -> int:
-    """Run the sweep and print its summary; 0 even when points failed (they are results)."""
+    """Run the sweep and print its summary. Exit 0 even when points failed (they are
+    results); 1 when a sampled RTL tile failed its checks."""
     from .progress import Progress
     from .sweep import SweepError, load_spec, run_sweep
     from .sweep_report import OBJECTIVES, fmt, summary, write_sweep_report
 
+    if args.rtl_sample < 0:
+        raise SweepError(f"--rtl-sample must be a non-negative integer, not {args.rtl_sample}")
+    if args.seed < 0:
+        raise SweepError(f"--seed must be a non-negative integer, not {args.seed}")
     if args.workers is not None and args.workers < 1:
         raise SweepError(f"--workers must be a positive integer, not {args.workers}")
     executor = args.executor or ("ray" if args.ray else "process")
@@ -75,7 +86,23 @@ def cmd_sweep(args) -> int:
             print(f"    best {OBJECTIVES[objective]:<20} {fmt(row[objective]):>14}  "
                   f"{row['macro']} {pattern} {row['mapping']} {row['tokens']} tok "
                   f"{row['tech']}")
+    status = 0
+    if args.rtl_sample:
+        from .sweep_rtl import rtl_jobs, run_rtl_jobs
+
+        results = {r["key"]: r for r in result.rows if r["layer"] == "total"}
+        jobs = rtl_jobs(spec.points, results, args.rtl_sample, args.seed)
+        rtl_bar = Progress(len(jobs), "sparsecim sweep RTL")
+        with rtl_bar:
+            rows, path = run_rtl_jobs(
+                jobs, args.out, executor=executor, ray_address=args.ray, workers=args.workers,
+                on_progress=lambda done, total: (setattr(rtl_bar, "done", done),
+                                                 rtl_bar.start(f"{done}/{total} tiles")))
+        passed = sum(bool(r["passed"]) for r in rows)
+        print(f"  RTL           {passed} of {len(rows)} sampled tiles passed (outputs and "
+              f"counters = golden, cycles = closed-form model; seed {args.seed}): {path}")
+        status = 0 if passed == len(rows) else 1
     print(f"  table         {result.table}  (one row per point per layer, plus total)")
     print(f"  report        {files['markdown']}"
           + (f"  ({len(files) - 1} plots)" if len(files) > 1 else ""))
-    return 0
+    return status

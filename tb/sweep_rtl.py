@@ -45,10 +45,10 @@ def _runs_as(point: dict) -> tuple[tuple, tuple]:
 
 
 def rtl_jobs(points: list, results: dict, sample: int, seed: int) -> list[dict]:
-    """The RTL jobs of the points that succeeded (``results``: key → result): per distinct
-    layer shape of each point's model, ``sample`` output tiles (:func:`sample_tiles` of the
-    run pipeline, seeded by ``seed`` and ``model.layer``). Jobs that the technology alone
-    tells apart (the RTL does not see it) appear once."""
+    """The RTL jobs of the points that succeeded (``results``: key → result): per layer of
+    each point's model, ``sample`` output tiles (:func:`sample_tiles` of the run pipeline,
+    seeded by ``seed`` and ``model.layer``). Points the RTL cannot tell apart (they differ
+    only in technology) share their jobs."""
     jobs = {}
     for point in points:
         if results.get(point["key"], {}).get("status") != "ok":
@@ -63,11 +63,10 @@ def rtl_jobs(points: list, results: dict, sample: int, seed: int) -> list[dict]:
                        "model": point["model"], "layer": row.name, "inputs": row.inputs,
                        "outputs": row.outputs, "tile": tile, "tokens": point["tokens"],
                        "pattern": list(declared), "runs_as": list(stored), "seed": seed}
-                text = json.dumps({k: v for k, v in job.items() if k not in ("macro", "model",
-                                                                             "layer")},
+                text = json.dumps({k: v for k, v in job.items() if k != "macro"},
                                   sort_keys=True)
                 key = zlib.crc32(text.encode()).to_bytes(4, "big").hex() + f"-{tile}"
-                jobs.setdefault((text, row.inputs, row.outputs), {**job, "job": key})
+                jobs.setdefault((text, name), {**job, "job": key})
     return list(jobs.values())
 
 

@@ -184,3 +184,36 @@ def test_ray_equals_in_process(tmp_path, local_ray):
     # And one point's result, as a Ray task against this process.
     point = spec.points[-1]
     assert local_ray.get(local_ray.remote(evaluate_point).remote(point)) == evaluate_point(point)
+
+
+def test_rtl_jobs_sample_tiles_by_seed(tmp_path):
+    from sparsecim.tb.sweep_rtl import rtl_jobs
+
+    spec = load_spec(_spec(tmp_path, SMALL))
+    results = {p["key"]: {"status": "ok"} for p in spec.points}
+    jobs = rtl_jobs(spec.points, results, 2, 7)
+    assert jobs == rtl_jobs(spec.points, results, 2, 7)
+    assert jobs != rtl_jobs(spec.points, results, 2, 8)
+    # Per point and layer, 2 tiles (points the RTL cannot tell apart share their jobs).
+    assert len({j["job"] for j in jobs}) == len(jobs)
+    layers = {"smollm2-135m": 7, "bert-large": 6}
+    assert len(jobs) == 2 * sum(layers[p["model"]] for p in spec.points)
+    assert all(0 <= j["tile"] < -(-j["outputs"] // 4) for j in jobs if j["macro"] == "tiny")
+
+
+@pytest.mark.cosim
+def test_sweep_rtl_sample_passes_on_verilator(tmp_path, capsys):
+    from sparsecim.tb.cli import main
+
+    path = _spec(tmp_path, "[[point]]\nmacro = 'tiny'\nmodel = 'smollm2-135m'\n"
+                           "sparsify = 'wanda'\npattern = '2:4'\ntokens = 2\n")
+    status = main(["sweep", str(path), "--out", str(tmp_path / "out"), "--executor",
+                   "inline", "--rtl-sample", "1", "--seed", "3", "--no-plots"])
+    out = capsys.readouterr().out
+    rows = _table(tmp_path / "out" / "rtl.csv")
+    # One tile of each of smollm2's 7 linears (tiles chosen per layer name).
+    assert [r["layer"] for r in rows] == ["q", "k", "v", "o", "gate", "up", "down"]
+    assert all(r["passed"] == "True" for r in rows)
+    assert all(r["rtl_cycles"] == r["model_cycles"] for r in rows)
+    assert "7 of 7 sampled tiles passed" in out
+    assert status == 0
