@@ -389,10 +389,14 @@ def _ray_results(batches: list, address: str | None, fn: Callable = None):
 def _pool_results(batches: list, workers: int, fn: Callable = None):
     # spawn: a forked child of a process with threads (the progress bar's) can deadlock.
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+    try:
         futures = [pool.submit(fn or evaluate_points, batch) for batch in batches]
         for future in concurrent.futures.as_completed(futures):
             yield future.result()
+    finally:
+        # Interrupted: drop the batches not started (the cache keeps the finished ones).
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 #: The executors of :func:`run_sweep`.

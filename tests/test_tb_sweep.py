@@ -217,3 +217,21 @@ def test_sweep_rtl_sample_passes_on_verilator(tmp_path, capsys):
     assert all(r["rtl_cycles"] == r["model_cycles"] for r in rows)
     assert "7 of 7 sampled tiles passed" in out
     assert status == 0
+
+
+def test_cli_sweep_prints_its_summary_and_writes_the_report(tmp_path, capsys):
+    from sparsecim.tb.cli import main
+
+    path = _spec(tmp_path, SMALL)
+    status = main(["sweep", str(path), "--out", str(tmp_path / "out"), "--executor", "inline",
+                   "--no-plots"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert out.startswith(f"sparsecim sweep {path}: 24 points (24 computed, 0 cached, "
+                          f"0 failed) in ")
+    assert "smollm2-135m: 12 points" in out and "bert-large: 12 points" in out
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert report.startswith("# Sweep report: 24 points")
+    main(["sweep", str(path), "--out", str(tmp_path / "out"), "--executor", "inline",
+          "--no-plots"])
+    assert "(0 computed, 24 cached, 0 failed)" in capsys.readouterr().out
