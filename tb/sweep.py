@@ -60,7 +60,7 @@ from .run import RunError, RunSettings, ShapeTable, validate_settings
 
 __all__ = ["SweepError", "AXES", "DEFAULTS", "COLUMNS", "SweepSpec", "SweepResult",
            "load_spec", "point_key", "evaluate_point", "evaluate_points", "run_sweep",
-           "read_table", "MODEL_VERSION"]
+           "read_table", "MODEL_VERSION", "EXECUTORS", "map_batches"]
 
 #: Bumped when the figures of a point change for the same settings: part of every key, so an
 #: old cache is never read as new results.
@@ -403,6 +403,17 @@ def _pool_results(batches: list, workers: int, fn: Callable = None):
 EXECUTORS = ("process", "ray", "inline")
 
 
+def map_batches(fn: Callable, batches: list, *, executor: str = "process",
+                workers: int | None = None, ray_address: str | None = None):
+    """``fn(batch)`` of every batch on an executor of :data:`EXECUTORS`, yielded as each
+    finishes (in any order). ``fn`` must be a module-level function (it travels by name)."""
+    if executor == "inline" or not batches:
+        return (fn(batch) for batch in batches)
+    if executor == "ray":
+        return _ray_results(batches, ray_address, fn)
+    return _pool_results(batches, workers or os.cpu_count() or 1, fn)
+
+
 def run_sweep(spec: SweepSpec, out: str | Path, *, executor: str = "process",
               ray_address: str | None = None, workers: int | None = None,
               batch: int | None = None,
@@ -464,13 +475,8 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, executor: str = "process",
         workers = workers or os.cpu_count() or 1
         size = batch or max(1, min(256, -(-len(todo) // (8 * workers))))
         batches = list(_batches(todo, size))
-        if executor == "inline" or not batches:
-            stream = (evaluate_points(b) for b in batches)
-        elif executor == "ray":
-            stream = _ray_results(batches, ray_address)
-        else:
-            stream = _pool_results(batches, workers)
-        for finished in stream:
+        for finished in map_batches(evaluate_points, batches, executor=executor,
+                                    workers=workers, ray_address=ray_address):
             for result in finished:
                 _write_atomic(cache / f"{result['key']}.json", json.dumps(result))
                 results[result["key"]] = result

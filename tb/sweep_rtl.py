@@ -115,17 +115,13 @@ def run_rtl_jobs(jobs: list, out: str | Path, *, executor: str = "process",
                  on_progress=None) -> tuple[list, Path]:
     """Run ``jobs`` on an executor of :func:`sparsecim.tb.sweep.run_sweep` (one job per
     task) and write ``OUT/rtl.csv``; returns its rows (in job order) and its path."""
-    from .sweep import _pool_results, _ray_results
+    from .sweep import map_batches
 
     out = Path(out)
     scratch = str((out / "rtl").resolve())
     batches = [[{**job, "scratch": scratch}] for job in jobs]
-    if executor == "inline" or not batches:
-        stream = (_run_batch(b) for b in batches)
-    elif executor == "ray":
-        stream = _ray_results(batches, ray_address, _run_batch)
-    else:
-        stream = _pool_results(batches, workers or os.cpu_count() or 1, _run_batch)
+    stream = map_batches(_run_batch, batches, executor=executor, workers=workers,
+                         ray_address=ray_address)
     done = {}
     for rows in stream:
         for row in rows:
