@@ -1,21 +1,19 @@
 """Closed-form cycle and event model of a layer-shape-table point: no trace is built.
 
 A sweep prices thousands of design points (macro × model × pattern × mapping × tokens); building
-even the two-tile traces of :func:`sparsecim.sw.energy_eval.layer_events` costs milliseconds
-per layer. :func:`closed_events` counts the same events from the commands the scheduler's
-loops would emit and how many times each runs (as :func:`sparsecim.sw.schedule.predict_counters`
-prices cycles), each command's events by the rules of :func:`sparsecim.sw.events.count_events`
+even small traces costs milliseconds per layer. :func:`closed_events` counts the same events
+from the commands the scheduler's loops would emit and how many times each runs (as
+:func:`sparsecim.sw.schedule.predict_counters` prices cycles), each command's events by the rules of :func:`sparsecim.sw.events.count_events`
 and its costs by the ISA (:func:`sparsecim.hw.isa.cycles`, :func:`~sparsecim.hw.isa.data_beats`).
 
 Equality (``tests/test_sw_sweep_model.py``, over a grid): :func:`closed_events` equals the
 events counted on the whole trace (:func:`~sparsecim.sw.energy_eval.gemm_events`) in every
 field but ``zero_weight_macs``, which depends on the weights' values and which the energy model
-does not charge (it is 0 here); its cycles equal ``predict_counters``. With ``two_tile=True``
-it equals ``layer_events``, the two-tile extrapolation ``sparsecim run`` uses for shape
-tables, field for field. The two differ when the scheduler picks another loop variant for the
-whole layer than for one or two output tiles (activations resident against streamed; e.g.
-``tiny``, 64 × 36, 17 tokens: 4,689 cycles in the trace, 5,510 extrapolated): the
-extrapolation is then not exact, so a sweep uses the exact count by default.
+does not charge (it is 0 here); its cycles equal ``predict_counters``. ``sparsecim run``
+prices a shape table with the same counts (:func:`~sparsecim.sw.energy_eval.layer_events`).
+(An earlier two-tile extrapolation was not exact when the scheduler picks another loop variant
+for the whole layer than for one or two output tiles: e.g. ``tiny``, 64 × 36, 17 tokens, 4,689
+cycles in the trace, 5,510 extrapolated.)
 """
 
 from __future__ import annotations
@@ -139,7 +137,7 @@ def _command_times(cfg: MacroConfig, k: int, n: int, tokens: int,
 
 
 def closed_events(cfg: MacroConfig, k: int, n: int, tokens: int,
-                  pattern: tuple[int, int] = (1, 1), *, two_tile: bool = False) -> Events:
+                  pattern: tuple[int, int] = (1, 1)) -> Events:
     """The events of the layer's trace (:func:`~sparsecim.sw.events.count_events`) without
     building it: each distinct command's events times how often it runs. ``zero_weight_macs``
     is 0 (it depends on the weights' values, which a shape table does not have).
@@ -153,24 +151,13 @@ def closed_events(cfg: MacroConfig, k: int, n: int, tokens: int,
         Tokens (rows of the activations).
     pattern : (int, int)
         The pattern the layer runs in (``(1, 1)`` dense); the macro must support it.
-    two_tile : bool
-        Reproduce :func:`~sparsecim.sw.energy_eval.layer_events` instead of the trace: for
-        ``n`` a multiple of ``cols`` and more than two output tiles, ``e(1) + (tiles - 1) ×
-        (e(2) - e(1))`` from one and two output tiles. That is what ``sparsecim run`` reports
-        for a shape table; it differs from the trace when the scheduler's loop variant for
-        the whole layer is not the one for one or two tiles (see the module docstring).
     """
-    return _closed_events(cfg, k, n, tokens, tuple(pattern), two_tile).scaled(1)  # a copy
+    return _closed_events(cfg, k, n, tokens, tuple(pattern)).scaled(1)  # a copy
 
 
 @functools.lru_cache(maxsize=4096)
-def _closed_events(cfg: MacroConfig, k: int, n: int, tokens: int, pattern: tuple[int, int],
-                   two_tile: bool) -> Events:
-    tiles = n // cfg.cols
-    if two_tile and not n % cfg.cols and tiles > 2:
-        one = _closed_events(cfg, k, cfg.cols, tokens, pattern, False)
-        two = _closed_events(cfg, k, 2 * cfg.cols, tokens, pattern, False)
-        return one + (two + one.scaled(-1)).scaled(tiles - 1)
+def _closed_events(cfg: MacroConfig, k: int, n: int, tokens: int,
+                   pattern: tuple[int, int]) -> Events:
     times = _command_times(cfg, k, n, tokens, pattern)
     ev = Events()
     cmd_bits = command_layout(cfg).size
@@ -218,13 +205,11 @@ def _closed_events(cfg: MacroConfig, k: int, n: int, tokens: int, pattern: tuple
 
 
 def point_figures(cfg: MacroConfig, rows, tokens: int, declared: tuple[int, int],
-                  stored: tuple[int, int], tech: Tech, *,
-                  two_tile: bool = False) -> list[dict]:
+                  stored: tuple[int, int], tech: Tech) -> list[dict]:
     """Figures of every row of a layer-shape table (``rows``: ``LinearShape``) on ``cfg``,
     totals over each row's ``count · blocks`` copies, as ``sparsecim run`` reports them: the
     pattern ``declared`` (what the weights keep), run as ``stored`` (``(1, 1)`` for a linear
     mapping), energy by ``tech`` (with leakage when the config's cell counts are recorded).
-    ``two_tile`` as in :func:`closed_events` (``sparsecim run``'s energy figures exactly).
 
     Returns
     -------
@@ -239,14 +224,11 @@ def point_figures(cfg: MacroConfig, rows, tokens: int, declared: tuple[int, int]
         k, n, copies = row.inputs, row.outputs, row.total
         if (k, n) not in cache:
             mapping = _tiling(cfg, k, n, stored)
-            ev = _closed_events(cfg, k, n, tokens, stored, False)
-            # Cycles are always the exact ones (the run's predict_counters); only the events
-            # priced may be the two-tile extrapolation.
-            priced = _closed_events(cfg, k, n, tokens, stored, True) if two_tile else ev
-            cache[(k, n)] = (mapping, ev, priced, memory_bits(n, k, NMPattern(*stored),
+            ev = _closed_events(cfg, k, n, tokens, stored)
+            cache[(k, n)] = (mapping, ev, memory_bits(n, k, NMPattern(*stored),
                                                               value_bits=cfg.weight_bits))
-        mapping, ev, priced, bits = cache[(k, n)]
-        energy = layer_energy(cfg, priced.scaled(copies), tech, counts, tokens)
+        mapping, ev, bits = cache[(k, n)]
+        energy = layer_energy(cfg, ev.scaled(copies), tech, counts, tokens)
         out.append({
             "layer": row.name, "inputs": k, "outputs": n, "copies": copies,
             "cycles": ev.cycles * copies, "macs": mapping.macs_per_token * tokens * copies,

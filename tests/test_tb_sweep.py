@@ -153,8 +153,7 @@ def test_point_equals_run_of_the_same_settings(tmp_path, tokens):
         assert row["weight_bytes"] == record.weight_bytes
         assert row["arrays"] == record.arrays
         assert row["utilization"] == record.utilization
-        # The run prices the two-tile extrapolation of the events, the sweep the exact count
-        # (sparsecim.sw.sweep_model); for these shapes they agree.
+        # The run and the sweep price the same exact counts (sparsecim.sw.sweep_model).
         assert math.isclose(row["energy_pj"], record.energy["total_pj"], rel_tol=0, abs_tol=0)
     total = result["rows"][-1]
     assert total["cycles"] == sum(r.model_cycles for r in records)
