@@ -3,8 +3,9 @@
 A sweep prices thousands of design points (macro × model × pattern × mapping × tokens); building
 even small traces costs milliseconds per layer. :func:`closed_events` counts the same events
 from the commands the scheduler's loops would emit and how many times each runs (as
-:func:`sparsecim.sw.schedule.predict_counters` prices cycles), each command's events by the rules of :func:`sparsecim.sw.events.count_events`
-and its costs by the ISA (:func:`sparsecim.hw.isa.cycles`, :func:`~sparsecim.hw.isa.data_beats`).
+:func:`sparsecim.sw.schedule.predict_counters` prices cycles), each command's events by the
+rules of :func:`sparsecim.sw.events.count_events` and its costs by the ISA
+(:func:`sparsecim.hw.isa.cycles`, :func:`~sparsecim.hw.isa.data_beats`).
 
 Equality (``tests/test_sw_sweep_model.py``, over a grid): :func:`closed_events` equals the
 events counted on the whole trace (:func:`~sparsecim.sw.energy_eval.gemm_events`) in every
