@@ -519,7 +519,7 @@ def hardware_costs(model: SmolLM, patterns: Sequence[NMPattern], cfg: MacroConfi
         total += block_cycles
         bits += block_bits
         blocks.append({"pattern": str(pattern),
-                       "macro_pattern": "dense" if macro == (1, 1) else f"{macro[0]}:{macro[1]}",
+                       "macro_pattern": str(NMPattern(*macro)),
                        "cycles": block_cycles, "weight_bits": block_bits, "linears": linears})
     return {"preset": cfg.slug, "tokens": int(tokens), "cycles": total, "dense_cycles": dense_total,
             "speedup": dense_total / total, "weight_bits": bits, "dense_weight_bits": dense_bits,

@@ -67,15 +67,16 @@ from ..hw.config import MacroConfig
 from ..hw.isa import (
     COUNTERS,
     Command,
-    Mode,
     Opcode,
     act_beat_layout,
     beat_bytes,
+    config_command,
     cycles,
     encode,
     pack_beat_bytes,
     pack_weight_row_bytes,
 )
+from ..hw.pattern import as_pattern
 from ..hw.trace import BeatArray, Step, Trace
 from .mapping import TileMapping, map_nm
 from .nm import NMPattern, compress, stored_slots
@@ -185,8 +186,7 @@ def _pack_rows(pack, values: np.ndarray, nbytes: int, *more) -> np.ndarray:
 
 
 def _config_command(pattern: tuple[int, int]) -> Command:
-    n, m = pattern
-    return Command(Opcode.CONFIG, mode=Mode.DENSE if (n, m) == (1, 1) else Mode.NM, n=n, m=m)
+    return config_command(pattern)
 
 
 def _load_ranges(cfg: MacroConfig, pattern: tuple[int, int],
@@ -327,26 +327,6 @@ def _best_variant(mapping: TileMapping, tokens: int):
     variants = [(resident, chunk, _closed_counters(mapping, tokens, resident, chunk))
                 for resident, chunk in _variants(mapping, tokens)]
     return min(variants, key=lambda variant: variant[2]["total"])
-
-
-def as_pattern(pattern) -> tuple[int, int]:
-    """``(n, m)`` from ``None`` or ``"dense"`` (dense), ``"2:4"``, an
-    :class:`~sparsecim.sw.nm.NMPattern` or a pair. ``n == m`` keeps every weight, so it is
-    dense: ``(1, 1)``."""
-    if pattern is None:
-        return (1, 1)
-    if isinstance(pattern, str):
-        pattern = NMPattern.parse(pattern)
-    if isinstance(pattern, NMPattern):
-        n, m = pattern.n, pattern.m
-    else:
-        try:
-            n, m = (int(v) for v in pattern)
-        except (TypeError, ValueError):
-            raise ValueError(f"pattern must be 'dense', 'n:m', an NMPattern or an (n, m) "
-                             f"pair, not {pattern!r}") from None
-        NMPattern(n, m)  # validates 1 <= n <= m
-    return (1, 1) if n == m else (n, m)
 
 
 def _small_int_matrix(name: str, a, bits: int) -> np.ndarray:
@@ -513,7 +493,7 @@ def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> Schedule:
 
     trace = Trace(cfg, meta={
         "workload": "gemm", "mapping": "linear" if pattern == (1, 1) else "nm",
-        "pattern": "dense" if pattern == (1, 1) else f"{pattern[0]}:{pattern[1]}",
+        "pattern": str(NMPattern(*pattern)),
         "tokens": tokens, "k": k, "n": n, "k_tiles": k_tiles, "n_tiles": n_tiles,
         "utilization": mapping.utilization,
         "loop": "resident" if resident else "streaming", "chunk": chunk,

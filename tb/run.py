@@ -928,7 +928,7 @@ def _shape_records(cfg: MacroConfig, s: RunSettings, rows: list) -> list[LayerRe
         records.append(LayerRecord(
             name=row.name, out_features=n, in_features=k, tokens=s.tokens, copies=copies,
             sparsify=s.sparsify,
-            pattern="dense" if declared == (1, 1) else f"{declared[0]}:{declared[1]}",
+            pattern=str(NMPattern(*declared)),
             density=mapping.macs_per_token / (k * n), mapping=mapping_name,
             arrays=mapping.arrays * copies, k_tiles=mapping.k_tiles, n_tiles=mapping.n_tiles,
             utilization=mapping.utilization,
@@ -1209,8 +1209,7 @@ def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step):
         record = LayerRecord(
             name=layer.name, out_features=out_f, in_features=in_f, tokens=tokens,
             sparsify=sparse.method,
-            pattern=mapped.label or ("dense" if pattern == (1, 1)
-                                     else f"{pattern[0]}:{pattern[1]}"),
+            pattern=mapped.label or str(NMPattern(*pattern)),
             density=mapped.macs_per_token / (out_f * in_f),
             mapping=mapped.mapping, arrays=mapped.arrays, k_tiles=mapped.k_tiles,
             n_tiles=mapped.n_tiles, utilization=mapped.utilization,

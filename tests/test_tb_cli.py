@@ -1088,7 +1088,7 @@ def test_fuzz_bad_run_settings_end_in_one_line(tmp_path, capsys):
 def test_gemm_on_fpga_longer_than_its_16_bit_counters_passes():
     """fpga counts in 16 bits: a correct run of more than 65,535 cycles must still pass, its
     saturated counters compared with the model's saturated the same way."""
-    from sparsecim.tb.cli import random_gemm
+    from sparsecim.sw.operands import random_gemm
 
     cfg = preset("fpga")
     x, w = random_gemm(cfg, 256, 128, 4, 0)
