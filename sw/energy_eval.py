@@ -186,7 +186,7 @@ def monarch_comparison(tech: Tech, model: str = "bert-large", *, tokens: int = 1
     mapping (``linear``, ``latency``, ``capacity``), and dense; energy and cycles per token,
     and Linear's energy over each mapping's. Layers without such pieces are listed apart."""
     from .model_shapes import model_shape
-    from .schedule_monarch import MAPPINGS, schedule_monarch
+    from .schedule.monarch import MAPPINGS, schedule_monarch
 
     cfg = AREA_CONFIGS["flexcim"]
     counts = recorded_counts(cfg)
@@ -219,7 +219,7 @@ def monarch_comparison(tech: Tech, model: str = "bert-large", *, tokens: int = 1
 def monarch_layer_energy(tech: Tech, b: int, *, tokens: int = 1) -> dict:
     """One square Monarch layer ``d = b²`` on ``flexcim`` in each mapping: energy per token
     (pJ) and Linear's over it."""
-    from .schedule_monarch import MAPPINGS, schedule_monarch
+    from .schedule.monarch import MAPPINGS, schedule_monarch
 
     cfg = AREA_CONFIGS["flexcim"]
     zeros = np.zeros((tokens, b * b), dtype=np.int64)

@@ -197,7 +197,7 @@ def derived_from_counters(cfg: MacroConfig, counters: dict) -> dict[str, int]:
     }
 
 
-def count_events(trace: Trace) -> Events:
+def count_events(trace: Trace) -> Events:  # noqa: C901
     """Count the events of ``trace`` up to its halt (END, an illegal command, or the end of
     its commands), as the golden model executes it with every stream ready.
 

@@ -413,7 +413,7 @@ def _fmt(value: float) -> str:
     return f"{value:.6g}"
 
 
-def select_patterns(ratios, localities, target: float, *,
+def select_patterns(ratios, localities, target: float, *,  # noqa: C901
                     choices: Sequence[NMPattern] = RELEASED_CHOICES, tolerance: float = 0.0,
                     weights=None, force_dense_ends: bool | str = True,
                     m_direction: str = "released") -> FlowPlan:

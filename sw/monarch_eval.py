@@ -30,7 +30,7 @@ counted at ``--seq`` tokens, unchanged by Monarch), and cycles per token of
 :mod:`~sparsecim.sw.blockdiag_map`'s per-array model (all arrays of a layer in parallel,
 layers and the two factors in sequence). On ``flexcim``, cycles of the real cycle model:
 dense layers from :func:`~sparsecim.sw.schedule.predict_counters`, square Monarch pieces with
-``d = b²``, ``b <= 32`` from :func:`~sparsecim.sw.schedule_monarch.schedule_monarch` on the
+``d = b²``, ``b <= 32`` from :func:`~sparsecim.sw.schedule.monarch.schedule_monarch` on the
 golden model (random INT8 operands; the cycles do not depend on values).
 """
 
@@ -266,7 +266,7 @@ def _dense_cycles(k: int, n: int, tokens: int) -> int:
 
 @cache
 def _monarch_cost(b: int, tokens: int, mapping: str):
-    from .schedule_monarch import monarch_cost
+    from .schedule.monarch import monarch_cost
     return monarch_cost(preset("flexcim"), b, b, mapping, tokens)
 
 
@@ -274,7 +274,7 @@ def flexcim_cycles(model: ModelShape, *, tokens: int = 1) -> dict:
     """Real cycle-model cycles of ``model``'s linear layers on one ``flexcim`` macro, for
     ``tokens`` tokens: dense (every layer through :func:`~sparsecim.sw.schedule.schedule_layer`'s
     plan) and the Monarch layer in each macro mapping of
-    :func:`~sparsecim.sw.schedule_monarch.schedule_monarch` (``linear``, ``latency``,
+    :func:`~sparsecim.sw.schedule.monarch.schedule_monarch` (``linear``, ``latency``,
     ``capacity``; every layer as square pieces ``d = b²``), summed over the model; a layer
     that has no such schedule is listed in ``unscheduled`` and left out of every sum. The
     pieces of a layer whose inputs outnumber its outputs produce partial sums; adding them is
@@ -287,7 +287,7 @@ def flexcim_cycles(model: ModelShape, *, tokens: int = 1) -> dict:
         each mapping), ``monarch`` (``{"d": d, "b": b, "pieces": p}`` per layer name),
         ``unscheduled`` (names and why).
     """
-    from .schedule_monarch import MAPPINGS
+    from .schedule.monarch import MAPPINGS
     cfg = preset("flexcim")
     dense = 0
     mapped = dict.fromkeys(MAPPINGS, 0)
@@ -313,8 +313,8 @@ def flexcim_layer_costs(blocks: Sequence[int] = (32, 16, 8), tokens: Sequence[in
                         ) -> list[dict]:
     """One square Monarch layer (``b = s``, ``d = b²``) on ``flexcim`` in every macro mapping:
     cycles per token from the cycle model, weight loads, passes, MOVEs and utilization
-    (:func:`~sparsecim.sw.schedule_monarch.monarch_cost`), one row per ``(b, mapping)``."""
-    from .schedule_monarch import MAPPINGS
+    (:func:`~sparsecim.sw.schedule.monarch.monarch_cost`), one row per ``(b, mapping)``."""
+    from .schedule.monarch import MAPPINGS
     rows = []
     for b in blocks:
         for mapping in MAPPINGS:
@@ -460,7 +460,7 @@ def _mapping_table(fig: dict) -> list[str]:
     return rows
 
 
-def render_markdown(report: dict) -> str:
+def render_markdown(report: dict) -> str:  # noqa: C901
     """``report.md`` from :func:`run`'s data."""
     s = report["settings"]
     out = ["# Monarch (block-diagonal) layers on CIM arrays", "",

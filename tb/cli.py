@@ -488,7 +488,7 @@ def _print_models() -> int:
     return 0
 
 
-def _cmd_run(args) -> int:
+def _cmd_run(args) -> int:  # noqa: C901
     from .progress import Progress
     from .run import RunError, ShapeTable, load_settings, resolve_model, run
 

@@ -73,7 +73,7 @@ from ..sw.nm import NMPattern, activation_norms, memory_bits, prune_magnitude, p
 from ..sw.quant import dequantize_matmul, quantize_acts, quantize_weights
 from ..sw.reference import matmul_reference
 from ..sw.schedule import as_pattern, ideal_cycles, predict_counters, schedule_layer
-from ..sw.schedule_monarch import MAPPINGS as MONARCH_MAPPINGS
+from ..sw.schedule.monarch import MAPPINGS as MONARCH_MAPPINGS
 from .outputs import OutputError, atomic_write, check_output_folder
 from .report import LayerRecord, summarize, write_report
 
@@ -248,7 +248,7 @@ def _coerce(name: str, value, default):
     return value
 
 
-def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> RunSettings:
+def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> RunSettings:  # noqa: C901
     """Settings from an optional TOML file (top-level keys or a ``[run]`` table), then
     ``overrides`` (flags given on the command line; ``None`` values are ignored).
 
@@ -377,7 +377,7 @@ def _layer_names(s: RunSettings) -> list[str] | None:
     return None
 
 
-def validate_settings(s: RunSettings) -> None:
+def validate_settings(s: RunSettings) -> None:  # noqa: C901
     """The one validation layer of a run's settings: everything that can be known wrong
     before loading a model (names, ranges, shapes, linears, RTL layers).
 
@@ -824,7 +824,7 @@ def _monarch_mapping(kind: str):
                s: RunSettings) -> MappedLayer:
         from ..sw.monarch import output_from_blocks, schedule_factors
         from ..sw.quant import qmax
-        from ..sw.schedule_monarch import monarch_reference, schedule_monarch
+        from ..sw.schedule.monarch import monarch_reference, schedule_monarch
 
         factors = layer.extra.get("factors")
         if factors is None:

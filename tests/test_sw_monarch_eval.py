@@ -19,7 +19,7 @@ from sparsecim.sw.monarch_eval import (
     smollm_projection,
 )
 from sparsecim.sw.schedule import predict_counters
-from sparsecim.sw.schedule_monarch import MAPPINGS, schedule_monarch
+from sparsecim.sw.schedule.monarch import MAPPINGS, schedule_monarch
 
 
 def test_plans():

@@ -1,0 +1,575 @@
+"""Scheduling a two-factor block-diagonal (Monarch) layer as one trace, in three mappings.
+
+The layer, for one token ``x`` of ``b·s`` inputs::
+
+    u_i = R_i · x_i                          i = 0 .. b-1   (first factor, blocks s × s)
+    v   = requantize(u), then transposed:    v_j[i] = u_i[j]  (Monarch's middle permutation)
+    z_j = L_j · v_j                          j = 0 .. s-1   (second factor, blocks s × b)
+
+so ``R`` has ``b`` blocks of ``s × s`` and ``L`` has ``s`` blocks of ``s × b``; the square
+Monarch case is ``s = b``. ``R_i`` and ``L_j`` are given as ``(out, in)`` matrices like a
+PyTorch Linear. The result is ``z`` as ``(tokens, s, s)`` int64 (block ``j``, output ``c``); a
+caller's output permutation is an index map over it (:meth:`MonarchSchedule.assemble` leaves it
+to the caller, it moves no data). Every mapping runs the whole layer, both factors and the
+requantization between them, as one trace with no host round trip: the intermediate goes from
+the accumulator to the activation buffer by MOVE.
+
+Mappings (arXiv 2510.11192; ``mapping=`` of :func:`schedule_monarch`)
+--------------------------------------------------------------------
+An *array* is a sub-macro (``rows × cols``); a *load* is one weight image of the whole macro
+(LOAD_W of all ``rows × P`` rows); CONFIG ``split = log2(P)`` keeps the P sub-macros apart, so a
+pass computes each sub-macro separately into accumulator bank ``σ``. A block of ``in × out``
+sits on row-block ``w`` (rows ``w·in ..``) and column-block ``cb`` (columns ``cb·out ..``) of a
+sub-macro, weights ``W[w·in + r, cb·out + c] = B[c, r]``, zeros around it.
+
+``"latency"`` (SparseMap)
+    ``kd = min(rows // in, cols // out)`` blocks on the diagonal of each sub-macro
+    (``cb = w``), ``kd·P`` blocks per load, and all of them fire in the load's one pass. Fewest
+    passes; one load per pass.
+``"capacity"`` (DenseMap)
+    ``kr·kc`` blocks per sub-macro (``kr = rows // in``, ``kc = cols // out``): block diagonal
+    ``d`` at row-block ``w``, column-block ``(w + d) mod kc`` (for square blocks ``k = rows / s``
+    and ``k²`` blocks). Executed block by block: a pass feeds one block per sub-macro, its
+    inputs on its row-block and zeros on every other row of that sub-macro, so the other
+    blocks of its row-block compute garbage in their own column-blocks, which nothing reads.
+    The block's outputs come out rotated to column-block ``(w + d) mod kc``; that is undone by
+    address generation: the MOVE lane window that carries them on starts at that column-block,
+    and :meth:`MonarchSchedule.assemble` reads the second factor's outputs there. Fewest
+    loads (when ``b = s`` both factors share loads, so a small layer is loaded once); ``kr·kc``
+    times the passes per load of ``"latency"``.
+``"linear"`` (dense baseline)
+    Each factor densified into its ``b·s × b·s`` (then ``b·s × s·s``) block-diagonal matrix,
+    zeros stored, and tiled like :func:`~sparsecim.sw.schedule.schedule_layer` (tiles of
+    ``rows·P`` inputs × ``cols`` outputs, split 0, the K tiles of a chunk resident). The first
+    GEMM's output tiles stay in the accumulator; a straight MOVE per tile requantizes them into
+    one wide activation entry per token, in ``u`` order, and the second GEMM's K tile ``q``
+    reads part ``q`` of it. The middle permutation is folded into the densified second factor
+    (its row ``i·s + j`` is ``L``'s column ``j·b + i``): a dense layer's input order is free.
+    Utilization ``1/b`` per factor (``1/s`` for the second when rectangular).
+
+Address generation instead of data shuffles (latency and capacity): the first factor's inputs
+are loaded pass by pass, each block's inputs on its row-block; the middle transpose is a MOVE
+per (token, first-factor block ``i``, window): a window of consecutive second-factor blocks
+``j0 .. j0+n-1`` that sit on consecutive chunks of ``cols`` elements (chunk ``t`` is sub-macro
+``t % P`` of part ``t // P``) of one activation entry, all on the same row-block ``w``; lanes
+``cb_i·s + j0 ..`` of block ``i``'s accumulator entry land as row ``w·b + i`` of those chunks,
+requantized with the CONFIG ``shift`` (MOVE ``transpose``, ``lane``, ``dst``, ``lanes``); the
+second factor's pass reads its part of that entry. Rows no MOVE writes must be zero where the
+load has weights (capacity): those entries are zeroed once, at the start of the trace, with
+LOAD_A in the widest pattern. Requirements: ``rows == cols``, ``s <= rows``, ``b <= cols``,
+``cols² <= max_pass_inputs`` and ``cols >= P``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...hw.config import MacroConfig
+from ...hw.isa import (
+    Command,
+    Mode,
+    Opcode,
+    act_beat_layout,
+    config_command,
+    encode,
+    pack_beats,
+    pack_weight_rows,
+)
+from ...hw.trace import Step, Trace
+from ..golden import run_trace
+from ..reference import check_int_matrix
+
+__all__ = ["MAPPINGS", "MonarchSchedule", "MonarchCost", "schedule_monarch",
+           "monarch_reference", "monarch_cost"]
+
+#: The mappings :func:`schedule_monarch` knows.
+MAPPINGS = ("latency", "capacity", "linear")
+
+
+@dataclass(kw_only=True)
+class MonarchSchedule:
+    """The trace of one Monarch layer and how to read its result beats.
+
+    Attributes
+    ----------
+    trace : Trace
+        CONFIG first, END last; every command legal; data beats exactly consumed.
+    tokens, b, s : int
+        Tokens, first-factor blocks, block size.
+    mapping : str
+        One of :data:`MAPPINGS`.
+    result_map : ndarray
+        ``(tokens, s, s, 2)``: for output ``(t, j, c)`` the result beat and lane that hold it.
+    result_beats : int
+        Result beats the trace produces.
+    chunk : int
+        Tokens per chunk (every chunk reloads the weights).
+    loads : int
+        Weight images of the whole macro per chunk (one LOAD_W each).
+    passes : int
+        Compute passes per token (per chunk, every pass runs once per token).
+    moves : float
+        MOVE commands per token.
+    utilization : float
+        The layer's weights (``2·b·s²``) over the cells of every load of a chunk.
+    """
+    trace: Trace
+    tokens: int
+    b: int
+    s: int
+    mapping: str
+    result_map: np.ndarray
+    result_beats: int
+    chunk: int
+    loads: int
+    passes: int
+    moves: float
+    utilization: float
+
+    def assemble(self, results: np.ndarray) -> np.ndarray:
+        """Result beats, as from the golden model or the RTL, to ``z`` shaped ``(tokens, s,
+        s)``: block ``j``, output ``c``.
+
+        Raises
+        ------
+        ValueError
+            If ``results`` is not of shape ``(result_beats, cols)``.
+        """
+        cfg = self.trace.config
+        results = np.asarray(results)
+        if results.shape != (self.result_beats, cfg.cols):
+            raise ValueError(f"results must have shape {(self.result_beats, cfg.cols)}, "
+                             f"not {results.shape}")
+        return results[self.result_map[..., 0], self.result_map[..., 1]].astype(np.int64)
+
+
+def monarch_reference(cfg: MacroConfig, x, r_blocks, l_blocks, shift: int) -> np.ndarray:
+    """The layer in plain integer numpy (independent of the trace): ``(tokens, s, s)``."""
+    x = np.asarray(x, dtype=np.int64)
+    r_blocks = np.asarray(r_blocks, dtype=np.int64)
+    l_blocks = np.asarray(l_blocks, dtype=np.int64)
+    b, s, _ = r_blocks.shape
+    tokens = x.shape[0]
+    u = np.einsum("ico,tio->tic", r_blocks, x.reshape(tokens, b, s))   # (t, block i, out c)
+    if shift:
+        u = (u + (1 << (shift - 1))) >> shift
+    v = np.clip(u, -(2 ** (cfg.act_bits - 1)), 2 ** (cfg.act_bits - 1) - 1)
+    v = v.transpose(0, 2, 1)                                             # (t, block j, in i)
+    return np.einsum("jci,tji->tjc", l_blocks, v)
+
+
+def _check(cfg: MacroConfig, x, r_blocks, l_blocks, shift, mapping):
+    if mapping not in MAPPINGS:
+        raise ValueError(f"mapping must be one of {', '.join(MAPPINGS)}, not {mapping!r}")
+    if mapping != "linear" and cfg.rows != cfg.cols:
+        raise ValueError(f"a Monarch layer needs rows == cols, not {cfg.rows} and {cfg.cols}")
+    r_blocks = np.asarray(r_blocks)
+    l_blocks = np.asarray(l_blocks)
+    if r_blocks.ndim != 3 or r_blocks.shape[1] != r_blocks.shape[2]:
+        raise ValueError(f"r_blocks must have shape (b, s, s), not {r_blocks.shape}")
+    b, s, _ = r_blocks.shape
+    if l_blocks.shape != (s, s, b):
+        raise ValueError(f"l_blocks must have shape (s, s, b) = {(s, s, b)}, "
+                         f"not {l_blocks.shape}")
+    if mapping == "linear":
+        most = cfg.max_pass_inputs
+        if not 1 <= b * s <= most:
+            raise ValueError(f"the linear mapping keeps u (b·s values) in one activation "
+                             f"entry: b·s must be at most {most}, not {b * s}")
+    else:
+        if not 1 <= s <= cfg.rows or not 1 <= b <= cfg.cols:
+            raise ValueError(f"blocks must satisfy 1 <= s <= {cfg.rows} and 1 <= b <= "
+                             f"{cfg.cols}, not s={s}, b={b}")
+        if cfg.cols * cfg.cols > cfg.max_pass_inputs:
+            raise ValueError(f"the transposing MOVE needs cols² <= max_pass_inputs, not "
+                             f"{cfg.cols}² > {cfg.max_pass_inputs}")
+        if cfg.cols < cfg.submacros:
+            raise ValueError(f"an activation entry must hold a part per sub-macro chunk: cols "
+                             f"must be at least P = {cfg.submacros}, not {cfg.cols}")
+    if not 0 <= shift < cfg.acc_bits:
+        raise ValueError(f"shift must be in 0..{cfg.acc_bits - 1}, not {shift}")
+    x = check_int_matrix("x", x, cfg.act_bits)
+    if x.shape[1] != b * s:
+        raise ValueError(f"x must have b·s = {b * s} columns, not {x.shape[1]}")
+    if x.shape[0] < 1:
+        raise ValueError(f"x must have at least one token, not {x.shape[0]}")
+    for name, blocks in (("r_blocks", r_blocks), ("l_blocks", l_blocks)):
+        check_int_matrix(name, blocks.reshape(-1, blocks.shape[-1]), cfg.weight_bits)
+    return x, r_blocks.astype(np.int64), l_blocks.astype(np.int64)
+
+
+def schedule_monarch(cfg: MacroConfig, x, r_blocks, l_blocks, shift: int,
+                     mapping: str = "latency") -> MonarchSchedule:
+    """Schedule the Monarch layer (module docstring) for ``x`` (tokens × b·s).
+
+    Parameters
+    ----------
+    cfg : MacroConfig
+    x : array_like
+        ``(tokens, b·s)`` INT activations.
+    r_blocks : array_like
+        ``(b, s, s)``: block ``i`` of the first factor, ``(out, in)``.
+    l_blocks : array_like
+        ``(s, s, b)``: block ``j`` of the second factor, ``(out, in)``.
+    shift : int
+        Requantization shift between the factors.
+    mapping : str
+        ``"latency"`` (default), ``"capacity"`` or ``"linear"`` (module docstring).
+
+    Returns
+    -------
+    MonarchSchedule
+        Its trace, run on the golden model or the RTL, gives result beats that
+        :meth:`MonarchSchedule.assemble` turns into exactly :func:`monarch_reference`.
+
+    Raises
+    ------
+    ValueError
+        For an unknown mapping, shapes the mapping cannot hold (named), values out of range,
+        a bad shift, or buffers too shallow for one token.
+    """
+    x, r_blocks, l_blocks = _check(cfg, x, r_blocks, l_blocks, shift, mapping)
+    if mapping == "linear":
+        return _schedule_linear(cfg, x, r_blocks, l_blocks, shift)
+    return _schedule_blocks(cfg, x, r_blocks, l_blocks, shift, mapping)
+
+
+# Latency and capacity: placement -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Slot:
+    """Where one block sits: factor-local pass, sub-macro, row-block, column-block; and the
+    global load whose weight image holds it."""
+    pass_: int
+    sub: int
+    w: int
+    cb: int
+    load: int
+
+
+def _place(cfg: MacroConfig, blocks: int, size_in: int, size_out: int, mapping: str,
+           offset: int) -> list[_Slot]:
+    """Slots of ``blocks`` blocks of ``size_in × size_out``, the factor's pass ``q`` at
+    position ``offset + q`` of the mapping's grid: a load per pass for latency (``offset`` is
+    the first load), ``kr·kc`` passes per load for capacity."""
+    P = cfg.submacros
+    kr, kc = cfg.rows // size_in, cfg.cols // size_out
+    slots = []
+    if mapping == "latency":
+        kd = min(kr, kc)
+        for n in range(blocks):
+            q, r = divmod(n, P * kd)
+            slots.append(_Slot(q, r % P, r // P, r // P, offset + q))
+        return slots
+    for n in range(blocks):
+        q, sub = divmod(n, P)
+        load, e = divmod(offset + q, kr * kc)
+        w, d = divmod(e, kc)
+        slots.append(_Slot(q, sub, w, (w + d) % kc, load))
+    return slots
+
+
+def _schedule_blocks(cfg, x, r_blocks, l_blocks, shift, mapping) -> MonarchSchedule:  # noqa: C901
+    b, s, _ = r_blocks.shape
+    tokens = x.shape[0]
+    P, rows, cols = cfg.submacros, cfg.rows, cfg.cols
+    r_slots = _place(cfg, b, s, s, mapping, 0)
+    r_passes = r_slots[-1].pass_ + 1
+    if mapping == "capacity" and b != s:
+        # Another block shape, another grid: the second factor starts a new load.
+        offset = (r_slots[-1].load + 1) * (rows // b) * (cols // s)
+    else:
+        # Latency: the loads after the first factor's; capacity with square blocks: the
+        # second factor fills the first one's last load on.
+        offset = r_passes
+    l_slots = _place(cfg, s, b, s, mapping, offset)
+    l_passes = l_slots[-1].pass_ + 1
+    loads = l_slots[-1].load + 1
+
+    ppe = cols // P                         # parts of a transposed entry (cols chunks)
+    l_entries = -(-l_passes // ppe)         # activation entries per token for the L inputs
+
+    def chunk_of(slot: _Slot) -> tuple[int, int]:
+        """(entry of the token's L entries, chunk) holding the inputs of an L block."""
+        return slot.pass_ // ppe, (slot.pass_ % ppe) * P + slot.sub
+
+    # Windows of L blocks: consecutive j on consecutive chunks of one entry, one row-block.
+    windows = []                            # (j0, n, entry, chunk0, w)
+    for j, slot in enumerate(l_slots):
+        entry, chunk = chunk_of(slot)
+        if windows:
+            j0, n, e0, c0, w0 = windows[-1]
+            if (e0, w0) == (entry, slot.w) and c0 + n == chunk:
+                windows[-1] = (j0, n + 1, e0, c0, w0)
+                continue
+        windows.append((j, 1, entry, chunk, slot.w))
+
+    # Weight images, one per load: zeros around the blocks.
+    images = np.zeros((loads, cfg.weight_rows, cols), dtype=np.int64)
+    occupied = np.zeros((loads, P, rows), dtype=bool)   # rows that carry weights
+    for blocks, slots, size_in, size_out in ((r_blocks, r_slots, s, s),
+                                             (l_blocks, l_slots, b, s)):
+        for block, slot in zip(blocks, slots, strict=True):
+            r0 = slot.sub * rows + slot.w * size_in
+            c0 = slot.cb * size_out
+            images[slot.load, r0:r0 + size_in, c0:c0 + size_out] = block.T
+            occupied[slot.load, slot.sub, slot.w * size_in:(slot.w + 1) * size_in] = True
+    # Rows the MOVEs write in each (L pass, sub-macro) chunk; unwritten rows with weights
+    # must read zero.
+    written = np.zeros((l_passes, P, rows), dtype=bool)
+    load_of_pass = {}
+    for slot in l_slots:
+        written[slot.pass_, slot.sub, slot.w * b:(slot.w + 1) * b] = True
+        load_of_pass[slot.pass_] = slot.load
+    needs_zero = any((occupied[load_of_pass[slot.pass_], slot.sub]
+                      & ~written[slot.pass_, slot.sub]).any() for slot in l_slots)
+
+    chunk = min(tokens, cfg.acc_depth // max(r_passes, l_passes),
+                cfg.act_depth // (1 + l_entries))
+    if chunk < 1:
+        raise ValueError("the buffers are too shallow for one token of this layer")
+    l_base = chunk                          # activation entries: R inputs 0 .., L inputs after
+
+    steps: list[tuple[Command, list[int]]] = []
+    dense = Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1, split=cfg.max_split, shift=shift)
+    if needs_zero:
+        steps += _zero_entries(cfg, l_base, chunk * l_entries)
+    steps.append((dense, []))
+    entry_lanes = cfg.act_beats() * cfg.act_lanes
+    w_words = [pack_weight_rows(cfg, image, np.zeros_like(image) if cfg.meta_bits else None)
+               for image in images]
+    passes_of_load: list[list[tuple[str, int]]] = [[] for _ in range(loads)]
+    for name, slots in (("r", r_slots), ("l", l_slots)):
+        for slot in slots:
+            if (name, slot.pass_) not in passes_of_load[slot.load]:
+                passes_of_load[slot.load].append((name, slot.pass_))
+    r_by_pass: dict[int, list[tuple[int, _Slot]]] = {}
+    for i, slot in enumerate(r_slots):
+        r_by_pass.setdefault(slot.pass_, []).append((i, slot))
+    last_on_bank = {}
+    for slot in l_slots:
+        last_on_bank[slot.sub] = max(last_on_bank.get(slot.sub, 0), slot.pass_)
+    result_map = np.zeros((tokens, s, s, 2), dtype=np.int64)
+    beat = 0
+    moves = 0
+    for t0 in range(0, tokens, chunk):
+        count = min(chunk, tokens - t0)
+        for load in range(loads):
+            steps.append((Command(Opcode.LOAD_W, row=0, count=cfg.weight_rows), w_words[load]))
+            for name, q in passes_of_load[load]:
+                if name == "r":
+                    lanes = np.zeros((count, entry_lanes), dtype=np.int64)
+                    for i, slot in r_by_pass[q]:
+                        e0 = slot.sub * rows + slot.w * s
+                        lanes[:, e0:e0 + s] = x[t0:t0 + count, i * s:(i + 1) * s]
+                    words = pack_beats(act_beat_layout(cfg), lanes.reshape(-1, cfg.act_lanes))
+                    steps.append((Command(Opcode.LOAD_A, addr=0, count=count), words))
+                    steps.append((Command(Opcode.COMPUTE, act_addr=0, acc_addr=q * count,
+                                          count=count, accumulate=0), []))
+                    if q == r_passes - 1:
+                        moves += _middle_moves(cfg, steps, r_slots, windows, s, b, count,
+                                               chunk, l_base)
+                else:
+                    entry, _ = divmod(q, ppe)
+                    steps.append((Command(Opcode.COMPUTE, act_addr=l_base + entry * chunk,
+                                          acc_addr=q * count, count=count, accumulate=0,
+                                          part=q % ppe), []))
+        for sub in sorted(last_on_bank):
+            n = (last_on_bank[sub] + 1) * count
+            steps.append((Command(Opcode.READ, addr=0, count=n, bank=sub), []))
+            for j, slot in enumerate(l_slots):
+                if slot.sub == sub:
+                    at = beat + slot.pass_ * count + np.arange(count)
+                    result_map[t0:t0 + count, j, :, 0] = at[:, None]
+                    result_map[t0:t0 + count, j, :, 1] = slot.cb * s + np.arange(s)
+            beat += n
+    steps.append((Command(Opcode.END), []))
+    trace = _trace(cfg, steps, {"workload": "monarch", "mapping": mapping, "tokens": tokens,
+                                "b": b, "s": s, "shift": shift, "chunk": chunk,
+                                "loads": loads})
+    return MonarchSchedule(trace=trace, tokens=tokens, b=b, s=s, mapping=mapping,
+                           result_map=result_map, result_beats=beat, chunk=chunk, loads=loads,
+                           passes=r_passes + l_passes, moves=moves / tokens,
+                           utilization=2 * b * s * s / (loads * cfg.cells))
+
+
+def _middle_moves(cfg, steps, r_slots, windows, s, b, count, chunk, l_base) -> int:
+    """The transposing MOVEs of a chunk: per token, first-factor block and window."""
+    moves = 0
+    for t in range(count):
+        for i, slot in enumerate(r_slots):
+            for j0, n, entry, chunk0, w in windows:
+                lanes = 0 if n == cfg.cols else n
+                steps.append((Command(Opcode.MOVE, bank=slot.sub,
+                                      acc_addr=slot.pass_ * count + t,
+                                      act_addr=l_base + entry * chunk + t, elem=w * b + i,
+                                      count=1, transpose=1, lane=slot.cb * s + j0,
+                                      dst=chunk0, lanes=lanes), []))
+                moves += 1
+    return moves
+
+
+def _zero_entries(cfg: MacroConfig, addr: int, count: int) -> list:
+    """Commands that zero activation entries ``addr .. addr+count-1`` whole: LOAD_A of zeros
+    in the pattern with the widest entry (the next CONFIG selects the layer's)."""
+    widest = max(cfg.modes, key=lambda p: cfg.act_beats(*p))
+    zeros = [0] * (count * cfg.act_beats(*widest))
+    return [(config_command(widest), []),
+            (Command(Opcode.LOAD_A, addr=addr, count=count), zeros)]
+
+
+def _trace(cfg, steps, meta) -> Trace:
+    trace = Trace(cfg, meta=meta)
+    encoded: dict[Command, int] = {}
+    for cmd, words in steps:
+        word = encoded.get(cmd)
+        if word is None:
+            word = encoded[cmd] = encode(cfg, cmd)
+        trace.steps.append(Step(word, words))
+    return trace
+
+
+# Linear: two densified GEMMs ----------------------------------------------------------------
+
+def _schedule_linear(cfg, x, r_blocks, l_blocks, shift) -> MonarchSchedule:
+    b, s, _ = r_blocks.shape
+    tokens = x.shape[0]
+    red, cols = cfg.reduction, cfg.cols
+    k_dim = b * s
+    w1 = np.zeros((k_dim, k_dim), dtype=np.int64)         # (in, out) = x index -> u index
+    w2 = np.zeros((k_dim, s * s), dtype=np.int64)         # u index i·s + j -> z index j·s + c
+    for i in range(b):
+        w1[i * s:(i + 1) * s, i * s:(i + 1) * s] = r_blocks[i].T
+        for j in range(s):
+            w2[i * s + j, j * s:(j + 1) * s] = l_blocks[j, :, i]
+    k1, n1 = -(-k_dim // red), -(-k_dim // cols)
+    k2, n2 = k1, -(-(s * s) // cols)
+    if n1 > cfg.max_pass_inputs // cols:
+        raise ValueError(f"u needs {n1} chunks of {cols}, more than an activation entry holds")
+    chunk = min(tokens, cfg.acc_depth // n1, cfg.act_depth // (k1 + 1))
+    if chunk < 1:
+        raise ValueError("the buffers are too shallow for one token of this layer")
+
+    def tile(w, kt, nt, full):
+        block = np.zeros((cfg.weight_rows, cols), dtype=np.int64)
+        part = w[kt * red:(kt + 1) * red, nt * cols:(nt + 1) * cols]
+        block[:part.shape[0], :part.shape[1]] = part
+        used = cfg.weight_rows if full else part.shape[0]
+        words = pack_weight_rows(cfg, block[:used],
+                                 np.zeros_like(block[:used]) if cfg.meta_bits else None)
+        return used, words
+
+    # Layer 1 tiles load only their rows (stale rows meet zero-padded activations); layer 2's
+    # last K tile may meet u chunks no MOVE wrote, so its tiles load every row, zeros included.
+    tiles1 = {(kt, nt): tile(w1, kt, nt, False) for nt in range(n1) for kt in range(k1)}
+    tiles2 = {(kt, nt): tile(w2, kt, nt, True) for nt in range(n2) for kt in range(k2)}
+    entry_lanes = cfg.act_beats() * cfg.act_lanes
+    steps: list[tuple[Command, list[int]]] = [
+        (Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1, shift=shift), [])]
+    result_map = np.zeros((tokens, s, s, 2), dtype=np.int64)
+    out = np.arange(s * s)
+    beat = moves = 0
+    for t0 in range(0, tokens, chunk):
+        count = min(chunk, tokens - t0)
+        u_addr = k1 * count
+        lanes = np.zeros((k1, count, entry_lanes), dtype=np.int64)
+        for kt in range(k1):
+            part = x[t0:t0 + count, kt * red:(kt + 1) * red]
+            lanes[kt, :, :part.shape[1]] = part
+        steps.append((Command(Opcode.LOAD_A, addr=0, count=k1 * count),
+                      pack_beats(act_beat_layout(cfg), lanes.reshape(-1, cfg.act_lanes))))
+        for nt in range(n1):
+            for kt in range(k1):
+                used, words = tiles1[kt, nt]
+                steps.append((Command(Opcode.LOAD_W, row=0, count=used), words))
+                steps.append((Command(Opcode.COMPUTE, act_addr=kt * count, acc_addr=nt * count,
+                                      count=count, accumulate=int(kt > 0)), []))
+        for nt in range(n1):
+            steps.append((Command(Opcode.MOVE, bank=0, acc_addr=nt * count, act_addr=u_addr,
+                                  elem=nt, count=count, transpose=0), []))
+            moves += 1
+        for nt in range(n2):
+            for kt in range(k2):
+                used, words = tiles2[kt, nt]
+                steps.append((Command(Opcode.LOAD_W, row=0, count=used), words))
+                steps.append((Command(Opcode.COMPUTE, act_addr=u_addr, acc_addr=0, count=count,
+                                      accumulate=int(kt > 0), part=kt), []))
+            steps.append((Command(Opcode.READ, addr=0, count=count), []))
+            here = out[nt * cols:(nt + 1) * cols]
+            j, c = np.divmod(here, s)
+            for t in range(count):
+                result_map[t0 + t, j, c, 0] = beat + t
+                result_map[t0 + t, j, c, 1] = here - nt * cols
+            beat += count
+    steps.append((Command(Opcode.END), []))
+    loads = k1 * n1 + k2 * n2
+    trace = _trace(cfg, steps, {"workload": "monarch", "mapping": "linear", "tokens": tokens,
+                                "b": b, "s": s, "shift": shift, "chunk": chunk,
+                                "loads": loads})
+    return MonarchSchedule(trace=trace, tokens=tokens, b=b, s=s, mapping="linear",
+                           result_map=result_map, result_beats=beat, chunk=chunk, loads=loads,
+                           passes=loads, moves=moves / tokens,
+                           utilization=2 * b * s * s / (loads * cfg.cells))
+
+
+# Cycles -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MonarchCost:
+    """Cycle-model figures of one mapping of a Monarch layer on a macro.
+
+    Attributes
+    ----------
+    mapping : str
+    b, s, tokens : int
+    counters : dict
+        The golden model's predicted counters for the whole trace (``stall`` 0).
+    cycles_per_token : float
+        ``counters["total"] / tokens``.
+    loads : int
+        Weight images of the macro per chunk of tokens.
+    passes : int
+        Compute passes per token.
+    moves : float
+        MOVE commands per token.
+    utilization : float
+        The layer's ``2·b·s²`` weights over the cells of every load.
+    chunk : int
+        Tokens per chunk.
+    """
+    mapping: str
+    b: int
+    s: int
+    tokens: int
+    counters: dict
+    cycles_per_token: float
+    loads: int
+    passes: int
+    moves: float
+    utilization: float
+    chunk: int
+
+
+def monarch_cost(cfg: MacroConfig, b: int, s: int, mapping: str, tokens: int = 1,
+                 shift: int = 0) -> MonarchCost:
+    """Schedule a ``b × s`` Monarch layer (``R``: b blocks of s × s, ``L``: s blocks of
+    s × b) for ``tokens`` tokens in ``mapping`` and return its cycle-model figures.
+
+    Cycles do not depend on the values, so the operands are zeros.
+
+    Raises
+    ------
+    ValueError
+        As :func:`schedule_monarch`, and if ``tokens`` is not a positive integer.
+    """
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
+        raise ValueError(f"tokens must be a positive integer, not {tokens!r}")
+    x = np.zeros((tokens, b * s), dtype=np.int64)
+    schedule = schedule_monarch(cfg, x, np.zeros((b, s, s), dtype=np.int64),
+                                np.zeros((s, s, b), dtype=np.int64), shift, mapping)
+    counters = run_trace(schedule.trace).counters
+    return MonarchCost(mapping, b, s, tokens, counters, counters["total"] / tokens,
+                       schedule.loads, schedule.passes, schedule.moves,
+                       schedule.utilization, schedule.chunk)
