@@ -91,32 +91,16 @@ def gemm_events(cfg: MacroConfig, k: int, n: int, tokens: int, *, pattern=(1, 1)
     return count_events(schedule_layer(cfg, x, w, run_as or pattern).trace)
 
 
-def _extrapolate(a: Events, b: Events, times: int) -> Events:
-    """``a + times × (b - a)``, field by field."""
-    out = {}
-    for name, value in a.as_dict().items():
-        other = getattr(b, name)
-        if isinstance(value, dict):
-            out[name] = {k: value.get(k, 0) + times * (other.get(k, 0) - value.get(k, 0))
-                         for k in sorted(set(value) | set(other))}
-        else:
-            out[name] = value + times * (other - value)
-    return Events(**out)
-
-
 def layer_events(cfg: MacroConfig, k: int, n: int, tokens: int, *, pattern=(1, 1),
                  run_as=None) -> Events:
-    """:func:`gemm_events` of a ``k × n`` layer, for ``n`` a multiple of ``cols`` counted from
-    one and two output tiles: the schedule loads the activations once and then repeats the
-    same commands for every further output tile, so the events are ``e(1) + (t - 1) ×
-    (e(2) - e(1))`` exactly (a test compares it with the direct count). Large layers (LLaMA's
-    11008 × 4096) then cost two small schedules instead of one huge one."""
-    tiles = n // cfg.cols
-    if n % cfg.cols or tiles <= 2:
-        return gemm_events(cfg, k, n, tokens, pattern=pattern, run_as=run_as)
-    one = gemm_events(cfg, k, cfg.cols, tokens, pattern=pattern, run_as=run_as)
-    two = gemm_events(cfg, k, 2 * cfg.cols, tokens, pattern=pattern, run_as=run_as)
-    return _extrapolate(one, two, tiles - 1)
+    """The events of the schedule of a ``k × n`` layer whose weights keep ``pattern``, run as
+    ``run_as`` (default ``pattern``), without building it: the closed form
+    (:func:`sparsecim.sw.sweep_model.closed_events`), equal to :func:`gemm_events` in every
+    field but ``zero_weight_macs`` (0 here: it depends on the weights' values, and no energy
+    is charged for it). Large layers (LLaMA's 11008 × 4096) then cost no schedule at all."""
+    from .sweep_model import closed_events
+
+    return closed_events(cfg, k, n, tokens, tuple(run_as or pattern))
 
 
 def _runs_as(cfg: MacroConfig, pattern: tuple) -> tuple:

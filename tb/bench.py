@@ -17,6 +17,10 @@
   data beats per second on the same traces; each beside the paths before issue 17
   (:mod:`sparsecim.sw._reference`) measured in the same run, as ratios. Every measurement
   runs in a fresh process, so that its peak RSS is its own.
+- Sweep (``--sweep-only`` prints only this): design points per second of ``sparsecim sweep``
+  (:func:`sweep_rate`) over a grid of about 10⁴ whole-model points (4 macros × 6 layer-shape
+  tables × dense and 4 N:M patterns × 3 mappings × 16 token counts × 2 technologies), on a
+  process pool of 2 workers from a cold cache, and a rerun from the cache.
 """
 
 from __future__ import annotations
@@ -211,6 +215,53 @@ def software_table(preset_name: str, old: bool = True, token: bool = True,
             print(row)
 
 
+#: The bench's sweep grid (:func:`sweep_rate`): 4 × 6 × 5 × 3 × 16 × 2 = 11,520 points.
+SWEEP_GRID = (
+    '[sweep]\n'
+    'macro = ["tiny", "flexcim", "paper", {rows = 32, cols = 32, submacros = 8, '
+    'act_depth = 64, acc_depth = 64, patterns = [[1, 4], [2, 4], [2, 8], [4, 8]]}]\n'
+    'model = ["bert-large", "bart-large", "gpt2-medium", "llama-2-7b", "smollm2-135m", '
+    '"opt-1.3b"]\n'
+    'sparsify = ["dense", "wanda"]\n'
+    'pattern = ["2:4", "1:4", "2:8", "4:8"]\n'
+    'mapping = ["auto", "linear", "nm"]\n'
+    'tokens = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]\n'
+    'tech = ["22nm", "45nm"]\n')
+
+
+def sweep_rate(workers: int = 2, out: str = "build/bench/sweep") -> dict:
+    """Points per second of a sweep of :data:`SWEEP_GRID` on a process pool of ``workers``,
+    from a cold cache (``out`` is emptied first; pool start-up included) and again from the
+    cache. Prints the figures and returns them."""
+    from .sweep import load_spec, run_sweep
+
+    root = Path(out)
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    spec_path = root / "spec.toml"
+    spec_path.write_text(SWEEP_GRID, encoding="utf-8")
+    t0 = time.perf_counter()
+    spec = load_spec(spec_path)
+    load_s = time.perf_counter() - t0
+    cold = run_sweep(spec, root / "out", executor="process", workers=workers)
+    warm = run_sweep(spec, root / "out", executor="process", workers=workers)
+    figures = {"points": len(spec.points), "failed": cold.failed, "spec_s": load_s,
+               "cold_s": cold.seconds, "cold_rate": len(spec.points) / cold.seconds,
+               "cached_s": warm.seconds, "rows": len(cold.rows)}
+    print(f"sparsecim bench: sweep of {len(spec.points):,} whole-model points "
+          f"({cold.failed} failed), process pool of {workers}")
+    rows = [("spec read and resolved", f"{load_s:.2f} s"),
+            ("sweep, cold cache (pool start-up included)", f"{cold.seconds:.1f} s"),
+            ("design points / second", f"{figures['cold_rate']:,.0f}"),
+            ("rerun from the cache (nothing computed)", f"{warm.seconds:.1f} s"),
+            ("table rows (per layer + totals)", f"{len(cold.rows):,}")]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value:>14}")
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sparsecim.tb.bench", description=__doc__)
     parser.add_argument("--preset", default="flexcim")
@@ -228,12 +279,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nm-only", action="store_true", help="print only the N:M table")
     parser.add_argument("--sw-only", action="store_true",
                         help="print only the software speed figures")
+    parser.add_argument("--sweep-only", action="store_true",
+                        help="print only the sweep's design points per second")
     parser.add_argument("--no-old", action="store_true",
                         help="skip the paths before issue 17 in the software figures")
     args = parser.parse_args(argv)
 
     if args.sw_only:
         software_table(args.preset, old=not args.no_old)
+        return 0
+    if args.sweep_only:
+        sweep_rate()
         return 0
 
     if args.nm_only:
@@ -292,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<{width}}  {value:>14}")
     nm_ok = nm_table(args.preset, args.nm_k, args.nm_n, 1, args.nm_rtl_k, args.nm_rtl_n)
     software_table(args.preset, old=not args.no_old)
+    sweep_rate()
     same = plain.harness_cycles == rtl.harness_cycles
     return 0 if rtl.passed and nm_ok and same else 1
 

@@ -18,6 +18,9 @@ Subcommands
     Yosys synthesis (iCE40, ECP5, Xilinx 7-series) and nextpnr fmax of a preset.
 ``run``
     model → sparsify → map → schedule → golden (every layer) → RTL (chosen layers) → report.
+``sweep``
+    A design-space sweep from a TOML spec (:mod:`sparsecim.tb.sweep`): cached, resumable,
+    on a process pool or Ray; a table, Pareto fronts and plots.
 ``presets``
     The named macros and their parameters.
 
@@ -50,6 +53,7 @@ from ..sw.reference import matmul_reference
 from ..sw.schedule import as_pattern, ideal_cycles, schedule_layer
 from .outputs import OutputError, atomic_write, check_output_file, check_output_folder
 from .progress import ticking
+from .sweep_cli import add_sweep_parser
 
 __all__ = ["main"]
 
@@ -789,6 +793,7 @@ def build_parser() -> argparse.ArgumentParser:
     fpga.set_defaults(func=_cmd_fpga)
 
     _add_run_parser(sub)
+    add_sweep_parser(sub)
     presets = sub.add_parser("presets", help="the named macros and their parameters",
                              description="List the named macro presets with their parameters "
                                          "(any of them, or a TOML file with the same fields, "

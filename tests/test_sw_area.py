@@ -32,7 +32,7 @@ def test_fpga_synthesizes_with_the_webassembly_yosys(tmp_path):
 
 
 #: Configs whose counts `make area` has recorded in sw/tech/cells.json.
-RECORDED = ("tiny", "fpga", "flexcim", "flexcim-dense", "flexcim-2:4")
+RECORDED = ("tiny", "fpga", "flexcim", "flexcim-dense", "flexcim-2:4", "chih22")
 
 
 @pytest.mark.parametrize("name", RECORDED)

@@ -1,0 +1,503 @@
+"""``sparsecim sweep``: design-space exploration over macros × models × sparsity × mappings ×
+tokens × technologies, cached, resumable, on a process pool or Ray.
+
+A sweep spec (TOML) lists values per axis in a ``[sweep]`` table (the points are their
+product) or explicit points as ``[[point]]`` tables (missing axes take
+:data:`DEFAULTS`), or both (the product first, then the points)::
+
+    [sweep]
+    macro = ["tiny", "flexcim", "my_macro.toml", {rows = 64, cols = 64, submacros = 4}]
+    model = ["bert-large", "llama-2-7b"]
+    sparsify = ["dense", "wanda"]
+    pattern = ["2:4", "1:8"]
+    mapping = ["auto", "linear"]
+    tokens = [1, 64]
+    tech = ["22nm", "45nm"]
+
+Axes (:data:`AXES`): ``macro`` (a preset, a TOML macro file or an inline table),
+``model`` (a layer-shape table: ``bert-large``, ``llama-2-7b`` ...), ``sparsify``
+(``dense``, ``magnitude``, ``wanda``: the declared pattern of a shape table), ``pattern``,
+``mapping`` (``auto``, ``linear``, ``nm``), ``tokens`` and ``tech``. A chip axis joins
+:data:`AXES` when the chip level exists (issue 12): a point is a plain dict, its key a hash of
+its resolved values, so a new axis is one entry there and one in :func:`_resolve_axis`.
+
+Each point is a pure, idempotent job (:func:`evaluate_point`) keyed by a hash of its resolved
+settings (the macro's every field, the technology file's values, not their names): its
+result is cached in ``OUT/cache/<key>.json``, so a rerun computes nothing and an interrupted
+sweep resumes where it stopped. The table ``OUT/points.csv`` has one row per point per layer
+plus a ``total`` row per point; a point that fails (a pattern the macro does not run ...) is
+one ``total`` row with ``status`` ``failed`` and its ``error``, never dropped. Figures come
+from the closed-form model (:mod:`sparsecim.sw.sweep_model`), equal to the trace-based cycle
+and event counts.
+
+Weighted models (``smollm2``, ``synthetic``, checkpoints) are not sweep axes yet: their
+points would run the golden model; the spec refuses them in one line.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import functools
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..hw.config import MacroConfig, macro_from_table, resolve_macro
+from ..sw.energy import load_tech
+from ..sw.model_shapes import MODELS as SHAPE_TABLES
+from ..sw.schedule import as_pattern
+from ..sw.sweep_model import point_figures
+from .outputs import OutputError, check_output_folder
+from .run import RunError, RunSettings, ShapeTable, validate_settings
+
+__all__ = ["SweepError", "AXES", "DEFAULTS", "COLUMNS", "SweepSpec", "SweepResult",
+           "load_spec", "point_key", "evaluate_point", "evaluate_points", "run_sweep",
+           "read_table", "MODEL_VERSION", "EXECUTORS", "map_batches"]
+
+#: Bumped when the figures of a point change for the same settings: part of every key, so an
+#: old cache is never read as new results.
+MODEL_VERSION = 1
+
+#: The axes of a sweep, in the order of a point's columns.
+AXES = ("macro", "model", "sparsify", "pattern", "mapping", "tokens", "tech")
+
+#: An axis a ``[sweep]`` table or a ``[[point]]`` leaves out takes this value.
+DEFAULTS = {"macro": "flexcim", "model": "bert-large", "sparsify": "dense", "pattern": "2:4",
+            "mapping": "auto", "tokens": 1, "tech": "22nm"}
+
+#: Columns of ``points.csv``.
+COLUMNS = ("key", "status", "error", "macro", "macro_slug", "model", "sparsify", "pattern",
+           "mapping", "tokens", "tech", "layer", "inputs", "outputs", "copies", "cycles",
+           "cycles_per_token", "energy_pj", "pj_per_token", "area_mm2", "macs", "cell_macs",
+           "weight_bytes", "meta_bytes", "arrays", "utilization")
+
+
+class SweepError(RunError):
+    """A mistake in a sweep spec or its output folder (one line naming the value)."""
+
+
+@dataclass
+class SweepSpec:
+    """The points of a sweep, resolved (plain dicts: they travel to worker processes).
+
+    Attributes
+    ----------
+    points : list of dict
+        Per point: every axis of :data:`AXES` (``macro`` as its label), ``macro_config``
+        (the macro's fields), ``tech_values`` (the technology file's values) and ``key``.
+        Points that resolve to the same settings (``dense`` with several patterns) appear
+        once.
+    source : str
+        The spec file.
+    """
+    points: list
+    source: str
+
+
+def point_key(point: dict) -> str:
+    """The hash of a point's resolved settings (and :data:`MODEL_VERSION`): 16 hex digits."""
+    resolved = {axis: point[axis] for axis in AXES if axis not in ("macro", "tech")}
+    resolved.update(macro=point["macro_config"], tech=point["tech_values"],
+                    version=MODEL_VERSION)
+    text = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _macro(value, where: str) -> tuple[str, MacroConfig]:
+    if isinstance(value, dict):
+        try:
+            cfg = macro_from_table(value, where=where)
+        except ValueError as exc:
+            raise SweepError(str(exc)) from None
+        return cfg.slug, cfg
+    if not isinstance(value, str):
+        raise SweepError(f"{where}: macro must be a preset name, a TOML file or a table, "
+                         f"not {value!r}")
+    try:
+        return value, resolve_macro(value)
+    except ValueError as exc:
+        raise SweepError(f"{where}: {exc}") from None
+
+
+def _resolve_axis(axis: str, value, where: str, base: Path):
+    """A spec value checked on its own (what can be wrong whatever the other axes are)."""
+    if axis == "macro":
+        if isinstance(value, str) and value.endswith(".toml") and not Path(value).is_absolute():
+            value = str(base / value)
+        return _macro(value, where)
+    if axis == "tokens":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SweepError(f"{where}: tokens must be positive integers, not {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise SweepError(f"{where}: {axis} values must be strings, not {value!r}")
+    if axis == "model":
+        if value not in SHAPE_TABLES:
+            raise SweepError(f"{where}: model must be a layer-shape table "
+                             f"({', '.join(SHAPE_TABLES)}), not {value!r}")
+    elif axis == "sparsify":
+        if value not in ShapeTable.SPARSIFY:
+            raise SweepError(f"{where}: sparsify must be one of "
+                             f"{', '.join(ShapeTable.SPARSIFY)}, not {value!r}")
+    elif axis == "mapping":
+        if value not in ShapeTable.MAPPING:
+            raise SweepError(f"{where}: mapping must be one of {', '.join(ShapeTable.MAPPING)}"
+                             f", not {value!r}")
+    elif axis == "pattern":
+        try:
+            pattern = as_pattern(value)
+        except ValueError as exc:
+            raise SweepError(f"{where}: {exc}") from None
+        return "dense" if pattern == (1, 1) else f"{pattern[0]}:{pattern[1]}"
+    elif axis == "tech":
+        spec = value if value in ("22nm", "45nm") or Path(value).is_absolute() else str(
+            base / value)
+        try:
+            return spec, load_tech(spec).values
+        except ValueError as exc:
+            raise SweepError(f"{where}: tech: {exc}") from None
+    return value
+
+
+def _point(values: dict) -> dict:
+    label, cfg = values["macro"]
+    tech, tech_values = values["tech"]
+    point = {axis: values[axis] for axis in AXES}
+    point.update(macro=label, tech=tech, macro_config=cfg.to_dict(), tech_values=tech_values)
+    if point["sparsify"] == "dense":
+        point["pattern"] = "dense"  # dense ignores the pattern: one point, not one per pattern
+    point["key"] = point_key(point)
+    return point
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and resolve a sweep spec (see the module docstring).
+
+    Raises
+    ------
+    SweepError
+        Naming the file and the offending axis or value: an unreadable or invalid file, an
+        unknown axis, an empty or non-list axis, an unknown preset, model, sparsifier,
+        mapping, pattern or technology, a bad macro table, or a spec with no points.
+    """
+    path = Path(path)
+    where = f"sweep spec {path}"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SweepError(f"{where} does not exist") from None
+    except IsADirectoryError:
+        raise SweepError(f"sweep spec must be a TOML file, not the folder {path}") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise SweepError(f"{where} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SweepError(f"{where} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - {"sweep", "point"})
+    if unknown:
+        raise SweepError(f"{where}: unknown table {unknown[0]!r}; a spec has [sweep] and "
+                         f"[[point]] tables")
+    base = path.parent
+    resolved: dict = {}  # (axis, repr(value)) -> resolved, each value checked once
+
+    def resolve(axis, value, at):
+        key = (axis, json.dumps(value, sort_keys=True))
+        if key not in resolved:
+            resolved[key] = _resolve_axis(axis, value, at, base)
+        return resolved[key]
+
+    def check_axes(table: dict, at: str):
+        for axis in table:
+            if axis not in AXES:
+                raise SweepError(f"{at}: unknown axis {axis!r}; axes are {', '.join(AXES)}")
+
+    points = []
+    sweep = data.get("sweep")
+    if sweep is not None:
+        if not isinstance(sweep, dict):
+            raise SweepError(f"{where}: sweep must be a table of axes, not {sweep!r}")
+        check_axes(sweep, f"{where} [sweep]")
+        lists = {}
+        for axis in AXES:
+            values = sweep.get(axis, [DEFAULTS[axis]])
+            if not isinstance(values, list):
+                values = [values]
+            if not values:
+                raise SweepError(f"{where} [sweep]: axis {axis} must be a non-empty list, "
+                                 f"not []")
+            lists[axis] = [resolve(axis, v, f"{where} [sweep] {axis}") for v in values]
+        for combo in itertools.product(*(lists[axis] for axis in AXES)):
+            points.append(_point(dict(zip(AXES, combo, strict=True))))
+    explicit = data.get("point", [])
+    if not isinstance(explicit, list) or not all(isinstance(p, dict) for p in explicit):
+        raise SweepError(f"{where}: point must be an array of tables ([[point]]), "
+                         f"not {explicit!r}")
+    for index, table in enumerate(explicit):
+        at = f"{where} point {index + 1}"
+        check_axes(table, at)
+        values = {}
+        for axis in AXES:
+            value = table.get(axis, DEFAULTS[axis])
+            if isinstance(value, list):
+                raise SweepError(f"{at}: {axis} must be one value in a [[point]], not the "
+                                 f"list {value!r} (lists go in [sweep])")
+            values[axis] = resolve(axis, value, f"{at} {axis}")
+        points.append(_point(values))
+    if not points:
+        raise SweepError(f"{where} has no points: give a [sweep] table or [[point]] tables")
+    unique = list({point["key"]: point for point in points}.values())
+    return SweepSpec(unique, str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# Jobs
+
+
+@functools.lru_cache(maxsize=64)
+def _config(fields: str) -> MacroConfig:
+    return MacroConfig.from_dict(json.loads(fields))
+
+
+@functools.lru_cache(maxsize=16)
+def _tech(spec: str):
+    return load_tech(spec)
+
+
+def evaluate_point(point: dict) -> dict:
+    """One point's result: ``{"key", "status", "error", "rows"}`` (``rows``: one dict per
+    layer of the model and a ``total``, columns :data:`COLUMNS`). A pure function of the
+    point; a point the run pipeline refuses (:func:`~sparsecim.tb.run.validate_settings`)
+    fails with its message, it does not raise."""
+    head = {"key": point["key"], "macro": point["macro"], "model": point["model"],
+            "sparsify": point["sparsify"], "pattern": point["pattern"],
+            "mapping": point["mapping"], "tokens": point["tokens"], "tech": point["tech"]}
+    try:
+        cfg = _config(json.dumps(point["macro_config"], sort_keys=True))
+        settings = RunSettings(
+            model=point["model"], sparsify=point["sparsify"],
+            pattern="2:4" if point["pattern"] == "dense" else point["pattern"],
+            mapping=point["mapping"], tokens=point["tokens"], tech=point["tech"],
+            preset=point["macro"], macro=cfg, plots=False)
+        validate_settings(settings)
+        tech = _tech(point["tech"])
+        if dict(tech.values) != point["tech_values"]:
+            raise RunError(f"technology file {point['tech']} changed since the spec was read")
+        declared = (1, 1) if point["sparsify"] == "dense" else as_pattern(point["pattern"])
+        mapping = point["mapping"] if point["mapping"] != "auto" else (
+            "linear" if declared == (1, 1) else "nm")
+        stored = (1, 1) if mapping == "linear" else declared
+        layers = point_figures(cfg, SHAPE_TABLES[point["model"]].linears, point["tokens"],
+                               declared, stored, tech)
+    except (RunError, ValueError) as exc:
+        return {"key": point["key"], "status": "failed", "error": str(exc),
+                "rows": [{**head, "status": "failed", "error": str(exc), "layer": "total",
+                          "macro_slug": ""}]}
+    rows = []
+    tokens = point["tokens"]
+    for fig in layers:
+        rows.append({**head, "status": "ok", "error": "", "macro_slug": cfg.slug, **fig,
+                     "cycles_per_token": fig["cycles"] / tokens,
+                     "pj_per_token": fig["energy_pj"] / tokens})
+    total = {name: sum(r[name] for r in rows) for name in
+             ("copies", "cycles", "energy_pj", "macs", "cell_macs", "weight_bytes",
+              "meta_bytes", "arrays")}
+    rows.append({**head, "status": "ok", "error": "", "macro_slug": cfg.slug, "layer": "total",
+                 "inputs": "", "outputs": "", **total,
+                 "cycles_per_token": total["cycles"] / tokens,
+                 "pj_per_token": total["energy_pj"] / tokens,
+                 "area_mm2": layers[0]["area_mm2"],
+                 "utilization": sum(r["macs"] for r in rows) / tokens / max(
+                     1, sum(r["arrays"] for r in rows) * cfg.cells)})
+    return {"key": point["key"], "status": "ok", "error": "", "rows": rows}
+
+
+def evaluate_points(points: list) -> list:
+    """:func:`evaluate_point` of each (a batch: one task of an executor)."""
+    return [evaluate_point(point) for point in points]
+
+
+# --------------------------------------------------------------------------------------------
+# The sweep
+
+
+@dataclass
+class SweepResult:
+    """What a sweep produced.
+
+    Attributes
+    ----------
+    rows : list of dict
+        Every row of ``points.csv``, in spec order.
+    computed, cached, failed : int
+        Points computed by this call, read from the cache, and failed (either way).
+    table : Path
+    out : Path
+    seconds : float
+        Wall time of the call.
+    """
+    rows: list
+    computed: int
+    cached: int
+    failed: int
+    table: Path
+    out: Path
+    seconds: float
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _csv_rows(rows: list) -> list:
+    return [{c: ("" if r.get(c) is None else r.get(c, "")) for c in COLUMNS} for r in rows]
+
+
+def _batches(points: list, size: int):
+    for start in range(0, len(points), size):
+        yield points[start:start + size]
+
+
+def _ray_results(batches: list, address: str | None, fn: Callable = None):
+    """``fn(batch)`` (default :func:`evaluate_points`) of each batch from Ray tasks, as they
+    finish (``address``: a cluster, or None for a local Ray of this machine's CPUs)."""
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise SweepError("executor ray needs Ray: pip install 'sparsecim[sweep]'") from None
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise SweepError(f"cannot connect to the Ray cluster at {address!r}: "
+                             f"{str(exc).splitlines()[0]}") from None
+    task = ray.remote(fn or evaluate_points)
+    pending = [task.remote(batch) for batch in batches]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        yield from ray.get(done)
+
+
+def _pool_results(batches: list, workers: int, fn: Callable = None):
+    # spawn: a forked child of a process with threads (the progress bar's) can deadlock.
+    context = multiprocessing.get_context("spawn")
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+    try:
+        futures = [pool.submit(fn or evaluate_points, batch) for batch in batches]
+        for future in concurrent.futures.as_completed(futures):
+            yield future.result()
+    finally:
+        # Interrupted: drop the batches not started (the cache keeps the finished ones).
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+#: The executors of :func:`run_sweep`.
+EXECUTORS = ("process", "ray", "inline")
+
+
+def map_batches(fn: Callable, batches: list, *, executor: str = "process",
+                workers: int | None = None, ray_address: str | None = None):
+    """``fn(batch)`` of every batch on an executor of :data:`EXECUTORS`, yielded as each
+    finishes (in any order). ``fn`` must be a module-level function (it travels by name)."""
+    if executor == "inline" or not batches:
+        return (fn(batch) for batch in batches)
+    if executor == "ray":
+        return _ray_results(batches, ray_address, fn)
+    return _pool_results(batches, workers or os.cpu_count() or 1, fn)
+
+
+def run_sweep(spec: SweepSpec, out: str | Path, *, executor: str = "process",
+              ray_address: str | None = None, workers: int | None = None,
+              batch: int | None = None,
+              on_progress: Callable[[int, int, int, int], None] | None = None) -> SweepResult:
+    """Evaluate every point of ``spec`` not already in ``OUT/cache`` and write
+    ``OUT/points.csv`` (see the module docstring).
+
+    Parameters
+    ----------
+    spec : SweepSpec
+    out : path
+        The sweep folder (created).
+    executor : str
+        ``process`` (a pool of ``workers`` processes; the default), ``ray`` (a local Ray, or
+        the cluster at ``ray_address``) or ``inline`` (this process).
+    workers : int, optional
+        Pool size; by default the CPUs of this machine.
+    batch : int, optional
+        Points per task (default: enough for about 8 tasks per worker, at most 256).
+    on_progress : callable, optional
+        ``on_progress(done, cached, failed, total)`` after the cache is read and after each
+        batch.
+
+    Raises
+    ------
+    SweepError
+        For an unknown executor or an output folder that cannot be written.
+    """
+    started = time.perf_counter()
+    if executor not in EXECUTORS:
+        raise SweepError(f"executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
+    try:
+        out = check_output_folder(out, what="sweep folder")
+        cache = check_output_folder(out / "cache", what="sweep cache folder")
+    except OutputError as exc:
+        raise SweepError(str(exc)) from None
+    results: dict[str, dict] = {}
+    todo = []
+    for point in spec.points:
+        file = cache / f"{point['key']}.json"
+        try:
+            results[point["key"]] = json.loads(file.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            todo.append(point)  # never written, or cut off mid-write: compute again
+    cached = len(results)
+    failed = sum(r["status"] != "ok" for r in results.values())
+    total = len(spec.points)
+    table = out / "points.csv"
+    # The table restarts from the cache, then grows by each finished batch: an interrupted
+    # sweep leaves exactly its cached points in it.
+    with table.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, COLUMNS)
+        writer.writeheader()
+        for point in spec.points:
+            if point["key"] in results:
+                writer.writerows(_csv_rows(results[point["key"]]["rows"]))
+        if on_progress:
+            on_progress(cached, cached, failed, total)
+        workers = workers or os.cpu_count() or 1
+        size = batch or max(1, min(256, -(-len(todo) // (8 * workers))))
+        batches = list(_batches(todo, size))
+        for finished in map_batches(evaluate_points, batches, executor=executor,
+                                    workers=workers, ray_address=ray_address):
+            for result in finished:
+                _write_atomic(cache / f"{result['key']}.json", json.dumps(result))
+                results[result["key"]] = result
+                failed += result["status"] != "ok"
+                writer.writerows(_csv_rows(result["rows"]))
+            handle.flush()
+            if on_progress:
+                on_progress(len(results), cached, failed, total)
+    rows = [row for point in spec.points for row in results[point["key"]]["rows"]]
+    # Rewritten in spec order once complete (batches finish in any order).
+    with table.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, COLUMNS)
+        writer.writeheader()
+        writer.writerows(_csv_rows(rows))
+    return SweepResult(rows, total - cached, cached, failed, table, out,
+                       time.perf_counter() - started)
+
+
+def read_table(path: str | Path) -> list[dict]:
+    """The rows of a ``points.csv`` as dicts of strings (``pandas.read_csv`` reads it too)."""
+    with Path(path).open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
