@@ -868,7 +868,7 @@ def _monarch_mapping(kind: str):
 #: Mappings by name: ``mapper(config, sparsified, layer, settings) -> MappedLayer``.
 #: ``linear`` tiles the weights densely (zeros included); ``nm`` uses the layer's N:M pattern
 #: on the macro's clusters; ``monarch-latency``, ``monarch-capacity`` and ``monarch-linear``
-#: run a Monarch layer's two factors as one trace (:mod:`sparsecim.sw.schedule_monarch`).
+#: run a Monarch layer's two factors as one trace (:mod:`sparsecim.sw.schedule.monarch`).
 MAPPINGS: dict[str, Callable] = {
     "linear": _tiled(dense=True),
     "nm": _tiled(dense=False),
