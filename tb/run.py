@@ -911,7 +911,7 @@ def _shape_records(cfg: MacroConfig, s: RunSettings, rows: list) -> list[LayerRe
     def energy(k: int, n: int, copies: int) -> dict:
         # The events of the schedule the cycle model describes (random values of the declared
         # pattern: the counts do not depend on them), from two output tiles.
-        from ..sw.energy_eval import layer_events
+        from ..sw.events import layer_events
 
         key = (k, n)
         if key not in events:

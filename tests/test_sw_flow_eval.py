@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sparsecim.hw.config import preset
 from sparsecim.sw import flow
-from sparsecim.sw.flow_eval import (
+from sparsecim.sw.experiments.flow_eval import (
     calibrate_and_prune,
     flow_statistics,
     flow_statistics_by_threshold,
