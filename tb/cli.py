@@ -30,7 +30,8 @@ Exit status: 0 when every check passed; 1 when a check failed (a mismatch betwee
 the golden model and the reference, or a trace that halted with an error not asked for); 2 for
 a mistake in the input (a bad flag, file, shape, value, pattern, setting or output path), with
 one line ``sparsecim: error: ...`` on stderr and never a traceback; 130 when interrupted
-(Ctrl-C): the simulator the command started is stopped and ``sparsecim: interrupted`` printed.
+(Ctrl-C): the simulator the command started is stopped and waited for, and ``sparsecim:
+interrupted`` printed.
 """
 
 from __future__ import annotations
@@ -827,7 +828,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sparsecim: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        # subprocess.run kills the simulator (its child) before the interrupt reaches here.
+        # subprocess.run kills the simulator (its child) and tb.cosim waits for it before the
+        # interrupt reaches here.
         print("sparsecim: interrupted", file=sys.stderr)
         return 130
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, int8, run_cli
+from conftest import CLI_ENV, ROOT, int8, run_cli
 from sparsecim.hw.config import preset
 from sparsecim.sw.golden import run_trace
 from sparsecim.sw.model_shapes import MODELS as SHAPE_TABLES
@@ -1097,9 +1097,9 @@ def test_sigint_to_gemm_rtl_stops_the_simulator_and_exits_130(tmp_path):
              "600", "--n", "300", "--tokens", "16", "--pause", "0.9", "--rtl", "--run-dir",
              str(tmp_path / "run")],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            # Warnings stay off here: interrupted, the command leaves its simulator's Popen
-            # unwaited and Python reports a ResourceWarning at exit (to fix in tb, issue 11).
-            env=os.environ | {"PYTHONWARNINGS": ""},
+            # Warnings are errors, as in every CLI test: interrupted, the command still waits
+            # for its simulator (no ResourceWarning for an unwaited Popen at exit).
+            env=CLI_ENV,
             # A suite started in the background of a shell inherits SIGINT ignored, and so
             # would the command: give it the default disposition a user's terminal gives.
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as proc:
