@@ -4,17 +4,17 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
-from sparsecim.hw.config import PRESETS, MacroConfig, load_macro, macro_toml
-from sparsecim.sw.models import load_checkpoint, minilm_path
-from sparsecim.tb.run import load_settings
-from test_sw_models_hf import (
+from conftest import (
     BLOCKS,
     llama_config,
     llama_tensors,
+    run_cli,
     write_safetensors,
     write_sharded,
 )
+from sparsecim.hw.config import PRESETS, MacroConfig, load_macro, macro_toml
+from sparsecim.sw.models import load_checkpoint, minilm_path
+from sparsecim.tb.run import load_settings
 
 # A macro no preset has: 2 sub-macros of 4 x 8, patterns 1:2 and 2:4 only, shallow buffers.
 CUSTOM = """\
