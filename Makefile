@@ -48,12 +48,12 @@ bench: $(STAMP)
 
 # FLOW per-block N:M against uniform 2:4 and 4:8 on SmolLM2-135M (report in build/flow).
 flow: $(STAMP)
-	$(PY) -m sparsecim.sw.flow_eval --out build/flow
+	$(PY) -m sparsecim.sw.experiments.flow_eval --out build/flow
 
 # Monarch (block-diagonal) layers on CIM arrays vs arXiv 2510.11192, plus SmolLM2's real
 # weights projected (about 4 minutes; report in build/monarch, copy in docs/monarch_report.md).
 monarch: $(STAMP)
-	$(PY) -m sparsecim.sw.monarch_eval --out build/monarch --smollm --eval-windows 4 --ranks 1 4
+	$(PY) -m sparsecim.sw.experiments.monarch_eval --out build/monarch --smollm --eval-windows 4 --ranks 1 4
 	cp build/monarch/report.md docs/monarch_report.md
 
 # Native Yosys from Debian's packages (0.23): the WebAssembly one runs out of memory on flexcim.
@@ -69,7 +69,7 @@ area: $(STAMP) yosys
 # Calibration against Chih et al. (ISSCC 2021) and the cost of flexibility (build/energy;
 # copies in docs/energy_report.md and docs/energy_breakdown.png).
 energy: $(STAMP)
-	$(PY) -m sparsecim.sw.energy_eval --out build/energy
+	$(PY) -m sparsecim.sw.experiments.energy_eval --out build/energy
 	cp build/energy/report.md docs/energy_report.md
 	cp build/energy/energy_breakdown.png docs/energy_breakdown.png
 

@@ -12,6 +12,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .pattern import Pattern
+
 __all__ = ["MacroConfig", "PRESETS", "FLEXCIM_PATTERNS", "MAX_M", "preset", "ceil_log2",
            "load_macro", "macro_from_table", "resolve_macro", "macro_toml"]
 
@@ -58,8 +60,9 @@ class MacroConfig:
         Output accumulator entries; an entry holds ``cols`` accumulators.
     counter_bits : int
         Width of each saturating performance counter, 16 to 64.
-    patterns : tuple of (int, int)
-        The sparse N:M patterns the macro runs besides dense, as ``(n, m)`` pairs: ``n``
+    patterns : tuple of Pattern
+        The sparse N:M patterns the macro runs besides dense, given as ``(n, m)`` pairs or
+        :class:`~sparsecim.hw.pattern.Pattern` and stored as ``Pattern``: ``n``
         weights kept per group of ``m`` inputs. ``n`` must divide ``submacros`` (the P
         sub-macros form P/n clusters of n) and ``1 <= n < m <= MAX_M``. Dense (1:1) is always
         supported and is not listed. Stored sorted; a JSON list of pairs is accepted.
@@ -114,7 +117,7 @@ class MacroConfig:
                 raise ValueError(f"pattern {n}:{m} needs n to divide submacros "
                                  f"({self.submacros}), so that the sub-macros form clusters "
                                  f"of {n}")
-            pairs.append((n, m))
+            pairs.append(Pattern(n, m))
         if len(set(pairs)) != len(pairs):
             raise ValueError(f"patterns must not repeat a pattern, not {self.patterns!r}")
         # Canonical form, so that equal sets compare (and hash, and slug) equal.
@@ -160,9 +163,9 @@ class MacroConfig:
 
     @property
     def modes(self) -> tuple:
-        """Every pattern the macro runs, dense first: ``((1, 1), *patterns)``. The hardware
+        """Every pattern the macro runs, dense first: ``(Pattern(1, 1), *patterns)``. The hardware
         holds the current one as an index into this tuple."""
-        return ((1, 1), *self.patterns)
+        return (Pattern(1, 1), *self.patterns)
 
     def supports(self, n: int, m: int) -> bool:
         """True if the macro runs pattern ``n:m`` (``1:1`` is dense)."""
@@ -196,7 +199,7 @@ class MacroConfig:
 
     def pattern_names(self) -> str:
         """The supported sparse patterns as text, e.g. ``"1:2, 2:4"``."""
-        return ", ".join(f"{n}:{m}" for n, m in self.patterns)
+        return ", ".join(str(p) for p in self.patterns)
 
     @property
     def max_parts(self) -> int:

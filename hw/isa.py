@@ -20,13 +20,14 @@ from amaranth.hdl import Shape, signed
 from amaranth.lib import data, enum
 
 from .config import MacroConfig, ceil_log2, preset
+from .pattern import Pattern, as_pattern
 
 __all__ = [
     "ISA_VERSION", "COMPUTE_DRAIN", "COUNTERS", "DecodeError",
     "EVENT_COUNTERS", "STATUS_COUNTERS",
     "Opcode", "Mode", "ErrorCode", "Command", "CycleCost",
     "command_layout", "args_layout", "weight_row_layout", "act_beat_layout", "result_layout",
-    "counters_layout", "encode", "decode", "check", "pattern_of", "part_fits",
+    "counters_layout", "encode", "decode", "check", "config_command", "pattern_of", "part_fits",
     "OPTIONAL_FIELDS", "requantize", "move_window",
     "data_beats", "result_beats", "cycles",
     "pack_beats", "unpack_beats", "pack_weight_rows", "unpack_weight_rows", "disassemble",
@@ -438,17 +439,33 @@ def part_fits(cfg: MacroConfig, part: int, pattern: tuple[int, int]) -> bool:
     return (part + 1) * cfg.pass_inputs(*pattern) <= cfg.max_pass_inputs
 
 
-def pattern_of(cfg: MacroConfig, cmd: Command) -> tuple[int, int] | None:
-    """The ``(n, m)`` pattern a CONFIG command selects (``(1, 1)`` for DENSE), or None if the
-    macro does not run it (the command then raises ``ILLEGAL_MODE``)."""
+def pattern_of(cfg: MacroConfig, cmd: Command) -> Pattern | None:
+    """The :class:`~sparsecim.hw.pattern.Pattern` a CONFIG command selects (``Pattern(1, 1)``
+    for DENSE), or None if the macro does not run it (the command then raises
+    ``ILLEGAL_MODE``)."""
     if cmd.opcode != Opcode.CONFIG:
         raise ValueError(f"only CONFIG selects a pattern, not {cmd.opcode.name}")
     pair = (cmd.n, cmd.m)
     if cmd.mode == Mode.DENSE:
-        return pair if pair == (1, 1) else None
+        return Pattern(1, 1) if pair == (1, 1) else None
     if cmd.mode == Mode.NM:
-        return pair if pair in cfg.patterns else None
+        return Pattern(*pair) if pair in cfg.patterns else None
     return None
+
+
+def config_command(pattern, *, split: int = 0, shift: int = 0) -> Command:
+    """The CONFIG command selecting ``pattern`` (a :class:`~sparsecim.hw.pattern.Pattern`,
+    ``"2:4"``, ``"dense"`` or an ``(n, m)`` pair): mode DENSE with ``n = m = 1`` for a dense
+    pattern, NM otherwise. Whether the macro runs it is :func:`check`'s business.
+
+    Raises
+    ------
+    ValueError
+        If ``pattern`` is not a pattern (see :func:`~sparsecim.hw.pattern.as_pattern`).
+    """
+    pattern = as_pattern(pattern)
+    mode = Mode.DENSE if pattern.is_dense else Mode.NM
+    return Command(Opcode.CONFIG, mode=mode, n=pattern.n, m=pattern.m, split=split, shift=shift)
 
 
 def requantize(cfg: MacroConfig, values, shift: int) -> np.ndarray:

@@ -256,7 +256,7 @@ class Trace:
                 file.write(chunk)
 
     @classmethod
-    def from_text(cls, text: str, *, source: str = "<trace>") -> Trace:
+    def from_text(cls, text: str, *, source: str = "<trace>") -> Trace:  # noqa: C901
         """Parse a trace file's text.
 
         Raises

@@ -47,7 +47,7 @@ from .golden import GoldenResult, _exact_in_float64, wrap_signed
 from .mapping import TileMapping, map_nm
 from .nm import NMPattern, compress
 from .reference import check_int_matrix
-from .schedule import ReadBlock, Schedule, _config_command, _variants, as_pattern
+from .schedule.gemm import GemmSchedule, ReadBlock, _config_command, _variants, as_pattern
 
 __all__ = ["pack_beats_reference", "unpack_beats_reference", "pack_weight_rows_reference",
            "unpack_weight_rows_reference", "run_trace_reference", "schedule_layer_reference"]
@@ -207,7 +207,7 @@ def _nm_pass_sums(cfg, n: int, m: int, entries: np.ndarray, weights: np.ndarray,
     return np.einsum("tgc,gc->tc", chosen, live)
 
 
-def run_trace_reference(trace: Trace) -> GoldenResult:
+def run_trace_reference(trace: Trace) -> GoldenResult:  # noqa: C901
     """Execute ``trace`` and predict its cycles (see the module docstring for the model).
 
     Parameters
@@ -476,7 +476,7 @@ def _tile_weights(cfg: MacroConfig, mapping: TileMapping, w: np.ndarray):
     return out
 
 
-def schedule_layer_reference(cfg: MacroConfig, x, w, pattern=None) -> Schedule:
+def schedule_layer_reference(cfg: MacroConfig, x, w, pattern=None) -> GemmSchedule:
     """Schedule ``x · w`` for ``x`` (tokens × K) and ``w`` (K × N) on ``cfg`` in ``pattern``.
 
     Parameters
@@ -494,9 +494,9 @@ def schedule_layer_reference(cfg: MacroConfig, x, w, pattern=None) -> Schedule:
 
     Returns
     -------
-    Schedule
+    GemmSchedule
         Its trace, run on the golden model or the RTL, gives result beats that
-        :meth:`Schedule.assemble` turns into exactly ``matmul_reference(x, w)``. The loop
+        :meth:`GemmSchedule.assemble` turns into exactly ``matmul_reference(x, w)``. The loop
         variant with fewer predicted cycles is chosen (see the module docstring).
 
     Raises
@@ -559,4 +559,5 @@ def schedule_layer_reference(cfg: MacroConfig, x, w, pattern=None) -> Schedule:
         if word is None:
             word = encoded[cmd] = encode(cfg, cmd)
         trace.steps.append(Step(word, beats(ref)))
-    return Schedule(trace, mapping, tokens, reads, resident, chunk)
+    return GemmSchedule(trace=trace, mapping=mapping, tokens=tokens, reads=reads,
+                        resident=resident, chunk=chunk)

@@ -45,7 +45,7 @@ AREA_CONFIGS: dict[str, MacroConfig] = {
     "flexcim-dense": dataclasses.replace(preset("flexcim"), patterns=()),
     "flexcim-2:4": dataclasses.replace(preset("flexcim"), patterns=((2, 4),)),
     # Configured like Chih et al., ISSCC 2021 (64 kb of 4-bit weights, dense) for the
-    # calibration of sparsecim.sw.energy_eval.
+    # calibration of sparsecim.sw.experiments.energy_eval.
     "chih22": MacroConfig(rows=64, cols=64, submacros=4, act_depth=64, acc_depth=64,
                           weight_bits=4, act_bits=4),
 }

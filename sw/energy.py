@@ -42,7 +42,7 @@ from .events import Events
 
 __all__ = ["Tech", "load_tech", "TECH_KEYS", "ENERGY_COMPONENTS", "NOT_MODELLED",
            "cell_area_um2", "area_breakdown", "energy_breakdown", "MacroEnergy", "evaluate",
-           "layer_energy", "total_energy"]
+           "layer_energy", "total_energy", "plot_energy_stack"]
 
 #: Every value a technology file must give, by section.
 TECH_KEYS = {
@@ -331,3 +331,23 @@ def total_energy(layers: list[dict]) -> dict:
         "tops_per_mm2": tops_mm2, "peak_tops_per_mm2": first["peak_tops_per_mm2"],
         "notes": first["notes"],
     }
+
+
+def plot_energy_stack(ax, energies: list[dict], x) -> None:
+    """Stacked bars of ``components_pj`` per token (``pj_per_token / total_pj`` scales them),
+    one bar per entry of ``energies`` at positions ``x``; components not modelled (None) are
+    named in the legend instead."""
+    bottom = [0.0] * len(energies)
+    missing = []
+    for name in ENERGY_COMPONENTS:
+        values = [e["components_pj"][name] for e in energies]
+        if any(v is None for v in values):
+            missing.append(name)
+            continue
+        scaled = [v * e["pj_per_token"] / e["total_pj"] if e["total_pj"] else 0.0
+                  for v, e in zip(values, energies, strict=True)]
+        ax.bar(x, scaled, 0.6, bottom=bottom, label=name)
+        bottom = [b + v for b, v in zip(bottom, scaled, strict=True)]
+    if missing:
+        ax.plot([], [], " ", label="not modelled: " + ", ".join(missing))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))

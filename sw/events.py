@@ -55,7 +55,8 @@ from ..hw.isa import (
 )
 from ..hw.trace import Trace
 
-__all__ = ["Events", "count_events", "derived_from_counters", "choices"]
+__all__ = ["Events", "count_events", "derived_from_counters", "choices", "gemm_events",
+           "layer_events"]
 
 
 def choices(cfg: MacroConfig) -> int:
@@ -197,7 +198,7 @@ def derived_from_counters(cfg: MacroConfig, counters: dict) -> dict[str, int]:
     }
 
 
-def count_events(trace: Trace) -> Events:
+def count_events(trace: Trace) -> Events:  # noqa: C901
     """Count the events of ``trace`` up to its halt (END, an illegal command, or the end of
     its commands), as the golden model executes it with every stream ready.
 
@@ -300,3 +301,33 @@ def count_events(trace: Trace) -> Events:
             ev.act_bits_written += cmd.count * lanes * cfg.act_bits
     ev.passes_by_mode = dict(by_mode)
     return ev
+
+
+def gemm_events(cfg: MacroConfig, k: int, n: int, tokens: int, *, pattern=(1, 1),
+                run_as=None, seed: int = 0) -> Events:
+    """Events of a random ``tokens × k`` by ``k × n`` GEMM whose weights keep ``pattern``
+    (``n:m`` per output channel), scheduled in ``run_as`` (default ``pattern``; ``(1, 1)``
+    runs the zeros as weights, as a dense macro must)."""
+    rng = np.random.default_rng(seed)
+    a_top, w_top = 2 ** (cfg.act_bits - 1), 2 ** (cfg.weight_bits - 1)
+    x = rng.integers(-a_top, a_top, size=(tokens, k))
+    w = rng.integers(-w_top, w_top, size=(k, n))
+    keep, group = pattern
+    if keep < group:
+        ranks = rng.random((k // group, group, n)).argsort(axis=1).argsort(axis=1)
+        w = np.where(ranks.reshape(k, n) < keep, w, 0)
+    from .schedule import schedule_layer  # the scheduler imports nothing from here
+
+    return count_events(schedule_layer(cfg, x, w, run_as or pattern).trace)
+
+
+def layer_events(cfg: MacroConfig, k: int, n: int, tokens: int, *, pattern=(1, 1),
+                 run_as=None) -> Events:
+    """The events of the schedule of a ``k × n`` layer whose weights keep ``pattern``, run as
+    ``run_as`` (default ``pattern``), without building it: the closed form
+    (:func:`sparsecim.sw.sweep_model.closed_events`), equal to :func:`gemm_events` in every
+    field but ``zero_weight_macs`` (0 here: it depends on the weights' values, and no energy
+    is charged for it). Large layers (LLaMA's 11008 × 4096) then cost no schedule at all."""
+    from .sweep_model import closed_events
+
+    return closed_events(cfg, k, n, tokens, tuple(run_as or pattern))

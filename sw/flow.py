@@ -6,7 +6,7 @@ pipeline, for ``L`` blocks:
 
 1. **Scores.** For every block, the Wanda scores ``S = |W| · sqrt(mean_t x²)`` of all its
    linears (q, k, v, o, gate, up, down), each ``(out, in)`` matrix flattened row-major and the
-   seven concatenated (:func:`sparsecim.sw.flow_eval.flow_statistics` builds them).
+   seven concatenated (:func:`sparsecim.sw.experiments.flow_eval.flow_statistics` builds them).
 2. **Statistics** (:func:`block_outlier_stats`). An *outlier* is a score strictly above
    ``hyper_m`` × the block's mean score. The **outlier ratio** ``O`` is the fraction of the
    block's scores that are outliers, **in percent** (as OWL and the released code report it).
@@ -413,7 +413,7 @@ def _fmt(value: float) -> str:
     return f"{value:.6g}"
 
 
-def select_patterns(ratios, localities, target: float, *,
+def select_patterns(ratios, localities, target: float, *,  # noqa: C901
                     choices: Sequence[NMPattern] = RELEASED_CHOICES, tolerance: float = 0.0,
                     weights=None, force_dense_ends: bool | str = True,
                     m_direction: str = "released") -> FlowPlan:

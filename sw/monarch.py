@@ -31,7 +31,7 @@ This is the einsum form of Dao et al. 2022 ("Monarch", HazyResearch/fly,
 - *Dao's* ``MonarchLinear(nblocks)`` on a square ``d × d``: ``k = j = nblocks`` and
   ``r = d / nblocks²``, all blocks ``(d / nblocks)`` square (the paper's 64 × 64 blocks of a
   1024 × 1024 layer are ``nblocks = 16``, ``r = 4``);
-- the layer of :mod:`~sparsecim.sw.schedule_monarch`: ``r = 1`` and ``i = j = o = s``:
+- the layer of :mod:`~sparsecim.sw.schedule.monarch`: ``r = 1`` and ``i = j = o = s``:
   ``right`` *is* its ``r_blocks`` (``(b, s, s)``, ``b = k``) and ``left`` *is* its ``l_blocks``
   (``(s, s, b)``); its result ``z`` ``(tokens, s, s)`` is our ``z`` before ``P_out``, so
   ``y = z.transpose(0, 2, 1).reshape(tokens, -1)`` (:func:`output_from_blocks`) is ``x · Mᵀ``.
@@ -235,8 +235,8 @@ def monarch_apply(f: MonarchFactors, x) -> np.ndarray:
 
 
 def output_from_blocks(z) -> np.ndarray:
-    """``P_out``: block-major ``z`` ``(tokens, j, o)`` (as :func:`~sparsecim.sw.
-    schedule_monarch.monarch_reference` and :meth:`MonarchSchedule.assemble` return it) to
+    """``P_out``: block-major ``z`` ``(tokens, j, o)`` (as :func:`~sparsecim.sw.schedule.
+    monarch.monarch_reference` and :meth:`MonarchSchedule.assemble` return it) to
     the layer output ``(tokens, o·j)``, element ``c·j + jj`` = ``z[:, jj, c]``. An index map
     only: on the macro it is the read-out address order."""
     z = np.asarray(z)
@@ -275,7 +275,7 @@ def random_monarch(m: int, n: int, *, k: int, j: int, rank: int = 1, seed: int =
 
 
 def schedule_factors(f: MonarchFactors) -> tuple[np.ndarray, np.ndarray]:
-    """``(r_blocks, l_blocks)`` for :func:`~sparsecim.sw.schedule_monarch.schedule_monarch`:
+    """``(r_blocks, l_blocks)`` for :func:`~sparsecim.sw.schedule.monarch.schedule_monarch`:
     ``(b, s, s)`` and ``(s, s, b)`` with ``b = k``, ``s = i = j = o`` (module docstring).
     The arrays are ``f.right`` and ``f.left`` themselves (quantize them to integers first).
 

@@ -15,11 +15,11 @@ checking, and the compressed ``values`` + ``positions`` form the hardware stores
 from __future__ import annotations
 
 import functools
-import numbers
-import re
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..hw.pattern import Pattern, _check_count, _is_int
 
 __all__ = [
     "NMPattern",
@@ -37,107 +37,8 @@ __all__ = [
     "memory_bits",
 ]
 
-# ASCII digits only: ``\d`` alone would also accept other scripts' digits.
-_PATTERN_TEXT = re.compile(r"\s*(\d+)\s*:\s*(\d+)\s*", re.ASCII)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_count(name: str, value) -> int:
-    if not _is_int(value) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
-    return int(value)
-
-
-@dataclass(frozen=True, order=True)
-class NMPattern:
-    """An ``n:m`` sparsity pattern: at most ``n`` non-zero weights in every ``m`` inputs.
-
-    Ordered by ``(n, m)``. Any ``n == m`` is dense; ``NMPattern(1, 1)`` is the canonical dense
-    pattern and the only one printed and parsed as ``"dense"``.
-
-    Parameters
-    ----------
-    n : int
-        Weights kept per group, ``1 <= n <= m``.
-    m : int
-        Group size in inputs, ``m >= 1``.
-
-    Raises
-    ------
-    ValueError
-        If ``m`` is not a positive integer or ``n`` not an integer from 1 to ``m``, as
-        ``"n must be an integer from 1 to m=4, not 5"``.
-    """
-    n: int
-    m: int
-
-    def __post_init__(self):
-        if not _is_int(self.m) or self.m < 1:
-            raise ValueError(f"m must be a positive integer, not {self.m!r}")
-        if not _is_int(self.n) or not 1 <= self.n <= self.m:
-            raise ValueError(f"n must be an integer from 1 to m={self.m}, not {self.n!r}")
-        # numpy integers would print as np.int64(2) and hash differently from ints.
-        object.__setattr__(self, "n", int(self.n))
-        object.__setattr__(self, "m", int(self.m))
-
-    @classmethod
-    def parse(cls, text: str) -> NMPattern:
-        """Parse ``"N:M"`` (e.g. ``"2:4"``) or ``"dense"`` (``NMPattern(1, 1)``).
-
-        Whitespace around the numbers and the colon is ignored, as is the case of ``dense``.
-        ``str(NMPattern.parse(s))`` is ``s`` normalised, and ``parse(str(p)) == p``.
-
-        Raises
-        ------
-        ValueError
-            If ``text`` is not a string of that form with ``1 <= N <= M``, as
-            ``"pattern must be 'N:M' with 1 <= N <= M, or 'dense', not '5:4'"``.
-        """
-        if not isinstance(text, str):
-            raise ValueError(f"pattern text must be a str, not {text!r}")
-        if text.strip().lower() == "dense":
-            return cls(1, 1)
-        match = _PATTERN_TEXT.fullmatch(text)
-        n, m = (int(v) for v in match.groups()) if match else (0, 0)
-        if not 1 <= n <= m:
-            raise ValueError(f"pattern must be 'N:M' with 1 <= N <= M, or 'dense', not {text!r}")
-        return cls(n, m)
-
-    def __str__(self) -> str:
-        return "dense" if self.m == 1 else f"{self.n}:{self.m}"
-
-    @property
-    def is_dense(self) -> bool:
-        """Whether every weight may be kept (``n == m``)."""
-        return self.n == self.m
-
-    @property
-    def density(self) -> float:
-        """Fraction of weights kept, ``n / m``."""
-        return self.n / self.m
-
-    @property
-    def sparsity(self) -> float:
-        """Fraction of weights pruned, ``1 - n / m``."""
-        return 1 - self.n / self.m
-
-    @property
-    def metadata_bits(self) -> int:
-        """Bits to store a position within a group, ``ceil(log2 m)`` (0 for ``m == 1``)."""
-        return (self.m - 1).bit_length()
-
-    def groups(self, in_features: int) -> int:
-        """Groups per row for ``in_features`` inputs, ``ceil(in_features / m)``.
-
-        Raises
-        ------
-        ValueError
-            If ``in_features`` is not a non-negative integer.
-        """
-        return -(-_check_count("in_features", in_features) // self.m)
+# The pattern type is the contract layer's; ``NMPattern`` is its name in this module.
+NMPattern = Pattern
 
 
 class NMPatternError(ValueError):

@@ -8,10 +8,10 @@ rules of :func:`sparsecim.sw.events.count_events` and its costs by the ISA
 (:func:`sparsecim.hw.isa.cycles`, :func:`~sparsecim.hw.isa.data_beats`).
 
 Equality (``tests/test_sw_sweep_model.py``, over a grid): :func:`closed_events` equals the
-events counted on the whole trace (:func:`~sparsecim.sw.energy_eval.gemm_events`) in every
+events counted on the whole trace (:func:`~sparsecim.sw.events.gemm_events`) in every
 field but ``zero_weight_macs``, which depends on the weights' values and which the energy model
 does not charge (it is 0 here); its cycles equal ``predict_counters``. ``sparsecim run``
-prices a shape table with the same counts (:func:`~sparsecim.sw.energy_eval.layer_events`).
+prices a shape table with the same counts (:func:`~sparsecim.sw.events.layer_events`).
 (An earlier two-tile extrapolation was not exact when the scheduler picks another loop variant
 for the whole layer than for one or two output tiles: e.g. ``tiny``, 64 × 36, 17 tokens, 4,689
 cycles in the trace, 5,510 extrapolated.)

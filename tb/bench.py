@@ -40,8 +40,8 @@ from ..hw.config import preset
 from ..sw.golden import run_trace
 from ..sw.mapping import map_nm
 from ..sw.nm import NMPattern, memory_bits, prune_magnitude
+from ..sw.operands import random_gemm
 from ..sw.schedule import predict_counters, schedule_dense, schedule_layer
-from .cli import random_gemm
 from .cosim import run_rtl
 from .driver import build_driver, run_driver
 from .verilator import build
@@ -54,10 +54,6 @@ def _golden_rate(trace, repeats: int) -> tuple[float, float]:
         run_trace(trace)
         best = min(best, time.perf_counter() - t0)
     return len(trace.steps) / best, trace.data_beats / best
-
-
-def _pattern_name(pattern) -> str:
-    return "dense" if pattern == (1, 1) else f"{pattern[0]}:{pattern[1]}"
 
 
 def nm_table(preset_name: str, k: int, n: int, tokens: int, rtl_k: int, rtl_n: int,
@@ -86,14 +82,14 @@ def nm_table(preset_name: str, k: int, n: int, tokens: int, rtl_k: int, rtl_n: i
             pruned = prune_magnitude(w.T, nm).T
             schedule = schedule_layer(cfg, x, pruned, pattern)
             report = run_rtl(schedule.trace,
-                             run_dir=f"build/bench/nm-{cfg.slug}-{_pattern_name(pattern)}")
+                             run_dir=f"build/bench/nm-{cfg.slug}-{str(NMPattern(*pattern))}")
             rtl_cycles = report.rtl_counters["total"]
             ok = ok and report.passed
             dense_rtl = dense_rtl or rtl_cycles
             rtl_cell = f"{rtl_cycles:,}"
             model_cell = "equal" if report.passed else "DIFF"
             speed_cell = f"{dense_rtl / rtl_cycles:.2f}x"
-        print(f"  {_pattern_name(pattern):>7} {cycles:>13,} {dense / cycles:>7.2f}x "
+        print(f"  {str(NMPattern(*pattern)):>7} {cycles:>13,} {dense / cycles:>7.2f}x "
               f"{pattern[1] / pattern[0]:>8.1f}x {tiles:>6} {bits['total'] / 8192:>17,.0f} "
               f"{bits['total'] / bits['dense']:>7.1%} {rtl_cell:>11} {model_cell:>7} "
               f"{speed_cell:>11}")

@@ -30,7 +30,8 @@ Exit status: 0 when every check passed; 1 when a check failed (a mismatch betwee
 the golden model and the reference, or a trace that halted with an error not asked for); 2 for
 a mistake in the input (a bad flag, file, shape, value, pattern, setting or output path), with
 one line ``sparsecim: error: ...`` on stderr and never a traceback; 130 when interrupted
-(Ctrl-C): the simulator the command started is stopped and ``sparsecim: interrupted`` printed.
+(Ctrl-C): the simulator the command started is stopped and waited for, and ``sparsecim:
+interrupted`` printed.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from ..hw.isa import ErrorCode
 from ..sw.golden import run_trace
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
 from ..sw.nm import NMPattern, prune_magnitude
+from ..sw.operands import random_gemm
 from ..sw.reference import matmul_reference
 from ..sw.schedule import as_pattern, ideal_cycles, schedule_layer
 from .outputs import OutputError, atomic_write, check_output_file, check_output_folder
@@ -113,29 +115,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def random_gemm(cfg, k: int, n: int, tokens: int, seed: int, pattern=(1, 1)):
-    """Uniform random signed operands over the full widths of ``cfg`` (extremes included).
-
-    With an N:M ``pattern`` (``(n, m)``), every output channel (column of ``w``) keeps ``n``
-    random positions of each group of ``m`` inputs, and 5% of the kept weights are zeroed
-    too, so that some groups hold fewer than ``n`` non-zeros.
-    """
-    rng = np.random.default_rng(seed)
-    a_lo, a_hi = -(2 ** (cfg.act_bits - 1)), 2 ** (cfg.act_bits - 1)
-    w_lo, w_hi = -(2 ** (cfg.weight_bits - 1)), 2 ** (cfg.weight_bits - 1)
-    x = rng.integers(a_lo, a_hi, size=(tokens, k), dtype=np.int64)
-    w = rng.integers(w_lo, w_hi, size=(k, n), dtype=np.int64)
-    keep, group = pattern
-    if keep < group:
-        groups = -(-k // group)
-        # A random permutation of each (group, column): its first `keep` ranks survive.
-        ranks = rng.random((groups * group, n)).reshape(groups, group, n).argsort(axis=1)
-        ranks = ranks.argsort(axis=1).reshape(groups * group, n)[:k]
-        w = np.where(ranks < keep, w, 0)
-        w[rng.random(w.shape) < 0.05] = 0
-    return x, w
-
-
 def _macro(args):
     """The macro of ``--preset``: a preset name or a TOML file; a :class:`UserError` naming
     the field otherwise."""
@@ -178,7 +157,7 @@ def _cmd_gemm(args) -> int:
     model = golden.counters
     ideal = ideal_cycles(mapping, args.tokens)
 
-    name = "dense" if pattern == (1, 1) else f"{pattern[0]}:{pattern[1]}"
+    name = str(NMPattern(*pattern))
     print(f"sparsecim gemm on {args.preset} ({cfg.slug}): "
           f"(tokens {args.tokens} x K {args.k}) . (K {args.k} x N {args.n}) {name}, "
           f"seed {args.seed}")
@@ -338,7 +317,7 @@ def _cmd_layer(args) -> int:
     _check_int32(y)
     model = golden.counters
     mapping = schedule.mapping
-    name = "dense" if pattern == (1, 1) else f"{pattern[0]}:{pattern[1]}"
+    name = str(NMPattern(*pattern))
     if args.mapping == "linear" and pattern != (1, 1):
         name += " weights, linear (dense) mapping"
     print(f"sparsecim layer on {args.preset}: weights {w.shape[0]} x {w.shape[1]} "
@@ -514,7 +493,7 @@ def _print_models() -> int:
     return 0
 
 
-def _cmd_run(args) -> int:
+def _cmd_run(args) -> int:  # noqa: C901
     from .progress import Progress
     from .run import RunError, ShapeTable, load_settings, resolve_model, run
 
@@ -849,7 +828,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sparsecim: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        # subprocess.run kills the simulator (its child) before the interrupt reaches here.
+        # subprocess.run kills the simulator (its child) and tb.cosim waits for it before the
+        # interrupt reaches here.
         print("sparsecim: interrupted", file=sys.stderr)
         return 130
 

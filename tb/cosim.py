@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,21 @@ def _timeout(cycles: int, pauses: Pauses) -> int:
     return int(4 * slowest * cycles) + 1000
 
 
+def _reap_interrupted(tb) -> None:
+    """Kill and wait every still-unwaited child process held by the frames ``tb`` went through.
+
+    On Ctrl-C, ``subprocess.run`` (which the cocotb runner starts the simulator with) kills
+    its child but, by design, does not wait for it after a ``KeyboardInterrupt``; the
+    ``Popen``, unreachable but for the interrupted frames, would be left unwaited (a zombie
+    and a ``ResourceWarning`` at exit)."""
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            if isinstance(value, subprocess.Popen) and value.returncode is None:
+                value.kill()
+                value.wait()
+        tb = tb.tb_next
+
+
 def _simulate(sim, run_dir: Path, job: dict, *, pauses: Pauses, seed: int, waves: bool,
               quiet: bool) -> None:
     """Run the cocotb test on ``sim`` for ``job`` (stream files in ``run_dir``)."""
@@ -159,6 +175,9 @@ def _simulate(sim, run_dir: Path, job: dict, *, pauses: Pauses, seed: int, waves
     except SystemExit:
         # Under pytest the runner exits on a failed cocotb test; the report says why.
         pass
+    except KeyboardInterrupt as exc:
+        _reap_interrupted(exc.__traceback__)
+        raise
     if not report_path.exists():
         raise RuntimeError(f"simulation ended without a report; see {run_dir / 'sim.log'}")
 

@@ -290,7 +290,7 @@ def write_plots(records: list[LayerRecord], folder: str | Path) -> dict[str, Pat
     finish(fig, ax, "speedup", "speedup vs dense (x)", "Speedup over the dense mapping")
 
     if all(r.energy for r in records):
-        from ..sw.energy_eval import plot_energy_stack
+        from ..sw.energy import plot_energy_stack
 
         fig, ax = plt.subplots(figsize=(width, 4))
         plot_energy_stack(ax, [r.energy for r in records], x)

@@ -73,7 +73,7 @@ from ..sw.nm import NMPattern, activation_norms, memory_bits, prune_magnitude, p
 from ..sw.quant import dequantize_matmul, quantize_acts, quantize_weights
 from ..sw.reference import matmul_reference
 from ..sw.schedule import as_pattern, ideal_cycles, predict_counters, schedule_layer
-from ..sw.schedule_monarch import MAPPINGS as MONARCH_MAPPINGS
+from ..sw.schedule.monarch import MAPPINGS as MONARCH_MAPPINGS
 from .outputs import OutputError, atomic_write, check_output_folder
 from .report import LayerRecord, summarize, write_report
 
@@ -248,7 +248,7 @@ def _coerce(name: str, value, default):
     return value
 
 
-def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> RunSettings:
+def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> RunSettings:  # noqa: C901
     """Settings from an optional TOML file (top-level keys or a ``[run]`` table), then
     ``overrides`` (flags given on the command line; ``None`` values are ignored).
 
@@ -377,7 +377,7 @@ def _layer_names(s: RunSettings) -> list[str] | None:
     return None
 
 
-def validate_settings(s: RunSettings) -> None:
+def validate_settings(s: RunSettings) -> None:  # noqa: C901
     """The one validation layer of a run's settings: everything that can be known wrong
     before loading a model (names, ranges, shapes, linears, RTL layers).
 
@@ -824,7 +824,7 @@ def _monarch_mapping(kind: str):
                s: RunSettings) -> MappedLayer:
         from ..sw.monarch import output_from_blocks, schedule_factors
         from ..sw.quant import qmax
-        from ..sw.schedule_monarch import monarch_reference, schedule_monarch
+        from ..sw.schedule.monarch import monarch_reference, schedule_monarch
 
         factors = layer.extra.get("factors")
         if factors is None:
@@ -868,7 +868,7 @@ def _monarch_mapping(kind: str):
 #: Mappings by name: ``mapper(config, sparsified, layer, settings) -> MappedLayer``.
 #: ``linear`` tiles the weights densely (zeros included); ``nm`` uses the layer's N:M pattern
 #: on the macro's clusters; ``monarch-latency``, ``monarch-capacity`` and ``monarch-linear``
-#: run a Monarch layer's two factors as one trace (:mod:`sparsecim.sw.schedule_monarch`).
+#: run a Monarch layer's two factors as one trace (:mod:`sparsecim.sw.schedule.monarch`).
 MAPPINGS: dict[str, Callable] = {
     "linear": _tiled(dense=True),
     "nm": _tiled(dense=False),
@@ -911,7 +911,7 @@ def _shape_records(cfg: MacroConfig, s: RunSettings, rows: list) -> list[LayerRe
     def energy(k: int, n: int, copies: int) -> dict:
         # The events of the schedule the cycle model describes (random values of the declared
         # pattern: the counts do not depend on them), from two output tiles.
-        from ..sw.energy_eval import layer_events
+        from ..sw.events import layer_events
 
         key = (k, n)
         if key not in events:
@@ -928,7 +928,7 @@ def _shape_records(cfg: MacroConfig, s: RunSettings, rows: list) -> list[LayerRe
         records.append(LayerRecord(
             name=row.name, out_features=n, in_features=k, tokens=s.tokens, copies=copies,
             sparsify=s.sparsify,
-            pattern="dense" if declared == (1, 1) else f"{declared[0]}:{declared[1]}",
+            pattern=str(NMPattern(*declared)),
             density=mapping.macs_per_token / (k * n), mapping=mapping_name,
             arrays=mapping.arrays * copies, k_tiles=mapping.k_tiles, n_tiles=mapping.n_tiles,
             utilization=mapping.utilization,
@@ -1209,8 +1209,7 @@ def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step):
         record = LayerRecord(
             name=layer.name, out_features=out_f, in_features=in_f, tokens=tokens,
             sparsify=sparse.method,
-            pattern=mapped.label or ("dense" if pattern == (1, 1)
-                                     else f"{pattern[0]}:{pattern[1]}"),
+            pattern=mapped.label or str(NMPattern(*pattern)),
             density=mapped.macs_per_token / (out_f * in_f),
             mapping=mapped.mapping, arrays=mapped.arrays, k_tiles=mapped.k_tiles,
             n_tiles=mapped.n_tiles, utilization=mapped.utilization,

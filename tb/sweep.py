@@ -127,7 +127,7 @@ def _macro(value, where: str) -> tuple[str, MacroConfig]:
         raise SweepError(f"{where}: {exc}") from None
 
 
-def _resolve_axis(axis: str, value, where: str, base: Path):
+def _resolve_axis(axis: str, value, where: str, base: Path):  # noqa: C901
     """A spec value checked on its own (what can be wrong whatever the other axes are)."""
     if axis == "macro":
         if isinstance(value, str) and value.endswith(".toml") and not Path(value).is_absolute():
@@ -178,7 +178,7 @@ def _point(values: dict) -> dict:
     return point
 
 
-def load_spec(path: str | Path) -> SweepSpec:
+def load_spec(path: str | Path) -> SweepSpec:  # noqa: C901
     """Read and resolve a sweep spec (see the module docstring).
 
     Raises

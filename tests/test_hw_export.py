@@ -42,7 +42,9 @@ def _ports(verilog_text):
 
 
 @pytest.mark.parametrize("name", [
-    "tiny", "flexcim", pytest.param("paper", marks=pytest.mark.slow)])
+    # flexcim takes minutes to convert, like paper.
+    "tiny", pytest.param("flexcim", marks=pytest.mark.slow),
+    pytest.param("paper", marks=pytest.mark.slow)])
 def test_top_converts_to_verilog_with_ports_named_after_the_signature(name):
     cfg = PRESETS[name]
     top = Top(cfg)

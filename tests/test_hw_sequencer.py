@@ -382,7 +382,7 @@ def test_top_runs_a_monarch_layer_with_split_moves_and_parts(mapping, b, s, toke
     COMPUTE parts in one trace, in each mapping: results equal plain numpy, counters equal
     the cycle model."""
     from sparsecim.sw.golden import run_trace
-    from sparsecim.sw.schedule_monarch import monarch_reference, schedule_monarch
+    from sparsecim.sw.schedule.monarch import monarch_reference, schedule_monarch
 
     rng = np.random.default_rng(b * s)
     x = random_matrix(rng, (tokens, b * s), CFG.act_bits)
@@ -545,8 +545,8 @@ def test_top_runs_every_pattern_in_one_trace_that_switches_between_layers():
     """One trace, one layer per pattern (dense first and last), each switching the mode:
     every result equals numpy and the counters equal the cycle model."""
     from sparsecim.sw.golden import run_trace
+    from sparsecim.sw.operands import random_gemm
     from sparsecim.sw.schedule import chain, schedule_layer
-    from sparsecim.tb.cli import random_gemm
 
     rng = np.random.default_rng(11)
     layers = []

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 from sparsecim.sw.area import AREA_CONFIGS
 from sparsecim.sw.energy import load_tech
-from sparsecim.sw.energy_eval import (
+from sparsecim.sw.experiments.energy_eval import (
     CALIBRATION_BAND,
     CHIH_ISSCC21,
     SMOLLM2_FLOW_PLAN,

@@ -2,9 +2,7 @@
 
 import numpy as np
 import pytest
-from sparsecim.sw.models import CheckpointError, load_checkpoint
-from sparsecim.sw.models.gguf import load_gguf
-from test_sw_models_hf import (
+from conftest import (
     BLOCKS,
     EPS,
     FFN,
@@ -16,6 +14,8 @@ from test_sw_models_hf import (
     llama_tensors,
     reference_logits,
 )
+from sparsecim.sw.models import CheckpointError, load_checkpoint
+from sparsecim.sw.models.gguf import load_gguf
 
 gguf = pytest.importorskip("gguf")
 

@@ -15,7 +15,7 @@ from sparsecim.sw.monarch import (
     relative_error,
     schedule_factors,
 )
-from sparsecim.sw.schedule_monarch import monarch_reference
+from sparsecim.sw.schedule.monarch import monarch_reference
 
 SHAPES = [(16, 16, 4, 4, 1), (9, 9, 3, 3, 1), (48, 36, 6, 4, 2), (12, 30, 5, 3, 1),
           (64, 64, 4, 4, 4), (20, 8, 2, 5, 2)]

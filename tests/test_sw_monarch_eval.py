@@ -7,10 +7,7 @@ import numpy as np
 import pytest
 from sparsecim.hw.config import preset
 from sparsecim.sw.blockdiag_map import BlockDiagonal
-from sparsecim.sw.golden import run_trace
-from sparsecim.sw.model_shapes import AttentionShape, LinearShape, ModelShape, model_shape
-from sparsecim.sw.monarch import monarch_project, relative_error
-from sparsecim.sw.monarch_eval import (
+from sparsecim.sw.experiments.monarch_eval import (
     flexcim_cycles,
     flexcim_layer_costs,
     main,
@@ -18,8 +15,11 @@ from sparsecim.sw.monarch_eval import (
     monarch_plan,
     smollm_projection,
 )
+from sparsecim.sw.golden import run_trace
+from sparsecim.sw.model_shapes import AttentionShape, LinearShape, ModelShape, model_shape
+from sparsecim.sw.monarch import monarch_project, relative_error
 from sparsecim.sw.schedule import predict_counters
-from sparsecim.sw.schedule_monarch import MAPPINGS, schedule_monarch
+from sparsecim.sw.schedule.monarch import MAPPINGS, schedule_monarch
 
 
 def test_plans():

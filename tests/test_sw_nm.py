@@ -171,7 +171,7 @@ def test_patterns_order_by_n_then_m_and_hash_as_plain_ints():
     numpy_made = NMPattern(np.int64(2), np.int32(4))
     assert type(numpy_made.n) is int and type(numpy_made.m) is int
     assert {numpy_made: 1}[NMPattern(2, 4)] == 1
-    assert repr(numpy_made) == "NMPattern(n=2, m=4)"
+    assert repr(numpy_made) == "Pattern(n=2, m=4)"
 
 
 # --- nm_mask ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from sparsecim.hw.isa import ErrorCode, Opcode, decode
 from sparsecim.hw.trace import Trace
 from sparsecim.sw.golden import run_trace
 from sparsecim.sw.nm import NMPattern, NMPatternError
+from sparsecim.sw.operands import random_gemm
 from sparsecim.sw.reference import matmul_reference
 from sparsecim.sw.schedule import (
     as_pattern,
@@ -29,10 +30,7 @@ CONFIGS = {"tiny": preset("tiny"), "flexcim": preset("flexcim"),
 
 
 def _operands(cfg, tokens, k, n, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.integers(-(2 ** (cfg.act_bits - 1)), 2 ** (cfg.act_bits - 1), size=(tokens, k))
-    w = rng.integers(-(2 ** (cfg.weight_bits - 1)), 2 ** (cfg.weight_bits - 1), size=(k, n))
-    return x, w
+    return random_gemm(cfg, k, n, tokens, seed)
 
 
 def _run(cfg, x, w):
@@ -348,7 +346,7 @@ def test_closed_form_counters_equal_the_command_by_command_sum(name):
     """Every plan (both loop variants, every pattern, shapes with edge tiles and chunks of two
     sizes): the closed form equals the ISA costs summed over the listed commands."""
     from sparsecim.sw.mapping import map_nm
-    from sparsecim.sw.schedule import _closed_counters, _plan, _plan_counters, _variants
+    from sparsecim.sw.schedule.gemm import _closed_counters, _plan, _plan_counters, _variants
 
     cfg = CLOSED_CONFIGS[name]
     for pattern in cfg.modes:

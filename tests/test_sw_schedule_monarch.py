@@ -6,7 +6,8 @@ import pytest
 from sparsecim.hw.config import MacroConfig, preset
 from sparsecim.hw.isa import ErrorCode, Opcode, decode
 from sparsecim.sw.golden import run_trace
-from sparsecim.sw.schedule_monarch import (
+from sparsecim.sw.schedule import Schedule, schedule_layer
+from sparsecim.sw.schedule.monarch import (
     MAPPINGS,
     monarch_cost,
     monarch_reference,
@@ -199,3 +200,17 @@ def test_assemble_checks_the_shape():
         schedule.assemble(np.zeros((schedule.result_beats + 1, cfg.cols)))
     assert str(exc.value) == (f"results must have shape ({schedule.result_beats}, 4), "
                               f"not ({schedule.result_beats + 1}, 4)")
+
+
+@pytest.mark.parametrize("mapping", MAPPINGS)
+def test_gemm_and_monarch_schedules_share_the_schedule_protocol(mapping):
+    cfg = preset("tiny")
+    x, r_blocks, l_blocks = _operands(2, 2, 3, 5)
+    monarch = schedule_monarch(cfg, x, r_blocks, l_blocks, 4, mapping)
+    rng = np.random.default_rng(5)
+    gemm = schedule_layer(cfg, rng.integers(-128, 128, (3, 20)), rng.integers(-128, 128, (20, 6)))
+    for schedule in (monarch, gemm):
+        assert isinstance(schedule, Schedule)
+        assert schedule.tokens == 3
+        results = run_trace(schedule.trace).results
+        assert results.shape == (schedule.result_beats, cfg.cols)

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 from sparsecim.hw.config import PRESETS
 from sparsecim.sw.energy import layer_energy, load_tech
-from sparsecim.sw.energy_eval import gemm_events
+from sparsecim.sw.events import gemm_events
 from sparsecim.sw.schedule import predict_counters
 from sparsecim.sw.sweep_model import closed_events, point_figures
 

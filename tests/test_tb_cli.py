@@ -11,29 +11,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CLI_ENV, ROOT, int8, run_cli
 from sparsecim.hw.config import preset
 from sparsecim.sw.golden import run_trace
 from sparsecim.sw.model_shapes import MODELS as SHAPE_TABLES
 from sparsecim.sw.nm import NMPattern, activation_norms, prune_magnitude, prune_wanda
 from sparsecim.sw.schedule import predict_counters, schedule_layer
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "sparsecim.tb.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, env=os.environ | {"PYTHONWARNINGS": ""},
-                          timeout=600)
-
 
 def test_help_lists_subcommands():
-    done = _run("--help")
+    done = run_cli("--help")
     assert done.returncode == 0
     assert "gemm" in done.stdout
 
 
 def test_gemm_golden_only_reports_figures():
-    done = _run("gemm", "--preset", "tiny", "--k", "37", "--n", "9", "--tokens", "3")
+    done = run_cli("gemm", "--preset", "tiny", "--k", "37", "--n", "9", "--tokens", "3")
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "golden model  outputs equal the int64 matmul reference: yes" in out
@@ -47,7 +40,7 @@ def test_gemm_golden_only_reports_figures():
 def test_gemm_nm_pattern_reports_its_tiles_and_cycles():
     """1:8 on tiny: a pass covers 4 × 4 × 8 = 128 inputs (26 beats of 5), so K = 300 is 3 K
     tiles; N = 6 is 2 N tiles; 2 tokens, 6 entries resident."""
-    done = _run("gemm", "--preset", "tiny", "--k", "300", "--n", "6", "--tokens", "2",
+    done = run_cli("gemm", "--preset", "tiny", "--k", "300", "--n", "6", "--tokens", "2",
                 "--pattern", "1:8")
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -65,7 +58,7 @@ def test_gemm_nm_pattern_reports_its_tiles_and_cycles():
 
 @pytest.mark.cosim
 def test_gemm_rtl_passes_with_pauses(tmp_path):
-    done = _run("gemm", "--preset", "tiny", "--k", "37", "--n", "9", "--tokens", "3",
+    done = run_cli("gemm", "--preset", "tiny", "--k", "37", "--n", "9", "--tokens", "3",
                 "--rtl", "--pause", "0.3", "--run-dir", str(tmp_path / "run"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "RTL outputs   match golden: yes" in done.stdout
@@ -84,14 +77,14 @@ def test_gemm_rtl_passes_with_pauses(tmp_path):
     (["gemm", "--pattern", "2-4"], "sparsecim: error: pattern must be 'N:M'"),
 ], ids=["k", "pause", "preset", "unsupported-pattern", "malformed-pattern"])
 def test_bad_arguments_fail_cleanly(args, message):
-    done = _run(*args)
+    done = run_cli(*args)
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
 
 
 def test_workload_that_could_wrap_is_refused_without_traceback():
-    done = _run("gemm", "--preset", "tiny", "--k", "200000", "--n", "1", "--tokens", "1")
+    done = run_cli("gemm", "--preset", "tiny", "--k", "200000", "--n", "1", "--tokens", "1")
     assert done.returncode == 2
     assert done.stderr == ("sparsecim: error: K must be at most 131071 for 32-bit accumulators "
                            "(larger K could wrap), not 200000\n")
@@ -103,7 +96,7 @@ def test_workload_that_could_wrap_is_refused_without_traceback():
 
 @pytest.mark.parametrize("command", ["gemm", "layer", "sim", "fpga", "run"])
 def test_every_subcommand_has_help(command):
-    done = _run(command, "--help")
+    done = run_cli(command, "--help")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"usage: sparsecim {command}")
 
@@ -119,13 +112,9 @@ def _layer_files(tmp_path, w, x):
             "--inputs", str(tmp_path / "x.npy"), "--out", str(tmp_path / "y.npy")]
 
 
-def _int8(shape, seed):
-    return np.random.default_rng(seed).integers(-128, 128, shape).astype(np.int8)
-
-
 def test_layer_writes_exact_int32_outputs_and_the_model_cycles(tmp_path):
-    w, x = _int8((9, 37), 1), _int8((3, 37), 2)  # (out, in) and (tokens, in)
-    done = _run(*_layer_files(tmp_path, w, x))
+    w, x = int8((9, 37), 1), int8((3, 37), 2)  # (out, in) and (tokens, in)
+    done = run_cli(*_layer_files(tmp_path, w, x))
     assert done.returncode == 0, done.stderr
     y = np.load(tmp_path / "y.npy")
     assert y.dtype == np.int32 and y.shape == (3, 9)
@@ -137,9 +126,9 @@ def test_layer_writes_exact_int32_outputs_and_the_model_cycles(tmp_path):
 
 
 def test_layer_runs_weights_that_obey_the_pattern_as_they_are(tmp_path):
-    w = prune_magnitude(_int8((6, 40), 3), NMPattern(2, 4))
-    x = _int8((2, 40), 4)
-    done = _run(*_layer_files(tmp_path, w, x), "--pattern", "2:4")
+    w = prune_magnitude(int8((6, 40), 3), NMPattern(2, 4))
+    x = int8((2, 40), 4)
+    done = run_cli(*_layer_files(tmp_path, w, x), "--pattern", "2:4")
     assert done.returncode == 0, done.stderr
     assert "pruned" not in done.stdout
     assert np.array_equal(np.load(tmp_path / "y.npy"), x.astype(np.int64) @ w.T.astype(np.int64))
@@ -148,7 +137,7 @@ def test_layer_runs_weights_that_obey_the_pattern_as_they_are(tmp_path):
 def test_layer_refuses_weights_that_break_the_pattern_naming_the_group(tmp_path):
     w = np.zeros((2, 8), dtype=np.int8)
     w[1, 4:7] = [1, 2, 3]
-    done = _run(*_layer_files(tmp_path, w, _int8((1, 8), 5)), "--pattern", "2:4")
+    done = run_cli(*_layer_files(tmp_path, w, int8((1, 8), 5)), "--pattern", "2:4")
     assert done.returncode == 2
     assert done.stderr == ("sparsecim: error: weights row 1, inputs 4..7 (group 1) have 3 "
                            "non-zero weights; pattern 2:4 allows at most 2 (or prune them "
@@ -158,8 +147,8 @@ def test_layer_refuses_weights_that_break_the_pattern_naming_the_group(tmp_path)
 
 @pytest.mark.parametrize("method", ["magnitude", "wanda"])
 def test_layer_prunes_on_request(tmp_path, method):
-    w, x = _int8((5, 24), 6), _int8((4, 24), 7)
-    done = _run(*_layer_files(tmp_path, w, x), "--pattern", "1:4", "--prune", method)
+    w, x = int8((5, 24), 6), int8((4, 24), 7)
+    done = run_cli(*_layer_files(tmp_path, w, x), "--pattern", "1:4", "--prune", method)
     assert done.returncode == 0, done.stderr
     if method == "magnitude":
         pruned = prune_magnitude(w.astype(np.int64), NMPattern(1, 4))
@@ -183,19 +172,19 @@ def test_layer_prunes_on_request(tmp_path, method):
      "inputs must have 8 columns (in_features of weights (3, 8)), not 5"),
 ], ids=["float", "weight-range", "input-range", "1-d", "shapes"])
 def test_layer_bad_operands_are_named(tmp_path, w, x, message):
-    done = _run(*_layer_files(tmp_path, w, x))
+    done = run_cli(*_layer_files(tmp_path, w, x))
     assert done.returncode == 2
     assert done.stderr == f"sparsecim: error: {message}\n"
 
 
 def test_layer_missing_or_unreadable_files_are_named(tmp_path):
-    args = _layer_files(tmp_path, _int8((2, 4), 0), _int8((1, 4), 0))
+    args = _layer_files(tmp_path, int8((2, 4), 0), int8((1, 4), 0))
     missing = tmp_path / "nope.npy"
-    done = _run(*[str(missing) if a.endswith("w.npy") else a for a in args])
+    done = run_cli(*[str(missing) if a.endswith("w.npy") else a for a in args])
     assert done.returncode == 2
     assert done.stderr == f"sparsecim: error: weights file {missing} does not exist\n"
     (tmp_path / "x.npy").write_text("not an array")
-    done = _run(*args)
+    done = run_cli(*args)
     assert done.returncode == 2
     assert done.stderr.startswith(f"sparsecim: error: inputs file {tmp_path / 'x.npy'} must "
                                   "be a .npy array, not unreadable: ")
@@ -203,7 +192,7 @@ def test_layer_missing_or_unreadable_files_are_named(tmp_path):
 
 
 def test_layer_unsupported_pattern_is_refused(tmp_path):
-    done = _run(*_layer_files(tmp_path, _int8((2, 4), 0), _int8((1, 4), 0)),
+    done = run_cli(*_layer_files(tmp_path, int8((2, 4), 0), int8((1, 4), 0)),
                 "--pattern", "3:4")
     assert done.returncode == 2
     assert done.stderr == ("sparsecim: error: pattern 3:4 is not supported by preset tiny; "
@@ -222,8 +211,8 @@ def test_outputs_that_do_not_fit_int32_are_refused_not_truncated():
 
 @pytest.mark.cosim
 def test_layer_rtl_matches(tmp_path):
-    w = prune_magnitude(_int8((5, 30), 8), NMPattern(2, 4))
-    done = _run(*_layer_files(tmp_path, w, _int8((2, 30), 9)), "--pattern", "2:4", "--rtl",
+    w = prune_magnitude(int8((5, 30), 8), NMPattern(2, 4))
+    done = run_cli(*_layer_files(tmp_path, w, int8((2, 30), 9)), "--pattern", "2:4", "--rtl",
                 "--run-dir", str(tmp_path / "rtl"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "RTL outputs   match golden: yes" in done.stdout
@@ -236,7 +225,7 @@ def test_layer_rtl_matches(tmp_path):
 
 def _saved_trace(path):
     cfg = preset("tiny")
-    x, w = _int8((2, 20), 10), _int8((20, 6), 11)
+    x, w = int8((2, 20), 10), int8((20, 6), 11)
     schedule = schedule_layer(cfg, x, w)
     schedule.trace.save(path)
     return schedule
@@ -244,7 +233,7 @@ def _saved_trace(path):
 
 def test_sim_runs_a_saved_trace_on_the_golden_model(tmp_path):
     schedule = _saved_trace(tmp_path / "t.txt")
-    done = _run("sim", str(tmp_path / "t.txt"), "--results", str(tmp_path / "r.npy"))
+    done = run_cli("sim", str(tmp_path / "t.txt"), "--results", str(tmp_path / "r.npy"))
     assert done.returncode == 0, done.stderr
     model = run_trace(schedule.trace)
     assert f"cycle model   {model.counters['total']} cycles" in done.stdout
@@ -256,7 +245,7 @@ def test_sim_runs_a_saved_trace_on_the_golden_model(tmp_path):
 @pytest.mark.cosim
 def test_sim_waves_writes_a_waveform_and_says_how_to_open_it(tmp_path):
     _saved_trace(tmp_path / "t.txt")
-    done = _run("sim", str(tmp_path / "t.txt"), "--waves", "--run-dir", str(tmp_path / "run"))
+    done = run_cli("sim", str(tmp_path / "t.txt"), "--waves", "--run-dir", str(tmp_path / "run"))
     assert done.returncode == 0, done.stdout + done.stderr
     waves = [p for p in (tmp_path / "run").iterdir() if p.name.startswith("dump.")]
     assert len(waves) == 1 and waves[0].stat().st_size > 0
@@ -271,13 +260,13 @@ def test_sim_waves_writes_a_waveform_and_says_how_to_open_it(tmp_path):
 def test_sim_malformed_trace_fails_cleanly(tmp_path, text, message):
     path = tmp_path / "bad.txt"
     path.write_text(text)
-    done = _run("sim", str(path))
+    done = run_cli("sim", str(path))
     assert done.returncode == 2
     assert done.stderr == f"sparsecim: error: malformed trace: {path}{message}\n"
 
 
 def test_sim_missing_trace_is_named(tmp_path):
-    done = _run("sim", str(tmp_path / "none.txt"))
+    done = run_cli("sim", str(tmp_path / "none.txt"))
     assert done.returncode == 2
     assert done.stderr == f"sparsecim: error: trace file {tmp_path / 'none.txt'} does not exist\n"
 
@@ -287,7 +276,7 @@ def test_sim_missing_trace_is_named(tmp_path):
 
 
 def _run_synthetic(tmp_path, *extra):
-    return _run("run", "--model", "synthetic", "--shapes", "8x40,6x20", "--preset", "tiny",
+    return run_cli("run", "--model", "synthetic", "--shapes", "8x40,6x20", "--preset", "tiny",
                 "--tokens", "2", "--calib-tokens", "8", "--out", str(tmp_path / "run"), *extra)
 
 
@@ -320,12 +309,12 @@ def test_run_repeats_from_its_settings_file_and_flags_override_it(tmp_path):
     first = _run_synthetic(tmp_path, "--no-plots")
     assert first.returncode == 0, first.stderr
     settings = tmp_path / "run" / "settings.toml"
-    again = _run("run", "--config", str(settings), "--out", str(tmp_path / "again"))
+    again = run_cli("run", "--config", str(settings), "--out", str(tmp_path / "again"))
     assert again.returncode == 0, again.stderr
     a = json.loads((tmp_path / "run" / "layers.json").read_text())["layers"]
     b = json.loads((tmp_path / "again" / "layers.json").read_text())["layers"]
     assert a == b
-    override = _run("run", "--config", str(settings), "--out", str(tmp_path / "o"),
+    override = run_cli("run", "--config", str(settings), "--out", str(tmp_path / "o"),
                     "--sparsify", "wanda", "--pattern", "1:4")
     assert override.returncode == 0, override.stderr
     c = json.loads((tmp_path / "o" / "layers.json").read_text())["layers"]
@@ -336,7 +325,7 @@ def test_run_reads_a_run_table_from_toml(tmp_path):
     config = tmp_path / "s.toml"
     config.write_text('[run]\nmodel = "synthetic"\nshapes = ["4x16"]\npreset = "fpga"\n'
                       f'tokens = 1\ncalib_tokens = 4\nplots = false\nout = "{tmp_path / "r"}"\n')
-    done = _run("run", "--config", str(config))
+    done = run_cli("run", "--config", str(config))
     assert done.returncode == 0, done.stderr
     assert "synthetic.0" in done.stdout and "preset fpga" in done.stdout
 
@@ -361,7 +350,7 @@ def test_run_reads_a_run_table_from_toml(tmp_path):
 def test_run_bad_settings_fail_cleanly(tmp_path, args, message):
     base = ["run", "--model", "synthetic", "--shapes", "8x40,6x20", "--preset", "tiny",
             "--out", str(tmp_path / "run"), "--no-plots"]
-    done = _run(*base, *args)
+    done = run_cli(*base, *args)
     assert done.returncode == 2
     assert done.stderr == f"sparsecim: error: {message}\n"
 
@@ -369,15 +358,15 @@ def test_run_bad_settings_fail_cleanly(tmp_path, args, message):
 def test_run_bad_settings_file_is_named(tmp_path):
     config = tmp_path / "s.toml"
     config.write_text("colour = 'blue'\n")
-    done = _run("run", "--config", str(config))
+    done = run_cli("run", "--config", str(config))
     assert done.returncode == 2
     assert done.stderr.startswith(f"sparsecim: error: settings file {config}: unknown key "
                                   "'colour'; known are model, blocks, ")
     config.write_text("tokens = 'many'\n")
-    done = _run("run", "--config", str(config))
+    done = run_cli("run", "--config", str(config))
     assert done.stderr == "sparsecim: error: setting tokens must be an integer, not 'many'\n"
     config.write_text("tokens = \n")
-    done = _run("run", "--config", str(config))
+    done = run_cli("run", "--config", str(config))
     assert done.stderr.startswith(f"sparsecim: error: settings file {config} is not valid "
                                   "TOML: ")
     assert "Traceback" not in done.stderr
@@ -385,7 +374,7 @@ def test_run_bad_settings_file_is_named(tmp_path):
 
 def test_run_smollm2_block_linears_golden(tmp_path):
     """The packaged model's real weights: block 0's k and down, one token, Wanda 2:4."""
-    done = _run("run", "--model", "smollm2", "--linears", "k,down", "--sparsify", "wanda",
+    done = run_cli("run", "--model", "smollm2", "--linears", "k,down", "--sparsify", "wanda",
                 "--pattern", "2:4", "--out", str(tmp_path / "run"), "--no-plots")
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "run" / "layers.json").read_text())
@@ -417,7 +406,7 @@ def test_run_rtl_layers_are_scoreboarded(tmp_path):
 def test_run_flow_chooses_one_pattern_per_block(tmp_path):
     """Three blocks, ends dense inside the program: a mean sparsity of 0.25 leaves the middle
     block 0.75 to reach, which among the released choices only 2:8 gives."""
-    done = _run("run", "--model", "smollm2", "--blocks", "3", "--linears", "k,v",
+    done = run_cli("run", "--model", "smollm2", "--blocks", "3", "--linears", "k,v",
                 "--sparsify", "flow", "--flow-target", "0.25", "--out", str(tmp_path / "run"),
                 "--no-plots")
     assert done.returncode == 0, done.stderr
@@ -431,7 +420,7 @@ def test_run_flow_chooses_one_pattern_per_block(tmp_path):
 
 
 def test_run_flow_needs_blocks(tmp_path):
-    done = _run("run", "--model", "synthetic", "--sparsify", "flow", "--out",
+    done = run_cli("run", "--model", "synthetic", "--sparsify", "flow", "--out",
                 str(tmp_path / "run"), "--no-plots")
     assert done.returncode == 2
     assert done.stderr == ("sparsecim: error: sparsify flow needs a model with decoder blocks "
@@ -441,7 +430,7 @@ def test_run_flow_needs_blocks(tmp_path):
 @pytest.mark.parametrize("kind", ["latency", "capacity", "linear"])
 def test_run_monarch_maps_both_factors_as_one_trace(tmp_path, kind):
     """16 x 16 projected to 4 blocks of 4 x 4 per factor on tiny (s = b = 4 = rows)."""
-    done = _run("run", "--model", "synthetic", "--shapes", "16x16", "--preset", "tiny",
+    done = run_cli("run", "--model", "synthetic", "--shapes", "16x16", "--preset", "tiny",
                 "--tokens", "3", "--calib-tokens", "8", "--sparsify", "monarch",
                 "--monarch-mapping", kind, "--out", str(tmp_path / "run"), "--no-plots")
     assert done.returncode == 0, done.stderr
@@ -453,7 +442,7 @@ def test_run_monarch_maps_both_factors_as_one_trace(tmp_path, kind):
 
 
 def test_run_monarch_refuses_layers_it_cannot_map(tmp_path):
-    done = _run("run", "--model", "synthetic", "--shapes", "8x16", "--sparsify", "monarch",
+    done = run_cli("run", "--model", "synthetic", "--shapes", "8x16", "--sparsify", "monarch",
                 "--preset", "tiny", "--out", str(tmp_path / "run"), "--no-plots")
     assert done.returncode == 2
     assert done.stderr == ("sparsecim: error: sparsify monarch needs square layers of a square "
@@ -463,7 +452,7 @@ def test_run_monarch_refuses_layers_it_cannot_map(tmp_path):
 
 @pytest.mark.cosim
 def test_run_monarch_layer_on_the_rtl(tmp_path):
-    done = _run("run", "--model", "synthetic", "--shapes", "16x16", "--preset", "tiny",
+    done = run_cli("run", "--model", "synthetic", "--shapes", "16x16", "--preset", "tiny",
                 "--tokens", "2", "--calib-tokens", "8", "--sparsify", "monarch",
                 "--rtl-layers", "all", "--out", str(tmp_path / "run"), "--no-plots")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -476,7 +465,7 @@ def test_run_monarch_layer_on_the_rtl(tmp_path):
 
 
 def test_run_bert_large_shape_table_reports_cycle_model_figures(tmp_path):
-    done = _run("run", "--model", "bert-large", "--sparsify", "magnitude", "--pattern", "2:4",
+    done = run_cli("run", "--model", "bert-large", "--sparsify", "magnitude", "--pattern", "2:4",
                 "--out", str(tmp_path / "run"))
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -520,7 +509,7 @@ def test_run_bert_large_shape_table_reports_cycle_model_figures(tmp_path):
     settings = tomllib.loads((run_dir / "settings.toml").read_text())["run"]
     assert (settings["model"], settings["sparsify"], settings["pattern"]) == \
         ("bert-large", "magnitude", "2:4")
-    again = _run("run", "--config", str(run_dir / "settings.toml"), "--out",
+    again = run_cli("run", "--config", str(run_dir / "settings.toml"), "--out",
                  str(tmp_path / "again"), "--no-plots")
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "again" / "layers.json").read_text())["layers"] == \
@@ -528,7 +517,7 @@ def test_run_bert_large_shape_table_reports_cycle_model_figures(tmp_path):
 
 
 def test_run_model_list_names_every_model():
-    done = _run("run", "--model", "list")
+    done = run_cli("run", "--model", "list")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "sparsecim run models (--model NAME):"
@@ -538,7 +527,7 @@ def test_run_model_list_names_every_model():
 
 
 def test_run_help_names_the_shape_tables():
-    done = _run("run", "--help")
+    done = run_cli("run", "--help")
     assert done.returncode == 0
     text = " ".join(done.stdout.split())
     assert "layer- shape table without weights (cycle-model figures only: bert-large, " \
@@ -566,7 +555,7 @@ def test_run_help_names_the_shape_tables():
      "2:4, 2:8, 4:8"),
 ], ids=["flow", "monarch", "rtl-layers", "mapping", "pattern"])
 def test_run_shape_table_bad_settings_fail_cleanly(tmp_path, args, message):
-    done = _run("run", "--model", "llama-2-7b", "--out", str(tmp_path / "run"), "--no-plots",
+    done = run_cli("run", "--model", "llama-2-7b", "--out", str(tmp_path / "run"), "--no-plots",
                 *args)
     assert done.returncode == 2
     assert done.stderr == f"sparsecim: error: {message}\n"
@@ -575,19 +564,6 @@ def test_run_shape_table_bad_settings_fail_cleanly(tmp_path, args, message):
 
 # --------------------------------------------------------------------------------------------
 # Bad input: one line, exit 2; a failed check: exit 1; interrupted: exit 130 (issue 16)
-
-
-def _main(capsys, *args):
-    """The CLI in this process (fast enough for fuzzing): status, stdout, stderr. An
-    exception escaping ``main`` (a traceback for the user) fails the test by itself."""
-    from sparsecim.tb.cli import main
-
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as exc:  # argparse's own exit, after its one line
-        status = exc.code
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def _assert_one_line_error(status, err, message=None):
@@ -611,13 +587,13 @@ def _first_line(lines, kind_prefix):
     return next(i for i, line in enumerate(lines) if line.startswith(kind_prefix))
 
 
-def test_sim_refuses_a_trace_cut_off_in_its_data(tmp_path, capsys):
+def test_sim_refuses_a_trace_cut_off_in_its_data(tmp_path, cli_main):
     lines = _lines_of(_program())
     # Cut in the middle of the prologue's LOAD_A beats (the third command, line 6).
     assert lines[5].startswith("c ") and lines[6].startswith("d ")
     path = tmp_path / "cut.txt"
     path.write_text("\n".join(lines[:10]) + "\n")
-    status, out, err = _main(capsys, "sim", path)
+    status, out, err = cli_main("sim", path)
     _assert_one_line_error(status, err, f"malformed trace: {path}:6: LOAD_A addr=0 count=16 "
                                         f"needs 416 data beats, the trace has 4 left (cut off?)")
     assert out == ""
@@ -627,39 +603,39 @@ def test_sim_refuses_a_trace_cut_off_in_its_data(tmp_path, capsys):
     ("-5", "'-5' is not a hex word"),
     ("-1", "'-1' is not a hex word"),
 ])
-def test_sim_refuses_negative_words(tmp_path, capsys, word, message):
+def test_sim_refuses_negative_words(tmp_path, cli_main, word, message):
     lines = _lines_of(_program())
     index = _first_line(lines, "d ")
     lines[index] = f"d {word}"
     path = tmp_path / "neg.txt"
     path.write_text("\n".join(lines) + "\n")
-    status, _, err = _main(capsys, "sim", path)
+    status, _, err = cli_main("sim", path)
     _assert_one_line_error(status, err, f"malformed trace: {path}:{index + 1}: {message}")
 
 
-def test_sim_refuses_a_load_a_beat_with_its_unused_bits_set(tmp_path, capsys):
+def test_sim_refuses_a_load_a_beat_with_its_unused_bits_set(tmp_path, cli_main):
     lines = _lines_of(_program())
     index = _first_line(lines, "d ")  # the prologue's first LOAD_A beat
     word = int(lines[index][2:], 16) | 1 << 43
     lines[index] = f"d {word:011x}"
     path = tmp_path / "top.txt"
     path.write_text("\n".join(lines) + "\n")
-    status, _, err = _main(capsys, "sim", path)
+    status, _, err = cli_main("sim", path)
     _assert_one_line_error(status, err, f"malformed trace: {path}:{index + 1}: LOAD_A beat must "
                                         f"fit its 40-bit layout (bits 40 and up unused, must "
                                         f"be 0), not {word:#x}")
 
 
-def test_sim_refuses_a_trace_that_is_not_utf8(tmp_path, capsys):
+def test_sim_refuses_a_trace_that_is_not_utf8(tmp_path, cli_main):
     path = tmp_path / "bin.txt"
     path.write_bytes(_program().to_text().encode()[:40] + b"\xff\xfe")
-    status, _, err = _main(capsys, "sim", path)
+    status, _, err = cli_main("sim", path)
     _assert_one_line_error(status, err, f"malformed trace: {path}: must be UTF-8 text, not "
                                         f"byte 0xff at offset 40")
 
 
 @pytest.mark.parametrize("kind", ["range", "opcode"])
-def test_sim_a_trace_that_halts_with_an_error_fails_unless_expected(tmp_path, capsys, kind):
+def test_sim_a_trace_that_halts_with_an_error_fails_unless_expected(tmp_path, cli_main, kind):
     from sparsecim.hw.isa import disassemble
 
     trace = _program(1, illegal=kind)
@@ -669,39 +645,39 @@ def test_sim_a_trace_that_halts_with_an_error_fails_unless_expected(tmp_path, ca
     last = len(trace.steps) - 1
     where = (f"halted with error {expect} at command {last} "
              f"({disassemble(trace.config, trace.commands[-1])})")
-    status, out, err = _main(capsys, "sim", path)
+    status, out, err = cli_main("sim", path)
     assert (status, err) == (1, "")
     assert f"  outcome       {where} (pass --expect-error if that is what the trace tests)\n" \
         in out
     assert out.endswith("RESULT: FAIL\n")
-    status, out, err = _main(capsys, "sim", path, "--expect-error", expect)
+    status, out, err = cli_main("sim", path, "--expect-error", expect)
     assert (status, err) == (0, "")
     assert f"  outcome       {where}, as expected\n" in out and out.endswith("RESULT: PASS\n")
     other = "ZERO_COUNT"
-    status, out, _ = _main(capsys, "sim", path, "--expect-error", other)
+    status, out, _ = cli_main("sim", path, "--expect-error", other)
     assert status == 1 and f"{where}, not {other} as expected" in out
 
 
-def test_sim_a_trace_that_never_reaches_end_fails(tmp_path, capsys):
+def test_sim_a_trace_that_never_reaches_end_fails(tmp_path, cli_main):
     trace = _program(2)
     trace.steps = trace.steps[:-1]
     path = tmp_path / "noend.txt"
     trace.save(path)
-    status, out, err = _main(capsys, "sim", path)
+    status, out, err = cli_main("sim", path)
     assert (status, err) == (1, "")
     assert (f"  outcome       did NOT reach END: the commands ran out after {len(trace.steps)} "
             f"(the RTL would wait for more)\n") in out
     assert out.endswith("RESULT: FAIL\n")
-    status, out, _ = _main(capsys, "sim", path, "--expect-error", "ADDRESS_RANGE")
+    status, out, _ = cli_main("sim", path, "--expect-error", "ADDRESS_RANGE")
     assert status == 1
 
 
-def test_sim_expected_error_that_does_not_come_fails(tmp_path, capsys):
+def test_sim_expected_error_that_does_not_come_fails(tmp_path, cli_main):
     path = tmp_path / "ok.txt"
     _program(3).save(path)
-    status, out, _ = _main(capsys, "sim", path)
+    status, out, _ = cli_main("sim", path)
     assert status == 0 and "  outcome       reached END with no error\n" in out
-    status, out, _ = _main(capsys, "sim", path, "--expect-error", "ILLEGAL_MODE")
+    status, out, _ = cli_main("sim", path, "--expect-error", "ILLEGAL_MODE")
     assert status == 1
     assert "  outcome       reached END with no error, not ILLEGAL_MODE as expected\n" in out
 
@@ -713,45 +689,45 @@ def _a_file(tmp_path):
 
 
 def _layer_args(tmp_path):
-    w, x = _int8((6, 20), 1), _int8((2, 20), 2)
+    w, x = int8((6, 20), 1), int8((2, 20), 2)
     np.save(tmp_path / "w.npy", w)
     np.save(tmp_path / "x.npy", x)
     return ["layer", "--weights", tmp_path / "w.npy", "--inputs", tmp_path / "x.npy",
             "--preset", "tiny"]
 
 
-def test_outputs_under_a_regular_file_are_refused(tmp_path, capsys):
+def test_outputs_under_a_regular_file_are_refused(tmp_path, cli_main):
     blocker = _a_file(tmp_path)
     trace = tmp_path / "t.txt"
     _program().save(trace)
-    status, _, err = _main(capsys, "sim", trace, "--results", blocker / "r.npy")
+    status, _, err = cli_main("sim", trace, "--results", blocker / "r.npy")
     _assert_one_line_error(status, err, f"--results {blocker / 'r.npy'} cannot be written: "
                                         f"{blocker} is a file, not a folder")
-    status, out, err = _main(capsys, *_layer_args(tmp_path), "--out", blocker / "d" / "y.npy")
+    status, out, err = cli_main(*_layer_args(tmp_path), "--out", blocker / "d" / "y.npy")
     _assert_one_line_error(status, err, f"--out {blocker / 'd' / 'y.npy'} cannot be written: "
                                         f"Not a directory")
     assert out == ""  # refused before any work
-    status, _, err = _main(capsys, "run", "--model", "synthetic", "--shapes", "8x40",
+    status, _, err = cli_main("run", "--model", "synthetic", "--shapes", "8x40",
                            "--preset", "tiny", "--no-plots", "--out", blocker / "run")
     _assert_one_line_error(status, err, f"run folder {blocker / 'run'} cannot be created: "
                                         f"Not a directory")
-    status, _, err = _main(capsys, "run", "--model", "synthetic", "--shapes", "8x40",
+    status, _, err = cli_main("run", "--model", "synthetic", "--shapes", "8x40",
                            "--preset", "tiny", "--no-plots", "--out", blocker)
     _assert_one_line_error(status, err, f"run folder must be a folder, not the file {blocker}")
     for command in (["gemm", "--preset", "tiny", "--k", "8", "--n", "4", "--tokens", "1",
                      "--rtl"], ["sim", trace, "--rtl"],
                     [*_layer_args(tmp_path), "--out", tmp_path / "y.npy", "--rtl"]):
-        status, _, err = _main(capsys, *command, "--run-dir", blocker / "rtl")
+        status, _, err = cli_main(*command, "--run-dir", blocker / "rtl")
         _assert_one_line_error(status, err, f"--run-dir {blocker / 'rtl'} cannot be created: "
                                             f"Not a directory")
 
 
-def test_fpga_outputs_under_a_regular_file_are_refused_before_synthesis(tmp_path, capsys):
+def test_fpga_outputs_under_a_regular_file_are_refused_before_synthesis(tmp_path, cli_main):
     blocker = _a_file(tmp_path)
-    status, out, err = _main(capsys, "fpga", "--work-dir", blocker / "w")
+    status, out, err = cli_main("fpga", "--work-dir", blocker / "w")
     _assert_one_line_error(status, err, f"--work-dir {blocker / 'w'} cannot be created: Not a "
                                         f"directory")
-    status, out, err = _main(capsys, "fpga", "--work-dir", tmp_path / "w", "--json",
+    status, out, err = cli_main("fpga", "--work-dir", tmp_path / "w", "--json",
                              blocker / "f.json")
     _assert_one_line_error(status, err, f"the folder of --json must be a folder, not the file "
                                         f"{blocker}")
@@ -763,36 +739,36 @@ def test_fpga_outputs_under_a_regular_file_are_refused_before_synthesis(tmp_path
     ("y.out", "--out must name a .npy file, not '{path}'"),
     ("y", "--out must name a .npy file, not '{path}'"),
 ])
-def test_layer_out_must_be_a_npy_file(tmp_path, capsys, name, message):
+def test_layer_out_must_be_a_npy_file(tmp_path, cli_main, name, message):
     path = tmp_path / name
     if name == "folder":
         path.mkdir()
-    status, out, err = _main(capsys, *_layer_args(tmp_path), "--out", path)
+    status, out, err = cli_main(*_layer_args(tmp_path), "--out", path)
     _assert_one_line_error(status, err, message.format(path=path))
     assert not Path(f"{path}.npy").exists()
 
 
-def test_sim_results_must_be_a_npy_file(tmp_path, capsys):
+def test_sim_results_must_be_a_npy_file(tmp_path, cli_main):
     trace = tmp_path / "t.txt"
     _program().save(trace)
-    status, _, err = _main(capsys, "sim", trace, "--results", tmp_path)
+    status, _, err = cli_main("sim", trace, "--results", tmp_path)
     _assert_one_line_error(status, err, f"--results must name a .npy file, not the folder "
                                         f"{tmp_path}")
-    status, _, err = _main(capsys, "sim", trace, "--results", tmp_path / "r")
+    status, _, err = cli_main("sim", trace, "--results", tmp_path / "r")
     _assert_one_line_error(status, err, f"--results must name a .npy file, not "
                                         f"'{tmp_path / 'r'}'")
     assert not (tmp_path / "r.npy").exists()
 
 
-def test_layer_out_is_written_whole_and_alone(tmp_path, capsys):
-    status, _, err = _main(capsys, *_layer_args(tmp_path), "--out", tmp_path / "y.npy")
+def test_layer_out_is_written_whole_and_alone(tmp_path, cli_main):
+    status, _, err = cli_main(*_layer_args(tmp_path), "--out", tmp_path / "y.npy")
     assert (status, err) == (0, "")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.npy", "x.npy", "y.npy"]
     w, x = np.load(tmp_path / "w.npy"), np.load(tmp_path / "x.npy")
     assert np.array_equal(np.load(tmp_path / "y.npy"), x.astype(np.int64) @ w.T)
 
 
-def test_npy_header_claiming_more_than_the_file_holds_is_refused(tmp_path, capsys):
+def test_npy_header_claiming_more_than_the_file_holds_is_refused(tmp_path, cli_main):
     from numpy.lib import format as npy
 
     path = tmp_path / "huge.npy"
@@ -803,27 +779,27 @@ def test_npy_header_claiming_more_than_the_file_holds_is_refused(tmp_path, capsy
     size = path.stat().st_size
     args = _layer_args(tmp_path)
     args[args.index(tmp_path / "w.npy")] = path
-    status, _, err = _main(capsys, *args, "--out", tmp_path / "y.npy")
+    status, _, err = cli_main(*args, "--out", tmp_path / "y.npy")
     _assert_one_line_error(status, err, f"weights file {path} must hold the data its header "
                                         f"claims, not {size} bytes for {10 ** 12} bytes of "
                                         f"array")
 
 
-def test_run_config_that_is_a_folder_or_not_utf8_is_refused(tmp_path, capsys):
-    status, _, err = _main(capsys, "run", "--config", tmp_path)
+def test_run_config_that_is_a_folder_or_not_utf8_is_refused(tmp_path, cli_main):
+    status, _, err = cli_main("run", "--config", tmp_path)
     _assert_one_line_error(status, err, f"settings file must be a TOML file, not the folder "
                                         f"{tmp_path}")
     config = tmp_path / "s.toml"
     config.write_bytes(b"tokens = 2\n\xff\xfe\n")
-    status, _, err = _main(capsys, "run", "--config", config)
+    status, _, err = cli_main("run", "--config", config)
     _assert_one_line_error(status, err, f"settings file {config} must be UTF-8 text, not bytes "
                                         f"such as b'\\xff\\xfe\\n' at offset 11")
 
 
-def test_run_config_with_top_level_keys_and_a_run_table_is_refused(tmp_path, capsys):
+def test_run_config_with_top_level_keys_and_a_run_table_is_refused(tmp_path, cli_main):
     config = tmp_path / "s.toml"
     config.write_text("tokens = 3\nseed = 1\n[run]\nmodel = 'synthetic'\n")
-    status, _, err = _main(capsys, "run", "--config", config)
+    status, _, err = cli_main("run", "--config", config)
     _assert_one_line_error(status, err, f"settings file {config}: settings must be top-level "
                                         f"keys or a [run] table, not both (top-level: seed, "
                                         f"tokens)")
@@ -840,16 +816,16 @@ def test_run_config_with_top_level_keys_and_a_run_table_is_refused(tmp_path, cap
     ("rtl_layers = ','", "rtl_layers must be none, all, a count or layer names, not ','"),
 ], ids=["tokens-huge", "tolerance-nan", "target-inf", "shapes-empty", "shape-huge", "seed",
         "rtl-layers"])
-def test_run_values_that_would_crash_later_are_refused_first(tmp_path, capsys, toml, message):
+def test_run_values_that_would_crash_later_are_refused_first(tmp_path, cli_main, toml, message):
     config = tmp_path / "s.toml"
     config.write_text(f"model = 'synthetic'\npreset = 'tiny'\nsparsify = 'flow'\n{toml}\n")
-    status, _, err = _main(capsys, "run", "--config", config, "--out", tmp_path / "run")
+    status, _, err = cli_main("run", "--config", config, "--out", tmp_path / "run")
     _assert_one_line_error(status, err, message)
     assert not (tmp_path / "run").exists()
 
 
-def test_run_shapes_flag_with_only_a_comma_is_refused(tmp_path, capsys):
-    status, _, err = _main(capsys, "run", "--model", "synthetic", "--shapes", ",",
+def test_run_shapes_flag_with_only_a_comma_is_refused(tmp_path, cli_main):
+    status, _, err = cli_main("run", "--model", "synthetic", "--shapes", ",",
                            "--out", tmp_path / "run")
     _assert_one_line_error(status, err, "shapes must be at least one OUTxIN shape, not nothing")
 
@@ -859,25 +835,25 @@ def _synthetic_run(out, *extra):
             "--tokens", "2", "--calib-tokens", "8", "--no-plots", "--out", out, *extra]
 
 
-def test_run_in_a_reused_folder_never_mixes_runs(tmp_path, capsys):
+def test_run_in_a_reused_folder_never_mixes_runs(tmp_path, cli_main):
     out = tmp_path / "run"
-    status, _, err = _main(capsys, *_synthetic_run(out))
+    status, _, err = cli_main(*_synthetic_run(out))
     assert (status, err) == (0, "")
     first = {p.name for p in out.iterdir()}
     assert first == {"settings.toml", "layers.json", "layers.csv", "report.md"}
     # Refused by validation: the folder is not touched at all.
-    status, _, err = _main(capsys, *_synthetic_run(out, "--rtl-layers", "blocks.0.q"))
+    status, _, err = cli_main(*_synthetic_run(out, "--rtl-layers", "blocks.0.q"))
     assert status == 2
     assert {p.name for p in out.iterdir()} == first
     # Fails while running (a Monarch mapping for a dense layer): the older run's results
     # go, the marker says what happened, and nothing looks like a finished run.
-    status, _, err = _main(capsys, *_synthetic_run(out, "--mapping", "monarch-latency"))
+    status, _, err = cli_main(*_synthetic_run(out, "--mapping", "monarch-latency"))
     _assert_one_line_error(status, err)
     assert {p.name for p in out.iterdir()} == {"INCOMPLETE"}
     marker = (out / "INCOMPLETE").read_text()
     assert marker.startswith("failed: mapping monarch-latency needs Monarch factors")
     # A finished run removes the marker.
-    status, _, _ = _main(capsys, *_synthetic_run(out))
+    status, _, _ = cli_main(*_synthetic_run(out))
     assert status == 0 and {p.name for p in out.iterdir()} == first
 
 
@@ -899,21 +875,21 @@ def test_run_interrupted_is_marked_as_such(tmp_path):
     assert (tmp_path / "run" / INCOMPLETE).read_text().startswith("interrupted (")
 
 
-def test_ctrl_c_prints_interrupted_and_exits_130(monkeypatch, capsys):
+def test_ctrl_c_prints_interrupted_and_exits_130(monkeypatch, cli_main):
     import sparsecim.tb.cli as cli
 
     def interrupted(trace):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "run_trace", interrupted)
-    status, out, err = _main(capsys, "gemm", "--preset", "tiny", "--k", "8", "--n", "4")
+    status, out, err = cli_main("gemm", "--preset", "tiny", "--k", "8", "--n", "4")
     assert (status, err) == (130, "sparsecim: interrupted\n")
 
 
-def test_argparse_errors_are_one_line(capsys):
-    status, _, err = _main(capsys, "gemm", "--k", "-3")
+def test_argparse_errors_are_one_line(cli_main):
+    status, _, err = cli_main("gemm", "--k", "-3")
     _assert_one_line_error(status, err, "argument --k: must be a positive integer, not -3")
-    status, _, err = _main(capsys, "sim")
+    status, _, err = cli_main("sim")
     _assert_one_line_error(status, err, "the following arguments are required: trace")
 
 
@@ -968,7 +944,7 @@ def _corrupt(rng, lines):
 _ALWAYS_REFUSED = {"negative", "wide", "garbage", "load-a-top-bits", "bytes"}
 
 
-def test_fuzz_corrupted_trace_files_never_crash_sim(tmp_path, capsys):
+def test_fuzz_corrupted_trace_files_never_crash_sim(tmp_path, cli_main):
     rng = np.random.default_rng(16)
     statuses = {0: 0, 1: 0, 2: 0}
     for case in range(300):
@@ -979,7 +955,7 @@ def test_fuzz_corrupted_trace_files_never_crash_sim(tmp_path, capsys):
             path.write_bytes(corrupted)
         else:
             path.write_text("\n".join(corrupted) + "\n")
-        status, out, err = _main(capsys, "sim", path)
+        status, out, err = cli_main("sim", path)
         statuses[status] += 1
         if status == 2:
             _assert_one_line_error(status, err)
@@ -1041,7 +1017,7 @@ def _bad_run_values(rng):
     ]
 
 
-def test_fuzz_bad_run_settings_end_in_one_line(tmp_path, capsys):
+def test_fuzz_bad_run_settings_end_in_one_line(tmp_path, cli_main):
     from sparsecim.tb.run import RunSettings
 
     rng = np.random.default_rng(17)
@@ -1066,7 +1042,7 @@ def test_fuzz_bad_run_settings_end_in_one_line(tmp_path, capsys):
             toml = repr(str(blocker)) if toml == "FILE" else toml
             config.write_text("".join(f"{k} = {v}\n" for k, v in base.items())
                               + f"{name} = {toml}\n")
-            status, out, err = _main(capsys, "run", "--config", config, *out_flag)
+            status, out, err = cli_main("run", "--config", config, *out_flag)
             _assert_one_line_error(status, err)
             assert not run_dir.exists(), (name, toml, err)
             cases += 1
@@ -1075,7 +1051,7 @@ def test_fuzz_bad_run_settings_end_in_one_line(tmp_path, capsys):
                           for a in (f"--{k}", v.strip("'"))] + ["--no-plots"]
             for value in flags or []:
                 value = str(blocker) if value == "FILE" else value
-                status, out, err = _main(capsys, "run", *flags_base,
+                status, out, err = cli_main("run", *flags_base,
                                          f"--{name.replace('_', '-')}", value, *out_flag)
                 _assert_one_line_error(status, err)
                 assert not run_dir.exists(), (name, value, err)
@@ -1088,13 +1064,13 @@ def test_fuzz_bad_run_settings_end_in_one_line(tmp_path, capsys):
 def test_gemm_on_fpga_longer_than_its_16_bit_counters_passes():
     """fpga counts in 16 bits: a correct run of more than 65,535 cycles must still pass, its
     saturated counters compared with the model's saturated the same way."""
-    from sparsecim.tb.cli import random_gemm
+    from sparsecim.sw.operands import random_gemm
 
     cfg = preset("fpga")
     x, w = random_gemm(cfg, 256, 128, 4, 0)
     model = run_trace(schedule_layer(cfg, x, w).trace).counters
     assert model["total"] > 2 ** cfg.counter_bits - 1
-    done = _run("gemm", "--preset", "fpga", "--k", "256", "--n", "128", "--tokens", "4",
+    done = run_cli("gemm", "--preset", "fpga", "--k", "256", "--n", "128", "--tokens", "4",
                 "--rtl")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "RTL outputs   match golden: yes" in done.stdout
@@ -1121,7 +1097,9 @@ def test_sigint_to_gemm_rtl_stops_the_simulator_and_exits_130(tmp_path):
              "600", "--n", "300", "--tokens", "16", "--pause", "0.9", "--rtl", "--run-dir",
              str(tmp_path / "run")],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=os.environ | {"PYTHONWARNINGS": ""},
+            # Warnings are errors, as in every CLI test: interrupted, the command still waits
+            # for its simulator (no ResourceWarning for an unwaited Popen at exit).
+            env=CLI_ENV,
             # A suite started in the background of a shell inherits SIGINT ignored, and so
             # would the command: give it the default disposition a user's terminal gives.
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as proc:

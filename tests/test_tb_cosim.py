@@ -17,10 +17,10 @@ from sparsecim.hw.isa import (
 from sparsecim.hw.trace import Step, Trace
 from sparsecim.sw.events import count_events
 from sparsecim.sw.golden import run_trace
+from sparsecim.sw.operands import random_gemm
 from sparsecim.sw.reference import matmul_reference
 from sparsecim.sw.schedule import chain, schedule_layer
-from sparsecim.sw.schedule_monarch import MAPPINGS, monarch_reference, schedule_monarch
-from sparsecim.tb.cli import random_gemm
+from sparsecim.sw.schedule.monarch import MAPPINGS, monarch_reference, schedule_monarch
 from sparsecim.tb.cosim import Pauses, run_rtl, run_rtl_batch
 from sparsecim.tb.randprog import ILLEGAL_KINDS, random_program
 from sparsecim.tb.verilator import build

@@ -2,8 +2,8 @@
 
 import pytest
 from sparsecim.hw.config import preset
+from sparsecim.sw.operands import random_gemm
 from sparsecim.sw.schedule import schedule_layer
-from sparsecim.tb.cli import random_gemm
 from sparsecim.tb.cosim import run_rtl
 from sparsecim.tb.driver import build_driver, run_driver
 from sparsecim.tb.scoreboard import read_recorded

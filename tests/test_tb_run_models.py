@@ -1,21 +1,20 @@
 """``sparsecim run --model PATH`` and macros from TOML, through the command line."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from sparsecim.hw.config import PRESETS, MacroConfig, load_macro, macro_toml
-from sparsecim.sw.models import load_checkpoint, minilm_path
-from sparsecim.tb.run import load_settings
-from test_sw_models_hf import (
+from conftest import (
     BLOCKS,
     llama_config,
     llama_tensors,
+    run_cli,
     write_safetensors,
     write_sharded,
 )
+from sparsecim.hw.config import PRESETS, MacroConfig, load_macro, macro_toml
+from sparsecim.sw.models import load_checkpoint, minilm_path
+from sparsecim.tb.run import load_settings
 
 # A macro no preset has: 2 sub-macros of 4 x 8, patterns 1:2 and 2:4 only, shallow buffers.
 CUSTOM = """\
@@ -29,11 +28,6 @@ patterns = ["1:2", "2:4"]
 """
 
 
-def _run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "sparsecim.tb.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=600, cwd=cwd)
-
-
 @pytest.fixture
 def tiny_llama(tmp_path):
     folder = tmp_path / "tiny-llama"
@@ -42,7 +36,7 @@ def tiny_llama(tmp_path):
 
 
 def test_run_takes_a_hugging_face_folder(tmp_path, tiny_llama):
-    done = _run("run", "--model", tiny_llama, "--blocks", 2, "--preset", "tiny", "--sparsify",
+    done = run_cli("run", "--model", tiny_llama, "--blocks", 2, "--preset", "tiny", "--sparsify",
                 "magnitude", "--pattern", "2:4", "--tokens", 2, "--no-plots",
                 "--out", tmp_path / "run")
     assert done.returncode == 0, done.stderr
@@ -58,7 +52,7 @@ def test_run_takes_a_hugging_face_folder(tmp_path, tiny_llama):
 
 
 def test_run_takes_a_config_json_as_a_shape_table(tmp_path, tiny_llama):
-    done = _run("run", "--model", tiny_llama / "config.json", "--no-plots",
+    done = run_cli("run", "--model", tiny_llama / "config.json", "--no-plots",
                 "--out", tmp_path / "run")
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "run" / "layers.json").read_text())
@@ -70,7 +64,7 @@ def test_run_takes_a_config_json_as_a_shape_table(tmp_path, tiny_llama):
 
 @pytest.mark.slow
 def test_run_on_minilm_reports_embedding_cosine(tmp_path):
-    done = _run("run", "--model", minilm_path(), "--sparsify", "wanda", "--pattern", "2:4",
+    done = run_cli("run", "--model", minilm_path(), "--sparsify", "wanda", "--pattern", "2:4",
                 "--no-plots", "--out", tmp_path / "run")
     assert done.returncode == 0, done.stderr
     line = next(x for x in done.stdout.splitlines() if x.startswith("  model quality"))
@@ -127,7 +121,7 @@ def _bad_checkpoints(tmp_path):
                                   "no-path"])
 def test_bad_checkpoints_fail_with_one_line(tmp_path, case):
     path, message = _bad_checkpoints(tmp_path)[case]
-    done = _run("run", "--model", path, "--preset", "tiny", "--no-plots",
+    done = run_cli("run", "--model", path, "--preset", "tiny", "--no-plots",
                 "--out", tmp_path / "run")
     assert done.returncode == 2
     assert done.stderr.startswith(f"sparsecim: error: {message}")
@@ -145,12 +139,12 @@ def test_macro_toml_round_trips_and_names_a_bad_field(tmp_path):
         rows=4, cols=8, submacros=2, act_depth=8, acc_depth=4, patterns=((1, 2), (2, 4)))
     bad = tmp_path / "bad.toml"
     bad.write_text(CUSTOM.replace("submacros = 2", "submacros = 3"))
-    done = _run("gemm", "--preset", bad, "--k", 8, "--n", 8)
+    done = run_cli("gemm", "--preset", bad, "--k", 8, "--n", 8)
     assert done.returncode == 2
     assert done.stderr == (f"sparsecim: error: macro file {bad}: submacros must be a power of "
                            f"two, not 3\n")
     bad.write_text(CUSTOM + "colour = 1\n")
-    done = _run("layer", "--preset", bad, "--weights", "w.npy", "--inputs", "x.npy",
+    done = run_cli("layer", "--preset", bad, "--weights", "w.npy", "--inputs", "x.npy",
                 "--out", "y.npy")
     assert done.returncode == 2
     assert done.stderr.startswith(f"sparsecim: error: macro file {bad}: config has unknown "
@@ -159,13 +153,13 @@ def test_macro_toml_round_trips_and_names_a_bad_field(tmp_path):
 
 def test_gemm_runs_on_a_macro_from_toml(tmp_path):
     (tmp_path / "custom.toml").write_text(CUSTOM)
-    done = _run("gemm", "--preset", tmp_path / "custom.toml", "--k", 40, "--n", 12,
+    done = run_cli("gemm", "--preset", tmp_path / "custom.toml", "--k", 40, "--n", 12,
                 "--tokens", 3, "--pattern", "2:4")
     assert done.returncode == 0, done.stderr
     slug = load_macro(tmp_path / "custom.toml").slug
     assert f"({slug})" in done.stdout.splitlines()[0]
     assert "outputs equal the int64 matmul reference: yes" in done.stdout
-    done = _run("gemm", "--preset", tmp_path / "custom.toml", "--pattern", "4:8")
+    done = run_cli("gemm", "--preset", tmp_path / "custom.toml", "--pattern", "4:8")
     assert done.returncode == 2
     assert done.stderr == (f"sparsecim: error: pattern 4:8 is not supported by preset "
                            f"{tmp_path / 'custom.toml'}; supported are dense and 1:2, 2:4\n")
@@ -175,7 +169,7 @@ def test_run_macro_table_replays_from_settings_toml(tmp_path):
     config = tmp_path / "run.toml"
     config.write_text('[run]\nmodel = "synthetic"\nshapes = ["12x40"]\nsparsify = "magnitude"\n'
                       'pattern = "1:2"\ntokens = 2\nplots = false\n\n' + CUSTOM)
-    done = _run("run", "--config", config, "--out", tmp_path / "a")
+    done = run_cli("run", "--config", config, "--out", tmp_path / "a")
     assert done.returncode == 0, done.stderr
     custom = load_macro(config)
     assert done.stdout.splitlines()[1] == (f"  macro         {custom.slug}: 2 x 4x8, patterns "
@@ -183,7 +177,7 @@ def test_run_macro_table_replays_from_settings_toml(tmp_path):
     settings = load_settings(tmp_path / "a" / "settings.toml")
     assert settings.macro_config() == custom
     assert load_settings(config, {"out": str(tmp_path / "a")}) == settings
-    again = _run("run", "--config", tmp_path / "a" / "settings.toml", "--out", tmp_path / "b")
+    again = run_cli("run", "--config", tmp_path / "a" / "settings.toml", "--out", tmp_path / "b")
     assert again.returncode == 0, again.stderr
     first = json.loads((tmp_path / "a" / "layers.json").read_text())
     second = json.loads((tmp_path / "b" / "layers.json").read_text())
@@ -193,13 +187,13 @@ def test_run_macro_table_replays_from_settings_toml(tmp_path):
     assert csv[0].endswith(",macro") and csv[1].endswith(f",{custom.slug}")
     assert f"- `macro`: `{custom.to_dict()}`" in (tmp_path / "a" / "report.md").read_text()
     # A --preset flag wins over the table.
-    flagged = _run("run", "--config", config, "--preset", "tiny", "--out", tmp_path / "c")
+    flagged = run_cli("run", "--config", config, "--preset", "tiny", "--out", tmp_path / "c")
     assert flagged.returncode == 0, flagged.stderr
     assert flagged.stdout.splitlines()[1].startswith(f"  macro         {PRESETS['tiny'].slug}:")
 
 
 def test_run_pattern_without_a_fixed_nm_sparsifier_is_an_error(tmp_path):
-    done = _run("run", "--model", "synthetic", "--pattern", "2:4", "--out", tmp_path / "r")
+    done = run_cli("run", "--model", "synthetic", "--pattern", "2:4", "--out", tmp_path / "r")
     assert done.returncode == 2
     assert done.stderr == ("sparsecim: error: --pattern 2:4 needs --sparsify magnitude or wanda "
                            "(the fixed N:M methods), not sparsify dense\n")
@@ -211,7 +205,7 @@ def test_layer_saves_the_pruned_weights(tmp_path):
     x = rng.integers(-128, 128, size=(2, 16)).astype(np.int8)
     np.save(tmp_path / "w.npy", w)
     np.save(tmp_path / "x.npy", x)
-    done = _run("layer", "--preset", "tiny", "--weights", tmp_path / "w.npy", "--inputs",
+    done = run_cli("layer", "--preset", "tiny", "--weights", tmp_path / "w.npy", "--inputs",
                 tmp_path / "x.npy", "--out", tmp_path / "y.npy", "--pattern", "2:4", "--prune",
                 "magnitude", "--save-pruned", tmp_path / "p.npy")
     assert done.returncode == 0, done.stderr
@@ -226,18 +220,18 @@ def test_layer_saves_the_pruned_weights(tmp_path):
 
 
 def test_presets_lists_every_preset_and_help_has_no_markup():
-    done = _run("presets")
+    done = run_cli("presets")
     assert done.returncode == 0
     for name, cfg in PRESETS.items():
         row = next(x for x in done.stdout.splitlines() if x.startswith(f"  {name} "))
         assert row.split()[1:4] == [str(cfg.rows), str(cfg.cols), str(cfg.submacros)]
         assert row.endswith(cfg.pattern_names())
-    top = _run("--help").stdout
+    top = run_cli("--help").stdout
     assert "``" not in top and "presets" in top
 
 
 def test_predict_counters_is_where_the_run_output_names_it(tmp_path):
-    done = _run("run", "--model", "bert-large", "--no-plots", "--out", tmp_path / "r")
+    done = run_cli("run", "--model", "bert-large", "--no-plots", "--out", tmp_path / "r")
     path = done.stdout.split("cycle-model only: ")[1].split(" once")[0]
     module, name = path.rsplit(".", 1)
     assert name == "predict_counters"
@@ -252,7 +246,7 @@ def test_custom_macro_from_toml_runs_bit_exact_on_verilator(tmp_path):
     config.write_text('[run]\nmodel = "synthetic"\nshapes = ["12x40", "8x16"]\n'
                       'sparsify = "wanda"\npattern = "2:4"\ntokens = 3\nrtl_layers = "all"\n'
                       'plots = false\n\n' + CUSTOM)
-    done = _run("run", "--config", config, "--out", tmp_path / "run")
+    done = run_cli("run", "--config", config, "--out", tmp_path / "run")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "  RTL           2/2 layer(s) bit-exact on Verilator, cycles equal to the model on 2" \
         in done.stdout
@@ -265,10 +259,10 @@ def test_custom_macro_from_toml_runs_bit_exact_on_verilator(tmp_path):
 def test_a_runs_settings_toml_is_a_macro_file_for_gemm_and_sim(tmp_path):
     config = tmp_path / "run.toml"
     config.write_text('[run]\nmodel = "synthetic"\nshapes = ["8x16"]\nplots = false\n\n' + CUSTOM)
-    assert _run("run", "--config", config, "--out", tmp_path / "a").returncode == 0
+    assert run_cli("run", "--config", config, "--out", tmp_path / "a").returncode == 0
     settings = tmp_path / "a" / "settings.toml"
     slug = load_macro(config).slug
-    done = _run("gemm", "--preset", settings, "--k", 16, "--n", 8, "--tokens", 1)
+    done = run_cli("gemm", "--preset", settings, "--k", 16, "--n", 8, "--tokens", 1)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"sparsecim gemm on {settings} ({slug}):")
     # sim checks a trace against a macro (the trace's header defines it).
@@ -278,8 +272,8 @@ def test_a_runs_settings_toml_is_a_macro_file_for_gemm_and_sim(tmp_path):
     trace = schedule_layer(load_macro(config), np.ones((1, 16), np.int64),
                            np.ones((16, 8), np.int64), (1, 1)).trace
     trace.save(tmp_path / "t.txt")
-    assert _run("sim", tmp_path / "t.txt", "--preset", settings).returncode == 0
-    done = _run("sim", tmp_path / "t.txt", "--preset", "tiny")
+    assert run_cli("sim", tmp_path / "t.txt", "--preset", settings).returncode == 0
+    done = run_cli("sim", tmp_path / "t.txt", "--preset", "tiny")
     assert done.returncode == 2
     assert done.stderr == (f"sparsecim: error: trace {tmp_path / 't.txt'} is for macro {slug}, "
                            f"not tiny ({preset('tiny').slug})\n")
@@ -302,12 +296,12 @@ def test_run_on_a_folder_with_a_tokenizer_uses_the_text_and_reports_perplexity(t
     rng = np.random.default_rng(2)
     ids = rng.integers(1, VOCAB, size=16 + 128 + 5)
     (tmp_path / "text.txt").write_text(" ".join(f"w{i - 1}" for i in ids))
-    long = _run("run", "--model", folder, "--text", tmp_path / "text.txt", "--calib-tokens",
+    long = run_cli("run", "--model", folder, "--text", tmp_path / "text.txt", "--calib-tokens",
                 100, "--no-plots", "--out", tmp_path / "long")
     assert long.returncode == 2
     assert long.stderr == (f"sparsecim: error: model {folder}: sequence length must be from 1 "
                            f"to 64, not 100\n")
-    done = _run("run", "--model", folder, "--text", tmp_path / "text.txt", "--blocks", 1,
+    done = run_cli("run", "--model", folder, "--text", tmp_path / "text.txt", "--blocks", 1,
                 "--calib-tokens", 16, "--tokens", 2, "--sparsify", "magnitude", "--pattern",
                 "2:4", "--preset", "tiny", "--no-plots", "--out", tmp_path / "run")
     assert done.returncode == 0, done.stderr

@@ -1,6 +1,7 @@
 """Block-diagonal (Monarch) LLM layers on CIM arrays: the paper's headline comparison, ours.
 
-``python -m sparsecim.sw.monarch_eval`` (or ``make monarch``) reproduces the comparison of
+``python -m sparsecim.sw.experiments.monarch_eval`` (or ``make monarch``) reproduces the
+comparison of
 "Efficient In-Memory Acceleration of Sparse Block Diagonal LLMs" (arXiv 2510.11192) for its
 three models (BERT-large, BART-large, GPT-2 medium) with 256 × 256 arrays and 64 × 64 blocks,
 repeats it on the ``flexcim`` geometry (32 × 32 sub-macros, 4 per macro) with the real cycle
@@ -30,7 +31,7 @@ counted at ``--seq`` tokens, unchanged by Monarch), and cycles per token of
 :mod:`~sparsecim.sw.blockdiag_map`'s per-array model (all arrays of a layer in parallel,
 layers and the two factors in sequence). On ``flexcim``, cycles of the real cycle model:
 dense layers from :func:`~sparsecim.sw.schedule.predict_counters`, square Monarch pieces with
-``d = b²``, ``b <= 32`` from :func:`~sparsecim.sw.schedule_monarch.schedule_monarch` on the
+``d = b²``, ``b <= 32`` from :func:`~sparsecim.sw.schedule.monarch.schedule_monarch` on the
 golden model (random INT8 operands; the cycles do not depend on values).
 """
 
@@ -47,10 +48,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hw.config import preset
-from .blockdiag_map import MAPPINGS, BlockDiagonal, map_blockdiag, map_linear, monarch_factor_shapes
-from .model_shapes import LinearShape, ModelShape, model_shape
-from .monarch import default_blocks, monarch_dense, monarch_project, relative_error
+from ...hw.config import MacroConfig, preset, resolve_macro
+from ..blockdiag_map import (
+    MAPPINGS,
+    BlockDiagonal,
+    map_blockdiag,
+    map_linear,
+    monarch_factor_shapes,
+)
+from ..model_shapes import LinearShape, ModelShape, model_shape
+from ..monarch import default_blocks, monarch_dense, monarch_project, relative_error
 
 __all__ = ["LayerPlan", "MappingFigures", "ModelFigures", "PAPER", "monarch_plan",
            "model_figures", "flexcim_cycles", "smollm_projection", "run", "main"]
@@ -259,22 +266,23 @@ def model_figures(model: ModelShape, *, rows: int = 256, cols: int = 256, block:
 
 
 @cache
-def _dense_cycles(k: int, n: int, tokens: int) -> int:
-    from .schedule import predict_counters
-    return predict_counters(preset("flexcim"), k, n, tokens)["total"]
+def _dense_cycles(cfg: MacroConfig, k: int, n: int, tokens: int) -> int:
+    from ..schedule import predict_counters
+    return predict_counters(cfg, k, n, tokens)["total"]
 
 
 @cache
-def _monarch_cost(b: int, tokens: int, mapping: str):
-    from .schedule_monarch import monarch_cost
-    return monarch_cost(preset("flexcim"), b, b, mapping, tokens)
+def _monarch_cost(cfg: MacroConfig, b: int, tokens: int, mapping: str):
+    from ..schedule.monarch import monarch_cost
+    return monarch_cost(cfg, b, b, mapping, tokens)
 
 
-def flexcim_cycles(model: ModelShape, *, tokens: int = 1) -> dict:
-    """Real cycle-model cycles of ``model``'s linear layers on one ``flexcim`` macro, for
-    ``tokens`` tokens: dense (every layer through :func:`~sparsecim.sw.schedule.schedule_layer`'s
-    plan) and the Monarch layer in each macro mapping of
-    :func:`~sparsecim.sw.schedule_monarch.schedule_monarch` (``linear``, ``latency``,
+def flexcim_cycles(model: ModelShape, *, tokens: int = 1, cfg: MacroConfig | None = None
+                   ) -> dict:
+    """Real cycle-model cycles of ``model``'s linear layers on one macro ``cfg`` (default
+    ``flexcim``), for ``tokens`` tokens: dense (every layer through
+    :func:`~sparsecim.sw.schedule.schedule_layer`'s plan) and the Monarch layer in each macro
+    mapping of :func:`~sparsecim.sw.schedule.monarch.schedule_monarch` (``linear``, ``latency``,
     ``capacity``; every layer as square pieces ``d = b²``), summed over the model; a layer
     that has no such schedule is listed in ``unscheduled`` and left out of every sum. The
     pieces of a layer whose inputs outnumber its outputs produce partial sums; adding them is
@@ -287,8 +295,8 @@ def flexcim_cycles(model: ModelShape, *, tokens: int = 1) -> dict:
         each mapping), ``monarch`` (``{"d": d, "b": b, "pieces": p}`` per layer name),
         ``unscheduled`` (names and why).
     """
-    from .schedule_monarch import MAPPINGS
-    cfg = preset("flexcim")
+    from ..schedule.monarch import MAPPINGS
+    cfg = preset("flexcim") if cfg is None else cfg
     dense = 0
     mapped = dict.fromkeys(MAPPINGS, 0)
     used, unscheduled = {}, {}
@@ -299,26 +307,28 @@ def flexcim_cycles(model: ModelShape, *, tokens: int = 1) -> dict:
             unscheduled[lin.name] = (f"no square Monarch d = b², b <= {cfg.rows}: min(in, out) "
                                      f"= {small}, max = {large}")
             continue
-        dense += lin.total * _dense_cycles(lin.inputs, lin.outputs, tokens)
+        dense += lin.total * _dense_cycles(cfg, lin.inputs, lin.outputs, tokens)
         for mapping in MAPPINGS:
             mapped[mapping] += (lin.total * (large // small)
-                                * _monarch_cost(b, tokens, mapping).counters["total"])
+                                * _monarch_cost(cfg, b, tokens, mapping).counters["total"])
         used[lin.name] = {"d": small, "b": b, "pieces": large // small}
     return {"tokens": tokens, "dense": dense, **mapped,
             "speedup": {k: dense / v if v else None for k, v in mapped.items()},
             "monarch": used, "unscheduled": unscheduled}
 
 
-def flexcim_layer_costs(blocks: Sequence[int] = (32, 16, 8), tokens: Sequence[int] = (1, 16)
-                        ) -> list[dict]:
-    """One square Monarch layer (``b = s``, ``d = b²``) on ``flexcim`` in every macro mapping:
+def flexcim_layer_costs(blocks: Sequence[int] = (32, 16, 8), tokens: Sequence[int] = (1, 16),
+                        *, cfg: MacroConfig | None = None) -> list[dict]:
+    """One square Monarch layer (``b = s``, ``d = b²``) on the macro ``cfg`` (default
+    ``flexcim``) in every macro mapping:
     cycles per token from the cycle model, weight loads, passes, MOVEs and utilization
-    (:func:`~sparsecim.sw.schedule_monarch.monarch_cost`), one row per ``(b, mapping)``."""
-    from .schedule_monarch import MAPPINGS
+    (:func:`~sparsecim.sw.schedule.monarch.monarch_cost`), one row per ``(b, mapping)``."""
+    from ..schedule.monarch import MAPPINGS
+    cfg = preset("flexcim") if cfg is None else cfg
     rows = []
     for b in blocks:
         for mapping in MAPPINGS:
-            costs = [_monarch_cost(b, t, mapping) for t in tokens]
+            costs = [_monarch_cost(cfg, b, t, mapping) for t in tokens]
             first = costs[0]
             rows.append({"b": b, "d": b * b, "mapping": mapping,
                          "cycles_per_token": {t: c.cycles_per_token
@@ -359,7 +369,7 @@ def smollm_projection(model, windows, *, rank: int = 1, kinds=("all",),
     ValueError
         If ``kinds`` names an unknown group, or ``rank`` does not fit a layer.
     """
-    from .smollm import LINEAR_NAMES, perplexity
+    from ..smollm import LINEAR_NAMES, perplexity
     groups = {"all": LINEAR_NAMES, "attention": ("q", "k", "v", "o"),
               "ffn": ("gate", "up", "down")}
     for kind in kinds:
@@ -397,8 +407,10 @@ EXTRA_MODELS = {"llama-2-7b": ("auto", 64), "opt-1.3b": ("auto", 64),
 
 def run(*, seq: int = 512, block: int = 64, array: int = 256, tokens: Sequence[int] = (1, 16),
         smollm: bool = False, smollm_blocks: int | None = None, eval_windows: int = 4,
-        seq_len: int = 256, ranks: Sequence[int] = (1,)) -> dict:
-    """Everything the report shows, as plain data (see :func:`main` for the options)."""
+        seq_len: int = 256, ranks: Sequence[int] = (1,), cfg: MacroConfig | None = None) -> dict:
+    """Everything the report shows, as plain data (see :func:`main` for the options); the
+    cycle-model figures are on the macro ``cfg`` (default ``flexcim``)."""
+    cfg = preset("flexcim") if cfg is None else cfg
     report: dict = {"paper": PAPER, "settings": {"seq": seq, "block": block, "array": array,
                                                  "tokens": list(tokens)}}
     report["paper_models"] = {}
@@ -412,16 +424,16 @@ def run(*, seq: int = 512, block: int = 64, array: int = 256, tokens: Sequence[i
                                           form="square", seq=seq).as_dict(),
                  "flexcim_b32": model_figures(shape, rows=32, cols=32, block=32,
                                               form="square", seq=seq).as_dict(),
-                 "flexcim_cycles": [flexcim_cycles(shape, tokens=t) for t in tokens]}
+                 "flexcim_cycles": [flexcim_cycles(shape, tokens=t, cfg=cfg) for t in tokens]}
         report["paper_models"][name] = entry
-    report["flexcim_layers"] = flexcim_layer_costs(tokens=tokens)
+    report["flexcim_layers"] = flexcim_layer_costs(tokens=tokens, cfg=cfg)
     report["extra_models"] = {
         name: model_figures(model_shape(name), rows=array, cols=array, block=b, form=form,
                             seq=seq).as_dict()
         for name, (form, b) in EXTRA_MODELS.items()}
     if smollm:
-        from .smollm import load_smollm2
-        from .textdata import calibration_and_evaluation_windows
+        from ..smollm import load_smollm2
+        from ..textdata import calibration_and_evaluation_windows
         start = time.time()
         model = load_smollm2(num_blocks=smollm_blocks)
         _, windows = calibration_and_evaluation_windows(
@@ -460,11 +472,12 @@ def _mapping_table(fig: dict) -> list[str]:
     return rows
 
 
-def render_markdown(report: dict) -> str:
+def render_markdown(report: dict) -> str:  # noqa: C901
     """``report.md`` from :func:`run`'s data."""
     s = report["settings"]
     out = ["# Monarch (block-diagonal) layers on CIM arrays", "",
-           "Generated by `python -m sparsecim.sw.monarch_eval` (`make monarch`). Paper: "
+           "Generated by `python -m sparsecim.sw.experiments.monarch_eval` (`make monarch`). "
+           "Paper: "
            "\"Efficient In-Memory Acceleration of Sparse Block Diagonal LLMs\", arXiv "
            "2510.11192 (no public code). Everything below except the SmolLM2 section is "
            "computed from layer shapes; no weights.", "",
@@ -656,7 +669,7 @@ EXPLANATION = """\
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: write ``report.json`` and ``report.md`` into ``--out``."""
     parser = argparse.ArgumentParser(
-        prog="python -m sparsecim.sw.monarch_eval",
+        prog="python -m sparsecim.sw.experiments.monarch_eval",
         description="Monarch (block-diagonal) layers on CIM arrays: the paper's comparison "
                     "(arXiv 2510.11192) for BERT-large, BART-large, GPT-2 medium, the flexcim "
                     "geometry, other models, and optionally SmolLM2's real weights.")
@@ -667,6 +680,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--array", type=int, default=256, help="array rows = cols (default 256)")
     parser.add_argument("--tokens", type=int, nargs="+", default=[1, 16],
                         help="tokens for the flexcim cycle model (default 1 16)")
+    parser.add_argument("--preset", default="flexcim",
+                        help="macro of the cycle-model figures: a preset name or a TOML file "
+                             "(default %(default)s)")
     parser.add_argument("--smollm", action="store_true",
                         help="also project SmolLM2-135M's real weights (error, perplexity)")
     parser.add_argument("--smollm-blocks", type=int, default=None,
@@ -678,8 +694,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ranks", type=int, nargs="+", default=[1],
                         help="Monarch ranks for the SmolLM2 projection (default 1)")
     args = parser.parse_args(argv)
+    try:
+        cfg = resolve_macro(args.preset)
+    except ValueError as exc:
+        parser.error(str(exc))
     start = time.time()
-    report = run(seq=args.seq, block=args.block, array=args.array, tokens=args.tokens,
+    report = run(cfg=cfg, seq=args.seq, block=args.block, array=args.array, tokens=args.tokens,
                  smollm=args.smollm, smollm_blocks=args.smollm_blocks,
                  eval_windows=args.eval_windows, seq_len=args.seq_len, ranks=args.ranks)
     report["seconds"] = time.time() - start

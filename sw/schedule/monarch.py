@@ -66,19 +66,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..hw.config import MacroConfig
-from ..hw.isa import (
+from ...hw.config import MacroConfig
+from ...hw.isa import (
     Command,
     Mode,
     Opcode,
     act_beat_layout,
+    config_command,
     encode,
     pack_beats,
     pack_weight_rows,
 )
-from ..hw.trace import Step, Trace
-from .golden import run_trace
-from .reference import check_int_matrix
+from ...hw.trace import Step, Trace
+from ..golden import run_trace
+from ..reference import check_int_matrix
 
 __all__ = ["MAPPINGS", "MonarchSchedule", "MonarchCost", "schedule_monarch",
            "monarch_reference", "monarch_cost"]
@@ -87,7 +88,7 @@ __all__ = ["MAPPINGS", "MonarchSchedule", "MonarchCost", "schedule_monarch",
 MAPPINGS = ("latency", "capacity", "linear")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MonarchSchedule:
     """The trace of one Monarch layer and how to read its result beats.
 
@@ -124,7 +125,7 @@ class MonarchSchedule:
     chunk: int
     loads: int
     passes: int
-    moves: int
+    moves: float
     utilization: float
 
     def assemble(self, results: np.ndarray) -> np.ndarray:
@@ -270,7 +271,7 @@ def _place(cfg: MacroConfig, blocks: int, size_in: int, size_out: int, mapping: 
     return slots
 
 
-def _schedule_blocks(cfg, x, r_blocks, l_blocks, shift, mapping) -> MonarchSchedule:
+def _schedule_blocks(cfg, x, r_blocks, l_blocks, shift, mapping) -> MonarchSchedule:  # noqa: C901
     b, s, _ = r_blocks.shape
     tokens = x.shape[0]
     P, rows, cols = cfg.submacros, cfg.rows, cfg.cols
@@ -388,9 +389,10 @@ def _schedule_blocks(cfg, x, r_blocks, l_blocks, shift, mapping) -> MonarchSched
     trace = _trace(cfg, steps, {"workload": "monarch", "mapping": mapping, "tokens": tokens,
                                 "b": b, "s": s, "shift": shift, "chunk": chunk,
                                 "loads": loads})
-    return MonarchSchedule(trace, tokens, b, s, mapping, result_map, beat, chunk, loads,
-                           r_passes + l_passes, moves / tokens,
-                           2 * b * s * s / (loads * cfg.cells))
+    return MonarchSchedule(trace=trace, tokens=tokens, b=b, s=s, mapping=mapping,
+                           result_map=result_map, result_beats=beat, chunk=chunk, loads=loads,
+                           passes=r_passes + l_passes, moves=moves / tokens,
+                           utilization=2 * b * s * s / (loads * cfg.cells))
 
 
 def _middle_moves(cfg, steps, r_slots, windows, s, b, count, chunk, l_base) -> int:
@@ -412,10 +414,9 @@ def _middle_moves(cfg, steps, r_slots, windows, s, b, count, chunk, l_base) -> i
 def _zero_entries(cfg: MacroConfig, addr: int, count: int) -> list:
     """Commands that zero activation entries ``addr .. addr+count-1`` whole: LOAD_A of zeros
     in the pattern with the widest entry (the next CONFIG selects the layer's)."""
-    n, m = max(cfg.modes, key=lambda p: cfg.act_beats(*p))
-    mode = Mode.DENSE if (n, m) == (1, 1) else Mode.NM
-    zeros = [0] * (count * cfg.act_beats(n, m))
-    return [(Command(Opcode.CONFIG, mode=mode, n=n, m=m), []),
+    widest = max(cfg.modes, key=lambda p: cfg.act_beats(*p))
+    zeros = [0] * (count * cfg.act_beats(*widest))
+    return [(config_command(widest), []),
             (Command(Opcode.LOAD_A, addr=addr, count=count), zeros)]
 
 
@@ -507,9 +508,10 @@ def _schedule_linear(cfg, x, r_blocks, l_blocks, shift) -> MonarchSchedule:
     trace = _trace(cfg, steps, {"workload": "monarch", "mapping": "linear", "tokens": tokens,
                                 "b": b, "s": s, "shift": shift, "chunk": chunk,
                                 "loads": loads})
-    return MonarchSchedule(trace, tokens, b, s, "linear", result_map, beat, chunk, loads,
-                           loads, moves / tokens,
-                           2 * b * s * s / (loads * cfg.cells))
+    return MonarchSchedule(trace=trace, tokens=tokens, b=b, s=s, mapping="linear",
+                           result_map=result_map, result_beats=beat, chunk=chunk, loads=loads,
+                           passes=loads, moves=moves / tokens,
+                           utilization=2 * b * s * s / (loads * cfg.cells))
 
 
 # Cycles -------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Energy experiments on one macro: calibration against a published DCiM macro, and the cost
 of flexibility (the flexible macro against dense-only and fixed-2:4 macros of the same array).
 
-``make energy`` (``python -m sparsecim.sw.energy_eval --out build/energy``) writes
+``make energy`` (``python -m sparsecim.sw.experiments.energy_eval --out build/energy``) writes
 ``report.md`` and ``energy_breakdown.png``; the README's tables come from it.
 
 Workloads are random integer GEMMs scheduled by :func:`sparsecim.sw.schedule.schedule_layer`;
@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hw.config import MacroConfig
-from .area import AREA_CONFIGS, recorded_counts
-from .energy import ENERGY_COMPONENTS, MacroEnergy, Tech, evaluate, load_tech
-from .events import Events, count_events
-from .schedule import schedule_layer
+from ...hw.config import MacroConfig
+from ..area import AREA_CONFIGS, recorded_counts
+from ..energy import MacroEnergy, Tech, evaluate, load_tech, plot_energy_stack
+from ..events import Events, count_events, gemm_events, layer_events
 
 __all__ = ["Published", "CHIH_ISSCC21", "CALIBRATION_BAND", "calibration_config", "gemm_events",
            "layer_events", "calibrate", "flexibility", "SMOLLM2_FLOW_PLAN", "flexcim_comparison",
@@ -75,34 +74,6 @@ def calibration_config(published: Published = CHIH_ISSCC21) -> MacroConfig:
                        weight_bits=published.bits, act_bits=published.bits)
 
 
-def gemm_events(cfg: MacroConfig, k: int, n: int, tokens: int, *, pattern=(1, 1),
-                run_as=None, seed: int = 0) -> Events:
-    """Events of a random ``tokens × k`` by ``k × n`` GEMM whose weights keep ``pattern``
-    (``n:m`` per output channel), scheduled in ``run_as`` (default ``pattern``; ``(1, 1)``
-    runs the zeros as weights, as a dense macro must)."""
-    rng = np.random.default_rng(seed)
-    a_top, w_top = 2 ** (cfg.act_bits - 1), 2 ** (cfg.weight_bits - 1)
-    x = rng.integers(-a_top, a_top, size=(tokens, k))
-    w = rng.integers(-w_top, w_top, size=(k, n))
-    keep, group = pattern
-    if keep < group:
-        ranks = rng.random((k // group, group, n)).argsort(axis=1).argsort(axis=1)
-        w = np.where(ranks.reshape(k, n) < keep, w, 0)
-    return count_events(schedule_layer(cfg, x, w, run_as or pattern).trace)
-
-
-def layer_events(cfg: MacroConfig, k: int, n: int, tokens: int, *, pattern=(1, 1),
-                 run_as=None) -> Events:
-    """The events of the schedule of a ``k × n`` layer whose weights keep ``pattern``, run as
-    ``run_as`` (default ``pattern``), without building it: the closed form
-    (:func:`sparsecim.sw.sweep_model.closed_events`), equal to :func:`gemm_events` in every
-    field but ``zero_weight_macs`` (0 here: it depends on the weights' values, and no energy
-    is charged for it). Large layers (LLaMA's 11008 × 4096) then cost no schedule at all."""
-    from .sweep_model import closed_events
-
-    return closed_events(cfg, k, n, tokens, tuple(run_as or pattern))
-
-
 def _runs_as(cfg: MacroConfig, pattern: tuple) -> tuple:
     """What a macro runs a layer of ``pattern`` as: the pattern itself, or an N:M with the
     same ``n`` per a smaller ``m`` it supports that the weights also satisfy (``2:8`` weights
@@ -131,7 +102,7 @@ def flexcim_comparison(tech: Tech, model: str, plan, *, tokens: int = 1) -> dict
     (:func:`_runs_as`: 2:8 as 2:4, 4:8 dense) and the dense macro running everything dense.
     Cycles and energy per token, summed over every linear (attention products and off-chip
     traffic are not in it: the macro level does not model them)."""
-    from .model_shapes import model_shape
+    from ..model_shapes import model_shape
 
     shape = model_shape(model)
     blocks = max(lin.blocks for lin in shape.linears)
@@ -169,8 +140,8 @@ def monarch_comparison(tech: Tech, model: str = "bert-large", *, tokens: int = 1
     pieces ``d = b²`` (as :func:`sparsecim.sw.monarch_eval.flexcim_cycles` does) in each macro
     mapping (``linear``, ``latency``, ``capacity``), and dense; energy and cycles per token,
     and Linear's energy over each mapping's. Layers without such pieces are listed apart."""
-    from .model_shapes import model_shape
-    from .schedule_monarch import MAPPINGS, schedule_monarch
+    from ..model_shapes import model_shape
+    from ..schedule.monarch import MAPPINGS, schedule_monarch
 
     cfg = AREA_CONFIGS["flexcim"]
     counts = recorded_counts(cfg)
@@ -203,7 +174,7 @@ def monarch_comparison(tech: Tech, model: str = "bert-large", *, tokens: int = 1
 def monarch_layer_energy(tech: Tech, b: int, *, tokens: int = 1) -> dict:
     """One square Monarch layer ``d = b²`` on ``flexcim`` in each mapping: energy per token
     (pJ) and Linear's over it."""
-    from .schedule_monarch import MAPPINGS, schedule_monarch
+    from ..schedule.monarch import MAPPINGS, schedule_monarch
 
     cfg = AREA_CONFIGS["flexcim"]
     zeros = np.zeros((tokens, b * b), dtype=np.int64)
@@ -252,26 +223,6 @@ def flexibility(tech: Tech, *, tokens: int = 64) -> list[dict]:
     return rows
 
 
-def plot_energy_stack(ax, energies: list[dict], x) -> None:
-    """Stacked bars of ``components_pj`` per token (``pj_per_token / total_pj`` scales them),
-    one bar per entry of ``energies`` at positions ``x``; components not modelled (None) are
-    named in the legend instead."""
-    bottom = [0.0] * len(energies)
-    missing = []
-    for name in ENERGY_COMPONENTS:
-        values = [e["components_pj"][name] for e in energies]
-        if any(v is None for v in values):
-            missing.append(name)
-            continue
-        scaled = [v * e["pj_per_token"] / e["total_pj"] if e["total_pj"] else 0.0
-                  for v, e in zip(values, energies, strict=True)]
-        ax.bar(x, scaled, 0.6, bottom=bottom, label=name)
-        bottom = [b + v for b, v in zip(bottom, scaled, strict=True)]
-    if missing:
-        ax.plot([], [], " ", label="not modelled: " + ", ".join(missing))
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-
-
 def _as_plot_entry(figures: MacroEnergy, per: int) -> dict:
     return {"components_pj": figures.energy_pj, "total_pj": figures.total_pj,
             "pj_per_token": figures.total_pj / per}
@@ -294,7 +245,7 @@ def report(tech: Tech, out: Path) -> Path:
     pub, fig_ = cal["published"], cal["figures"]
     cfg = cal["config"]
     lines = [f"# Energy and area of the macro ({tech.name})", "",
-             "Generated by `make energy` (`python -m sparsecim.sw.energy_eval`).", "",
+             "Generated by `make energy` (`python -m sparsecim.sw.experiments.energy_eval`).", "",
              "## Calibration", "",
              f"Macro configured like {pub.name}: dense only, {cfg.submacros} × {cfg.rows}×"
              f"{cfg.cols} cells of {cfg.weight_bits}-bit weights and {cfg.act_bits}-bit inputs "
@@ -423,7 +374,7 @@ def _paper_sections(tech: Tech) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sparsecim.sw.energy_eval",
+    parser = argparse.ArgumentParser(prog="python -m sparsecim.sw.experiments.energy_eval",
                                      description="Calibration and the cost of flexibility.")
     parser.add_argument("--out", type=Path, default=Path("build/energy"))
     parser.add_argument("--tech", default="22nm", help="technology file (22nm)")

@@ -35,7 +35,7 @@ layer at 4:8 where it uses 32). Stale rows elsewhere (from an earlier, taller ti
 written since reset) meet activation elements that the LOAD_A beats set to zero (each entry
 is zero beyond its tile's inputs, up to the last lane of its last beat), or positions
 ``>= m`` that select 0, so they add exactly 0; edge tiles need no zero weight rows. Columns
-beyond N compute padding values that :meth:`Schedule.assemble` drops (the loaded rows carry
+beyond N compute padding values that :meth:`GemmSchedule.assemble` drops (the loaded rows carry
 zeros there).
 
 What dominates the cycles. Every chunk rewrites the whole weight matrix, one row per cycle:
@@ -63,25 +63,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..hw.config import MacroConfig
-from ..hw.isa import (
+from ...hw.config import MacroConfig
+from ...hw.isa import (
     COUNTERS,
     Command,
-    Mode,
     Opcode,
     act_beat_layout,
     beat_bytes,
+    config_command,
     cycles,
     encode,
     pack_beat_bytes,
     pack_weight_row_bytes,
 )
-from ..hw.trace import BeatArray, Step, Trace
-from .mapping import TileMapping, map_nm
-from .nm import NMPattern, compress, stored_slots
-from .reference import check_int_matrix
+from ...hw.pattern import as_pattern
+from ...hw.trace import BeatArray, Step, Trace
+from ..mapping import TileMapping, map_nm
+from ..nm import NMPattern, compress, stored_slots
+from ..reference import check_int_matrix
 
-__all__ = ["ReadBlock", "Schedule", "as_pattern", "schedule_dense", "schedule_layer",
+__all__ = ["ReadBlock", "GemmSchedule", "as_pattern", "schedule_dense", "schedule_layer",
            "predict_counters", "chain", "ideal_cycles"]
 
 #: Beats packed per :func:`pack_beat_bytes` call, to bound its temporary arrays.
@@ -106,9 +107,10 @@ class ReadBlock:
     n1: int
 
 
-@dataclass
-class Schedule:
-    """A trace plus what is needed to put its result beats back into ``(tokens, n)``.
+@dataclass(kw_only=True)
+class GemmSchedule:
+    """A GEMM layer's :class:`~sparsecim.sw.schedule.Schedule`: a trace plus what is needed to
+    put its result beats back into ``(tokens, n)``.
 
     Attributes
     ----------
@@ -185,8 +187,7 @@ def _pack_rows(pack, values: np.ndarray, nbytes: int, *more) -> np.ndarray:
 
 
 def _config_command(pattern: tuple[int, int]) -> Command:
-    n, m = pattern
-    return Command(Opcode.CONFIG, mode=Mode.DENSE if (n, m) == (1, 1) else Mode.NM, n=n, m=m)
+    return config_command(pattern)
 
 
 def _load_ranges(cfg: MacroConfig, pattern: tuple[int, int],
@@ -329,26 +330,6 @@ def _best_variant(mapping: TileMapping, tokens: int):
     return min(variants, key=lambda variant: variant[2]["total"])
 
 
-def as_pattern(pattern) -> tuple[int, int]:
-    """``(n, m)`` from ``None`` or ``"dense"`` (dense), ``"2:4"``, an
-    :class:`~sparsecim.sw.nm.NMPattern` or a pair. ``n == m`` keeps every weight, so it is
-    dense: ``(1, 1)``."""
-    if pattern is None:
-        return (1, 1)
-    if isinstance(pattern, str):
-        pattern = NMPattern.parse(pattern)
-    if isinstance(pattern, NMPattern):
-        n, m = pattern.n, pattern.m
-    else:
-        try:
-            n, m = (int(v) for v in pattern)
-        except (TypeError, ValueError):
-            raise ValueError(f"pattern must be 'dense', 'n:m', an NMPattern or an (n, m) "
-                             f"pair, not {pattern!r}") from None
-        NMPattern(n, m)  # validates 1 <= n <= m
-    return (1, 1) if n == m else (n, m)
-
-
 def _small_int_matrix(name: str, a, bits: int) -> np.ndarray:
     """:func:`check_int_matrix`, returning the smallest signed dtype that holds ``bits`` (a
     4096 × 11008 layer is 45 MB in ``int8``, 360 MB in ``int64``)."""
@@ -389,7 +370,7 @@ def predict_counters(cfg: MacroConfig, k: int, n: int, tokens: int,
     return _best_variant(mapping, int(tokens))[2]
 
 
-def schedule_dense(cfg: MacroConfig, x, w) -> Schedule:
+def schedule_dense(cfg: MacroConfig, x, w) -> GemmSchedule:
     """:func:`schedule_layer` with dense weights."""
     return schedule_layer(cfg, x, w)
 
@@ -441,7 +422,7 @@ def _tile_weight_bytes(cfg: MacroConfig, mapping: TileMapping, w: np.ndarray) ->
     return raw.reshape(n_tiles, k_tiles, cfg.weight_rows, nbytes)
 
 
-def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> Schedule:
+def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> GemmSchedule:
     """Schedule ``x · w`` for ``x`` (tokens × K) and ``w`` (K × N) on ``cfg`` in ``pattern``.
 
     Parameters
@@ -459,9 +440,9 @@ def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> Schedule:
 
     Returns
     -------
-    Schedule
+    GemmSchedule
         Its trace, run on the golden model or the RTL, gives result beats that
-        :meth:`Schedule.assemble` turns into exactly ``matmul_reference(x, w)``. The loop
+        :meth:`GemmSchedule.assemble` turns into exactly ``matmul_reference(x, w)``. The loop
         variant with fewer predicted cycles is chosen (see the module docstring).
 
     Raises
@@ -513,7 +494,7 @@ def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> Schedule:
 
     trace = Trace(cfg, meta={
         "workload": "gemm", "mapping": "linear" if pattern == (1, 1) else "nm",
-        "pattern": "dense" if pattern == (1, 1) else f"{pattern[0]}:{pattern[1]}",
+        "pattern": str(NMPattern(*pattern)),
         "tokens": tokens, "k": k, "n": n, "k_tiles": k_tiles, "n_tiles": n_tiles,
         "utilization": mapping.utilization,
         "loop": "resident" if resident else "streaming", "chunk": chunk,
@@ -524,10 +505,11 @@ def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> Schedule:
         if word is None:
             word = encoded[id(cmd)] = _encode(cfg, cmd)
         trace.steps.append(Step(word, beats(ref)))
-    return Schedule(trace, mapping, tokens, reads, resident, chunk)
+    return GemmSchedule(trace=trace, mapping=mapping, tokens=tokens, reads=reads,
+                        resident=resident, chunk=chunk)
 
 
-def chain(schedules: list[Schedule]) -> Trace:
+def chain(schedules: list[GemmSchedule]) -> Trace:
     """One trace running ``schedules`` one after the other (each selects its own pattern in
     its first command; every END but the last is dropped). The result beats are those of the
     schedules in order: split them by each schedule's ``result_beats``.

@@ -1,8 +1,9 @@
 """FLOW against uniform N:M on SmolLM2-135M: calibration, pruning, quality and the macro.
 
 The experiment of the issue "FLOW: per-layer N:M selection from outliers, on real transformer
-weights". ``python -m sparsecim.sw.flow_eval`` runs it and writes ``build/flow/report.json``
-and ``build/flow/report.md``; every step is also a function over a :class:`SmolLM`.
+weights". ``python -m sparsecim.sw.experiments.flow_eval`` runs it and writes
+``build/flow/report.json`` and ``build/flow/report.md``; every step is also a function over a
+:class:`SmolLM`.
 
 Pipeline (each step follows the released FLOW code, FLOW-open-project/FLOW):
 
@@ -44,15 +45,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hw.config import MacroConfig, preset
-from . import flow
-from .golden import run_trace
-from .nm import NMPattern, check_nm, memory_bits, prune_by_score, wanda_scores
-from .quant import dequantize_matmul, quantize_acts, quantize_weights
-from .reference import matmul_reference
-from .schedule import as_pattern, predict_counters, schedule_layer
-from .smollm import LINEAR_NAMES, SmolLM, load_smollm2, perplexity
-from .textdata import calibration_and_evaluation_windows
+from ...hw.config import MacroConfig, preset, resolve_macro
+from .. import flow
+from ..golden import run_trace
+from ..nm import NMPattern, check_nm, memory_bits, prune_by_score, wanda_scores
+from ..quant import dequantize_matmul, quantize_acts, quantize_weights
+from ..reference import matmul_reference
+from ..schedule import as_pattern, predict_counters, schedule_layer
+from ..smollm import LINEAR_NAMES, SmolLM, load_smollm2, perplexity
+from ..textdata import calibration_and_evaluation_windows
+from . import markdown_table
 
 __all__ = [
     "BlockError",
@@ -519,7 +521,7 @@ def hardware_costs(model: SmolLM, patterns: Sequence[NMPattern], cfg: MacroConfi
         total += block_cycles
         bits += block_bits
         blocks.append({"pattern": str(pattern),
-                       "macro_pattern": "dense" if macro == (1, 1) else f"{macro[0]}:{macro[1]}",
+                       "macro_pattern": str(NMPattern(*macro)),
                        "cycles": block_cycles, "weight_bits": block_bits, "linears": linears})
     return {"preset": cfg.slug, "tokens": int(tokens), "cycles": total, "dense_cycles": dense_total,
             "speedup": dense_total / total, "weight_bits": bits, "dense_weight_bits": dense_bits,
@@ -833,12 +835,6 @@ def run_experiment(model: SmolLM, calib_windows, eval_windows, *, target: float 
 # Report
 
 
-def _fmt_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def summary_rows(report: dict) -> tuple[list[str], list[list]]:
     """The headline table: one row per configuration."""
     header = ["config", "PPL", "sparsity (blocks)", "sparsity (params)", "zeros",
@@ -869,11 +865,11 @@ def format_report(report: dict, notes: Sequence[str] = ()) -> str:
              f"windows. Macro `{p['preset']}`, cycles for {p['hw_tokens']} token(s) through "
              f"every linear (cycle model).", ""]
     header, rows = summary_rows(report)
-    parts += ["## Results", "", _fmt_table(header, rows), ""]
+    parts += ["## Results", "", markdown_table(header, rows), ""]
     parts += ["## Patterns per block", ""]
     names = list(report["configs"])
     blocks = len(report["configs"][names[0]]["patterns"])
-    parts.append(_fmt_table(["block"] + names, [
+    parts.append(markdown_table(["block"] + names, [
         [i] + [report["configs"][n]["patterns"][i] for n in names] for i in range(blocks)]))
     parts.append("")
     fl = report["flow"]
@@ -907,7 +903,7 @@ def format_report(report: dict, notes: Sequence[str] = ()) -> str:
                 row += [f"{stats[i]['ratio']:.3f}", f"{stats[i]['locality']:.4g}",
                         stats[i]["count"]]
             rows.append(row)
-        parts.append(_fmt_table(header, rows))
+        parts.append(markdown_table(header, rows))
         parts.append("")
     with_errors = [n for n in names if report["configs"][n]["errors"]]
     if with_errors:
@@ -915,12 +911,12 @@ def format_report(report: dict, notes: Sequence[str] = ()) -> str:
                   "Local: dense input through pruned weights. Propagated: the pruned model's "
                   "own input through its pruned weights, against the dense layer output. Both "
                   "over the seven linears of the block.", ""]
-        parts.append(_fmt_table(["block"] + with_errors, [
+        parts.append(markdown_table(["block"] + with_errors, [
             [i] + [f"{report['configs'][n]['errors'][i]['local_block']:.3f} / "
                    f"{report['configs'][n]['errors'][i]['propagated_block']:.3f}"
                    for n in with_errors] for i in range(blocks)]))
         parts.append("")
-        parts.append(_fmt_table(["linear (mean local error)"] + with_errors, [
+        parts.append(markdown_table(["linear (mean local error)"] + with_errors, [
             [lin] + [f"{np.mean([e['local'][lin] for e in report['configs'][n]['errors']]):.3f}"
                      for n in with_errors] for lin in LINEAR_NAMES]))
         parts.append("")
@@ -938,12 +934,12 @@ def format_report(report: dict, notes: Sequence[str] = ()) -> str:
             int8_rows.append([n, c["block"], lin, v["pattern"], f"{v['rows']}×{v['k']}",
                               "yes" if v["exact"] else "NO", v["cycles"], v["predicted_cycles"],
                               f"{v['dequant_error']:.4f}", v["weight_zeros_added"]])
-    parts.append(_fmt_table(["config", "block", "linear", "pattern", "slice", "exact",
+    parts.append(markdown_table(["config", "block", "linear", "pattern", "slice", "exact",
                              "cycles", "predicted", "dequant err", "weights → 0"], int8_rows))
     parts.append("")
     timings = report.get("timings", {})
     if timings:
-        parts += ["## Timings (s)", "", _fmt_table(["step", "seconds"], [
+        parts += ["## Timings (s)", "", markdown_table(["step", "seconds"], [
             [k, f"{v:.1f}"] for k, v in timings.items()]), ""]
     if notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
@@ -1003,7 +999,7 @@ def flow_variants(cfg: MacroConfig, *, tolerance: float = 0.0) -> dict[str, dict
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: run the experiment and write the report (see ``--help``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m sparsecim.sw.flow_eval",
+        prog="python -m sparsecim.sw.experiments.flow_eval",
         description="FLOW per-block N:M selection against uniform 2:4 and 4:8 on SmolLM2-135M: "
                     "Wanda pruning calibrated block by block, perplexity, per-layer errors, "
                     "macro cycles and an INT8 golden-model check.")
@@ -1031,7 +1027,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANT_NAMES),
                         help="comma-separated FLOW variants to run, from "
                              f"{', '.join(VARIANT_NAMES)} (default all)")
-    parser.add_argument("--preset", default="flexcim", help="macro preset (default %(default)s)")
+    parser.add_argument("--preset", default="flexcim",
+                        help="macro: a preset name or a TOML file (default %(default)s)")
     parser.add_argument("--hw-tokens", type=int, default=1,
                         help="tokens for the cycle figures (default %(default)s)")
     parser.add_argument("--int8-rows", type=int, default=None,
@@ -1045,7 +1042,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    cfg = preset(args.preset)
+    try:
+        cfg = resolve_macro(args.preset)
+    except ValueError as exc:
+        parser.error(str(exc))
     variants = flow_variants(cfg, tolerance=args.tolerance)
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in variants]
@@ -1069,7 +1069,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes = _reading(report)
     json_path, md_path = write_report(report, args.out, notes)
     header, rows = summary_rows(report)
-    print(_fmt_table(header, rows))
+    print(markdown_table(header, rows))
     for note in notes:
         print(note)
     print(f"wrote {json_path} and {md_path}")
