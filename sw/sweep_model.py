@@ -24,11 +24,12 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ..hw.config import MacroConfig
-from ..hw.isa import Command, Mode, Opcode, command_layout, cycles, data_beats
+from ..hw.isa import Opcode, command_layout, cycles, data_beats
 from .area import recorded_counts
 from .energy import Tech, layer_energy
 from .events import Events, choices
 from .nm import NMPattern, memory_bits
+from .schedule.gemm import loop_times, loop_variants
 
 __all__ = ["command_times", "closed_events", "point_figures", "tiling"]
 
@@ -68,48 +69,6 @@ def tiling(cfg: MacroConfig, k: int, n: int, pattern: tuple[int, int]) -> _Tilin
     return _tiling(cfg, k, n, tuple(pattern))
 
 
-def _load_ranges(cfg: MacroConfig, pattern: tuple[int, int], inputs: int):
-    # The LOAD_W ranges of a K tile, as sparsecim.sw.schedule._load_ranges plans them (private
-    # there; the equality test catches any drift).
-    n, m = pattern
-    groups = -(-inputs // m)
-    clusters = -(-groups // cfg.rows)
-    last = groups - (clusters - 1) * cfg.rows
-    full = (clusters - 1) * n * cfg.rows
-    if last == cfg.rows:
-        return ((0, full + n * cfg.rows),)
-    return ((0, full + last),) + tuple((full + j * cfg.rows, last) for j in range(1, n))
-
-
-def _config_command(pattern: tuple[int, int]) -> Command:
-    n, m = pattern
-    return Command(Opcode.CONFIG, mode=Mode.DENSE if (n, m) == (1, 1) else Mode.NM, n=n, m=m)
-
-
-def _times(cfg: MacroConfig, pattern: tuple[int, int], mapping: _Tiling, tokens: int,
-           resident: bool, chunk: int) -> Counter:
-    k_tiles, n_tiles = mapping.k_tiles, mapping.n_tiles
-    sizes = Counter({chunk: tokens // chunk})
-    if tokens % chunk:
-        sizes[tokens % chunk] += 1
-    chunks = sum(sizes.values())
-    times: Counter = Counter({_config_command(pattern): 1, Command(Opcode.END): 1})
-    for inputs in mapping.k_tile_inputs:
-        for row, rows in _load_ranges(cfg, pattern, inputs):
-            times[Command(Opcode.LOAD_W, row=row, count=rows)] += chunks * n_tiles
-    for count, repeats in sizes.items():
-        per_n_tile = repeats * n_tiles
-        if resident:
-            times[Command(Opcode.LOAD_A, addr=0, count=count * k_tiles)] += repeats
-        else:
-            times[Command(Opcode.LOAD_A, addr=0, count=count)] += per_n_tile * k_tiles
-        for index in range(k_tiles):
-            times[Command(Opcode.COMPUTE, act_addr=index * count if resident else 0,
-                          acc_addr=0, count=count, accumulate=int(index > 0))] += per_n_tile
-        times[Command(Opcode.READ, addr=0, count=count)] += per_n_tile
-    return times
-
-
 def command_times(cfg: MacroConfig, k: int, n: int, tokens: int,
                   pattern: tuple[int, int]) -> tuple[tuple[int, int], Counter]:
     """The commands :func:`~sparsecim.sw.schedule.schedule_layer` emits for a ``tokens × k``
@@ -124,13 +83,10 @@ def command_times(cfg: MacroConfig, k: int, n: int, tokens: int,
 def _command_times(cfg: MacroConfig, k: int, n: int, tokens: int,
                    pattern: tuple[int, int]) -> Counter:
     mapping = _tiling(cfg, k, n, pattern)
-    variants = []
-    if mapping.k_tiles <= cfg.act_depth:
-        variants.append((True, min(tokens, cfg.acc_depth, cfg.act_depth // mapping.k_tiles)))
-    variants.append((False, min(tokens, cfg.acc_depth, cfg.act_depth)))
     best = None
-    for resident, chunk in variants:
-        times = _times(cfg, pattern, mapping, tokens, resident, chunk)
+    for resident, chunk in loop_variants(cfg, mapping.k_tiles, tokens):
+        times = loop_times(cfg, pattern, mapping.k_tile_inputs, mapping.n_tiles, tokens,
+                           resident, chunk)
         total = sum(cycles(cfg, cmd, pattern).total * count for cmd, count in times.items())
         if best is None or total < best[0]:
             best = (total, times)

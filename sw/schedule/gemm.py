@@ -283,20 +283,20 @@ def _plan_counters(cfg: MacroConfig, ops) -> dict[str, int]:
     return _counters(cfg, (ops[0][0].n, ops[0][0].m), Counter(cmd for cmd, _ in ops))
 
 
-def _closed_counters(mapping: TileMapping, tokens: int, resident: bool,
-                     chunk: int) -> dict[str, int]:
-    """The counters of :func:`_plan`'s commands without listing them: each distinct command
-    with how many times the loops run it (chunks come in at most two sizes; every N tile
-    runs the same K tiles), priced by the ISA's costs. Equal to :func:`_plan_counters` of
-    the plan (a test compares them)."""
-    cfg, pattern = mapping.config, mapping.pattern
-    k_tiles, n_tiles = mapping.k_tiles, mapping.n_tiles
+def loop_times(cfg: MacroConfig, pattern: tuple[int, int], k_tile_inputs, n_tiles: int,
+               tokens: int, resident: bool, chunk: int) -> Counter:
+    """Each distinct command of :func:`_plan`'s loops with how many times it runs (chunks come
+    in at most two sizes; every N tile runs the same K tiles), without listing the plan:
+    ``k_tile_inputs`` are the inputs of each K tile. The one definition of the loop structure
+    that :func:`predict_counters` and the sweep's closed form
+    (:mod:`sparsecim.sw.sweep_model`) price."""
+    k_tiles = len(k_tile_inputs)
     sizes = Counter({chunk: tokens // chunk})
     if tokens % chunk:
         sizes[tokens % chunk] += 1
     chunks = sum(sizes.values())
     times: Counter = Counter({_config_command(pattern): 1, Command(Opcode.END): 1})
-    for inputs in _k_tile_inputs(mapping):
+    for inputs in k_tile_inputs:
         for row, rows in _load_ranges(cfg, pattern, inputs):
             times[Command(Opcode.LOAD_W, row=row, count=rows)] += chunks * n_tiles
     for count, repeats in sizes.items():
@@ -309,17 +309,32 @@ def _closed_counters(mapping: TileMapping, tokens: int, resident: bool,
             times[Command(Opcode.COMPUTE, act_addr=index * count if resident else 0,
                           acc_addr=0, count=count, accumulate=int(index > 0))] += per_n_tile
         times[Command(Opcode.READ, addr=0, count=count)] += per_n_tile
-    return _counters(cfg, pattern, times)
+    return times
+
+
+def loop_variants(cfg: MacroConfig, k_tiles: int, tokens: int) -> list[tuple[bool, int]]:
+    """The loop variants ``(resident, chunk)`` that fit the buffers, resident first (the
+    scheduler takes the one with fewest cycles, resident among equals)."""
+    variants = []
+    if k_tiles <= cfg.act_depth:
+        variants.append((True, min(tokens, cfg.acc_depth, cfg.act_depth // k_tiles)))
+    variants.append((False, min(tokens, cfg.acc_depth, cfg.act_depth)))
+    return variants
+
+
+def _closed_counters(mapping: TileMapping, tokens: int, resident: bool,
+                     chunk: int) -> dict[str, int]:
+    """The counters of :func:`_plan`'s commands without listing them (:func:`loop_times`),
+    priced by the ISA's costs. Equal to :func:`_plan_counters` of the plan (a test compares
+    them)."""
+    times = loop_times(mapping.config, mapping.pattern, _k_tile_inputs(mapping),
+                       mapping.n_tiles, tokens, resident, chunk)
+    return _counters(mapping.config, mapping.pattern, times)
 
 
 def _variants(mapping: TileMapping, tokens: int):
     """The loop variants (resident, chunk) that fit the buffers, resident first."""
-    cfg = mapping.config
-    variants = []
-    if mapping.k_tiles <= cfg.act_depth:
-        variants.append((True, min(tokens, cfg.acc_depth, cfg.act_depth // mapping.k_tiles)))
-    variants.append((False, min(tokens, cfg.acc_depth, cfg.act_depth)))
-    return variants
+    return loop_variants(mapping.config, mapping.k_tiles, tokens)
 
 
 def _best_variant(mapping: TileMapping, tokens: int):
