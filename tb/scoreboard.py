@@ -17,14 +17,7 @@ RESET_MARK = "# reset"
 
 def read_recorded(cfg: MacroConfig, path: Path) -> np.ndarray:
     """Result beats recorded by the harness since the last reset, as ``(beats, cols)``."""
-    words = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line == RESET_MARK:
-            words = []
-        elif line:
-            words.append(int(line, 16))
-    return unpack_beats(result_layout(cfg), words)
+    return read_recorded_from(cfg, path, 0)[0]
 
 
 def read_recorded_from(cfg: MacroConfig, path: Path, offset: int) -> tuple[np.ndarray, int]:
