@@ -345,6 +345,33 @@ def macro_from_table(table, *, where: str) -> MacroConfig:
         raise ValueError(f"{where}: {exc}") from None
 
 
+def read_toml(path, *, what: str) -> dict:
+    """The table of the UTF-8 TOML file ``path``: the one reader of the project's TOML inputs
+    (macros, run settings, sweep specs, technology files).
+
+    Raises
+    ------
+    ValueError
+        One line naming ``what`` (e.g. ``"settings file"``) and the path: a file that does not
+        exist, is a folder, cannot be read, is not UTF-8 or is not valid TOML.
+    """
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"{what} must be a TOML file, not the folder {path}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} {path} must be UTF-8 text, not bytes such as "
+                         f"{exc.object[exc.start:exc.start + 4]!r} at offset "
+                         f"{exc.start}") from None
+    except OSError as exc:
+        raise ValueError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{what} {path} is not valid TOML: {exc}") from None
+
+
 def load_macro(path) -> MacroConfig:
     """Read a macro from a TOML file: its fields as top-level keys or in a ``[macro]`` table.
 
@@ -355,12 +382,7 @@ def load_macro(path) -> MacroConfig:
         outside its constraint; one line naming the file and the field.
     """
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"macro file {path} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, IsADirectoryError) as exc:
-        raise ValueError(f"macro file {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, what="macro file")
     if isinstance(data.get("macro"), dict):
         data = data["macro"]
     return macro_from_table(data, where=f"macro file {path}")

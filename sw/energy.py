@@ -29,13 +29,12 @@ leakage        ``leakage_mw_per_mm2 × area × cycles / clock`` (None without an
 from __future__ import annotations
 
 import math
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from ..hw.config import MacroConfig, ceil_log2
+from ..hw.config import MacroConfig, ceil_log2, read_toml
 from .area import COMPONENTS as AREA_COMPONENTS
 from .area import CellCounts
 from .events import Events
@@ -93,18 +92,11 @@ def load_tech(spec: str | Path = "22nm") -> Tech:
     else:
         path = Path(spec)
     label = path.name
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists():
+        # Not found: say which names are packaged (the likelier mistake is a misspelt name).
         raise ValueError(f"technology file {str(spec)!r} does not exist; packaged are "
-                         f"{', '.join(_PACKAGED)}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{label}: not valid TOML: {exc}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"technology file {str(spec)!r} must be UTF-8 text") from None
-    except OSError as exc:
-        raise ValueError(f"technology file {str(spec)!r} cannot be read: "
-                         f"{exc.strerror or exc}") from None
+                         f"{', '.join(_PACKAGED)}")
+    raw = read_toml(path, what="technology file")
     if raw.get("format") != 1:
         raise ValueError(f"{label}: format must be 1, not {raw.get('format')!r}")
     values, sources = {}, {}

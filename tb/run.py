@@ -52,7 +52,6 @@ import os
 import re
 import shutil
 import time
-import tomllib
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hw.config import MacroConfig, macro_from_table, macro_toml, resolve_macro
+from ..hw.config import MacroConfig, macro_from_table, macro_toml, read_toml, resolve_macro
 from ..hw.trace import Trace
 from ..sw.area import recorded_counts
 from ..sw.energy import layer_energy, load_tech
@@ -265,20 +264,9 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
     if path is not None:
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RunError(f"settings file {path} does not exist") from None
-        except IsADirectoryError:
-            raise RunError(f"settings file must be a TOML file, not the folder {path}") from None
-        except UnicodeDecodeError as exc:
-            raise RunError(f"settings file {path} must be UTF-8 text, not bytes such as "
-                           f"{exc.object[exc.start:exc.start + 4]!r} at offset "
-                           f"{exc.start}") from None
-        except OSError as exc:
-            raise RunError(f"settings file {path} cannot be read: "
-                           f"{exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise RunError(f"settings file {path} is not valid TOML: {exc}") from None
+            data = read_toml(path, what="settings file")
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
         if "run" in data:
             rest = sorted(key for key in data if key not in ("run", "macro", "chip"))
             if not isinstance(data["run"], dict):

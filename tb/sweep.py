@@ -45,12 +45,11 @@ import json
 import multiprocessing
 import os
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..hw.config import MacroConfig, macro_from_table, resolve_macro
+from ..hw.config import MacroConfig, macro_from_table, read_toml, resolve_macro
 from ..sw.energy import load_tech
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
 from ..sw.schedule import as_pattern
@@ -191,15 +190,9 @@ def load_spec(path: str | Path) -> SweepSpec:  # noqa: C901
     path = Path(path)
     where = f"sweep spec {path}"
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SweepError(f"{where} does not exist") from None
-    except IsADirectoryError:
-        raise SweepError(f"sweep spec must be a TOML file, not the folder {path}") from None
-    except (UnicodeDecodeError, OSError) as exc:
-        raise SweepError(f"{where} cannot be read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SweepError(f"{where} is not valid TOML: {exc}") from None
+        data = read_toml(path, what="sweep spec")
+    except ValueError as exc:
+        raise SweepError(str(exc)) from None
     unknown = sorted(set(data) - {"sweep", "point"})
     if unknown:
         raise SweepError(f"{where}: unknown table {unknown[0]!r}; a spec has [sweep] and "
