@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..hw.trace import Trace
-from ..sw.events import count_events
+from ..sw.events import Events, count_events
 from ..sw.golden import GoldenResult, run_trace
 from .harness import HARNESS_TOP
 from .verilator import BUILD_ROOT, build
@@ -57,7 +57,8 @@ class RtlReport:
 
 def run_rtl(trace: Trace, *, run_dir: str | Path, pauses: Pauses = Pauses(), seed: int = 1,
             reset_at: int | None = None, waves: bool = False, quiet: bool = True,
-            build_root: Path | None = None, golden: GoldenResult | None = None) -> RtlReport:
+            build_root: Path | None = None, golden: GoldenResult | None = None,
+            events: Events | None = None) -> RtlReport:
     """Run ``trace`` on the Verilator build of its config and scoreboard it.
 
     The golden model runs once, here (or not at all when ``golden`` is given); the cocotb
@@ -83,6 +84,8 @@ def run_rtl(trace: Trace, *, run_dir: str | Path, pauses: Pauses = Pauses(), see
     golden : GoldenResult, optional
         ``run_trace(trace)`` if the caller has already run it; it is trusted to be of this
         trace.
+    events : Events, optional
+        ``count_events(trace)`` if the caller has already counted them (trusted likewise).
 
     Returns
     -------
@@ -112,7 +115,7 @@ def run_rtl(trace: Trace, *, run_dir: str | Path, pauses: Pauses = Pauses(), see
         "golden": {"results": str(golden_path), "counters": dict(golden.counters),
                    "error": golden.error.name, "halted": golden.halted,
                    "commands": golden.commands, "data_left": golden.data_left},
-        "events": count_events(trace).rtl_counters(),
+        "events": (events or count_events(trace)).rtl_counters(),
         "result_file": str(result_file),
         "report": str(report_path),
         "reset_at": reset_at,

@@ -1194,6 +1194,7 @@ def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step):
             if scale > 0:
                 rel_error = float(np.linalg.norm(mapped.dequantize(y) - reference) / scale)
         pattern = mapped.pattern
+        events = count_events(mapped.trace)  # priced here, checked against the RTL below
         record = LayerRecord(
             name=layer.name, out_features=out_f, in_features=in_f, tokens=tokens,
             sparsify=sparse.method,
@@ -1209,8 +1210,7 @@ def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step):
             ideal_cycles=mapped.ideal_cycles,
             golden_match=bool(np.array_equal(y, mapped.expected)), rel_error=rel_error,
             extra={k: v for k, v in sparse.extra.items() if isinstance(v, (int, float, str))},
-            macro=cfg.slug,
-            energy=layer_energy(cfg, count_events(mapped.trace), tech, cell_counts, tokens))
+            macro=cfg.slug, energy=layer_energy(cfg, events, tech, cell_counts, tokens))
         step("end", f"golden {layer.name}")
         if layer.name in rtl_names:
             step("begin", f"RTL {layer.name}")
@@ -1221,7 +1221,8 @@ def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step):
                             Pauses(pause, pause, pause))
             else:
                 rtl = run_rtl(mapped.trace, run_dir=run_dir / "rtl" / layer.name,
-                              pauses=Pauses(pause, pause, pause), golden=golden)
+                              pauses=Pauses(pause, pause, pause), golden=golden,
+                              events=events)
                 record.rtl_cycles = int(rtl.rtl_cycles)
                 record.rtl_match = bool(rtl.passed)
                 record.rtl_dir = str(rtl.run_dir)
