@@ -15,7 +15,9 @@ from pathlib import Path
 from .pattern import Pattern
 
 __all__ = ["MacroConfig", "PRESETS", "FLEXCIM_PATTERNS", "MAX_M", "preset", "ceil_log2",
-           "load_macro", "macro_from_table", "resolve_macro", "macro_toml"]
+           "load_macro", "macro_from_table", "resolve_macro", "macro_toml",
+           "ChipConfig", "CHIP_PRESETS", "chip_preset", "chip_from_table", "load_chip",
+           "resolve_chip", "chip_toml"]
 
 #: Largest group width a pattern may have: bounds the metadata and the distribution network.
 MAX_M = 16
@@ -414,3 +416,218 @@ def macro_toml(config: MacroConfig, *, comment: str = "") -> str:
             value = "[" + ", ".join(f'"{n}:{m}"' for n, m in value) + "]"
         lines.append(f"{key} = {value}")
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class ChipConfig:
+    """Parameters of an accelerator of ``macros`` (K) identical macros under one command stream.
+
+    The chip's timing contract is ``docs/chip.md`` (the :class:`~sparsecim.hw.chip.Chip`
+    docstring restates it): a dispatcher copies each command into the command queues of the
+    macros it addresses, every macro runs its own queue, a weight port (off-chip memory, at
+    ``weight_bw`` bytes per cycle) and an activation port (the global buffer, one beat per
+    cycle, broadcast to the macros a LOAD_A addresses) serve the loads in command order, and a
+    result port sums the READ beats of the macros a READ addresses.
+
+    Parameters
+    ----------
+    macro : MacroConfig
+        The macro, every one of the K alike.
+    macros : int
+        K, from 1 to 4096.
+    clock_mhz : float
+        Clock frequency, for seconds and tokens/s (0 < f <= 10000).
+    weight_bw : int
+        Off-chip weight bandwidth in bytes per cycle (1 to 65536). A weight row of
+        ``weight_row_bytes`` bytes can pass the weight port once that many bytes of credit
+        have accrued (``docs/chip.md``); at ``weight_bw >= weight_row_bytes`` one row a cycle.
+    offchip_bytes : int
+        Off-chip memory capacity (weights of every streamed layer live there), at least 1.
+    buffer_bytes : int
+        On-chip activation / global buffer, at least one activation beat: it holds the
+        activations of a layer's input and output (and the KV cache, when costed on chip).
+    queue : int
+        Depth of each macro's command queue, 1 to 64: how far the dispatcher may run ahead of
+        a busy macro, which is what lets loads into some macros overlap compute in others.
+
+    Raises
+    ------
+    ValueError
+        For any field outside its constraint, as ``"<field> must be <constraint>, not <value>"``.
+    """
+
+    macro: MacroConfig
+    macros: int
+    clock_mhz: float
+    weight_bw: int
+    offchip_bytes: int
+    buffer_bytes: int
+    queue: int = 4
+
+    def __post_init__(self):
+        def need(ok, field, constraint):
+            if not ok:
+                raise ValueError(f"{field} must be {constraint}, not {getattr(self, field)!r}")
+
+        def integer(value):
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        need(isinstance(self.macro, MacroConfig), "macro", "a MacroConfig")
+        need(integer(self.macros) and 1 <= self.macros <= 4096, "macros",
+             "an integer from 1 to 4096")
+        need(isinstance(self.clock_mhz, (int, float)) and not isinstance(self.clock_mhz, bool)
+             and 0 < self.clock_mhz <= 10000, "clock_mhz", "a number above 0, at most 10000")
+        need(integer(self.weight_bw) and 1 <= self.weight_bw <= 65536, "weight_bw",
+             "an integer from 1 to 65536 (bytes per cycle)")
+        need(integer(self.offchip_bytes) and self.offchip_bytes >= 1, "offchip_bytes",
+             "a positive integer")
+        need(integer(self.buffer_bytes) and self.buffer_bytes >= self.act_beat_bytes,
+             "buffer_bytes", f"an integer of at least one activation beat "
+             f"({self.act_beat_bytes} bytes)")
+        need(integer(self.queue) and 1 <= self.queue <= 64, "queue",
+             "an integer from 1 to 64")
+        object.__setattr__(self, "clock_mhz", float(self.clock_mhz))
+
+    @property
+    def weight_row_bytes(self) -> int:
+        """Bytes one weight row (a LOAD_W beat, weights and metadata) takes off chip."""
+        return -(-(self.macro.cols * (self.macro.weight_bits + self.macro.meta_bits)) // 8)
+
+    @property
+    def act_beat_bytes(self) -> int:
+        """Bytes of one activation beat: the activation broadcast width, one beat a cycle."""
+        return -(-(self.macro.act_lanes * self.macro.act_bits) // 8)
+
+    @property
+    def broadcast_bits(self) -> int:
+        """Activation broadcast width in bits: the macro's activation beat, sent to every macro
+        a LOAD_A addresses in the same cycle."""
+        return self.macro.act_lanes * self.macro.act_bits
+
+    @property
+    def cells(self) -> int:
+        """Weight cells on the chip."""
+        return self.macros * self.macro.cells
+
+    @property
+    def result_bits_per_lane(self) -> int:
+        """Width of a summed result lane: a macro accumulator plus ceil(log2 K) carry bits."""
+        return self.macro.acc_bits + ceil_log2(self.macros)
+
+    @property
+    def load_queue(self) -> int:
+        """Depth of the weight, activation and result routers' queues: a queued or running
+        command of every macro, so that they are never full (``docs/chip.md``)."""
+        return self.macros * (self.queue + 1)
+
+    @property
+    def slug(self) -> str:
+        """Short name of the parameters, used to name build folders."""
+        clock = f"{self.clock_mhz:g}".replace(".", "p")
+        return (f"k{self.macros}q{self.queue}bw{self.weight_bw}f{clock}"
+                f"-buf{self.buffer_bytes}-off{self.offchip_bytes}-{self.macro.slug}")
+
+    def to_dict(self) -> dict:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields["macro"] = self.macro.to_dict()
+        return fields
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> ChipConfig:
+        """Build from :meth:`to_dict` output (``macro`` a table of macro fields or a macro
+        preset name); unknown or missing fields raise ``ValueError``."""
+        if not isinstance(fields, dict):
+            raise ValueError(f"chip must be a mapping of fields, not {fields!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"chip has unknown fields {unknown}; known are {sorted(known)}")
+        fields = dict(fields)
+        macro = fields.get("macro")
+        if isinstance(macro, str):
+            fields["macro"] = resolve_macro(macro)
+        elif isinstance(macro, dict):
+            fields["macro"] = macro_from_table(macro, where="chip macro")
+        try:
+            return cls(**fields)
+        except TypeError as exc:
+            raise ValueError(f"chip is incomplete: {exc}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+_KIB, _MIB, _GIB = 1 << 10, 1 << 20, 1 << 30
+
+CHIP_PRESETS: dict[str, ChipConfig] = {
+    # Fast Verilator tests: 4 tiny macros. 4 bytes a cycle is below a tiny weight row
+    # (4 × (8 + 3) bits = 6 bytes), so the off-chip bandwidth bounds weight loads and the
+    # credit path is exercised in every streamed test.
+    "tiny4": ChipConfig(macro=PRESETS["tiny"], macros=4, clock_mhz=100.0, weight_bw=4,
+                        offchip_bytes=1 * _MIB, buffer_bytes=4 * _KIB, queue=4),
+    # An edge chip: 16 flexcim macros (16 × 4 × 32 × 32 = 64 Ki 8-bit cells, 64 KiB of
+    # weights), in the range of published digital SRAM-CIM test chips (Chih et al., ISSCC
+    # 2021: a 64 kb macro in 0.202 mm² at 22 nm, so 16 such macros are about 3 mm²). 500 MHz,
+    # as those macros run at 0.5–1 GHz. One LPDDR4X-4266 x32 channel gives about 17 GB/s:
+    # 32 bytes a cycle at 500 MHz. A 1 MiB global buffer holds a 4096-wide layer's
+    # activations for 128 tokens at 8 bits (512 KiB) twice over; 4 GiB of LPDDR.
+    "edge": ChipConfig(macro=PRESETS["flexcim"], macros=16, clock_mhz=500.0, weight_bw=32,
+                       offchip_bytes=4 * _GIB, buffer_bytes=1 * _MIB, queue=4),
+    # A large inference chip: 2048 paper-scale macros (4 × 64 × 64 cells each: 32 Mi 8-bit
+    # cells, 32 MiB of weights, the on-chip SRAM of a datacenter accelerator), 1 GHz, one
+    # HBM2E stack (about 460 GB/s: 448 bytes a cycle at 1 GHz), a 16 MiB global buffer and
+    # 16 GiB off chip. It holds a 135 M-parameter model at 4:8 or 1:8 resident only in part.
+    "large": ChipConfig(macro=PRESETS["paper"], macros=2048, clock_mhz=1000.0, weight_bw=448,
+                        offchip_bytes=16 * _GIB, buffer_bytes=16 * _MIB, queue=4),
+}
+
+
+def chip_preset(name: str) -> ChipConfig:
+    """Return the named chip preset; ``ValueError`` naming the known ones otherwise."""
+    try:
+        return CHIP_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"chip must be one of {sorted(CHIP_PRESETS)}, not {name!r}") from None
+
+
+def chip_from_table(table, *, where: str) -> ChipConfig:
+    """A :class:`ChipConfig` from a TOML ``[chip]`` table; ``macro`` is a preset name, a
+    ``.toml`` macro file or an inline table. One-line ``ValueError`` prefixed with ``where``."""
+    if not isinstance(table, dict):
+        raise ValueError(f"{where}: [chip] must be a table of fields, not {table!r}")
+    try:
+        return ChipConfig.from_dict(table)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def load_chip(path) -> ChipConfig:
+    """Read a chip from a TOML file: a ``[chip]`` table (its ``macro`` a preset name, a macro
+    file or a ``[chip.macro]`` table), or the chip fields at top level."""
+    path = Path(path)
+    data = read_toml(path, what="chip file")
+    if isinstance(data.get("chip"), dict):
+        data = data["chip"]
+    return chip_from_table(data, where=f"chip file {path}")
+
+
+def resolve_chip(spec: str) -> ChipConfig:
+    """A chip preset name (:data:`CHIP_PRESETS`) or the path of a TOML chip file."""
+    if spec in CHIP_PRESETS:
+        return CHIP_PRESETS[spec]
+    if str(spec).endswith(".toml"):
+        return load_chip(spec)
+    raise ValueError(f"chip must be one of {', '.join(sorted(CHIP_PRESETS))} or a .toml "
+                     f"file, not {spec!r}")
+
+
+def chip_toml(config: ChipConfig, *, comment: str = "") -> str:
+    """``config`` as a TOML ``[chip]`` table with a ``[chip.macro]`` table; :func:`load_chip`
+    reads it back."""
+    lines = [f"# {comment}"] if comment else []
+    lines.append("[chip]")
+    for key, value in config.to_dict().items():
+        if key != "macro":
+            lines.append(f"{key} = {value}")
+    macro = macro_toml(config.macro).replace("[macro]", "[chip.macro]")
+    return "\n".join(lines) + "\n\n" + macro

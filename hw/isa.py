@@ -19,7 +19,7 @@ import numpy as np
 from amaranth.hdl import Shape, signed
 from amaranth.lib import data, enum
 
-from .config import MacroConfig, ceil_log2, preset
+from .config import ChipConfig, MacroConfig, ceil_log2, chip_preset, preset
 from .pattern import Pattern, as_pattern
 
 __all__ = [
@@ -34,10 +34,12 @@ __all__ = [
     "beat_bytes", "words_to_bytes", "bytes_to_words", "pack_beat_bytes", "unpack_beat_bytes",
     "pack_weight_row_bytes", "unpack_weight_row_bytes",
     "isa_markdown",
+    "CHIP_COUNTERS", "chip_command_layout", "chip_result_layout", "chip_counters_layout",
+    "encode_chip", "decode_chip", "check_chip",
 ]
 
 #: Bumped whenever an encoding or a cycle cost changes; traces record it.
-ISA_VERSION = 5
+ISA_VERSION = 6
 
 #: Cycles a COMPUTE spends after issuing its last pass: one to read the activation buffer and
 #: register the merged column sums, one to read, add and write the accumulator.
@@ -75,12 +77,15 @@ class Mode(enum.Enum, shape=2):
 
 
 class ErrorCode(enum.Enum, shape=3):
-    """Sequencer error status. Any value but NONE halts the sequencer."""
+    """Sequencer error status. Any value but NONE halts the sequencer (or the chip)."""
     NONE = 0
     ILLEGAL_OPCODE = 1
     ILLEGAL_MODE = 2
     ZERO_COUNT = 3
     ADDRESS_RANGE = 4
+    #: Chip only: the macros a LOAD_A broadcasts to disagree on its length (their patterns
+    #: differ), so the activation port cannot serve them together.
+    OUT_OF_STEP = 5
 
 
 @dataclass(frozen=True)
@@ -798,6 +803,95 @@ def unpack_weight_rows(cfg: MacroConfig, words) -> tuple[np.ndarray, np.ndarray]
     return unpack_weight_row_bytes(cfg, words_to_bytes(words, beat_bytes(layout.size)))
 
 
+# --- The chip level (ISA 6): K macros under one command stream (docs/chip.md). ---
+
+#: Chip counters, in the order of the chip status port: cycles from reset to the chip's halt,
+#: cycles the dispatcher hands a command to the macro queues, cycles the weight port moves a
+#: row, cycles the activation port moves a beat, cycles the result port moves a beat, and
+#: cycles the weight port's macros are all waiting and a row is offered but the bandwidth
+#: credit is short. Each macro keeps its own :data:`STATUS_COUNTERS` beside them.
+CHIP_COUNTERS = ("total", "dispatch", "w_load", "a_load", "read", "bw_stall")
+
+
+@functools.cache
+def chip_command_layout(chip: ChipConfig) -> data.StructLayout:
+    """A chip command word: the macro command word ``cmd`` (:func:`command_layout`), then the
+    macros it addresses, ``target`` .. ``target + span - 1``. END ignores both and goes to
+    every macro."""
+    return data.StructLayout({
+        "cmd": command_layout(chip.macro),
+        "target": _addr(chip.macros),
+        "span": _width(chip.macros),
+    })
+
+
+@functools.cache
+def chip_result_layout(chip: ChipConfig) -> data.ArrayLayout:
+    """A chip result beat: per column, the sum of the addressed macros' accumulators, with
+    ``ceil(log2 K)`` bits more than one accumulator so that the sum never wraps."""
+    return data.ArrayLayout(signed(chip.result_bits_per_lane), chip.macro.cols)
+
+
+@functools.cache
+def chip_counters_layout(chip: ChipConfig) -> data.StructLayout:
+    """The chip counters, :data:`CHIP_COUNTERS` in order, ``counter_bits`` each."""
+    return data.StructLayout({name: chip.macro.counter_bits for name in CHIP_COUNTERS})
+
+
+def encode_chip(chip: ChipConfig, cmd: Command, *, target: int = 0, span: int = 1) -> int:
+    """Encode ``cmd`` for the macros ``target .. target + span - 1`` as a chip command word.
+
+    Raises
+    ------
+    ValueError
+        As :func:`encode`, or if ``target`` or ``span`` does not fit its field. Whether the
+        range lies on the chip is :func:`check_chip`'s question (the dispatcher's check).
+    """
+    layout = chip_command_layout(chip)
+    for name, value in (("target", target), ("span", span)):
+        width = _field_shape(layout[name]).width
+        if not isinstance(value, (int, np.integer)) or not 0 <= value < 2 ** width:
+            raise ValueError(f"chip command {name} must be an integer from 0 to "
+                             f"{2 ** width - 1} ({width} bits), not {value!r}")
+    word = encode(chip.macro, cmd)
+    return (word << layout["cmd"].offset | int(target) << layout["target"].offset
+            | int(span) << layout["span"].offset)
+
+
+def decode_chip(chip: ChipConfig, word: int) -> tuple[int, int, int]:
+    """``(target, span, macro command word)`` of a chip command word; the macro word is
+    decoded (and its opcode judged) by :func:`decode` with ``chip.macro``.
+
+    Raises
+    ------
+    ValueError
+        If ``word`` is negative or wider than :func:`chip_command_layout`.
+    """
+    layout = chip_command_layout(chip)
+    if not isinstance(word, (int, np.integer)) or not 0 <= word < 2 ** layout.size:
+        raise ValueError(f"chip command word must be an integer of at most {layout.size} "
+                         f"bits, not {word!r}")
+    word = int(word)
+    return (_bits(word, layout["target"]), _bits(word, layout["span"]),
+            _bits(word, layout["cmd"]))
+
+
+def check_chip(chip: ChipConfig, target: int, span: int, macro_word: int) -> ErrorCode:
+    """The error the dispatcher raises for a chip command (``NONE`` if it dispatches it).
+
+    END is never refused (it goes to every macro). Otherwise ``span == 0`` raises ZERO_COUNT
+    and ``target + span > K`` ADDRESS_RANGE. Everything else about the command is judged by
+    the macros that run it (:func:`check`).
+    """
+    if _bits(macro_word, command_layout(chip.macro)["opcode"]) == Opcode.END.value:
+        return ErrorCode.NONE
+    if span == 0:
+        return ErrorCode.ZERO_COUNT
+    if target + span > chip.macros:
+        return ErrorCode.ADDRESS_RANGE
+    return ErrorCode.NONE
+
+
 def disassemble(cfg: MacroConfig, word: int) -> str:
     """One line of text for a command word, also for illegal ones."""
     try:
@@ -868,7 +962,29 @@ def isa_markdown(cfg: MacroConfig, name: str) -> str:
         f"{cfg.counter_bits} bits each, saturating.",
         "",
     ]
+    out += _chip_markdown(chip_preset("edge"), "edge")
     return "\n".join(out)
+
+
+def _chip_markdown(chip: ChipConfig, name: str) -> list[str]:
+    layout = chip_command_layout(chip)
+    out = ["## Chip command words (ISA 6)", "",
+           f"Widths for the `{name}` chip preset (K = {chip.macros}); the timing is "
+           "`docs/chip.md`. A chip command word is the macro command word followed by the "
+           "range of macros it addresses:", "",
+           "| field | bits | width |", "| --- | --- | --- |"]
+    for fname, field in layout:
+        width = Shape.cast(field.shape).width
+        out.append(f"| `{fname}` | [{field.offset}, {field.offset + width}) | {width} |")
+    out += ["",
+            "- CONFIG, COMPUTE and MOVE go to every macro of the range; LOAD_W rows and LOAD_A "
+            "beats are broadcast to all of them; READ sums their beats lane by lane "
+            f"({chip.result_bits_per_lane}-bit lanes). END goes to every macro.",
+            "- The dispatcher raises ZERO_COUNT for `span = 0` and ADDRESS_RANGE for "
+            "`target + span > K`; OUT_OF_STEP when the macros of a LOAD_A disagree on its "
+            "length.",
+            f"- Chip counters: {', '.join(CHIP_COUNTERS)}; every macro keeps its own.", ""]
+    return out
 
 
 if __name__ == "__main__":

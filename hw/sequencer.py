@@ -105,13 +105,23 @@ class Sequencer(wiring.Component):
     macro : Out(ControlSignature(config))
         Drives the :class:`~sparsecim.hw.macro.Macro`: writes in the cycle of the data
         handshake, one pass issue per COMPUTE cycle, accumulator reads for READ.
+    data_w : Out(1)
+        High in LOAD_W cycles (``data.ready`` is for a weight row), low in LOAD_A cycles: the
+        chip routes its weight and activation ports by it (:class:`~sparsecim.hw.chip.Chip`).
+    data_last : Out(1)
+        High in a LOAD_W or LOAD_A cycle whose data handshake, if it happens, takes the
+        command's last beat (combinational, independent of ``data.valid``).
+    result_last : Out(1)
+        High in a READ cycle whose result beat is the command's last.
     """
 
     def __init__(self, config: MacroConfig):
         if not isinstance(config, MacroConfig):
             raise TypeError(f"config must be a MacroConfig, not {config!r}")
         self.config = config
-        super().__init__(external_members(config) | {"macro": Out(ControlSignature(config))})
+        super().__init__(external_members(config) | {"macro": Out(ControlSignature(config)),
+                                                      "data_w": Out(1), "data_last": Out(1),
+                                                      "result_last": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -241,7 +251,8 @@ class Sequencer(wiring.Component):
                                 m.next = "HALT"
 
             with m.State("LOAD_W"):
-                m.d.comb += [dat.ready.eq(1), tick["total"].eq(1),
+                m.d.comb += [dat.ready.eq(1), tick["total"].eq(1), self.data_w.eq(1),
+                             self.data_last.eq(step + 1 == cur.load_w.count),
                              tick["load"].eq(dat.valid), tick["stall"].eq(~dat.valid),
                              tick["w_rows"].eq(dat.valid), ctrl.w_en.eq(dat.valid),
                              ctrl.w_row.eq(cur.load_w.row + step),
@@ -254,6 +265,8 @@ class Sequencer(wiring.Component):
             with m.State("LOAD_A"):
                 # Activation lanes fill the low bits of a data beat (act_beat_layout).
                 m.d.comb += [dat.ready.eq(1), tick["total"].eq(1),
+                             self.data_last.eq((beat == last_beat)
+                                               & (step + 1 == cur.load_a.count)),
                              tick["load"].eq(dat.valid), tick["stall"].eq(~dat.valid),
                              tick["a_beats"].eq(dat.valid), ctrl.a_en.eq(dat.valid),
                              ctrl.a_addr.eq(cur.load_a.addr + step),
@@ -286,7 +299,7 @@ class Sequencer(wiring.Component):
             with m.State("READ"):
                 last = step + 1 == cur.read.count
                 m.d.comb += [res.valid.eq(1), res.payload.eq(ctrl.rd_data),
-                             tick["total"].eq(1),
+                             self.result_last.eq(last), tick["total"].eq(1),
                              tick["read"].eq(res.ready), tick["stall"].eq(~res.ready)]
                 # The read port holds its data while rd_en is low: payload stable until ready.
                 with m.If(res.ready):
