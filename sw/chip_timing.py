@@ -373,7 +373,8 @@ def step_chip(chip: ChipConfig, commands, *, max_cycles: int = 10 ** 6) -> ChipT
                               [dict(mac.counts) for mac in macros])
         idle = (hold is None and taken == len(words) and not any(routers.values())
                 and all(mac.state in ("FETCH", "HALT") and not mac.queue for mac in macros)
-                and any(mac.state == "FETCH" for mac in macros))
+                and any(mac.state == "FETCH" for mac in macros)
+                and all(mac.error == ErrorCode.NONE for mac in macros))
         if idle:
             return ChipTiming(False, ErrorCode.NONE, None, None, None, None)
     raise ValueError(f"the chip did not halt within max_cycles={max_cycles} cycles")
