@@ -48,6 +48,7 @@ from .isa import (
     ErrorCode,
     Opcode,
     act_beat_layout,
+    beat_bytes,
     check,
     check_chip,
     chip_command_layout,
@@ -62,6 +63,7 @@ from .isa import (
     unpack_beats,
     unpack_weight_rows,
     weight_row_layout,
+    words_to_bytes,
 )
 from .trace import BeatArray, Step, TraceFormatError, _hex_lines, read_body, read_header
 
@@ -281,6 +283,27 @@ class ChipTrace:
     def acts(self) -> list[int]:
         """The ``acts`` stream: the beats of every LOAD_A step in order."""
         return self._stream(Opcode.LOAD_A)
+
+    def stream_array(self, opcode: Opcode) -> np.ndarray:
+        """The ``weights`` (``Opcode.LOAD_W``) or ``acts`` (``Opcode.LOAD_A``) stream as its
+        byte view: ``uint8`` ``(beats, beat_bytes(port bits))``, little-endian rows, with no
+        Python ``int`` per beat for steps that hold a :class:`BeatArray`."""
+        macro = self.config.macro
+        bits = (weight_row_layout(macro) if opcode == Opcode.LOAD_W
+                else act_beat_layout(macro)).size
+        nbytes = beat_bytes(bits)
+        parts = [np.zeros((0, nbytes), dtype=np.uint8)]
+        for step in self.steps:
+            if not len(step.data) or self._opcode(step) != opcode.value:
+                continue
+            if isinstance(step.data, BeatArray):
+                raw = step.data.raw
+                fixed = np.zeros((len(raw), nbytes), dtype=np.uint8)
+                fixed[:, :min(nbytes, raw.shape[1])] = raw[:, :nbytes]
+                parts.append(fixed)
+            else:
+                parts.append(words_to_bytes(step.data, nbytes))
+        return np.concatenate(parts)
 
     def plan(self) -> ChipPlan:
         """:func:`plan_chip` of the command words."""

@@ -9,6 +9,7 @@ from sparsecim.hw.isa import (
     Mode,
     Opcode,
     act_beat_layout,
+    bytes_to_words,
     encode_chip,
     pack_beats,
     pack_weight_rows,
@@ -53,6 +54,8 @@ def test_round_trip_and_streams(tmp_path):
     copy.steps = [type(s)(s.command, raw if i == 0 else s.data)
                   for i, s in enumerate(trace.steps)]
     assert copy.to_text() == trace.to_text()
+    assert bytes_to_words(copy.stream_array(Opcode.LOAD_W)) == trace.weights
+    assert bytes_to_words(trace.stream_array(Opcode.LOAD_A)) == trace.acts
 
 
 def test_file_lines_are_fixed_width_hex():
