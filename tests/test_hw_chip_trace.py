@@ -156,7 +156,7 @@ def test_random_programs_are_well_formed_and_round_trip(illegal):
                       offchip_bytes=1 << 20, buffer_bytes=4096, queue=2)
     rng = np.random.default_rng(7)
     for _ in range(5):
-        trace = random_chip_program(chip, rng, illegal=illegal)
+        trace = random_chip_program(chip, rng, illegal=illegal, tail=6)
         trace.validate()
         assert ChipTrace.from_text(trace.to_text()) == trace
         assert trace.meta["expect"] == (CHIP_ILLEGAL_KINDS[illegal].name if illegal
