@@ -18,15 +18,16 @@ import numpy as np
 from ...hw.trace import Trace
 from .chip import (
     ChipLayer,
-    ChipPlan,
     ChipSchedule,
     LayerFigures,
     LayerPlacement,
+    ModelPlan,
     chip_layer_figures,
     model_figures,
     place_layer,
-    plan_chip,
+    place_model,
     schedule_chip,
+    schedule_monarch_chip,
 )
 from .gemm import (
     GemmSchedule,
@@ -52,9 +53,9 @@ from .monarch import (
 __all__ = ["Schedule", "GemmSchedule", "ReadBlock", "MonarchSchedule", "MonarchCost",
            "MONARCH_MAPPINGS", "as_pattern", "chain", "ideal_cycles", "predict_counters",
            "schedule_dense", "schedule_layer", "schedule_monarch", "monarch_reference",
-           "monarch_cost", "ChipLayer", "ChipPlan", "ChipSchedule", "LayerFigures",
-           "LayerPlacement", "chip_layer_figures", "model_figures", "place_layer", "plan_chip",
-           "schedule_chip"]
+           "monarch_cost", "ChipLayer", "ModelPlan", "ChipSchedule", "LayerFigures",
+           "LayerPlacement", "chip_layer_figures", "model_figures", "place_layer", "place_model",
+           "schedule_chip", "schedule_monarch_chip"]
 
 
 @runtime_checkable

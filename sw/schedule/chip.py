@@ -49,7 +49,7 @@ contiguous. Reading summed groups saves ``k_tiles`` times the result beats and n
 host-side additions; broadcasting the whole input (mode ``"broadcast"``) recovers the one-send
 property for the activations where the buffer holds them.
 
-A model (:func:`plan_chip`)
+A model (:func:`place_model`)
 ---------------------------
 Resident layers each get their own macros, smallest first, while they fit; the streamed
 layers share the rest (a *pool*, at least two macros when there are any, so that loads in one
@@ -78,8 +78,10 @@ from ...hw.isa import (
     config_command,
     encode_chip,
     pack_beat_bytes,
+    requantize,
 )
 from ...hw.pattern import as_pattern
+from ...hw.trace import BeatArray, Step
 from ..mapping import TileMapping, map_nm
 from .gemm import (
     ReadBlock,
@@ -91,9 +93,10 @@ from .gemm import (
     _tile_weight_bytes,
 )
 
-__all__ = ["ChipLayer", "LayerPlacement", "ChipPlan", "ChipRead", "ChipSchedule",
-           "LayerFigures", "place_layer", "plan_chip", "schedule_chip", "chip_ops",
-           "chip_layer_figures", "model_figures", "ACTS_MODES"]
+__all__ = ["ChipLayer", "LayerPlacement", "ModelPlan", "ChipRead", "ChipSchedule",
+           "LayerFigures", "place_layer", "place_model", "schedule_chip", "chip_ops",
+           "chip_layer_figures", "model_figures", "ACTS_MODES", "ChipMonarchSchedule",
+           "schedule_monarch_chip"]
 
 #: How a layer's activations reach its macros (see the module docstring).
 ACTS_MODES = ("broadcast", "own", "per_tile")
@@ -224,8 +227,8 @@ def place_layer(chip: ChipConfig, layer: ChipLayer, base: int, macros: int,
 
 
 @dataclass(frozen=True)
-class ChipPlan:
-    """Placements of a model's linears on one chip (:func:`plan_chip`).
+class ModelPlan:
+    """Placements of a model's linears on one chip (:func:`place_model`).
 
     Attributes
     ----------
@@ -248,7 +251,7 @@ class ChipPlan:
         return sum(p.macros for p in self.placements if p.resident)
 
 
-def plan_chip(chip: ChipConfig, layers, tokens: int = 1, *, pool: int | None = None) -> ChipPlan:
+def place_model(chip: ChipConfig, layers, tokens: int = 1, *, pool: int | None = None) -> ModelPlan:
     """Decide which of ``layers`` are resident (and on which macros) and which stream.
 
     Layers are made resident smallest first (fewest tiles), each on macros of its own, as long
@@ -301,7 +304,7 @@ def plan_chip(chip: ChipConfig, layers, tokens: int = 1, *, pool: int | None = N
         else:
             placements.append(place_layer(chip, layer, pool_base, pool_macros, tokens,
                                           streamed=True))
-    return ChipPlan(chip=chip, placements=tuple(placements), pool=(pool_base, pool_macros),
+    return ModelPlan(chip=chip, placements=tuple(placements), pool=(pool_base, pool_macros),
                     tokens=tokens)
 
 
@@ -420,7 +423,7 @@ class ChipSchedule:
     ----------
     trace
         The chip trace (``ChipTrace``): CONFIG first, END last.
-    plan : ChipPlan
+    plan : ModelPlan
     tokens : int
         Tokens every layer computes.
     reads : list of ChipRead
@@ -429,7 +432,7 @@ class ChipSchedule:
         Whether the resident layers' one-time loads are in the trace.
     """
     trace: object
-    plan: ChipPlan
+    plan: ModelPlan
     tokens: int
     reads: list
     load: bool = True
@@ -471,7 +474,7 @@ class ChipSchedule:
         return outs
 
 
-def _plan_ops(plan: ChipPlan, tokens: int, *, load: bool, compute: bool):
+def _plan_ops(plan: ModelPlan, tokens: int, *, load: bool, compute: bool):
     """Every layer's commands, resident loads first (a load phase), then the layers one
     after the other; END last."""
     ops: list = []
@@ -524,7 +527,7 @@ def _op_data(chip: ChipConfig, ref, w_raw, a_raw, patterns) -> np.ndarray | None
 def _make_trace(chip: ChipConfig, ops, meta: dict, w_raw=None, a_raw=None, patterns=()):
     """Encode ``ops`` into a chip trace (``hw.chip_trace.ChipTrace``); data beats from the
     packed arrays (omitted when they are None: a trace for timing only)."""
-    from ...hw.chip_trace import ChipStep, ChipTrace
+    from ...hw.chip_trace import ChipTrace
     steps = []
     encoded: dict = {}
     for target, span, cmd, ref in ops:
@@ -533,11 +536,11 @@ def _make_trace(chip: ChipConfig, ops, meta: dict, w_raw=None, a_raw=None, patte
         if word is None:
             word = encoded[key] = encode_chip(chip, cmd, target=target, span=span)
         data = None if w_raw is None else _op_data(chip, ref, w_raw, a_raw, patterns)
-        steps.append(ChipStep(word, data))
+        steps.append(Step(word, [] if data is None else BeatArray(data)))
     return ChipTrace(chip, steps, meta=meta)
 
 
-def _plan_meta(plan: ChipPlan, tokens: int) -> dict:
+def _plan_meta(plan: ModelPlan, tokens: int) -> dict:
     return {"workload": "chip", "tokens": tokens, "layers": [
         {"name": p.layer.name, "k": p.layer.k, "n": p.layer.n, "pattern": list(p.layer.pattern),
          "base": p.base, "macros": p.macros, "group": p.group, "groups": p.groups,
@@ -545,7 +548,7 @@ def _plan_meta(plan: ChipPlan, tokens: int) -> dict:
         for p in plan.placements]}
 
 
-def schedule_chip(chip: ChipConfig, layers, xs, ws, *, plan: ChipPlan | None = None,
+def schedule_chip(chip: ChipConfig, layers, xs, ws, *, plan: ModelPlan | None = None,
                   load: bool = True) -> ChipSchedule:
     """Schedule layers with their operands as one chip trace.
 
@@ -558,8 +561,8 @@ def schedule_chip(chip: ChipConfig, layers, xs, ws, *, plan: ChipPlan | None = N
         Per layer, activations ``(tokens, k)`` (every layer the same tokens) and weights
         ``(k, n)``, integers in the signed ``act_bits`` / ``weight_bits`` ranges. The layers
         are independent (each has its own ``x``).
-    plan : ChipPlan, optional
-        Placements (default :func:`plan_chip` for these layers and tokens).
+    plan : ModelPlan, optional
+        Placements (default :func:`place_model` for these layers and tokens).
     load : bool
         Put the resident layers' loads in the trace (False: a trace of the token phase only,
         which expects the weights already in place; for timing).
@@ -598,7 +601,7 @@ def schedule_chip(chip: ChipConfig, layers, xs, ws, *, plan: ChipPlan | None = N
         raise ValueError(f"every layer must run the same tokens, not "
                          f"{[x.shape[0] for x, _ in checked]}")
     if plan is None:
-        plan = plan_chip(chip, layers, tokens)
+        plan = place_model(chip, layers, tokens)
     elif [p.layer for p in plan.placements] != layers:
         raise ValueError("plan must place the layers given, in the same order")
     w_raw, a_raw = [], []
@@ -761,8 +764,8 @@ def chip_layer_figures(chip: ChipConfig, layer: ChipLayer, *, base: int = 0,
 
 
 def model_figures(chip: ChipConfig, layers, *, prefill_tokens: int = 128,
-                  plan: ChipPlan | None = None) -> list[LayerFigures]:
-    """:func:`chip_layer_figures` of every layer of a model as :func:`plan_chip` places them;
+                  plan: ModelPlan | None = None) -> list[LayerFigures]:
+    """:func:`chip_layer_figures` of every layer of a model as :func:`place_model` places them;
     each distinct (shape, pattern, placement size) is priced once.
 
     Returns
@@ -771,7 +774,7 @@ def model_figures(chip: ChipConfig, layers, *, prefill_tokens: int = 128,
         In the order of ``layers``.
     """
     layers = list(layers)
-    plan = plan or plan_chip(chip, layers, prefill_tokens)
+    plan = plan or place_model(chip, layers, prefill_tokens)
     priced: dict = {}
     out = []
     for p in plan.placements:
@@ -787,3 +790,115 @@ def model_figures(chip: ChipConfig, layers, *, prefill_tokens: int = 128,
         out.append(dataclasses.replace(figures, layer=p.layer, placement=p))
     return out
 
+
+
+@dataclass(kw_only=True)
+class ChipMonarchSchedule:
+    """A Monarch layer on the chip (:func:`schedule_monarch_chip`): both factors' block
+    groups as layers of one :class:`ChipSchedule`.
+
+    Attributes
+    ----------
+    schedule : ChipSchedule
+        The first factor's groups (layers ``0 .. r_groups-1``), then the second's.
+    b, s, tokens, shift : int
+    r_group, l_group : int
+        Blocks per group (per layer) of each factor.
+    """
+    schedule: ChipSchedule
+    b: int
+    s: int
+    tokens: int
+    shift: int
+    r_group: int
+    l_group: int
+
+    @property
+    def trace(self):
+        return self.schedule.trace
+
+    @property
+    def result_beats(self) -> int:
+        return self.schedule.result_beats
+
+    def assemble(self, results: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Chip result beats to ``(u, z)``: the first factor's outputs ``(tokens, b, s)``
+        (block ``i``, output ``c``, before requantization) and the layer's ``(tokens, s, s)``
+        (block ``j``, output ``c``), as :func:`~sparsecim.sw.schedule.monarch_reference`."""
+        outs = self.schedule.assemble(results)
+        r_layers = -(-self.b // self.r_group)
+        u = np.concatenate(outs[:r_layers], axis=1).reshape(self.tokens, self.b, self.s)
+        z = np.concatenate(outs[r_layers:], axis=1).reshape(self.tokens, self.s, self.s)
+        return u, z
+
+
+def _block_group(cfg: MacroConfig, size_in: int, size_out: int) -> int:
+    """Blocks per layer: as many as sit on the diagonal of one dense tile (the latency
+    mapping, SparseMap), at least one (a larger block is tiled like any layer)."""
+    return max(1, min(cfg.pass_inputs() // size_in, cfg.cols // size_out))
+
+
+def _grouped(blocks: np.ndarray, group: int) -> list[np.ndarray]:
+    """``(count, out, in)`` blocks to ``k × n`` block-diagonal weight matrices of ``group``
+    blocks each (zeros off the diagonal: stored, they cost cells, not correctness)."""
+    count, size_out, size_in = blocks.shape
+    out = []
+    for first in range(0, count, group):
+        part = blocks[first:first + group]
+        w = np.zeros((len(part) * size_in, len(part) * size_out), dtype=np.int64)
+        for q, block in enumerate(part):
+            w[q * size_in:(q + 1) * size_in, q * size_out:(q + 1) * size_out] = block.T
+        out.append(w)
+    return out
+
+
+def schedule_monarch_chip(chip: ChipConfig, x, r_blocks, l_blocks, shift: int, *,
+                          plan: ModelPlan | None = None) -> ChipMonarchSchedule:
+    """A Monarch layer (:mod:`~sparsecim.sw.schedule.monarch`'s notation) with its blocks
+    split over the chip's macros.
+
+    Each factor's blocks are cut into groups of as many blocks as sit on the diagonal of one
+    tile (:func:`_block_group`); a group is a block-diagonal layer placed like any other
+    (:func:`place_model`: resident on macros of its own while they fit, else streamed), so the
+    blocks of a factor run on different macros at once. The middle requantization and
+    transpose cannot stay on one macro when the blocks are spread (every second-factor block
+    needs an output of every first-factor block): the first factor's READs leave the chip,
+    and the second factor's activations are ``requantize(u)`` transposed, as the global
+    buffer would hold them. The scheduler computes that ``u`` in numpy to build the second
+    factor's activation beats; :meth:`ChipMonarchSchedule.assemble` returns the chip's own
+    ``u`` and ``z`` for checking against :func:`~sparsecim.sw.schedule.monarch_reference`.
+
+    Raises
+    ------
+    ValueError
+        If the blocks are not ``(b, s, s)`` and ``(s, s, b)``, ``x`` is not ``(tokens, b·s)``,
+        a value is out of range, or ``shift`` is outside ``0 .. acc_bits-1``.
+    """
+    cfg = chip.macro
+    r_blocks, l_blocks = np.asarray(r_blocks), np.asarray(l_blocks)
+    if r_blocks.ndim != 3 or r_blocks.shape[1] != r_blocks.shape[2]:
+        raise ValueError(f"r_blocks must have shape (b, s, s), not {r_blocks.shape}")
+    b, s, _ = r_blocks.shape
+    if l_blocks.shape != (s, s, b):
+        raise ValueError(f"l_blocks must have shape (s, s, b) = {(s, s, b)}, not "
+                         f"{l_blocks.shape}")
+    if not isinstance(shift, numbers.Integral) or not 0 <= shift < cfg.acc_bits:
+        raise ValueError(f"shift must be an integer in 0..{cfg.acc_bits - 1}, not {shift!r}")
+    x, _ = _check_shapes(cfg, x, np.zeros((b * s, 1), dtype=np.int8))
+    tokens = x.shape[0]
+    r_group, l_group = _block_group(cfg, s, s), _block_group(cfg, b, s)
+    r_ws, l_ws = _grouped(r_blocks, r_group), _grouped(l_blocks, l_group)
+    # The global buffer's view of the middle: requantized first-factor outputs, transposed.
+    u = np.einsum("ico,tio->tic", r_blocks.astype(np.int64),
+                  x.astype(np.int64).reshape(tokens, b, s))
+    v = requantize(cfg, u, int(shift)).transpose(0, 2, 1).reshape(tokens, s * b)
+    layers, xs = [], []
+    for q, w in enumerate(r_ws):
+        layers.append(ChipLayer(f"monarch.R{q}", w.shape[0], w.shape[1]))
+        xs.append(x[:, q * r_group * s:q * r_group * s + w.shape[0]])
+    for q, w in enumerate(l_ws):
+        layers.append(ChipLayer(f"monarch.L{q}", w.shape[0], w.shape[1]))
+        xs.append(v[:, q * l_group * b:q * l_group * b + w.shape[0]])
+    schedule = schedule_chip(chip, layers, xs, r_ws + l_ws, plan=plan)
+    return ChipMonarchSchedule(schedule=schedule, b=b, s=s, tokens=tokens, shift=int(shift),
+                               r_group=r_group, l_group=l_group)
