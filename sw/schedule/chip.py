@@ -94,9 +94,9 @@ from .gemm import (
 )
 
 __all__ = ["ChipLayer", "LayerPlacement", "ModelPlan", "ChipRead", "ChipSchedule",
-           "LayerFigures", "place_layer", "place_model", "schedule_chip", "chip_ops",
-           "chip_layer_figures", "model_figures", "ACTS_MODES", "ChipMonarchSchedule",
-           "schedule_monarch_chip"]
+           "LayerFigures", "place_layer", "layer_candidates", "place_model", "schedule_chip",
+           "chip_ops", "chip_words", "chip_layer_figures", "model_figures", "ACTS_MODES",
+           "ChipMonarchSchedule", "schedule_monarch_chip"]
 
 #: How a layer's activations reach its macros (see the module docstring).
 ACTS_MODES = ("broadcast", "own", "per_tile")
@@ -190,19 +190,23 @@ class LayerPlacement:
 
 
 def place_layer(chip: ChipConfig, layer: ChipLayer, base: int, macros: int,
-                tokens: int, *, streamed: bool = False) -> LayerPlacement:
+                tokens: int, *, streamed: bool = False, group: int | None = None,
+                acts: str | None = None) -> LayerPlacement:
     """Place ``layer`` on macros ``base .. base+macros-1`` for runs of ``tokens`` tokens.
 
-    Resident iff ``macros >= tiles`` and not ``streamed`` (macros shared with other layers
-    must reload their weights every chunk even when one layer would fit); the group shape,
-    the acts mode and the chunk follow the rules of the module docstring. Uses
-    ``G·S <= macros`` of them (``LayerPlacement.macros``).
+    Resident iff every macro holds one tile (``S = k_tiles``, ``G = n_tiles``) and not
+    ``streamed`` (macros shared with other layers reload their weights every chunk even when
+    one layer would fit). By default the group shape, the acts mode and the chunk follow
+    the rules of the module docstring; ``group`` (S) and ``acts`` override them (the
+    candidates :func:`layer_candidates` prices). Uses ``G·S <= macros`` of the macros
+    (``LayerPlacement.macros``).
 
     Raises
     ------
     ValueError
-        If the range is not on the chip, ``tokens`` is not positive, or the macro does not
-        run the layer's pattern.
+        If the range is not on the chip, ``tokens`` is not positive, the macro does not run
+        the layer's pattern, ``group`` is not from 1 to ``min(k_tiles, macros)``, or ``acts``
+        is unknown or does not fit the activation buffer.
     """
     macros, tokens = _positive("macros", macros), _positive("tokens", tokens)
     if not isinstance(base, numbers.Integral) or base < 0 or base + macros > chip.macros:
@@ -212,18 +216,52 @@ def place_layer(chip: ChipConfig, layer: ChipLayer, base: int, macros: int,
     mapping = layer.mapping(cfg)
     k_tiles, n_tiles = mapping.k_tiles, mapping.n_tiles
     s = min(k_tiles, macros)
+    if group is not None:
+        if not isinstance(group, numbers.Integral) or not 1 <= group <= s:
+            raise ValueError(f"group must be an integer from 1 to {s}, not {group!r}")
+        s = int(group)
     g = min(macros // s, n_tiles)
     resident = s == k_tiles and g == n_tiles and not streamed
     owned = -(-k_tiles // s)
-    if g > 1 and k_tiles <= cfg.act_depth:
-        acts, per_chunk = "broadcast", k_tiles
-    elif owned <= cfg.act_depth:
-        acts, per_chunk = "own", owned
-    else:
-        acts, per_chunk = "per_tile", 1
-    chunk = min(tokens, cfg.acc_depth, cfg.act_depth // per_chunk)
+    per_chunk = {"broadcast": k_tiles, "own": owned, "per_tile": 1}
+    if acts is None:
+        acts = ("broadcast" if g > 1 and k_tiles <= cfg.act_depth
+                else "own" if owned <= cfg.act_depth else "per_tile")
+    elif acts not in ACTS_MODES:
+        raise ValueError(f"acts must be one of {', '.join(ACTS_MODES)}, not {acts!r}")
+    elif per_chunk[acts] > cfg.act_depth:
+        raise ValueError(f"acts {acts!r} needs {per_chunk[acts]} activation entries a token, "
+                         f"more than act_depth ({cfg.act_depth})")
+    chunk = min(tokens, cfg.acc_depth, cfg.act_depth // per_chunk[acts])
     return LayerPlacement(layer=layer, mapping=mapping, base=int(base), macros=g * s,
                           group=s, groups=g, resident=resident, chunk=chunk, acts=acts)
+
+
+def layer_candidates(chip: ChipConfig, layer: ChipLayer, base: int, macros: int,
+                     tokens: int, *, streamed: bool = False) -> list[LayerPlacement]:
+    """The placements :func:`chip_layer_figures` prices and chooses from (fewest cycles).
+
+    A resident layer has one. A streamed layer reloads its weights every chunk, so only the
+    placements with the largest chunk are kept (a smaller chunk multiplies the weight
+    traffic: priced, they came out 2 to 60 times slower), over two group sizes ``S``
+    (``min(k_tiles, macros)`` and half of it: more groups, each macro owning more K tiles)
+    each with the default acts mode or, if that gives a larger chunk, ``"per_tile"`` (chunks
+    of ``acc_depth`` when the activation buffer cannot hold a chunk of every owned K tile).
+    """
+    first = place_layer(chip, layer, base, macros, tokens, streamed=streamed)
+    if first.resident:
+        return [first]
+    top = min(first.mapping.k_tiles, macros)
+    out = []
+    for group in dict.fromkeys((top, max(1, top // 2))):
+        default = place_layer(chip, layer, base, macros, tokens, streamed=streamed,
+                              group=group)
+        per_tile = place_layer(chip, layer, base, macros, tokens, streamed=streamed,
+                               group=group, acts="per_tile")
+        # "per_tile" re-sends activations for every output tile: only for a larger chunk.
+        out.append(per_tile if per_tile.chunk > default.chunk else default)
+    best = max(p.chunk for p in out)
+    return [p for p in out if p.chunk == best]
 
 
 @dataclass(frozen=True)
@@ -388,28 +426,33 @@ class _Emitter:
                                      ("a", self.index, own.start, own.stop, t0, count)))
         for nt in range(p.mapping.n_tiles):
             g = nt % p.groups
-            for j in range(p.group):
-                self.tiles(p.base + g * p.group + j, nt, p.owned(j), t0, count)
+            # Round-robin over the group's macros, one K tile each per round: while the
+            # weight port loads the others, a macro computes the tile it just got.
+            for i in range(p.max_owned):
+                for j in range(p.group):
+                    own = p.owned(j)
+                    if i < len(own):
+                        self.tile(p.base + g * p.group + j, nt, own, i, t0, count)
             self.ops.append((p.base + g * p.group, p.group,
                              command(Opcode.READ, addr=0, count=count), None))
             tile = p.mapping.tiles[nt * k_tiles]
             self.reads.append(ChipRead(self.index, ReadBlock(t0, count, tile.n0, tile.n1)))
 
-    def tiles(self, macro: int, nt: int, own: range, t0: int, count: int) -> None:
-        """A macro's tiles of output tile ``nt``: load (streamed), activations (per tile),
-        compute, accumulating over its K tiles."""
+    def tile(self, macro: int, nt: int, own: range, i: int, t0: int, count: int) -> None:
+        """Tile ``(nt, own[i])`` on ``macro``: load (streamed), activations (per tile),
+        compute, accumulating over the macro's K tiles."""
         p, command = self.p, self.command
-        for i, kt in enumerate(own):
-            if not p.resident:
-                self.load_tile(macro, nt, kt)
-            if p.acts == "per_tile":
-                self.ops.append((macro, 1, command(Opcode.LOAD_A, addr=0, count=count),
-                                 ("a", self.index, kt, kt + 1, t0, count)))
-                act_addr = 0
-            else:
-                act_addr = (kt - (0 if p.acts == "broadcast" else own.start)) * count
-            self.ops.append((macro, 1, command(Opcode.COMPUTE, act_addr=act_addr, acc_addr=0,
-                                               count=count, accumulate=int(i > 0)), None))
+        kt = own[i]
+        if not p.resident:
+            self.load_tile(macro, nt, kt)
+        if p.acts == "per_tile":
+            self.ops.append((macro, 1, command(Opcode.LOAD_A, addr=0, count=count),
+                             ("a", self.index, kt, kt + 1, t0, count)))
+            act_addr = 0
+        else:
+            act_addr = (kt - (0 if p.acts == "broadcast" else own.start)) * count
+        self.ops.append((macro, 1, command(Opcode.COMPUTE, act_addr=act_addr, acc_addr=0,
+                                           count=count, accumulate=int(i > 0)), None))
 
 
 @dataclass(kw_only=True)
@@ -529,12 +572,7 @@ def _make_trace(chip: ChipConfig, ops, meta: dict, w_raw=None, a_raw=None, patte
     packed arrays (omitted when they are None: a trace for timing only)."""
     from ...hw.chip_trace import ChipTrace
     steps = []
-    encoded: dict = {}
-    for target, span, cmd, ref in ops:
-        key = (target, span, id(cmd))
-        word = encoded.get(key)
-        if word is None:
-            word = encoded[key] = encode_chip(chip, cmd, target=target, span=span)
+    for word, (_, _, _, ref) in zip(chip_words(chip, ops), ops, strict=True):
         data = None if w_raw is None else _op_data(chip, ref, w_raw, a_raw, patterns)
         steps.append(Step(word, [] if data is None else BeatArray(data)))
     return ChipTrace(chip, steps, meta=meta)
@@ -625,8 +663,9 @@ class LayerFigures:
     Attributes
     ----------
     layer : ChipLayer
-    placement : LayerPlacement
-        For the prefill run (decode uses the same macros, chunk 1).
+    placement, decode_placement : LayerPlacement
+        The placements chosen for the prefill and the decode runs (same macros; the group
+        shape and acts mode may differ).
     resident : bool
     macros : int
         Macros the layer uses.
@@ -658,6 +697,7 @@ class LayerFigures:
     """
     layer: ChipLayer
     placement: LayerPlacement
+    decode_placement: LayerPlacement
     resident: bool
     macros: int
     load: dict | None
@@ -706,12 +746,14 @@ class LayerFigures:
 
     def to_dict(self) -> dict:
         """Plain figures for JSON reports."""
-        p = self.placement
+        p, d = self.placement, self.decode_placement
         return {
             "name": self.layer.name, "k": self.layer.k, "n": self.layer.n,
             "pattern": f"{self.layer.pattern[0]}:{self.layer.pattern[1]}",
             "resident": self.resident, "macros": self.macros, "base": p.base,
-            "group": p.group, "groups": p.groups, "acts": p.acts,
+            "prefill_placement": {"group": p.group, "groups": p.groups, "acts": p.acts,
+                                  "chunk": p.chunk},
+            "decode_placement": {"group": d.group, "groups": d.groups, "acts": d.acts},
             "load_cycles": self.load_cycles, "load_bytes": self.load_bytes,
             "decode_cycles": self.decode_cycles, "prefill_tokens": self.prefill_tokens,
             "prefill_cycles_per_token": self.prefill_cycles_per_token,
@@ -723,11 +765,52 @@ class LayerFigures:
         }
 
 
+def chip_words(chip: ChipConfig, ops) -> list[int]:
+    """The chip command words of ``ops`` (each distinct command encoded once)."""
+    encoded: dict = {}
+    words = []
+    for target, span, cmd, _ in ops:
+        key = (target, span, id(cmd))
+        word = encoded.get(key)
+        if word is None:
+            word = encoded[key] = encode_chip(chip, cmd, target=target, span=span)
+        words.append(word)
+    return words
+
+
 def _price(chip: ChipConfig, ops) -> dict:
-    """Chip counters (and summed macro counters under ``"macro"``) of ``ops`` from the chip
-    event model (exact, every stream ready)."""
-    from ..chip_golden import chip_cycles
-    return chip_cycles(_make_trace(chip, ops, {"workload": "chip-timing"}))
+    """Chip counters of ``ops`` from the chip event model (exact, every stream ready), with
+    the macros' counters summed under ``"macro"``.
+
+    Raises
+    ------
+    RuntimeError
+        If the commands do not halt cleanly (a scheduler bug, never a user error).
+    """
+    from ..chip_timing import chip_counters
+    timing = chip_counters(chip, chip_words(chip, ops))
+    if timing.counters is None:
+        raise RuntimeError(f"scheduled commands did not halt cleanly: {timing.error}")
+    summed = dict.fromkeys(timing.macro_counters[0], 0)
+    for counters in timing.macro_counters:
+        for name, value in counters.items():
+            summed[name] += value
+    return dict(timing.counters, macro=summed)
+
+
+_END = (0, 1, Command(Opcode.END), None)
+
+
+def _best_run(chip: ChipConfig, layer: ChipLayer, base: int, macros: int, tokens: int,
+              streamed: bool) -> tuple[LayerPlacement, dict]:
+    """The candidate placement with the fewest cycles for ``tokens`` tokens (the first of
+    equals) and its counters."""
+    best = None
+    for placement in layer_candidates(chip, layer, base, macros, tokens, streamed=streamed):
+        counters = _price(chip, chip_ops(placement, tokens, load=False)[0] + [_END])
+        if best is None or counters["total"] < best[1]["total"]:
+            best = (placement, counters)
+    return best
 
 
 def chip_layer_figures(chip: ChipConfig, layer: ChipLayer, *, base: int = 0,
@@ -736,9 +819,10 @@ def chip_layer_figures(chip: ChipConfig, layer: ChipLayer, *, base: int = 0,
     """Exact figures of ``layer`` placed alone on macros ``base .. base+macros-1`` (default:
     the rest of the chip), from the chip cycle model on this module's commands.
 
-    Three runs are priced, each a trace from reset to END: the resident load phase (if
-    resident), one decode token (chunk 1) and ``prefill_tokens`` tokens. A resident layer's
-    token runs start with its weights in place (their loads are the load phase).
+    Runs are priced from reset to END: the resident load phase (if resident), one decode
+    token and ``prefill_tokens`` tokens, the last two for every candidate placement
+    (:func:`layer_candidates`), keeping the fastest of each. A resident layer's token runs
+    start with its weights in place (their loads are the load phase).
 
     Raises
     ------
@@ -747,19 +831,15 @@ def chip_layer_figures(chip: ChipConfig, layer: ChipLayer, *, base: int = 0,
     """
     prefill_tokens = _positive("prefill_tokens", prefill_tokens)
     macros = chip.macros - base if macros is None else macros
-    decode_p = place_layer(chip, layer, base, macros, 1, streamed=streamed)
-    prefill_p = place_layer(chip, layer, base, macros, prefill_tokens, streamed=streamed)
+    decode_p, decode = _best_run(chip, layer, base, macros, 1, streamed)
+    prefill_p, prefill = _best_run(chip, layer, base, macros, prefill_tokens, streamed)
     load = None
     if prefill_p.resident:
-        load = _price(chip, chip_ops(prefill_p, 1, load=True, compute=False)[0]
-                      + [(0, 1, Command(Opcode.END), None)])
-    decode = _price(chip, chip_ops(decode_p, 1, load=False)[0]
-                    + [(0, 1, Command(Opcode.END), None)])
-    prefill = _price(chip, chip_ops(prefill_p, prefill_tokens, load=False)[0]
-                     + [(0, 1, Command(Opcode.END), None)])
-    return LayerFigures(layer=layer, placement=prefill_p, resident=prefill_p.resident,
-                        macros=prefill_p.macros, load=load, decode=decode, prefill=prefill,
-                        prefill_tokens=prefill_tokens, weight_row_bytes=chip.weight_row_bytes,
+        load = _price(chip, chip_ops(prefill_p, 1, load=True, compute=False)[0] + [_END])
+    return LayerFigures(layer=layer, placement=prefill_p, decode_placement=decode_p,
+                        resident=prefill_p.resident, macros=prefill_p.macros, load=load,
+                        decode=decode, prefill=prefill, prefill_tokens=prefill_tokens,
+                        weight_row_bytes=chip.weight_row_bytes,
                         utilization=prefill_p.mapping.utilization)
 
 
@@ -787,7 +867,11 @@ def model_figures(chip: ChipConfig, layers, *, prefill_tokens: int = 128,
                 streamed=not p.resident)
         # Timing does not depend on which macros: the same figures under this layer's name
         # and placement.
-        out.append(dataclasses.replace(figures, layer=p.layer, placement=p))
+        out.append(dataclasses.replace(
+            figures, layer=p.layer,
+            placement=dataclasses.replace(figures.placement, layer=p.layer, base=p.base),
+            decode_placement=dataclasses.replace(figures.decode_placement, layer=p.layer,
+                                                 base=p.base)))
     return out
 
 
