@@ -245,21 +245,27 @@ def layer_candidates(chip: ChipConfig, layer: ChipLayer, base: int, macros: int,
     placements with the largest chunk are kept (a smaller chunk multiplies the weight
     traffic: priced, they came out 2 to 60 times slower), over two group sizes ``S``
     (``min(k_tiles, macros)`` and half of it: more groups, each macro owning more K tiles)
-    each with the default acts mode or, if that gives a larger chunk, ``"per_tile"`` (chunks
-    of ``acc_depth`` when the activation buffer cannot hold a chunk of every owned K tile).
+    each with every acts mode the activation buffer allows (``"per_tile"`` only where it gives
+    a larger chunk: ``acc_depth`` when the buffer cannot hold a chunk of every owned K tile).
     """
     first = place_layer(chip, layer, base, macros, tokens, streamed=streamed)
     if first.resident:
         return [first]
     top = min(first.mapping.k_tiles, macros)
-    out = []
+    out = [first]
     for group in dict.fromkeys((top, max(1, top // 2))):
-        default = place_layer(chip, layer, base, macros, tokens, streamed=streamed,
-                              group=group)
-        per_tile = place_layer(chip, layer, base, macros, tokens, streamed=streamed,
-                               group=group, acts="per_tile")
+        options = {}
+        for acts in ACTS_MODES:
+            try:
+                options[acts] = place_layer(chip, layer, base, macros, tokens,
+                                            streamed=streamed, group=group, acts=acts)
+            except ValueError:
+                continue            # the activation buffer cannot hold this mode's chunk
         # "per_tile" re-sends activations for every output tile: only for a larger chunk.
-        out.append(per_tile if per_tile.chunk > default.chunk else default)
+        widest = max((p.chunk for a, p in options.items() if a != "per_tile"), default=0)
+        for acts, placement in options.items():
+            if (acts != "per_tile" or placement.chunk > widest) and placement not in out:
+                out.append(placement)
     best = max(p.chunk for p in out)
     return [p for p in out if p.chunk == best]
 
@@ -295,8 +301,9 @@ def place_model(chip: ChipConfig, layers, tokens: int = 1, *, pool: int | None =
     Layers are made resident smallest first (fewest tiles), each on macros of its own, as long
     as they fit beside a pool of ``pool`` macros for the streamed ones (default: 0 if every
     layer fits, else ``min(2, K)``). The streamed layers all use the pool, one after the
-    other. Layers of the same shape and pattern are placed alike (resident ones each on their
-    own macros while they fit).
+    other; one that needs fewer macros than the pool has takes the next free ones of it,
+    round-robin, so that consecutive small layers (a Monarch factor's blocks) use different
+    macros.
 
     Parameters
     ----------
@@ -336,12 +343,22 @@ def place_model(chip: ChipConfig, layers, tokens: int = 1, *, pool: int | None =
         raise ValueError("no macro is left for the streamed layers; give a pool of at least 1")
     pool_base, pool_macros = (base, chip.macros - base) if streamed else (chip.macros, 0)
     placements = []
+    cursor = 0          # where the next small streamed layer starts in the pool
     for index, layer in enumerate(layers):
         if index in resident_at:
             placements.append(place_layer(chip, layer, resident_at[index], tiles[index], tokens))
-        else:
-            placements.append(place_layer(chip, layer, pool_base, pool_macros, tokens,
-                                          streamed=True))
+            continue
+        placement = place_layer(chip, layer, pool_base, pool_macros, tokens, streamed=True)
+        used = placement.macros
+        if used < pool_macros:
+            # A layer too small for the whole pool goes on the next macros of it, so that
+            # consecutive small layers (a Monarch factor's blocks) use different macros and
+            # one's loads overlap another's compute.
+            cursor = cursor if cursor + used <= pool_macros else 0
+            placement = place_layer(chip, layer, pool_base + cursor, used, tokens,
+                                    streamed=True)
+            cursor += used
+        placements.append(placement)
     return ModelPlan(chip=chip, placements=tuple(placements), pool=(pool_base, pool_macros),
                     tokens=tokens)
 
@@ -417,13 +434,6 @@ class _Emitter:
             self.ops.append((p.base, p.macros,
                              command(Opcode.LOAD_A, addr=0, count=count * k_tiles),
                              ("a", self.index, 0, k_tiles, t0, count)))
-        elif p.acts == "own":
-            for g in range(p.groups):
-                for j in range(p.group):
-                    own = p.owned(j)
-                    self.ops.append((p.base + g * p.group + j, 1,
-                                     command(Opcode.LOAD_A, addr=0, count=count * len(own)),
-                                     ("a", self.index, own.start, own.stop, t0, count)))
         for nt in range(p.mapping.n_tiles):
             g = nt % p.groups
             # Round-robin over the group's macros, one K tile each per round: while the
@@ -445,6 +455,11 @@ class _Emitter:
         kt = own[i]
         if not p.resident:
             self.load_tile(macro, nt, kt)
+        if p.acts == "own" and i == 0 and nt < p.groups:
+            # The chunk's activations of the macro's K tiles, next to its first tile rather
+            # than all up front: the activation port then works beside the weight port.
+            self.ops.append((macro, 1, command(Opcode.LOAD_A, addr=0, count=count * len(own)),
+                             ("a", self.index, own.start, own.stop, t0, count)))
         if p.acts == "per_tile":
             self.ops.append((macro, 1, command(Opcode.LOAD_A, addr=0, count=count),
                              ("a", self.index, kt, kt + 1, t0, count)))
@@ -692,8 +707,13 @@ class LayerFigures:
     utilization : float
         Cell utilisation: kept weights over the cells of the tiles (the mapping's).
     bound, prefill_bound : str
-        ``"bandwidth"`` if the weight port moved a row or was held by the bandwidth credit
-        (``w_load + bw_stall``) in more than half of the run's cycles, else ``"compute"``.
+        What sets the pace of the decode and the prefill run (:meth:`bound_of`):
+        ``"bandwidth"`` if the weight port was busy, moving a row or held by the off-chip
+        bandwidth credit (``w_load + bw_stall``), in more than half of the run's cycles and
+        the credit did hold it (``bw_stall > 0``); else ``"compute"``: the macros' own work
+        (fetches, passes, reads and the writing of weight rows into the arrays at one row a
+        cycle, which bounds a streamed layer when the off-chip bandwidth is at least a row a
+        cycle).
     """
     layer: ChipLayer
     placement: LayerPlacement
@@ -733,8 +753,10 @@ class LayerFigures:
 
     @staticmethod
     def bound_of(counters: dict) -> str:
+        """``"bandwidth"`` or ``"compute"`` for chip counters (see the class docstring)."""
         busy = counters["w_load"] + counters["bw_stall"]
-        return "bandwidth" if 2 * busy > counters["total"] else "compute"
+        throttled = counters["bw_stall"] > 0
+        return "bandwidth" if throttled and 2 * busy > counters["total"] else "compute"
 
     @property
     def bound(self) -> str:
