@@ -64,6 +64,7 @@ this module emits (no data beats are built for pricing).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
 from dataclasses import dataclass, field
 
@@ -96,7 +97,7 @@ from .gemm import (
 __all__ = ["ChipLayer", "LayerPlacement", "ModelPlan", "ChipRead", "ChipSchedule",
            "LayerFigures", "place_layer", "layer_candidates", "place_model", "schedule_chip",
            "chip_ops", "chip_words", "chip_layer_figures", "model_figures", "ACTS_MODES",
-           "ChipMonarchSchedule", "schedule_monarch_chip"]
+           "ChipMonarchSchedule", "schedule_monarch_chip", "model_layers"]
 
 #: How a layer's activations reach its macros (see the module docstring).
 ACTS_MODES = ("broadcast", "own", "per_tile")
@@ -141,6 +142,26 @@ class ChipLayer:
         """The GEMM tiling on ``cfg`` (raises ``ValueError`` for an unsupported pattern)."""
         cfg.check_pattern(*self.pattern)
         return map_nm(cfg, self.k, self.n, self.pattern)
+
+
+def model_layers(model, pattern=(1, 1)) -> list[ChipLayer]:
+    """Every linear of a :class:`~sparsecim.sw.model_shapes.ModelShape` (or a model name) as
+    a :class:`ChipLayer` in ``pattern``, block by block in model order, named
+    ``"<block>.<name>"`` (``"0.q"``, ..., ``"31.down"``; ``"<name>.<i>"`` inside a block for
+    a shape listed ``count > 1`` times)."""
+    from ..model_shapes import model_shape
+    if isinstance(model, str):
+        model = model_shape(model)
+    blocks = max(lin.blocks for lin in model.linears)
+    out = []
+    for block in range(blocks):
+        for lin in model.linears:
+            if block >= lin.blocks:
+                continue
+            for i in range(lin.count):
+                name = f"{block}.{lin.name}" + (f".{i}" if lin.count > 1 else "")
+                out.append(ChipLayer(name, lin.inputs, lin.outputs, pattern))
+    return out
 
 
 @dataclass(frozen=True)
@@ -416,15 +437,19 @@ class _Emitter:
     """Appends one layer's commands (see :func:`chip_ops`)."""
 
     def __init__(self, placement: LayerPlacement, index: int, ranges):
-        self.p, self.index, self.ranges = placement, index, ranges
+        self.p, self.index = placement, index
         self.command = _Commands()
+        # The LOAD_Ws of each K tile and every macro's K tiles, built once.
+        self.loads = [[(self.command(Opcode.LOAD_W, row=row, count=rows), row, rows)
+                       for row, rows in tile_ranges] for tile_ranges in ranges]
+        self.owned = [placement.owned(j) for j in range(placement.group)]
+        self.computes: dict = {}
         self.ops: list = []
         self.reads: list = []
 
     def load_tile(self, macro: int, nt: int, kt: int) -> None:
-        for row, rows in self.ranges[kt]:
-            self.ops.append((macro, 1, self.command(Opcode.LOAD_W, row=row, count=rows),
-                             ("w", self.index, nt, kt, row, rows)))
+        for cmd, row, rows in self.loads[kt]:
+            self.ops.append((macro, 1, cmd, ("w", self.index, nt, kt, row, rows)))
 
     def chunk(self, t0: int, count: int) -> None:
         """The commands of one chunk of ``count`` tokens from ``t0``."""
@@ -439,8 +464,7 @@ class _Emitter:
             # Round-robin over the group's macros, one K tile each per round: while the
             # weight port loads the others, a macro computes the tile it just got.
             for i in range(p.max_owned):
-                for j in range(p.group):
-                    own = p.owned(j)
+                for j, own in enumerate(self.owned):
                     if i < len(own):
                         self.tile(p.base + g * p.group + j, nt, own, i, t0, count)
             self.ops.append((p.base + g * p.group, p.group,
@@ -466,8 +490,13 @@ class _Emitter:
             act_addr = 0
         else:
             act_addr = (kt - (0 if p.acts == "broadcast" else own.start)) * count
-        self.ops.append((macro, 1, command(Opcode.COMPUTE, act_addr=act_addr, acc_addr=0,
-                                           count=count, accumulate=int(i > 0)), None))
+        key = (act_addr, count, i > 0)
+        compute = self.computes.get(key)
+        if compute is None:
+            compute = self.computes[key] = command(Opcode.COMPUTE, act_addr=act_addr,
+                                                   acc_addr=0, count=count,
+                                                   accumulate=int(i > 0))
+        self.ops.append((macro, 1, compute, None))
 
 
 @dataclass(kw_only=True)
@@ -787,15 +816,22 @@ class LayerFigures:
         }
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def _encode_chip(chip: ChipConfig, cmd: Command, target: int, span: int) -> int:
+    """:func:`encode_chip`, remembered (an Amaranth constant per command costs
+    milliseconds; a model's layers repeat a few hundred distinct words)."""
+    return encode_chip(chip, cmd, target=target, span=span)
+
+
 def chip_words(chip: ChipConfig, ops) -> list[int]:
-    """The chip command words of ``ops`` (each distinct command encoded once)."""
-    encoded: dict = {}
+    """The chip command words of ``ops``."""
+    known: dict = {}        # by identity first: the ops repeat the same few Command objects
     words = []
     for target, span, cmd, _ in ops:
         key = (target, span, id(cmd))
-        word = encoded.get(key)
+        word = known.get(key)
         if word is None:
-            word = encoded[key] = encode_chip(chip, cmd, target=target, span=span)
+            word = known[key] = _encode_chip(chip, cmd, target, span)
         words.append(word)
     return words
 
