@@ -61,6 +61,7 @@ MIXED = [(50, 9, (2, 4)), (13, 6, (1, 1)), (70, 5, (1, 8))]
     ([(40, 7, (2, 4))], 3),              # 2:4
     ([(150, 6, (1, 8))], 2),             # 1:8, two K tiles
     (MIXED, 3),                          # mixed patterns in one trace
+    ([(24, 5, (1, 2)), (40, 3, (1, 4)), (33, 6, (4, 8)), (70, 4, (2, 8))], 2),   # the others
     ([(200, 3, (1, 1))], 19),            # deep K (13 K tiles), chunks
 ])
 def test_bit_exact(macros, shapes, tokens):
@@ -152,6 +153,10 @@ def test_figures_equal_step_model(macros, weight_bw, k, n, pattern, streamed):
                   for name in stepped.macro_counters[0]}
         assert counters["macro"] == summed
     assert figures.resident == (not streamed)
+    for counters, bound in ((figures.decode, figures.bound),
+                            (figures.prefill, figures.prefill_bound)):
+        busy = counters["w_load"] + counters["bw_stall"]
+        assert bound == ("bandwidth" if 2 * busy > counters["total"] else "compute")
     if figures.resident:
         ops = chip_ops(figures.placement, 1, load=True, compute=False)[0] + [end]
         stepped = step_chip(chip, chip_words(chip, ops))

@@ -24,24 +24,35 @@ adder, ``docs/chip.md``): ``n_tiles`` result beats per token instead of ``tiles`
   each macro loading its tiles' rows from off chip (LOAD_W, span 1: a row is broadcast to a
   LOAD_W's whole range, so distinct tiles need one LOAD_W each) and computing them. The
   commands go round-robin over the groups (all of group 0's for ``nt``, its READ, then group
-  1's for ``nt + 1``, ...) and, inside a group, macro after macro: the weight port serves
-  LOAD_Ws in dispatch order, so while macro ``j + 1`` (or group ``g + 1``) loads, macro ``j``
-  computes from its command queue. That is the double buffering; the command queues
-  (``ChipConfig.queue``) let the dispatcher run ahead of a busy macro.
+  1's for ``nt + 1``, ...) and, inside a group, macro after macro, one K tile each per round:
+  the weight port serves LOAD_Ws in dispatch order, so while macro ``j + 1`` (or group
+  ``g + 1``) loads, macro ``j`` computes from its command queue. That is the double
+  buffering; the command queues (``ChipConfig.queue``) let the dispatcher run ahead of a busy
+  macro. What it cannot hide: a group's READ holds all its macros for the chunk's beats, and
+  the first macro's next load waits for it, so with one group the weight port idles about
+  ``2·T + 6`` cycles per output tile (0.2 % of a decode token on ``edge``, a few % at
+  ``T = 64``); with two groups one reads while the other loads.
 
-Activations (the *acts mode*), chosen so that no activation is sent twice where the layout
-allows, in tokens chunks of ``T`` (``chunk``):
+Activations (the *acts mode*) in chunks of ``T`` tokens (``chunk``):
 
-- ``"broadcast"`` (``G > 1``, ``k_tiles <= act_depth``): one LOAD_A per chunk with
-  ``span = G·S`` carries all K tiles of the chunk's tokens (entry ``kt·T + t``); each macro
-  computes from the entries of its K tile. The macros sharing a K tile are ``S`` apart, not
-  contiguous, so broadcasting the whole input to the layer is how one beat reaches them all.
-  ``T = min(tokens, acc_depth, act_depth // k_tiles)``.
-- ``"own"`` (``G = 1``, or ``k_tiles > act_depth``): one LOAD_A per macro per chunk carrying
-  its own K tiles (entry ``(kt - first)·T + t``); with ``G = 1`` no input is sent twice.
-  ``T = min(tokens, acc_depth, act_depth // owned)``.
-- ``"per_tile"`` (a macro owns more K tiles than ``act_depth``): a LOAD_A of the K tile's
-  ``T`` entries before each COMPUTE, ``T = min(tokens, acc_depth, act_depth)``.
+- ``"broadcast"``: one LOAD_A per chunk with ``span = G·S`` carries all K tiles of the
+  chunk's tokens (entry ``kt·T + t``); each macro computes from the entries of its K tiles.
+  The macros sharing a K tile are ``S`` apart, not contiguous, so broadcasting the whole
+  input to the layer is how one beat reaches them all. ``T = min(tokens, acc_depth,
+  act_depth // k_tiles)``. The default when ``G > 1`` (a resident layer with several K
+  tiles, say): no activation is sent twice.
+- ``"own"``: one LOAD_A per macro per chunk carrying its own K tiles (entry ``(kt -
+  first)·T + t``), beside the macro's first tile of the chunk so that the activation port
+  works while the weight port loads. ``T = min(tokens, acc_depth, act_depth // owned)``.
+  The default when ``G = 1`` (nothing sent twice then either).
+- ``"per_tile"``: a LOAD_A of the K tile's ``T`` entries before each COMPUTE (re-sent for
+  every output tile), ``T = min(tokens, acc_depth, act_depth)``: for a streamed layer whose
+  macros own too many K tiles for a full chunk of each in the buffer, a larger chunk means
+  fewer weight reloads.
+
+:func:`layer_candidates` lists the placements worth pricing (group sizes, acts modes) and
+:func:`chip_layer_figures` keeps the fastest on the chip cycle model, for decode and for
+prefill apart: the scheduler minimises cycles per token by measuring, not by a formula.
 
 Why sums on chip rather than a broadcast of contiguous LOAD_As: a chip command addresses one
 contiguous range, and tiles sharing outputs and tiles sharing inputs cannot both be
@@ -50,15 +61,29 @@ host-side additions; broadcasting the whole input (mode ``"broadcast"``) recover
 property for the activations where the buffer holds them.
 
 A model (:func:`place_model`)
----------------------------
+-----------------------------
 Resident layers each get their own macros, smallest first, while they fit; the streamed
 layers share the rest (a *pool*, at least two macros when there are any, so that loads in one
-overlap compute in the other). Layers run one after the other in a trace, as a token's layers
-depend on each other: per-layer figures price each layer alone, and a model's cycles per
-token are their sum (no overlap between layers is claimed).
+overlap compute in the other). A trace runs its layers one after the other, each with its
+own inputs: the chip has no command that waits for a READ, so a layer's LOAD_A may be served
+before an earlier layer's READs end. Such a trace is exact for independent layers (as the
+tests run them); for a model, whose layers feed each other, per-layer figures price each
+layer alone, from reset, and a model's cycles per token are their sum (no overlap between
+layers is claimed). Each run's cycles include its fixed start and end (CONFIG, the first
+fetches, END: a few cycles).
 
-Figures (:func:`chip_layer_figures`) come from the chip cycle model run on the very commands
-this module emits (no data beats are built for pricing).
+Figures (:func:`chip_layer_figures`) come from the chip event model
+(:func:`~sparsecim.sw.chip_timing.chip_counters`, exact, equal to the cycle-stepped reference
+:func:`~sparsecim.sw.chip_timing.step_chip` as the tests check) run on the very commands this
+module emits; no data beats are built for pricing. Off-chip bytes are ``w_load ×
+weight_row_bytes``: a LOAD_W row carries ``meta_bits`` per weight even for a dense layer,
+which the row format (``weight_row_layout``) fixes.
+
+Monarch (:func:`schedule_monarch_chip`): each factor's blocks in groups that fit a tile's
+diagonal (SparseMap's latency mapping), each group a layer, so the blocks spread over the
+macros; the requantize-and-transpose between the factors goes through the global buffer
+(every second-factor block needs an output of every first-factor block, which no single
+macro holds).
 """
 
 from __future__ import annotations
@@ -262,19 +287,19 @@ def layer_candidates(chip: ChipConfig, layer: ChipLayer, base: int, macros: int,
                      tokens: int, *, streamed: bool = False) -> list[LayerPlacement]:
     """The placements :func:`chip_layer_figures` prices and chooses from (fewest cycles).
 
-    A resident layer has one. A streamed layer reloads its weights every chunk, so only the
-    placements with the largest chunk are kept (a smaller chunk multiplies the weight
-    traffic: priced, they came out 2 to 60 times slower), over two group sizes ``S``
-    (``min(k_tiles, macros)`` and half of it: more groups, each macro owning more K tiles)
-    each with every acts mode the activation buffer allows (``"per_tile"`` only where it gives
-    a larger chunk: ``acc_depth`` when the buffer cannot hold a chunk of every owned K tile).
+    A resident layer keeps one tile per macro (``S = k_tiles``): its candidates are the acts
+    modes the activation buffer allows. A streamed layer reloads its weights every chunk, so
+    only the placements with the largest chunk are kept (a smaller chunk multiplies the
+    weight traffic: priced, they came out 2 to 60 times slower), over two group sizes ``S``
+    (``min(k_tiles, macros)`` and half of it: more groups, each macro owning more K tiles),
+    each with every acts mode the buffer allows. ``"per_tile"`` re-sends activations for
+    every output tile, so it is a candidate only where it gives a larger chunk
+    (``acc_depth`` when the buffer cannot hold a chunk of every owned K tile). Default first.
     """
     first = place_layer(chip, layer, base, macros, tokens, streamed=streamed)
-    if first.resident:
-        return [first]
     top = min(first.mapping.k_tiles, macros)
     out = [first]
-    for group in dict.fromkeys((top, max(1, top // 2))):
+    for group in dict.fromkeys((top, max(1, top // 2)) if not first.resident else (top,)):
         options = {}
         for acts in ACTS_MODES:
             try:
@@ -282,11 +307,12 @@ def layer_candidates(chip: ChipConfig, layer: ChipLayer, base: int, macros: int,
                                             streamed=streamed, group=group, acts=acts)
             except ValueError:
                 continue            # the activation buffer cannot hold this mode's chunk
-        # "per_tile" re-sends activations for every output tile: only for a larger chunk.
         widest = max((p.chunk for a, p in options.items() if a != "per_tile"), default=0)
         for acts, placement in options.items():
             if (acts != "per_tile" or placement.chunk > widest) and placement not in out:
                 out.append(placement)
+    if first.resident:
+        return out
     best = max(p.chunk for p in out)
     return [p for p in out if p.chunk == best]
 
@@ -738,11 +764,13 @@ class LayerFigures:
     bound, prefill_bound : str
         What sets the pace of the decode and the prefill run (:meth:`bound_of`):
         ``"bandwidth"`` if the weight port was busy, moving a row or held by the off-chip
-        bandwidth credit (``w_load + bw_stall``), in more than half of the run's cycles and
-        the credit did hold it (``bw_stall > 0``); else ``"compute"``: the macros' own work
-        (fetches, passes, reads and the writing of weight rows into the arrays at one row a
-        cycle, which bounds a streamed layer when the off-chip bandwidth is at least a row a
-        cycle).
+        bandwidth credit (``w_load + bw_stall``), in more than half of the run's cycles;
+        else ``"compute"`` (the macros' fetches, passes, activation loads and reads). When
+        ``bw_stall`` is 0 (``weight_bw >= weight_row_bytes``) a ``"bandwidth"`` layer is held
+        by the weight port's one row a cycle rather than by the off-chip memory:
+        ``weight_port_busy`` and the counters tell the two apart.
+    weight_port_busy, prefill_weight_port_busy : float
+        ``(w_load + bw_stall) / total`` of the decode and the prefill run.
     """
     layer: ChipLayer
     placement: LayerPlacement
@@ -781,11 +809,23 @@ class LayerFigures:
         return self.prefill["w_load"] * self.weight_row_bytes / self.prefill_tokens
 
     @staticmethod
+    def port_busy(counters: dict) -> float:
+        """Share of the cycles the weight port moved a row or was held by the credit."""
+        return (counters["w_load"] + counters["bw_stall"]) / counters["total"]
+
+    @staticmethod
     def bound_of(counters: dict) -> str:
         """``"bandwidth"`` or ``"compute"`` for chip counters (see the class docstring)."""
         busy = counters["w_load"] + counters["bw_stall"]
-        throttled = counters["bw_stall"] > 0
-        return "bandwidth" if throttled and 2 * busy > counters["total"] else "compute"
+        return "bandwidth" if 2 * busy > counters["total"] else "compute"
+
+    @property
+    def weight_port_busy(self) -> float:
+        return self.port_busy(self.decode)
+
+    @property
+    def prefill_weight_port_busy(self) -> float:
+        return self.port_busy(self.prefill)
 
     @property
     def bound(self) -> str:
@@ -811,7 +851,8 @@ class LayerFigures:
             "weight_bytes_per_token": self.weight_bytes_per_token,
             "prefill_weight_bytes_per_token": self.prefill_weight_bytes_per_token,
             "utilization": self.utilization, "bound": self.bound,
-            "prefill_bound": self.prefill_bound,
+            "prefill_bound": self.prefill_bound, "weight_port_busy": self.weight_port_busy,
+            "prefill_weight_port_busy": self.prefill_weight_port_busy,
             "load": self.load, "decode": self.decode, "prefill": self.prefill,
         }
 
