@@ -120,12 +120,15 @@ def test_resident_token_phase_without_loads():
     assert not any(cmd.opcode == Opcode.LOAD_W for _, _, cmd, _ in ops)
 
 
-@pytest.mark.parametrize("macros", [2, 4, 8])
-def test_step_model_agrees(macros):
+SMALL = [(5, 4, (1, 1)), (3, 8, (1, 1)), (8, 4, (1, 1)), (4, 6, (1, 1)), (40, 4, (1, 1))]
+
+
+@pytest.mark.parametrize("macros, shapes", [(2, MIXED), (4, MIXED), (8, MIXED), (8, SMALL)])
+def test_step_model_agrees(macros, shapes):
     # Every chip counter and every macro counter of the scheduled traces: the event model the
     # figures use equals the cycle-stepped reference simulator.
     chip = tiny_chip(macros)
-    schedule, run = run_layers(chip, MIXED, 3)
+    schedule, run = run_layers(chip, shapes, 3)
     stepped = run_chip_trace(schedule.trace, timing="step")
     assert stepped.counters == run.counters
     assert stepped.macro_counters == run.macro_counters
@@ -262,9 +265,30 @@ def test_monarch_split_over_macros(macros, b, s, tokens):
     u, z = monarch.assemble(run.results)
     np.testing.assert_array_equal(u, np.einsum("ico,tio->tic", r, x.reshape(tokens, b, s)))
     np.testing.assert_array_equal(z, monarch_reference(TINY, x, r, lb, shift))
-    # The blocks are spread: every macro of the chip computes some of them.
-    used = {m for p in monarch.schedule.plan.placements for m in range(p.base, p.base + p.macros)}
-    assert used == set(range(macros))
+    # The blocks are spread over several macros, and small blocks share macros (row slots).
+    placements = monarch.schedule.plan.placements
+    used = {m for p in placements for m in range(p.base, p.base + p.macros)}
+    assert len(used) >= 2
+    assert len(placements) == b + s         # one block a layer on tiny (4 columns)
+    assert len(used) < len(placements)
+
+
+def test_small_layers_share_macros():
+    # Dense layers of at most half a macro's rows pack into the same macros at different
+    # rows; their passes still see only their own weights. 9 tiles on 8 macros, 3 of them
+    # shared.
+    chip = tiny_chip(8)
+    schedule, run = run_layers(chip, SMALL, 3)
+    placements = schedule.plan.placements
+    assert all(p.resident for p in placements)
+    slots = sorted((p.base, p.row0, p.layer.k) for p in placements if p.layer.k <= 8)
+    # Each macro's small layers sit on disjoint rows within its 16.
+    for macro in range(chip.macros):
+        rows = sorted((r0, r0 + k) for base, r0, k in slots if base == macro)
+        assert all(a[1] <= b[0] for a, b in zip(rows, rows[1:], strict=False))
+        assert all(end <= TINY.pass_inputs() for _, end in rows)
+    assert [(p.base, p.row0) for p in placements] == [(0, 0), (1, 0), (0, 5), (1, 3), (3, 0)]
+    assert schedule.plan.placements[-1].row0 == 0          # 40 inputs: not packable
 
 
 @pytest.mark.parametrize("call, message", [

@@ -62,7 +62,8 @@ property for the activations where the buffer holds them.
 
 A model (:func:`place_model`)
 -----------------------------
-Resident layers each get their own macros, smallest first, while they fit; the streamed
+Resident layers each get their own macros, smallest first, while they fit (small dense
+layers share macros on disjoint rows, ``row0``: one macro holds several layers); the streamed
 layers share the rest (a *pool*, at least two macros when there are any, so that loads in one
 overlap compute in the other). A trace runs its layers one after the other, each with its
 own inputs: the chip has no command that waits for a READ, so a layer's LOAD_A may be served
@@ -122,7 +123,7 @@ from .gemm import (
 __all__ = ["ChipLayer", "LayerPlacement", "ModelPlan", "ChipRead", "ChipSchedule",
            "LayerFigures", "place_layer", "layer_candidates", "place_model", "schedule_chip",
            "chip_ops", "chip_words", "chip_layer_figures", "model_figures", "ACTS_MODES",
-           "ChipMonarchSchedule", "schedule_monarch_chip", "model_layers"]
+           "ChipMonarchSchedule", "schedule_monarch_chip", "model_layers", "packable"]
 
 #: How a layer's activations reach its macros (see the module docstring).
 ACTS_MODES = ("broadcast", "own", "per_tile")
@@ -209,6 +210,11 @@ class LayerPlacement:
         T, tokens per chunk.
     acts : str
         One of :data:`ACTS_MODES`.
+    row0 : int
+        First global weight row of the layer's tiles (0 unless the layer shares its macros
+        with other small layers, :func:`place_model`): its weights sit on rows ``row0 ..
+        row0+k-1`` and its activation entries hold its inputs at elements ``row0 ..``, zeros
+        elsewhere, so the other layers' rows add 0 to its passes and its rows to theirs.
     """
     layer: ChipLayer
     mapping: TileMapping
@@ -219,6 +225,7 @@ class LayerPlacement:
     resident: bool
     chunk: int
     acts: str
+    row0: int = 0
 
     def owned(self, j: int) -> range:
         """K tiles owned by macro ``j`` of every group: a contiguous, near-even split."""
@@ -237,7 +244,7 @@ class LayerPlacement:
 
 def place_layer(chip: ChipConfig, layer: ChipLayer, base: int, macros: int,
                 tokens: int, *, streamed: bool = False, group: int | None = None,
-                acts: str | None = None) -> LayerPlacement:
+                acts: str | None = None, row0: int = 0) -> LayerPlacement:
     """Place ``layer`` on macros ``base .. base+macros-1`` for runs of ``tokens`` tokens.
 
     Resident iff every macro holds one tile (``S = k_tiles``, ``G = n_tiles``) and not
@@ -251,8 +258,9 @@ def place_layer(chip: ChipConfig, layer: ChipLayer, base: int, macros: int,
     ------
     ValueError
         If the range is not on the chip, ``tokens`` is not positive, the macro does not run
-        the layer's pattern, ``group`` is not from 1 to ``min(k_tiles, macros)``, or ``acts``
-        is unknown or does not fit the activation buffer.
+        the layer's pattern, ``group`` is not from 1 to ``min(k_tiles, macros)``, ``acts``
+        is unknown or does not fit the activation buffer, or ``row0`` is not 0 for a layer
+        that is not :func:`packable` or puts its rows past the macro's.
     """
     macros, tokens = _positive("macros", macros), _positive("tokens", tokens)
     if not isinstance(base, numbers.Integral) or base < 0 or base + macros > chip.macros:
@@ -279,8 +287,19 @@ def place_layer(chip: ChipConfig, layer: ChipLayer, base: int, macros: int,
         raise ValueError(f"acts {acts!r} needs {per_chunk[acts]} activation entries a token, "
                          f"more than act_depth ({cfg.act_depth})")
     chunk = min(tokens, cfg.acc_depth, cfg.act_depth // per_chunk[acts])
+    if row0 and not (packable(cfg, layer) and isinstance(row0, numbers.Integral)
+                     and 0 < row0 <= cfg.pass_inputs() - layer.k):
+        raise ValueError(f"row0 must be 0, or place a dense one-K-tile layer within the "
+                         f"macro's {cfg.pass_inputs()} rows, not {row0!r} for {layer.k} inputs")
     return LayerPlacement(layer=layer, mapping=mapping, base=int(base), macros=g * s,
-                          group=s, groups=g, resident=resident, chunk=chunk, acts=acts)
+                          group=s, groups=g, resident=resident, chunk=chunk, acts=acts,
+                          row0=int(row0))
+
+
+def packable(cfg: MacroConfig, layer: ChipLayer) -> bool:
+    """A layer that may share its macros with other small layers (:func:`place_model`):
+    dense, and at most half a macro's rows of inputs (so one K tile)."""
+    return layer.pattern == (1, 1) and 2 * layer.k <= cfg.pass_inputs()
 
 
 def layer_candidates(chip: ChipConfig, layer: ChipLayer, base: int, macros: int,
@@ -350,7 +369,9 @@ def place_model(chip: ChipConfig, layers, tokens: int = 1, *, pool: int | None =
     layer fits, else ``min(2, K)``). The streamed layers all use the pool, one after the
     other; one that needs fewer macros than the pool has takes the next free ones of it,
     round-robin, so that consecutive small layers (a Monarch factor's blocks) use different
-    macros.
+    macros. A :func:`packable` resident layer (dense, at most half a macro's rows) first
+    tries the free rows of macros that already hold such layers (``LayerPlacement.row0``):
+    one macro then holds several small layers, each computing in passes of its own.
 
     Parameters
     ----------
@@ -379,12 +400,22 @@ def place_model(chip: ChipConfig, layers, tokens: int = 1, *, pool: int | None =
         raise ValueError(f"pool must be an integer from 0 to {chip.macros}, not {pool!r}")
     free = chip.macros - pool
     base = 0
-    resident_at: dict[int, int] = {}
+    resident_at: dict[int, tuple] = {}      # layer -> (base, row0)
+    rows_used: dict[int, int] = {}          # macro holding packable layers -> rows they use
     for index in sorted(range(len(layers)), key=lambda i: (tiles[i], i)):
-        if tiles[index] <= free:
-            resident_at[index] = base
+        small = packable(cfg, layers[index])
+        spot = _shared_rows(rows_used, tiles[index], layers[index].k,
+                            cfg.pass_inputs()) if small else None
+        if spot is None and tiles[index] <= free:
+            spot = (base, 0)
             base += tiles[index]
             free -= tiles[index]
+        if spot is None:
+            continue
+        resident_at[index] = spot
+        if small:
+            for macro in range(spot[0], spot[0] + tiles[index]):
+                rows_used[macro] = spot[1] + layers[index].k
     streamed = len(resident_at) < len(layers)
     if streamed and chip.macros - base < 1:
         raise ValueError("no macro is left for the streamed layers; give a pool of at least 1")
@@ -393,7 +424,8 @@ def place_model(chip: ChipConfig, layers, tokens: int = 1, *, pool: int | None =
     cursor = 0          # where the next small streamed layer starts in the pool
     for index, layer in enumerate(layers):
         if index in resident_at:
-            placements.append(place_layer(chip, layer, resident_at[index], tiles[index], tokens))
+            at, row0 = resident_at[index]
+            placements.append(place_layer(chip, layer, at, tiles[index], tokens, row0=row0))
             continue
         placement = place_layer(chip, layer, pool_base, pool_macros, tokens, streamed=True)
         used = placement.macros
@@ -408,6 +440,18 @@ def place_model(chip: ChipConfig, layers, tokens: int = 1, *, pool: int | None =
         placements.append(placement)
     return ModelPlan(chip=chip, placements=tuple(placements), pool=(pool_base, pool_macros),
                     tokens=tokens)
+
+
+def _shared_rows(rows_used: dict, macros: int, k: int, rows: int):
+    """``(base, row0)``: the first run of ``macros`` macros already holding small layers
+    whose free rows (above the highest used on any of them) take ``k`` more, or None."""
+    for start in sorted(rows_used):
+        run = range(start, start + macros)
+        if all(m in rows_used for m in run):
+            row0 = max(rows_used[m] for m in run)
+            if row0 + k <= rows:
+                return start, row0
+    return None
 
 
 @dataclass(frozen=True)
@@ -466,8 +510,8 @@ class _Emitter:
         self.p, self.index = placement, index
         self.command = _Commands()
         # The LOAD_Ws of each K tile and every macro's K tiles, built once.
-        self.loads = [[(self.command(Opcode.LOAD_W, row=row, count=rows), row, rows)
-                       for row, rows in tile_ranges] for tile_ranges in ranges]
+        self.loads = [[(self.command(Opcode.LOAD_W, row=placement.row0 + row, count=rows),
+                        row, rows) for row, rows in tile_ranges] for tile_ranges in ranges]
         self.owned = [placement.owned(j) for j in range(placement.group)]
         self.computes: dict = {}
         self.ops: list = []
@@ -605,9 +649,11 @@ def _plan_ops(plan: ModelPlan, tokens: int, *, load: bool, compute: bool):
     return ops, reads
 
 
-def _act_bytes(cfg: MacroConfig, mapping: TileMapping, x: np.ndarray) -> np.ndarray:
+def _act_bytes(cfg: MacroConfig, mapping: TileMapping, x: np.ndarray,
+               row0: int = 0) -> np.ndarray:
     """Activation beats of every (K tile, token) entry: ``uint8`` ``(k_tiles, tokens ·
-    act_beats, nbytes)``, each entry zero beyond its tile's inputs."""
+    act_beats, nbytes)``, each entry holding its tile's inputs from element ``row0`` on and
+    zeros elsewhere."""
     pattern = mapping.pattern
     tokens = x.shape[0]
     inputs = mapping.pass_inputs
@@ -616,7 +662,7 @@ def _act_bytes(cfg: MacroConfig, mapping: TileMapping, x: np.ndarray) -> np.ndar
     padded = np.zeros((mapping.k_tiles, tokens, entry), dtype=x.dtype)
     for kt in range(mapping.k_tiles):
         block = x[:, kt * inputs:(kt + 1) * inputs]
-        padded[kt, :, :block.shape[1]] = block
+        padded[kt, :, row0:row0 + block.shape[1]] = block
     layout = act_beat_layout(cfg)
     nbytes = beat_bytes(layout.size)
     raw = _pack_rows(lambda values: pack_beat_bytes(layout, values),
@@ -718,7 +764,7 @@ def schedule_chip(chip: ChipConfig, layers, xs, ws, *, plan: ModelPlan | None = 
             w_raw.append(_tile_weight_bytes(cfg, p.mapping, w))
         except ValueError as exc:
             raise ValueError(f"layer {p.layer.name}: {exc}") from None
-        a_raw.append(_act_bytes(cfg, p.mapping, x))
+        a_raw.append(_act_bytes(cfg, p.mapping, x, p.row0))
     ops, reads = _plan_ops(plan, tokens, load=load, compute=True)
     patterns = [p.layer.pattern for p in plan.placements]
     trace = _make_trace(chip, ops, _plan_meta(plan, tokens), w_raw, a_raw, patterns)
