@@ -168,7 +168,13 @@ class ChipLayer:
     def mapping(self, cfg: MacroConfig) -> TileMapping:
         """The GEMM tiling on ``cfg`` (raises ``ValueError`` for an unsupported pattern)."""
         cfg.check_pattern(*self.pattern)
-        return map_nm(cfg, self.k, self.n, self.pattern)
+        return _mapping(cfg, self.k, self.n, self.pattern)
+
+
+@functools.lru_cache(maxsize=256)
+def _mapping(cfg: MacroConfig, k: int, n: int, pattern: tuple) -> TileMapping:
+    """:func:`map_nm`, remembered: a model repeats a few shapes, each of thousands of tiles."""
+    return map_nm(cfg, k, n, pattern)
 
 
 def model_layers(model, pattern=(1, 1)) -> list[ChipLayer]:
