@@ -586,7 +586,8 @@ class ChipSchedule:
     Attributes
     ----------
     trace
-        The chip trace (``ChipTrace``): CONFIG first, END last.
+        The chip trace (``ChipTrace``): the resident layers' LOAD_Ws (if ``load``), then
+        each layer in turn (its CONFIG, then its chunks), END last.
     plan : ModelPlan
     tokens : int
         Tokens every layer computes.
