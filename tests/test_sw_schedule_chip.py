@@ -75,6 +75,14 @@ def test_bit_exact(macros, shapes, tokens):
         assert not any(p.resident for p in placements)
 
 
+def test_schedule_protocol():
+    from sparsecim.sw.schedule import Schedule
+    schedule, _ = run_layers(tiny_chip(2), [(20, 10, (1, 1))], 2)
+    assert isinstance(schedule, Schedule)
+    with pytest.raises(ValueError, match="results must have shape"):
+        schedule.assemble(np.zeros((1, 4)))
+
+
 def test_resident_and_streamed_in_one_trace():
     # 8 macros: the small dense layer (2 tiles) and 1:8 layer (2 tiles) are resident, the
     # 2:4 layer (6 tiles) streams on the pool of the 4 left.
