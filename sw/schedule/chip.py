@@ -825,6 +825,10 @@ class LayerFigures:
         ``weight_port_busy`` and the counters tell the two apart.
     weight_port_busy, prefill_weight_port_busy : float
         ``(w_load + bw_stall) / total`` of the decode and the prefill run.
+    act_port_busy, prefill_act_port_busy : float
+        ``a_load / total``: near 1 the activation port (one beat a cycle) sets the pace
+        whatever ``bound`` says (a streamed layer whose activations are re-sent per output
+        tile, ``"per_tile"``).
     """
     layer: ChipLayer
     placement: LayerPlacement
@@ -882,6 +886,14 @@ class LayerFigures:
         return self.port_busy(self.prefill)
 
     @property
+    def act_port_busy(self) -> float:
+        return self.decode["a_load"] / self.decode["total"]
+
+    @property
+    def prefill_act_port_busy(self) -> float:
+        return self.prefill["a_load"] / self.prefill["total"]
+
+    @property
     def bound(self) -> str:
         return self.bound_of(self.decode)
 
@@ -907,6 +919,8 @@ class LayerFigures:
             "utilization": self.utilization, "bound": self.bound,
             "prefill_bound": self.prefill_bound, "weight_port_busy": self.weight_port_busy,
             "prefill_weight_port_busy": self.prefill_weight_port_busy,
+            "act_port_busy": self.act_port_busy,
+            "prefill_act_port_busy": self.prefill_act_port_busy,
             "load": self.load, "decode": self.decode, "prefill": self.prefill,
         }
 
