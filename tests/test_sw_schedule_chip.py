@@ -16,6 +16,7 @@ from sparsecim.sw.schedule.chip import (
     chip_ops,
     chip_words,
     layer_candidates,
+    load_phase,
     model_figures,
     model_layers,
     place_layer,
@@ -229,6 +230,10 @@ def test_model_plan_by_capacity():
     assert used == [(0, 1), (1, 5)]
     figures = model_figures(chip, layers, prefill_tokens=4, plan=plan)
     assert [f.layer.name for f in figures] == ["big", "small", "mid"]
+    # The whole load phase: every resident row once, serial on the weight port.
+    load = load_phase(plan)
+    assert load["w_load"] == sum(f.load["w_load"] for f in figures if f.resident)
+    assert load["total"] >= max(f.load_cycles for f in figures if f.resident)
     assert [f.resident for f in figures] == [False, True, True]
     # Layers of one shape are priced once and get equal figures under their own names.
     twins = [ChipLayer("a", 32, 8), ChipLayer("b", 32, 8)]

@@ -124,7 +124,8 @@ from .gemm import (
 __all__ = ["ChipLayer", "LayerPlacement", "ModelPlan", "ChipRead", "ChipSchedule",
            "LayerFigures", "place_layer", "layer_candidates", "place_model", "schedule_chip",
            "chip_ops", "chip_words", "chip_layer_figures", "model_figures", "ACTS_MODES",
-           "ChipMonarchSchedule", "schedule_monarch_chip", "model_layers", "packable"]
+           "ChipMonarchSchedule", "schedule_monarch_chip", "model_layers", "packable",
+           "load_phase"]
 
 #: How a layer's activations reach its macros (see the module docstring).
 ACTS_MODES = ("broadcast", "own", "per_tile")
@@ -1008,6 +1009,16 @@ def chip_layer_figures(chip: ChipConfig, layer: ChipLayer, *, base: int = 0,
                         decode=decode, prefill=prefill, prefill_tokens=prefill_tokens,
                         weight_row_bytes=chip.weight_row_bytes,
                         utilization=prefill_p.mapping.utilization)
+
+
+def load_phase(plan: ModelPlan) -> dict | None:
+    """Chip counters (and summed macro counters under ``"macro"``) of loading every resident
+    layer of ``plan`` at once, from reset to END: the model's exact one-time load (the
+    layers' own ``load_cycles`` price each alone). None if no layer is resident."""
+    if not any(p.resident for p in plan.placements):
+        return None
+    ops, _ = _plan_ops(plan, 1, load=True, compute=False)
+    return _price(plan.chip, ops)
 
 
 def model_figures(chip: ChipConfig, layers, *, prefill_tokens: int = 128,
