@@ -120,13 +120,19 @@ def test_resident_loads_weights_once():
 
 
 def test_resident_token_phase_without_loads():
-    # load=False: the token phase alone (as the figures price it); run after the load
-    # phase of the same plan, the results are still exact.
+    # load=False: the token phase alone, as the figures price it; the load phase alone
+    # followed by the token phase is the full schedule, command for command.
     chip = tiny_chip(8)
     layer = ChipLayer("l", 20, 10)
     plan = place_model(chip, [layer], 4)
-    ops, _ = chip_ops(plan.placements[0], 4, load=False)
-    assert not any(cmd.opcode == Opcode.LOAD_W for _, _, cmd, _ in ops)
+    (placement,) = plan.placements
+    assert placement.resident
+    tokens_only, _ = chip_ops(placement, 4, load=False)
+    loads_only, _ = chip_ops(placement, 4, compute=False)
+    both, _ = chip_ops(placement, 4)
+    assert not any(cmd.opcode == Opcode.LOAD_W for _, _, cmd, _ in tokens_only)
+    assert all(cmd.opcode == Opcode.LOAD_W for _, _, cmd, _ in loads_only)
+    assert loads_only + tokens_only == both
 
 
 SMALL = [(5, 4, (1, 1)), (3, 8, (1, 1)), (8, 4, (1, 1)), (4, 6, (1, 1)), (40, 4, (1, 1))]
