@@ -478,7 +478,7 @@ def _cmd_fpga(args) -> int:
 
 
 def _print_models() -> int:
-    from .run import MODELS, ShapeTable
+    from ..sw.pipeline import MODELS, ShapeTable
 
     print("sparsecim run models (--model NAME):")
     print("  smollm2          the packaged SmolLM2-135M, real weights (--blocks, --linears)")
@@ -494,8 +494,8 @@ def _print_models() -> int:
 
 
 def _cmd_run(args) -> int:  # noqa: C901
+    from ..sw.pipeline import RunError, ShapeTable, load_settings, resolve_model, run
     from .progress import Progress
-    from .run import RunError, ShapeTable, load_settings, resolve_model, run
 
     if args.model == "list":
         return _print_models()
@@ -818,7 +818,7 @@ def _cmd_presets(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (see the module docstring)."""
-    from .run import RunError
+    from ..sw.pipeline import RunError
 
     try:
         args = build_parser().parse_args(argv)

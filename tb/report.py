@@ -1,7 +1,7 @@
 """Run reports: every figure per layer as JSON and CSV, and a Markdown page with PNG plots.
 
 A report is built from :class:`LayerRecord` rows (one per mapped layer, made by
-:mod:`sparsecim.tb.run`); nothing here computes a figure, it only writes them out. Plots use
+:mod:`sparsecim.sw.pipeline`); nothing here computes a figure, it only writes them out. Plots use
 matplotlib's Agg backend (no display needed), imported only when a report is written.
 
 Files written by :func:`write_report` into the run folder:

@@ -3,9 +3,8 @@
 import io
 
 import pytest
-from sparsecim.tb import run as run_module
-from sparsecim.tb.progress import Progress
-from sparsecim.tb.run import (
+from sparsecim.sw import pipeline as run_module
+from sparsecim.sw.pipeline import (
     MAPPINGS,
     SPARSIFIERS,
     RunError,
@@ -14,6 +13,7 @@ from sparsecim.tb.run import (
     select_rtl_layers,
     settings_toml,
 )
+from sparsecim.tb.progress import Progress
 
 
 def test_settings_toml_round_trips(tmp_path):
@@ -252,7 +252,7 @@ def test_every_shape_table_is_a_model():
 
 
 def test_sample_tiles_are_chosen_by_seed_and_layer():
-    from sparsecim.tb.run import sample_tiles
+    from sparsecim.sw.pipeline import sample_tiles
 
     tiles = sample_tiles(0, "blocks.0.q", 18, 4)
     assert tiles == sample_tiles(0, "blocks.0.q", 18, 4)  # the same run samples the same

@@ -61,20 +61,20 @@ import numpy as np
 
 from ..hw.config import MacroConfig, macro_from_table, macro_toml, read_toml, resolve_macro
 from ..hw.trace import Trace
-from ..sw.area import recorded_counts
-from ..sw.energy import layer_energy, load_tech
-from ..sw.events import count_events
-from ..sw.golden import run_trace
-from ..sw.mapping import map_dense, map_nm
-from ..sw.model_shapes import MODELS as SHAPE_TABLES
-from ..sw.model_shapes import ModelShape
-from ..sw.nm import NMPattern, activation_norms, memory_bits, prune_magnitude, prune_wanda
-from ..sw.quant import dequantize_matmul, quantize_acts, quantize_weights
-from ..sw.reference import matmul_reference
-from ..sw.schedule import as_pattern, ideal_cycles, predict_counters, schedule_layer
-from ..sw.schedule.monarch import MAPPINGS as MONARCH_MAPPINGS
-from .outputs import OutputError, atomic_write, check_output_folder
-from .report import LayerRecord, summarize, write_report
+from ..tb.outputs import OutputError, atomic_write, check_output_folder
+from ..tb.report import LayerRecord, summarize, write_report
+from .area import recorded_counts
+from .energy import layer_energy, load_tech
+from .events import count_events
+from .golden import run_trace
+from .mapping import map_dense, map_nm
+from .model_shapes import MODELS as SHAPE_TABLES
+from .model_shapes import ModelShape
+from .nm import NMPattern, activation_norms, memory_bits, prune_magnitude, prune_wanda
+from .quant import dequantize_matmul, quantize_acts, quantize_weights
+from .reference import matmul_reference
+from .schedule import as_pattern, ideal_cycles, predict_counters, schedule_layer
+from .schedule.monarch import MAPPINGS as MONARCH_MAPPINGS
 
 __all__ = ["RunSettings", "RunError", "LayerInput", "Sparsified", "MappedLayer", "RunResult",
            "ShapeTable", "MODELS", "SPARSIFIERS", "MAPPINGS", "load_settings", "settings_toml",
@@ -316,7 +316,7 @@ def _named_preset(name: str) -> MacroConfig | None:
 
 def resolve_model(name: str):
     """The :data:`MODELS` entry of a model setting: a registered name, or a path (a Hugging
-    Face folder, ``.gguf``, ``.onnx`` or ``config.json``; :mod:`sparsecim.tb.run_models`).
+    Face folder, ``.gguf``, ``.onnx`` or ``config.json``; :mod:`sparsecim.sw.run_models`).
 
     Raises
     ------
@@ -435,7 +435,7 @@ def validate_settings(s: RunSettings) -> None:  # noqa: C901
         except ValueError as exc:
             raise RunError(str(exc)) from None
     if s.model == "smollm2":
-        from ..sw.smollm import LINEAR_NAMES
+        from .smollm import LINEAR_NAMES
 
         unknown = [name for name in s.linears if name not in LINEAR_NAMES]
         if unknown or not s.linears:
@@ -596,7 +596,7 @@ _CALIBRATION_TEXT = (
 
 
 def _smollm_layers(s: RunSettings) -> list[LayerInput]:
-    from ..sw.smollm import LINEAR_NAMES, load_smollm2
+    from .smollm import LINEAR_NAMES, load_smollm2
 
     unknown = [name for name in s.linears if name not in LINEAR_NAMES]
     if unknown or not s.linears:
@@ -704,7 +704,7 @@ def _flow(layers, s: RunSettings, cfg: MacroConfig) -> list[Sparsified]:
     locality of the Wanda scores of the block's linears (concatenated, row-major, in run
     order), chosen by the integer program among the released choices the macro runs; every
     linear of a block is then Wanda-pruned to its block's pattern."""
-    from ..sw.flow import (
+    from .flow import (
         DEFAULT_HYPER_M,
         RELEASED_CHOICES,
         FlowInfeasible,
@@ -748,7 +748,7 @@ def _monarch(layers, s: RunSettings, cfg: MacroConfig) -> list[Sparsified]:
     to the ``monarch-*`` mappings in ``extra["factors"]``, the dense equivalent is the
     weight. The macro's one-trace Monarch schedule needs ``i = j = o`` (square layers whose
     size is a square, e.g. 576 = 24 × 24)."""
-    from ..sw.monarch import monarch_dense, monarch_project, relative_error
+    from .monarch import monarch_dense, monarch_project, relative_error
 
     out = []
     for layer in layers:
@@ -810,9 +810,9 @@ def _tiled(dense: bool):
 def _monarch_mapping(kind: str):
     def mapper(cfg: MacroConfig, layer: Sparsified, inp: LayerInput,
                s: RunSettings) -> MappedLayer:
-        from ..sw.monarch import output_from_blocks, schedule_factors
-        from ..sw.quant import qmax
-        from ..sw.schedule.monarch import monarch_reference, schedule_monarch
+        from .monarch import output_from_blocks, schedule_factors
+        from .quant import qmax
+        from .schedule.monarch import monarch_reference, schedule_monarch
 
         factors = layer.extra.get("factors")
         if factors is None:
@@ -899,7 +899,7 @@ def _shape_records(cfg: MacroConfig, s: RunSettings, rows: list) -> list[LayerRe
     def energy(k: int, n: int, copies: int) -> dict:
         # The events of the schedule the cycle model describes (random values of the declared
         # pattern: the counts do not depend on them), from two output tiles.
-        from ..sw.events import layer_events
+        from .events import layer_events
 
         key = (k, n)
         if key not in events:
@@ -950,7 +950,7 @@ def _rtl_sample(s: RunSettings, name: str, mapped: MappedLayer, record: LayerRec
     expected columns, and on Verilator, scoreboarded against that golden run. ``rtl_cycles``
     is the sum over the tiles, ``rtl_match`` true only if every tile passed both checks.
     """
-    from .cosim import run_rtl
+    from ..tb.cosim import run_rtl
 
     tiles = sample_tiles(s.seed, name, mapped.n_tiles, s.rtl_sample)
     cycles, passed, outputs = 0, True, 0
@@ -1149,7 +1149,7 @@ class _RunFolder:
 def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step):
     """The work of :func:`run`: the records of every layer (RTL runs under ``run_dir/rtl``)
     and the model quality of a checkpoint with a forward pass (else None)."""
-    from .cosim import Pauses, run_rtl
+    from ..tb.cosim import Pauses, run_rtl
 
     model = resolve_model(settings.model)
     if isinstance(model, ShapeTable):
