@@ -1,12 +1,15 @@
-"""``sparsecim run``: model → sparsify → map → schedule → golden → RTL (a subset) → report.
+"""The run pipeline: model → sparsify → map → schedule → golden → figures, one layer or all.
 
 A run takes the linear layers of a model (the packaged SmolLM2-135M, or synthetic shapes),
 sparsifies them (dense; a fixed N:M by magnitude or Wanda score; FLOW's one N:M per block; or
 a rank-1 Monarch projection), quantizes them to the macro's INT8, maps and schedules every
-layer, runs every trace on the golden model (all tiles, checked against the plain integer
-matmul) and the traces of the chosen layers on Verilator (scoreboarded word by word and
-counter by counter), and writes a report
-(:mod:`sparsecim.tb.report`) and its resolved settings into the run folder.
+layer and runs every trace on the golden model (all tiles, checked against the plain integer
+matmul): :func:`run_layers`, one :func:`run_layer` a layer. The RTL step is passed in from
+``tb`` (:data:`RtlStep`; :func:`sparsecim.tb.run.rtl_step` runs Verilator), and
+:func:`sparsecim.tb.run.run` writes the report and the resolved settings into the run folder.
+``sparsecim gemm``, ``sparsecim layer`` and
+:func:`~sparsecim.sw.experiments.flow_eval.int8_layer_check` use the same two steps
+(:func:`tiled_layer`, then :func:`run_layer`).
 
 Three registries make the steps pluggable; each maps a name (the value of a setting) to a
 function, and adding an entry is all a new method needs:
@@ -33,7 +36,7 @@ Layer-shape tables (:data:`sparsecim.sw.model_shapes.MODELS`: ``bert-large``,
 ``llama-2-7b`` ...) are models too, one :class:`ShapeTable` entry in :data:`MODELS` each. They
 have no weights, so a run of one is figures only: each row of the table (each distinct linear
 of a block) is mapped once and its figures multiplied by its count per block times the blocks
-(:attr:`LayerRecord.copies <sparsecim.tb.report.LayerRecord>`); the pattern of ``magnitude``
+(:attr:`LayerRecord.copies <sparsecim.sw.records.LayerRecord>`); the pattern of ``magnitude``
 or ``wanda`` is declared, not found by pruning (both give the same figures); cycles come from
 :func:`~sparsecim.sw.schedule.predict_counters`, once per distinct shape and pattern. Nothing
 runs on the golden model or the RTL (``golden_match`` and ``rtl_match`` are None), and FLOW,
@@ -44,14 +47,10 @@ The order of work and the data are fixed here; printing happens at the CLI edge.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import os
 import re
-import shutil
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,8 +60,6 @@ import numpy as np
 
 from ..hw.config import MacroConfig, macro_from_table, macro_toml, read_toml, resolve_macro
 from ..hw.trace import Trace
-from ..tb.outputs import OutputError, atomic_write, check_output_folder
-from ..tb.report import LayerRecord, summarize, write_report
 from .area import recorded_counts
 from .energy import layer_energy, load_tech
 from .events import count_events
@@ -72,14 +69,15 @@ from .model_shapes import MODELS as SHAPE_TABLES
 from .model_shapes import ModelShape
 from .nm import NMPattern, activation_norms, memory_bits, prune_magnitude, prune_wanda
 from .quant import dequantize_matmul, quantize_acts, quantize_weights
+from .records import LayerRecord
 from .reference import matmul_reference
 from .schedule import as_pattern, ideal_cycles, predict_counters, schedule_layer
 from .schedule.monarch import MAPPINGS as MONARCH_MAPPINGS
 
-__all__ = ["RunSettings", "RunError", "LayerInput", "Sparsified", "MappedLayer", "RunResult",
-           "ShapeTable", "MODELS", "SPARSIFIERS", "MAPPINGS", "load_settings", "settings_toml",
-           "validate_settings", "run", "select_rtl_layers", "resolve_model", "sample_tiles",
-           "INCOMPLETE"]
+__all__ = ["RunSettings", "RunError", "LayerInput", "Sparsified", "MappedLayer", "LayerRun",
+           "RtlFigures", "RtlStep", "ShapeTable", "MODELS", "SPARSIFIERS", "MAPPINGS",
+           "load_settings", "settings_toml", "validate_settings", "tiled_layer", "run_layer",
+           "run_layers", "select_rtl_layers", "resolve_model", "sample_tiles"]
 
 
 class RunError(ValueError):
@@ -561,6 +559,10 @@ class MappedLayer:
         ``output_tile(j) -> (schedule, columns)``: output tile ``j`` (of ``n_tiles``) alone,
         its :class:`~sparsecim.sw.schedule.Schedule` over every input and token and the
         output columns it computes; None for a mapping that is not tiled.
+    schedule : Schedule or None
+        The schedule the trace comes from (e.g. to run it on the RTL).
+    operands : tuple or None
+        A tiled layer's integer operands ``(x, w)``: ``(tokens, K)`` and ``(K, N)``.
     """
     trace: Trace
     expected: np.ndarray
@@ -578,6 +580,8 @@ class MappedLayer:
     ideal_cycles: int
     label: str = ""
     output_tile: Callable | None = None
+    schedule: object | None = None
+    operands: tuple | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -782,28 +786,60 @@ SPARSIFIERS: dict[str, Callable] = {
 # Mappings
 
 
+def tiled_layer(cfg: MacroConfig, x: np.ndarray, w: np.ndarray, pattern: tuple, *,
+                mapping: str | None = None, dequantize: Callable | None = None) -> MappedLayer:
+    """The integer layer ``x @ w`` tiled on ``cfg`` in ``pattern`` (``(1, 1)``: dense).
+
+    Parameters
+    ----------
+    cfg : MacroConfig
+    x : ndarray
+        ``(tokens, K)`` integer activations within ``cfg.act_bits``.
+    w : ndarray
+        ``(K, N)`` integer weights within ``cfg.weight_bits``, obeying ``pattern`` along K.
+    pattern : tuple of (int, int)
+    mapping : str, optional
+        The mapping's name for the report (default ``linear`` for dense, else ``nm``).
+    dequantize : callable, optional
+        Integer outputs to float outputs.
+
+    Returns
+    -------
+    MappedLayer
+        Expected outputs :func:`~sparsecim.sw.reference.matmul_reference` of the operands.
+
+    Raises
+    ------
+    ValueError
+        From :func:`~sparsecim.sw.schedule.schedule_layer` (a pattern the macro does not run,
+        weights that break it, values out of range).
+    """
+    schedule = schedule_layer(cfg, x, w, pattern)
+    tiles = schedule.mapping
+
+    def output_tile(j: int):
+        columns = np.arange(j * cfg.cols, min((j + 1) * cfg.cols, tiles.n))
+        return schedule_layer(cfg, x, w[:, columns], pattern), columns
+
+    return MappedLayer(
+        trace=schedule.trace, expected=matmul_reference(x, w), assemble=schedule.assemble,
+        dequantize=dequantize,
+        mapping=mapping or ("linear" if tuple(pattern) == (1, 1) else "nm"),
+        pattern=tuple(pattern), arrays=tiles.arrays, k_tiles=tiles.k_tiles,
+        n_tiles=tiles.n_tiles, utilization=tiles.utilization, weight_bytes=tiles.weight_bytes,
+        meta_bytes=tiles.meta_bytes, macs_per_token=tiles.macs_per_token,
+        ideal_cycles=ideal_cycles(tiles, x.shape[0]), output_tile=output_tile,
+        schedule=schedule, operands=(x, w))
+
+
 def _tiled(dense: bool):
     def mapper(cfg: MacroConfig, layer: Sparsified, inp: LayerInput,
                s: RunSettings) -> MappedLayer:
         wq, w_scale = quantize_weights(layer.weight, cfg.weight_bits)
         xq, x_scale = quantize_acts(inp.x, cfg.act_bits)
-        pattern = (1, 1) if dense else layer.pattern
-        schedule = schedule_layer(cfg, xq, wq.T, pattern)
-        mapping = schedule.mapping
-
-        def output_tile(j: int):
-            columns = np.arange(j * cfg.cols, min((j + 1) * cfg.cols, mapping.n))
-            return schedule_layer(cfg, xq, wq.T[:, columns], pattern), columns
-
-        return MappedLayer(
-            trace=schedule.trace, expected=matmul_reference(xq, wq.T),
-            assemble=schedule.assemble,
-            dequantize=lambda y: dequantize_matmul(y, x_scale, w_scale),
-            mapping="linear" if dense else "nm", pattern=pattern, arrays=mapping.arrays,
-            k_tiles=mapping.k_tiles, n_tiles=mapping.n_tiles,
-            utilization=mapping.utilization, weight_bytes=mapping.weight_bytes,
-            meta_bytes=mapping.meta_bytes, macs_per_token=mapping.macs_per_token,
-            ideal_cycles=ideal_cycles(mapping, xq.shape[0]), output_tile=output_tile)
+        return tiled_layer(cfg, xq, wq.T, (1, 1) if dense else layer.pattern,
+                           mapping="linear" if dense else "nm",
+                           dequantize=lambda y: dequantize_matmul(y, x_scale, w_scale))
     return mapper
 
 
@@ -849,7 +885,7 @@ def _monarch_mapping(kind: str):
             arrays=schedule.loads, k_tiles=0, n_tiles=0, utilization=schedule.utilization,
             weight_bytes=-(-macs * cfg.weight_bits // 8), meta_bytes=0,
             macs_per_token=macs, ideal_cycles=-(-macs * xq.shape[0] // cfg.cells),
-            label=f"monarch {b}x{blk}")
+            label=f"monarch {b}x{blk}", schedule=schedule)
     return mapper
 
 
@@ -942,35 +978,6 @@ def sample_tiles(seed: int, name: str, n_tiles: int, count: int) -> list[int]:
     return sorted(int(j) for j in rng.choice(n_tiles, size=min(count, n_tiles), replace=False))
 
 
-def _rtl_sample(s: RunSettings, name: str, mapped: MappedLayer, record: LayerRecord,
-                folder: Path, pauses) -> None:
-    """Run ``s.rtl_sample`` output tiles of a layer on the RTL; fill the record's RTL fields.
-
-    Each tile's trace runs alone on the golden model, whose outputs must equal the layer's
-    expected columns, and on Verilator, scoreboarded against that golden run. ``rtl_cycles``
-    is the sum over the tiles, ``rtl_match`` true only if every tile passed both checks.
-    """
-    from ..tb.cosim import run_rtl
-
-    tiles = sample_tiles(s.seed, name, mapped.n_tiles, s.rtl_sample)
-    cycles, passed, outputs = 0, True, 0
-    for j in tiles:
-        schedule, columns = mapped.output_tile(j)
-        golden = run_trace(schedule.trace)
-        passed = passed and bool(np.array_equal(schedule.assemble(golden.results),
-                                                mapped.expected[:, columns]))
-        rtl = run_rtl(schedule.trace, run_dir=folder / f"tile{j}", pauses=pauses,
-                      golden=golden)
-        passed = passed and bool(rtl.passed)
-        cycles += int(rtl.rtl_cycles)
-        outputs += len(columns)
-    record.rtl_cycles = cycles
-    record.rtl_match = passed
-    record.rtl_dir = str(folder.resolve())
-    record.rtl_tiles = tiles
-    record.rtl_coverage = outputs / record.out_features
-
-
 def select_rtl_layers(spec: str, names: list[str]) -> list[str]:
     """The layer names a ``rtl_layers`` setting selects, in run order.
 
@@ -994,180 +1001,148 @@ def select_rtl_layers(spec: str, names: list[str]) -> list[str]:
     return [name for name in names if name in wanted]
 
 
+
+
+# --------------------------------------------------------------------------------------------
+# The run: one layer, then every layer of a run
+
+
 @dataclass
-class RunResult:
-    """What a run produced.
+class LayerRun:
+    """One mapped layer run on the golden model and checked (:func:`run_layer`).
 
     Attributes
     ----------
-    settings : RunSettings
-    records : list of LayerRecord
-    summary : dict
-        :func:`~sparsecim.tb.report.summarize` of the records.
-    run_dir : Path
-    files : dict
-        Report files by kind (``json``, ``csv``, ``markdown``, plot names) and ``settings``.
+    mapped : MappedLayer
+    golden : GoldenResult
+        The golden model's run of the trace (results, counters, status).
+    outputs : ndarray
+        ``(tokens, out_features)`` int64: the result beats assembled.
+    match : bool
+        ``outputs`` equal ``mapped.expected`` entry for entry.
     """
-    settings: RunSettings
-    records: list[LayerRecord]
-    summary: dict
-    run_dir: Path
-    files: dict
-
-    @property
-    def passed(self) -> bool:
-        return self.summary["passed"]
+    mapped: MappedLayer
+    golden: object
+    outputs: np.ndarray
+    match: bool
 
 
-def run(settings: RunSettings, *, on_step: Callable[[str, str], None] | None = None
-        ) -> RunResult:
-    """Run every step for ``settings`` and write the report into its run folder.
+def run_layer(mapped: MappedLayer) -> LayerRun:
+    """Run a mapped layer's trace on the golden model and compare its outputs, exactly.
 
-    The settings are validated before the folder is touched. While the run works the folder
-    holds an :data:`INCOMPLETE` marker (an older run's results are removed first); the report
-    and ``settings.toml`` appear, each by an atomic rename, only when every step is done, and
-    then the marker goes. A run that fails or is interrupted leaves the marker saying so.
+    The one golden step of ``run`` (every layer), ``gemm`` and ``layer`` (the CLI) and
+    :func:`~sparsecim.sw.experiments.flow_eval.int8_layer_check`; quantizing and scheduling
+    come before it (a :data:`MAPPINGS` entry or :func:`tiled_layer`), the RTL after it, from
+    ``tb``.
+    """
+    golden = run_trace(mapped.trace)
+    outputs = mapped.assemble(golden.results)
+    return LayerRun(mapped, golden, outputs, bool(np.array_equal(outputs, mapped.expected)))
+
+
+@dataclass
+class RtlFigures:
+    """What the RTL step of a run reports for one layer (see :func:`run_layers`).
+
+    Attributes
+    ----------
+    cycles : int
+        Cycles the RTL counted (the sum over the tiles of a sampled layer).
+    match : bool
+        Outputs and counters equal the golden model's and the cycle model's.
+    run_dir : str
+    coverage : float
+        Fraction of the layer's outputs the RTL computed.
+    tiles : list of int or None
+        The output tiles sampled (None: the whole layer ran).
+    """
+    cycles: int
+    match: bool
+    run_dir: str
+    coverage: float = 1.0
+    tiles: list | None = None
+
+
+#: The RTL step of a run, given by ``tb``: ``rtl(name, mapped, golden, events) ->
+#: RtlFigures`` for a layer the settings select (``rtl_layers``, ``rtl_sample``).
+RtlStep = Callable[[str, MappedLayer, object, object], RtlFigures]
+
+
+def _layer_record(cfg: MacroConfig, layer: LayerInput, sparse: Sparsified, checked: LayerRun,
+                  energy: dict) -> LayerRecord:
+    """The figures of one layer of a run from its golden run."""
+    mapped, golden = checked.mapped, checked.golden
+    out_f, in_f = layer.weight.shape
+    tokens = layer.x.shape[0]
+    rel_error = None
+    if mapped.dequantize is not None:
+        reference = layer.x @ layer.weight.T
+        scale = float(np.linalg.norm(reference))
+        if scale > 0:
+            rel_error = float(np.linalg.norm(mapped.dequantize(checked.outputs) - reference)
+                              / scale)
+    return LayerRecord(
+        name=layer.name, out_features=out_f, in_features=in_f, tokens=tokens,
+        sparsify=sparse.method,
+        pattern=mapped.label or str(NMPattern(*mapped.pattern)),
+        density=mapped.macs_per_token / (out_f * in_f),
+        mapping=mapped.mapping, arrays=mapped.arrays, k_tiles=mapped.k_tiles,
+        n_tiles=mapped.n_tiles, utilization=mapped.utilization,
+        dense_utilization=map_dense(cfg, in_f, out_f).utilization,
+        weight_bytes=mapped.weight_bytes, meta_bytes=mapped.meta_bytes,
+        macs=mapped.macs_per_token * tokens, model_cycles=golden.counters["total"],
+        model_counters=dict(golden.counters),
+        dense_cycles=predict_counters(cfg, in_f, out_f, tokens)["total"],
+        ideal_cycles=mapped.ideal_cycles, golden_match=checked.match, rel_error=rel_error,
+        extra={k: v for k, v in sparse.extra.items() if isinstance(v, (int, float, str))},
+        macro=cfg.slug, energy=energy)
+
+
+def run_layers(cfg: MacroConfig, settings: RunSettings, *,
+               step: Callable[[str, str], None] | None = None, rtl: RtlStep | None = None):
+    """Every step of a run but writing it out: the records of every layer and the model
+    quality of a checkpoint with a forward pass (else None).
 
     Parameters
     ----------
+    cfg : MacroConfig
     settings : RunSettings
-        Validated (from :func:`load_settings`).
-    on_step : callable, optional
-        ``on_step(kind, text)`` with ``kind`` ``"begin"`` or ``"end"`` around loading the
-        model, each layer's golden run and each RTL run, and once ``"plan"`` with the number
-        of golden and RTL steps as ``text`` (for a progress bar).
-
-    Returns
-    -------
-    RunResult
+        Validated.
+    step : callable, optional
+        ``step(kind, text)``: ``"plan"`` once (the number of golden and RTL steps), then
+        ``"begin"`` and ``"end"`` around loading the model, each layer's golden run, each RTL
+        run and the model quality.
+    rtl : RtlStep, optional
+        Runs the layers the settings select on the RTL (from ``tb``); None runs none.
 
     Raises
     ------
     RunError
-        For a mistake in the settings (:func:`validate_settings`), a run folder that cannot be
-        written, or one found while loading (a model that cannot be loaded, a layer the macro
-        cannot run).
+        For a model that cannot be loaded or a layer the macro cannot run.
     """
-    def step(kind, text):
-        if on_step:
-            on_step(kind, text)
-
-    validate_settings(settings)
-    cfg = settings.macro_config()
-    try:
-        run_dir = check_output_folder(settings.run_dir(), what="run folder")
-    except OutputError as exc:
-        raise RunError(str(exc)) from None
-    folder = _RunFolder(run_dir)
-    folder.begin()
-    try:
-        records, quality = _run_steps(cfg, settings, run_dir, step)
-        files = folder.publish(records, settings, quality)
-    except BaseException as exc:
-        folder.abandon(exc)
-        raise
-    summary = summarize(records)
-    if quality is not None:
-        summary["quality"] = quality
-    return RunResult(settings, records, summary, run_dir, files)
-
-
-#: The marker file of a run folder whose run has not finished: it says whether the run is
-#: still going, failed or was interrupted. The results of a finished run never sit beside it.
-INCOMPLETE = "INCOMPLETE"
-
-#: What a run publishes at the top of its folder (the report's files and its settings); a new
-#: run removes those of an older one before it starts, so they never mix.
-_RESULTS = ("settings.toml", "layers.json", "layers.csv", "report.md", "*.png")
-
-
-class _RunFolder:
-    """The one writer of a run folder's results.
-
-    :meth:`begin` marks the folder :data:`INCOMPLETE` and removes an older run's results;
-    :meth:`publish` writes the report and ``settings.toml`` into a private staging folder,
-    renames each file into place (each rename atomic) and only then removes the marker;
-    :meth:`abandon` records in the marker why the run stopped (failed or interrupted).
-    """
-
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
-        self.marker = run_dir / INCOMPLETE
-        self.staging = run_dir / f".staging{os.getpid()}"
-
-    def _mark(self, text: str) -> None:
-        with atomic_write(self.marker) as out:
-            out.write(f"{text} ({time.strftime('%Y-%m-%d %H:%M:%S %Z')})\n"
-                      "The files here are not the results of a finished run.\n")
-
-    def begin(self) -> None:
-        try:
-            self._mark("running")
-            for pattern in _RESULTS:
-                for old in self.run_dir.glob(pattern):
-                    old.unlink()
-        except OSError as exc:
-            raise RunError(f"run folder {self.run_dir} cannot be written: "
-                           f"{exc.strerror or exc}") from None
-
-    def publish(self, records: list[LayerRecord], settings: RunSettings,
-                quality: dict | None = None) -> dict:
-        shutil.rmtree(self.staging, ignore_errors=True)
-        try:
-            staged = write_report(records, self.staging, settings=settings.as_dict(),
-                                  plots=settings.plots)
-            if quality is not None:
-                with staged["markdown"].open("a") as report:
-                    report.write("\n## Model quality (float weights, sparsified vs dense)\n\n"
-                                 + "".join(f"- {key}: {value:.6g}\n" if isinstance(value, float)
-                                           else f"- {key}: {value}\n"
-                                           for key, value in quality.items()))
-            with atomic_write(self.staging / "settings.toml") as out:
-                out.write(settings_toml(settings))
-            staged["settings"] = self.staging / "settings.toml"
-            files = {}
-            for kind, path in staged.items():
-                final = self.run_dir / Path(path).name
-                os.replace(path, final)
-                files[kind] = final
-            self.marker.unlink()
-        except OSError as exc:
-            raise RunError(f"run folder {self.run_dir} cannot be written: "
-                           f"{exc.strerror or exc}") from None
-        finally:
-            shutil.rmtree(self.staging, ignore_errors=True)
-        return files
-
-    def abandon(self, exc: BaseException) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
-        why = ("interrupted" if isinstance(exc, KeyboardInterrupt)
-               else f"failed: {' '.join(str(exc).split()) or type(exc).__name__}")
-        with contextlib.suppress(OSError, OutputError):
-            self._mark(why)
-
-
-def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step):
-    """The work of :func:`run`: the records of every layer (RTL runs under ``run_dir/rtl``)
-    and the model quality of a checkpoint with a forward pass (else None)."""
-    from ..tb.cosim import Pauses, run_rtl
+    def progress(kind, text):
+        if step:
+            step(kind, text)
 
     model = resolve_model(settings.model)
     if isinstance(model, ShapeTable):
-        step("plan", "0")
-        step("begin", f"figures of {settings.model}")
+        progress("plan", "0")
+        progress("begin", f"figures of {settings.model}")
         records = _shape_records(cfg, settings, model(settings))
-        step("end", f"figures of {settings.model}")
+        progress("end", f"figures of {settings.model}")
         return records, None
-    step("begin", f"load {settings.model}")
+    progress("begin", f"load {settings.model}")
     layers = model(settings)
-    step("end", f"load {settings.model}")
+    progress("end", f"load {settings.model}")
     names = [layer.name for layer in layers]
     rtl_names = set(select_rtl_layers(settings.rtl_layers, names))
     if settings.rtl_sample and not rtl_names:
         rtl_names = set(names)
+    if rtl is None:
+        rtl_names = set()
     # A checkpoint with a forward pass also measures model quality (one more step).
     checkpoint = getattr(model, "__module__", "") == f"{__package__}.run_models"
-    step("plan", str(len(layers) + len(rtl_names) + checkpoint))
+    progress("plan", str(len(layers) + len(rtl_names) + checkpoint))
     sparsified = SPARSIFIERS[settings.sparsify](layers, settings, cfg)
 
     # Energy: exact events of every trace, priced by the technology file; area from the cell
@@ -1175,7 +1150,7 @@ def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step):
     tech, cell_counts = load_tech(settings.tech), recorded_counts(cfg)
     records = []
     for layer, sparse in zip(layers, sparsified, strict=True):
-        step("begin", f"golden {layer.name}")
+        progress("begin", f"golden {layer.name}")
         mapper = MAPPINGS[_mapping_of(settings, sparse)]
         try:
             mapped = mapper(cfg, sparse, layer, settings)
@@ -1183,58 +1158,25 @@ def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step):
             raise
         except ValueError as exc:
             raise RunError(f"layer {layer.name}: {exc}") from None
-        golden = run_trace(mapped.trace)
-        y = mapped.assemble(golden.results)
-        out_f, in_f = layer.weight.shape
-        tokens = layer.x.shape[0]
-        rel_error = None
-        if mapped.dequantize is not None:
-            reference = layer.x @ layer.weight.T
-            scale = float(np.linalg.norm(reference))
-            if scale > 0:
-                rel_error = float(np.linalg.norm(mapped.dequantize(y) - reference) / scale)
-        pattern = mapped.pattern
+        checked = run_layer(mapped)
         events = count_events(mapped.trace)  # priced here, checked against the RTL below
-        record = LayerRecord(
-            name=layer.name, out_features=out_f, in_features=in_f, tokens=tokens,
-            sparsify=sparse.method,
-            pattern=mapped.label or str(NMPattern(*pattern)),
-            density=mapped.macs_per_token / (out_f * in_f),
-            mapping=mapped.mapping, arrays=mapped.arrays, k_tiles=mapped.k_tiles,
-            n_tiles=mapped.n_tiles, utilization=mapped.utilization,
-            dense_utilization=map_dense(cfg, in_f, out_f).utilization,
-            weight_bytes=mapped.weight_bytes, meta_bytes=mapped.meta_bytes,
-            macs=mapped.macs_per_token * tokens, model_cycles=golden.counters["total"],
-            model_counters=dict(golden.counters),
-            dense_cycles=predict_counters(cfg, in_f, out_f, tokens)["total"],
-            ideal_cycles=mapped.ideal_cycles,
-            golden_match=bool(np.array_equal(y, mapped.expected)), rel_error=rel_error,
-            extra={k: v for k, v in sparse.extra.items() if isinstance(v, (int, float, str))},
-            macro=cfg.slug, energy=layer_energy(cfg, events, tech, cell_counts, tokens))
-        step("end", f"golden {layer.name}")
+        record = _layer_record(cfg, layer, sparse, checked,
+                               layer_energy(cfg, events, tech, cell_counts, layer.x.shape[0]))
+        progress("end", f"golden {layer.name}")
         if layer.name in rtl_names:
-            step("begin", f"RTL {layer.name}")
-            pause = settings.pause
-            n_tiles = mapped.n_tiles
-            if settings.rtl_sample and mapped.output_tile and settings.rtl_sample < n_tiles:
-                _rtl_sample(settings, layer.name, mapped, record, run_dir / "rtl" / layer.name,
-                            Pauses(pause, pause, pause))
-            else:
-                rtl = run_rtl(mapped.trace, run_dir=run_dir / "rtl" / layer.name,
-                              pauses=Pauses(pause, pause, pause), golden=golden,
-                              events=events)
-                record.rtl_cycles = int(rtl.rtl_cycles)
-                record.rtl_match = bool(rtl.passed)
-                record.rtl_dir = str(rtl.run_dir)
-                record.rtl_coverage = 1.0
-            step("end", f"RTL {layer.name}")
+            progress("begin", f"RTL {layer.name}")
+            figures = rtl(layer.name, mapped, checked.golden, events)
+            record.rtl_cycles, record.rtl_match = figures.cycles, figures.match
+            record.rtl_dir, record.rtl_coverage = figures.run_dir, figures.coverage
+            record.rtl_tiles = figures.tiles
+            progress("end", f"RTL {layer.name}")
         records.append(record)
 
     quality = None
     if checkpoint:
         from .run_models import checkpoint_quality
 
-        step("begin", "model quality")
+        progress("begin", "model quality")
         quality = checkpoint_quality(settings, sparsified)
-        step("end", "model quality")
+        progress("end", "model quality")
     return records, quality

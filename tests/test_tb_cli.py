@@ -858,7 +858,8 @@ def test_run_in_a_reused_folder_never_mixes_runs(tmp_path, cli_main):
 
 
 def test_run_interrupted_is_marked_as_such(tmp_path):
-    from sparsecim.sw.pipeline import INCOMPLETE, load_settings, run
+    from sparsecim.sw.pipeline import load_settings
+    from sparsecim.tb.run import INCOMPLETE, run
 
     settings = load_settings(overrides={"model": "synthetic", "shapes": "8x40,6x20",
                                         "preset": "tiny", "plots": False,
@@ -876,12 +877,12 @@ def test_run_interrupted_is_marked_as_such(tmp_path):
 
 
 def test_ctrl_c_prints_interrupted_and_exits_130(monkeypatch, cli_main):
-    import sparsecim.tb.cli as cli
+    import sparsecim.sw.pipeline as pipeline
 
     def interrupted(trace):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "run_trace", interrupted)
+    monkeypatch.setattr(pipeline, "run_trace", interrupted)
     status, out, err = cli_main("gemm", "--preset", "tiny", "--k", "8", "--n", "4")
     assert (status, err) == (130, "sparsecim: interrupted\n")
 
