@@ -72,14 +72,12 @@ from ...hw.isa import (
     Mode,
     Opcode,
     act_beat_layout,
-    config_command,
-    encode,
     pack_beats,
     pack_weight_rows,
 )
-from ...hw.trace import Step, Trace
-from ..golden import run_trace
+from ...hw.trace import Trace
 from ..reference import check_int_matrix
+from .steps import build_trace, trace_counters, zero_entries
 
 __all__ = ["MAPPINGS", "MonarchSchedule", "MonarchCost", "schedule_monarch",
            "monarch_reference", "monarch_cost"]
@@ -335,7 +333,7 @@ def _schedule_blocks(cfg, x, r_blocks, l_blocks, shift, mapping) -> MonarchSched
     steps: list[tuple[Command, list[int]]] = []
     dense = Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1, split=cfg.max_split, shift=shift)
     if needs_zero:
-        steps += _zero_entries(cfg, l_base, chunk * l_entries)
+        steps += zero_entries(cfg, l_base, chunk * l_entries)
     steps.append((dense, []))
     entry_lanes = cfg.act_beats() * cfg.act_lanes
     w_words = [pack_weight_rows(cfg, image, np.zeros_like(image) if cfg.meta_bits else None)
@@ -386,7 +384,7 @@ def _schedule_blocks(cfg, x, r_blocks, l_blocks, shift, mapping) -> MonarchSched
                     result_map[t0:t0 + count, j, :, 1] = slot.cb * s + np.arange(s)
             beat += n
     steps.append((Command(Opcode.END), []))
-    trace = _trace(cfg, steps, {"workload": "monarch", "mapping": mapping, "tokens": tokens,
+    trace = build_trace(cfg, steps, {"workload": "monarch", "mapping": mapping, "tokens": tokens,
                                 "b": b, "s": s, "shift": shift, "chunk": chunk,
                                 "loads": loads})
     return MonarchSchedule(trace=trace, tokens=tokens, b=b, s=s, mapping=mapping,
@@ -409,26 +407,6 @@ def _middle_moves(cfg, steps, r_slots, windows, s, b, count, chunk, l_base) -> i
                                       dst=chunk0, lanes=lanes), []))
                 moves += 1
     return moves
-
-
-def _zero_entries(cfg: MacroConfig, addr: int, count: int) -> list:
-    """Commands that zero activation entries ``addr .. addr+count-1`` whole: LOAD_A of zeros
-    in the pattern with the widest entry (the next CONFIG selects the layer's)."""
-    widest = max(cfg.modes, key=lambda p: cfg.act_beats(*p))
-    zeros = [0] * (count * cfg.act_beats(*widest))
-    return [(config_command(widest), []),
-            (Command(Opcode.LOAD_A, addr=addr, count=count), zeros)]
-
-
-def _trace(cfg, steps, meta) -> Trace:
-    trace = Trace(cfg, meta=meta)
-    encoded: dict[Command, int] = {}
-    for cmd, words in steps:
-        word = encoded.get(cmd)
-        if word is None:
-            word = encoded[cmd] = encode(cfg, cmd)
-        trace.steps.append(Step(word, words))
-    return trace
 
 
 # Linear: two densified GEMMs ----------------------------------------------------------------
@@ -505,7 +483,7 @@ def _schedule_linear(cfg, x, r_blocks, l_blocks, shift) -> MonarchSchedule:
             beat += count
     steps.append((Command(Opcode.END), []))
     loads = k1 * n1 + k2 * n2
-    trace = _trace(cfg, steps, {"workload": "monarch", "mapping": "linear", "tokens": tokens,
+    trace = build_trace(cfg, steps, {"workload": "monarch", "mapping": "linear", "tokens": tokens,
                                 "b": b, "s": s, "shift": shift, "chunk": chunk,
                                 "loads": loads})
     return MonarchSchedule(trace=trace, tokens=tokens, b=b, s=s, mapping="linear",
@@ -525,7 +503,8 @@ class MonarchCost:
     mapping : str
     b, s, tokens : int
     counters : dict
-        The golden model's predicted counters for the whole trace (``stall`` 0).
+        The cycle model's counters for the whole trace (``stall`` 0), as the golden model
+        predicts them.
     cycles_per_token : float
         ``counters["total"] / tokens``.
     loads : int
@@ -557,7 +536,9 @@ def monarch_cost(cfg: MacroConfig, b: int, s: int, mapping: str, tokens: int = 1
     """Schedule a ``b × s`` Monarch layer (``R``: b blocks of s × s, ``L``: s blocks of
     s × b) for ``tokens`` tokens in ``mapping`` and return its cycle-model figures.
 
-    Cycles do not depend on the values, so the operands are zeros.
+    Cycles do not depend on the values, so the operands are zeros; the counters are the
+    ISA's per-command costs summed over the trace
+    (:func:`~sparsecim.sw.schedule.steps.trace_counters`), without a golden run.
 
     Raises
     ------
@@ -569,7 +550,7 @@ def monarch_cost(cfg: MacroConfig, b: int, s: int, mapping: str, tokens: int = 1
     x = np.zeros((tokens, b * s), dtype=np.int64)
     schedule = schedule_monarch(cfg, x, np.zeros((b, s, s), dtype=np.int64),
                                 np.zeros((s, s, b), dtype=np.int64), shift, mapping)
-    counters = run_trace(schedule.trace).counters
+    counters = trace_counters(schedule.trace)
     return MonarchCost(mapping, b, s, tokens, counters, counters["total"] / tokens,
                        schedule.loads, schedule.passes, schedule.moves,
                        schedule.utilization, schedule.chunk)
