@@ -39,7 +39,8 @@ sub-macro, weights ``W[w·in + r, cb·out + c] = B[c, r]``, zeros around it.
     times the passes per load of ``"latency"``.
 ``"linear"`` (dense baseline)
     Each factor densified into its ``b·s × b·s`` (then ``b·s × s·s``) block-diagonal matrix,
-    zeros stored, and tiled like :func:`~sparsecim.sw.schedule.schedule_layer` (tiles of
+    zeros stored, and tiled by the GEMM tiler (:func:`~sparsecim.sw.mapping.map_dense`, its
+    LOAD_W beats packed as :func:`~sparsecim.sw.schedule.schedule_layer` packs them; tiles of
     ``rows·P`` inputs × ``cols`` outputs, split 0, the K tiles of a chunk resident). The first
     GEMM's output tiles stay in the accumulator; a straight MOVE per tile requantizes them into
     one wide activation entry per token, in ``u`` order, and the second GEMM's K tile ``q``
@@ -75,8 +76,10 @@ from ...hw.isa import (
     pack_beats,
     pack_weight_rows,
 )
-from ...hw.trace import Trace
+from ...hw.trace import BeatArray, Trace
+from ..mapping import map_dense
 from ..reference import check_int_matrix
+from .gemm import tile_weight_bytes
 from .steps import build_trace, trace_counters, zero_entries
 
 __all__ = ["MAPPINGS", "MonarchSchedule", "MonarchCost", "schedule_monarch",
@@ -422,27 +425,23 @@ def _schedule_linear(cfg, x, r_blocks, l_blocks, shift) -> MonarchSchedule:
         w1[i * s:(i + 1) * s, i * s:(i + 1) * s] = r_blocks[i].T
         for j in range(s):
             w2[i * s + j, j * s:(j + 1) * s] = l_blocks[j, :, i]
-    k1, n1 = -(-k_dim // red), -(-k_dim // cols)
-    k2, n2 = k1, -(-(s * s) // cols)
+    # The two layers are tiled and their LOAD_W beats packed by the GEMM tiler.
+    map1, map2 = map_dense(cfg, k_dim, k_dim), map_dense(cfg, k_dim, s * s)
+    k1, n1 = map1.k_tiles, map1.n_tiles
+    k2, n2 = map2.k_tiles, map2.n_tiles
     if n1 > cfg.max_pass_inputs // cols:
         raise ValueError(f"u needs {n1} chunks of {cols}, more than an activation entry holds")
     chunk = min(tokens, cfg.acc_depth // n1, cfg.act_depth // (k1 + 1))
     if chunk < 1:
         raise ValueError("the buffers are too shallow for one token of this layer")
 
-    def tile(w, kt, nt, full):
-        block = np.zeros((cfg.weight_rows, cols), dtype=np.int64)
-        part = w[kt * red:(kt + 1) * red, nt * cols:(nt + 1) * cols]
-        block[:part.shape[0], :part.shape[1]] = part
-        used = cfg.weight_rows if full else part.shape[0]
-        words = pack_weight_rows(cfg, block[:used],
-                                 np.zeros_like(block[:used]) if cfg.meta_bits else None)
-        return used, words
-
+    raw1, raw2 = tile_weight_bytes(cfg, map1, w1), tile_weight_bytes(cfg, map2, w2)
     # Layer 1 tiles load only their rows (stale rows meet zero-padded activations); layer 2's
     # last K tile may meet u chunks no MOVE wrote, so its tiles load every row, zeros included.
-    tiles1 = {(kt, nt): tile(w1, kt, nt, False) for nt in range(n1) for kt in range(k1)}
-    tiles2 = {(kt, nt): tile(w2, kt, nt, True) for nt in range(n2) for kt in range(k2)}
+    tiles1 = {(kt, nt): (tile.rows, BeatArray(raw1[nt, kt, :tile.rows]))
+              for nt in range(n1) for kt, tile in enumerate(map1.tiles[nt * k1:(nt + 1) * k1])}
+    tiles2 = {(kt, nt): (cfg.weight_rows, BeatArray(raw2[nt, kt]))
+              for nt in range(n2) for kt in range(k2)}
     entry_lanes = cfg.act_beats() * cfg.act_lanes
     steps: list[tuple[Command, list[int]]] = [
         (Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1, shift=shift), [])]
