@@ -896,9 +896,7 @@ def _monarch_mapping(kind: str):
 MAPPINGS: dict[str, Callable] = {
     "linear": _tiled(dense=True),
     "nm": _tiled(dense=False),
-    "monarch-latency": _monarch_mapping("latency"),
-    "monarch-capacity": _monarch_mapping("capacity"),
-    "monarch-linear": _monarch_mapping("linear"),
+    **{f"monarch-{kind}": _monarch_mapping(kind) for kind in MONARCH_MAPPINGS},
 }
 
 

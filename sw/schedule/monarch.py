@@ -77,6 +77,7 @@ from ...hw.isa import (
     pack_weight_rows,
 )
 from ...hw.trace import BeatArray, Trace
+from ..blockdiag_map import MAPPINGS as BLOCK_MAPPINGS
 from ..mapping import map_dense
 from ..reference import check_int_matrix
 from .gemm import tile_weight_bytes
@@ -85,8 +86,10 @@ from .steps import build_trace, trace_counters, zero_entries
 __all__ = ["MAPPINGS", "MonarchSchedule", "MonarchCost", "schedule_monarch",
            "monarch_reference", "monarch_cost"]
 
-#: The mappings :func:`schedule_monarch` knows.
-MAPPINGS = ("latency", "capacity", "linear")
+#: The mappings :func:`schedule_monarch` knows (those of
+#: :data:`sparsecim.sw.blockdiag_map.MAPPINGS`), the scheduler's default first and the
+#: densified baseline last.
+MAPPINGS = (*BLOCK_MAPPINGS[1:], BLOCK_MAPPINGS[0])
 
 
 @dataclass(kw_only=True)
