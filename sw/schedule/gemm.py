@@ -377,7 +377,7 @@ def schedule_dense(cfg: MacroConfig, x, w) -> GemmSchedule:
     return schedule_layer(cfg, x, w)
 
 
-def tile_weight_bytes(cfg: MacroConfig, mapping: TileMapping, w: np.ndarray) -> np.ndarray:
+def _tile_weight_bytes(cfg: MacroConfig, mapping: TileMapping, w: np.ndarray) -> np.ndarray:
     """LOAD_W beats of every tile as bytes: ``uint8`` ``(n_tiles, k_tiles, weight_rows,
     beat_bytes(data_bits))``, row ``(c·n + j)·rows + r`` holding, per output, the ``j``-th
     kept weight of tile input group ``c·rows + r`` and its position (the mapping's
@@ -470,7 +470,7 @@ def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> GemmSchedule:
 
     # Every beat is packed once, in bulk, as bytes; steps hold views of these arrays.
     nbytes = beat_bytes(cfg.data_bits)
-    w_raw = tile_weight_bytes(cfg, mapping, w)
+    w_raw = _tile_weight_bytes(cfg, mapping, w)
     # Activations: entry (k tile, token) is act_beats beats, zero beyond the tile's inputs.
     inputs = mapping.pass_inputs
     act_beats = cfg.act_beats(*pattern)
