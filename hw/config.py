@@ -494,6 +494,17 @@ class ChipConfig:
         return -(-(self.macro.cols * (self.macro.weight_bits + self.macro.meta_bits)) // 8)
 
     @property
+    def credit_cap(self) -> int:
+        """Largest value of the weight port's byte credit: ``weight_row_bytes + weight_bw - 1``.
+
+        A row moves when the credit holds a whole row; capping there would drop the credit
+        left over between rows and move rows only every ``ceil(R / weight_bw)`` cycles. One
+        row plus one cycle's bandwidth keeps every byte while rows are wanted (the long-run rate
+        is exactly ``weight_bw / R`` rows a cycle) and still allows no burst of two rows after
+        an idle spell when ``weight_bw < R``."""
+        return self.weight_row_bytes + self.weight_bw - 1
+
+    @property
     def act_beat_bytes(self) -> int:
         """Bytes of one activation beat: the activation broadcast width, one beat a cycle."""
         return -(-(self.macro.act_lanes * self.macro.act_bits) // 8)

@@ -22,12 +22,13 @@ Closed forms (every stream always valid and ready):
   readable the cycle after the write, and ``free_k`` is the cycle after the macro's previous
   command ends (``docs/isa.md``: CONFIG 1 cycle, COMPUTE ``1 + count + 2``, MOVE
   ``1 + count``).
-- Weight rows. After a row moves in cycle ``t0`` the credit is ``min((j + 1)·bw, R)`` at
-  ``t0 + 1 + j`` (it was exactly ``R`` when the row moved), so the next row can move from
-  ``t0 + g``, ``g = ceil(R / bw)``; at reset the credit is full. A LOAD_W's macros all wait
-  from ``s = max(f_k + 1, pop of the previous LOAD_W + 1)``; its rows move at ``r0 + i·g``
-  with ``r0 = max(s, last row + g)``, and every cycle from ``s`` to its last row that moves
-  no row is a ``bw_stall`` cycle.
+- Weight rows. A LOAD_W's macros all wait from ``s = max(f_k + 1, pop of the previous
+  LOAD_W + 1)``. The credit at ``s`` is ``c = min(c_last + bw·(s - t_last - 1), cap)`` from
+  the credit ``c_last`` just after the last row (cycle ``t_last``; ``R`` at reset,
+  ``t_last = -1``). While rows are wanted no byte is capped away (``cap = R + bw - 1``), so
+  with ``bw < R`` row ``j`` moves at ``s + max(j, ceil((R·(j+1) - c) / bw))`` and the LOAD_W
+  takes ``max(n, ceil((R·n - c) / bw) + 1)`` cycles for ``n`` rows; with ``bw >= R`` one a
+  cycle. Every cycle from ``s`` to its last row that moves no row is a ``bw_stall`` cycle.
 - Activation beats and result beats move one a cycle from ``s = max(f_k + 1, pop of the
   previous entry + 1)``.
 
@@ -120,7 +121,7 @@ def chip_counters(chip: ChipConfig, commands) -> ChipTiming:  # noqa: C901
     kept as difference arrays over the ranges and summed once at the end.
     """
     K, Q = chip.macros, chip.queue
-    gap = -(-chip.weight_row_bytes // chip.weight_bw)   # cycles between rows under the credit
+    R, bw, cap = chip.weight_row_bytes, chip.weight_bw, chip.credit_cap
     none = ErrorCode.NONE
     free = [0] * K                                     # first cycle macro k may fetch again
     # Fetch cycles of each macro's last Q commands (-1: none yet): the oldest one's fetch
@@ -135,7 +136,8 @@ def chip_counters(chip: ChipConfig, commands) -> ChipTiming:  # noqa: C901
         row[hi] -= amount
 
     dispatch = w_load = a_load = read = bw_stall = 0
-    w_row, w_pop, a_pop, r_pop = -_INF, -1, -1, -1     # last row moved; routers' last pops
+    w_pop, a_pop, r_pop = -1, -1, -1                   # the routers' last pops
+    w_row, w_credit = -1, R                            # last row moved; credit just after it
     last_go = 0                                        # d_{i-1}: H loads at last_go + 1
     best = None                                        # (cycle, priority, macro, code)
     for lo, span, kind, info, _ in iter_plan(chip, commands):
@@ -185,10 +187,19 @@ def chip_counters(chip: ChipConfig, commands) -> ChipTiming:  # noqa: C901
             rows = info.count
             if start <= w_pop:
                 start = w_pop + 1
-            first = max(start, w_row + gap)
-            last = first + (rows - 1) * gap
+            if w_pop == _INF:
+                last = _INF
+            else:
+                # Credit at the start of `start`; no byte is capped away while rows are wanted.
+                credit = min(w_credit + bw * (start - w_row - 1), cap)
+                if bw >= R:
+                    span_rows, w_credit = rows, cap
+                else:
+                    span_rows = max(rows, -(-(R * rows - credit) // bw) + 1)
+                    w_credit = credit + bw * span_rows - R * rows
+                last = start + span_rows - 1
+                bw_stall += span_rows - rows
             w_load += rows
-            bw_stall += last - start + 1 - rows
             w_row = w_pop = last
             free[lo:hi] = [last + 1] * span
             add("load", lo, hi, rows)
@@ -396,7 +407,7 @@ def step_chip(chip: ChipConfig, commands, *, max_cycles: int = 10 ** 6) -> ChipT
             hold = words[taken]
             taken += 1
             halted = chip_step(chip, hold).end
-        credit = min(credit - (R if moved["w"] is not None else 0) + bw, R)
+        credit = min(credit - (R if moved["w"] is not None else 0) + bw, chip.credit_cap)
         for name in routers:
             if popped[name]:
                 routers[name].popleft()

@@ -57,8 +57,8 @@ def test_end_alone():
 
 
 def test_weight_credit_and_router_order_by_hand():
-    # tiny4: a weight row is 4 × (8 + 3) bits = 6 bytes, 4 bytes of credit a cycle: after a
-    # row the credit is 4, then 6, so a row can move every 2 cycles.
+    # tiny4: a weight row is R = 4 × (8 + 3) bits = 6 bytes, 4 bytes of credit a cycle, the
+    # credit capped at R + 4 - 1 = 9: 6 at reset, 9 from cycle 1 on while no row moves.
     chip = chip_preset("tiny4")
     cfg = chip.macro
     trace = ChipTrace(chip)
@@ -66,17 +66,35 @@ def test_weight_credit_and_router_order_by_hand():
     trace.append(Command(Opcode.LOAD_W, row=0, count=2), rows, target=0, span=1)
     trace.append(Command(Opcode.LOAD_W, row=2, count=2), rows, target=1, span=1)
     trace.append(Command(Opcode.END))
-    # cmd 0: taken 0, goes 1, macro 0 fetches 2 and waits from 3: rows at 3 and 5 (cycle 4
-    # is a bw_stall), popped at the end of 5. cmd 1: taken 1, goes 2, macro 1 fetches 3 and
-    # waits from 4, but is the head only from 6: credit 4 at 6 (bw_stall), rows at 7 and 9
-    # (8 a bw_stall). END: taken 2, goes 3; macro 0 fetches it at 6, macro 1 at 10, macros
-    # 2 and 3 at 4. Halt at the end of 11: total 12.
+    # cmd 0: taken 0, goes 1, macro 0 fetches 2 and waits from 3: credit 9, row at 3 (then
+    # 9 - 6 + 4 = 7), row at 4 (then 5), popped at the end of 4. cmd 1: taken 1, goes 2,
+    # macro 1 fetches 3 and waits from 4, the head from 5: credit 5 (a bw_stall, then 9),
+    # rows at 6 (then 7) and 7. END: taken 2, goes 3; macro 0 fetches it at 5, macro 1 at 8,
+    # macros 2 and 3 at 4. Halt at the end of 9: total 10.
     run = _both(trace)
-    assert run.counters == {"total": 12, "dispatch": 3, "w_load": 4, "a_load": 0, "read": 0,
-                            "bw_stall": 3}
-    assert run.macro_counters == [_macro(7, fetch=2, load=2, w_rows=2),
-                                  _macro(11, fetch=2, load=2, w_rows=2),
+    assert run.counters == {"total": 10, "dispatch": 3, "w_load": 4, "a_load": 0, "read": 0,
+                            "bw_stall": 1}
+    assert run.macro_counters == [_macro(6, fetch=2, load=2, w_rows=2),
+                                  _macro(9, fetch=2, load=2, w_rows=2),
                                   _macro(5, fetch=1), _macro(5, fetch=1)]
+
+
+def test_weight_rows_move_at_the_configured_bandwidth():
+    # One macro; the LOAD_W's macro waits from cycle 3 with the credit at its cap R + bw - 1
+    # (R = 6). bw 3, cap 8: rows at 3, 5, .., 17 (credit 8 -> 5 -> 8 -> ..): 15 cycles for
+    # 8 rows. bw 5, cap 10: credit 10, 9, 8, 7, 6 moves rows at 3..7, 5 stalls at 8, rows
+    # at 9..13, a stall at 14, rows at 15 and 16: 14 cycles for 12 rows, 5 rows in 6 cycles
+    # as 5 bytes a cycle gives (a cap at R would move one row every 2 cycles: 23).
+    for bw, rows, span in ((3, 8, 15), (5, 12, 14)):
+        chip = _chip(macros=1, weight_bw=bw)
+        trace = ChipTrace(chip)
+        data = pack_weight_rows(chip.macro, np.zeros((rows, 4), dtype=np.int64))
+        trace.append(Command(Opcode.LOAD_W, row=0, count=rows), data)
+        trace.append(Command(Opcode.END))
+        run = _both(trace)
+        assert run.counters["w_load"] == rows
+        assert run.counters["bw_stall"] == span - rows
+        assert run.macro_counters[0]["total"] == 3 + span + 1
 
 
 def test_full_queue_holds_the_dispatcher_by_hand():
