@@ -44,6 +44,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ from .run import RunError, RunSettings, ShapeTable, validate_settings
 
 __all__ = ["SweepError", "AXES", "DEFAULTS", "COLUMNS", "SweepSpec", "SweepResult",
            "load_spec", "point_key", "evaluate_point", "evaluate_points", "run_sweep",
-           "read_table", "MODEL_VERSION", "EXECUTORS", "map_batches"]
+           "read_table", "MODEL_VERSION", "EXECUTORS", "map_batches", "probe_ray_address"]
 
 #: Bumped when the figures of a point change for the same settings: part of every key, so an
 #: old cache is never read as new results.
@@ -359,6 +360,51 @@ def _batches(points: list, size: int):
         yield points[start:start + size]
 
 
+#: Seconds :func:`probe_ray_address` waits for a TCP connection to a Ray address.
+RAY_PROBE_SECONDS = 3.0
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """``(host, port)`` of ``host:port``, ``[v6]:port`` or ``ray://host:port``."""
+    rest = address.split("://", 1)[1] if "://" in address else address
+    rest = rest.split("/", 1)[0]
+    host, sep, port = rest.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SweepError(f"--ray address must be host:port, ray://host:port or auto, "
+                         f"not {address!r}")
+    return host, int(port)
+
+
+def probe_ray_address(address: str | None, timeout: float = RAY_PROBE_SECONDS) -> None:
+    """Check that something listens at a Ray cluster's address before ``ray.init``, which
+    retries an unreachable address for minutes (GCS client timeouts) instead of failing.
+
+    ``None``, ``auto`` and ``local`` are Ray's own lookups and are not probed.
+
+    Raises
+    ------
+    SweepError
+        One line naming the address: not of the form ``host:port``, a host that does not
+        resolve, or no TCP connection within ``timeout`` seconds (refused or silent).
+    """
+    if address is None or address in ("auto", "local"):
+        return
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except socket.gaierror as exc:
+        raise SweepError(f"cannot reach the Ray cluster at {address!r}: host {host!r} does "
+                         f"not resolve ({exc.strerror or exc})") from None
+    except TimeoutError:
+        raise SweepError(f"cannot reach the Ray cluster at {address!r}: no answer from "
+                         f"{host}:{port} within {timeout:g} s") from None
+    except OSError as exc:
+        raise SweepError(f"cannot reach the Ray cluster at {address!r}: "
+                         f"{exc.strerror or exc}") from None
+
+
 def _ray_results(batches: list, address: str | None, fn: Callable = None):
     """``fn(batch)`` (default :func:`evaluate_points`) of each batch from Ray tasks, as they
     finish (``address``: a cluster, or None for a local Ray of this machine's CPUs)."""
@@ -367,6 +413,7 @@ def _ray_results(batches: list, address: str | None, fn: Callable = None):
     except ModuleNotFoundError:
         raise SweepError("executor ray needs Ray: pip install 'sparsecim[sweep]'") from None
     if not ray.is_initialized():
+        probe_ray_address(address)
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:

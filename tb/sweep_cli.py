@@ -45,7 +45,7 @@ def cmd_sweep(args) -> int:
     """Run the sweep and print its summary. Exit 0 even when points failed (they are
     results); 1 when a sampled RTL tile failed its checks."""
     from .progress import Progress
-    from .sweep import SweepError, load_spec, run_sweep
+    from .sweep import SweepError, load_spec, probe_ray_address, run_sweep
     from .sweep_report import OBJECTIVES, fmt, summary, write_sweep_report
 
     if args.rtl_sample < 0:
@@ -58,6 +58,8 @@ def cmd_sweep(args) -> int:
     if args.ray and executor != "ray":
         raise SweepError(f"--ray needs executor ray, not {executor}")
     spec = load_spec(args.spec)
+    if executor == "ray":
+        probe_ray_address(args.ray)  # one line in seconds, not ray.init's minutes of retries
     started = time.perf_counter()
     bar = Progress(len(spec.points), "sparsecim sweep")
     first = {}

@@ -234,3 +234,53 @@ def test_cli_sweep_prints_its_summary_and_writes_the_report(tmp_path, capsys):
     main(["sweep", str(path), "--out", str(tmp_path / "out"), "--executor", "inline",
           "--no-plots"])
     assert "(0 computed, 24 cached, 0 failed)" in capsys.readouterr().out
+
+
+def _closed_port():
+    """A local TCP port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("address,message", [
+    ("127.0.0.1:{port}", "cannot reach the Ray cluster at '127.0.0.1:{port}': "),
+    ("ray://127.0.0.1:{port}", "cannot reach the Ray cluster at 'ray://127.0.0.1:{port}': "),
+    ("no-such-host.invalid:6379", "host 'no-such-host.invalid' does not resolve"),
+    ("localhost", "--ray address must be host:port, ray://host:port or auto, not 'localhost'"),
+    ("host:99999", "--ray address must be host:port"),
+])
+def test_unreachable_ray_address_fails_in_one_line(tmp_path, cli_main, address, message):
+    # ray.init retries an unreachable GCS address for minutes; the probe refuses it at once.
+    port = _closed_port()
+    address, message = address.format(port=port), message.format(port=port)
+    path = _spec(tmp_path, "[[point]]\nmacro = 'tiny'\n")
+    status, out, err = cli_main("sweep", path, "--out", tmp_path / "out", "--ray", address)
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith("sparsecim: error: ")
+    assert message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_ray_probe_times_out_on_a_silent_address():
+    from sparsecim.tb.sweep import probe_ray_address
+
+    # A TEST-NET-2 address (RFC 5737): never routed, so the connection neither succeeds nor
+    # is refused; the probe gives up after its timeout.
+    with pytest.raises(SweepError, match=r"^cannot reach the Ray cluster at '198.51.100.1:6379': "):
+        probe_ray_address("198.51.100.1:6379", timeout=0.2)
+
+
+def test_ray_probe_passes_a_listening_address():
+    import socket
+
+    from sparsecim.tb.sweep import probe_ray_address
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        probe_ray_address(f"127.0.0.1:{server.getsockname()[1]}")
+    probe_ray_address(None)
+    probe_ray_address("auto")
