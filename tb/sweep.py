@@ -376,33 +376,44 @@ def _host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+#: The HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS and its
+#: client server are gRPC) answers with a SETTINGS frame of its own (RFC 9113, 3.4).
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
 def probe_ray_address(address: str | None, timeout: float = RAY_PROBE_SECONDS) -> None:
-    """Check that something listens at a Ray cluster's address before ``ray.init``, which
+    """Check that a gRPC server answers at a Ray cluster's address before ``ray.init``, which
     retries an unreachable address for minutes (GCS client timeouts) instead of failing.
 
-    ``None``, ``auto`` and ``local`` are Ray's own lookups and are not probed.
+    ``None``, ``auto`` and ``local`` are Ray's own lookups (they fail at once) and are not
+    probed. Anything else must accept a TCP connection and answer the HTTP/2 preface with a
+    SETTINGS frame, each within ``timeout`` seconds.
 
     Raises
     ------
     SweepError
         One line naming the address: not of the form ``host:port``, a host that does not
-        resolve, or no TCP connection within ``timeout`` seconds (refused or silent).
+        resolve, a refused connection, no answer within ``timeout``, or an answer that is not
+        HTTP/2 (not a Ray server).
     """
     if address is None or address in ("auto", "local"):
         return
     host, port = _host_port(address)
+    where = f"cannot reach the Ray cluster at {address!r}"
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(_H2_PREFACE)
+            head = conn.recv(9)
     except socket.gaierror as exc:
-        raise SweepError(f"cannot reach the Ray cluster at {address!r}: host {host!r} does "
-                         f"not resolve ({exc.strerror or exc})") from None
+        raise SweepError(f"{where}: host {host!r} does not resolve "
+                         f"({exc.strerror or exc})") from None
     except TimeoutError:
-        raise SweepError(f"cannot reach the Ray cluster at {address!r}: no answer from "
-                         f"{host}:{port} within {timeout:g} s") from None
+        raise SweepError(f"{where}: no answer from {host}:{port} within {timeout:g} s") from None
     except OSError as exc:
-        raise SweepError(f"cannot reach the Ray cluster at {address!r}: "
-                         f"{exc.strerror or exc}") from None
+        raise SweepError(f"{where}: {exc.strerror or exc}") from None
+    if len(head) < 4 or head[3] != 4:  # frame type 4: SETTINGS
+        raise SweepError(f"{where}: {host}:{port} does not answer as a gRPC (HTTP/2) server")
 
 
 def _ray_results(batches: list, address: str | None, fn: Callable = None):

@@ -264,23 +264,51 @@ def test_unreachable_ray_address_fails_in_one_line(tmp_path, cli_main, address, 
     assert not (tmp_path / "out").exists()
 
 
-def test_ray_probe_times_out_on_a_silent_address():
-    from sparsecim.tb.sweep import probe_ray_address
-
-    # A TEST-NET-2 address (RFC 5737): never routed, so the connection neither succeeds nor
-    # is refused; the probe gives up after its timeout.
-    with pytest.raises(SweepError, match=r"^cannot reach the Ray cluster at '198.51.100.1:6379': "):
-        probe_ray_address("198.51.100.1:6379", timeout=0.2)
-
-
-def test_ray_probe_passes_a_listening_address():
+@pytest.fixture
+def fake_server():
+    """``fake_server(reply)``: the address of a local TCP server that accepts one connection
+    and sends ``reply`` (None: says nothing), on a thread."""
+    import contextlib
     import socket
+    import threading
 
-    from sparsecim.tb.sweep import probe_ray_address
+    servers = []
 
-    with socket.socket() as server:
+    def start(reply):
+        server = socket.socket()
         server.bind(("127.0.0.1", 0))
         server.listen()
-        probe_ray_address(f"127.0.0.1:{server.getsockname()[1]}")
+        servers.append(server)
+
+        def serve():
+            conn, _ = server.accept()
+            with conn, contextlib.suppress(OSError):  # the client may reset the connection
+                conn.recv(64)
+                conn.sendall(reply)
+                conn.recv(64)  # until the client closes
+
+        if reply is not None:
+            threading.Thread(target=serve, daemon=True).start()
+        return f"127.0.0.1:{server.getsockname()[1]}"
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_ray_probe_needs_a_grpc_answer_in_time(fake_server):
+    from sparsecim.tb.sweep import probe_ray_address
+
+    # Accepted (by the kernel) but never answered: a silent address gives up after timeout.
+    silent = fake_server(None)
+    with pytest.raises(SweepError, match=rf"^cannot reach the Ray cluster at '{silent}': no "
+                                         r"answer from 127.0.0.1:\d+ within 0.2 s$"):
+        probe_ray_address(silent, timeout=0.2)
+    # Something else listening (not HTTP/2): refused too.
+    other = fake_server(b"SSH-2.0-OpenSSH\r\n")
+    with pytest.raises(SweepError, match="does not answer as a gRPC \\(HTTP/2\\) server$"):
+        probe_ray_address(other)
+    # An HTTP/2 server's SETTINGS frame (9-byte header, type 4): passes.
+    probe_ray_address(fake_server(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])))
     probe_ray_address(None)
     probe_ray_address("auto")
