@@ -1,0 +1,416 @@
+"""Exact cycle models of the chip (``docs/chip.md``) with every stream always valid and ready.
+
+Two models that must agree counter for counter:
+
+- :func:`step_chip`, a plain cycle-stepped simulator: each cycle it evaluates the dispatcher,
+  the three routers and every sequencer from the state at the start of the cycle, exactly as
+  ``docs/chip.md`` and ``docs/isa.md`` state them, then applies the end-of-cycle updates. It is
+  the reference (a loop over cycles × macros: fine up to about 1e5 cycles).
+- :func:`chip_counters`, a command-level event model: one pass over the commands in dispatch
+  order computes, for every macro a command reaches, its fetch cycle and the cycle it is done
+  with it, from closed forms (below), with no loop over cycles. It is what the scheduler
+  prices whole models with.
+
+Closed forms (every stream always valid and ready):
+
+- Dispatch. A command taken from ``cmd`` in cycle ``t`` is in ``H`` at ``t + 1``, and ``H``
+  is taken again in the cycle it goes, so command ``i`` goes at ``d_i = max(d_{i-1} + 1,
+  f_{k, j-Q} + 1 over its macros k)``, ``d_{-1} = 0``: ``f_{k, j-Q}`` is the fetch cycle of
+  the command ``Q`` (``ChipConfig.queue``) places before it in macro ``k``'s queue, whose
+  fetch makes the room it needs.
+- Fetch. Macro ``k`` fetches a command at ``f = max(free_k, d + 1)``: its queue entry is
+  readable the cycle after the write, and ``free_k`` is the cycle after the macro's previous
+  command ends (``docs/isa.md``: CONFIG 1 cycle, COMPUTE ``1 + count + 2``, MOVE
+  ``1 + count``).
+- Weight rows. After a row moves in cycle ``t0`` the credit is ``min((j + 1)·bw, R)`` at
+  ``t0 + 1 + j`` (it was exactly ``R`` when the row moved), so the next row can move from
+  ``t0 + g``, ``g = ceil(R / bw)``; at reset the credit is full. A LOAD_W's macros all wait
+  from ``s = max(f_k + 1, pop of the previous LOAD_W + 1)``; its rows move at ``r0 + i·g``
+  with ``r0 = max(s, last row + g)``, and every cycle from ``s`` to its last row that moves
+  no row is a ``bw_stall`` cycle.
+- Activation beats and result beats move one a cycle from ``s = max(f_k + 1, pop of the
+  previous entry + 1)``.
+
+Errors: a macro that fetches an illegal command shows its error from ``f + 1``; the
+dispatcher's error shows in every cycle ``H`` holds the refused command, from ``d_{i-1} +
+1``; OUT_OF_STEP in the cycle of the shortest macro's last beat. The chip halts at the first
+such cycle (priority in one cycle: the lowest-numbered macro's error, then the dispatcher's,
+then OUT_OF_STEP; as ``hw/chip.py``), or, without error, one cycle after the last macro
+fetches END: ``halt = max_k(e_k) + 1`` and ``total = halt + 1``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from ..hw.chip_trace import chip_step, iter_plan, macro_step
+from ..hw.config import ChipConfig
+from ..hw.isa import CHIP_COUNTERS, STATUS_COUNTERS, ErrorCode, Opcode
+
+__all__ = ["ChipTiming", "chip_counters", "step_chip"]
+
+_INF = float("inf")
+_MACRO_ERROR, _DISPATCH_ERROR, _OUT_OF_STEP = 0, 1, 2   # priorities within one cycle
+
+
+@dataclass
+class ChipTiming:
+    """Outcome of a chip cycle model.
+
+    Attributes
+    ----------
+    halted : bool
+        The chip halts (END reached by every macro, or an error); False if the commands run
+        out first.
+    error : ErrorCode
+    error_macro : int or None
+        The macro whose error halted the chip, K for the dispatcher and OUT_OF_STEP, None
+        without error.
+    halt : int or None
+        The cycle at whose end ``done`` is set (``total - 1``).
+    counters : dict or None
+        :data:`~sparsecim.hw.isa.CHIP_COUNTERS` by name, exact (not saturated); None unless
+        the chip halts without error (``docs/chip.md``: counters are not compared after an
+        error).
+    macro_counters : list of dict or None
+        Every macro's :data:`~sparsecim.hw.isa.STATUS_COUNTERS`; None as ``counters``.
+    """
+    halted: bool
+    error: ErrorCode
+    error_macro: int | None
+    halt: int | None
+    counters: dict | None
+    macro_counters: list | None
+
+
+def _outcome(chip: ChipConfig, best, ends, chip_counts, macro_counts) -> ChipTiming:
+    """The :class:`ChipTiming` of a run: ``best`` the first error ``(cycle, priority, macro,
+    code)`` or None, ``ends`` every macro's END fetch cycle (None if it never fetches one)."""
+    if best is not None and best[0] < _INF:
+        return ChipTiming(True, best[3], best[2], int(best[0]), None, None)
+    if any(end is None or end == _INF for end in ends):
+        return ChipTiming(False, ErrorCode.NONE, None, None, None, None)
+    halt = max(ends) + 1
+    counters = dict(chip_counts, total=halt + 1)
+    macros = []
+    for end, counts in zip(ends, macro_counts, strict=True):
+        total = end + 1
+        busy = counts["fetch"] + counts["load"] + counts["compute"] + counts["read"]
+        macros.append({name: (total if name == "total" else total - busy if name == "stall"
+                              else counts[name]) for name in STATUS_COUNTERS})
+    return ChipTiming(True, ErrorCode.NONE, None, halt,
+                      {name: counters[name] for name in CHIP_COUNTERS}, macros)
+
+
+_EVENTS = ("fetch", "load", "compute", "read", "passes", "w_rows", "a_beats")
+
+
+def _same(runs) -> bool:
+    """The macros of a mixed step (different patterns) still do the same thing."""
+    first = runs[0]
+    return all(run[:2] == first[:2] and run[3:] == first[3:] for run in runs)
+
+
+def chip_counters(chip: ChipConfig, commands) -> ChipTiming:  # noqa: C901
+    """The command-level event model (module docstring) of chip command words ``commands``.
+
+    Never looks at data beats: the timing with every stream always valid does not depend on
+    them. Work per command is a few list operations over its span; the macros' counters are
+    kept as difference arrays over the ranges and summed once at the end.
+    """
+    K, Q = chip.macros, chip.queue
+    gap = -(-chip.weight_row_bytes // chip.weight_bw)   # cycles between rows under the credit
+    none = ErrorCode.NONE
+    free = [0] * K                                     # first cycle macro k may fetch again
+    # Fetch cycles of each macro's last Q commands (-1: none yet): the oldest one's fetch
+    # made the room the next command needs.
+    rings = [deque([-1] * Q, maxlen=Q) for _ in range(K)]
+    ends: list = [None] * K
+    diff = {name: [0] * (K + 1) for name in _EVENTS}
+
+    def add(name, lo, hi, amount):
+        row = diff[name]
+        row[lo] += amount
+        row[hi] -= amount
+
+    dispatch = w_load = a_load = read = bw_stall = 0
+    w_row, w_pop, a_pop, r_pop = -_INF, -1, -1, -1     # last row moved; routers' last pops
+    last_go = 0                                        # d_{i-1}: H loads at last_go + 1
+    best = None                                        # (cycle, priority, macro, code)
+    for lo, span, kind, info, _ in iter_plan(chip, commands):
+        if kind == "refused":
+            cand = (last_go + 1, _DISPATCH_ERROR, K, info)
+            best = cand if best is None else min(best, cand)
+            break
+        hi = lo + span
+        go = max(last_go + 1, max([ring[0] for ring in rings[lo:hi]]) + 1)
+        if go == _INF or (best is not None and go >= best[0]):
+            break                       # never dispatched, or after the chip has halted
+        dispatch += 1
+        last_go = go
+        fetch = [f if f > go else go + 1 for f in free[lo:hi]]
+        for ring, f in zip(rings[lo:hi], fetch, strict=True):
+            ring.append(f)
+        add("fetch", lo, hi, 1)
+        if kind == "end":
+            ends = fetch
+            break
+        if kind == "mixed":
+            if not _same(info):
+                cand = _mixed(info, lo, fetch, free, add, K, a_pop)
+                if cand is not None:
+                    best = cand if best is None else min(best, cand)
+                    if cand[1] == _OUT_OF_STEP:
+                        a_pop = _INF    # the activation router never pops this entry
+                continue
+            info = info[0]
+        op = info.opcode
+        if info.error != none:
+            # Every macro of the range halts on it; the earliest (lowest) fetch shows first.
+            first = min(fetch)
+            cand = (first + 1, _MACRO_ERROR, lo + fetch.index(first), info.error)
+            best = cand if best is None else min(best, cand)
+            free[lo:hi] = [_INF] * span
+            # A load or READ entry the macros never take blocks its router for good.
+            if op == Opcode.LOAD_W:
+                w_pop = w_row = _INF
+            elif op == Opcode.LOAD_A:
+                a_pop = _INF
+            elif op == Opcode.READ:
+                r_pop = _INF
+            continue
+        start = max(fetch) + 1          # every macro of the range waits from here
+        if op == Opcode.LOAD_W:
+            rows = info.count
+            if start <= w_pop:
+                start = w_pop + 1
+            first = max(start, w_row + gap)
+            last = first + (rows - 1) * gap
+            w_load += rows
+            bw_stall += last - start + 1 - rows
+            w_row = w_pop = last
+            free[lo:hi] = [last + 1] * span
+            add("load", lo, hi, rows)
+            add("w_rows", lo, hi, rows)
+        elif op == Opcode.LOAD_A:
+            beats = info.beats
+            if start <= a_pop:
+                start = a_pop + 1
+            a_pop = last = start + beats - 1
+            a_load += beats
+            free[lo:hi] = [last + 1] * span
+            add("load", lo, hi, beats)
+            add("a_beats", lo, hi, beats)
+        elif op == Opcode.READ:
+            beats = info.count
+            if start <= r_pop:
+                start = r_pop + 1
+            r_pop = last = start + beats - 1
+            read += beats
+            free[lo:hi] = [last + 1] * span
+            add("read", lo, hi, beats)
+        else:
+            # CONFIG, COMPUTE, MOVE: a fixed number of cycles after each macro's fetch.
+            busy = info.busy + 1
+            free[lo:hi] = [f + busy for f in fetch]
+            if op == Opcode.COMPUTE:
+                add("compute", lo, hi, info.busy)
+                add("passes", lo, hi, info.count)
+            elif op == Opcode.MOVE:
+                add("load", lo, hi, info.busy)
+    per = [{} for _ in range(K)]
+    for name, row in diff.items():
+        value = 0
+        for k in range(K):
+            value += row[k]
+            per[k][name] = value
+    counts = {"dispatch": dispatch, "w_load": w_load, "a_load": a_load, "read": read,
+              "bw_stall": bw_stall}
+    return _outcome(chip, best, ends, counts, per)
+
+
+def _mixed(runs, lo, fetch, free, add, K, a_pop):  # noqa: N803 (K, as in docs/chip.md)
+    """A step whose macros do different things (their patterns differ): a LOAD_A of
+    different lengths (OUT_OF_STEP; returns its error candidate), or a COMPUTE whose part
+    exists in some patterns only (the others halt). Returns the earliest error candidate;
+    ``a_pop`` is the activation router's last pop."""
+    span = len(runs)
+    if runs[0].opcode == Opcode.LOAD_A:
+        # LOAD_A's checks do not depend on the pattern: all run it, with different lengths.
+        # The beat that ends the shortest one raises OUT_OF_STEP (the router is stuck after).
+        start = max(max(fetch), a_pop) + 1   # after the previous LOAD_A's last beat
+        free[lo:lo + span] = [_INF] * span
+        short = min(run.beats for run in runs)
+        return (start + short - 1, _OUT_OF_STEP, K, ErrorCode.OUT_OF_STEP)
+    best = None
+    for k, (run, f) in enumerate(zip(runs, fetch, strict=True)):
+        if run.error != ErrorCode.NONE:
+            cand = (f + 1, _MACRO_ERROR, lo + k, run.error)
+            best = cand if best is None else min(best, cand)
+            free[lo + k] = _INF
+            continue
+        free[lo + k] = f + 1 + run.busy
+        add("compute", lo + k, lo + k + 1, run.busy)
+        add("passes", lo + k, lo + k + 1, run.count)
+    return best
+
+
+class _Macro:
+    """One sequencer's state in the cycle-stepped simulator."""
+
+    def __init__(self):
+        self.queue: deque = deque()
+        self.state = "FETCH"
+        self.pattern = (1, 1)
+        self.step = 0
+        self.need = 0
+        self.category = ""      # for BUSY: "compute" or "load"
+        self.issue = 0          # COMPUTE passes still to issue
+        self.error = ErrorCode.NONE
+        self.end = None         # cycle it fetched END
+        self.counts = dict.fromkeys(STATUS_COUNTERS, 0)
+
+    def tick(self, *names):
+        for name in ("total", *names):
+            self.counts[name] += 1
+
+
+def step_chip(chip: ChipConfig, commands, *, max_cycles: int = 10 ** 6) -> ChipTiming:  # noqa: C901
+    """The cycle-stepped reference simulator of ``docs/chip.md`` (module docstring).
+
+    Raises
+    ------
+    ValueError
+        If the chip runs ``max_cycles`` cycles without halting or going idle.
+    """
+    K, Q, R, bw = chip.macros, chip.queue, chip.weight_row_bytes, chip.weight_bw
+    cfg = chip.macro
+    words = [int(word) for word in commands]
+    macros = [_Macro() for _ in range(K)]
+    hold = None                   # the word in H
+    halted = False                # END taken: no further command
+    taken = 0                     # commands taken from cmd
+    routers = {"w": deque(), "a": deque(), "r": deque()}   # (lo, hi) ranges
+    credit = R
+    count = dict.fromkeys(CHIP_COUNTERS, 0)
+    for t in range(max_cycles):
+        # --- Combinational: everything from the state at the start of cycle t. ---
+        disp_error = ErrorCode.NONE
+        go = False
+        if hold is not None:
+            info = chip_step(chip, hold)
+            if info.error != ErrorCode.NONE:
+                disp_error = info.error
+            else:
+                lo, hi = (0, K) if info.end else (info.target, info.target + info.span)
+                go = all(len(macros[k].queue) < Q for k in range(lo, hi))
+        ready = not halted and (hold is None or go)
+        take = ready and taken < len(words)
+
+        def last_beat(mac):
+            return mac.step + 1 == mac.need
+
+        moved = {}
+        popped = {}
+        for name, state in (("w", "LOAD_W"), ("a", "LOAD_A"), ("r", "READ")):
+            head = routers[name][0] if routers[name] else None
+            waiting = head is not None and all(macros[k].state == state
+                                               for k in range(*head))
+            allowed = credit >= R if name == "w" else True
+            moved[name] = head if waiting and allowed else None
+            if name == "w" and waiting and not allowed:
+                count["bw_stall"] += 1
+            popped[name] = moved[name] is not None and all(
+                last_beat(macros[k]) for k in range(*head))
+        out_of_step = moved["a"] is not None and not popped["a"] and any(
+            last_beat(macros[k]) for k in range(*moved["a"]))
+
+        error, source = ErrorCode.NONE, None
+        for k, mac in enumerate(macros):
+            if mac.error != ErrorCode.NONE:
+                error, source = mac.error, k
+                break
+        else:
+            if disp_error != ErrorCode.NONE:
+                error, source = disp_error, K
+            elif out_of_step:
+                error, source = ErrorCode.OUT_OF_STEP, K
+        all_done = all(mac.state == "HALT" for mac in macros)
+
+        count["total"] += 1
+        count["dispatch"] += go
+        for name, counter in (("w", "w_load"), ("a", "a_load"), ("r", "read")):
+            count[counter] += moved[name] is not None
+
+        # --- End of cycle t: the sequencers, then the dispatcher and the routers. ---
+        for k, mac in enumerate(macros):
+            served = {name: moved[name] is not None and moved[name][0] <= k < moved[name][1]
+                      for name in moved}
+            if mac.state == "HALT":
+                continue
+            if mac.state == "FETCH":
+                if not mac.queue:
+                    mac.tick("stall")
+                    continue
+                mac.tick("fetch")
+                run = macro_step(cfg, mac.queue.popleft(), mac.pattern)
+                if run.error != ErrorCode.NONE:
+                    mac.error, mac.state = run.error, "HALT"
+                elif run.opcode == Opcode.END:
+                    mac.state, mac.end = "HALT", t
+                elif run.opcode == Opcode.CONFIG:
+                    mac.pattern = run.pattern
+                elif run.opcode in (Opcode.LOAD_W, Opcode.LOAD_A, Opcode.READ):
+                    mac.state, mac.step, mac.need = run.opcode.name, 0, run.busy
+                else:
+                    mac.state, mac.step, mac.need = "BUSY", 0, run.busy
+                    mac.category = "compute" if run.opcode == Opcode.COMPUTE else "load"
+                    mac.issue = run.count if run.opcode == Opcode.COMPUTE else 0
+            elif mac.state == "BUSY":
+                mac.tick(mac.category, *(("passes",) if mac.step < mac.issue else ()))
+                mac.step += 1
+                if mac.step == mac.need:
+                    mac.state = "FETCH"
+            else:
+                name = {"LOAD_W": "w", "LOAD_A": "a", "READ": "r"}[mac.state]
+                if served[name]:
+                    event = {"w": ("load", "w_rows"), "a": ("load", "a_beats"),
+                             "r": ("read",)}[name]
+                    mac.tick(*event)
+                    mac.step += 1
+                    if mac.step == mac.need:
+                        mac.state = "FETCH"
+                else:
+                    mac.tick("stall")
+        if go:
+            lo, hi = (0, K) if info.end else (info.target, info.target + info.span)
+            for k in range(lo, hi):
+                macros[k].queue.append(info.word)
+            opcode = macro_step(cfg, info.word, (1, 1)).opcode
+            router = {Opcode.LOAD_W: "w", Opcode.LOAD_A: "a", Opcode.READ: "r"}.get(opcode)
+            if router is not None and not info.end:
+                routers[router].append((lo, hi))
+            hold = None
+        if take:
+            hold = words[taken]
+            taken += 1
+            halted = chip_step(chip, hold).end
+        credit = min(credit - (R if moved["w"] is not None else 0) + bw, R)
+        for name in routers:
+            if popped[name]:
+                routers[name].popleft()
+
+        if error != ErrorCode.NONE:
+            return ChipTiming(True, error, source, t, None, None)
+        if all_done:
+            counters = {name: count[name] for name in CHIP_COUNTERS}
+            return ChipTiming(True, ErrorCode.NONE, None, t, counters,
+                              [dict(mac.counts) for mac in macros])
+        idle = (hold is None and taken == len(words) and not any(routers.values())
+                and all(mac.state in ("FETCH", "HALT") and not mac.queue for mac in macros)
+                and any(mac.state == "FETCH" for mac in macros)
+                and all(mac.error == ErrorCode.NONE for mac in macros))
+        if idle:
+            return ChipTiming(False, ErrorCode.NONE, None, None, None, None)
+    raise ValueError(f"the chip did not halt within max_cycles={max_cycles} cycles")
