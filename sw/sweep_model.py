@@ -31,7 +31,7 @@ from .events import Events, choices
 from .nm import NMPattern, memory_bits
 from .schedule.gemm import loop_times, loop_variants
 
-__all__ = ["command_times", "closed_events", "point_figures", "tiling"]
+__all__ = ["command_times", "closed_events", "command_events", "point_figures", "tiling"]
 
 
 @dataclass(frozen=True)
@@ -115,14 +115,24 @@ def closed_events(cfg: MacroConfig, k: int, n: int, tokens: int,
 @functools.lru_cache(maxsize=4096)
 def _closed_events(cfg: MacroConfig, k: int, n: int, tokens: int,
                    pattern: tuple[int, int]) -> Events:
-    times = _command_times(cfg, k, n, tokens, pattern)
+    return command_events(cfg, _command_times(cfg, k, n, tokens, pattern), pattern)
+
+
+def command_events(cfg: MacroConfig, times, pattern: tuple[int, int] = (1, 1),
+                   split: int = 0) -> Events:
+    """The events of legal commands run ``times[cmd]`` times each (a mapping ``Command ->
+    count``) by one macro while ``pattern`` and ``split`` (of the last CONFIG) are current,
+    each command's by the rules of :func:`~sparsecim.sw.events.count_events` (no MOVE;
+    ``zero_weight_macs`` 0). The CONFIG commands themselves are counted (fetch, command bits)
+    but the pattern they set is the caller's ``pattern``: the chip's event walk
+    (:func:`sparsecim.sw.chip_energy.chip_macro_events`) groups commands by it."""
     ev = Events()
     cmd_bits = command_layout(cfg).size
     dist_per_pass = cfg.reduction * choices(cfg)
     selects_per_pass = cfg.cells if choices(cfg) > 1 else 0
     modes: Counter = Counter()
-    # The scheduler's CONFIG has split 0: a dense pass keeps one group, as an N:M pass does.
-    groups = 1
+    # A dense pass with split s keeps 2**s groups apart; an N:M pass sums all P.
+    groups = 2 ** split if tuple(pattern) == (1, 1) else 1
     for cmd, t in times.items():
         ev.commands += t
         ev.bits_in += t * cmd_bits
@@ -130,6 +140,9 @@ def _closed_events(cfg: MacroConfig, k: int, n: int, tokens: int,
         op = cmd.opcode
         if op == Opcode.END:
             continue
+        if op == Opcode.MOVE:
+            raise ValueError("command_events does not count MOVE (its window needs the "
+                             "trace walk, sparsecim.sw.events.count_events)")
         need = data_beats(cfg, cmd, pattern)
         ev.bits_in += t * need * cfg.data_bits
         if op == Opcode.LOAD_W:
