@@ -31,7 +31,8 @@ from .events import Events, choices
 from .nm import NMPattern, memory_bits
 from .schedule.gemm import loop_times, loop_variants
 
-__all__ = ["command_times", "closed_events", "command_events", "point_figures", "tiling"]
+__all__ = ["command_times", "closed_events", "command_events", "point_figures",
+           "chip_point_figures", "tiling"]
 
 
 @dataclass(frozen=True)
@@ -209,3 +210,74 @@ def point_figures(cfg: MacroConfig, rows, tokens: int, declared: tuple[int, int]
             "energy_pj": energy["total_pj"], "area_mm2": energy["area_mm2"],
         })
     return out
+
+
+def _row_of_layers(rows) -> dict:
+    """Layer name (as :func:`~sparsecim.sw.schedule.chip.model_layers` names it: block, then
+    the row's name, then the copy inside a block when ``count > 1``) to its row's index."""
+    names = {}
+    for index, row in enumerate(rows):
+        for block in range(row.blocks):
+            for i in range(row.count):
+                names[f"{block}.{row.name}" + (f".{i}" if row.count > 1 else "")] = index
+    return names
+
+
+def chip_point_figures(chip, model, tokens: int, stored: tuple[int, int],
+                       tech: Tech) -> tuple[list[dict], dict]:
+    """Figures of a whole model (a :class:`~sparsecim.sw.model_shapes.ModelShape`) on a chip,
+    per row of its layer-shape table: chip-sched's exact figures
+    (:func:`~sparsecim.sw.schedule.chip.model_figures`: every linear placed by
+    :func:`~sparsecim.sw.schedule.chip.place_model` for ``tokens``, resident or streamed) and
+    their energy (:func:`~sparsecim.sw.chip_energy.model_chip_energy`). One token is the
+    decode run; ``tokens > 1`` the prefill run of that many.
+
+    Returns
+    -------
+    rows : list of dict
+        Per shape row, totals over its ``count · blocks`` copies: ``layer``, ``inputs``,
+        ``outputs``, ``copies``, ``cycles``, ``macs``, ``cell_macs``, ``weight_bytes``,
+        ``meta_bytes``, ``arrays`` (tiles), ``utilization``, ``energy_pj``, ``area_mm2``
+        (the chip's), ``offchip_bytes`` (of the run), ``resident`` (copies resident),
+        ``bound`` (``compute``, ``bandwidth`` or ``mixed`` over the copies), ``load_cycles``
+        and ``load_pj`` (the resident copies' one-time load, not in ``cycles``).
+    model : dict
+        :func:`~sparsecim.sw.chip_energy.model_chip_energy`'s totals.
+    """
+    from .chip_energy import model_chip_energy
+    from .schedule.chip import model_figures, model_layers
+
+    cfg = chip.macro
+    layers = model_layers(model, stored)
+    figures = model_figures(chip, layers, prefill_tokens=tokens)
+    model_energy = model_chip_energy(chip, figures, tech)
+    run = "decode" if tokens == 1 else "prefill"
+    row_of = _row_of_layers(model.linears)
+    out = []
+    for row in model.linears:
+        mapping = _tiling(cfg, row.inputs, row.outputs, stored)
+        bits = memory_bits(row.outputs, row.inputs, NMPattern(*stored),
+                           value_bits=cfg.weight_bits)
+        out.append({
+            "layer": row.name, "inputs": row.inputs, "outputs": row.outputs,
+            "copies": row.total, "cycles": 0,
+            "macs": mapping.macs_per_token * tokens * row.total, "cell_macs": 0,
+            "weight_bytes": -(-bits["values"] // 8) * row.total,
+            "meta_bytes": -(-bits["metadata"] // 8) * row.total,
+            "arrays": mapping.arrays * row.total, "utilization": mapping.utilization,
+            "energy_pj": 0.0, "area_mm2": model_energy["area_mm2"], "offchip_bytes": 0,
+            "resident": 0, "bound": set(), "load_cycles": 0, "load_pj": 0.0})
+    for fig, energy in zip(figures, model_energy["layers"], strict=True):
+        row = out[row_of[fig.layer.name]]
+        counters = fig.decode if run == "decode" else fig.prefill
+        row["cycles"] += counters["total"]
+        row["cell_macs"] += energy[run]["cell_macs"]
+        row["energy_pj"] += energy[run]["total_pj"]
+        row["offchip_bytes"] += energy[run]["offchip_bytes"]
+        row["resident"] += fig.resident
+        row["bound"].add(fig.bound if run == "decode" else fig.prefill_bound)
+        row["load_cycles"] += fig.load_cycles
+        row["load_pj"] += energy["load_pj"]
+    for row in out:
+        row["bound"] = row["bound"].pop() if len(row["bound"]) == 1 else "mixed"
+    return out, model_energy

@@ -13,13 +13,18 @@ product) or explicit points as ``[[point]]`` tables (missing axes take
     mapping = ["auto", "linear"]
     tokens = [1, 64]
     tech = ["22nm", "45nm"]
+    chip = ["none", "edge", "my_chip.toml", {macro = "tiny", macros = 8, clock_mhz = 200, ...}]
 
 Axes (:data:`AXES`): ``macro`` (a preset, a TOML macro file or an inline table),
 ``model`` (a layer-shape table: ``bert-large``, ``llama-2-7b`` ...), ``sparsify``
 (``dense``, ``magnitude``, ``wanda``: the declared pattern of a shape table), ``pattern``,
-``mapping`` (``auto``, ``linear``, ``nm``), ``tokens`` and ``tech``. A chip axis joins
-:data:`AXES` when the chip level exists (issue 12): a point is a plain dict, its key a hash of
-its resolved values, so a new axis is one entry there and one in :func:`_resolve_axis`.
+``mapping`` (``auto``, ``linear``, ``nm``), ``tokens``, ``tech`` and ``chip``: ``none`` (the
+default: the model on one macro, as before) or a chip (a preset of
+:data:`~sparsecim.hw.config.CHIP_PRESETS`, a TOML chip file or an inline ``[chip]`` table).
+A chip point runs the whole model on the chip (:func:`~sparsecim.sw.sweep_model.
+chip_point_figures`: chip-sched's exact per-layer figures, placed resident or streamed, and
+the chip's energy and area); its macro is the chip's, so the macro axis collapses for it (as
+the pattern does for dense). One token is the decode run, more the prefill of that many.
 
 Each point is a pure, idempotent job (:func:`evaluate_point`) keyed by a hash of its resolved
 settings (the macro's every field, the technology file's values, not their names): its
@@ -50,11 +55,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..hw.config import MacroConfig, macro_from_table, read_toml, resolve_macro
+from ..hw.config import (
+    PRESETS,
+    ChipConfig,
+    MacroConfig,
+    chip_from_table,
+    macro_from_table,
+    read_toml,
+    resolve_chip,
+    resolve_macro,
+)
 from ..sw.energy import load_tech
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
 from ..sw.schedule import as_pattern
-from ..sw.sweep_model import point_figures
+from ..sw.sweep_model import chip_point_figures, point_figures
 from .outputs import OutputError, check_output_folder
 from .run import RunError, RunSettings, ShapeTable, validate_settings
 
@@ -64,20 +78,21 @@ __all__ = ["SweepError", "AXES", "DEFAULTS", "COLUMNS", "SweepSpec", "SweepResul
 
 #: Bumped when the figures of a point change for the same settings: part of every key, so an
 #: old cache is never read as new results.
-MODEL_VERSION = 1
+MODEL_VERSION = 2
 
 #: The axes of a sweep, in the order of a point's columns.
-AXES = ("macro", "model", "sparsify", "pattern", "mapping", "tokens", "tech")
+AXES = ("macro", "model", "sparsify", "pattern", "mapping", "tokens", "tech", "chip")
 
 #: An axis a ``[sweep]`` table or a ``[[point]]`` leaves out takes this value.
 DEFAULTS = {"macro": "flexcim", "model": "bert-large", "sparsify": "dense", "pattern": "2:4",
-            "mapping": "auto", "tokens": 1, "tech": "22nm"}
+            "mapping": "auto", "tokens": 1, "tech": "22nm", "chip": "none"}
 
 #: Columns of ``points.csv``.
 COLUMNS = ("key", "status", "error", "macro", "macro_slug", "model", "sparsify", "pattern",
-           "mapping", "tokens", "tech", "layer", "inputs", "outputs", "copies", "cycles",
-           "cycles_per_token", "energy_pj", "pj_per_token", "area_mm2", "macs", "cell_macs",
-           "weight_bytes", "meta_bytes", "arrays", "utilization")
+           "mapping", "tokens", "tech", "chip", "layer", "inputs", "outputs", "copies",
+           "cycles", "cycles_per_token", "tokens_per_s", "energy_pj", "pj_per_token",
+           "area_mm2", "macs", "cell_macs", "weight_bytes", "meta_bytes", "arrays",
+           "utilization", "offchip_bytes", "resident", "bound", "load_cycles", "load_pj")
 
 
 class SweepError(RunError):
@@ -104,9 +119,11 @@ class SweepSpec:
 
 def point_key(point: dict) -> str:
     """The hash of a point's resolved settings (and :data:`MODEL_VERSION`): 16 hex digits."""
-    resolved = {axis: point[axis] for axis in AXES if axis not in ("macro", "tech")}
+    resolved = {axis: point[axis] for axis in AXES if axis not in ("macro", "tech", "chip")}
     resolved.update(macro=point["macro_config"], tech=point["tech_values"],
                     version=MODEL_VERSION)
+    if point["chip_config"] is not None:
+        resolved["chip"] = point["chip_config"]
     text = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -127,8 +144,30 @@ def _macro(value, where: str) -> tuple[str, MacroConfig]:
         raise SweepError(f"{where}: {exc}") from None
 
 
+def _chip(value, where: str, base: Path) -> tuple[str, ChipConfig | None]:
+    if isinstance(value, dict):
+        try:
+            chip = chip_from_table(value, where=f"{where}: chip")
+        except ValueError as exc:
+            raise SweepError(str(exc)) from None
+        return chip.slug, chip
+    if not isinstance(value, str):
+        raise SweepError(f"{where}: chip must be none, a chip preset, a TOML chip file or a "
+                         f"table, not {value!r}")
+    if value == "none":
+        return "none", None
+    spec = str(base / value) if value.endswith(".toml") and not Path(value).is_absolute() \
+        else value
+    try:
+        return value, resolve_chip(spec)
+    except ValueError as exc:
+        raise SweepError(f"{where}: {exc} (or none)") from None
+
+
 def _resolve_axis(axis: str, value, where: str, base: Path):  # noqa: C901
     """A spec value checked on its own (what can be wrong whatever the other axes are)."""
+    if axis == "chip":
+        return _chip(value, where, base)
     if axis == "macro":
         if isinstance(value, str) and value.endswith(".toml") and not Path(value).is_absolute():
             value = str(base / value)
@@ -167,11 +206,21 @@ def _resolve_axis(axis: str, value, where: str, base: Path):  # noqa: C901
     return value
 
 
+def _macro_label(cfg: MacroConfig) -> str:
+    """A preset's name for its config, else the config's slug."""
+    return next((name for name, preset in PRESETS.items() if preset == cfg), cfg.slug)
+
+
 def _point(values: dict) -> dict:
     label, cfg = values["macro"]
     tech, tech_values = values["tech"]
+    chip_label, chip = values["chip"]
+    if chip is not None:
+        # The chip's macro is the point's: the macro axis collapses for chip points.
+        label, cfg = _macro_label(chip.macro), chip.macro
     point = {axis: values[axis] for axis in AXES}
-    point.update(macro=label, tech=tech, macro_config=cfg.to_dict(), tech_values=tech_values)
+    point.update(macro=label, tech=tech, macro_config=cfg.to_dict(), tech_values=tech_values,
+                 chip=chip_label, chip_config=None if chip is None else chip.to_dict())
     if point["sparsify"] == "dense":
         point["pattern"] = "dense"  # dense ignores the pattern: one point, not one per pattern
     point["key"] = point_key(point)
@@ -264,51 +313,81 @@ def _tech(spec: str):
     return load_tech(spec)
 
 
+@functools.lru_cache(maxsize=16)
+def _chip_config(fields: str) -> ChipConfig:
+    return ChipConfig.from_dict(json.loads(fields))
+
+
+def _figures(point: dict) -> tuple[list, dict]:
+    """The layer rows of a point and what its total row adds (``area_mm2``, the clock)."""
+    cfg = _config(json.dumps(point["macro_config"], sort_keys=True))
+    settings = RunSettings(
+        model=point["model"], sparsify=point["sparsify"],
+        pattern="2:4" if point["pattern"] == "dense" else point["pattern"],
+        mapping=point["mapping"], tokens=point["tokens"], tech=point["tech"],
+        preset=point["macro"], macro=cfg, plots=False)
+    validate_settings(settings)
+    tech = _tech(point["tech"])
+    if dict(tech.values) != point["tech_values"]:
+        raise RunError(f"technology file {point['tech']} changed since the spec was read")
+    declared = (1, 1) if point["sparsify"] == "dense" else as_pattern(point["pattern"])
+    mapping = point["mapping"] if point["mapping"] != "auto" else (
+        "linear" if declared == (1, 1) else "nm")
+    stored = (1, 1) if mapping == "linear" else declared
+    model = SHAPE_TABLES[point["model"]]
+    if point["chip_config"] is None:
+        layers = point_figures(cfg, model.linears, point["tokens"], declared, stored, tech)
+        return layers, {"area_mm2": layers[0]["area_mm2"],
+                        "clock_mhz": tech.values["operating"]["clock_mhz"]}
+    chip = _chip_config(json.dumps(point["chip_config"], sort_keys=True))
+    layers, totals = chip_point_figures(chip, model, point["tokens"], stored, tech)
+    return layers, {"area_mm2": totals["area_mm2"], "clock_mhz": chip.clock_mhz}
+
+
+#: Columns summed over the layers into a point's total row.
+_SUMMED = ("copies", "cycles", "energy_pj", "macs", "cell_macs", "weight_bytes", "meta_bytes",
+           "arrays")
+_CHIP_SUMMED = ("offchip_bytes", "resident", "load_cycles", "load_pj")
+
+
 def evaluate_point(point: dict) -> dict:
     """One point's result: ``{"key", "status", "error", "rows"}`` (``rows``: one dict per
     layer of the model and a ``total``, columns :data:`COLUMNS`). A pure function of the
     point; a point the run pipeline refuses (:func:`~sparsecim.tb.run.validate_settings`)
-    fails with its message, it does not raise."""
+    fails with its message, it does not raise. ``tokens_per_s`` is the clock (the chip's, or
+    the technology file's for one macro) over the cycles per token."""
     head = {"key": point["key"], "macro": point["macro"], "model": point["model"],
             "sparsify": point["sparsify"], "pattern": point["pattern"],
-            "mapping": point["mapping"], "tokens": point["tokens"], "tech": point["tech"]}
+            "mapping": point["mapping"], "tokens": point["tokens"], "tech": point["tech"],
+            "chip": point["chip"]}
     try:
-        cfg = _config(json.dumps(point["macro_config"], sort_keys=True))
-        settings = RunSettings(
-            model=point["model"], sparsify=point["sparsify"],
-            pattern="2:4" if point["pattern"] == "dense" else point["pattern"],
-            mapping=point["mapping"], tokens=point["tokens"], tech=point["tech"],
-            preset=point["macro"], macro=cfg, plots=False)
-        validate_settings(settings)
-        tech = _tech(point["tech"])
-        if dict(tech.values) != point["tech_values"]:
-            raise RunError(f"technology file {point['tech']} changed since the spec was read")
-        declared = (1, 1) if point["sparsify"] == "dense" else as_pattern(point["pattern"])
-        mapping = point["mapping"] if point["mapping"] != "auto" else (
-            "linear" if declared == (1, 1) else "nm")
-        stored = (1, 1) if mapping == "linear" else declared
-        layers = point_figures(cfg, SHAPE_TABLES[point["model"]].linears, point["tokens"],
-                               declared, stored, tech)
+        layers, extra = _figures(point)
     except (RunError, ValueError) as exc:
         return {"key": point["key"], "status": "failed", "error": str(exc),
                 "rows": [{**head, "status": "failed", "error": str(exc), "layer": "total",
                           "macro_slug": ""}]}
-    rows = []
+    slug = MacroConfig.from_dict(point["macro_config"]).slug
     tokens = point["tokens"]
-    for fig in layers:
-        rows.append({**head, "status": "ok", "error": "", "macro_slug": cfg.slug, **fig,
-                     "cycles_per_token": fig["cycles"] / tokens,
-                     "pj_per_token": fig["energy_pj"] / tokens})
-    total = {name: sum(r[name] for r in rows) for name in
-             ("copies", "cycles", "energy_pj", "macs", "cell_macs", "weight_bytes",
-              "meta_bytes", "arrays")}
-    rows.append({**head, "status": "ok", "error": "", "macro_slug": cfg.slug, "layer": "total",
-                 "inputs": "", "outputs": "", **total,
-                 "cycles_per_token": total["cycles"] / tokens,
-                 "pj_per_token": total["energy_pj"] / tokens,
-                 "area_mm2": layers[0]["area_mm2"],
-                 "utilization": sum(r["macs"] for r in rows) / tokens / max(
-                     1, sum(r["arrays"] for r in rows) * cfg.cells)})
+    clock = extra["clock_mhz"] * 1e6
+
+    def per_token(row):
+        cycles = row["cycles"] / tokens
+        return {"cycles_per_token": cycles, "pj_per_token": row["energy_pj"] / tokens,
+                "tokens_per_s": clock / cycles if cycles else ""}
+
+    rows = [{**head, "status": "ok", "error": "", "macro_slug": slug, **fig, **per_token(fig)}
+            for fig in layers]
+    summed = _SUMMED + (_CHIP_SUMMED if point["chip_config"] is not None else ())
+    total = {name: sum(r[name] for r in rows) for name in summed}
+    total.update(utilization=sum(r["macs"] for r in rows) / tokens / max(
+        1, sum(r["arrays"] for r in rows) * _config(
+            json.dumps(point["macro_config"], sort_keys=True)).cells))
+    if point["chip_config"] is not None:
+        bounds = {r["bound"] for r in rows}
+        total["bound"] = bounds.pop() if len(bounds) == 1 else "mixed"
+    rows.append({**head, "status": "ok", "error": "", "macro_slug": slug, "layer": "total",
+                 "inputs": "", "outputs": "", **total, **per_token(total),
+                 "area_mm2": extra["area_mm2"]})
     return {"key": point["key"], "status": "ok", "error": "", "rows": rows}
 
 

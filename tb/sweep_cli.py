@@ -11,7 +11,8 @@ __all__ = ["add_sweep_parser", "cmd_sweep"]
 def add_sweep_parser(sub) -> None:
     """Add the ``sweep`` subcommand to the CLI's subparsers."""
     sweep = sub.add_parser(
-        "sweep", help="design-space sweep: macros x models x sparsity x mappings x tokens x tech",
+        "sweep", help="design-space sweep: macros x models x sparsity x mappings x tokens x tech "
+                      "x chips",
         description="Evaluate every point of a sweep spec (TOML: a [sweep] table of lists per "
                     "axis, or [[point]] tables; see examples/sweep.toml) with the closed-form "
                     "cycle and energy model. Results are cached per point in OUT/cache (a "
@@ -81,12 +82,13 @@ def cmd_sweep(args) -> int:
           f"{info['cached']} cached, {info['failed']} failed) in "
           f"{_seconds(time.perf_counter() - started)} on {executor}")
     for model, part in info["models"].items():
-        print(f"  {model}: {part['points']} points, Pareto front (cycles, energy, area) "
+        print(f"  {model}: {part['points']} points, Pareto front (tokens/s, energy, area) "
               f"{len(part['front'])}")
         for objective, row in part["best"].items():
             pattern = row["pattern"] if row["sparsify"] != "dense" else "dense"
-            print(f"    best {OBJECTIVES[objective]:<20} {fmt(row[objective]):>14}  "
-                  f"{row['macro']} {pattern} {row['mapping']} {row['tokens']} tok "
+            chip = "" if row["chip"] in ("none", "") else f"chip {row['chip']} "
+            print(f"    best {OBJECTIVES[objective]:<26} {fmt(row[objective]):>14}  "
+                  f"{chip}{row['macro']} {pattern} {row['mapping']} {row['tokens']} tok "
                   f"{row['tech']}")
     status = 0
     if args.rtl_sample:
