@@ -312,3 +312,88 @@ def test_ray_probe_needs_a_grpc_answer_in_time(fake_server):
     probe_ray_address(fake_server(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])))
     probe_ray_address(None)
     probe_ray_address("auto")
+
+
+# The chip axis: chip = none (one macro), a chip preset, a TOML chip file or an inline table.
+SMALL_CHIP = ("{macro = 'flexcim', macros = 4, clock_mhz = 250, weight_bw = 16, "
+              "offchip_bytes = 1073741824, buffer_bytes = 65536}")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[sweep]\nchip = ['huge']\n",
+     "[sweep] chip: chip must be one of edge, large, tiny4 or a .toml file, not 'huge' "
+     "(or none)"),
+    ("[sweep]\nchip = [3]\n",
+     "[sweep] chip: chip must be none, a chip preset, a TOML chip file or a table, not 3"),
+    ("[sweep]\nchip = [{macro = 'tiny', macros = 0, clock_mhz = 100, weight_bw = 4, "
+     "offchip_bytes = 1, buffer_bytes = 4096}]\n",
+     "[sweep] chip: chip: macros must be an integer from 1 to 4096, not 0"),
+    ("[sweep]\nchip = [{macro = 'huge', macros = 2}]\n",
+     "[sweep] chip: chip: preset must be one of "),
+    ("[[point]]\nchip = 'nowhere.toml'\n", "point 1 chip: chip file "),
+])
+def test_chip_axis_errors_are_one_line(tmp_path, text, message):
+    path = _spec(tmp_path, text)
+    with pytest.raises(SweepError) as info:
+        load_spec(path)
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith(f"sweep spec {path}")
+    assert message in str(info.value)
+
+
+def test_chip_points_collapse_the_macro_axis(tmp_path):
+    spec = load_spec(_spec(tmp_path, "[sweep]\nmacro = ['tiny', 'flexcim']\n"
+                                     "chip = ['none', 'edge', 'tiny4']\n"))
+    labels = sorted((p["chip"], p["macro"]) for p in spec.points)
+    # Two macro points, one point per chip (its own macro).
+    assert labels == [("edge", "flexcim"), ("none", "flexcim"), ("none", "tiny"),
+                      ("tiny4", "tiny")]
+    # A macro point's key does not depend on the chip axis being there (chip none).
+    plain = load_spec(_spec(tmp_path, "[sweep]\nmacro = ['tiny']\n", "plain.toml"))
+    assert plain.points[0]["key"] == next(p["key"] for p in spec.points
+                                          if p["chip"] == "none" and p["macro"] == "tiny")
+
+
+def test_chip_file_is_read_beside_the_spec(tmp_path):
+    from sparsecim.hw.config import chip_preset, chip_toml
+
+    (tmp_path / "mine.toml").write_text(chip_toml(chip_preset("edge")), encoding="utf-8")
+    spec = load_spec(_spec(tmp_path, "[sweep]\nchip = ['mine.toml', 'edge']\n"))
+    # The same chip under two names: one point (the key is the chip's fields).
+    assert len(spec.points) == 1
+
+
+@pytest.mark.parametrize("tokens", [1, 4])
+def test_chip_point_equals_chip_sched_figures(tmp_path, tokens):
+    from sparsecim.hw.config import ChipConfig
+    from sparsecim.sw.chip_energy import model_chip_energy
+    from sparsecim.sw.energy import load_tech
+    from sparsecim.sw.schedule.chip import model_figures, model_layers
+
+    spec = load_spec(_spec(tmp_path, f"[[point]]\nmodel = 'smollm2-135m'\nsparsify = 'wanda'\n"
+                                     f"pattern = '2:4'\ntokens = {tokens}\n"
+                                     f"chip = {SMALL_CHIP}\n"))
+    result = evaluate_point(spec.points[0])
+    assert result["status"] == "ok", result["error"]
+    chip = ChipConfig.from_dict(spec.points[0]["chip_config"])
+    # Independently: every linear of the model placed and priced by chip-sched, per layer.
+    figures = model_figures(chip, model_layers("smollm2-135m", (2, 4)), prefill_tokens=tokens)
+    energy = model_chip_energy(chip, figures, load_tech("22nm"))
+    run = "decode" if tokens == 1 else "prefill"
+    by_row: dict = {}
+    for fig, lay in zip(figures, energy["layers"], strict=True):
+        row = fig.layer.name.split(".", 1)[1]
+        cycles, pj = by_row.get(row, (0, 0.0))
+        by_row[row] = (cycles + (fig.decode if tokens == 1 else fig.prefill)["total"],
+                       pj + lay[run]["total_pj"])
+    layers, total = result["rows"][:-1], result["rows"][-1]
+    assert {r["layer"]: (r["cycles"], pytest.approx(r["energy_pj"], rel=1e-12))
+            for r in layers} == by_row
+    assert total["cycles_per_token"] == energy[run]["cycles_per_token"]
+    assert total["pj_per_token"] == pytest.approx(energy[run]["pj_per_token"], rel=1e-12)
+    assert total["tokens_per_s"] == pytest.approx(250e6 / total["cycles_per_token"], rel=1e-12)
+    assert total["offchip_bytes"] / tokens == pytest.approx(
+        energy[run]["offchip_bytes_per_token"], rel=1e-12)
+    assert total["copies"] == len(figures) == 30 * 7
+    assert total["resident"] == sum(f.resident for f in figures)
+    assert {r["chip"] for r in result["rows"]} == {spec.points[0]["chip"]}
