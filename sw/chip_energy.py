@@ -401,8 +401,22 @@ def layer_chip_energy(chip: ChipConfig, figures, tech: Tech,
     return out
 
 
+def _model_load(chip: ChipConfig, plan, tech: Tech, counts) -> tuple[float, int]:
+    """pJ and cycles of loading every resident layer of ``plan`` at once."""
+    from ..hw.isa import Command
+    from .schedule.chip import chip_ops, load_phase
+
+    counters = load_phase(plan)
+    if counters is None:
+        return 0.0, 0
+    ops = [op for p in plan.placements if p.resident
+           for op in chip_ops(p, 1, load=True, compute=False)[0]]
+    ops.append((0, chip.macros, Command(Opcode.END), None))
+    return run_energy(chip, ops, counters, tech, counts).total_pj, counters["total"]
+
+
 def model_chip_energy(chip: ChipConfig, figures, tech: Tech,
-                      counts: CellCounts | None = None) -> dict:
+                      counts: CellCounts | None = None, *, plan=None) -> dict:
     """Whole-model figures from the :class:`~sparsecim.sw.schedule.chip.LayerFigures` of its
     layers (:func:`~sparsecim.sw.schedule.chip.model_figures`), each layer priced alone as
     chip-sched prices its cycles (layers run one after the other; no overlap is claimed).
@@ -414,7 +428,10 @@ def model_chip_energy(chip: ChipConfig, figures, tech: Tech,
         ``decode`` and ``prefill``: ``pj_per_token``, ``cycles_per_token``,
         ``tokens_per_s``, ``tops_per_w``, ``tops_per_mm2``, ``offchip_bytes_per_token``
         and ``components_pj`` per token (None where not modelled); ``load_pj`` and
-        ``load_cycles`` (resident layers' one-time load); ``area_mm2``, ``area_um2`` and
+        ``load_cycles``: the resident layers' one-time load, each layer's priced alone and
+        summed, or with ``plan`` (the :class:`~sparsecim.sw.schedule.chip.ModelPlan` the
+        figures come from) the exact load of them all at once
+        (:func:`~sparsecim.sw.schedule.chip.load_phase`); ``area_mm2``, ``area_um2`` and
         ``notes``.
     """
     figures = list(figures)
@@ -453,6 +470,8 @@ def model_chip_energy(chip: ChipConfig, figures, tech: Tech,
         }
     out["load_pj"] = sum(lay["load_pj"] for lay in layers)
     out["load_cycles"] = sum(f.load_cycles for f in figures)
+    if plan is not None:
+        out["load_pj"], out["load_cycles"] = _model_load(chip, plan, tech, counts)
     out.update(area_mm2=first["area_mm2"], area_um2=first["area_um2"],
                peak_tops_per_mm2=first["peak_tops_per_mm2"], tech=tech.name,
                notes=first["notes"])

@@ -240,17 +240,20 @@ def chip_point_figures(chip, model, tokens: int, stored: tuple[int, int],
         ``meta_bytes``, ``arrays`` (tiles), ``utilization``, ``energy_pj``, ``area_mm2``
         (the chip's), ``offchip_bytes`` (of the run), ``resident`` (copies resident),
         ``bound`` (``compute``, ``bandwidth`` or ``mixed`` over the copies), ``load_cycles``
-        and ``load_pj`` (the resident copies' one-time load, not in ``cycles``).
+        and ``load_pj`` (the resident copies' one-time load, each priced alone; not in
+        ``cycles``).
     model : dict
-        :func:`~sparsecim.sw.chip_energy.model_chip_energy`'s totals.
+        :func:`~sparsecim.sw.chip_energy.model_chip_energy`'s totals, its ``load_cycles`` and
+        ``load_pj`` the exact load of every resident layer at once.
     """
     from .chip_energy import model_chip_energy
-    from .schedule.chip import model_figures, model_layers
+    from .schedule.chip import model_figures, model_layers, place_model
 
     cfg = chip.macro
     layers = model_layers(model, stored)
-    figures = model_figures(chip, layers, prefill_tokens=tokens)
-    model_energy = model_chip_energy(chip, figures, tech)
+    plan = place_model(chip, layers, tokens)
+    figures = model_figures(chip, layers, prefill_tokens=tokens, plan=plan)
+    model_energy = model_chip_energy(chip, figures, tech, plan=plan)
     run = "decode" if tokens == 1 else "prefill"
     row_of = _row_of_layers(model.linears)
     out = []

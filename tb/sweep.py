@@ -341,13 +341,14 @@ def _figures(point: dict) -> tuple[list, dict]:
                         "clock_mhz": tech.values["operating"]["clock_mhz"]}
     chip = _chip_config(json.dumps(point["chip_config"], sort_keys=True))
     layers, totals = chip_point_figures(chip, model, point["tokens"], stored, tech)
-    return layers, {"area_mm2": totals["area_mm2"], "clock_mhz": chip.clock_mhz}
+    return layers, {"area_mm2": totals["area_mm2"], "clock_mhz": chip.clock_mhz,
+                    "load_cycles": totals["load_cycles"], "load_pj": totals["load_pj"]}
 
 
 #: Columns summed over the layers into a point's total row.
 _SUMMED = ("copies", "cycles", "energy_pj", "macs", "cell_macs", "weight_bytes", "meta_bytes",
            "arrays")
-_CHIP_SUMMED = ("offchip_bytes", "resident", "load_cycles", "load_pj")
+_CHIP_SUMMED = ("offchip_bytes", "resident")
 
 
 def evaluate_point(point: dict) -> dict:
@@ -355,7 +356,9 @@ def evaluate_point(point: dict) -> dict:
     layer of the model and a ``total``, columns :data:`COLUMNS`). A pure function of the
     point; a point the run pipeline refuses (:func:`~sparsecim.tb.run.validate_settings`)
     fails with its message, it does not raise. ``tokens_per_s`` is the clock (the chip's, or
-    the technology file's for one macro) over the cycles per token."""
+    the technology file's for one macro) over the cycles per token. A chip point's total
+    ``load_cycles`` and ``load_pj`` are the exact load of every resident layer at once; its
+    layer rows' price each layer's load alone."""
     head = {"key": point["key"], "macro": point["macro"], "model": point["model"],
             "sparsify": point["sparsify"], "pattern": point["pattern"],
             "mapping": point["mapping"], "tokens": point["tokens"], "tech": point["tech"],
@@ -384,7 +387,9 @@ def evaluate_point(point: dict) -> dict:
             json.dumps(point["macro_config"], sort_keys=True)).cells))
     if point["chip_config"] is not None:
         bounds = {r["bound"] for r in rows}
-        total["bound"] = bounds.pop() if len(bounds) == 1 else "mixed"
+        # The model's one-time load is every resident layer's at once (not the rows' sum).
+        total.update(bound=bounds.pop() if len(bounds) == 1 else "mixed",
+                     load_cycles=extra["load_cycles"], load_pj=extra["load_pj"])
     rows.append({**head, "status": "ok", "error": "", "macro_slug": slug, "layer": "total",
                  "inputs": "", "outputs": "", **total, **per_token(total),
                  "area_mm2": extra["area_mm2"]})

@@ -281,3 +281,21 @@ def test_smollm2_on_edge_is_fast_enough():
     figures = model_figures(chip, model_layers("smollm2-135m", (2, 4))[:14], prefill_tokens=8)
     model = model_chip_energy(chip, figures, TECH)
     assert model["decode"]["pj_per_token"] > model["prefill"]["pj_per_token"] > 0
+
+
+def test_model_load_with_the_plan_is_the_load_phase():
+    from sparsecim.sw.schedule.chip import load_phase, place_model
+
+    chip = tiny_chip(8)
+    layers = [ChipLayer("a", 20, 10, (1, 1)), ChipLayer("b", 40, 7, (2, 4))]
+    plan = place_model(chip, layers, 2)
+    figures = model_figures(chip, layers, prefill_tokens=2, plan=plan)
+    alone = model_chip_energy(chip, figures, TECH, FAKE_COUNTS)
+    at_once = model_chip_energy(chip, figures, TECH, FAKE_COUNTS, plan=plan)
+    counters = load_phase(plan)
+    assert at_once["load_cycles"] == counters["total"] <= alone["load_cycles"]
+    # The same rows written either way: the same off-chip energy.
+    e = TECH.values["energy_fj"]["dram_per_bit"]
+    assert counters["w_load"] == sum(f.load["w_load"] for f in figures)
+    offchip = counters["w_load"] * chip.weight_row_bytes * 8 * e / 1000
+    assert at_once["load_pj"] > offchip > 0
