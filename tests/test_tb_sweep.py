@@ -397,3 +397,16 @@ def test_chip_point_equals_chip_sched_figures(tmp_path, tokens):
     assert total["copies"] == len(figures) == 30 * 7
     assert total["resident"] == sum(f.resident for f in figures)
     assert {r["chip"] for r in result["rows"]} == {spec.points[0]["chip"]}
+
+
+def test_tokens_per_second_is_the_clock_over_cycles_per_token(tmp_path):
+    from sparsecim.sw.energy import load_tech
+
+    spec = load_spec(_spec(tmp_path, "[[point]]\nmacro = 'tiny'\nmodel = 'smollm2-135m'\n"
+                                     "tokens = 4\n"))
+    result = evaluate_point(spec.points[0])
+    clock = load_tech("22nm")["operating.clock_mhz"] * 1e6   # one macro: the tech file's
+    for row in result["rows"]:
+        assert row["cycles_per_token"] == row["cycles"] / 4
+        assert row["tokens_per_s"] == clock / row["cycles_per_token"]
+    assert result["rows"][-1]["chip"] == "none"
