@@ -35,8 +35,14 @@ one ``total`` row with ``status`` ``failed`` and its ``error``, never dropped. F
 from the closed-form model (:mod:`sparsecim.sw.sweep_model`), equal to the trace-based cycle
 and event counts.
 
-Weighted models (``smollm2``, ``synthetic``, checkpoints) are not sweep axes yet: their
-points would run the golden model; the spec refuses them in one line.
+Weighted models: a ``model`` that is a checkpoint path (a Hugging Face folder or a ``.gguf``,
+relative to the spec) is loaded, every linear of every block sparsified as ``sparsify`` and
+``pattern`` say (Wanda calibrated on the checkpoint's own activations, as ``sparsecim run``),
+and the point carries the model's quality beside its figures (:func:`~sparsecim.tb.
+run_models.checkpoint_quality`: ``perplexity`` and ``perplexity_dense`` for the llama family,
+``cosine`` for bert); its figures are those of the checkpoint's linear shapes. Its key hashes
+the checkpoint's files. ``smollm2`` and ``synthetic`` (names, not files) are refused in one
+line: the packaged SmolLM2 is a ``.gguf`` path (``sparsecim run --model list``).
 """
 
 from __future__ import annotations
@@ -67,10 +73,11 @@ from ..hw.config import (
 )
 from ..sw.energy import load_tech
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
+from ..sw.model_shapes import ModelShape
 from ..sw.schedule import as_pattern
 from ..sw.sweep_model import chip_point_figures, point_figures
 from .outputs import OutputError, check_output_folder
-from .run import RunError, RunSettings, ShapeTable, validate_settings
+from .run import MAX_BLOCKS, RunError, RunSettings, ShapeTable, validate_settings
 
 __all__ = ["SweepError", "AXES", "DEFAULTS", "COLUMNS", "SweepSpec", "SweepResult",
            "load_spec", "point_key", "evaluate_point", "evaluate_points", "run_sweep",
@@ -92,7 +99,8 @@ COLUMNS = ("key", "status", "error", "macro", "macro_slug", "model", "sparsify",
            "mapping", "tokens", "tech", "chip", "layer", "inputs", "outputs", "copies",
            "cycles", "cycles_per_token", "tokens_per_s", "energy_pj", "pj_per_token",
            "area_mm2", "macs", "cell_macs", "weight_bytes", "meta_bytes", "arrays",
-           "utilization", "offchip_bytes", "resident", "bound", "load_cycles", "load_pj")
+           "utilization", "offchip_bytes", "resident", "bound", "load_cycles", "load_pj",
+           "perplexity", "perplexity_dense", "cosine")
 
 
 class SweepError(RunError):
@@ -124,6 +132,8 @@ def point_key(point: dict) -> str:
                     version=MODEL_VERSION)
     if point["chip_config"] is not None:
         resolved["chip"] = point["chip_config"]
+    if point.get("model_files") is not None:
+        resolved["model"] = point["model_files"]
     text = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -164,6 +174,38 @@ def _chip(value, where: str, base: Path) -> tuple[str, ChipConfig | None]:
         raise SweepError(f"{where}: {exc} (or none)") from None
 
 
+def files_hash(path) -> str:
+    """sha256 over a checkpoint's files (names and contents): its identity in a point's key."""
+    path = Path(path)
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _model(value: str, where: str, base: Path) -> tuple[str, str | None, str | None]:
+    """``(label, checkpoint path or None, its files' hash or None)``."""
+    from .run_models import is_path_model
+
+    if value in SHAPE_TABLES:
+        return value, None, None
+    path = Path(value) if Path(value).is_absolute() else base / value
+    checkpoint = path.is_dir() or value.endswith(".gguf")
+    if not checkpoint or value.endswith(".json"):
+        if is_path_model(value) and not value.endswith(".json"):
+            raise SweepError(f"{where}: model checkpoint {path} does not exist")
+        raise SweepError(f"{where}: model must be a layer-shape table "
+                         f"({', '.join(SHAPE_TABLES)}) or a checkpoint (a Hugging Face folder "
+                         f"or a .gguf file), not {value!r}")
+    if not path.exists():
+        raise SweepError(f"{where}: model checkpoint {path} does not exist")
+    return value, str(path), files_hash(path)
+
+
 def _resolve_axis(axis: str, value, where: str, base: Path):  # noqa: C901
     """A spec value checked on its own (what can be wrong whatever the other axes are)."""
     if axis == "chip":
@@ -179,9 +221,7 @@ def _resolve_axis(axis: str, value, where: str, base: Path):  # noqa: C901
     if not isinstance(value, str):
         raise SweepError(f"{where}: {axis} values must be strings, not {value!r}")
     if axis == "model":
-        if value not in SHAPE_TABLES:
-            raise SweepError(f"{where}: model must be a layer-shape table "
-                             f"({', '.join(SHAPE_TABLES)}), not {value!r}")
+        return _model(value, where, base)
     elif axis == "sparsify":
         if value not in ShapeTable.SPARSIFY:
             raise SweepError(f"{where}: sparsify must be one of "
@@ -215,12 +255,14 @@ def _point(values: dict) -> dict:
     label, cfg = values["macro"]
     tech, tech_values = values["tech"]
     chip_label, chip = values["chip"]
+    model, model_path, model_files = values["model"]
     if chip is not None:
         # The chip's macro is the point's: the macro axis collapses for chip points.
         label, cfg = _macro_label(chip.macro), chip.macro
     point = {axis: values[axis] for axis in AXES}
     point.update(macro=label, tech=tech, macro_config=cfg.to_dict(), tech_values=tech_values,
-                 chip=chip_label, chip_config=None if chip is None else chip.to_dict())
+                 chip=chip_label, chip_config=None if chip is None else chip.to_dict(),
+                 model=model, model_path=model_path, model_files=model_files)
     if point["sparsify"] == "dense":
         point["pattern"] = "dense"  # dense ignores the pattern: one point, not one per pattern
     point["key"] = point_key(point)
@@ -318,14 +360,41 @@ def _chip_config(fields: str) -> ChipConfig:
     return ChipConfig.from_dict(json.loads(fields))
 
 
+def _weighted(settings: RunSettings, cfg: MacroConfig, label: str) -> tuple[ModelShape, dict]:
+    """A checkpoint's linears as a shape table (one row per linear name and shape, over its
+    blocks) and its quality sparsified as ``settings`` say (every block)."""
+    from ..sw.model_shapes import LinearShape
+    from .run import SPARSIFIERS, resolve_model
+    from .run_models import checkpoint_quality
+
+    layers = resolve_model(settings.model)(settings)
+    sparsified = SPARSIFIERS[settings.sparsify](layers, settings, cfg)
+    rows: dict = {}
+    for layer in layers:
+        name = layer.name.split(".")[-1] if layer.block is not None else layer.name
+        out_f, in_f = layer.weight.shape
+        rows[(name, in_f, out_f)] = rows.get((name, in_f, out_f), 0) + 1
+    linears = tuple(LinearShape(name, in_f, out_f, 1, blocks)
+                    for (name, in_f, out_f), blocks in rows.items())
+    quality = checkpoint_quality(settings, sparsified) or {}
+    extra = ({"perplexity": quality["sparse"], "perplexity_dense": quality["dense"]}
+             if quality.get("metric") == "perplexity" else
+             {"cosine": quality["mean"]} if quality.get("metric") == "cosine" else {})
+    return ModelShape(label, 0, linears, (), settings.model), extra
+
+
 def _figures(point: dict) -> tuple[list, dict]:
-    """The layer rows of a point and what its total row adds (``area_mm2``, the clock)."""
+    """The layer rows of a point and what its total row adds (``area_mm2``, the clock, a
+    weighted model's quality)."""
     cfg = _config(json.dumps(point["macro_config"], sort_keys=True))
+    weighted = point.get("model_path") is not None
     settings = RunSettings(
-        model=point["model"], sparsify=point["sparsify"],
+        model=point["model_path"] if weighted else point["model"],
+        sparsify=point["sparsify"],
         pattern="2:4" if point["pattern"] == "dense" else point["pattern"],
         mapping=point["mapping"], tokens=point["tokens"], tech=point["tech"],
-        preset=point["macro"], macro=cfg, plots=False)
+        preset=point["macro"], macro=cfg, plots=False,
+        blocks=MAX_BLOCKS if weighted else 1)
     validate_settings(settings)
     tech = _tech(point["tech"])
     if dict(tech.values) != point["tech_values"]:
@@ -334,15 +403,23 @@ def _figures(point: dict) -> tuple[list, dict]:
     mapping = point["mapping"] if point["mapping"] != "auto" else (
         "linear" if declared == (1, 1) else "nm")
     stored = (1, 1) if mapping == "linear" else declared
-    model = SHAPE_TABLES[point["model"]]
+    quality: dict = {}
+    if weighted:
+        if files_hash(point["model_path"]) != point["model_files"]:
+            raise RunError(f"model checkpoint {point['model_path']} changed since the spec "
+                           f"was read")
+        model, quality = _weighted(settings, cfg, point["model"])
+    else:
+        model = SHAPE_TABLES[point["model"]]
     if point["chip_config"] is None:
         layers = point_figures(cfg, model.linears, point["tokens"], declared, stored, tech)
         return layers, {"area_mm2": layers[0]["area_mm2"],
-                        "clock_mhz": tech.values["operating"]["clock_mhz"]}
+                        "clock_mhz": tech.values["operating"]["clock_mhz"], **quality}
     chip = _chip_config(json.dumps(point["chip_config"], sort_keys=True))
     layers, totals = chip_point_figures(chip, model, point["tokens"], stored, tech)
     return layers, {"area_mm2": totals["area_mm2"], "clock_mhz": chip.clock_mhz,
-                    "load_cycles": totals["load_cycles"], "load_pj": totals["load_pj"]}
+                    "load_cycles": totals["load_cycles"], "load_pj": totals["load_pj"],
+                    **quality}
 
 
 #: Columns summed over the layers into a point's total row.
@@ -390,9 +467,10 @@ def evaluate_point(point: dict) -> dict:
         # The model's one-time load is every resident layer's at once (not the rows' sum).
         total.update(bound=bounds.pop() if len(bounds) == 1 else "mixed",
                      load_cycles=extra["load_cycles"], load_pj=extra["load_pj"])
+    quality = {k: extra[k] for k in ("perplexity", "perplexity_dense", "cosine") if k in extra}
     rows.append({**head, "status": "ok", "error": "", "macro_slug": slug, "layer": "total",
                  "inputs": "", "outputs": "", **total, **per_token(total),
-                 "area_mm2": extra["area_mm2"]})
+                 "area_mm2": extra["area_mm2"], **quality})
     return {"key": point["key"], "status": "ok", "error": "", "rows": rows}
 
 

@@ -82,7 +82,8 @@ def cmd_sweep(args) -> int:
           f"{info['cached']} cached, {info['failed']} failed) in "
           f"{_seconds(time.perf_counter() - started)} on {executor}")
     for model, part in info["models"].items():
-        print(f"  {model}: {part['points']} points, Pareto front (tokens/s, energy, area) "
+        names = ", ".join(OBJECTIVES[o] for o in part["objectives"])
+        print(f"  {model}: {part['points']} points, Pareto front ({names}) "
               f"{len(part['front'])}")
         for objective, row in part["best"].items():
             pattern = row["pattern"] if row["sparsify"] != "dense" else "dense"

@@ -13,10 +13,11 @@ __all__ = ["OBJECTIVES", "MAXIMIZED", "totals", "pareto_front", "summary",
 
 #: Objectives: column of ``points.csv`` to label. Minimized but for :data:`MAXIMIZED`.
 OBJECTIVES = {"tokens_per_s": "tokens / s", "pj_per_token": "energy (pJ / token)",
-              "area_mm2": "area (mm², macro or chip)"}
+              "area_mm2": "area (mm², macro or chip)", "perplexity": "perplexity (sparse)",
+              "cosine": "embedding cosine"}
 
 #: Objectives a larger value of is better.
-MAXIMIZED = frozenset({"tokens_per_s"})
+MAXIMIZED = frozenset({"tokens_per_s", "cosine"})
 
 
 def totals(rows: list) -> list:
@@ -63,15 +64,16 @@ def summary(result) -> dict:
     models = {}
     for model in dict.fromkeys(r["model"] for r in ok):
         mine = [r for r in ok if r["model"] == model]
-        best = {}
-        for objective in OBJECTIVES:
-            have = [r for r in mine if _has(r, [objective])]
-            if have:
-                best[objective] = min(have, key=lambda r: _cost(r, objective))
+        # The objectives some point of the model has: a shape table has no quality, a
+        # macro without recorded cell counts no area.
+        objectives = [o for o in OBJECTIVES if any(_has(r, [o]) for r in mine)]
+        best = {o: min((r for r in mine if _has(r, [o])), key=lambda r, o=o: _cost(r, o))
+                for o in objectives}
         models[model] = {
-            "points": len(mine), "best": best, "front": pareto_front(mine, list(OBJECTIVES)),
+            "points": len(mine), "best": best, "objectives": objectives,
+            "front": pareto_front(mine, objectives),
             "pair_fronts": {pair: pareto_front(mine, list(pair))
-                            for pair in itertools.combinations(OBJECTIVES, 2)}}
+                            for pair in itertools.combinations(objectives, 2)}}
     return {"points": result.computed + result.cached, "computed": result.computed,
             "cached": result.cached, "failed": result.failed, "models": models}
 
@@ -136,24 +138,17 @@ def write_sweep_report(result, *, plots: bool = True) -> dict:
         for objective, row in part["best"].items():
             lines.append(f"| {OBJECTIVES[objective]} | {fmt(row[objective])} | "
                          f"{_label(row)} |")
-        front = part["front"]
-        lines += ["", f"Pareto front (tokens / s, energy, area): {len(front)} of "
-                      f"{part['points']} points", "",
-                  "| tokens / s | cycles / token | pJ / token | mm² | point |",
-                  "|---:|---:|---:|---:|---|"]
+        front, objectives = part["front"], part["objectives"]
+        names = ", ".join(OBJECTIVES[o] for o in objectives)
+        lines += ["", f"Pareto front ({names}): {len(front)} of {part['points']} points "
+                      f"(points lacking one of them left out)", "",
+                  "| " + " | ".join(OBJECTIVES[o] for o in objectives) + " | point |",
+                  "|" + "---:|" * len(objectives) + "---|"]
         for row in front[:20]:
-            lines.append(f"| {fmt(row['tokens_per_s'])} | {fmt(row['cycles_per_token'])} "
-                         f"| {fmt(row['pj_per_token'])} | {fmt(row['area_mm2'])} "
-                         f"| {_label(row)} |")
+            lines.append("| " + " | ".join(fmt(row[o]) for o in objectives)
+                         + f" | {_label(row)} |")
         if len(front) > 20:
-            lines.append(f"| | | | | ... {len(front) - 20} more |")
-        pareto_2d = part["pair_fronts"][("tokens_per_s", "pj_per_token")]
-        if len(front) == 0 and pareto_2d:
-            lines += ["", f"No point has an area; front of tokens / s and energy: "
-                          f"{len(pareto_2d)} points", "",
-                      "| tokens / s | pJ / token | point |", "|---:|---:|---|"]
-            lines += [f"| {fmt(r['tokens_per_s'])} | {fmt(r['pj_per_token'])} | "
-                      f"{_label(r)} |" for r in pareto_2d[:20]]
+            lines.append("|" + " |" * len(objectives) + f" ... {len(front) - 20} more |")
     ok = totals(result.rows)
     if plots and ok:
         lines += ["", "## Plots", ""]
@@ -161,7 +156,8 @@ def write_sweep_report(result, *, plots: bool = True) -> dict:
             if not any(_has(row, pair) for row in ok):
                 continue  # no point has both (no recorded area): nothing to plot
             name = f"{pair[0]}-{pair[1]}"
-            fronts = {m: part["pair_fronts"][pair] for m, part in info["models"].items()}
+            fronts = {m: part["pair_fronts"][pair] for m, part in info["models"].items()
+                      if pair in part["pair_fronts"]}
             path = out / f"{name}.png"
             _plot(ok, fronts, pair, path)
             files[name] = path

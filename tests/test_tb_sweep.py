@@ -410,3 +410,61 @@ def test_tokens_per_second_is_the_clock_over_cycles_per_token(tmp_path):
         assert row["cycles_per_token"] == row["cycles"] / 4
         assert row["tokens_per_s"] == clock / row["cycles_per_token"]
     assert result["rows"][-1]["chip"] == "none"
+
+
+@pytest.fixture(scope="module")
+def llama_folder(tmp_path_factory):
+    """The hand-written tiny llama checkpoint (conftest) with a word-level tokenizer."""
+    import tokenizers
+    from conftest import VOCAB, llama_config, llama_tensors, write_sharded
+
+    folder = tmp_path_factory.mktemp("weighted") / "ckpt"
+    write_sharded(folder, llama_tensors(seed=5), llama_config())
+    words = {f"w{i}": i + 1 for i in range(VOCAB - 1)}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({"[UNK]": 0} | words,
+                                                           unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def test_weighted_point_carries_the_runs_quality(tmp_path, llama_folder):
+    from sparsecim.tb.run import load_settings, run
+
+    spec = load_spec(_spec(llama_folder.parent, "[sweep]\nmodel = ['ckpt']\nmacro = ['tiny']\n"
+                                                "sparsify = ['dense', 'wanda']\n"
+                                                "tokens = [2]\n", "w.toml"))
+    results = {p["sparsify"]: evaluate_point(p) for p in spec.points}
+    dense, wanda = (results[s]["rows"][-1] for s in ("dense", "wanda"))
+    assert dense["status"] == wanda["status"] == "ok", (dense["error"], wanda["error"])
+    # The same quality as `sparsecim run` of the same settings on every block.
+    settings = load_settings(overrides={
+        "model": str(llama_folder), "sparsify": "wanda", "pattern": "2:4", "preset": "tiny",
+        "tokens": 2, "blocks": 1024, "out": str(tmp_path / "run"), "plots": False})
+    quality = run(settings).summary["quality"]
+    assert (wanda["perplexity"], wanda["perplexity_dense"]) == (quality["sparse"],
+                                                                quality["dense"])
+    assert dense["perplexity"] == dense["perplexity_dense"] == quality["dense"]
+    assert wanda["perplexity"] > dense["perplexity"]
+    # The figures are those of its linear shapes: every linear of both blocks.
+    assert wanda["copies"] == 2 * 7
+    assert wanda["cycles_per_token"] < dense["cycles_per_token"]
+    # The report's front for the checkpoint includes the perplexity.
+    from sparsecim.tb.sweep_report import summary
+
+    result = run_sweep(spec, tmp_path / "out", executor="inline")
+    assert "perplexity" in summary(result)["models"]["ckpt"]["objectives"]
+
+
+def test_weighted_model_key_follows_its_files(tmp_path, llama_folder):
+    spec = _spec(llama_folder.parent, "[[point]]\nmodel = 'ckpt'\nmacro = 'tiny'\n", "k.toml")
+    before = load_spec(spec).points[0]["key"]
+    (llama_folder / "extra.txt").write_text("changed", encoding="utf-8")
+    try:
+        assert load_spec(spec).points[0]["key"] != before
+    finally:
+        (llama_folder / "extra.txt").unlink()
+    assert load_spec(spec).points[0]["key"] == before
+    with pytest.raises(SweepError, match=r"point 1 model: model checkpoint .*nothing.gguf "
+                                         r"does not exist$"):
+        load_spec(_spec(tmp_path, "[[point]]\nmodel = 'nothing.gguf'\n"))
