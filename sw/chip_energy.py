@@ -113,7 +113,7 @@ def chip_macro_events(chip: ChipConfig, ops) -> Events:
     ValueError
         For a MOVE, or a CONFIG selecting a pattern the macro does not run.
     """
-    from .sweep_model import command_events  # sweep_model imports energy, not this module
+    from .sweep_model import command_events  # lazy: sweep_model imports this module lazily
 
     cfg = chip.macro
     modes = [((1, 1), 0)] * chip.macros

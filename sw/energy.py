@@ -20,8 +20,10 @@ buffers        activation bits written × ``sram_write_per_bit`` + read × ``sra
 accumulators   values read × ``acc_bits × sram_read_per_bit``; written × ``acc_bits ×
                (sram_write_per_bit + add_per_bit)`` (every write passes the accumulate adder);
                MOVE requantizations × ``acc_bits × add_per_bit``
-interconnect   the macro's stream bits in and out × ``reg_per_bit`` (chip interconnect: issue 12)
-off-chip       not modelled at the macro level (the chip level, issue 12): reported as None
+interconnect   the macro's stream bits in and out × ``reg_per_bit`` (chip interconnect:
+               :mod:`sparsecim.sw.chip_energy`)
+off-chip       not modelled at the macro level (the chip level prices it,
+               :mod:`sparsecim.sw.chip_energy`): reported as None
 leakage        ``leakage_mw_per_mm2 × area × cycles / clock`` (None without an area)
 ============== =================================================================================
 """
@@ -63,7 +65,7 @@ ENERGY_COMPONENTS = ("cell array", "distribution", "merge", "buffers", "accumula
 
 #: What the macro level does not model, and why (shown beside the figures).
 NOT_MODELLED = ("off-chip memory and chip interconnect are not modelled at the macro level: "
-                "they come with the chip level (issue 12)")
+                "the chip level prices them (issue 12, sparsecim.sw.chip_energy)")
 
 _PACKAGED = ("22nm", "45nm")
 
