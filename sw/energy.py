@@ -20,8 +20,10 @@ buffers        activation bits written × ``sram_write_per_bit`` + read × ``sra
 accumulators   values read × ``acc_bits × sram_read_per_bit``; written × ``acc_bits ×
                (sram_write_per_bit + add_per_bit)`` (every write passes the accumulate adder);
                MOVE requantizations × ``acc_bits × add_per_bit``
-interconnect   the macro's stream bits in and out × ``reg_per_bit`` (chip interconnect: issue 12)
-off-chip       not modelled at the macro level (the chip level, issue 12): reported as None
+interconnect   the macro's stream bits in and out × ``reg_per_bit`` (chip interconnect:
+               :mod:`sparsecim.sw.chip_energy`)
+off-chip       not modelled at the macro level (the chip level prices it,
+               :mod:`sparsecim.sw.chip_energy`): reported as None
 leakage        ``leakage_mw_per_mm2 × area × cycles / clock`` (None without an area)
 ============== =================================================================================
 """
@@ -47,7 +49,12 @@ __all__ = ["Tech", "load_tech", "TECH_KEYS", "ENERGY_COMPONENTS", "NOT_MODELLED"
 TECH_KEYS = {
     "operating": ("clock_mhz", "leakage_mw_per_mm2"),
     "energy_fj": ("mul_8x8", "add_per_bit", "reg_per_bit", "mux2_per_bit",
-                  "sram_read_per_bit", "sram_write_per_bit", "dram_per_bit"),
+                  "sram_read_per_bit", "sram_write_per_bit", "dram_per_bit",
+                  "wire_per_bit_mm"),
+    # The chip's global buffer (sparsecim.sw.chip_energy): SRAM energies per bit at two sizes,
+    # interpolated log-log between them by the buffer's size.
+    "global_buffer": ("small_bytes", "small_read_per_bit", "small_write_per_bit",
+                      "large_bytes", "large_read_per_bit", "large_write_per_bit"),
     "area_um2": ("inv", "nand2", "nor2", "and2", "or2", "xor2", "xnor2", "mux2", "dff",
                  "sram_bit"),
 }
@@ -58,7 +65,7 @@ ENERGY_COMPONENTS = ("cell array", "distribution", "merge", "buffers", "accumula
 
 #: What the macro level does not model, and why (shown beside the figures).
 NOT_MODELLED = ("off-chip memory and chip interconnect are not modelled at the macro level: "
-                "they come with the chip level (issue 12)")
+                "the chip level prices them (issue 12, sparsecim.sw.chip_energy)")
 
 _PACKAGED = ("22nm", "45nm")
 
@@ -127,6 +134,10 @@ def load_tech(spec: str | Path = "22nm") -> Tech:
                 raise ValueError(f"{label}: {name} must state its source")
             values[section][key] = float(value)
             sources[section][key] = source
+    gb = values["global_buffer"]
+    if not 0 < gb["small_bytes"] < gb["large_bytes"]:
+        raise ValueError(f"{label}: global_buffer.large_bytes must be above small_bytes "
+                         f"({gb['small_bytes']:g}) and that above 0, not {gb['large_bytes']:g}")
     return Tech(str(raw.get("name", path.stem)), float(raw.get("node_nm", 0)), values, sources,
                 str(path))
 

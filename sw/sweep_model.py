@@ -31,7 +31,8 @@ from .events import Events, choices
 from .nm import NMPattern, memory_bits
 from .schedule.gemm import loop_times, loop_variants
 
-__all__ = ["command_times", "closed_events", "point_figures", "tiling"]
+__all__ = ["command_times", "closed_events", "command_events", "point_figures",
+           "chip_point_figures", "tiling"]
 
 
 @dataclass(frozen=True)
@@ -115,14 +116,24 @@ def closed_events(cfg: MacroConfig, k: int, n: int, tokens: int,
 @functools.lru_cache(maxsize=4096)
 def _closed_events(cfg: MacroConfig, k: int, n: int, tokens: int,
                    pattern: tuple[int, int]) -> Events:
-    times = _command_times(cfg, k, n, tokens, pattern)
+    return command_events(cfg, _command_times(cfg, k, n, tokens, pattern), pattern)
+
+
+def command_events(cfg: MacroConfig, times, pattern: tuple[int, int] = (1, 1),
+                   split: int = 0) -> Events:
+    """The events of legal commands run ``times[cmd]`` times each (a mapping ``Command ->
+    count``) by one macro while ``pattern`` and ``split`` (of the last CONFIG) are current,
+    each command's by the rules of :func:`~sparsecim.sw.events.count_events` (no MOVE;
+    ``zero_weight_macs`` 0). The CONFIG commands themselves are counted (fetch, command bits)
+    but the pattern they set is the caller's ``pattern``: the chip's event walk
+    (:func:`sparsecim.sw.chip_energy.chip_macro_events`) groups commands by it."""
     ev = Events()
     cmd_bits = command_layout(cfg).size
     dist_per_pass = cfg.reduction * choices(cfg)
     selects_per_pass = cfg.cells if choices(cfg) > 1 else 0
     modes: Counter = Counter()
-    # The scheduler's CONFIG has split 0: a dense pass keeps one group, as an N:M pass does.
-    groups = 1
+    # A dense pass with split s keeps 2**s groups apart; an N:M pass sums all P.
+    groups = 2 ** split if tuple(pattern) == (1, 1) else 1
     for cmd, t in times.items():
         ev.commands += t
         ev.bits_in += t * cmd_bits
@@ -130,6 +141,9 @@ def _closed_events(cfg: MacroConfig, k: int, n: int, tokens: int,
         op = cmd.opcode
         if op == Opcode.END:
             continue
+        if op == Opcode.MOVE:
+            raise ValueError("command_events does not count MOVE (its window needs the "
+                             "trace walk, sparsecim.sw.events.count_events)")
         need = data_beats(cfg, cmd, pattern)
         ev.bits_in += t * need * cfg.data_bits
         if op == Opcode.LOAD_W:
@@ -196,3 +210,77 @@ def point_figures(cfg: MacroConfig, rows, tokens: int, declared: tuple[int, int]
             "energy_pj": energy["total_pj"], "area_mm2": energy["area_mm2"],
         })
     return out
+
+
+def _row_of_layers(rows) -> dict:
+    """Layer name (as :func:`~sparsecim.sw.schedule.chip.model_layers` names it: block, then
+    the row's name, then the copy inside a block when ``count > 1``) to its row's index."""
+    names = {}
+    for index, row in enumerate(rows):
+        for block in range(row.blocks):
+            for i in range(row.count):
+                names[f"{block}.{row.name}" + (f".{i}" if row.count > 1 else "")] = index
+    return names
+
+
+def chip_point_figures(chip, model, tokens: int, stored: tuple[int, int],
+                       tech: Tech) -> tuple[list[dict], dict]:
+    """Figures of a whole model (a :class:`~sparsecim.sw.model_shapes.ModelShape`) on a chip,
+    per row of its layer-shape table: chip-sched's exact figures
+    (:func:`~sparsecim.sw.schedule.chip.model_figures`: every linear placed by
+    :func:`~sparsecim.sw.schedule.chip.place_model` for ``tokens``, resident or streamed) and
+    their energy (:func:`~sparsecim.sw.chip_energy.model_chip_energy`). One token is the
+    decode run; ``tokens > 1`` the prefill run of that many.
+
+    Returns
+    -------
+    rows : list of dict
+        Per shape row, totals over its ``count · blocks`` copies: ``layer``, ``inputs``,
+        ``outputs``, ``copies``, ``cycles``, ``macs``, ``cell_macs``, ``weight_bytes``,
+        ``meta_bytes``, ``arrays`` (tiles), ``utilization``, ``energy_pj``, ``area_mm2``
+        (the chip's), ``offchip_bytes`` (of the run), ``resident`` (copies resident),
+        ``bound`` (``compute``, ``bandwidth`` or ``mixed`` over the copies), ``load_cycles``
+        and ``load_pj`` (the resident copies' one-time load, each priced alone; not in
+        ``cycles``).
+    model : dict
+        :func:`~sparsecim.sw.chip_energy.model_chip_energy`'s totals, its ``load_cycles`` and
+        ``load_pj`` the exact load of every resident layer at once.
+    """
+    from .chip_energy import model_chip_energy
+    from .schedule.chip import model_figures, model_layers, place_model
+
+    cfg = chip.macro
+    layers = model_layers(model, stored)
+    plan = place_model(chip, layers, tokens)
+    figures = model_figures(chip, layers, prefill_tokens=tokens, plan=plan)
+    model_energy = model_chip_energy(chip, figures, tech, plan=plan)
+    run = "decode" if tokens == 1 else "prefill"
+    row_of = _row_of_layers(model.linears)
+    out = []
+    for row in model.linears:
+        mapping = _tiling(cfg, row.inputs, row.outputs, stored)
+        bits = memory_bits(row.outputs, row.inputs, NMPattern(*stored),
+                           value_bits=cfg.weight_bits)
+        out.append({
+            "layer": row.name, "inputs": row.inputs, "outputs": row.outputs,
+            "copies": row.total, "cycles": 0,
+            "macs": mapping.macs_per_token * tokens * row.total, "cell_macs": 0,
+            "weight_bytes": -(-bits["values"] // 8) * row.total,
+            "meta_bytes": -(-bits["metadata"] // 8) * row.total,
+            "arrays": mapping.arrays * row.total, "utilization": mapping.utilization,
+            "energy_pj": 0.0, "area_mm2": model_energy["area_mm2"], "offchip_bytes": 0,
+            "resident": 0, "bound": set(), "load_cycles": 0, "load_pj": 0.0})
+    for fig, energy in zip(figures, model_energy["layers"], strict=True):
+        row = out[row_of[fig.layer.name]]
+        counters = fig.decode if run == "decode" else fig.prefill
+        row["cycles"] += counters["total"]
+        row["cell_macs"] += energy[run]["cell_macs"]
+        row["energy_pj"] += energy[run]["total_pj"]
+        row["offchip_bytes"] += energy[run]["offchip_bytes"]
+        row["resident"] += fig.resident
+        row["bound"].add(fig.bound if run == "decode" else fig.prefill_bound)
+        row["load_cycles"] += fig.load_cycles
+        row["load_pj"] += energy["load_pj"]
+    for row in out:
+        row["bound"] = row["bound"].pop() if len(row["bound"]) == 1 else "mixed"
+    return out, model_energy

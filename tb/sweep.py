@@ -13,13 +13,18 @@ product) or explicit points as ``[[point]]`` tables (missing axes take
     mapping = ["auto", "linear"]
     tokens = [1, 64]
     tech = ["22nm", "45nm"]
+    chip = ["none", "edge", "my_chip.toml", {macro = "tiny", macros = 8, clock_mhz = 200, ...}]
 
 Axes (:data:`AXES`): ``macro`` (a preset, a TOML macro file or an inline table),
 ``model`` (a layer-shape table: ``bert-large``, ``llama-2-7b`` ...), ``sparsify``
 (``dense``, ``magnitude``, ``wanda``: the declared pattern of a shape table), ``pattern``,
-``mapping`` (``auto``, ``linear``, ``nm``), ``tokens`` and ``tech``. A chip axis joins
-:data:`AXES` when the chip level exists (issue 12): a point is a plain dict, its key a hash of
-its resolved values, so a new axis is one entry there and one in :func:`_resolve_axis`.
+``mapping`` (``auto``, ``linear``, ``nm``), ``tokens``, ``tech`` and ``chip``: ``none`` (the
+default: the model on one macro, as before) or a chip (a preset of
+:data:`~sparsecim.hw.config.CHIP_PRESETS`, a TOML chip file or an inline ``[chip]`` table).
+A chip point runs the whole model on the chip (:func:`~sparsecim.sw.sweep_model.
+chip_point_figures`: chip-sched's exact per-layer figures, placed resident or streamed, and
+the chip's energy and area); its macro is the chip's, so the macro axis collapses for it (as
+the pattern does for dense). One token is the decode run, more the prefill of that many.
 
 Each point is a pure, idempotent job (:func:`evaluate_point`) keyed by a hash of its resolved
 settings (the macro's every field, the technology file's values, not their names): its
@@ -30,8 +35,14 @@ one ``total`` row with ``status`` ``failed`` and its ``error``, never dropped. F
 from the closed-form model (:mod:`sparsecim.sw.sweep_model`), equal to the trace-based cycle
 and event counts.
 
-Weighted models (``smollm2``, ``synthetic``, checkpoints) are not sweep axes yet: their
-points would run the golden model; the spec refuses them in one line.
+Weighted models: a ``model`` that is a checkpoint path (a Hugging Face folder or a ``.gguf``,
+relative to the spec) is loaded, every linear of every block sparsified as ``sparsify`` and
+``pattern`` say (Wanda calibrated on the checkpoint's own activations, as ``sparsecim run``),
+and the point carries the model's quality beside its figures (:func:`~sparsecim.tb.
+run_models.checkpoint_quality`: ``perplexity`` and ``perplexity_dense`` for the llama family,
+``cosine`` for bert); its figures are those of the checkpoint's linear shapes. Its key hashes
+the checkpoint's files. ``smollm2`` and ``synthetic`` (names, not files) are refused in one
+line: the packaged SmolLM2 is a ``.gguf`` path (``sparsecim run --model list``).
 """
 
 from __future__ import annotations
@@ -44,39 +55,52 @@ import itertools
 import json
 import multiprocessing
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..hw.config import MacroConfig, macro_from_table, read_toml, resolve_macro
+from ..hw.config import (
+    PRESETS,
+    ChipConfig,
+    MacroConfig,
+    chip_from_table,
+    macro_from_table,
+    read_toml,
+    resolve_chip,
+    resolve_macro,
+)
 from ..sw.energy import load_tech
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
-from ..sw.pipeline import RunError, RunSettings, ShapeTable, validate_settings
+from ..sw.model_shapes import ModelShape
+from ..sw.pipeline import MAX_BLOCKS, RunError, RunSettings, ShapeTable, validate_settings
 from ..sw.schedule import as_pattern
-from ..sw.sweep_model import point_figures
+from ..sw.sweep_model import chip_point_figures, point_figures
 from .outputs import OutputError, check_output_folder
 
 __all__ = ["SweepError", "AXES", "DEFAULTS", "COLUMNS", "SweepSpec", "SweepResult",
            "load_spec", "point_key", "evaluate_point", "evaluate_points", "run_sweep",
-           "read_table", "MODEL_VERSION", "EXECUTORS", "map_batches"]
+           "read_table", "MODEL_VERSION", "EXECUTORS", "map_batches", "probe_ray_address"]
 
 #: Bumped when the figures of a point change for the same settings: part of every key, so an
 #: old cache is never read as new results.
-MODEL_VERSION = 1
+MODEL_VERSION = 2
 
 #: The axes of a sweep, in the order of a point's columns.
-AXES = ("macro", "model", "sparsify", "pattern", "mapping", "tokens", "tech")
+AXES = ("macro", "model", "sparsify", "pattern", "mapping", "tokens", "tech", "chip")
 
 #: An axis a ``[sweep]`` table or a ``[[point]]`` leaves out takes this value.
 DEFAULTS = {"macro": "flexcim", "model": "bert-large", "sparsify": "dense", "pattern": "2:4",
-            "mapping": "auto", "tokens": 1, "tech": "22nm"}
+            "mapping": "auto", "tokens": 1, "tech": "22nm", "chip": "none"}
 
 #: Columns of ``points.csv``.
 COLUMNS = ("key", "status", "error", "macro", "macro_slug", "model", "sparsify", "pattern",
-           "mapping", "tokens", "tech", "layer", "inputs", "outputs", "copies", "cycles",
-           "cycles_per_token", "energy_pj", "pj_per_token", "area_mm2", "macs", "cell_macs",
-           "weight_bytes", "meta_bytes", "arrays", "utilization")
+           "mapping", "tokens", "tech", "chip", "layer", "inputs", "outputs", "copies",
+           "cycles", "cycles_per_token", "tokens_per_s", "energy_pj", "pj_per_token",
+           "area_mm2", "macs", "cell_macs", "weight_bytes", "meta_bytes", "arrays",
+           "utilization", "offchip_bytes", "resident", "bound", "load_cycles", "load_pj",
+           "perplexity", "perplexity_dense", "cosine")
 
 
 class SweepError(RunError):
@@ -103,9 +127,13 @@ class SweepSpec:
 
 def point_key(point: dict) -> str:
     """The hash of a point's resolved settings (and :data:`MODEL_VERSION`): 16 hex digits."""
-    resolved = {axis: point[axis] for axis in AXES if axis not in ("macro", "tech")}
+    resolved = {axis: point[axis] for axis in AXES if axis not in ("macro", "tech", "chip")}
     resolved.update(macro=point["macro_config"], tech=point["tech_values"],
                     version=MODEL_VERSION)
+    if point["chip_config"] is not None:
+        resolved["chip"] = point["chip_config"]
+    if point.get("model_files") is not None:
+        resolved["model"] = point["model_files"]
     text = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -126,8 +154,62 @@ def _macro(value, where: str) -> tuple[str, MacroConfig]:
         raise SweepError(f"{where}: {exc}") from None
 
 
+def _chip(value, where: str, base: Path) -> tuple[str, ChipConfig | None]:
+    if isinstance(value, dict):
+        try:
+            chip = chip_from_table(value, where=f"{where}: chip")
+        except ValueError as exc:
+            raise SweepError(str(exc)) from None
+        return chip.slug, chip
+    if not isinstance(value, str):
+        raise SweepError(f"{where}: chip must be none, a chip preset, a TOML chip file or a "
+                         f"table, not {value!r}")
+    if value == "none":
+        return "none", None
+    spec = str(base / value) if value.endswith(".toml") and not Path(value).is_absolute() \
+        else value
+    try:
+        return value, resolve_chip(spec)
+    except ValueError as exc:
+        raise SweepError(f"{where}: {exc} (or none)") from None
+
+
+def files_hash(path) -> str:
+    """sha256 over a checkpoint's files (names and contents): its identity in a point's key."""
+    path = Path(path)
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _model(value: str, where: str, base: Path) -> tuple[str, str | None, str | None]:
+    """``(label, checkpoint path or None, its files' hash or None)``."""
+    from .run_models import is_path_model
+
+    if value in SHAPE_TABLES:
+        return value, None, None
+    path = Path(value) if Path(value).is_absolute() else base / value
+    checkpoint = path.is_dir() or value.endswith(".gguf")
+    if not checkpoint or value.endswith(".json"):
+        if is_path_model(value) and not value.endswith(".json"):
+            raise SweepError(f"{where}: model checkpoint {path} does not exist")
+        raise SweepError(f"{where}: model must be a layer-shape table "
+                         f"({', '.join(SHAPE_TABLES)}) or a checkpoint (a Hugging Face folder "
+                         f"or a .gguf file), not {value!r}")
+    if not path.exists():
+        raise SweepError(f"{where}: model checkpoint {path} does not exist")
+    return value, str(path), files_hash(path)
+
+
 def _resolve_axis(axis: str, value, where: str, base: Path):  # noqa: C901
     """A spec value checked on its own (what can be wrong whatever the other axes are)."""
+    if axis == "chip":
+        return _chip(value, where, base)
     if axis == "macro":
         if isinstance(value, str) and value.endswith(".toml") and not Path(value).is_absolute():
             value = str(base / value)
@@ -139,9 +221,7 @@ def _resolve_axis(axis: str, value, where: str, base: Path):  # noqa: C901
     if not isinstance(value, str):
         raise SweepError(f"{where}: {axis} values must be strings, not {value!r}")
     if axis == "model":
-        if value not in SHAPE_TABLES:
-            raise SweepError(f"{where}: model must be a layer-shape table "
-                             f"({', '.join(SHAPE_TABLES)}), not {value!r}")
+        return _model(value, where, base)
     elif axis == "sparsify":
         if value not in ShapeTable.SPARSIFY:
             raise SweepError(f"{where}: sparsify must be one of "
@@ -166,11 +246,23 @@ def _resolve_axis(axis: str, value, where: str, base: Path):  # noqa: C901
     return value
 
 
+def _macro_label(cfg: MacroConfig) -> str:
+    """A preset's name for its config, else the config's slug."""
+    return next((name for name, preset in PRESETS.items() if preset == cfg), cfg.slug)
+
+
 def _point(values: dict) -> dict:
     label, cfg = values["macro"]
     tech, tech_values = values["tech"]
+    chip_label, chip = values["chip"]
+    model, model_path, model_files = values["model"]
+    if chip is not None:
+        # The chip's macro is the point's: the macro axis collapses for chip points.
+        label, cfg = _macro_label(chip.macro), chip.macro
     point = {axis: values[axis] for axis in AXES}
-    point.update(macro=label, tech=tech, macro_config=cfg.to_dict(), tech_values=tech_values)
+    point.update(macro=label, tech=tech, macro_config=cfg.to_dict(), tech_values=tech_values,
+                 chip=chip_label, chip_config=None if chip is None else chip.to_dict(),
+                 model=model, model_path=model_path, model_files=model_files)
     if point["sparsify"] == "dense":
         point["pattern"] = "dense"  # dense ignores the pattern: one point, not one per pattern
     point["key"] = point_key(point)
@@ -263,51 +355,122 @@ def _tech(spec: str):
     return load_tech(spec)
 
 
+@functools.lru_cache(maxsize=16)
+def _chip_config(fields: str) -> ChipConfig:
+    return ChipConfig.from_dict(json.loads(fields))
+
+
+def _weighted(settings: RunSettings, cfg: MacroConfig, label: str) -> tuple[ModelShape, dict]:
+    """A checkpoint's linears as a shape table (one row per linear name and shape, over its
+    blocks) and its quality sparsified as ``settings`` say (every block)."""
+    from ..sw.model_shapes import LinearShape
+    from ..sw.pipeline import SPARSIFIERS, resolve_model
+    from .run_models import checkpoint_quality
+
+    layers = resolve_model(settings.model)(settings)
+    sparsified = SPARSIFIERS[settings.sparsify](layers, settings, cfg)
+    rows: dict = {}
+    for layer in layers:
+        name = layer.name.split(".")[-1] if layer.block is not None else layer.name
+        out_f, in_f = layer.weight.shape
+        rows[(name, in_f, out_f)] = rows.get((name, in_f, out_f), 0) + 1
+    linears = tuple(LinearShape(name, in_f, out_f, 1, blocks)
+                    for (name, in_f, out_f), blocks in rows.items())
+    quality = checkpoint_quality(settings, sparsified) or {}
+    extra = ({"perplexity": quality["sparse"], "perplexity_dense": quality["dense"]}
+             if quality.get("metric") == "perplexity" else
+             {"cosine": quality["mean"]} if quality.get("metric") == "cosine" else {})
+    return ModelShape(label, 0, linears, (), settings.model), extra
+
+
+def _figures(point: dict) -> tuple[list, dict]:
+    """The layer rows of a point and what its total row adds (``area_mm2``, the clock, a
+    weighted model's quality)."""
+    cfg = _config(json.dumps(point["macro_config"], sort_keys=True))
+    weighted = point.get("model_path") is not None
+    settings = RunSettings(
+        model=point["model_path"] if weighted else point["model"],
+        sparsify=point["sparsify"],
+        pattern="2:4" if point["pattern"] == "dense" else point["pattern"],
+        mapping=point["mapping"], tokens=point["tokens"], tech=point["tech"],
+        preset=point["macro"], macro=cfg, plots=False,
+        blocks=MAX_BLOCKS if weighted else 1)
+    validate_settings(settings)
+    tech = _tech(point["tech"])
+    if dict(tech.values) != point["tech_values"]:
+        raise RunError(f"technology file {point['tech']} changed since the spec was read")
+    declared = (1, 1) if point["sparsify"] == "dense" else as_pattern(point["pattern"])
+    mapping = point["mapping"] if point["mapping"] != "auto" else (
+        "linear" if declared == (1, 1) else "nm")
+    stored = (1, 1) if mapping == "linear" else declared
+    quality: dict = {}
+    if weighted:
+        if files_hash(point["model_path"]) != point["model_files"]:
+            raise RunError(f"model checkpoint {point['model_path']} changed since the spec "
+                           f"was read")
+        model, quality = _weighted(settings, cfg, point["model"])
+    else:
+        model = SHAPE_TABLES[point["model"]]
+    if point["chip_config"] is None:
+        layers = point_figures(cfg, model.linears, point["tokens"], declared, stored, tech)
+        return layers, {"area_mm2": layers[0]["area_mm2"],
+                        "clock_mhz": tech.values["operating"]["clock_mhz"], **quality}
+    chip = _chip_config(json.dumps(point["chip_config"], sort_keys=True))
+    layers, totals = chip_point_figures(chip, model, point["tokens"], stored, tech)
+    return layers, {"area_mm2": totals["area_mm2"], "clock_mhz": chip.clock_mhz,
+                    "load_cycles": totals["load_cycles"], "load_pj": totals["load_pj"],
+                    **quality}
+
+
+#: Columns summed over the layers into a point's total row.
+_SUMMED = ("copies", "cycles", "energy_pj", "macs", "cell_macs", "weight_bytes", "meta_bytes",
+           "arrays")
+_CHIP_SUMMED = ("offchip_bytes", "resident")
+
+
 def evaluate_point(point: dict) -> dict:
     """One point's result: ``{"key", "status", "error", "rows"}`` (``rows``: one dict per
     layer of the model and a ``total``, columns :data:`COLUMNS`). A pure function of the
     point; a point the run pipeline refuses (:func:`~sparsecim.sw.pipeline.validate_settings`)
-    fails with its message, it does not raise."""
+    fails with its message, it does not raise. ``tokens_per_s`` is the clock (the chip's, or
+    the technology file's for one macro) over the cycles per token. A chip point's total
+    ``load_cycles`` and ``load_pj`` are the exact load of every resident layer at once; its
+    layer rows' price each layer's load alone."""
     head = {"key": point["key"], "macro": point["macro"], "model": point["model"],
             "sparsify": point["sparsify"], "pattern": point["pattern"],
-            "mapping": point["mapping"], "tokens": point["tokens"], "tech": point["tech"]}
+            "mapping": point["mapping"], "tokens": point["tokens"], "tech": point["tech"],
+            "chip": point["chip"]}
     try:
-        cfg = _config(json.dumps(point["macro_config"], sort_keys=True))
-        settings = RunSettings(
-            model=point["model"], sparsify=point["sparsify"],
-            pattern="2:4" if point["pattern"] == "dense" else point["pattern"],
-            mapping=point["mapping"], tokens=point["tokens"], tech=point["tech"],
-            preset=point["macro"], macro=cfg, plots=False)
-        validate_settings(settings)
-        tech = _tech(point["tech"])
-        if dict(tech.values) != point["tech_values"]:
-            raise RunError(f"technology file {point['tech']} changed since the spec was read")
-        declared = (1, 1) if point["sparsify"] == "dense" else as_pattern(point["pattern"])
-        mapping = point["mapping"] if point["mapping"] != "auto" else (
-            "linear" if declared == (1, 1) else "nm")
-        stored = (1, 1) if mapping == "linear" else declared
-        layers = point_figures(cfg, SHAPE_TABLES[point["model"]].linears, point["tokens"],
-                               declared, stored, tech)
+        layers, extra = _figures(point)
     except (RunError, ValueError) as exc:
         return {"key": point["key"], "status": "failed", "error": str(exc),
                 "rows": [{**head, "status": "failed", "error": str(exc), "layer": "total",
                           "macro_slug": ""}]}
-    rows = []
+    slug = MacroConfig.from_dict(point["macro_config"]).slug
     tokens = point["tokens"]
-    for fig in layers:
-        rows.append({**head, "status": "ok", "error": "", "macro_slug": cfg.slug, **fig,
-                     "cycles_per_token": fig["cycles"] / tokens,
-                     "pj_per_token": fig["energy_pj"] / tokens})
-    total = {name: sum(r[name] for r in rows) for name in
-             ("copies", "cycles", "energy_pj", "macs", "cell_macs", "weight_bytes",
-              "meta_bytes", "arrays")}
-    rows.append({**head, "status": "ok", "error": "", "macro_slug": cfg.slug, "layer": "total",
-                 "inputs": "", "outputs": "", **total,
-                 "cycles_per_token": total["cycles"] / tokens,
-                 "pj_per_token": total["energy_pj"] / tokens,
-                 "area_mm2": layers[0]["area_mm2"],
-                 "utilization": sum(r["macs"] for r in rows) / tokens / max(
-                     1, sum(r["arrays"] for r in rows) * cfg.cells)})
+    clock = extra["clock_mhz"] * 1e6
+
+    def per_token(row):
+        cycles = row["cycles"] / tokens
+        return {"cycles_per_token": cycles, "pj_per_token": row["energy_pj"] / tokens,
+                "tokens_per_s": clock / cycles if cycles else ""}
+
+    rows = [{**head, "status": "ok", "error": "", "macro_slug": slug, **fig, **per_token(fig)}
+            for fig in layers]
+    summed = _SUMMED + (_CHIP_SUMMED if point["chip_config"] is not None else ())
+    total = {name: sum(r[name] for r in rows) for name in summed}
+    total.update(utilization=sum(r["macs"] for r in rows) / tokens / max(
+        1, sum(r["arrays"] for r in rows) * _config(
+            json.dumps(point["macro_config"], sort_keys=True)).cells))
+    if point["chip_config"] is not None:
+        bounds = {r["bound"] for r in rows}
+        # The model's one-time load is every resident layer's at once (not the rows' sum).
+        total.update(bound=bounds.pop() if len(bounds) == 1 else "mixed",
+                     load_cycles=extra["load_cycles"], load_pj=extra["load_pj"])
+    quality = {k: extra[k] for k in ("perplexity", "perplexity_dense", "cosine") if k in extra}
+    rows.append({**head, "status": "ok", "error": "", "macro_slug": slug, "layer": "total",
+                 "inputs": "", "outputs": "", **total, **per_token(total),
+                 "area_mm2": extra["area_mm2"], **quality})
     return {"key": point["key"], "status": "ok", "error": "", "rows": rows}
 
 
@@ -359,6 +522,62 @@ def _batches(points: list, size: int):
         yield points[start:start + size]
 
 
+#: Seconds :func:`probe_ray_address` waits for a TCP connection to a Ray address.
+RAY_PROBE_SECONDS = 3.0
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """``(host, port)`` of ``host:port``, ``[v6]:port`` or ``ray://host:port``."""
+    rest = address.split("://", 1)[1] if "://" in address else address
+    rest = rest.split("/", 1)[0]
+    host, sep, port = rest.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SweepError(f"--ray address must be host:port, ray://host:port or auto, "
+                         f"not {address!r}")
+    return host, int(port)
+
+
+#: The HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS and its
+#: client server are gRPC) answers with a SETTINGS frame of its own (RFC 9113, 3.4).
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def probe_ray_address(address: str | None, timeout: float = RAY_PROBE_SECONDS) -> None:
+    """Check that a gRPC server answers at a Ray cluster's address before ``ray.init``, which
+    retries an unreachable address for minutes (GCS client timeouts) instead of failing.
+
+    ``None``, ``auto`` and ``local`` are Ray's own lookups (they fail at once) and are not
+    probed. Anything else must accept a TCP connection and answer the HTTP/2 preface with a
+    SETTINGS frame, each within ``timeout`` seconds.
+
+    Raises
+    ------
+    SweepError
+        One line naming the address: not of the form ``host:port``, a host that does not
+        resolve, a refused connection, no answer within ``timeout``, or an answer that is not
+        HTTP/2 (not a Ray server).
+    """
+    if address is None or address in ("auto", "local"):
+        return
+    host, port = _host_port(address)
+    where = f"cannot reach the Ray cluster at {address!r}"
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(_H2_PREFACE)
+            head = conn.recv(9)
+    except socket.gaierror as exc:
+        raise SweepError(f"{where}: host {host!r} does not resolve "
+                         f"({exc.strerror or exc})") from None
+    except TimeoutError:
+        raise SweepError(f"{where}: no answer from {host}:{port} within {timeout:g} s") from None
+    except OSError as exc:
+        raise SweepError(f"{where}: {exc.strerror or exc}") from None
+    if len(head) < 4 or head[3] != 4:  # frame type 4: SETTINGS
+        raise SweepError(f"{where}: {host}:{port} does not answer as a gRPC (HTTP/2) server")
+
+
 def _ray_results(batches: list, address: str | None, fn: Callable = None):
     """``fn(batch)`` (default :func:`evaluate_points`) of each batch from Ray tasks, as they
     finish (``address``: a cluster, or None for a local Ray of this machine's CPUs)."""
@@ -367,6 +586,7 @@ def _ray_results(batches: list, address: str | None, fn: Callable = None):
     except ModuleNotFoundError:
         raise SweepError("executor ray needs Ray: pip install 'sparsecim[sweep]'") from None
     if not ray.is_initialized():
+        probe_ray_address(address)
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:

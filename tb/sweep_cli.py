@@ -11,7 +11,8 @@ __all__ = ["add_sweep_parser", "cmd_sweep"]
 def add_sweep_parser(sub) -> None:
     """Add the ``sweep`` subcommand to the CLI's subparsers."""
     sweep = sub.add_parser(
-        "sweep", help="design-space sweep: macros x models x sparsity x mappings x tokens x tech",
+        "sweep", help="design-space sweep: macros x models x sparsity x mappings x tokens x tech "
+                      "x chips",
         description="Evaluate every point of a sweep spec (TOML: a [sweep] table of lists per "
                     "axis, or [[point]] tables; see examples/sweep.toml) with the closed-form "
                     "cycle and energy model. Results are cached per point in OUT/cache (a "
@@ -45,7 +46,7 @@ def cmd_sweep(args) -> int:
     """Run the sweep and print its summary. Exit 0 even when points failed (they are
     results); 1 when a sampled RTL tile failed its checks."""
     from .progress import Progress
-    from .sweep import SweepError, load_spec, run_sweep
+    from .sweep import SweepError, load_spec, probe_ray_address, run_sweep
     from .sweep_report import OBJECTIVES, fmt, summary, write_sweep_report
 
     if args.rtl_sample < 0:
@@ -58,6 +59,8 @@ def cmd_sweep(args) -> int:
     if args.ray and executor != "ray":
         raise SweepError(f"--ray needs executor ray, not {executor}")
     spec = load_spec(args.spec)
+    if executor == "ray":
+        probe_ray_address(args.ray)  # one line in seconds, not ray.init's minutes of retries
     started = time.perf_counter()
     bar = Progress(len(spec.points), "sparsecim sweep")
     first = {}
@@ -79,12 +82,14 @@ def cmd_sweep(args) -> int:
           f"{info['cached']} cached, {info['failed']} failed) in "
           f"{_seconds(time.perf_counter() - started)} on {executor}")
     for model, part in info["models"].items():
-        print(f"  {model}: {part['points']} points, Pareto front (cycles, energy, area) "
+        names = ", ".join(OBJECTIVES[o] for o in part["objectives"])
+        print(f"  {model}: {part['points']} points, Pareto front ({names}) "
               f"{len(part['front'])}")
         for objective, row in part["best"].items():
             pattern = row["pattern"] if row["sparsify"] != "dense" else "dense"
-            print(f"    best {OBJECTIVES[objective]:<20} {fmt(row[objective]):>14}  "
-                  f"{row['macro']} {pattern} {row['mapping']} {row['tokens']} tok "
+            chip = "" if row["chip"] in ("none", "") else f"chip {row['chip']} "
+            print(f"    best {OBJECTIVES[objective]:<26} {fmt(row[objective]):>14}  "
+                  f"{chip}{row['macro']} {pattern} {row['mapping']} {row['tokens']} tok "
                   f"{row['tech']}")
     status = 0
     if args.rtl_sample:

@@ -8,13 +8,16 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-__all__ = ["OBJECTIVES", "totals", "pareto_front", "summary", "write_sweep_report", "fmt"]
+__all__ = ["OBJECTIVES", "MAXIMIZED", "totals", "pareto_front", "summary",
+           "write_sweep_report", "fmt"]
 
-#: Objectives, all minimized: column of ``points.csv`` to label.
-OBJECTIVES = {"cycles_per_token": "cycles / token", "pj_per_token": "energy (pJ / token)",
-              "area_mm2": "macro area (mm²)"}
+#: Objectives: column of ``points.csv`` to label. Minimized but for :data:`MAXIMIZED`.
+OBJECTIVES = {"tokens_per_s": "tokens / s", "pj_per_token": "energy (pJ / token)",
+              "area_mm2": "area (mm², macro or chip)", "perplexity": "perplexity (sparse)",
+              "cosine": "embedding cosine"}
 
-_AXES = ("macro", "model", "sparsify", "pattern", "mapping", "tokens", "tech")
+#: Objectives a larger value of is better.
+MAXIMIZED = frozenset({"tokens_per_s", "cosine"})
 
 
 def totals(rows: list) -> list:
@@ -26,23 +29,30 @@ def _has(row: dict, objectives) -> bool:
     return all(row.get(o) not in (None, "") for o in objectives)
 
 
+def _cost(row: dict, objective: str) -> float:
+    """The objective as a cost (smaller is better)."""
+    value = float(row[objective])
+    return -value if objective in MAXIMIZED else value
+
+
 def pareto_front(points: list, objectives) -> list:
-    """The points no other point beats: none is at most as large in every objective and
-    smaller in one (all minimized). Points missing an objective (no recorded area) are left
-    out. Sorted by the first objective."""
+    """The points no other point beats: none is at least as good in every objective and
+    better in one (:data:`MAXIMIZED` ones larger, the others smaller). Points missing an
+    objective (no recorded area) are left out. Sorted best first by the first objective."""
     candidates = [p for p in points if _has(p, objectives)]
-    values = [tuple(float(p[o]) for o in objectives) for p in candidates]
+    values = [tuple(_cost(p, o) for o in objectives) for p in candidates]
     front = []
     for i, v in enumerate(values):
         if not any(all(a <= b for a, b in zip(w, v, strict=True)) and w != v
                    for j, w in enumerate(values) if j != i):
             front.append(candidates[i])
-    return sorted(front, key=lambda p: float(p[objectives[0]]))
+    return sorted(front, key=lambda p: _cost(p, objectives[0]))
 
 
 def _label(row: dict) -> str:
     pattern = "dense" if row["sparsify"] == "dense" else f"{row['sparsify']} {row['pattern']}"
-    return (f"{row['macro']} · {row['model']} · {pattern} · {row['mapping']} · "
+    chip = "" if row.get("chip", "none") in ("none", "") else f"chip {row['chip']} · "
+    return (f"{chip}{row['macro']} · {row['model']} · {pattern} · {row['mapping']} · "
             f"{row['tokens']} tok · {row['tech']}")
 
 
@@ -54,15 +64,16 @@ def summary(result) -> dict:
     models = {}
     for model in dict.fromkeys(r["model"] for r in ok):
         mine = [r for r in ok if r["model"] == model]
-        best = {}
-        for objective in OBJECTIVES:
-            have = [r for r in mine if _has(r, [objective])]
-            if have:
-                best[objective] = min(have, key=lambda r: float(r[objective]))
+        # The objectives some point of the model has: a shape table has no quality, a
+        # macro without recorded cell counts no area.
+        objectives = [o for o in OBJECTIVES if any(_has(r, [o]) for r in mine)]
+        best = {o: min((r for r in mine if _has(r, [o])), key=lambda r, o=o: _cost(r, o))
+                for o in objectives}
         models[model] = {
-            "points": len(mine), "best": best, "front": pareto_front(mine, list(OBJECTIVES)),
+            "points": len(mine), "best": best, "objectives": objectives,
+            "front": pareto_front(mine, objectives),
             "pair_fronts": {pair: pareto_front(mine, list(pair))
-                            for pair in itertools.combinations(OBJECTIVES, 2)}}
+                            for pair in itertools.combinations(objectives, 2)}}
     return {"points": result.computed + result.cached, "computed": result.computed,
             "cached": result.cached, "failed": result.failed, "models": models}
 
@@ -114,9 +125,12 @@ def write_sweep_report(result, *, plots: bool = True) -> dict:
     files = {}
     lines = [f"# Sweep report: {info['points']} points", "",
              f"Computed {info['computed']}, cached {info['cached']}, failed {info['failed']} "
-             f"(failures are rows with status `failed` in `points.csv`). Objectives, all "
-             f"minimized: cycles per token, energy per token (macro events; off-chip memory "
-             f"not modelled), macro area (for macros whose cell counts are recorded). "
+             f"(failures are rows with status `failed` in `points.csv`). Objectives: "
+             f"tokens per second (the clock over cycles per token; more is better), energy per "
+             f"token and area (less is better; for macros or chips whose cell counts are "
+             f"recorded). A point on one macro (chip `none`) prices the macro's events only: "
+             f"its weights arrive a row a cycle, with no off-chip bandwidth limit or energy; a "
+             f"chip point includes off-chip memory, the global buffer and the interconnect. "
              f"Every figure is a whole model (all its linear layers); fronts are per model."]
     for model, part in info["models"].items():
         lines += ["", f"## {model} ({part['points']} points)", "",
@@ -124,21 +138,26 @@ def write_sweep_report(result, *, plots: bool = True) -> dict:
         for objective, row in part["best"].items():
             lines.append(f"| {OBJECTIVES[objective]} | {fmt(row[objective])} | "
                          f"{_label(row)} |")
-        front = part["front"]
-        lines += ["", f"Pareto front (cycles, energy, area): {len(front)} of "
-                      f"{part['points']} points", "",
-                  "| cycles / token | pJ / token | mm² | point |", "|---:|---:|---:|---|"]
+        front, objectives = part["front"], part["objectives"]
+        names = ", ".join(OBJECTIVES[o] for o in objectives)
+        lines += ["", f"Pareto front ({names}): {len(front)} of {part['points']} points "
+                      f"(points lacking one of them left out)", "",
+                  "| " + " | ".join(OBJECTIVES[o] for o in objectives) + " | point |",
+                  "|" + "---:|" * len(objectives) + "---|"]
         for row in front[:20]:
-            lines.append(f"| {fmt(row['cycles_per_token'])} | {fmt(row['pj_per_token'])} "
-                         f"| {fmt(row['area_mm2'])} | {_label(row)} |")
+            lines.append("| " + " | ".join(fmt(row[o]) for o in objectives)
+                         + f" | {_label(row)} |")
         if len(front) > 20:
-            lines.append(f"| | | | ... {len(front) - 20} more |")
+            lines.append("|" + " |" * len(objectives) + f" ... {len(front) - 20} more |")
     ok = totals(result.rows)
     if plots and ok:
         lines += ["", "## Plots", ""]
         for pair in itertools.combinations(OBJECTIVES, 2):
+            if not any(_has(row, pair) for row in ok):
+                continue  # no point has both (no recorded area): nothing to plot
             name = f"{pair[0]}-{pair[1]}"
-            fronts = {m: part["pair_fronts"][pair] for m, part in info["models"].items()}
+            fronts = {m: part["pair_fronts"][pair] for m, part in info["models"].items()
+                      if pair in part["pair_fronts"]}
             path = out / f"{name}.png"
             _plot(ok, fronts, pair, path)
             files[name] = path

@@ -51,6 +51,8 @@ def rtl_jobs(points: list, results: dict, sample: int, seed: int) -> list[dict]:
     only in technology) share their jobs."""
     jobs = {}
     for point in points:
+        if point.get("model_path") is not None:
+            continue  # a checkpoint's tiles would need its weights: not sampled
         if results.get(point["key"], {}).get("status") != "ok":
             continue
         cfg = MacroConfig.from_dict(point["macro_config"])

@@ -235,3 +235,238 @@ def test_cli_sweep_prints_its_summary_and_writes_the_report(tmp_path, capsys):
     main(["sweep", str(path), "--out", str(tmp_path / "out"), "--executor", "inline",
           "--no-plots"])
     assert "(0 computed, 24 cached, 0 failed)" in capsys.readouterr().out
+
+
+def _closed_port():
+    """A local TCP port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("address,message", [
+    ("127.0.0.1:{port}", "cannot reach the Ray cluster at '127.0.0.1:{port}': "),
+    ("ray://127.0.0.1:{port}", "cannot reach the Ray cluster at 'ray://127.0.0.1:{port}': "),
+    ("no-such-host.invalid:6379", "host 'no-such-host.invalid' does not resolve"),
+    ("localhost", "--ray address must be host:port, ray://host:port or auto, not 'localhost'"),
+    ("host:99999", "--ray address must be host:port"),
+])
+def test_unreachable_ray_address_fails_in_one_line(tmp_path, cli_main, address, message):
+    # ray.init retries an unreachable GCS address for minutes; the probe refuses it at once.
+    port = _closed_port()
+    address, message = address.format(port=port), message.format(port=port)
+    path = _spec(tmp_path, "[[point]]\nmacro = 'tiny'\n")
+    status, out, err = cli_main("sweep", path, "--out", tmp_path / "out", "--ray", address)
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith("sparsecim: error: ")
+    assert message in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def fake_server():
+    """``fake_server(reply)``: the address of a local TCP server that accepts one connection
+    and sends ``reply`` (None: says nothing), on a thread."""
+    import contextlib
+    import socket
+    import threading
+
+    servers = []
+
+    def start(reply):
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        servers.append(server)
+
+        def serve():
+            conn, _ = server.accept()
+            with conn, contextlib.suppress(OSError):  # the client may reset the connection
+                conn.recv(64)
+                conn.sendall(reply)
+                conn.recv(64)  # until the client closes
+
+        if reply is not None:
+            threading.Thread(target=serve, daemon=True).start()
+        return f"127.0.0.1:{server.getsockname()[1]}"
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_ray_probe_needs_a_grpc_answer_in_time(fake_server):
+    from sparsecim.tb.sweep import probe_ray_address
+
+    # Accepted (by the kernel) but never answered: a silent address gives up after timeout.
+    silent = fake_server(None)
+    with pytest.raises(SweepError, match=rf"^cannot reach the Ray cluster at '{silent}': no "
+                                         r"answer from 127.0.0.1:\d+ within 0.2 s$"):
+        probe_ray_address(silent, timeout=0.2)
+    # Something else listening (not HTTP/2): refused too.
+    other = fake_server(b"SSH-2.0-OpenSSH\r\n")
+    with pytest.raises(SweepError, match="does not answer as a gRPC \\(HTTP/2\\) server$"):
+        probe_ray_address(other)
+    # An HTTP/2 server's SETTINGS frame (9-byte header, type 4): passes.
+    probe_ray_address(fake_server(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])))
+    probe_ray_address(None)
+    probe_ray_address("auto")
+
+
+# The chip axis: chip = none (one macro), a chip preset, a TOML chip file or an inline table.
+SMALL_CHIP = ("{macro = 'flexcim', macros = 4, clock_mhz = 250, weight_bw = 16, "
+              "offchip_bytes = 1073741824, buffer_bytes = 65536}")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[sweep]\nchip = ['huge']\n",
+     "[sweep] chip: chip must be one of edge, large, tiny4 or a .toml file, not 'huge' "
+     "(or none)"),
+    ("[sweep]\nchip = [3]\n",
+     "[sweep] chip: chip must be none, a chip preset, a TOML chip file or a table, not 3"),
+    ("[sweep]\nchip = [{macro = 'tiny', macros = 0, clock_mhz = 100, weight_bw = 4, "
+     "offchip_bytes = 1, buffer_bytes = 4096}]\n",
+     "[sweep] chip: chip: macros must be an integer from 1 to 4096, not 0"),
+    ("[sweep]\nchip = [{macro = 'huge', macros = 2}]\n",
+     "[sweep] chip: chip: preset must be one of "),
+    ("[[point]]\nchip = 'nowhere.toml'\n", "point 1 chip: chip file "),
+])
+def test_chip_axis_errors_are_one_line(tmp_path, text, message):
+    path = _spec(tmp_path, text)
+    with pytest.raises(SweepError) as info:
+        load_spec(path)
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith(f"sweep spec {path}")
+    assert message in str(info.value)
+
+
+def test_chip_points_collapse_the_macro_axis(tmp_path):
+    spec = load_spec(_spec(tmp_path, "[sweep]\nmacro = ['tiny', 'flexcim']\n"
+                                     "chip = ['none', 'edge', 'tiny4']\n"))
+    labels = sorted((p["chip"], p["macro"]) for p in spec.points)
+    # Two macro points, one point per chip (its own macro).
+    assert labels == [("edge", "flexcim"), ("none", "flexcim"), ("none", "tiny"),
+                      ("tiny4", "tiny")]
+    # A macro point's key does not depend on the chip axis being there (chip none).
+    plain = load_spec(_spec(tmp_path, "[sweep]\nmacro = ['tiny']\n", "plain.toml"))
+    assert plain.points[0]["key"] == next(p["key"] for p in spec.points
+                                          if p["chip"] == "none" and p["macro"] == "tiny")
+
+
+def test_chip_file_is_read_beside_the_spec(tmp_path):
+    from sparsecim.hw.config import chip_preset, chip_toml
+
+    (tmp_path / "mine.toml").write_text(chip_toml(chip_preset("edge")), encoding="utf-8")
+    spec = load_spec(_spec(tmp_path, "[sweep]\nchip = ['mine.toml', 'edge']\n"))
+    # The same chip under two names: one point (the key is the chip's fields).
+    assert len(spec.points) == 1
+
+
+@pytest.mark.parametrize("tokens", [1, 4])
+def test_chip_point_equals_chip_sched_figures(tmp_path, tokens):
+    from sparsecim.hw.config import ChipConfig
+    from sparsecim.sw.chip_energy import model_chip_energy
+    from sparsecim.sw.energy import load_tech
+    from sparsecim.sw.schedule.chip import model_figures, model_layers
+
+    spec = load_spec(_spec(tmp_path, f"[[point]]\nmodel = 'smollm2-135m'\nsparsify = 'wanda'\n"
+                                     f"pattern = '2:4'\ntokens = {tokens}\n"
+                                     f"chip = {SMALL_CHIP}\n"))
+    result = evaluate_point(spec.points[0])
+    assert result["status"] == "ok", result["error"]
+    chip = ChipConfig.from_dict(spec.points[0]["chip_config"])
+    # Independently: every linear of the model placed and priced by chip-sched, per layer.
+    figures = model_figures(chip, model_layers("smollm2-135m", (2, 4)), prefill_tokens=tokens)
+    energy = model_chip_energy(chip, figures, load_tech("22nm"))
+    run = "decode" if tokens == 1 else "prefill"
+    by_row: dict = {}
+    for fig, lay in zip(figures, energy["layers"], strict=True):
+        row = fig.layer.name.split(".", 1)[1]
+        cycles, pj = by_row.get(row, (0, 0.0))
+        by_row[row] = (cycles + (fig.decode if tokens == 1 else fig.prefill)["total"],
+                       pj + lay[run]["total_pj"])
+    layers, total = result["rows"][:-1], result["rows"][-1]
+    assert {r["layer"]: (r["cycles"], pytest.approx(r["energy_pj"], rel=1e-12))
+            for r in layers} == by_row
+    assert total["cycles_per_token"] == energy[run]["cycles_per_token"]
+    assert total["pj_per_token"] == pytest.approx(energy[run]["pj_per_token"], rel=1e-12)
+    assert total["tokens_per_s"] == pytest.approx(250e6 / total["cycles_per_token"], rel=1e-12)
+    assert total["offchip_bytes"] / tokens == pytest.approx(
+        energy[run]["offchip_bytes_per_token"], rel=1e-12)
+    assert total["copies"] == len(figures) == 30 * 7
+    assert total["resident"] == sum(f.resident for f in figures)
+    assert {r["chip"] for r in result["rows"]} == {spec.points[0]["chip"]}
+
+
+def test_tokens_per_second_is_the_clock_over_cycles_per_token(tmp_path):
+    from sparsecim.sw.energy import load_tech
+
+    spec = load_spec(_spec(tmp_path, "[[point]]\nmacro = 'tiny'\nmodel = 'smollm2-135m'\n"
+                                     "tokens = 4\n"))
+    result = evaluate_point(spec.points[0])
+    clock = load_tech("22nm")["operating.clock_mhz"] * 1e6   # one macro: the tech file's
+    for row in result["rows"]:
+        assert row["cycles_per_token"] == row["cycles"] / 4
+        assert row["tokens_per_s"] == clock / row["cycles_per_token"]
+    assert result["rows"][-1]["chip"] == "none"
+
+
+@pytest.fixture(scope="module")
+def llama_folder(tmp_path_factory):
+    """The hand-written tiny llama checkpoint (conftest) with a word-level tokenizer."""
+    import tokenizers
+    from conftest import VOCAB, llama_config, llama_tensors, write_sharded
+
+    folder = tmp_path_factory.mktemp("weighted") / "ckpt"
+    write_sharded(folder, llama_tensors(seed=5), llama_config())
+    words = {f"w{i}": i + 1 for i in range(VOCAB - 1)}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({"[UNK]": 0} | words,
+                                                           unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def test_weighted_point_carries_the_runs_quality(tmp_path, llama_folder):
+    from sparsecim.sw.pipeline import load_settings
+    from sparsecim.tb.run import run
+
+    spec = load_spec(_spec(llama_folder.parent, "[sweep]\nmodel = ['ckpt']\nmacro = ['tiny']\n"
+                                                "sparsify = ['dense', 'wanda']\n"
+                                                "tokens = [2]\n", "w.toml"))
+    results = {p["sparsify"]: evaluate_point(p) for p in spec.points}
+    dense, wanda = (results[s]["rows"][-1] for s in ("dense", "wanda"))
+    assert dense["status"] == wanda["status"] == "ok", (dense["error"], wanda["error"])
+    # The same quality as `sparsecim run` of the same settings on every block.
+    settings = load_settings(overrides={
+        "model": str(llama_folder), "sparsify": "wanda", "pattern": "2:4", "preset": "tiny",
+        "tokens": 2, "blocks": 1024, "out": str(tmp_path / "run"), "plots": False})
+    quality = run(settings).summary["quality"]
+    assert (wanda["perplexity"], wanda["perplexity_dense"]) == (quality["sparse"],
+                                                                quality["dense"])
+    assert dense["perplexity"] == dense["perplexity_dense"] == quality["dense"]
+    assert wanda["perplexity"] > dense["perplexity"]
+    # The figures are those of its linear shapes: every linear of both blocks.
+    assert wanda["copies"] == 2 * 7
+    assert wanda["cycles_per_token"] < dense["cycles_per_token"]
+    # The report's front for the checkpoint includes the perplexity.
+    from sparsecim.tb.sweep_report import summary
+
+    result = run_sweep(spec, tmp_path / "out", executor="inline")
+    assert "perplexity" in summary(result)["models"]["ckpt"]["objectives"]
+
+
+def test_weighted_model_key_follows_its_files(tmp_path, llama_folder):
+    spec = _spec(llama_folder.parent, "[[point]]\nmodel = 'ckpt'\nmacro = 'tiny'\n", "k.toml")
+    before = load_spec(spec).points[0]["key"]
+    (llama_folder / "extra.txt").write_text("changed", encoding="utf-8")
+    try:
+        assert load_spec(spec).points[0]["key"] != before
+    finally:
+        (llama_folder / "extra.txt").unlink()
+    assert load_spec(spec).points[0]["key"] == before
+    with pytest.raises(SweepError, match=r"point 1 model: model checkpoint .*nothing.gguf "
+                                         r"does not exist$"):
+        load_spec(_spec(tmp_path, "[[point]]\nmodel = 'nothing.gguf'\n"))
