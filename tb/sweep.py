@@ -39,7 +39,7 @@ Weighted models: a ``model`` that is a checkpoint path (a Hugging Face folder or
 relative to the spec) is loaded, every linear of every block sparsified as ``sparsify`` and
 ``pattern`` say (Wanda calibrated on the checkpoint's own activations, as ``sparsecim run``),
 and the point carries the model's quality beside its figures (:func:`~sparsecim.tb.
-run_models.checkpoint_quality`: ``perplexity`` and ``perplexity_dense`` for the llama family,
+sw.run_models.checkpoint_quality`: ``perplexity`` and ``perplexity_dense`` for the llama family,
 ``cosine`` for bert); its figures are those of the checkpoint's linear shapes. Its key hashes
 the checkpoint's files. ``smollm2`` and ``synthetic`` (names, not files) are refused in one
 line: the packaged SmolLM2 is a ``.gguf`` path (``sparsecim run --model list``).
@@ -189,7 +189,7 @@ def files_hash(path) -> str:
 
 def _model(value: str, where: str, base: Path) -> tuple[str, str | None, str | None]:
     """``(label, checkpoint path or None, its files' hash or None)``."""
-    from .run_models import is_path_model
+    from ..sw.run_models import is_path_model
 
     if value in SHAPE_TABLES:
         return value, None, None
@@ -365,7 +365,7 @@ def _weighted(settings: RunSettings, cfg: MacroConfig, label: str) -> tuple[Mode
     blocks) and its quality sparsified as ``settings`` say (every block)."""
     from ..sw.model_shapes import LinearShape
     from ..sw.pipeline import SPARSIFIERS, resolve_model
-    from .run_models import checkpoint_quality
+    from ..sw.run_models import checkpoint_quality
 
     layers = resolve_model(settings.model)(settings)
     sparsified = SPARSIFIERS[settings.sparsify](layers, settings, cfg)
