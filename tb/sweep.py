@@ -38,8 +38,8 @@ and event counts.
 Weighted models: a ``model`` that is a checkpoint path (a Hugging Face folder or a ``.gguf``,
 relative to the spec) is loaded, every linear of every block sparsified as ``sparsify`` and
 ``pattern`` say (Wanda calibrated on the checkpoint's own activations, as ``sparsecim run``),
-and the point carries the model's quality beside its figures (:func:`~sparsecim.tb.
-sw.run_models.checkpoint_quality`: ``perplexity`` and ``perplexity_dense`` for the llama family,
+and the point carries the model's quality beside its figures (:func:`~sparsecim.sw.
+run_models.checkpoint_quality`: ``perplexity`` and ``perplexity_dense`` for the llama family,
 ``cosine`` for bert); its figures are those of the checkpoint's linear shapes. Its key hashes
 the checkpoint's files. ``smollm2`` and ``synthetic`` (names, not files) are refused in one
 line: the packaged SmolLM2 is a ``.gguf`` path (``sparsecim run --model list``).
