@@ -21,6 +21,9 @@
   (:func:`sweep_rate`) over a grid of about 10⁴ whole-model points (4 macros × 6 layer-shape
   tables × dense and 4 N:M patterns × 3 mappings × 16 token counts × 2 technologies), on a
   process pool of 2 workers from a cold cache, and a rerun from the cache.
+- Chip (``--chip-only`` prints only this): chip commands per second of the chip event model
+  (:func:`sparsecim.sw.chip_timing.chip_counters`) on a LLaMA-2-7B-sized dense layer (4096 ×
+  11008, 8 tokens) laid out on the ``edge`` chip (:func:`chip_rate`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hw.config import preset
+from ..hw.config import chip_preset, preset
+from ..hw.isa import Command, Opcode, config_command, encode_chip
+from ..sw.chip_timing import chip_counters
 from ..sw.golden import run_trace
 from ..sw.mapping import map_nm
 from ..sw.nm import NMPattern, memory_bits, prune_magnitude
@@ -262,6 +267,51 @@ def sweep_rate(workers: int = 2, out: str = "build/bench/sweep") -> dict:
     return figures
 
 
+def _chip_layer_words(chip, k: int, n: int, tokens: int) -> list[int]:
+    """Chip command words of a dense ``k × n`` layer over ``tokens`` tokens, laid out as a
+    chip schedule does it: each round gives every macro one weight tile of the same output
+    columns (a different slice of the reduction), loads its activations, computes on all
+    macros at once and reads the K partial sums as one summed beat per token."""
+    cfg = chip.macro
+    macros = chip.macros
+    tiles_k, tiles_n = -(-k // cfg.reduction), -(-n // cfg.cols)
+    entries = min(tokens, cfg.act_depth, cfg.acc_depth)
+    words = [encode_chip(chip, config_command("dense"), target=0, span=macros)]
+    for _ in range(tiles_n):
+        for first in range(0, tiles_k, macros):
+            span = min(macros, tiles_k - first)
+            for m in range(span):
+                words.append(encode_chip(chip, Command(Opcode.LOAD_W, row=0,
+                                                       count=cfg.weight_rows), target=m))
+                words.append(encode_chip(chip, Command(Opcode.LOAD_A, addr=0, count=entries),
+                                         target=m))
+            words.append(encode_chip(chip, Command(Opcode.COMPUTE, act_addr=0, acc_addr=0,
+                                                   count=entries, accumulate=0), span=span))
+            words.append(encode_chip(chip, Command(Opcode.READ, addr=0, count=entries),
+                                     span=span))
+    words.append(encode_chip(chip, Command(Opcode.END)))
+    return words
+
+
+def chip_rate(chip_name: str = "edge", k: int = 4096, n: int = 11008, tokens: int = 8,
+              repeats: int = 3) -> float:
+    """Print and return the chip event model's speed (chip commands per CPU second of this
+    process, median of ``repeats``: steadier than wall time on a shared machine) on a
+    LLaMA-2-7B-sized dense layer (``k × n``, ``tokens`` tokens)."""
+    chip = chip_preset(chip_name)
+    words = _chip_layer_words(chip, k, n, tokens)
+    seconds = []
+    for _ in range(repeats):
+        t0 = time.process_time()
+        timing = chip_counters(chip, words)
+        seconds.append(time.process_time() - t0)
+    rate = len(words) / statistics.median(seconds)
+    print(f"chip event model ({chip_name}, {k}x{n} layer, {tokens} tokens): {len(words):,} "
+          f"chip commands, {timing.counters['total']:,} cycles, {rate:,.0f} chip commands / "
+          f"CPU second")
+    return rate
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sparsecim.tb.bench", description=__doc__)
     parser.add_argument("--preset", default="flexcim")
@@ -281,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="print only the software speed figures")
     parser.add_argument("--sweep-only", action="store_true",
                         help="print only the sweep's design points per second")
+    parser.add_argument("--chip-only", action="store_true",
+                        help="print only the chip event model's chip commands per second")
     parser.add_argument("--no-old", action="store_true",
                         help="skip the paths before issue 17 in the software figures")
     args = parser.parse_args(argv)
@@ -290,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.sweep_only:
         sweep_rate()
+        return 0
+    if args.chip_only:
+        chip_rate()
         return 0
 
     if args.nm_only:
@@ -349,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     nm_ok = nm_table(args.preset, args.nm_k, args.nm_n, 1, args.nm_rtl_k, args.nm_rtl_n)
     software_table(args.preset, old=not args.no_old)
     sweep_rate()
+    chip_rate()
     same = plain.harness_cycles == rtl.harness_cycles
     return 0 if rtl.passed and nm_ok and same else 1
 
