@@ -472,7 +472,3 @@ def test_chip_signature_is_the_stream_and_status_contract():
     assert dut.signature == expected
     Fragment.get(dut, None)  # elaborates; an unelaborated component warns when collected
 
-
-def test_chip_rejects_a_macro_config():
-    with pytest.raises(TypeError, match="chip must be a ChipConfig"):
-        Chip(TINY)
