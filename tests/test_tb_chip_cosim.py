@@ -41,7 +41,8 @@ def _assert_passed(report, segments):
 def _batch(chip, tmp_path, seeds, pauses, seed=1):
     traces = _programs(chip, seeds)
     goldens = [run_chip_trace(t) for t in traces]
-    assert all(g.error == ErrorCode.NONE and len(g.results) for g in goldens[:3])
+    assert all(g.error == ErrorCode.NONE for g in goldens)
+    assert sum(len(g.results) for g in goldens) >= len(goldens)  # the READs are compared
     report = run_chip_rtl_batch(traces, run_dir=tmp_path, pauses=pauses, seed=seed,
                                 goldens=goldens)
     _assert_passed(report, len(traces))
