@@ -27,10 +27,11 @@ __all__ = ["TOP_MODULE", "CHIP_MODULE", "CHIP_EXPORT_CELLS", "convert", "verilog
 TOP_MODULE = "sparsecim_top"
 #: Verilog module name of the exported chip.
 CHIP_MODULE = "sparsecim_chip"
-#: Most weight cells a chip may have for its Verilog export. Conversion time grows with the
-#: cells: measured on one core, tiny4 (256 cells) 5 s, a flexcim macro (4096 cells) 29 s and
-#: edge (16 flexcim macros, 64 Ki cells) about 8 minutes; large (2048 paper macros, 32 Mi
-#: cells) would take days and more memory than the machine has, so it is refused up front.
+#: Most weight cells a chip may have for its Verilog export. Conversion time and memory grow
+#: with the cells: measured, tiny4 (4 × 64 cells, 1.1 MB of Verilog) 5 s, one flexcim macro
+#: (4096 cells, 3.2 MB) 29 s, edge (16 flexcim macros, 64 Ki cells, 51 MB) 31 minutes of wall
+#: time on a loaded 2-core machine and 3 GB of memory. large (2048 paper macros, 32 Mi cells,
+#: 512 times edge) would take days and terabytes, so it is refused up front.
 CHIP_EXPORT_CELLS = 1 << 17
 
 
