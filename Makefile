@@ -74,7 +74,7 @@ energy: $(STAMP)
 	cp build/energy/energy_breakdown.png docs/energy_breakdown.png
 
 # Macro presets, then the chip presets small enough to convert (tiny4 in seconds, edge in
-# about half an hour; large is refused with a message: days and terabytes).
+# 7.5 CPU-minutes and 3 GB; large is refused with a message: days and terabytes).
 verilog: $(STAMP)
 	$(PY) -m sparsecim.hw.export --preset all --out build/verilog
 	$(PY) -m sparsecim.hw.export --chip all --out build/verilog

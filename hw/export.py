@@ -29,9 +29,10 @@ TOP_MODULE = "sparsecim_top"
 CHIP_MODULE = "sparsecim_chip"
 #: Most weight cells a chip may have for its Verilog export. Conversion time and memory grow
 #: with the cells: measured, tiny4 (4 × 64 cells, 1.1 MB of Verilog) 5 s, one flexcim macro
-#: (4096 cells, 3.2 MB) 29 s, edge (16 flexcim macros, 64 Ki cells, 51 MB) 31 minutes of wall
-#: time on a loaded 2-core machine and 3 GB of memory. large (2048 paper macros, 32 Mi cells,
-#: 512 times edge) would take days and terabytes, so it is refused up front.
+#: (4096 cells, 3.2 MB) 29 s, edge (16 flexcim macros, 64 Ki cells, 51 MB) 7.5 CPU-minutes
+#: (31 to 38 minutes of wall time on a loaded 2-core machine) and 3.2 GB of memory. large
+#: (2048 paper macros, 32 Mi cells, 512 times edge) would take days and terabytes, so it is
+#: refused up front.
 CHIP_EXPORT_CELLS = 1 << 17
 
 
