@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hw.config import PRESETS, resolve_macro
+from ..hw.config import CHIP_PRESETS, PRESETS, resolve_macro
 from ..hw.isa import ErrorCode
 from ..sw.golden import run_trace
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
@@ -510,7 +510,7 @@ def _cmd_run(args) -> int:  # noqa: C901
         "pause": args.pause,
         "seed": args.seed, "out": args.out, "plots": False if args.no_plots else None,
         "text": args.text,
-        "tech": args.tech,
+        "tech": args.tech, "chip": args.chip, "attention_macs": args.attention_macs,
     }
     started = time.perf_counter()
     try:
@@ -543,7 +543,9 @@ def _cmd_run(args) -> int:  # noqa: C901
     table = isinstance(resolve_model(s.model), ShapeTable)
     summary = result.summary
     cfg = s.macro_config()
-    macro = s.preset if s.macro is None else "from a [macro] table"
+    macro = "preset " + (s.preset if s.macro is None else "from a [macro] table")
+    if s.chip_config() is not None:
+        macro = f"the macro of chip {s.chip or 'from a [chip] table'}"
     if table:
         what = (f"{s.model} (layer-shape table, no weights: {len(records)} distinct linears "
                 f"standing for {summary['linears']})")
@@ -553,7 +555,7 @@ def _cmd_run(args) -> int:  # noqa: C901
         what = f"{s.model} (checkpoint, {s.blocks} block(s), {len(records)} linears)"
     else:
         what = f"{s.model} ({len(records)} layers)"
-    print(f"sparsecim run: {what}, {pattern}, mapping {s.mapping}, preset {macro}, "
+    print(f"sparsecim run: {what}, {pattern}, mapping {s.mapping}, {macro}, "
           f"{s.tokens} token(s)")
     print(f"  macro         {cfg.slug}: {cfg.submacros} x {cfg.rows}x{cfg.cols}, "
           f"patterns dense, {cfg.pattern_names() or '-'}")
@@ -624,12 +626,19 @@ def _cmd_run(args) -> int:  # noqa: C901
               f"and chip interconnect not modelled (chip level)")
     else:
         print("  energy        not computed (no trace ran)")
+    if result.chip is not None:
+        from .chip_report import chip_lines
+
+        print("\n".join(chip_lines(result.chip)))
     files = result.files
     plots = [k for k in ("utilization", "cycles", "patterns", "speedup", "energy")
              if k in files]
     print(f"  report        {files['markdown']}  (layers.json, layers.csv"
           + (f", {len(plots)} plots: {files[plots[0]].parent}/<name>.png" if plots else "")
           + ")")
+    if "chip_markdown" in files:
+        print(f"  chip report   {files['chip_markdown']}  (chip.json, chip.csv"
+              + (", roofline.png, chip_cycles.png" if "roofline" in files else "") + ")")
     print(f"  settings      {files['settings']}")
     print(f"  wall time     {time.perf_counter() - started:.1f} s")
     if summary["cycle_model_only"]:
@@ -694,6 +703,15 @@ def _add_run_parser(sub) -> None:
     run.add_argument("--out", help="run folder (build/runs/run-<model>-<sparsify>-<pattern>-"
                                    "<preset>)")
     run.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    run.add_argument("--chip", metavar="NAME|FILE.toml",
+                     help="also place the whole model on a chip of K macros and report chip "
+                          "figures (macros, resident or streamed, decode and prefill cycles "
+                          "and tokens/s, off-chip bytes per token, bound): a chip preset ("
+                          + ", ".join(CHIP_PRESETS) + ") or a TOML chip file; its macro is "
+                          "the run's")
+    run.add_argument("--attention-macs", type=_positive, metavar="N",
+                     help="with --chip: MACs per cycle of the attention unit (default: one "
+                          "macro's cells)")
     run.add_argument("--tech", metavar="FILE",
                      help="technology file of the energy and area figures: 22nm (default), "
                           "45nm or a TOML path")
