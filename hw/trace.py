@@ -256,7 +256,7 @@ class Trace:
                 file.write(chunk)
 
     @classmethod
-    def from_text(cls, text: str, *, source: str = "<trace>") -> Trace:  # noqa: C901
+    def from_text(cls, text: str, *, source: str = "<trace>") -> Trace:
         """Parse a trace file's text.
 
         Raises
@@ -266,71 +266,15 @@ class Trace:
             its stream, or data before the first command; the message names the line.
         """
         lines = text.splitlines()
-
-        def fail(lineno, message):
-            raise TraceFormatError(f"{source}:{lineno}: {message}")
-
-        header = {}
-        body_start = None
-        for index, line in enumerate(lines):
-            lineno = index + 1
-            if not line.strip() or line.startswith("#"):
-                continue
-            key, _, value = line.partition(" ")
-            if key in ("c", "d"):
-                body_start = index
-                break
-            if key in header:
-                fail(lineno, f"header key {key!r} given twice")
-            header[key] = (lineno, value)
-        for key in (_MAGIC, "isa", "config"):
-            if key not in header:
-                fail(1, f"missing header line {key!r}")
-        if header[_MAGIC][1] != str(FORMAT_VERSION):
-            fail(header[_MAGIC][0], f"trace format version must be {FORMAT_VERSION}, "
-                                    f"not {header[_MAGIC][1]!r}")
-        if header["isa"][1] != str(ISA_VERSION):
-            fail(header["isa"][0], f"ISA version must be {ISA_VERSION}, "
-                                   f"not {header['isa'][1]!r}")
+        header, body_start, meta, config_text = read_header(
+            lines, source, _MAGIC, FORMAT_VERSION, "config")
         try:
-            config = MacroConfig.from_dict(json.loads(header["config"][1]))
+            config = MacroConfig.from_dict(json.loads(config_text[1]))
         except (ValueError, json.JSONDecodeError) as exc:
-            fail(header["config"][0], f"bad config: {exc}")
-        meta = {}
-        if "meta" in header:
-            try:
-                meta = json.loads(header["meta"][1])
-            except json.JSONDecodeError as exc:
-                fail(header["meta"][0], f"bad meta: {exc}")
-        extra = sorted(set(header) - {_MAGIC, "isa", "config", "meta"})
-        if extra:
-            fail(header[extra[0]][0], f"unknown header key {extra[0]!r}")
-
+            raise TraceFormatError(f"{source}:{config_text[0]}: bad config: {exc}") from None
         trace = cls(config, meta=meta)
-        cmd_lines, beat_lines = [], []
         limits = {"c": command_layout(config).size, "d": config.data_bits}
-        for index in range(body_start if body_start is not None else len(lines), len(lines)):
-            line = lines[index]
-            lineno = index + 1
-            if not line.strip() or line.startswith("#"):
-                continue
-            kind, _, word_text = line.partition(" ")
-            if kind not in limits:
-                fail(lineno, f"line must start with 'c' or 'd', not {kind!r}")
-            # Digits only: int(..., 16) would also take a sign, "0x" and underscores.
-            if not _HEX.fullmatch(word_text.strip()):
-                fail(lineno, f"{word_text.strip()!r} is not a hex word")
-            word = int(word_text.strip(), 16)
-            if word >= 2 ** limits[kind]:
-                fail(lineno, f"word {word:#x} is wider than {limits[kind]} bits")
-            if kind == "c":
-                trace.steps.append(Step(word))
-                cmd_lines.append(lineno)
-            elif not trace.steps:
-                fail(lineno, "data beat before the first command")
-            else:
-                trace.steps[-1].data.append(word)
-                beat_lines.append(lineno)
+        cmd_lines, beat_lines = read_body(lines, body_start, source, limits, trace.steps)
         last = len(lines)
         trace.validate(where=lambda kind, index: f"{source}:" + (
             str(last) if index is None else
@@ -454,3 +398,89 @@ def _hex_lines(raw: np.ndarray, digits: int) -> str:
     out[:, 0], out[:, 1], out[:, -1] = b"d", b" ", b"\n"
     out[:, 2:-1] = text
     return out.tobytes().decode()
+
+
+def read_header(lines: list[str], source: str, magic: str, version: int, config_key: str):
+    """The header of a trace file's ``lines`` (shared by :class:`Trace` and the chip trace).
+
+    Returns ``(header, body_start, meta, (lineno, config text))``: ``header`` maps each key
+    to ``(lineno, value)``, ``body_start`` is the index of the first ``c``/``d`` line (None if
+    there is none). Raises :class:`TraceFormatError` naming the line for a missing, repeated
+    or unknown key, a wrong magic version or ISA version, or meta that is not JSON.
+    """
+    def fail(lineno, message):
+        raise TraceFormatError(f"{source}:{lineno}: {message}")
+
+    header = {}
+    body_start = None
+    for index, line in enumerate(lines):
+        lineno = index + 1
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, _, value = line.partition(" ")
+        if key in ("c", "d"):
+            body_start = index
+            break
+        if key in header:
+            fail(lineno, f"header key {key!r} given twice")
+        header[key] = (lineno, value)
+    for key in (magic, "isa", config_key):
+        if key not in header:
+            fail(1, f"missing header line {key!r}")
+    if header[magic][1] != str(version):
+        fail(header[magic][0], f"trace format version must be {version}, "
+                               f"not {header[magic][1]!r}")
+    if header["isa"][1] != str(ISA_VERSION):
+        fail(header["isa"][0], f"ISA version must be {ISA_VERSION}, "
+                               f"not {header['isa'][1]!r}")
+    meta = {}
+    if "meta" in header:
+        try:
+            meta = json.loads(header["meta"][1])
+        except json.JSONDecodeError as exc:
+            fail(header["meta"][0], f"bad meta: {exc}")
+    extra = sorted(set(header) - {magic, "isa", config_key, "meta"})
+    if extra:
+        fail(header[extra[0]][0], f"unknown header key {extra[0]!r}")
+    return header, body_start, meta, header[config_key]
+
+
+def read_body(lines: list[str], body_start: int | None, source: str, limits: dict,
+              steps: list) -> tuple[list[int], list[int]]:
+    """Parse the ``c``/``d`` lines from ``body_start`` into ``steps`` (appending
+    :class:`Step`); ``limits`` gives each kind's width in bits. Returns the file line of
+    every command and of every beat, for :meth:`Trace.validate`'s messages.
+
+    Raises
+    ------
+    TraceFormatError
+        For a line of another kind, a word that is not hex or is wider than its limit, or a
+        beat before the first command; the message names the line.
+    """
+    def fail(lineno, message):
+        raise TraceFormatError(f"{source}:{lineno}: {message}")
+
+    cmd_lines, beat_lines = [], []
+    for index in range(body_start if body_start is not None else len(lines), len(lines)):
+        line = lines[index]
+        lineno = index + 1
+        if not line.strip() or line.startswith("#"):
+            continue
+        kind, _, word_text = line.partition(" ")
+        if kind not in limits:
+            fail(lineno, f"line must start with 'c' or 'd', not {kind!r}")
+        # Digits only: int(..., 16) would also take a sign, "0x" and underscores.
+        if not _HEX.fullmatch(word_text.strip()):
+            fail(lineno, f"{word_text.strip()!r} is not a hex word")
+        word = int(word_text.strip(), 16)
+        if word >= 2 ** limits[kind]:
+            fail(lineno, f"word {word:#x} is wider than {limits[kind]} bits")
+        if kind == "c":
+            steps.append(Step(word))
+            cmd_lines.append(lineno)
+        elif not steps:
+            fail(lineno, "data beat before the first command")
+        else:
+            steps[-1].data.append(word)
+            beat_lines.append(lineno)
+    return cmd_lines, beat_lines

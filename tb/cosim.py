@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import subprocess
@@ -17,27 +18,33 @@ from ..sw.golden import GoldenResult, run_trace
 from .harness import HARNESS_TOP
 from .verilator import BUILD_ROOT, build
 
-__all__ = ["Pauses", "RtlReport", "run_rtl", "run_rtl_batch"]
+__all__ = ["StreamPauses", "Pauses", "RtlReport", "run_rtl", "run_rtl_batch", "stream_plusargs"]
+
+
+class StreamPauses:
+    """Pause probabilities of a harness's streams, one dataclass field per stream named as
+    the harness names it; shared by :class:`Pauses` and the chip's
+    :class:`~sparsecim.tb.chip_cosim.ChipPauses`."""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"pause {f.name} must be in [0, 1), not {value!r}")
+
+    def plusargs(self) -> list[str]:
+        # The harness compares an 8-bit LFSR byte against a threshold.
+        return [f"+{f.name}_pause={round(getattr(self, f.name) * 256)}"
+                for f in dataclasses.fields(self)]
 
 
 @dataclass(frozen=True)
-class Pauses:
+class Pauses(StreamPauses):
     """Probability that a stream idles in a cycle: valid low on ``cmd``/``data`` (the
     harness plays them), ready low on ``result``. Each in [0, 1)."""
     cmd: float = 0.0
     data: float = 0.0
     result: float = 0.0
-
-    def __post_init__(self):
-        for name in ("cmd", "data", "result"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"pause {name} must be in [0, 1), not {value!r}")
-
-    def plusargs(self) -> list[str]:
-        # The harness compares an 8-bit LFSR byte against a threshold.
-        return [f"+{name}_pause={round(getattr(self, name) * 256)}"
-                for name in ("cmd", "data", "result")]
 
 
 @dataclass
@@ -129,8 +136,8 @@ def run_rtl(trace: Trace, *, run_dir: str | Path, pauses: Pauses = Pauses(), see
     return RtlReport(report["passed"], report, run_dir, wave_file)
 
 
-def _timeout(cycles: int, pauses: Pauses) -> int:
-    slowest = 1.0 / (1.0 - max(pauses.cmd, pauses.data, pauses.result))
+def _timeout(cycles: int, pauses) -> int:
+    slowest = 1.0 / (1.0 - max(dataclasses.astuple(pauses)))
     # Generous: stalls stretch the run by about 1/(1-p); a hang still ends.
     return int(4 * slowest * cycles) + 1000
 
@@ -150,10 +157,19 @@ def _reap_interrupted(tb) -> None:
         tb = tb.tb_next
 
 
-def _simulate(sim, run_dir: Path, job: dict, *, pauses: Pauses, seed: int, waves: bool,
-              quiet: bool) -> None:
-    """Run the cocotb test on ``sim`` for ``job`` (stream files in ``run_dir``)."""
-    cmd_file, data_file, result_file = (run_dir / f"{s}.hex" for s in ("cmd", "data", "result"))
+def stream_plusargs(run_dir: Path, pauses, seed: int) -> list[str]:
+    """Plusargs of the harness: ``+<s>_file=run_dir/<s>.hex`` for every stream of ``pauses``
+    (a dataclass of one pause probability per stream, in harness stream names), the seed and
+    the pause thresholds."""
+    names = [f.name for f in dataclasses.fields(pauses)]
+    return ([f"+{name}_file={run_dir / f'{name}.hex'}" for name in names]
+            + [f"+seed={seed}", *pauses.plusargs()])
+
+
+def _simulate(sim, run_dir: Path, job: dict, *, pauses, seed: int, waves: bool,
+              quiet: bool, test_module: str = "sparsecim.tb.cocotb_top") -> None:
+    """Run the cocotb test ``test_module`` on ``sim`` for ``job`` (stream files in
+    ``run_dir``, one per field of ``pauses``)."""
     report_path = Path(job["report"])
     job_path = run_dir / "job.json"
     job_path.write_text(json.dumps(job, indent=1))
@@ -164,13 +180,12 @@ def _simulate(sim, run_dir: Path, job: dict, *, pauses: Pauses, seed: int, waves
     try:
         with redirect:
             runner.test(
-                test_module="sparsecim.tb.cocotb_top",
+                test_module=test_module,
                 hdl_toplevel=HARNESS_TOP,
                 build_dir=sim.build_dir,
                 test_dir=run_dir,
                 results_xml=str(run_dir / "results.xml"),
-                plusargs=[f"+cmd_file={cmd_file}", f"+data_file={data_file}",
-                          f"+result_file={result_file}", f"+seed={seed}", *pauses.plusargs()],
+                plusargs=stream_plusargs(run_dir, pauses, seed),
                 extra_env={"SPARSECIM_JOB": str(job_path)},
                 waves=waves,
                 log_file=run_dir / "sim.log",

@@ -17,8 +17,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..hw.config import MacroConfig
-from ..hw.export import TOP_MODULE, convert
+from ..hw.chip import Chip
+from ..hw.config import ChipConfig, MacroConfig
+from ..hw.export import CHIP_MODULE, TOP_MODULE, convert
 from ..hw.top import Top
 from .harness import HARNESS_TOP, control_file, harness_verilog
 
@@ -87,17 +88,27 @@ def _runner_class():
     return _CachedVerilator
 
 
+def _design(cfg: MacroConfig | ChipConfig):
+    """The component to build for ``cfg`` and its Verilog module name: the top level of a
+    macro, or the chip (:class:`~sparsecim.hw.chip.Chip`) of a :class:`ChipConfig`."""
+    if isinstance(cfg, ChipConfig):
+        return Chip(cfg), CHIP_MODULE
+    return Top(cfg), TOP_MODULE
+
+
 @dataclass(frozen=True)
 class SimBuild:
     """A built simulator, and the runner (build state included) that runs tests on it."""
-    config: MacroConfig
+    config: MacroConfig | ChipConfig
     build_dir: Path
     waves: str | None  # None, "fst" or "vcd"
     runner: object
 
 
-def build(cfg: MacroConfig, *, waves: bool = False, root: Path | None = None) -> SimBuild:
-    """Generate Verilog and harness for ``cfg`` and build them with Verilator.
+def build(cfg: MacroConfig | ChipConfig, *, waves: bool = False,
+          root: Path | None = None) -> SimBuild:
+    """Generate Verilog and harness for ``cfg`` (a macro's top level, or a chip) and build
+    them with Verilator.
 
     The build lives in ``<root>/sim/<slug>[-fst|-vcd]`` and is reused while its stamp matches;
     its ``build.log`` is the log of the build that made it (Verilator and make output), kept
@@ -127,18 +138,18 @@ def build(cfg: MacroConfig, *, waves: bool = False, root: Path | None = None) ->
     runner.fst = fmt == "fst"
     runner.skip_build = (stamp.exists() and (build_dir / HARNESS_TOP).exists()
                          and stamp.read_text() == digest.hexdigest())
+    top, module = _design(cfg)  # only the signature is built here; elaboration is in convert
     if not runner.skip_build:
         if build_dir.exists():
             shutil.rmtree(build_dir)
         src_dir.mkdir(parents=True)
-        top = Top(cfg)
-        (src_dir / f"{TOP_MODULE}.v").write_text(convert(top))
+        (src_dir / f"{module}.v").write_text(convert(top, module))
         (src_dir / f"{HARNESS_TOP}.sv").write_text(
-            harness_verilog(top, top_module=TOP_MODULE, done=DONE_PORT))
+            harness_verilog(top, top_module=module, done=DONE_PORT))
         (src_dir / "public.vlt").write_text(control_file())
     # build() also records the state test() needs, so it is called even when cached.
     runner.build(
-        sources=[src_dir / f"{TOP_MODULE}.v", src_dir / f"{HARNESS_TOP}.sv"],
+        sources=[src_dir / f"{module}.v", src_dir / f"{HARNESS_TOP}.sv"],
         hdl_toplevel=HARNESS_TOP,
         build_dir=build_dir,
         build_args=[str(src_dir / "public.vlt"), *VERILATOR_ARGS],

@@ -1,0 +1,379 @@
+"""Exact cycle models of the chip (``docs/chip.md``) with every stream always valid and ready.
+
+Two models that must agree counter for counter:
+
+- :func:`step_chip`, a plain cycle-stepped simulator: each cycle it evaluates the dispatcher,
+  the three routers and every sequencer from the state at the start of the cycle, exactly as
+  ``docs/chip.md`` and ``docs/isa.md`` state them, then applies the end-of-cycle updates. It is
+  the reference (a loop over cycles × macros: fine up to about 1e5 cycles).
+- :func:`chip_counters`, a command-level event model: one pass over the commands in dispatch
+  order computes, for every macro a command reaches, its fetch cycle and the cycle it is done
+  with it, from closed forms (below), with no loop over cycles. It is what the scheduler
+  prices whole models with.
+
+Closed forms (every stream always valid and ready):
+
+- Dispatch. A command taken from ``cmd`` in cycle ``t`` is in ``H`` at ``t + 1``, and ``H``
+  is taken again in the cycle it goes, so command ``i`` goes at ``d_i = max(d_{i-1} + 1,
+  f_{k, j-Q} + 1 over its macros k)``, ``d_{-1} = 0``: ``f_{k, j-Q}`` is the fetch cycle of
+  the command ``Q`` (``ChipConfig.queue``) places before it in macro ``k``'s queue, whose
+  fetch makes the room it needs.
+- Fetch. Macro ``k`` fetches a command at ``f = max(free_k, d + 1)``: its queue entry is
+  readable the cycle after the write, and ``free_k`` is the cycle after the macro's previous
+  command ends (``docs/isa.md``: CONFIG 1 cycle, COMPUTE ``1 + count + 2``, MOVE
+  ``1 + count``).
+- Weight rows. After a row moves in cycle ``t0`` the credit is ``min((j + 1)·bw, R)`` at
+  ``t0 + 1 + j`` (it was exactly ``R`` when the row moved), so the next row can move from
+  ``t0 + g``, ``g = ceil(R / bw)``; at reset the credit is full. A LOAD_W's macros all wait
+  from ``s = max(f_k + 1, pop of the previous LOAD_W + 1)``; its rows move at ``r0 + i·g``
+  with ``r0 = max(s, last row + g)``, and every cycle from ``s`` to its last row that moves
+  no row is a ``bw_stall`` cycle.
+- Activation beats and result beats move one a cycle from ``s = max(f_k + 1, pop of the
+  previous entry + 1)``.
+
+Errors: a macro that fetches an illegal command shows its error from ``f + 1``; the
+dispatcher's error shows in every cycle ``H`` holds the refused command, from ``d_{i-1} +
+1``; OUT_OF_STEP in the cycle of the shortest macro's last beat. The chip halts at the first
+such cycle (priority in one cycle: the lowest-numbered macro's error, then the dispatcher's,
+then OUT_OF_STEP; as ``hw/chip.py``), or, without error, one cycle after the last macro
+fetches END: ``halt = max_k(e_k) + 1`` and ``total = halt + 1``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from ..hw.chip_trace import chip_step, macro_step, plan_chip
+from ..hw.config import ChipConfig
+from ..hw.isa import CHIP_COUNTERS, STATUS_COUNTERS, ErrorCode, Opcode
+
+__all__ = ["ChipTiming", "chip_counters", "step_chip"]
+
+_INF = float("inf")
+_MACRO_ERROR, _DISPATCH_ERROR, _OUT_OF_STEP = 0, 1, 2   # priorities within one cycle
+
+
+@dataclass
+class ChipTiming:
+    """Outcome of a chip cycle model.
+
+    Attributes
+    ----------
+    halted : bool
+        The chip halts (END reached by every macro, or an error); False if the commands run
+        out first.
+    error : ErrorCode
+    error_macro : int or None
+        The macro whose error halted the chip, K for the dispatcher and OUT_OF_STEP, None
+        without error.
+    halt : int or None
+        The cycle at whose end ``done`` is set (``total - 1``).
+    counters : dict or None
+        :data:`~sparsecim.hw.isa.CHIP_COUNTERS` by name, exact (not saturated); None unless
+        the chip halts without error (``docs/chip.md``: counters are not compared after an
+        error).
+    macro_counters : list of dict or None
+        Every macro's :data:`~sparsecim.hw.isa.STATUS_COUNTERS`; None as ``counters``.
+    """
+    halted: bool
+    error: ErrorCode
+    error_macro: int | None
+    halt: int | None
+    counters: dict | None
+    macro_counters: list | None
+
+
+def _outcome(chip: ChipConfig, best, ends, chip_counts, macro_counts) -> ChipTiming:
+    """The :class:`ChipTiming` of a run: ``best`` the first error ``(cycle, priority, macro,
+    code)`` or None, ``ends`` every macro's END fetch cycle (None if it never fetches one)."""
+    if best is not None and best[0] < _INF:
+        return ChipTiming(True, best[3], best[2], int(best[0]), None, None)
+    if any(end is None or end == _INF for end in ends):
+        return ChipTiming(False, ErrorCode.NONE, None, None, None, None)
+    halt = max(ends) + 1
+    counters = dict(chip_counts, total=halt + 1)
+    macros = []
+    for end, counts in zip(ends, macro_counts, strict=True):
+        total = end + 1
+        busy = counts["fetch"] + counts["load"] + counts["compute"] + counts["read"]
+        macros.append({name: (total if name == "total" else total - busy if name == "stall"
+                              else counts[name]) for name in STATUS_COUNTERS})
+    return ChipTiming(True, ErrorCode.NONE, None, halt,
+                      {name: counters[name] for name in CHIP_COUNTERS}, macros)
+
+
+def chip_counters(chip: ChipConfig, commands) -> ChipTiming:  # noqa: C901
+    """The command-level event model (module docstring) of chip command words ``commands``.
+
+    Never looks at data beats: the timing with every stream always valid does not depend on
+    them. Processes each command once, with work proportional to its span.
+    """
+    K, Q = chip.macros, chip.queue
+    gap = -(-chip.weight_row_bytes // chip.weight_bw)   # cycles between rows under the credit
+    plan = plan_chip(chip, commands)
+    free = [0] * K                                     # first cycle macro k may fetch again
+    ring = [deque(maxlen=Q) for _ in range(K)]         # fetch cycles of its last Q commands
+    ends: list = [None] * K
+    count = {name: 0 for name in CHIP_COUNTERS}
+    per = [dict.fromkeys(("fetch", "load", "compute", "read", "passes", "w_rows", "a_beats"),
+                         0) for _ in range(K)]
+    w_row, w_pop, a_pop, r_pop = -_INF, -1, -1, -1     # last row moved; routers' last pops
+    last_go = 0                                        # d_{i-1}: H loads at last_go + 1
+    best = None                                        # (cycle, priority, macro, code)
+    for lo, span, kind, info in plan.steps:
+        if kind == "refused":
+            cand = (last_go + 1, _DISPATCH_ERROR, K, info)
+            best = cand if best is None else min(best, cand)
+            break
+        hi = lo + span
+        go = last_go + 1
+        for k in range(lo, hi):
+            if len(ring[k]) == Q:
+                go = max(go, ring[k][0] + 1)
+        if go == _INF or (best is not None and go >= best[0]):
+            break                       # never dispatched, or after the chip has halted
+        count["dispatch"] += 1
+        last_go = go
+        runs = info if kind == "mixed" else None
+        fetch = []
+        for k in range(lo, hi):
+            f = max(free[k], go + 1)
+            ring[k].append(f)
+            per[k]["fetch"] += 1
+            fetch.append(f)
+        if kind == "end":
+            for k in range(K):
+                ends[k] = fetch[k]
+                free[k] = _INF
+            continue
+        run0 = runs[0] if runs else info
+        op = run0.opcode
+        errors = [(k, run.error) for k, run in zip(range(lo, hi), runs or [info] * span,
+                                                   strict=True)
+                  if run.error != ErrorCode.NONE]
+        for k, code in errors:
+            cand = (fetch[k - lo] + 1, _MACRO_ERROR, k, code)
+            best = cand if best is None else min(best, cand)
+            free[k] = _INF
+        if errors and op in (Opcode.LOAD_W, Opcode.LOAD_A, Opcode.READ, None):
+            # Illegal in every macro of the range (loads are judged alike): the router's
+            # entry is never served (an undefined opcode reaches no router).
+            if op == Opcode.LOAD_W:
+                w_pop = w_row = _INF
+            elif op == Opcode.LOAD_A:
+                a_pop = _INF
+            elif op == Opcode.READ:
+                r_pop = _INF
+            continue
+        start = max(fetch) + 1
+        if op == Opcode.LOAD_W:
+            rows = run0.count
+            start = max(start, w_pop + 1)
+            first = max(start, w_row + gap)
+            last = first + (rows - 1) * gap
+            count["w_load"] += rows
+            count["bw_stall"] += last - start + 1 - rows
+            w_row = w_pop = last
+            for k in range(lo, hi):
+                free[k] = last + 1
+                per[k]["load"] += rows
+                per[k]["w_rows"] += rows
+        elif op == Opcode.LOAD_A:
+            start = max(start, a_pop + 1)
+            if runs is not None and len({run.beats for run in runs}) > 1:
+                short = min(run.beats for run in runs)
+                cand = (start + short - 1, _OUT_OF_STEP, K, ErrorCode.OUT_OF_STEP)
+                best = cand if best is None else min(best, cand)
+                a_pop = _INF
+                for k in range(lo, hi):
+                    free[k] = _INF
+                continue
+            beats = run0.beats
+            last = start + beats - 1
+            count["a_load"] += beats
+            a_pop = last
+            for k in range(lo, hi):
+                free[k] = last + 1
+                per[k]["load"] += beats
+                per[k]["a_beats"] += beats
+        elif op == Opcode.READ:
+            start = max(start, r_pop + 1)
+            beats = run0.count
+            last = start + beats - 1
+            count["read"] += beats
+            r_pop = last
+            for k in range(lo, hi):
+                free[k] = last + 1
+                per[k]["read"] += beats
+        else:
+            # CONFIG, COMPUTE, MOVE: fixed cycles after the fetch, macro by macro.
+            for k, run in zip(range(lo, hi), runs or [info] * span, strict=True):
+                if run.error != ErrorCode.NONE:
+                    continue
+                free[k] = fetch[k - lo] + 1 + run.busy
+                if run.opcode == Opcode.COMPUTE:
+                    per[k]["compute"] += run.busy
+                    per[k]["passes"] += run.count
+                elif run.opcode == Opcode.MOVE:
+                    per[k]["load"] += run.busy
+    return _outcome(chip, best, ends, count, per)
+
+
+class _Macro:
+    """One sequencer's state in the cycle-stepped simulator."""
+
+    def __init__(self):
+        self.queue: deque = deque()
+        self.state = "FETCH"
+        self.pattern = (1, 1)
+        self.step = 0
+        self.need = 0
+        self.category = ""      # for BUSY: "compute" or "load"
+        self.issue = 0          # COMPUTE passes still to issue
+        self.error = ErrorCode.NONE
+        self.end = None         # cycle it fetched END
+        self.counts = dict.fromkeys(STATUS_COUNTERS, 0)
+
+    def tick(self, *names):
+        for name in ("total", *names):
+            self.counts[name] += 1
+
+
+def step_chip(chip: ChipConfig, commands, *, max_cycles: int = 10 ** 6) -> ChipTiming:  # noqa: C901
+    """The cycle-stepped reference simulator of ``docs/chip.md`` (module docstring).
+
+    Raises
+    ------
+    ValueError
+        If the chip runs ``max_cycles`` cycles without halting or going idle.
+    """
+    K, Q, R, bw = chip.macros, chip.queue, chip.weight_row_bytes, chip.weight_bw
+    cfg = chip.macro
+    words = [int(word) for word in commands]
+    macros = [_Macro() for _ in range(K)]
+    hold = None                   # the word in H
+    halted = False                # END taken: no further command
+    taken = 0                     # commands taken from cmd
+    routers = {"w": deque(), "a": deque(), "r": deque()}   # (lo, hi) ranges
+    credit = R
+    count = dict.fromkeys(CHIP_COUNTERS, 0)
+    for t in range(max_cycles):
+        # --- Combinational: everything from the state at the start of cycle t. ---
+        disp_error = ErrorCode.NONE
+        go = False
+        if hold is not None:
+            info = chip_step(chip, hold)
+            if info.error != ErrorCode.NONE:
+                disp_error = info.error
+            else:
+                lo, hi = (0, K) if info.end else (info.target, info.target + info.span)
+                go = all(len(macros[k].queue) < Q for k in range(lo, hi))
+        ready = not halted and (hold is None or go)
+        take = ready and taken < len(words)
+
+        def last_beat(mac):
+            return mac.step + 1 == mac.need
+
+        moved = {}
+        popped = {}
+        for name, state in (("w", "LOAD_W"), ("a", "LOAD_A"), ("r", "READ")):
+            head = routers[name][0] if routers[name] else None
+            waiting = head is not None and all(macros[k].state == state
+                                               for k in range(*head))
+            allowed = credit >= R if name == "w" else True
+            moved[name] = head if waiting and allowed else None
+            if name == "w" and waiting and not allowed:
+                count["bw_stall"] += 1
+            popped[name] = moved[name] is not None and all(
+                last_beat(macros[k]) for k in range(*head))
+        out_of_step = moved["a"] is not None and not popped["a"] and any(
+            last_beat(macros[k]) for k in range(*moved["a"]))
+
+        error, source = ErrorCode.NONE, None
+        for k, mac in enumerate(macros):
+            if mac.error != ErrorCode.NONE:
+                error, source = mac.error, k
+                break
+        else:
+            if disp_error != ErrorCode.NONE:
+                error, source = disp_error, K
+            elif out_of_step:
+                error, source = ErrorCode.OUT_OF_STEP, K
+        all_done = all(mac.state == "HALT" for mac in macros)
+
+        count["total"] += 1
+        count["dispatch"] += go
+        for name, counter in (("w", "w_load"), ("a", "a_load"), ("r", "read")):
+            count[counter] += moved[name] is not None
+
+        # --- End of cycle t: the sequencers, then the dispatcher and the routers. ---
+        for k, mac in enumerate(macros):
+            served = {name: moved[name] is not None and moved[name][0] <= k < moved[name][1]
+                      for name in moved}
+            if mac.state == "HALT":
+                continue
+            if mac.state == "FETCH":
+                if not mac.queue:
+                    mac.tick("stall")
+                    continue
+                mac.tick("fetch")
+                run = macro_step(cfg, mac.queue.popleft(), mac.pattern)
+                if run.error != ErrorCode.NONE:
+                    mac.error, mac.state = run.error, "HALT"
+                elif run.opcode == Opcode.END:
+                    mac.state, mac.end = "HALT", t
+                elif run.opcode == Opcode.CONFIG:
+                    mac.pattern = run.pattern
+                elif run.opcode in (Opcode.LOAD_W, Opcode.LOAD_A, Opcode.READ):
+                    mac.state, mac.step, mac.need = run.opcode.name, 0, run.busy
+                else:
+                    mac.state, mac.step, mac.need = "BUSY", 0, run.busy
+                    mac.category = "compute" if run.opcode == Opcode.COMPUTE else "load"
+                    mac.issue = run.count if run.opcode == Opcode.COMPUTE else 0
+            elif mac.state == "BUSY":
+                mac.tick(mac.category, *(("passes",) if mac.step < mac.issue else ()))
+                mac.step += 1
+                if mac.step == mac.need:
+                    mac.state = "FETCH"
+            else:
+                name = {"LOAD_W": "w", "LOAD_A": "a", "READ": "r"}[mac.state]
+                if served[name]:
+                    event = {"w": ("load", "w_rows"), "a": ("load", "a_beats"),
+                             "r": ("read",)}[name]
+                    mac.tick(*event)
+                    mac.step += 1
+                    if mac.step == mac.need:
+                        mac.state = "FETCH"
+                else:
+                    mac.tick("stall")
+        if go:
+            lo, hi = (0, K) if info.end else (info.target, info.target + info.span)
+            for k in range(lo, hi):
+                macros[k].queue.append(info.word)
+            opcode = macro_step(cfg, info.word, (1, 1)).opcode
+            router = {Opcode.LOAD_W: "w", Opcode.LOAD_A: "a", Opcode.READ: "r"}.get(opcode)
+            if router is not None and not info.end:
+                routers[router].append((lo, hi))
+            hold = None
+        if take:
+            hold = words[taken]
+            taken += 1
+            halted = chip_step(chip, hold).end
+        credit = min(credit - (R if moved["w"] is not None else 0) + bw, R)
+        for name in routers:
+            if popped[name]:
+                routers[name].popleft()
+
+        if error != ErrorCode.NONE:
+            return ChipTiming(True, error, source, t, None, None)
+        if all_done:
+            counters = {name: count[name] for name in CHIP_COUNTERS}
+            return ChipTiming(True, ErrorCode.NONE, None, t, counters,
+                              [dict(mac.counts) for mac in macros])
+        idle = (hold is None and taken == len(words) and not any(routers.values())
+                and all(mac.state in ("FETCH", "HALT") and not mac.queue for mac in macros)
+                and any(mac.state == "FETCH" for mac in macros))
+        if idle:
+            return ChipTiming(False, ErrorCode.NONE, None, None, None, None)
+    raise ValueError(f"the chip did not halt within max_cycles={max_cycles} cycles")
