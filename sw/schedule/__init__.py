@@ -4,7 +4,9 @@ Every scheduler returns an object of the :class:`Schedule` protocol: the trace t
 the golden model and the RTL, how many result beats it produces, and :meth:`Schedule.assemble`
 to put those beats back into the layer's output. The GEMM scheduler (dense and N:M tiling,
 :mod:`.gemm`) and the Monarch scheduler (block-diagonal factors, :mod:`.monarch`) implement it;
-a new scheduler goes in a module of its own here and returns a :class:`Schedule` too.
+the chip scheduler (:mod:`.chip`, layers placed on the K macros of a chip) follows it with a
+chip trace and one output per layer. A new scheduler goes in a module of its own here and
+returns a :class:`Schedule` too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,19 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ...hw.trace import Trace
+from .chip import (
+    ChipLayer,
+    ChipSchedule,
+    LayerFigures,
+    LayerPlacement,
+    ModelPlan,
+    chip_layer_figures,
+    model_figures,
+    place_layer,
+    place_model,
+    schedule_chip,
+    schedule_monarch_chip,
+)
 from .gemm import (
     GemmSchedule,
     ReadBlock,
@@ -38,7 +53,9 @@ from .monarch import (
 __all__ = ["Schedule", "GemmSchedule", "ReadBlock", "MonarchSchedule", "MonarchCost",
            "MONARCH_MAPPINGS", "as_pattern", "chain", "ideal_cycles", "predict_counters",
            "schedule_dense", "schedule_layer", "schedule_monarch", "monarch_reference",
-           "monarch_cost"]
+           "monarch_cost", "ChipLayer", "ModelPlan", "ChipSchedule", "LayerFigures",
+           "LayerPlacement", "chip_layer_figures", "model_figures", "place_layer", "place_model",
+           "schedule_chip", "schedule_monarch_chip"]
 
 
 @runtime_checkable

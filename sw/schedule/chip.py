@@ -1,0 +1,904 @@
+"""Scheduling linear layers on a chip of K macros (``docs/chip.md``): placement, the resident
+and streamed regimes, and exact per-layer figures from the chip cycle model.
+
+A layer ``x · w`` (``w`` dense or N:M) is tiled exactly as on one macro
+(:func:`~sparsecim.sw.mapping.map_nm`: ``n_tiles × k_tiles`` tiles of ``pass_inputs`` inputs ×
+``cols`` outputs; weight rows packed by the GEMM scheduler's
+:func:`~sparsecim.sw.schedule.gemm._tile_weight_bytes` and loaded in its
+:func:`~sparsecim.sw.schedule.gemm._load_ranges`). Only where tiles go and in which order the
+commands reach the chip is new.
+
+Placement of a layer on ``M`` macros ``base .. base+M-1`` (:class:`LayerPlacement`)
+------------------------------------------------------------------------------------
+The macros form ``G`` *groups* of ``S`` contiguous macros: ``S = min(k_tiles, M)``,
+``G = min(M // S, n_tiles)``. Macro ``j`` of a group owns a contiguous run of the K tiles (all
+``k_tiles`` split as evenly as possible over the ``S`` macros), and output tile ``nt`` is
+computed by group ``nt % G``. So the tiles that share output columns (the reduction slices of
+one ``nt``) sit on the contiguous macros of one group, each accumulates its slices in its own
+accumulator, and one READ with ``span = S`` sums the group on the way out (the result router's
+adder, ``docs/chip.md``): ``n_tiles`` result beats per token instead of ``tiles``.
+
+- **Resident** iff every macro holds at most one tile (``M >= tiles``, so ``S = k_tiles`` and
+  ``G = n_tiles``): the LOAD_Ws run once, in a load phase reported apart, then tokens stream.
+- **Streamed** otherwise: for every chunk of tokens each group walks its output tiles again,
+  each macro loading its tiles' rows from off chip (LOAD_W, span 1: a row is broadcast to a
+  LOAD_W's whole range, so distinct tiles need one LOAD_W each) and computing them. The
+  commands go round-robin over the groups (all of group 0's for ``nt``, its READ, then group
+  1's for ``nt + 1``, ...) and, inside a group, macro after macro: the weight port serves
+  LOAD_Ws in dispatch order, so while macro ``j + 1`` (or group ``g + 1``) loads, macro ``j``
+  computes from its command queue. That is the double buffering; the command queues
+  (``ChipConfig.queue``) let the dispatcher run ahead of a busy macro.
+
+Activations (the *acts mode*), chosen so that no activation is sent twice where the layout
+allows, in tokens chunks of ``T`` (``chunk``):
+
+- ``"broadcast"`` (``G > 1``, ``k_tiles <= act_depth``): one LOAD_A per chunk with
+  ``span = G·S`` carries all K tiles of the chunk's tokens (entry ``kt·T + t``); each macro
+  computes from the entries of its K tile. The macros sharing a K tile are ``S`` apart, not
+  contiguous, so broadcasting the whole input to the layer is how one beat reaches them all.
+  ``T = min(tokens, acc_depth, act_depth // k_tiles)``.
+- ``"own"`` (``G = 1``, or ``k_tiles > act_depth``): one LOAD_A per macro per chunk carrying
+  its own K tiles (entry ``(kt - first)·T + t``); with ``G = 1`` no input is sent twice.
+  ``T = min(tokens, acc_depth, act_depth // owned)``.
+- ``"per_tile"`` (a macro owns more K tiles than ``act_depth``): a LOAD_A of the K tile's
+  ``T`` entries before each COMPUTE, ``T = min(tokens, acc_depth, act_depth)``.
+
+Why sums on chip rather than a broadcast of contiguous LOAD_As: a chip command addresses one
+contiguous range, and tiles sharing outputs and tiles sharing inputs cannot both be
+contiguous. Reading summed groups saves ``k_tiles`` times the result beats and needs no
+host-side additions; broadcasting the whole input (mode ``"broadcast"``) recovers the one-send
+property for the activations where the buffer holds them.
+
+A model (:func:`place_model`)
+---------------------------
+Resident layers each get their own macros, smallest first, while they fit; the streamed
+layers share the rest (a *pool*, at least two macros when there are any, so that loads in one
+overlap compute in the other). Layers run one after the other in a trace, as a token's layers
+depend on each other: per-layer figures price each layer alone, and a model's cycles per
+token are their sum (no overlap between layers is claimed).
+
+Figures (:func:`chip_layer_figures`) come from the chip cycle model run on the very commands
+this module emits (no data beats are built for pricing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...hw.config import ChipConfig, MacroConfig
+from ...hw.isa import (
+    Command,
+    Opcode,
+    act_beat_layout,
+    beat_bytes,
+    config_command,
+    encode_chip,
+    pack_beat_bytes,
+    requantize,
+)
+from ...hw.pattern import as_pattern
+from ...hw.trace import BeatArray, Step
+from ..mapping import TileMapping, map_nm
+from .gemm import (
+    ReadBlock,
+    _check_shapes,
+    _Commands,
+    _k_tile_inputs,
+    _load_ranges,
+    _pack_rows,
+    _tile_weight_bytes,
+)
+
+__all__ = ["ChipLayer", "LayerPlacement", "ModelPlan", "ChipRead", "ChipSchedule",
+           "LayerFigures", "place_layer", "place_model", "schedule_chip", "chip_ops",
+           "chip_layer_figures", "model_figures", "ACTS_MODES", "ChipMonarchSchedule",
+           "schedule_monarch_chip"]
+
+#: How a layer's activations reach its macros (see the module docstring).
+ACTS_MODES = ("broadcast", "own", "per_tile")
+
+
+def _positive(name: str, value) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class ChipLayer:
+    """A linear layer to place on the chip: ``k`` inputs, ``n`` outputs, in ``pattern``.
+
+    Attributes
+    ----------
+    name : str
+        For reports (``"blocks.0.mlp.gate"``); layers of the same shape and pattern are priced
+        once whatever their names.
+    k, n : int
+        Inputs and outputs (``w`` is ``k × n``).
+    pattern : tuple of (int, int)
+        ``(n, m)``; ``(1, 1)`` is dense. Anything :func:`as_pattern` accepts is normalised.
+    """
+    name: str
+    k: int
+    n: int
+    pattern: tuple = (1, 1)
+
+    def __post_init__(self):
+        object.__setattr__(self, "k", _positive("k", self.k))
+        object.__setattr__(self, "n", _positive("n", self.n))
+        object.__setattr__(self, "pattern", tuple(int(v) for v in as_pattern(self.pattern)))
+
+    @property
+    def shape_key(self) -> tuple:
+        """What the figures depend on: ``(k, n, pattern)``."""
+        return (self.k, self.n, self.pattern)
+
+    def mapping(self, cfg: MacroConfig) -> TileMapping:
+        """The GEMM tiling on ``cfg`` (raises ``ValueError`` for an unsupported pattern)."""
+        cfg.check_pattern(*self.pattern)
+        return map_nm(cfg, self.k, self.n, self.pattern)
+
+
+@dataclass(frozen=True)
+class LayerPlacement:
+    """Where and how one layer runs (see the module docstring).
+
+    Attributes
+    ----------
+    layer : ChipLayer
+    mapping : TileMapping
+    base, macros : int
+        The macros ``base .. base+macros-1`` the layer uses (``groups × group`` of them).
+    group : int
+        S, macros per group: they share output tiles, each owning a run of the K tiles.
+    groups : int
+        G, groups; output tile ``nt`` runs on group ``nt % G``.
+    resident : bool
+        Every macro holds one tile for good (loaded once); else weights stream every chunk.
+    chunk : int
+        T, tokens per chunk.
+    acts : str
+        One of :data:`ACTS_MODES`.
+    """
+    layer: ChipLayer
+    mapping: TileMapping
+    base: int
+    macros: int
+    group: int
+    groups: int
+    resident: bool
+    chunk: int
+    acts: str
+
+    def owned(self, j: int) -> range:
+        """K tiles owned by macro ``j`` of every group: a contiguous, near-even split."""
+        k_tiles, s = self.mapping.k_tiles, self.group
+        return range(j * k_tiles // s, (j + 1) * k_tiles // s)
+
+    @property
+    def max_owned(self) -> int:
+        return -(-self.mapping.k_tiles // self.group)
+
+    def macro_of(self, nt: int, kt: int) -> int:
+        """Chip index of the macro computing tile ``(nt, kt)``."""
+        j = next(j for j in range(self.group) if kt in self.owned(j))
+        return self.base + (nt % self.groups) * self.group + j
+
+
+def place_layer(chip: ChipConfig, layer: ChipLayer, base: int, macros: int,
+                tokens: int, *, streamed: bool = False) -> LayerPlacement:
+    """Place ``layer`` on macros ``base .. base+macros-1`` for runs of ``tokens`` tokens.
+
+    Resident iff ``macros >= tiles`` and not ``streamed`` (macros shared with other layers
+    must reload their weights every chunk even when one layer would fit); the group shape,
+    the acts mode and the chunk follow the rules of the module docstring. Uses
+    ``G·S <= macros`` of them (``LayerPlacement.macros``).
+
+    Raises
+    ------
+    ValueError
+        If the range is not on the chip, ``tokens`` is not positive, or the macro does not
+        run the layer's pattern.
+    """
+    macros, tokens = _positive("macros", macros), _positive("tokens", tokens)
+    if not isinstance(base, numbers.Integral) or base < 0 or base + macros > chip.macros:
+        raise ValueError(f"macros {base} .. {base + macros - 1} must lie on the chip's "
+                         f"{chip.macros} macros")
+    cfg = chip.macro
+    mapping = layer.mapping(cfg)
+    k_tiles, n_tiles = mapping.k_tiles, mapping.n_tiles
+    s = min(k_tiles, macros)
+    g = min(macros // s, n_tiles)
+    resident = s == k_tiles and g == n_tiles and not streamed
+    owned = -(-k_tiles // s)
+    if g > 1 and k_tiles <= cfg.act_depth:
+        acts, per_chunk = "broadcast", k_tiles
+    elif owned <= cfg.act_depth:
+        acts, per_chunk = "own", owned
+    else:
+        acts, per_chunk = "per_tile", 1
+    chunk = min(tokens, cfg.acc_depth, cfg.act_depth // per_chunk)
+    return LayerPlacement(layer=layer, mapping=mapping, base=int(base), macros=g * s,
+                          group=s, groups=g, resident=resident, chunk=chunk, acts=acts)
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """Placements of a model's linears on one chip (:func:`place_model`).
+
+    Attributes
+    ----------
+    chip : ChipConfig
+    placements : tuple of LayerPlacement
+        In the order of the layers given.
+    pool : tuple of (int, int)
+        ``(base, macros)`` shared by the streamed layers; ``(K, 0)`` if every layer is resident.
+    tokens : int
+        Tokens per run the chunks were sized for.
+    """
+    chip: ChipConfig
+    placements: tuple
+    pool: tuple
+    tokens: int
+
+    @property
+    def resident_macros(self) -> int:
+        """Macros holding resident layers."""
+        return sum(p.macros for p in self.placements if p.resident)
+
+
+def place_model(chip: ChipConfig, layers, tokens: int = 1, *, pool: int | None = None) -> ModelPlan:
+    """Decide which of ``layers`` are resident (and on which macros) and which stream.
+
+    Layers are made resident smallest first (fewest tiles), each on macros of its own, as long
+    as they fit beside a pool of ``pool`` macros for the streamed ones (default: 0 if every
+    layer fits, else ``min(2, K)``). The streamed layers all use the pool, one after the
+    other. Layers of the same shape and pattern are placed alike (resident ones each on their
+    own macros while they fit).
+
+    Parameters
+    ----------
+    chip : ChipConfig
+    layers : sequence of ChipLayer
+    tokens : int
+        Tokens per run (1 for decode, T for prefill): sizes the chunks.
+    pool : int, optional
+        Macros kept for the streamed layers.
+
+    Raises
+    ------
+    ValueError
+        For an empty list, a non-positive ``tokens``, a pool outside ``0 .. K`` or a layer
+        whose pattern the macro does not run.
+    """
+    layers = list(layers)
+    if not layers or not all(isinstance(layer, ChipLayer) for layer in layers):
+        raise ValueError("layers must be a non-empty sequence of ChipLayer")
+    tokens = _positive("tokens", tokens)
+    cfg = chip.macro
+    tiles = [len(layer.mapping(cfg).tiles) for layer in layers]
+    if pool is None:
+        pool = 0 if sum(tiles) <= chip.macros else min(2, chip.macros)
+    if not isinstance(pool, numbers.Integral) or not 0 <= pool <= chip.macros:
+        raise ValueError(f"pool must be an integer from 0 to {chip.macros}, not {pool!r}")
+    free = chip.macros - pool
+    base = 0
+    resident_at: dict[int, int] = {}
+    for index in sorted(range(len(layers)), key=lambda i: (tiles[i], i)):
+        if tiles[index] <= free:
+            resident_at[index] = base
+            base += tiles[index]
+            free -= tiles[index]
+    streamed = len(resident_at) < len(layers)
+    if streamed and chip.macros - base < 1:
+        raise ValueError("no macro is left for the streamed layers; give a pool of at least 1")
+    pool_base, pool_macros = (base, chip.macros - base) if streamed else (chip.macros, 0)
+    placements = []
+    for index, layer in enumerate(layers):
+        if index in resident_at:
+            placements.append(place_layer(chip, layer, resident_at[index], tiles[index], tokens))
+        else:
+            placements.append(place_layer(chip, layer, pool_base, pool_macros, tokens,
+                                          streamed=True))
+    return ModelPlan(chip=chip, placements=tuple(placements), pool=(pool_base, pool_macros),
+                    tokens=tokens)
+
+
+@dataclass(frozen=True)
+class ChipRead:
+    """One READ of a chip trace: ``block`` of layer ``layer`` (the beats are the group's sums)."""
+    layer: int
+    block: ReadBlock
+
+
+def chip_ops(placement: LayerPlacement, tokens: int, *, load: bool = True,
+             compute: bool = True, index: int = 0):
+    """The commands of one layer, in dispatch order, without their data.
+
+    Parameters
+    ----------
+    placement : LayerPlacement
+    tokens : int
+        Tokens the compute phase runs, in chunks of ``placement.chunk``.
+    load : bool
+        Include a resident layer's one-time LOAD_Ws (streamed layers load in their loop).
+    compute : bool
+        Include the CONFIG and the token loop.
+    index : int
+        The layer's index, written into the data references and the reads.
+
+    Returns
+    -------
+    ops : list of (target, span, Command, ref)
+        ``ref`` is None or a data reference: ``("w", index, nt, kt, row, count)`` for weight
+        rows ``row .. row+count-1`` of tile ``(nt, kt)``; ``("a", index, k_lo, k_hi, t0,
+        count)`` for the entries of K tiles ``k_lo .. k_hi-1`` (K tile major), tokens ``t0 ..
+        t0+count-1``.
+    reads : list of ChipRead
+        The READs in order.
+    """
+    tokens = _positive("tokens", tokens)
+    p, mapping = placement, placement.mapping
+    cfg = mapping.config
+    ranges = [_load_ranges(cfg, mapping.pattern, inputs) for inputs in _k_tile_inputs(mapping)]
+    emit = _Emitter(p, index, ranges)
+    if p.resident and load:
+        for nt in range(mapping.n_tiles):
+            for kt in range(mapping.k_tiles):
+                emit.load_tile(p.macro_of(nt, kt), nt, kt)
+    if compute:
+        emit.ops.append((p.base, p.macros, config_command(mapping.pattern), None))
+        for t0 in range(0, tokens, p.chunk):
+            emit.chunk(t0, min(p.chunk, tokens - t0))
+    return emit.ops, emit.reads
+
+
+class _Emitter:
+    """Appends one layer's commands (see :func:`chip_ops`)."""
+
+    def __init__(self, placement: LayerPlacement, index: int, ranges):
+        self.p, self.index, self.ranges = placement, index, ranges
+        self.command = _Commands()
+        self.ops: list = []
+        self.reads: list = []
+
+    def load_tile(self, macro: int, nt: int, kt: int) -> None:
+        for row, rows in self.ranges[kt]:
+            self.ops.append((macro, 1, self.command(Opcode.LOAD_W, row=row, count=rows),
+                             ("w", self.index, nt, kt, row, rows)))
+
+    def chunk(self, t0: int, count: int) -> None:
+        """The commands of one chunk of ``count`` tokens from ``t0``."""
+        p, command = self.p, self.command
+        k_tiles = p.mapping.k_tiles
+        if p.acts == "broadcast":
+            self.ops.append((p.base, p.macros,
+                             command(Opcode.LOAD_A, addr=0, count=count * k_tiles),
+                             ("a", self.index, 0, k_tiles, t0, count)))
+        elif p.acts == "own":
+            for g in range(p.groups):
+                for j in range(p.group):
+                    own = p.owned(j)
+                    self.ops.append((p.base + g * p.group + j, 1,
+                                     command(Opcode.LOAD_A, addr=0, count=count * len(own)),
+                                     ("a", self.index, own.start, own.stop, t0, count)))
+        for nt in range(p.mapping.n_tiles):
+            g = nt % p.groups
+            for j in range(p.group):
+                self.tiles(p.base + g * p.group + j, nt, p.owned(j), t0, count)
+            self.ops.append((p.base + g * p.group, p.group,
+                             command(Opcode.READ, addr=0, count=count), None))
+            tile = p.mapping.tiles[nt * k_tiles]
+            self.reads.append(ChipRead(self.index, ReadBlock(t0, count, tile.n0, tile.n1)))
+
+    def tiles(self, macro: int, nt: int, own: range, t0: int, count: int) -> None:
+        """A macro's tiles of output tile ``nt``: load (streamed), activations (per tile),
+        compute, accumulating over its K tiles."""
+        p, command = self.p, self.command
+        for i, kt in enumerate(own):
+            if not p.resident:
+                self.load_tile(macro, nt, kt)
+            if p.acts == "per_tile":
+                self.ops.append((macro, 1, command(Opcode.LOAD_A, addr=0, count=count),
+                                 ("a", self.index, kt, kt + 1, t0, count)))
+                act_addr = 0
+            else:
+                act_addr = (kt - (0 if p.acts == "broadcast" else own.start)) * count
+            self.ops.append((macro, 1, command(Opcode.COMPUTE, act_addr=act_addr, acc_addr=0,
+                                               count=count, accumulate=int(i > 0)), None))
+
+
+@dataclass(kw_only=True)
+class ChipSchedule:
+    """A chip trace of one or several layers, with what is needed to read its results back.
+
+    Follows the :class:`~sparsecim.sw.schedule.Schedule` protocol but for the chip: ``trace``
+    is a chip trace and :meth:`assemble` returns one output per layer.
+
+    Attributes
+    ----------
+    trace
+        The chip trace (``ChipTrace``): CONFIG first, END last.
+    plan : ModelPlan
+    tokens : int
+        Tokens every layer computes.
+    reads : list of ChipRead
+        The READ commands in trace order.
+    load : bool
+        Whether the resident layers' one-time loads are in the trace.
+    """
+    trace: object
+    plan: ModelPlan
+    tokens: int
+    reads: list
+    load: bool = True
+    ops: list = field(default_factory=list, repr=False)
+    w_raw: list = field(default_factory=list, repr=False)
+    a_raw: list = field(default_factory=list, repr=False)
+
+    @property
+    def chunk(self) -> int:
+        """Tokens per chunk of the first layer (each layer has its own, ``placement.chunk``)."""
+        return self.plan.placements[0].chunk
+
+    @property
+    def result_beats(self) -> int:
+        """Result beats the trace produces (every READ's ``count``)."""
+        return sum(r.block.count for r in self.reads)
+
+    def assemble(self, results: np.ndarray) -> list[np.ndarray]:
+        """Chip result beats (``(result_beats, cols)``, summed lanes) to each layer's
+        ``(tokens, n)`` ``int64`` output.
+
+        Raises
+        ------
+        ValueError
+            If ``results`` is not of shape ``(result_beats, cols)``.
+        """
+        results = np.asarray(results)
+        cols = self.plan.chip.macro.cols
+        expected = (self.result_beats, cols)
+        if results.shape != expected:
+            raise ValueError(f"results must have shape {expected}, not {results.shape}")
+        outs = [np.zeros((self.tokens, p.layer.n), dtype=np.int64) for p in self.plan.placements]
+        beat = 0
+        for read in self.reads:
+            b = read.block
+            outs[read.layer][b.t0:b.t0 + b.count, b.n0:b.n1] = \
+                results[beat:beat + b.count, :b.n1 - b.n0]
+            beat += b.count
+        return outs
+
+
+def _plan_ops(plan: ModelPlan, tokens: int, *, load: bool, compute: bool):
+    """Every layer's commands, resident loads first (a load phase), then the layers one
+    after the other; END last."""
+    ops: list = []
+    reads: list = []
+    if load:
+        for index, p in enumerate(plan.placements):
+            if p.resident:
+                ops += chip_ops(p, tokens, load=True, compute=False, index=index)[0]
+    if compute:
+        for index, p in enumerate(plan.placements):
+            layer_ops, layer_reads = chip_ops(p, tokens, load=False, compute=True, index=index)
+            ops += layer_ops
+            reads += layer_reads
+    ops.append((0, 1, Command(Opcode.END), None))
+    return ops, reads
+
+
+def _act_bytes(cfg: MacroConfig, mapping: TileMapping, x: np.ndarray) -> np.ndarray:
+    """Activation beats of every (K tile, token) entry: ``uint8`` ``(k_tiles, tokens ·
+    act_beats, nbytes)``, each entry zero beyond its tile's inputs."""
+    pattern = mapping.pattern
+    tokens = x.shape[0]
+    inputs = mapping.pass_inputs
+    act_beats = cfg.act_beats(*pattern)
+    entry = act_beats * cfg.act_lanes
+    padded = np.zeros((mapping.k_tiles, tokens, entry), dtype=x.dtype)
+    for kt in range(mapping.k_tiles):
+        block = x[:, kt * inputs:(kt + 1) * inputs]
+        padded[kt, :, :block.shape[1]] = block
+    layout = act_beat_layout(cfg)
+    nbytes = beat_bytes(layout.size)
+    raw = _pack_rows(lambda values: pack_beat_bytes(layout, values),
+                     padded.reshape(-1, cfg.act_lanes), nbytes)
+    return raw.reshape(mapping.k_tiles, tokens * act_beats, nbytes)
+
+
+def _op_data(chip: ChipConfig, ref, w_raw, a_raw, patterns) -> np.ndarray | None:
+    """The data beats (bytes, one row a beat) of a data reference of :func:`chip_ops`."""
+    if ref is None:
+        return None
+    if ref[0] == "w":
+        _, layer, nt, kt, row, rows = ref
+        return w_raw[layer][nt, kt, row:row + rows]
+    _, layer, k_lo, k_hi, t0, count = ref
+    beats = chip.macro.act_beats(*patterns[layer])
+    data = a_raw[layer][k_lo:k_hi, t0 * beats:(t0 + count) * beats]
+    return data.reshape(-1, data.shape[-1])
+
+
+def _make_trace(chip: ChipConfig, ops, meta: dict, w_raw=None, a_raw=None, patterns=()):
+    """Encode ``ops`` into a chip trace (``hw.chip_trace.ChipTrace``); data beats from the
+    packed arrays (omitted when they are None: a trace for timing only)."""
+    from ...hw.chip_trace import ChipTrace
+    steps = []
+    encoded: dict = {}
+    for target, span, cmd, ref in ops:
+        key = (target, span, id(cmd))
+        word = encoded.get(key)
+        if word is None:
+            word = encoded[key] = encode_chip(chip, cmd, target=target, span=span)
+        data = None if w_raw is None else _op_data(chip, ref, w_raw, a_raw, patterns)
+        steps.append(Step(word, [] if data is None else BeatArray(data)))
+    return ChipTrace(chip, steps, meta=meta)
+
+
+def _plan_meta(plan: ModelPlan, tokens: int) -> dict:
+    return {"workload": "chip", "tokens": tokens, "layers": [
+        {"name": p.layer.name, "k": p.layer.k, "n": p.layer.n, "pattern": list(p.layer.pattern),
+         "base": p.base, "macros": p.macros, "group": p.group, "groups": p.groups,
+         "resident": p.resident, "chunk": p.chunk, "acts": p.acts}
+        for p in plan.placements]}
+
+
+def schedule_chip(chip: ChipConfig, layers, xs, ws, *, plan: ModelPlan | None = None,
+                  load: bool = True) -> ChipSchedule:
+    """Schedule layers with their operands as one chip trace.
+
+    Parameters
+    ----------
+    chip : ChipConfig
+    layers : sequence of ChipLayer
+        Shapes and patterns (each ``ws[i]`` must be ``k × n`` and keep the pattern).
+    xs, ws : sequences of array_like
+        Per layer, activations ``(tokens, k)`` (every layer the same tokens) and weights
+        ``(k, n)``, integers in the signed ``act_bits`` / ``weight_bits`` ranges. The layers
+        are independent (each has its own ``x``).
+    plan : ModelPlan, optional
+        Placements (default :func:`place_model` for these layers and tokens).
+    load : bool
+        Put the resident layers' loads in the trace (False: a trace of the token phase only,
+        which expects the weights already in place; for timing).
+
+    Returns
+    -------
+    ChipSchedule
+        Its trace, run on the chip golden model or the RTL, gives result beats that
+        :meth:`ChipSchedule.assemble` turns into exactly ``x_i · w_i`` for every layer.
+
+    Raises
+    ------
+    ValueError
+        As :func:`~sparsecim.sw.schedule.schedule_layer` for each operand pair (the message
+        names the layer), if the lists differ in length, the tokens differ, or ``plan`` is for
+        other layers.
+    """
+    layers = list(layers)
+    xs, ws = list(xs), list(ws)
+    if not (len(layers) == len(xs) == len(ws)):
+        raise ValueError(f"layers, xs and ws must have the same length, not {len(layers)}, "
+                         f"{len(xs)} and {len(ws)}")
+    cfg = chip.macro
+    checked = []
+    for layer, x, w in zip(layers, xs, ws, strict=True):
+        try:
+            x, w = _check_shapes(cfg, x, w)
+        except ValueError as exc:
+            raise ValueError(f"layer {layer.name}: {exc}") from None
+        if (x.shape[1], w.shape[1]) != (layer.k, layer.n):
+            raise ValueError(f"layer {layer.name}: w must be {layer.k} × {layer.n}, not "
+                             f"{w.shape[0]} × {w.shape[1]}")
+        checked.append((x, w))
+    tokens = checked[0][0].shape[0]
+    if any(x.shape[0] != tokens for x, _ in checked):
+        raise ValueError(f"every layer must run the same tokens, not "
+                         f"{[x.shape[0] for x, _ in checked]}")
+    if plan is None:
+        plan = place_model(chip, layers, tokens)
+    elif [p.layer for p in plan.placements] != layers:
+        raise ValueError("plan must place the layers given, in the same order")
+    w_raw, a_raw = [], []
+    for p, (x, w) in zip(plan.placements, checked, strict=True):
+        try:
+            w_raw.append(_tile_weight_bytes(cfg, p.mapping, w))
+        except ValueError as exc:
+            raise ValueError(f"layer {p.layer.name}: {exc}") from None
+        a_raw.append(_act_bytes(cfg, p.mapping, x))
+    ops, reads = _plan_ops(plan, tokens, load=load, compute=True)
+    patterns = [p.layer.pattern for p in plan.placements]
+    trace = _make_trace(chip, ops, _plan_meta(plan, tokens), w_raw, a_raw, patterns)
+    return ChipSchedule(trace=trace, plan=plan, tokens=tokens, reads=reads, load=load, ops=ops,
+                        w_raw=w_raw, a_raw=a_raw)
+
+
+@dataclass(frozen=True)
+class LayerFigures:
+    """Exact figures of one layer on the chip (:func:`chip_layer_figures`).
+
+    Attributes
+    ----------
+    layer : ChipLayer
+    placement : LayerPlacement
+        For the prefill run (decode uses the same macros, chunk 1).
+    resident : bool
+    macros : int
+        Macros the layer uses.
+    load : dict or None
+        Resident: the chip counters of the one-time load phase (CHIP_COUNTERS), else None.
+    load_cycles : int
+        ``load["total"]`` (0 when streamed).
+    decode : dict
+        Chip counters of one token (a trace from reset: CONFIG .. END, loads of a streamed
+        layer included), plus ``"macro"``: every macro counter summed over the macros.
+    prefill : dict
+        The same for ``prefill_tokens`` tokens.
+    prefill_tokens : int
+    decode_cycles : int
+        ``decode["total"]``.
+    prefill_cycles_per_token : float
+        ``prefill["total"] / prefill_tokens``.
+    weight_bytes_per_token : float
+        Off-chip bytes per token in decode (``w_load × weight_row_bytes``: weights and
+        metadata as the rows carry them); 0 when resident.
+    prefill_weight_bytes_per_token : float
+    load_bytes : int
+        Off-chip bytes of the one-time load (resident), else 0.
+    utilization : float
+        Cell utilisation: kept weights over the cells of the tiles (the mapping's).
+    bound, prefill_bound : str
+        ``"bandwidth"`` if the weight port moved a row or was held by the bandwidth credit
+        (``w_load + bw_stall``) in more than half of the run's cycles, else ``"compute"``.
+    """
+    layer: ChipLayer
+    placement: LayerPlacement
+    resident: bool
+    macros: int
+    load: dict | None
+    decode: dict
+    prefill: dict
+    prefill_tokens: int
+    weight_row_bytes: int
+    utilization: float
+
+    @property
+    def load_cycles(self) -> int:
+        return self.load["total"] if self.load else 0
+
+    @property
+    def load_bytes(self) -> int:
+        return self.load["w_load"] * self.weight_row_bytes if self.load else 0
+
+    @property
+    def decode_cycles(self) -> int:
+        return self.decode["total"]
+
+    @property
+    def prefill_cycles_per_token(self) -> float:
+        return self.prefill["total"] / self.prefill_tokens
+
+    @property
+    def weight_bytes_per_token(self) -> float:
+        return self.decode["w_load"] * self.weight_row_bytes
+
+    @property
+    def prefill_weight_bytes_per_token(self) -> float:
+        return self.prefill["w_load"] * self.weight_row_bytes / self.prefill_tokens
+
+    @staticmethod
+    def bound_of(counters: dict) -> str:
+        busy = counters["w_load"] + counters["bw_stall"]
+        return "bandwidth" if 2 * busy > counters["total"] else "compute"
+
+    @property
+    def bound(self) -> str:
+        return self.bound_of(self.decode)
+
+    @property
+    def prefill_bound(self) -> str:
+        return self.bound_of(self.prefill)
+
+    def to_dict(self) -> dict:
+        """Plain figures for JSON reports."""
+        p = self.placement
+        return {
+            "name": self.layer.name, "k": self.layer.k, "n": self.layer.n,
+            "pattern": f"{self.layer.pattern[0]}:{self.layer.pattern[1]}",
+            "resident": self.resident, "macros": self.macros, "base": p.base,
+            "group": p.group, "groups": p.groups, "acts": p.acts,
+            "load_cycles": self.load_cycles, "load_bytes": self.load_bytes,
+            "decode_cycles": self.decode_cycles, "prefill_tokens": self.prefill_tokens,
+            "prefill_cycles_per_token": self.prefill_cycles_per_token,
+            "weight_bytes_per_token": self.weight_bytes_per_token,
+            "prefill_weight_bytes_per_token": self.prefill_weight_bytes_per_token,
+            "utilization": self.utilization, "bound": self.bound,
+            "prefill_bound": self.prefill_bound,
+            "load": self.load, "decode": self.decode, "prefill": self.prefill,
+        }
+
+
+def _price(chip: ChipConfig, ops) -> dict:
+    """Chip counters (and summed macro counters under ``"macro"``) of ``ops`` from the chip
+    event model (exact, every stream ready)."""
+    from ..chip_golden import chip_cycles
+    return chip_cycles(_make_trace(chip, ops, {"workload": "chip-timing"}))
+
+
+def chip_layer_figures(chip: ChipConfig, layer: ChipLayer, *, base: int = 0,
+                       macros: int | None = None, prefill_tokens: int = 128,
+                       streamed: bool = False) -> LayerFigures:
+    """Exact figures of ``layer`` placed alone on macros ``base .. base+macros-1`` (default:
+    the rest of the chip), from the chip cycle model on this module's commands.
+
+    Three runs are priced, each a trace from reset to END: the resident load phase (if
+    resident), one decode token (chunk 1) and ``prefill_tokens`` tokens. A resident layer's
+    token runs start with its weights in place (their loads are the load phase).
+
+    Raises
+    ------
+    ValueError
+        As :func:`place_layer`.
+    """
+    prefill_tokens = _positive("prefill_tokens", prefill_tokens)
+    macros = chip.macros - base if macros is None else macros
+    decode_p = place_layer(chip, layer, base, macros, 1, streamed=streamed)
+    prefill_p = place_layer(chip, layer, base, macros, prefill_tokens, streamed=streamed)
+    load = None
+    if prefill_p.resident:
+        load = _price(chip, chip_ops(prefill_p, 1, load=True, compute=False)[0]
+                      + [(0, 1, Command(Opcode.END), None)])
+    decode = _price(chip, chip_ops(decode_p, 1, load=False)[0]
+                    + [(0, 1, Command(Opcode.END), None)])
+    prefill = _price(chip, chip_ops(prefill_p, prefill_tokens, load=False)[0]
+                     + [(0, 1, Command(Opcode.END), None)])
+    return LayerFigures(layer=layer, placement=prefill_p, resident=prefill_p.resident,
+                        macros=prefill_p.macros, load=load, decode=decode, prefill=prefill,
+                        prefill_tokens=prefill_tokens, weight_row_bytes=chip.weight_row_bytes,
+                        utilization=prefill_p.mapping.utilization)
+
+
+def model_figures(chip: ChipConfig, layers, *, prefill_tokens: int = 128,
+                  plan: ModelPlan | None = None) -> list[LayerFigures]:
+    """:func:`chip_layer_figures` of every layer of a model as :func:`place_model` places them;
+    each distinct (shape, pattern, placement size) is priced once.
+
+    Returns
+    -------
+    list of LayerFigures
+        In the order of ``layers``.
+    """
+    layers = list(layers)
+    plan = plan or place_model(chip, layers, prefill_tokens)
+    priced: dict = {}
+    out = []
+    for p in plan.placements:
+        span = p.macros if p.resident else plan.pool[1]
+        key = (p.layer.shape_key, p.resident, span)
+        figures = priced.get(key)
+        if figures is None:
+            figures = priced[key] = chip_layer_figures(
+                chip, p.layer, base=p.base, macros=span, prefill_tokens=prefill_tokens,
+                streamed=not p.resident)
+        # Timing does not depend on which macros: the same figures under this layer's name
+        # and placement.
+        out.append(dataclasses.replace(figures, layer=p.layer, placement=p))
+    return out
+
+
+
+@dataclass(kw_only=True)
+class ChipMonarchSchedule:
+    """A Monarch layer on the chip (:func:`schedule_monarch_chip`): both factors' block
+    groups as layers of one :class:`ChipSchedule`.
+
+    Attributes
+    ----------
+    schedule : ChipSchedule
+        The first factor's groups (layers ``0 .. r_groups-1``), then the second's.
+    b, s, tokens, shift : int
+    r_group, l_group : int
+        Blocks per group (per layer) of each factor.
+    """
+    schedule: ChipSchedule
+    b: int
+    s: int
+    tokens: int
+    shift: int
+    r_group: int
+    l_group: int
+
+    @property
+    def trace(self):
+        return self.schedule.trace
+
+    @property
+    def result_beats(self) -> int:
+        return self.schedule.result_beats
+
+    def assemble(self, results: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Chip result beats to ``(u, z)``: the first factor's outputs ``(tokens, b, s)``
+        (block ``i``, output ``c``, before requantization) and the layer's ``(tokens, s, s)``
+        (block ``j``, output ``c``), as :func:`~sparsecim.sw.schedule.monarch_reference`."""
+        outs = self.schedule.assemble(results)
+        r_layers = -(-self.b // self.r_group)
+        u = np.concatenate(outs[:r_layers], axis=1).reshape(self.tokens, self.b, self.s)
+        z = np.concatenate(outs[r_layers:], axis=1).reshape(self.tokens, self.s, self.s)
+        return u, z
+
+
+def _block_group(cfg: MacroConfig, size_in: int, size_out: int) -> int:
+    """Blocks per layer: as many as sit on the diagonal of one dense tile (the latency
+    mapping, SparseMap), at least one (a larger block is tiled like any layer)."""
+    return max(1, min(cfg.pass_inputs() // size_in, cfg.cols // size_out))
+
+
+def _grouped(blocks: np.ndarray, group: int) -> list[np.ndarray]:
+    """``(count, out, in)`` blocks to ``k × n`` block-diagonal weight matrices of ``group``
+    blocks each (zeros off the diagonal: stored, they cost cells, not correctness)."""
+    count, size_out, size_in = blocks.shape
+    out = []
+    for first in range(0, count, group):
+        part = blocks[first:first + group]
+        w = np.zeros((len(part) * size_in, len(part) * size_out), dtype=np.int64)
+        for q, block in enumerate(part):
+            w[q * size_in:(q + 1) * size_in, q * size_out:(q + 1) * size_out] = block.T
+        out.append(w)
+    return out
+
+
+def schedule_monarch_chip(chip: ChipConfig, x, r_blocks, l_blocks, shift: int, *,
+                          plan: ModelPlan | None = None) -> ChipMonarchSchedule:
+    """A Monarch layer (:mod:`~sparsecim.sw.schedule.monarch`'s notation) with its blocks
+    split over the chip's macros.
+
+    Each factor's blocks are cut into groups of as many blocks as sit on the diagonal of one
+    tile (:func:`_block_group`); a group is a block-diagonal layer placed like any other
+    (:func:`place_model`: resident on macros of its own while they fit, else streamed), so the
+    blocks of a factor run on different macros at once. The middle requantization and
+    transpose cannot stay on one macro when the blocks are spread (every second-factor block
+    needs an output of every first-factor block): the first factor's READs leave the chip,
+    and the second factor's activations are ``requantize(u)`` transposed, as the global
+    buffer would hold them. The scheduler computes that ``u`` in numpy to build the second
+    factor's activation beats; :meth:`ChipMonarchSchedule.assemble` returns the chip's own
+    ``u`` and ``z`` for checking against :func:`~sparsecim.sw.schedule.monarch_reference`.
+
+    Raises
+    ------
+    ValueError
+        If the blocks are not ``(b, s, s)`` and ``(s, s, b)``, ``x`` is not ``(tokens, b·s)``,
+        a value is out of range, or ``shift`` is outside ``0 .. acc_bits-1``.
+    """
+    cfg = chip.macro
+    r_blocks, l_blocks = np.asarray(r_blocks), np.asarray(l_blocks)
+    if r_blocks.ndim != 3 or r_blocks.shape[1] != r_blocks.shape[2]:
+        raise ValueError(f"r_blocks must have shape (b, s, s), not {r_blocks.shape}")
+    b, s, _ = r_blocks.shape
+    if l_blocks.shape != (s, s, b):
+        raise ValueError(f"l_blocks must have shape (s, s, b) = {(s, s, b)}, not "
+                         f"{l_blocks.shape}")
+    if not isinstance(shift, numbers.Integral) or not 0 <= shift < cfg.acc_bits:
+        raise ValueError(f"shift must be an integer in 0..{cfg.acc_bits - 1}, not {shift!r}")
+    x, _ = _check_shapes(cfg, x, np.zeros((b * s, 1), dtype=np.int8))
+    tokens = x.shape[0]
+    r_group, l_group = _block_group(cfg, s, s), _block_group(cfg, b, s)
+    r_ws, l_ws = _grouped(r_blocks, r_group), _grouped(l_blocks, l_group)
+    # The global buffer's view of the middle: requantized first-factor outputs, transposed.
+    u = np.einsum("ico,tio->tic", r_blocks.astype(np.int64),
+                  x.astype(np.int64).reshape(tokens, b, s))
+    v = requantize(cfg, u, int(shift)).transpose(0, 2, 1).reshape(tokens, s * b)
+    layers, xs = [], []
+    for q, w in enumerate(r_ws):
+        layers.append(ChipLayer(f"monarch.R{q}", w.shape[0], w.shape[1]))
+        xs.append(x[:, q * r_group * s:q * r_group * s + w.shape[0]])
+    for q, w in enumerate(l_ws):
+        layers.append(ChipLayer(f"monarch.L{q}", w.shape[0], w.shape[1]))
+        xs.append(v[:, q * l_group * b:q * l_group * b + w.shape[0]])
+    schedule = schedule_chip(chip, layers, xs, r_ws + l_ws, plan=plan)
+    return ChipMonarchSchedule(schedule=schedule, b=b, s=s, tokens=tokens, shift=int(shift),
+                               r_group=r_group, l_group=l_group)
