@@ -132,7 +132,8 @@ class Dispatcher(wiring.Component):
     A ``cmd`` handshake in cycle ``t`` loads the hold register ``H`` for ``t + 1``;
     ``cmd.ready = ~halted & ~stop & (~H.valid | go)``. In a cycle where ``H`` is valid:
 
-    - END goes when every queue has room, writes all K queues, and sets ``halted``;
+    - END goes when every queue has room and writes all K queues (``halted`` is set from
+      the cycle after END is taken from ``cmd``);
     - another command with ``span == 0`` (ZERO_COUNT) or ``target + span > K``
       (ADDRESS_RANGE) raises ``error`` in that cycle, whatever the queues' room, writes
       nothing and stays in ``H``;
@@ -197,10 +198,11 @@ class Dispatcher(wiring.Component):
         ]
         with m.If(go):
             m.d.sync += valid.eq(0)
-            with m.If(is_end):
-                m.d.sync += halted.eq(1)
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [held.eq(self.cmd.payload), valid.eq(1)]
+            # Taking END (not its going) halts the dispatcher: no word after END enters H.
+            with m.If(self.cmd.payload.cmd.opcode == Opcode.END):
+                m.d.sync += halted.eq(1)
         return m
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -66,7 +66,7 @@ from .isa import (
 from .trace import BeatArray, Step, TraceFormatError, _hex_lines, read_body, read_header
 
 __all__ = ["CHIP_FORMAT_VERSION", "ChipTrace", "MacroStep", "ChipStep", "ChipPlan",
-           "macro_step", "chip_step", "plan_chip"]
+           "macro_step", "chip_step", "plan_chip", "iter_plan"]
 
 CHIP_FORMAT_VERSION = 1
 _MAGIC = "sparsecim-chip-trace"
@@ -154,41 +154,53 @@ class ChipPlan:
     ended: bool = False
 
 
-def plan_chip(chip: ChipConfig, commands: Sequence[int]) -> ChipPlan:
+def iter_plan(chip: ChipConfig, commands: Iterable[int]):
+    """The steps of :class:`ChipPlan` one by one, ``(target, span, kind, info, beats)``;
+    stops after the END or the refused command. The walk :func:`plan_chip` and the event
+    model share (fast: words and ``(word, pattern)`` pairs are decoded once per run)."""
+    cfg = chip.macro
+    K = chip.macros
+    patterns = [(1, 1)] * K
+    words: dict = {}
+    runs: dict = {}
+    _NONE = ErrorCode.NONE  # noqa: N806 (a local alias, for speed)
+    for word in commands:
+        info = words.get(word)
+        if info is None:
+            info = words[word] = chip_step(chip, int(word))
+        if info.end:
+            yield 0, K, "end", None, 0
+            return
+        if info.error != _NONE:
+            yield info.target, info.span, "refused", info.error, 0
+            return
+        lo, span = info.target, info.span
+        first = patterns[lo]
+        if span == 1 or patterns[lo:lo + span].count(first) == span:
+            key = (info.word, first)
+            run = runs.get(key)
+            if run is None:
+                run = runs[key] = macro_step(cfg, info.word, first)
+            if run.opcode == Opcode.CONFIG and run.pattern != first and run.error == _NONE:
+                patterns[lo:lo + span] = [run.pattern] * span
+            yield lo, span, "run", run, run.beats
+            continue
+        mixed = [macro_step(cfg, info.word, p) for p in patterns[lo:lo + span]]
+        for k, run in enumerate(mixed):
+            if run.opcode == Opcode.CONFIG and run.error == ErrorCode.NONE:
+                patterns[lo + k] = run.pattern
+        yield lo, span, "mixed", mixed, min(run.beats for run in mixed)
+
+
+def plan_chip(chip: ChipConfig, commands: Iterable[int]) -> ChipPlan:
     """Walk ``commands`` (chip command words) as the dispatcher and the macros run them,
     following each macro's pattern; see :class:`ChipPlan`. Raises ``ValueError`` for a word
     wider than :func:`~sparsecim.hw.isa.chip_command_layout`."""
-    cfg = chip.macro
-    patterns = [(1, 1)] * chip.macros
     plan = ChipPlan()
-    steps, beats = plan.steps, plan.beats
-    for word in commands:
-        info = chip_step(chip, int(word))
-        if info.end:
-            steps.append((0, chip.macros, "end", None))
-            beats.append(0)
-            plan.ended = True
-            break
-        if info.error != ErrorCode.NONE:
-            steps.append((info.target, info.span, "refused", info.error))
-            beats.append(0)
-            plan.ended = True
-            break
-        lo, hi = info.target, info.target + info.span
-        first = patterns[lo]
-        if hi - lo == 1 or all(p == first for p in patterns[lo + 1:hi]):
-            run = macro_step(cfg, info.word, first)
-            steps.append((lo, hi - lo, "run", run))
-            beats.append(run.beats)
-            if run.opcode == Opcode.CONFIG and run.error == ErrorCode.NONE:
-                patterns[lo:hi] = [run.pattern] * (hi - lo)
-            continue
-        runs = [macro_step(cfg, info.word, p) for p in patterns[lo:hi]]
-        steps.append((lo, hi - lo, "mixed", runs))
-        beats.append(min(run.beats for run in runs))
-        for k, run in enumerate(runs):
-            if run.opcode == Opcode.CONFIG and run.error == ErrorCode.NONE:
-                patterns[lo + k] = run.pattern
+    for lo, span, kind, info, beats in iter_plan(chip, commands):
+        plan.steps.append((lo, span, kind, info))
+        plan.beats.append(beats)
+        plan.ended = kind in ("end", "refused")
     return plan
 
 

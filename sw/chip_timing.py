@@ -44,7 +44,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from ..hw.chip_trace import chip_step, macro_step, plan_chip
+from ..hw.chip_trace import chip_step, iter_plan, macro_step
 from ..hw.config import ChipConfig
 from ..hw.isa import CHIP_COUNTERS, STATUS_COUNTERS, ErrorCode, Opcode
 
@@ -103,62 +103,76 @@ def _outcome(chip: ChipConfig, best, ends, chip_counts, macro_counts) -> ChipTim
                       {name: counters[name] for name in CHIP_COUNTERS}, macros)
 
 
+_EVENTS = ("fetch", "load", "compute", "read", "passes", "w_rows", "a_beats")
+
+
+def _same(runs) -> bool:
+    """The macros of a mixed step (different patterns) still do the same thing."""
+    first = runs[0]
+    return all(run[:2] == first[:2] and run[3:] == first[3:] for run in runs)
+
+
 def chip_counters(chip: ChipConfig, commands) -> ChipTiming:  # noqa: C901
     """The command-level event model (module docstring) of chip command words ``commands``.
 
     Never looks at data beats: the timing with every stream always valid does not depend on
-    them. Processes each command once, with work proportional to its span.
+    them. Work per command is a few list operations over its span; the macros' counters are
+    kept as difference arrays over the ranges and summed once at the end.
     """
     K, Q = chip.macros, chip.queue
     gap = -(-chip.weight_row_bytes // chip.weight_bw)   # cycles between rows under the credit
-    plan = plan_chip(chip, commands)
+    none = ErrorCode.NONE
     free = [0] * K                                     # first cycle macro k may fetch again
-    ring = [deque(maxlen=Q) for _ in range(K)]         # fetch cycles of its last Q commands
+    # Fetch cycles of each macro's last Q commands (-1: none yet): the oldest one's fetch
+    # made the room the next command needs.
+    rings = [deque([-1] * Q, maxlen=Q) for _ in range(K)]
     ends: list = [None] * K
-    count = {name: 0 for name in CHIP_COUNTERS}
-    per = [dict.fromkeys(("fetch", "load", "compute", "read", "passes", "w_rows", "a_beats"),
-                         0) for _ in range(K)]
+    diff = {name: [0] * (K + 1) for name in _EVENTS}
+
+    def add(name, lo, hi, amount):
+        row = diff[name]
+        row[lo] += amount
+        row[hi] -= amount
+
+    dispatch = w_load = a_load = read = bw_stall = 0
     w_row, w_pop, a_pop, r_pop = -_INF, -1, -1, -1     # last row moved; routers' last pops
     last_go = 0                                        # d_{i-1}: H loads at last_go + 1
     best = None                                        # (cycle, priority, macro, code)
-    for lo, span, kind, info in plan.steps:
+    for lo, span, kind, info, _ in iter_plan(chip, commands):
         if kind == "refused":
             cand = (last_go + 1, _DISPATCH_ERROR, K, info)
             best = cand if best is None else min(best, cand)
             break
         hi = lo + span
-        go = last_go + 1
-        for k in range(lo, hi):
-            if len(ring[k]) == Q:
-                go = max(go, ring[k][0] + 1)
+        go = max(last_go + 1, max([ring[0] for ring in rings[lo:hi]]) + 1)
         if go == _INF or (best is not None and go >= best[0]):
             break                       # never dispatched, or after the chip has halted
-        count["dispatch"] += 1
+        dispatch += 1
         last_go = go
-        runs = info if kind == "mixed" else None
-        fetch = []
-        for k in range(lo, hi):
-            f = max(free[k], go + 1)
-            ring[k].append(f)
-            per[k]["fetch"] += 1
-            fetch.append(f)
+        fetch = [f if f > go else go + 1 for f in free[lo:hi]]
+        for ring, f in zip(rings[lo:hi], fetch, strict=True):
+            ring.append(f)
+        add("fetch", lo, hi, 1)
         if kind == "end":
-            for k in range(K):
-                ends[k] = fetch[k]
-                free[k] = _INF
-            continue
-        run0 = runs[0] if runs else info
-        op = run0.opcode
-        errors = [(k, run.error) for k, run in zip(range(lo, hi), runs or [info] * span,
-                                                   strict=True)
-                  if run.error != ErrorCode.NONE]
-        for k, code in errors:
-            cand = (fetch[k - lo] + 1, _MACRO_ERROR, k, code)
+            ends = fetch
+            break
+        if kind == "mixed":
+            if not _same(info):
+                cand = _mixed(info, lo, fetch, free, add, K, a_pop)
+                if cand is not None:
+                    best = cand if best is None else min(best, cand)
+                    if cand[1] == _OUT_OF_STEP:
+                        a_pop = _INF    # the activation router never pops this entry
+                continue
+            info = info[0]
+        op = info.opcode
+        if info.error != none:
+            # Every macro of the range halts on it; the earliest (lowest) fetch shows first.
+            first = min(fetch)
+            cand = (first + 1, _MACRO_ERROR, lo + fetch.index(first), info.error)
             best = cand if best is None else min(best, cand)
-            free[k] = _INF
-        if errors and op in (Opcode.LOAD_W, Opcode.LOAD_A, Opcode.READ, None):
-            # Illegal in every macro of the range (loads are judged alike): the router's
-            # entry is never served (an undefined opcode reaches no router).
+            free[lo:hi] = [_INF] * span
+            # A load or READ entry the macros never take blocks its router for good.
             if op == Opcode.LOAD_W:
                 w_pop = w_row = _INF
             elif op == Opcode.LOAD_A:
@@ -166,58 +180,80 @@ def chip_counters(chip: ChipConfig, commands) -> ChipTiming:  # noqa: C901
             elif op == Opcode.READ:
                 r_pop = _INF
             continue
-        start = max(fetch) + 1
+        start = max(fetch) + 1          # every macro of the range waits from here
         if op == Opcode.LOAD_W:
-            rows = run0.count
-            start = max(start, w_pop + 1)
+            rows = info.count
+            if start <= w_pop:
+                start = w_pop + 1
             first = max(start, w_row + gap)
             last = first + (rows - 1) * gap
-            count["w_load"] += rows
-            count["bw_stall"] += last - start + 1 - rows
+            w_load += rows
+            bw_stall += last - start + 1 - rows
             w_row = w_pop = last
-            for k in range(lo, hi):
-                free[k] = last + 1
-                per[k]["load"] += rows
-                per[k]["w_rows"] += rows
+            free[lo:hi] = [last + 1] * span
+            add("load", lo, hi, rows)
+            add("w_rows", lo, hi, rows)
         elif op == Opcode.LOAD_A:
-            start = max(start, a_pop + 1)
-            if runs is not None and len({run.beats for run in runs}) > 1:
-                short = min(run.beats for run in runs)
-                cand = (start + short - 1, _OUT_OF_STEP, K, ErrorCode.OUT_OF_STEP)
-                best = cand if best is None else min(best, cand)
-                a_pop = _INF
-                for k in range(lo, hi):
-                    free[k] = _INF
-                continue
-            beats = run0.beats
-            last = start + beats - 1
-            count["a_load"] += beats
-            a_pop = last
-            for k in range(lo, hi):
-                free[k] = last + 1
-                per[k]["load"] += beats
-                per[k]["a_beats"] += beats
+            beats = info.beats
+            if start <= a_pop:
+                start = a_pop + 1
+            a_pop = last = start + beats - 1
+            a_load += beats
+            free[lo:hi] = [last + 1] * span
+            add("load", lo, hi, beats)
+            add("a_beats", lo, hi, beats)
         elif op == Opcode.READ:
-            start = max(start, r_pop + 1)
-            beats = run0.count
-            last = start + beats - 1
-            count["read"] += beats
-            r_pop = last
-            for k in range(lo, hi):
-                free[k] = last + 1
-                per[k]["read"] += beats
+            beats = info.count
+            if start <= r_pop:
+                start = r_pop + 1
+            r_pop = last = start + beats - 1
+            read += beats
+            free[lo:hi] = [last + 1] * span
+            add("read", lo, hi, beats)
         else:
-            # CONFIG, COMPUTE, MOVE: fixed cycles after the fetch, macro by macro.
-            for k, run in zip(range(lo, hi), runs or [info] * span, strict=True):
-                if run.error != ErrorCode.NONE:
-                    continue
-                free[k] = fetch[k - lo] + 1 + run.busy
-                if run.opcode == Opcode.COMPUTE:
-                    per[k]["compute"] += run.busy
-                    per[k]["passes"] += run.count
-                elif run.opcode == Opcode.MOVE:
-                    per[k]["load"] += run.busy
-    return _outcome(chip, best, ends, count, per)
+            # CONFIG, COMPUTE, MOVE: a fixed number of cycles after each macro's fetch.
+            busy = info.busy + 1
+            free[lo:hi] = [f + busy for f in fetch]
+            if op == Opcode.COMPUTE:
+                add("compute", lo, hi, info.busy)
+                add("passes", lo, hi, info.count)
+            elif op == Opcode.MOVE:
+                add("load", lo, hi, info.busy)
+    per = [{} for _ in range(K)]
+    for name, row in diff.items():
+        value = 0
+        for k in range(K):
+            value += row[k]
+            per[k][name] = value
+    counts = {"dispatch": dispatch, "w_load": w_load, "a_load": a_load, "read": read,
+              "bw_stall": bw_stall}
+    return _outcome(chip, best, ends, counts, per)
+
+
+def _mixed(runs, lo, fetch, free, add, K, a_pop):  # noqa: N803 (K, as in docs/chip.md)
+    """A step whose macros do different things (their patterns differ): a LOAD_A of
+    different lengths (OUT_OF_STEP; returns its error candidate), or a COMPUTE whose part
+    exists in some patterns only (the others halt). Returns the earliest error candidate;
+    ``a_pop`` is the activation router's last pop."""
+    span = len(runs)
+    if runs[0].opcode == Opcode.LOAD_A:
+        # LOAD_A's checks do not depend on the pattern: all run it, with different lengths.
+        # The beat that ends the shortest one raises OUT_OF_STEP (the router is stuck after).
+        start = max(max(fetch), a_pop) + 1   # after the previous LOAD_A's last beat
+        free[lo:lo + span] = [_INF] * span
+        short = min(run.beats for run in runs)
+        return (start + short - 1, _OUT_OF_STEP, K, ErrorCode.OUT_OF_STEP)
+    best = None
+    for k, (run, f) in enumerate(zip(runs, fetch, strict=True)):
+        if run.error != ErrorCode.NONE:
+            cand = (f + 1, _MACRO_ERROR, lo + k, run.error)
+            best = cand if best is None else min(best, cand)
+            free[lo + k] = _INF
+            continue
+        free[lo + k] = f + 1 + run.busy
+        add("compute", lo + k, lo + k + 1, run.busy)
+        add("passes", lo + k, lo + k + 1, run.count)
+    return best
 
 
 class _Macro:
@@ -373,7 +409,8 @@ def step_chip(chip: ChipConfig, commands, *, max_cycles: int = 10 ** 6) -> ChipT
                               [dict(mac.counts) for mac in macros])
         idle = (hold is None and taken == len(words) and not any(routers.values())
                 and all(mac.state in ("FETCH", "HALT") and not mac.queue for mac in macros)
-                and any(mac.state == "FETCH" for mac in macros))
+                and any(mac.state == "FETCH" for mac in macros)
+                and all(mac.error == ErrorCode.NONE for mac in macros))
         if idle:
             return ChipTiming(False, ErrorCode.NONE, None, None, None, None)
     raise ValueError(f"the chip did not halt within max_cycles={max_cycles} cycles")

@@ -14,8 +14,11 @@ import pytest
 from amaranth.sim import Simulator
 from sparsecim.hw import isa
 from sparsecim.hw.chip import Chip
+from sparsecim.hw.chip_trace import ChipTrace, plan_chip
 from sparsecim.hw.config import PRESETS, ChipConfig
-from sparsecim.hw.isa import Command, ErrorCode, Opcode
+from sparsecim.hw.isa import Command, ErrorCode, Opcode, decode_chip
+from sparsecim.hw.trace import Step
+from sparsecim.sw.chip_golden import run_chip_trace
 
 TINY = PRESETS["tiny"]
 
@@ -376,3 +379,44 @@ def test_macro_error_after_work_halts_in_bounded_time():
     run = run_chip(chip, cmds)
     # LOAD_W taken at 1, fetched by macro 1 at 3 (ADDRESS_RANGE from 4): done at 5.
     assert (run.error, run.error_macro, run.done_cycle) == (ErrorCode.ADDRESS_RANGE, 1, 5)
+
+
+# Against the chip golden and cycle models -----------------------------------------------------
+
+def as_trace(chip, cmds, weights, acts):
+    """A ChipTrace of command words, handing each LOAD_W / LOAD_A its beats in order (from
+    plan_chip's beat counts, which follow each macro's pattern)."""
+    trace = ChipTrace(chip)
+    plan = plan_chip(chip, cmds)
+    streams = {Opcode.LOAD_W: list(weights), Opcode.LOAD_A: list(acts)}
+    for index, command in enumerate(cmds):
+        opcode = decode_chip(chip, command)[2] >> isa.command_layout(chip.macro)["opcode"].offset
+        opcode &= 7
+        beats = []
+        if index < len(plan.beats) and opcode in (Opcode.LOAD_W.value, Opcode.LOAD_A.value):
+            stream = streams[Opcode(opcode)]
+            beats, stream[:] = stream[:plan.beats[index]], stream[plan.beats[index]:]
+        trace.steps.append(Step(command, beats))
+    return trace
+
+
+def assert_matches_golden(run, golden):
+    assert run.error == golden.error
+    if golden.error != ErrorCode.NONE:
+        assert run.error_macro == golden.error_macro
+        assert run.done_cycle == golden.halt + 1
+        return
+    np.testing.assert_array_equal(run.results, golden.results)
+    assert run.counters == golden.counters
+    assert run.macros == golden.macro_counters
+
+
+@pytest.mark.parametrize("macros", [2, 3, 4])
+@pytest.mark.parametrize("bw", [4, 64])
+def test_gemm_matches_the_chip_models(macros, bw):
+    chip = chip_of(macros, weight_bw=bw, queue=2)
+    cmds, weights, acts, _ = gemm(chip, np.random.default_rng(macros + bw), tokens=4)
+    trace = as_trace(chip, cmds, weights, acts)
+    run = run_chip(chip, cmds, weights, acts)
+    for timing in ("fast", "step"):
+        assert_matches_golden(run, run_chip_trace(trace, timing=timing))
