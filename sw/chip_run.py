@@ -168,20 +168,21 @@ class ChipRow:
 
 
 def _stack(counters: dict, tokens: int, macros: int) -> dict:
-    """Cycles per token by component, from a run's chip counters and its macros' summed
-    counters (``counters["macro"]``): the weight port's cycles (``w_load``, plus ``bw_stall``
-    under *fetch*: waiting for off-chip bandwidth), the activation port's (``a_load``), the
-    result port's (``read``) and the macros' mean compute cycles. The components overlap in
-    time (loads into some macros run under compute in others), so they may add up to more
-    than the total."""
+    """Cycles per token by component (:data:`STACK`), from a run's chip counters and its
+    macros' summed counters (``counters["macro"]``): *fetch* and *compute* are the macros'
+    mean command-fetch and compute cycles; *weight load* the weight port's cycles, a row
+    moving (``w_load``) or the port waiting for off-chip bandwidth credit (``bw_stall``);
+    *activation load* and *read* the activation and result ports' (``a_load``, ``read``).
+    The components overlap in time (loads into some macros run under compute in others), so
+    they may add up to more or less than the total."""
     macro = counters.get("macro", {})
-    per = tokens
+    share = max(macros, 1) * tokens
     return {
-        "fetch": counters["bw_stall"] / per,
-        "weight load": counters["w_load"] / per,
-        "activation load": counters["a_load"] / per,
-        "compute": macro.get("compute", 0) / max(macros, 1) / per,
-        "read": counters["read"] / per,
+        "fetch": macro.get("fetch", 0) / share,
+        "weight load": (counters["w_load"] + counters["bw_stall"]) / tokens,
+        "activation load": counters["a_load"] / tokens,
+        "compute": macro.get("compute", 0) / share,
+        "read": counters["read"] / tokens,
     }
 
 
@@ -492,7 +493,7 @@ def _summary(chip: ChipConfig, specs, rows: list[ChipRow], attention: AttentionC
         "macros_to_hold": tiles,
         "fits": tiles <= chip.macros,
         "resident_macros": sum(f.macros for f in figures if f.resident),
-        "pool_macros": streamed[0].macros if streamed else 0,
+        "pool_macros": max((f.macros for f in streamed), default=0),
         "load_cycles": sum(r.load_cycles for r in rows),
         "load_bytes": sum(r.load_bytes for r in rows),
         "load_seconds": sum(r.load_cycles for r in rows) / hz,
@@ -507,8 +508,8 @@ def _summary(chip: ChipConfig, specs, rows: list[ChipRow], attention: AttentionC
         "attention_decode_cycles": att_d,
         "attention_prefill_cycles": att_p,
         "utilization": slots / (tiles * chip.macro.cells),
-        "decode_compute_utilization": (linear_macs + att_macs) / (decode * peak),
-        "prefill_compute_utilization": (linear_macs + att_macs) / (prefill * peak),
+        "decode_compute_utilization": linear_macs / (decode * peak),
+        "prefill_compute_utilization": linear_macs / (prefill * peak),
         "decode_bound": "bandwidth" if 2 * bw_d > decode - att_d else "compute",
         "prefill_bound": "bandwidth" if 2 * bw_p > prefill - att_p else "compute",
         "peak_macs_per_cycle": peak,

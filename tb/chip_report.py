@@ -35,7 +35,8 @@ from ..sw.chip_run import (
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
 from ..sw.model_shapes import AttentionShape
 
-__all__ = ["chip_step", "record_specs", "chip_lines", "write_chip_report", "CHIP_CSV_COLUMNS"]
+__all__ = ["chip_step", "record_specs", "chip_lines", "write_chip_report", "chip_layer_rtl",
+           "CHIP_CSV_COLUMNS"]
 
 #: Columns of ``chip.csv``, in order.
 CHIP_CSV_COLUMNS = ("name", "k", "n", "label", "mapping", "copies", "regime", "macros", "tiles",
@@ -127,6 +128,57 @@ def chip_step(settings, records) -> ChipResult:
                         why_no_attention=why)
     except ValueError as exc:
         raise RunError(f"chip: {exc}") from None
+
+
+def chip_layer_rtl(settings, layer, sparse, mapped, record, folder: Path) -> None:
+    """Run a layer of a chip run alone on the chip: its chip trace
+    (:func:`~sparsecim.sw.schedule.chip.schedule_chip`, placed as
+    :func:`~sparsecim.sw.schedule.chip.place_model` places it alone) on the chip golden model,
+    whose assembled outputs must equal the layer's integer reference, then on the chip RTL
+    (:func:`~sparsecim.tb.chip_cosim.run_chip_rtl`: results bit for bit, every chip and macro
+    counter equal to the chip cycle model's). With ``rtl_sample`` K, only K output tiles'
+    columns (seeded, as a macro run samples them) run, as one narrower layer.
+
+    Fills ``record``'s ``rtl_match``, ``rtl_dir``, ``rtl_coverage``, ``rtl_tiles`` and puts
+    the chip cycles (``chip_rtl_cycles``, ``chip_model_cycles``) and ``chip_golden_match``
+    in ``record.extra``; ``rtl_cycles`` stays None (it is a macro's count).
+    """
+    import numpy as np
+
+    from ..sw.chip_golden import run_chip_trace
+    from ..sw.quant import quantize_acts, quantize_weights
+    from ..sw.schedule.chip import ChipLayer, schedule_chip
+    from .chip_cosim import ChipPauses, run_chip_rtl
+    from .run import sample_tiles
+
+    chip = settings.chip_config()
+    cfg = chip.macro
+    # The operands of the macro run: the same quantizers on the same pruned weights.
+    wq, _ = quantize_weights(sparse.weight, cfg.weight_bits)
+    xq, _ = quantize_acts(layer.x, cfg.act_bits)
+    w = wq.T
+    columns = np.arange(w.shape[1])
+    tiles = None
+    if settings.rtl_sample and settings.rtl_sample < mapped.n_tiles:
+        tiles = sample_tiles(settings.seed, layer.name, mapped.n_tiles, settings.rtl_sample)
+        columns = np.concatenate([np.arange(j * cfg.cols, min((j + 1) * cfg.cols, w.shape[1]))
+                                  for j in tiles])
+    pattern = (1, 1) if mapped.mapping == "linear" else tuple(mapped.pattern)
+    chip_layer = ChipLayer(layer.name, w.shape[0], len(columns), pattern)
+    schedule = schedule_chip(chip, [chip_layer], [xq], [w[:, columns]])
+    golden = run_chip_trace(schedule.trace)
+    (out,) = schedule.assemble(golden.results)
+    golden_ok = bool(np.array_equal(out, mapped.expected[:, columns]))
+    pause = settings.pause
+    rtl = run_chip_rtl(schedule.trace, run_dir=folder, golden=golden,
+                       pauses=ChipPauses(pause, pause, pause, pause))
+    record.rtl_match = golden_ok and bool(rtl.passed)
+    record.rtl_dir = str(rtl.run_dir)
+    record.rtl_coverage = len(columns) / record.out_features
+    record.rtl_tiles = tiles
+    record.extra.update({"chip_golden_match": golden_ok, "chip_rtl_cycles": int(rtl.rtl_cycles),
+                         "chip_model_cycles": int(golden.counters["total"]),
+                         "chip_rtl_problems": "; ".join(rtl.problems)[:500]})
 
 
 def _si(value: float, unit: str = "") -> str:
@@ -317,8 +369,8 @@ def _plots(result: ChipResult, folder: Path) -> dict:
             label="total (decode)")
     ax.plot(x + 0.2, [r.prefill_cycles for r in rows], "k_", markersize=14)
     ax.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("cycles per token (totals over copies)")
-    ax.set_title("Cycles per layer: decode (plain) and prefill (hatched); parts overlap")
+    ax.set_ylabel("cycles per token (sum over copies;\nparts overlap, - is the total)")
+    ax.set_title("Cycles per token per layer: decode (plain), prefill (hatched)", fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -570,7 +570,8 @@ def _cmd_run(args) -> int:  # noqa: C901
         else:
             golden = "yes" if r.golden_match else "NO"
             rtl = "-" if r.rtl_match is None else (
-                f"{r.rtl_cycles} {'ok' if r.rtl_match else 'FAIL'}")
+                f"{r.extra.get('chip_rtl_cycles', r.rtl_cycles)} "
+                f"{'ok' if r.rtl_match else 'FAIL'}")
             if r.rtl_tiles is not None:
                 rtl = f"{r.rtl_coverage:.0%} {'ok' if r.rtl_match else 'FAIL'}"
         err = "-" if r.rel_error is None else f"{r.rel_error:.3f}"
@@ -593,7 +594,21 @@ def _cmd_run(args) -> int:  # noqa: C901
     else:
         print(f"  golden model  {summary['golden_matches']}/{summary['layers']} layers equal "
               f"the integer matmul of the quantized operands")
-        if summary["rtl_layers"]:
+        chip_rtl = [r for r in records if "chip_rtl_cycles" in r.extra]
+        if chip_rtl:
+            print(f"  RTL (chip)    {sum(bool(r.rtl_match) for r in chip_rtl)}/{len(chip_rtl)} "
+                  f"layer(s) alone on the chip RTL: bit-exact against the chip golden model "
+                  f"and the integer reference, every chip and macro counter equal to the chip "
+                  f"cycle model")
+            for r in chip_rtl:
+                e = r.extra
+                cover = "" if r.rtl_tiles is None else (
+                    f", output tiles {r.rtl_tiles} of {r.n_tiles} ({r.rtl_coverage:.1%})")
+                print(f"                {r.name}: {e['chip_rtl_cycles']:,} RTL cycles, model "
+                      f"{e['chip_model_cycles']:,}, golden "
+                      f"{'yes' if e['chip_golden_match'] else 'NO'}, "
+                      f"{'ok' if r.rtl_match else 'FAIL: ' + e['chip_rtl_problems']}{cover}")
+        elif summary["rtl_layers"]:
             same = sum(r.rtl_cycles == r.model_cycles for r in records
                        if r.rtl_match is not None and r.rtl_tiles is None)
             sampled = sum(r.rtl_tiles is not None for r in records)

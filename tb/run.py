@@ -1304,7 +1304,12 @@ def _run_steps(cfg: MacroConfig, settings: RunSettings, run_dir: Path, step):
             step("begin", f"RTL {layer.name}")
             pause = settings.pause
             n_tiles = mapped.n_tiles
-            if settings.rtl_sample and mapped.output_tile and settings.rtl_sample < n_tiles:
+            if settings.chip_config() is not None and not mapped.mapping.startswith("monarch"):
+                from .chip_report import chip_layer_rtl  # the layer's chip trace, chip RTL
+
+                chip_layer_rtl(settings, layer, sparse, mapped, record,
+                               run_dir / "rtl" / layer.name)
+            elif settings.rtl_sample and mapped.output_tile and settings.rtl_sample < n_tiles:
                 _rtl_sample(settings, layer.name, mapped, record, run_dir / "rtl" / layer.name,
                             Pauses(pause, pause, pause))
             else:

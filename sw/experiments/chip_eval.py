@@ -1,0 +1,244 @@
+"""Whole models on chips (``make chip``): the README's chip table, in ``docs/chip_report.md``.
+
+For SmolLM2-135M, BERT-large and LLaMA-2-7B (layer-shape tables,
+:mod:`sparsecim.sw.model_shapes`) at dense, 2:4, 4:8, 1:8 and a FLOW plan, on the chip
+presets given (``edge`` and ``large`` by default): the macros needed to hold the model, decode
+and prefill (``T`` tokens) tokens/s, off-chip bytes per token, and each configuration's speedup
+over dense beside its ideal. Every figure is :func:`sparsecim.sw.chip_run.chip_run`'s (the chip
+scheduler's placement, the chip cycle model's cycles, the attention unit's cost).
+
+The ideal is independent of the chip model: ``M/N`` (MACs over MACs: each kept weight is one
+MAC, from the shapes and the pattern) where the run is compute-bound, and the ratio of the
+weight bytes per token, metadata included, where it is bandwidth-bound: dense ``k·n`` bytes
+against an N:M layer's kept values plus ``ceil(log2 M)`` bits of position each
+(:func:`sparsecim.sw.mapping.map_nm`'s ``weight_bytes + meta_bytes``), for a mixed plan summed
+over its layers. Every row more than 5% short of its ideal is named in the report's reading.
+
+The FLOW plan: FLOW chooses one N:M per block from the weights' outliers, so it needs weights,
+which these tables do not have. SmolLM2-135M's plan is the one FLOW chose from its packaged
+weights (the ``flow`` column of ``docs/flow_report.md``, ``make flow``); BERT-large and
+LLaMA-2-7B take that plan stretched to their block count (block ``b`` of ``B`` takes SmolLM2's
+block ``round(b · 29 / (B - 1))``: dense ends, the same mix), a stand-in stated as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ...hw.config import resolve_chip
+from ...hw.pattern import as_pattern
+from ..chip_run import chip_run, kv_features, shape_specs
+from ..mapping import map_nm
+from ..model_shapes import MODELS
+from . import markdown_table
+
+__all__ = ["CONFIGS", "MODEL_NAMES", "flow_plan", "ideal_bytes", "evaluate", "report", "main"]
+
+#: The models of the table (keys of :data:`sparsecim.sw.model_shapes.MODELS`).
+MODEL_NAMES = ("smollm2-135m", "bert-large", "llama-2-7b")
+#: The configurations: a uniform pattern, or ``flow``.
+CONFIGS = ("dense", "2:4", "4:8", "1:8", "flow")
+_FLOW_REPORT = Path(__file__).resolve().parents[2] / "docs" / "flow_report.md"
+
+
+def flow_plan(blocks: int, report: Path = _FLOW_REPORT) -> list[str]:
+    """SmolLM2-135M's FLOW plan (the ``flow`` column of the report's per-block table),
+    stretched to ``blocks`` blocks (see the module docstring).
+
+    Raises
+    ------
+    ValueError
+        If the report has no per-block table with a ``flow`` column.
+    """
+    lines = report.read_text().splitlines()
+    try:
+        start = lines.index("## Patterns per block")
+    except ValueError:
+        raise ValueError(f"{report} has no '## Patterns per block' table") from None
+    header = None
+    plan = []
+    for line in lines[start + 1:]:
+        if not line.startswith("|"):
+            if plan:
+                break
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if header is None:
+            header = cells
+            continue
+        if set(cells[0]) <= set("-"):
+            continue
+        plan.append(cells[header.index("flow")])
+    if not plan:
+        raise ValueError(f"{report} has an empty FLOW plan")
+    last = len(plan) - 1
+    if blocks == 1:
+        return [plan[0]]
+    return [plan[round(b * last / (blocks - 1))] for b in range(blocks)]
+
+
+def ideal_bytes(specs) -> int:
+    """Weight bytes per token of ``specs`` packed tight: kept values and ``ceil(log2 M)``
+    metadata bits each (:func:`~sparsecim.sw.mapping.map_nm`'s accounting; dense has none),
+    on any macro (the packing does not depend on it)."""
+    from ...hw.config import PRESETS
+
+    cfg = PRESETS["flexcim"]
+    total = 0
+    for spec in specs:
+        mapping = map_nm(cfg, spec.k, spec.n, spec.pattern)
+        total += (mapping.weight_bytes + mapping.meta_bytes) * spec.copies
+    return total
+
+
+def _plan(model: str, config: str) -> list:
+    blocks = max(lin.blocks for lin in MODELS[model].linears)
+    if config == "flow":
+        return flow_plan(blocks)
+    return [config] * blocks
+
+
+def evaluate(chip_name: str, models=MODEL_NAMES, configs=CONFIGS, tokens: int = 128,
+             progress=None) -> list[dict]:
+    """Every (model, config) on the chip ``chip_name``: one dict of figures each."""
+    chip = resolve_chip(chip_name)
+    out = []
+    for model in models:
+        shape = MODELS[model]
+        dense_row = None
+        for config in configs:
+            started = time.perf_counter()
+            specs = shape_specs(shape, [as_pattern(p) for p in _plan(model, config)])
+            result = chip_run(chip, specs, tokens, chip_name=chip_name,
+                              attention=shape.attention, kv=kv_features(shape))
+            s = result.summary
+            row = {"model": model, "chip": chip_name, "config": config, "summary": s,
+                   "macs": sum(sp.macs_per_token * sp.copies for sp in specs),
+                   "ideal_bytes": ideal_bytes(specs), "seconds": time.perf_counter() - started,
+                   "linear_decode": s["decode_cycles"] - s["attention_decode_cycles"],
+                   "linear_prefill": s["prefill_cycles"] - s["attention_prefill_cycles"]}
+            if config == "dense":
+                dense_row = row
+            if dense_row is not None:
+                _speedups(row, dense_row)
+            out.append(row)
+            if progress:
+                progress(f"{chip_name} {model} {config}: decode {s['decode_tokens_per_s']:.4g} "
+                         f"tokens/s, prefill {s['prefill_tokens_per_s']:.4g} tokens/s "
+                         f"({row['seconds']:.1f} s)")
+    return out
+
+
+def _speedups(row: dict, dense: dict) -> None:
+    """Speedups over dense and their ideals (decode and prefill)."""
+    s, d = row["summary"], dense["summary"]
+    for kind in ("decode", "prefill"):
+        speedup = d[f"{kind}_cycles"] / s[f"{kind}_cycles"]
+        if s[f"{kind}_bound"] == "bandwidth":
+            ideal, basis = dense["ideal_bytes"] / row["ideal_bytes"], "bytes"
+        else:
+            ideal, basis = dense["macs"] / row["macs"], "M/N"
+        row[f"{kind}_speedup"] = speedup
+        row[f"{kind}_ideal"] = ideal
+        row[f"{kind}_basis"] = basis
+        row[f"{kind}_short"] = speedup < 0.95 * ideal
+        # The linears alone (the attention unit's cycles do not shrink with the pattern).
+        row[f"{kind}_linear_speedup"] = dense[f"linear_{kind}"] / row[f"linear_{kind}"]
+
+
+def _fmt(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 1:
+        return f"{value:.3g}"
+    return f"{value:.3g}"
+
+
+def _table(rows: list[dict]) -> str:
+    header = ["model", "chip", "config", "macros to hold", "decode tok/s", "prefill tok/s",
+              "decode B/token", "bound (dec/pre)", "decode speedup (ideal)",
+              "prefill speedup (ideal)", "linears only (dec/pre)"]
+    body = []
+    for r in rows:
+        s = r["summary"]
+        short = {k: " ⚠" if r.get(f"{k}_short") else "" for k in ("decode", "prefill")}
+        fits = "" if s["offchip_fits"] else " †"
+        body.append([
+            r["model"], r["chip"], r["config"], f"{s['macros_to_hold']:,}",
+            _fmt(s["decode_tokens_per_s"]) + fits, _fmt(s["prefill_tokens_per_s"]),
+            f"{s['decode_bytes']:,.0f}", f"{s['decode_bound'][:2]}/{s['prefill_bound'][:2]}",
+            f"{r['decode_speedup']:.2f}x ({r['decode_ideal']:.2f}x {r['decode_basis']})"
+            f"{short['decode']}",
+            f"{r['prefill_speedup']:.2f}x ({r['prefill_ideal']:.2f}x {r['prefill_basis']})"
+            f"{short['prefill']}",
+            f"{r['decode_linear_speedup']:.2f}x / {r['prefill_linear_speedup']:.2f}x"])
+    return markdown_table(header, body)
+
+
+def report(chips=("edge", "large"), tokens: int = 128, out: Path = Path("build/chip"),
+           progress=print) -> Path:
+    """Evaluate every chip and write ``report.md`` (and ``rows.json``) into ``out``."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    started = time.perf_counter()
+    for name in chips:
+        rows += evaluate(name, tokens=tokens, progress=progress)
+    wall = time.perf_counter() - started
+    (out / "rows.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
+    chips_text = []
+    for name in chips:
+        chip = resolve_chip(name)
+        cfg = chip.macro
+        chips_text.append(
+            f"- `{name}`: {chip.macros} macros of {cfg.submacros} × {cfg.rows}×{cfg.cols} cells "
+            f"({chip.cells:,} cells, peak {chip.cells:,} MACs/cycle), {chip.clock_mhz:g} MHz, "
+            f"{chip.weight_bw} B/cycle off chip, {chip.buffer_bytes:,} B global buffer, "
+            f"{chip.offchip_bytes:,} B off chip; attention unit {cfg.cells} MACs/cycle "
+            f"(one macro's cells)")
+    lines = [
+        "# Whole models on chips (`make chip`)", "",
+        f"Prefill of T = {tokens} tokens; decode one token at context {tokens}. Figures from "
+        "`sparsecim.sw.chip_run.chip_run` (chip scheduler placement, chip cycle model, "
+        "attention unit); generated by `python -m sparsecim.sw.experiments.chip_eval` in "
+        f"{wall:.0f} s.", "", *chips_text, "",
+        "Columns: *macros to hold* is the macros that would hold every linear resident (one "
+        "tile each); tokens/s = clock / cycles per token (layers one after the other, plus the "
+        "attention unit); *B/token* the off-chip bytes per decode token (weight rows as the "
+        "port carries them, every cell's metadata field included, plus the KV cache when it "
+        "lives off chip); *bound* `ba` bandwidth, `co` compute. The ideal is M/N where "
+        "compute-bound, the tight byte ratio (values plus ceil(log2 M) metadata bits per kept "
+        "weight; dense none) where bandwidth-bound; ⚠ marks a speedup more than 5% short of "
+        "it; † a model whose weights exceed the chip's off-chip memory. *Linears only*: the "
+        "speedup of the linear layers without the attention unit's cycles.", "",
+        _table(rows), ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sparsecim.sw.experiments.chip_eval",
+                                     description="Whole models on chip presets.")
+    parser.add_argument("--out", type=Path, default=Path("build/chip"))
+    parser.add_argument("--chips", nargs="+", default=["edge", "large"],
+                        help="chip presets or TOML files (edge large)")
+    parser.add_argument("--tokens", type=int, default=128, help="prefill length T (128)")
+    args = parser.parse_args(argv)
+    for name in args.chips:
+        try:
+            resolve_chip(name)
+        except ValueError as exc:
+            parser.error(str(exc))
+    path = report(args.chips, args.tokens, args.out)
+    print(path.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
