@@ -109,7 +109,9 @@ class LayerSpec:
 
 @dataclass
 class ChipRow:
-    """The copies of one :class:`LayerSpec` that share a regime, with their figures totalled.
+    """The copies of one :class:`LayerSpec` that share a regime, with their figures totalled
+    (a Monarch copy whose block products land in both regimes appears in both rows, each
+    with its parts).
 
     Cycle, byte and MAC figures are totals over ``copies`` (per token where so named);
     ``utilization`` and ``bound`` are those of one copy (all are priced alike).
@@ -453,7 +455,7 @@ def _rows(specs, owner, figures, tokens: int) -> list[ChipRow]:
             decode_cycles=decode, prefill_cycles=prefill,
             decode_bytes=total(lambda f: f.weight_bytes_per_token),
             prefill_bytes=total(lambda f: f.prefill_weight_bytes_per_token),
-            macs_per_token=spec.macs_per_token * copies,
+            macs_per_token=total(lambda f: f.placement.mapping.macs_per_token),
             utilization=first.utilization,
             bound="bandwidth" if 2 * bw > decode else "compute",
             prefill_bound="bandwidth" if 2 * pbw > prefill else "compute",

@@ -17,6 +17,11 @@
   data beats per second on the same traces; each beside the paths before issue 17
   (:mod:`sparsecim.sw._reference`) measured in the same run, as ratios. Every measurement
   runs in a fresh process, so that its peak RSS is its own.
+- Chip (``--chip-only`` prints only this): design points per second of the chip run's
+  figures (:func:`sparsecim.sw.chip_run.chip_run`: placement, the chip cycle model on every
+  distinct layer, the attention) for the whole LLaMA-2-7B (224 linears) at prefill T = 128,
+  over the ``edge`` and ``large`` chips × dense, 2:4, 4:8 and 1:8 (:func:`chip_rate`), one
+  process, each point from scratch.
 - Sweep (``--sweep-only`` prints only this): design points per second of ``sparsecim sweep``
   (:func:`sweep_rate`) over a grid of about 10⁴ whole-model points (4 macros × 6 layer-shape
   tables × dense and 4 N:M patterns × 3 mappings × 16 token counts × 2 technologies), on a
@@ -262,6 +267,40 @@ def sweep_rate(workers: int = 2, out: str = "build/bench/sweep") -> dict:
     return figures
 
 
+CHIP_POINTS = tuple((chip, pattern) for chip in ("edge", "large")
+                    for pattern in ("dense", "2:4", "4:8", "1:8"))
+
+
+def chip_rate(points=CHIP_POINTS, tokens: int = 128) -> dict:
+    """Design points per second of whole-model chip figures on LLaMA-2-7B: one
+    :func:`~sparsecim.sw.chip_run.chip_run` per ``(chip preset, pattern)`` of ``points``.
+    Prints a line per point and the rate; returns the figures."""
+    from ..hw.config import CHIP_PRESETS
+    from ..hw.pattern import as_pattern
+    from ..sw.chip_run import chip_run, kv_features, shape_specs
+    from ..sw.model_shapes import MODELS
+
+    shape = MODELS["llama-2-7b"]
+    blocks = max(lin.blocks for lin in shape.linears)
+    print(f"\nsparsecim bench: chip figures of the whole LLaMA-2-7B ({len(points)} design "
+          f"points, prefill T = {tokens}, every linear placed and priced exactly)")
+    seconds = []
+    for chip, pattern in points:
+        t0 = time.perf_counter()
+        specs = shape_specs(shape, [as_pattern(pattern)] * blocks)
+        result = chip_run(CHIP_PRESETS[chip], specs, tokens, chip_name=chip,
+                          attention=shape.attention, kv=kv_features(shape))
+        seconds.append(time.perf_counter() - t0)
+        s = result.summary
+        print(f"  {chip:<6} {pattern:<6} {seconds[-1]:6.1f} s   decode "
+              f"{s['decode_tokens_per_s']:9.3f} tokens/s, prefill {s['prefill_tokens_per_s']:9.2f}"
+              f" tokens/s, {s['decode_bound']}-bound")
+    total = sum(seconds)
+    print(f"  design points / second: {len(points) / total:.3f} ({total:.1f} s for "
+          f"{len(points)}; slowest {max(seconds):.1f} s)")
+    return {"points": len(points), "seconds": total, "rate": len(points) / total}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sparsecim.tb.bench", description=__doc__)
     parser.add_argument("--preset", default="flexcim")
@@ -281,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="print only the software speed figures")
     parser.add_argument("--sweep-only", action="store_true",
                         help="print only the sweep's design points per second")
+    parser.add_argument("--chip-only", action="store_true",
+                        help="print only the chip figures' design points per second")
     parser.add_argument("--no-old", action="store_true",
                         help="skip the paths before issue 17 in the software figures")
     args = parser.parse_args(argv)
@@ -290,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.sweep_only:
         sweep_rate()
+        return 0
+    if args.chip_only:
+        chip_rate()
         return 0
 
     if args.nm_only:
@@ -349,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     nm_ok = nm_table(args.preset, args.nm_k, args.nm_n, 1, args.nm_rtl_k, args.nm_rtl_n)
     software_table(args.preset, old=not args.no_old)
     sweep_rate()
+    chip_rate()
     same = plain.harness_cycles == rtl.harness_cycles
     return 0 if rtl.passed and nm_ok and same else 1
 
