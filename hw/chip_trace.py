@@ -383,9 +383,10 @@ class ChipTrace:
             bad = _first_wide(step.data, top)
             if bad is not None:
                 value = step.data[bad]
+                shown = f"{value:#x}" if isinstance(value, (int, np.integer)) else repr(value)
                 raise TraceFormatError(
                     f"{where('d', beat + bad)}: beat must be an integer of at most {top} bits "
-                    f"(its port's layout), not {value!r}")
+                    f"(its port's layout), not {shown}")
             beat += len(step.data)
         plan = self.plan()
         for index, need in enumerate(plan.beats):

@@ -17,15 +17,17 @@
   data beats per second on the same traces; each beside the paths before issue 17
   (:mod:`sparsecim.sw._reference`) measured in the same run, as ratios. Every measurement
   runs in a fresh process, so that its peak RSS is its own.
-- Chip (``--chip-only`` prints only this): design points per second of the chip run's
-  figures (:func:`sparsecim.sw.chip_run.chip_run`: placement, the chip cycle model on every
-  distinct layer, the attention) for the whole LLaMA-2-7B (224 linears) at prefill T = 128,
-  over the ``edge`` and ``large`` chips × dense, 2:4, 4:8 and 1:8 (:func:`chip_rate`), one
-  process, each point from scratch.
 - Sweep (``--sweep-only`` prints only this): design points per second of ``sparsecim sweep``
   (:func:`sweep_rate`) over a grid of about 10⁴ whole-model points (4 macros × 6 layer-shape
   tables × dense and 4 N:M patterns × 3 mappings × 16 token counts × 2 technologies), on a
   process pool of 2 workers from a cold cache, and a rerun from the cache.
+- Chip (``--chip-only`` prints only this): chip commands per second of the chip event model
+  (:func:`sparsecim.sw.chip_timing.chip_counters`) on a LLaMA-2-7B-sized dense layer (4096 ×
+  11008, 8 tokens) laid out on the ``edge`` chip (:func:`chip_rate`); and design points per
+  second of the chip run's figures (:func:`sparsecim.sw.chip_run.chip_run`: placement, the
+  chip cycle model on every distinct layer, the attention) for the whole LLaMA-2-7B (224
+  linears) at prefill T = 128, over the ``edge`` and ``large`` chips × dense, 2:4, 4:8 and
+  1:8 (:func:`chip_points_rate`), one process, each point from scratch.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hw.config import preset
+from ..hw.config import chip_preset, preset
+from ..hw.isa import Command, Opcode, config_command, encode_chip
+from ..sw.chip_timing import chip_counters
 from ..sw.golden import run_trace
 from ..sw.mapping import map_nm
 from ..sw.nm import NMPattern, memory_bits, prune_magnitude
@@ -267,11 +271,55 @@ def sweep_rate(workers: int = 2, out: str = "build/bench/sweep") -> dict:
     return figures
 
 
+def _chip_layer_words(chip, k: int, n: int, tokens: int) -> list[int]:
+    """Chip command words of a dense ``k × n`` layer over ``tokens`` tokens, laid out as a
+    chip schedule does it: each round gives every macro one weight tile of the same output
+    columns (a different slice of the reduction), loads its activations, computes on all
+    macros at once and reads the K partial sums as one summed beat per token."""
+    cfg = chip.macro
+    macros = chip.macros
+    tiles_k, tiles_n = -(-k // cfg.reduction), -(-n // cfg.cols)
+    entries = min(tokens, cfg.act_depth, cfg.acc_depth)
+    words = [encode_chip(chip, config_command("dense"), target=0, span=macros)]
+    for _ in range(tiles_n):
+        for first in range(0, tiles_k, macros):
+            span = min(macros, tiles_k - first)
+            for m in range(span):
+                words.append(encode_chip(chip, Command(Opcode.LOAD_W, row=0,
+                                                       count=cfg.weight_rows), target=m))
+                words.append(encode_chip(chip, Command(Opcode.LOAD_A, addr=0, count=entries),
+                                         target=m))
+            words.append(encode_chip(chip, Command(Opcode.COMPUTE, act_addr=0, acc_addr=0,
+                                                   count=entries, accumulate=0), span=span))
+            words.append(encode_chip(chip, Command(Opcode.READ, addr=0, count=entries),
+                                     span=span))
+    words.append(encode_chip(chip, Command(Opcode.END)))
+    return words
+
+
+def chip_rate(chip_name: str = "edge", k: int = 4096, n: int = 11008, tokens: int = 8,
+              repeats: int = 3) -> float:
+    """Print and return the chip event model's speed (chip commands per second, median of
+    ``repeats``) on a LLaMA-2-7B-sized dense layer (``k × n``, ``tokens`` tokens)."""
+    chip = chip_preset(chip_name)
+    words = _chip_layer_words(chip, k, n, tokens)
+    seconds = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        timing = chip_counters(chip, words)
+        seconds.append(time.perf_counter() - t0)
+    rate = len(words) / statistics.median(seconds)
+    print(f"chip event model ({chip_name}, {k}x{n} layer, {tokens} tokens): {len(words):,} "
+          f"chip commands, {timing.counters['total']:,} cycles, {rate:,.0f} chip commands / "
+          f"second")
+    return rate
+
+
 CHIP_POINTS = tuple((chip, pattern) for chip in ("edge", "large")
                     for pattern in ("dense", "2:4", "4:8", "1:8"))
 
 
-def chip_rate(points=CHIP_POINTS, tokens: int = 128) -> dict:
+def chip_points_rate(points=CHIP_POINTS, tokens: int = 128) -> dict:
     """Design points per second of whole-model chip figures on LLaMA-2-7B: one
     :func:`~sparsecim.sw.chip_run.chip_run` per ``(chip preset, pattern)`` of ``points``.
     Prints a line per point and the rate; returns the figures."""
@@ -321,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-only", action="store_true",
                         help="print only the sweep's design points per second")
     parser.add_argument("--chip-only", action="store_true",
-                        help="print only the chip figures' design points per second")
+                        help="print only the chip figures: the event model's chip commands "
+                             "per second and whole-LLaMA-2-7B design points per second")
     parser.add_argument("--no-old", action="store_true",
                         help="skip the paths before issue 17 in the software figures")
     args = parser.parse_args(argv)
@@ -334,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.chip_only:
         chip_rate()
+        chip_points_rate()
         return 0
 
     if args.nm_only:
@@ -394,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     software_table(args.preset, old=not args.no_old)
     sweep_rate()
     chip_rate()
+    chip_points_rate()
     same = plain.harness_cycles == rtl.harness_cycles
     return 0 if rtl.passed and nm_ok and same else 1
 

@@ -126,6 +126,8 @@ class _ChipGen(_Gen):
         if kind == "span-zero":
             self.at(self.pick(0, target_top), 0)
         else:
+            if target_top + span_top <= K:
+                raise ValueError(f"no range passes a chip of {K} macros within the fields")
             while True:
                 target, span = self.pick(0, target_top), self.pick(1, span_top)
                 if target + span > K:

@@ -24,24 +24,36 @@ adder, ``docs/chip.md``): ``n_tiles`` result beats per token instead of ``tiles`
   each macro loading its tiles' rows from off chip (LOAD_W, span 1: a row is broadcast to a
   LOAD_W's whole range, so distinct tiles need one LOAD_W each) and computing them. The
   commands go round-robin over the groups (all of group 0's for ``nt``, its READ, then group
-  1's for ``nt + 1``, ...) and, inside a group, macro after macro: the weight port serves
-  LOAD_Ws in dispatch order, so while macro ``j + 1`` (or group ``g + 1``) loads, macro ``j``
-  computes from its command queue. That is the double buffering; the command queues
-  (``ChipConfig.queue``) let the dispatcher run ahead of a busy macro.
+  1's for ``nt + 1``, ...) and, inside a group, macro after macro, one K tile each per round:
+  the weight port serves LOAD_Ws in dispatch order, so while macro ``j + 1`` (or group
+  ``g + 1``) loads, macro ``j`` computes from its command queue. That is the double
+  buffering; the command queues (``ChipConfig.queue``) let the dispatcher run ahead of a busy
+  macro. What it cannot hide: a group's READ holds all its macros for the chunk's beats, and
+  the first macro's next load waits for it (and the last macro's compute before it), so
+  with one group the weight port idles ``2·T`` and a few cycles per output tile (measured on
+  ``edge``, 4096 × 11008: 6 cycles at ``T = 1``, 0.07 % of the token; 139 at ``T = 64``,
+  3 %); with two groups one reads while the other loads.
 
-Activations (the *acts mode*), chosen so that no activation is sent twice where the layout
-allows, in tokens chunks of ``T`` (``chunk``):
+Activations (the *acts mode*) in chunks of ``T`` tokens (``chunk``):
 
-- ``"broadcast"`` (``G > 1``, ``k_tiles <= act_depth``): one LOAD_A per chunk with
-  ``span = G·S`` carries all K tiles of the chunk's tokens (entry ``kt·T + t``); each macro
-  computes from the entries of its K tile. The macros sharing a K tile are ``S`` apart, not
-  contiguous, so broadcasting the whole input to the layer is how one beat reaches them all.
-  ``T = min(tokens, acc_depth, act_depth // k_tiles)``.
-- ``"own"`` (``G = 1``, or ``k_tiles > act_depth``): one LOAD_A per macro per chunk carrying
-  its own K tiles (entry ``(kt - first)·T + t``); with ``G = 1`` no input is sent twice.
-  ``T = min(tokens, acc_depth, act_depth // owned)``.
-- ``"per_tile"`` (a macro owns more K tiles than ``act_depth``): a LOAD_A of the K tile's
-  ``T`` entries before each COMPUTE, ``T = min(tokens, acc_depth, act_depth)``.
+- ``"broadcast"``: one LOAD_A per chunk with ``span = G·S`` carries all K tiles of the
+  chunk's tokens (entry ``kt·T + t``); each macro computes from the entries of its K tiles.
+  The macros sharing a K tile are ``S`` apart, not contiguous, so broadcasting the whole
+  input to the layer is how one beat reaches them all. ``T = min(tokens, acc_depth,
+  act_depth // k_tiles)``. The default when ``G > 1`` (a resident layer with several K
+  tiles, say): no activation is sent twice.
+- ``"own"``: one LOAD_A per macro per chunk carrying its own K tiles (entry ``(kt -
+  first)·T + t``), beside the macro's first tile of the chunk so that the activation port
+  works while the weight port loads. ``T = min(tokens, acc_depth, act_depth // owned)``.
+  The default when ``G = 1`` (nothing sent twice then either).
+- ``"per_tile"``: a LOAD_A of the K tile's ``T`` entries before each COMPUTE (re-sent for
+  every output tile), ``T = min(tokens, acc_depth, act_depth)``: for a streamed layer whose
+  macros own too many K tiles for a full chunk of each in the buffer, a larger chunk means
+  fewer weight reloads.
+
+:func:`layer_candidates` lists the placements worth pricing (group sizes, acts modes) and
+:func:`chip_layer_figures` keeps the fastest on the chip cycle model, for decode and for
+prefill apart: the scheduler minimises cycles per token by measuring, not by a formula.
 
 Why sums on chip rather than a broadcast of contiguous LOAD_As: a chip command addresses one
 contiguous range, and tiles sharing outputs and tiles sharing inputs cannot both be
@@ -50,20 +62,36 @@ host-side additions; broadcasting the whole input (mode ``"broadcast"``) recover
 property for the activations where the buffer holds them.
 
 A model (:func:`place_model`)
----------------------------
-Resident layers each get their own macros, smallest first, while they fit; the streamed
+-----------------------------
+Resident layers each get their own macros, smallest first, while they fit (small dense
+layers share macros on disjoint rows, ``row0``: one macro holds several layers); the streamed
 layers share the rest (a *pool*, at least two macros when there are any, so that loads in one
-overlap compute in the other). Layers run one after the other in a trace, as a token's layers
-depend on each other: per-layer figures price each layer alone, and a model's cycles per
-token are their sum (no overlap between layers is claimed).
+overlap compute in the other). A trace runs its layers one after the other, each with its
+own inputs: the chip has no command that waits for a READ, so a layer's LOAD_A may be served
+before an earlier layer's READs end. Such a trace is exact for independent layers (as the
+tests run them); for a model, whose layers feed each other, per-layer figures price each
+layer alone, from reset, and a model's cycles per token are their sum (no overlap between
+layers is claimed). Each run's cycles include its fixed start and end (CONFIG, the first
+fetches, END: a few cycles).
 
-Figures (:func:`chip_layer_figures`) come from the chip cycle model run on the very commands
-this module emits (no data beats are built for pricing).
+Figures (:func:`chip_layer_figures`) come from the chip event model
+(:func:`~sparsecim.sw.chip_timing.chip_counters`, exact, equal to the cycle-stepped reference
+:func:`~sparsecim.sw.chip_timing.step_chip` as the tests check) run on the very commands this
+module emits; no data beats are built for pricing. Off-chip bytes are ``w_load ×
+weight_row_bytes``: a LOAD_W row carries ``meta_bits`` per weight even for a dense layer,
+which the row format (``weight_row_layout``) fixes.
+
+Monarch (:func:`schedule_monarch_chip`): each factor's blocks in groups that fit a tile's
+diagonal (SparseMap's latency mapping), each group a layer, so the blocks spread over the
+macros; the requantize-and-transpose between the factors goes through the global buffer
+(every second-factor block needs an output of every first-factor block, which no single
+macro holds).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
 from dataclasses import dataclass, field
 
@@ -94,9 +122,9 @@ from .gemm import (
 )
 
 __all__ = ["ChipLayer", "LayerPlacement", "ModelPlan", "ChipRead", "ChipSchedule",
-           "LayerFigures", "place_layer", "place_model", "schedule_chip", "chip_ops",
-           "chip_layer_figures", "model_figures", "ACTS_MODES", "ChipMonarchSchedule",
-           "schedule_monarch_chip"]
+           "LayerFigures", "place_layer", "layer_candidates", "place_model", "schedule_chip",
+           "chip_ops", "chip_words", "chip_layer_figures", "model_figures", "ACTS_MODES",
+           "ChipMonarchSchedule", "schedule_monarch_chip", "model_layers", "packable"]
 
 #: How a layer's activations reach its macros (see the module docstring).
 ACTS_MODES = ("broadcast", "own", "per_tile")
@@ -143,6 +171,26 @@ class ChipLayer:
         return map_nm(cfg, self.k, self.n, self.pattern)
 
 
+def model_layers(model, pattern=(1, 1)) -> list[ChipLayer]:
+    """Every linear of a :class:`~sparsecim.sw.model_shapes.ModelShape` (or a model name) as
+    a :class:`ChipLayer` in ``pattern``, block by block in model order, named
+    ``"<block>.<name>"`` (``"0.q"``, ..., ``"31.down"``; ``"<name>.<i>"`` inside a block for
+    a shape listed ``count > 1`` times)."""
+    from ..model_shapes import model_shape
+    if isinstance(model, str):
+        model = model_shape(model)
+    blocks = max(lin.blocks for lin in model.linears)
+    out = []
+    for block in range(blocks):
+        for lin in model.linears:
+            if block >= lin.blocks:
+                continue
+            for i in range(lin.count):
+                name = f"{block}.{lin.name}" + (f".{i}" if lin.count > 1 else "")
+                out.append(ChipLayer(name, lin.inputs, lin.outputs, pattern))
+    return out
+
+
 @dataclass(frozen=True)
 class LayerPlacement:
     """Where and how one layer runs (see the module docstring).
@@ -163,6 +211,11 @@ class LayerPlacement:
         T, tokens per chunk.
     acts : str
         One of :data:`ACTS_MODES`.
+    row0 : int
+        First global weight row of the layer's tiles (0 unless the layer shares its macros
+        with other small layers, :func:`place_model`): its weights sit on rows ``row0 ..
+        row0+k-1`` and its activation entries hold its inputs at elements ``row0 ..``, zeros
+        elsewhere, so the other layers' rows add 0 to its passes and its rows to theirs.
     """
     layer: ChipLayer
     mapping: TileMapping
@@ -173,6 +226,7 @@ class LayerPlacement:
     resident: bool
     chunk: int
     acts: str
+    row0: int = 0
 
     def owned(self, j: int) -> range:
         """K tiles owned by macro ``j`` of every group: a contiguous, near-even split."""
@@ -190,19 +244,24 @@ class LayerPlacement:
 
 
 def place_layer(chip: ChipConfig, layer: ChipLayer, base: int, macros: int,
-                tokens: int, *, streamed: bool = False) -> LayerPlacement:
+                tokens: int, *, streamed: bool = False, group: int | None = None,
+                acts: str | None = None, row0: int = 0) -> LayerPlacement:
     """Place ``layer`` on macros ``base .. base+macros-1`` for runs of ``tokens`` tokens.
 
-    Resident iff ``macros >= tiles`` and not ``streamed`` (macros shared with other layers
-    must reload their weights every chunk even when one layer would fit); the group shape,
-    the acts mode and the chunk follow the rules of the module docstring. Uses
-    ``G·S <= macros`` of them (``LayerPlacement.macros``).
+    Resident iff every macro holds one tile (``S = k_tiles``, ``G = n_tiles``) and not
+    ``streamed`` (macros shared with other layers reload their weights every chunk even when
+    one layer would fit). By default the group shape, the acts mode and the chunk follow
+    the rules of the module docstring; ``group`` (S) and ``acts`` override them (the
+    candidates :func:`layer_candidates` prices). Uses ``G·S <= macros`` of the macros
+    (``LayerPlacement.macros``).
 
     Raises
     ------
     ValueError
-        If the range is not on the chip, ``tokens`` is not positive, or the macro does not
-        run the layer's pattern.
+        If the range is not on the chip, ``tokens`` is not positive, the macro does not run
+        the layer's pattern, ``group`` is not from 1 to ``min(k_tiles, macros)``, ``acts``
+        is unknown or does not fit the activation buffer, or ``row0`` is not 0 for a layer
+        that is not :func:`packable` or puts its rows past the macro's.
     """
     macros, tokens = _positive("macros", macros), _positive("tokens", tokens)
     if not isinstance(base, numbers.Integral) or base < 0 or base + macros > chip.macros:
@@ -212,18 +271,70 @@ def place_layer(chip: ChipConfig, layer: ChipLayer, base: int, macros: int,
     mapping = layer.mapping(cfg)
     k_tiles, n_tiles = mapping.k_tiles, mapping.n_tiles
     s = min(k_tiles, macros)
+    if group is not None:
+        if not isinstance(group, numbers.Integral) or not 1 <= group <= s:
+            raise ValueError(f"group must be an integer from 1 to {s}, not {group!r}")
+        s = int(group)
     g = min(macros // s, n_tiles)
     resident = s == k_tiles and g == n_tiles and not streamed
     owned = -(-k_tiles // s)
-    if g > 1 and k_tiles <= cfg.act_depth:
-        acts, per_chunk = "broadcast", k_tiles
-    elif owned <= cfg.act_depth:
-        acts, per_chunk = "own", owned
-    else:
-        acts, per_chunk = "per_tile", 1
-    chunk = min(tokens, cfg.acc_depth, cfg.act_depth // per_chunk)
+    per_chunk = {"broadcast": k_tiles, "own": owned, "per_tile": 1}
+    if acts is None:
+        acts = ("broadcast" if g > 1 and k_tiles <= cfg.act_depth
+                else "own" if owned <= cfg.act_depth else "per_tile")
+    elif acts not in ACTS_MODES:
+        raise ValueError(f"acts must be one of {', '.join(ACTS_MODES)}, not {acts!r}")
+    elif per_chunk[acts] > cfg.act_depth:
+        raise ValueError(f"acts {acts!r} needs {per_chunk[acts]} activation entries a token, "
+                         f"more than act_depth ({cfg.act_depth})")
+    chunk = min(tokens, cfg.acc_depth, cfg.act_depth // per_chunk[acts])
+    if row0 and not (packable(cfg, layer) and isinstance(row0, numbers.Integral)
+                     and 0 < row0 <= cfg.pass_inputs() - layer.k):
+        raise ValueError(f"row0 must be 0, or place a dense one-K-tile layer within the "
+                         f"macro's {cfg.pass_inputs()} rows, not {row0!r} for {layer.k} inputs")
     return LayerPlacement(layer=layer, mapping=mapping, base=int(base), macros=g * s,
-                          group=s, groups=g, resident=resident, chunk=chunk, acts=acts)
+                          group=s, groups=g, resident=resident, chunk=chunk, acts=acts,
+                          row0=int(row0))
+
+
+def packable(cfg: MacroConfig, layer: ChipLayer) -> bool:
+    """A layer that may share its macros with other small layers (:func:`place_model`):
+    dense, and at most half a macro's rows of inputs (so one K tile)."""
+    return layer.pattern == (1, 1) and 2 * layer.k <= cfg.pass_inputs()
+
+
+def layer_candidates(chip: ChipConfig, layer: ChipLayer, base: int, macros: int,
+                     tokens: int, *, streamed: bool = False) -> list[LayerPlacement]:
+    """The placements :func:`chip_layer_figures` prices and chooses from (fewest cycles).
+
+    A resident layer keeps one tile per macro (``S = k_tiles``): its candidates are the acts
+    modes the activation buffer allows. A streamed layer reloads its weights every chunk, so
+    only the placements with the largest chunk are kept (a smaller chunk multiplies the
+    weight traffic: priced, they came out 2 to 60 times slower), over two group sizes ``S``
+    (``min(k_tiles, macros)`` and half of it: more groups, each macro owning more K tiles),
+    each with every acts mode the buffer allows. ``"per_tile"`` re-sends activations for
+    every output tile, so it is a candidate only where it gives a larger chunk
+    (``acc_depth`` when the buffer cannot hold a chunk of every owned K tile). Default first.
+    """
+    first = place_layer(chip, layer, base, macros, tokens, streamed=streamed)
+    top = min(first.mapping.k_tiles, macros)
+    out = [first]
+    for group in dict.fromkeys((top, max(1, top // 2)) if not first.resident else (top,)):
+        options = {}
+        for acts in ACTS_MODES:
+            try:
+                options[acts] = place_layer(chip, layer, base, macros, tokens,
+                                            streamed=streamed, group=group, acts=acts)
+            except ValueError:
+                continue            # the activation buffer cannot hold this mode's chunk
+        widest = max((p.chunk for a, p in options.items() if a != "per_tile"), default=0)
+        for acts, placement in options.items():
+            if (acts != "per_tile" or placement.chunk > widest) and placement not in out:
+                out.append(placement)
+    if first.resident:
+        return out
+    best = max(p.chunk for p in out)
+    return [p for p in out if p.chunk == best]
 
 
 @dataclass(frozen=True)
@@ -257,8 +368,11 @@ def place_model(chip: ChipConfig, layers, tokens: int = 1, *, pool: int | None =
     Layers are made resident smallest first (fewest tiles), each on macros of its own, as long
     as they fit beside a pool of ``pool`` macros for the streamed ones (default: 0 if every
     layer fits, else ``min(2, K)``). The streamed layers all use the pool, one after the
-    other. Layers of the same shape and pattern are placed alike (resident ones each on their
-    own macros while they fit).
+    other; one that needs fewer macros than the pool has takes the next free ones of it,
+    round-robin, so that consecutive small layers (a Monarch factor's blocks) use different
+    macros. A :func:`packable` resident layer (dense, at most half a macro's rows) first
+    tries the free rows of macros that already hold such layers (``LayerPlacement.row0``):
+    one macro then holds several small layers, each computing in passes of its own.
 
     Parameters
     ----------
@@ -287,25 +401,58 @@ def place_model(chip: ChipConfig, layers, tokens: int = 1, *, pool: int | None =
         raise ValueError(f"pool must be an integer from 0 to {chip.macros}, not {pool!r}")
     free = chip.macros - pool
     base = 0
-    resident_at: dict[int, int] = {}
+    resident_at: dict[int, tuple] = {}      # layer -> (base, row0)
+    rows_used: dict[int, int] = {}          # macro holding packable layers -> rows they use
     for index in sorted(range(len(layers)), key=lambda i: (tiles[i], i)):
-        if tiles[index] <= free:
-            resident_at[index] = base
+        small = packable(cfg, layers[index])
+        spot = _shared_rows(rows_used, tiles[index], layers[index].k,
+                            cfg.pass_inputs()) if small else None
+        if spot is None and tiles[index] <= free:
+            spot = (base, 0)
             base += tiles[index]
             free -= tiles[index]
+        if spot is None:
+            continue
+        resident_at[index] = spot
+        if small:
+            for macro in range(spot[0], spot[0] + tiles[index]):
+                rows_used[macro] = spot[1] + layers[index].k
     streamed = len(resident_at) < len(layers)
     if streamed and chip.macros - base < 1:
         raise ValueError("no macro is left for the streamed layers; give a pool of at least 1")
     pool_base, pool_macros = (base, chip.macros - base) if streamed else (chip.macros, 0)
     placements = []
+    cursor = 0          # where the next small streamed layer starts in the pool
     for index, layer in enumerate(layers):
         if index in resident_at:
-            placements.append(place_layer(chip, layer, resident_at[index], tiles[index], tokens))
-        else:
-            placements.append(place_layer(chip, layer, pool_base, pool_macros, tokens,
-                                          streamed=True))
+            at, row0 = resident_at[index]
+            placements.append(place_layer(chip, layer, at, tiles[index], tokens, row0=row0))
+            continue
+        placement = place_layer(chip, layer, pool_base, pool_macros, tokens, streamed=True)
+        used = placement.macros
+        if used < pool_macros:
+            # A layer too small for the whole pool goes on the next macros of it, so that
+            # consecutive small layers (a Monarch factor's blocks) use different macros and
+            # one's loads overlap another's compute.
+            cursor = cursor if cursor + used <= pool_macros else 0
+            placement = place_layer(chip, layer, pool_base + cursor, used, tokens,
+                                    streamed=True)
+            cursor += used
+        placements.append(placement)
     return ModelPlan(chip=chip, placements=tuple(placements), pool=(pool_base, pool_macros),
                     tokens=tokens)
+
+
+def _shared_rows(rows_used: dict, macros: int, k: int, rows: int):
+    """``(base, row0)``: the first run of ``macros`` macros already holding small layers
+    whose free rows (above the highest used on any of them) take ``k`` more, or None."""
+    for start in sorted(rows_used):
+        run = range(start, start + macros)
+        if all(m in rows_used for m in run):
+            row0 = max(rows_used[m] for m in run)
+            if row0 + k <= rows:
+                return start, row0
+    return None
 
 
 @dataclass(frozen=True)
@@ -361,15 +508,19 @@ class _Emitter:
     """Appends one layer's commands (see :func:`chip_ops`)."""
 
     def __init__(self, placement: LayerPlacement, index: int, ranges):
-        self.p, self.index, self.ranges = placement, index, ranges
+        self.p, self.index = placement, index
         self.command = _Commands()
+        # The LOAD_Ws of each K tile and every macro's K tiles, built once.
+        self.loads = [[(self.command(Opcode.LOAD_W, row=placement.row0 + row, count=rows),
+                        row, rows) for row, rows in tile_ranges] for tile_ranges in ranges]
+        self.owned = [placement.owned(j) for j in range(placement.group)]
+        self.computes: dict = {}
         self.ops: list = []
         self.reads: list = []
 
     def load_tile(self, macro: int, nt: int, kt: int) -> None:
-        for row, rows in self.ranges[kt]:
-            self.ops.append((macro, 1, self.command(Opcode.LOAD_W, row=row, count=rows),
-                             ("w", self.index, nt, kt, row, rows)))
+        for cmd, row, rows in self.loads[kt]:
+            self.ops.append((macro, 1, cmd, ("w", self.index, nt, kt, row, rows)))
 
     def chunk(self, t0: int, count: int) -> None:
         """The commands of one chunk of ``count`` tokens from ``t0``."""
@@ -379,37 +530,44 @@ class _Emitter:
             self.ops.append((p.base, p.macros,
                              command(Opcode.LOAD_A, addr=0, count=count * k_tiles),
                              ("a", self.index, 0, k_tiles, t0, count)))
-        elif p.acts == "own":
-            for g in range(p.groups):
-                for j in range(p.group):
-                    own = p.owned(j)
-                    self.ops.append((p.base + g * p.group + j, 1,
-                                     command(Opcode.LOAD_A, addr=0, count=count * len(own)),
-                                     ("a", self.index, own.start, own.stop, t0, count)))
         for nt in range(p.mapping.n_tiles):
             g = nt % p.groups
-            for j in range(p.group):
-                self.tiles(p.base + g * p.group + j, nt, p.owned(j), t0, count)
+            # Round-robin over the group's macros, one K tile each per round: while the
+            # weight port loads the others, a macro computes the tile it just got.
+            for i in range(p.max_owned):
+                for j, own in enumerate(self.owned):
+                    if i < len(own):
+                        self.tile(p.base + g * p.group + j, nt, own, i, t0, count)
             self.ops.append((p.base + g * p.group, p.group,
                              command(Opcode.READ, addr=0, count=count), None))
             tile = p.mapping.tiles[nt * k_tiles]
             self.reads.append(ChipRead(self.index, ReadBlock(t0, count, tile.n0, tile.n1)))
 
-    def tiles(self, macro: int, nt: int, own: range, t0: int, count: int) -> None:
-        """A macro's tiles of output tile ``nt``: load (streamed), activations (per tile),
-        compute, accumulating over its K tiles."""
+    def tile(self, macro: int, nt: int, own: range, i: int, t0: int, count: int) -> None:
+        """Tile ``(nt, own[i])`` on ``macro``: load (streamed), activations (per tile),
+        compute, accumulating over the macro's K tiles."""
         p, command = self.p, self.command
-        for i, kt in enumerate(own):
-            if not p.resident:
-                self.load_tile(macro, nt, kt)
-            if p.acts == "per_tile":
-                self.ops.append((macro, 1, command(Opcode.LOAD_A, addr=0, count=count),
-                                 ("a", self.index, kt, kt + 1, t0, count)))
-                act_addr = 0
-            else:
-                act_addr = (kt - (0 if p.acts == "broadcast" else own.start)) * count
-            self.ops.append((macro, 1, command(Opcode.COMPUTE, act_addr=act_addr, acc_addr=0,
-                                               count=count, accumulate=int(i > 0)), None))
+        kt = own[i]
+        if not p.resident:
+            self.load_tile(macro, nt, kt)
+        if p.acts == "own" and i == 0 and nt < p.groups:
+            # The chunk's activations of the macro's K tiles, next to its first tile rather
+            # than all up front: the activation port then works beside the weight port.
+            self.ops.append((macro, 1, command(Opcode.LOAD_A, addr=0, count=count * len(own)),
+                             ("a", self.index, own.start, own.stop, t0, count)))
+        if p.acts == "per_tile":
+            self.ops.append((macro, 1, command(Opcode.LOAD_A, addr=0, count=count),
+                             ("a", self.index, kt, kt + 1, t0, count)))
+            act_addr = 0
+        else:
+            act_addr = (kt - (0 if p.acts == "broadcast" else own.start)) * count
+        key = (act_addr, count, i > 0)
+        compute = self.computes.get(key)
+        if compute is None:
+            compute = self.computes[key] = command(Opcode.COMPUTE, act_addr=act_addr,
+                                                   acc_addr=0, count=count,
+                                                   accumulate=int(i > 0))
+        self.ops.append((macro, 1, compute, None))
 
 
 @dataclass(kw_only=True)
@@ -492,9 +650,11 @@ def _plan_ops(plan: ModelPlan, tokens: int, *, load: bool, compute: bool):
     return ops, reads
 
 
-def _act_bytes(cfg: MacroConfig, mapping: TileMapping, x: np.ndarray) -> np.ndarray:
+def _act_bytes(cfg: MacroConfig, mapping: TileMapping, x: np.ndarray,
+               row0: int = 0) -> np.ndarray:
     """Activation beats of every (K tile, token) entry: ``uint8`` ``(k_tiles, tokens ·
-    act_beats, nbytes)``, each entry zero beyond its tile's inputs."""
+    act_beats, nbytes)``, each entry holding its tile's inputs from element ``row0`` on and
+    zeros elsewhere."""
     pattern = mapping.pattern
     tokens = x.shape[0]
     inputs = mapping.pass_inputs
@@ -503,7 +663,7 @@ def _act_bytes(cfg: MacroConfig, mapping: TileMapping, x: np.ndarray) -> np.ndar
     padded = np.zeros((mapping.k_tiles, tokens, entry), dtype=x.dtype)
     for kt in range(mapping.k_tiles):
         block = x[:, kt * inputs:(kt + 1) * inputs]
-        padded[kt, :, :block.shape[1]] = block
+        padded[kt, :, row0:row0 + block.shape[1]] = block
     layout = act_beat_layout(cfg)
     nbytes = beat_bytes(layout.size)
     raw = _pack_rows(lambda values: pack_beat_bytes(layout, values),
@@ -529,12 +689,7 @@ def _make_trace(chip: ChipConfig, ops, meta: dict, w_raw=None, a_raw=None, patte
     packed arrays (omitted when they are None: a trace for timing only)."""
     from ...hw.chip_trace import ChipTrace
     steps = []
-    encoded: dict = {}
-    for target, span, cmd, ref in ops:
-        key = (target, span, id(cmd))
-        word = encoded.get(key)
-        if word is None:
-            word = encoded[key] = encode_chip(chip, cmd, target=target, span=span)
+    for word, (_, _, _, ref) in zip(chip_words(chip, ops), ops, strict=True):
         data = None if w_raw is None else _op_data(chip, ref, w_raw, a_raw, patterns)
         steps.append(Step(word, [] if data is None else BeatArray(data)))
     return ChipTrace(chip, steps, meta=meta)
@@ -610,7 +765,7 @@ def schedule_chip(chip: ChipConfig, layers, xs, ws, *, plan: ModelPlan | None = 
             w_raw.append(_tile_weight_bytes(cfg, p.mapping, w))
         except ValueError as exc:
             raise ValueError(f"layer {p.layer.name}: {exc}") from None
-        a_raw.append(_act_bytes(cfg, p.mapping, x))
+        a_raw.append(_act_bytes(cfg, p.mapping, x, p.row0))
     ops, reads = _plan_ops(plan, tokens, load=load, compute=True)
     patterns = [p.layer.pattern for p in plan.placements]
     trace = _make_trace(chip, ops, _plan_meta(plan, tokens), w_raw, a_raw, patterns)
@@ -625,8 +780,9 @@ class LayerFigures:
     Attributes
     ----------
     layer : ChipLayer
-    placement : LayerPlacement
-        For the prefill run (decode uses the same macros, chunk 1).
+    placement, decode_placement : LayerPlacement
+        The placements chosen for the prefill and the decode runs (same macros; the group
+        shape and acts mode may differ).
     resident : bool
     macros : int
         Macros the layer uses.
@@ -653,11 +809,19 @@ class LayerFigures:
     utilization : float
         Cell utilisation: kept weights over the cells of the tiles (the mapping's).
     bound, prefill_bound : str
-        ``"bandwidth"`` if the weight port moved a row or was held by the bandwidth credit
-        (``w_load + bw_stall``) in more than half of the run's cycles, else ``"compute"``.
+        What sets the pace of the decode and the prefill run (:meth:`bound_of`):
+        ``"bandwidth"`` if the weight port was busy, moving a row or held by the off-chip
+        bandwidth credit (``w_load + bw_stall``), in more than half of the run's cycles;
+        else ``"compute"`` (the macros' fetches, passes, activation loads and reads). When
+        ``bw_stall`` is 0 (``weight_bw >= weight_row_bytes``) a ``"bandwidth"`` layer is held
+        by the weight port's one row a cycle rather than by the off-chip memory:
+        ``weight_port_busy`` and the counters tell the two apart.
+    weight_port_busy, prefill_weight_port_busy : float
+        ``(w_load + bw_stall) / total`` of the decode and the prefill run.
     """
     layer: ChipLayer
     placement: LayerPlacement
+    decode_placement: LayerPlacement
     resident: bool
     macros: int
     load: dict | None
@@ -692,9 +856,23 @@ class LayerFigures:
         return self.prefill["w_load"] * self.weight_row_bytes / self.prefill_tokens
 
     @staticmethod
+    def port_busy(counters: dict) -> float:
+        """Share of the cycles the weight port moved a row or was held by the credit."""
+        return (counters["w_load"] + counters["bw_stall"]) / counters["total"]
+
+    @staticmethod
     def bound_of(counters: dict) -> str:
+        """``"bandwidth"`` or ``"compute"`` for chip counters (see the class docstring)."""
         busy = counters["w_load"] + counters["bw_stall"]
         return "bandwidth" if 2 * busy > counters["total"] else "compute"
+
+    @property
+    def weight_port_busy(self) -> float:
+        return self.port_busy(self.decode)
+
+    @property
+    def prefill_weight_port_busy(self) -> float:
+        return self.port_busy(self.prefill)
 
     @property
     def bound(self) -> str:
@@ -706,28 +884,79 @@ class LayerFigures:
 
     def to_dict(self) -> dict:
         """Plain figures for JSON reports."""
-        p = self.placement
+        p, d = self.placement, self.decode_placement
         return {
             "name": self.layer.name, "k": self.layer.k, "n": self.layer.n,
             "pattern": f"{self.layer.pattern[0]}:{self.layer.pattern[1]}",
             "resident": self.resident, "macros": self.macros, "base": p.base,
-            "group": p.group, "groups": p.groups, "acts": p.acts,
+            "prefill_placement": {"group": p.group, "groups": p.groups, "acts": p.acts,
+                                  "chunk": p.chunk},
+            "decode_placement": {"group": d.group, "groups": d.groups, "acts": d.acts},
             "load_cycles": self.load_cycles, "load_bytes": self.load_bytes,
             "decode_cycles": self.decode_cycles, "prefill_tokens": self.prefill_tokens,
             "prefill_cycles_per_token": self.prefill_cycles_per_token,
             "weight_bytes_per_token": self.weight_bytes_per_token,
             "prefill_weight_bytes_per_token": self.prefill_weight_bytes_per_token,
             "utilization": self.utilization, "bound": self.bound,
-            "prefill_bound": self.prefill_bound,
+            "prefill_bound": self.prefill_bound, "weight_port_busy": self.weight_port_busy,
+            "prefill_weight_port_busy": self.prefill_weight_port_busy,
             "load": self.load, "decode": self.decode, "prefill": self.prefill,
         }
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def _encode_chip(chip: ChipConfig, cmd: Command, target: int, span: int) -> int:
+    """:func:`encode_chip`, remembered (an Amaranth constant per command costs
+    milliseconds; a model's layers repeat a few hundred distinct words)."""
+    return encode_chip(chip, cmd, target=target, span=span)
+
+
+def chip_words(chip: ChipConfig, ops) -> list[int]:
+    """The chip command words of ``ops``."""
+    known: dict = {}        # by identity first: the ops repeat the same few Command objects
+    words = []
+    for target, span, cmd, _ in ops:
+        key = (target, span, id(cmd))
+        word = known.get(key)
+        if word is None:
+            word = known[key] = _encode_chip(chip, cmd, target, span)
+        words.append(word)
+    return words
+
+
 def _price(chip: ChipConfig, ops) -> dict:
-    """Chip counters (and summed macro counters under ``"macro"``) of ``ops`` from the chip
-    event model (exact, every stream ready)."""
-    from ..chip_golden import chip_cycles
-    return chip_cycles(_make_trace(chip, ops, {"workload": "chip-timing"}))
+    """Chip counters of ``ops`` from the chip event model (exact, every stream ready), with
+    the macros' counters summed under ``"macro"``.
+
+    Raises
+    ------
+    RuntimeError
+        If the commands do not halt cleanly (a scheduler bug, never a user error).
+    """
+    from ..chip_timing import chip_counters
+    timing = chip_counters(chip, chip_words(chip, ops))
+    if timing.counters is None:
+        raise RuntimeError(f"scheduled commands did not halt cleanly: {timing.error}")
+    summed = dict.fromkeys(timing.macro_counters[0], 0)
+    for counters in timing.macro_counters:
+        for name, value in counters.items():
+            summed[name] += value
+    return dict(timing.counters, macro=summed)
+
+
+_END = (0, 1, Command(Opcode.END), None)
+
+
+def _best_run(chip: ChipConfig, layer: ChipLayer, base: int, macros: int, tokens: int,
+              streamed: bool) -> tuple[LayerPlacement, dict]:
+    """The candidate placement with the fewest cycles for ``tokens`` tokens (the first of
+    equals) and its counters."""
+    best = None
+    for placement in layer_candidates(chip, layer, base, macros, tokens, streamed=streamed):
+        counters = _price(chip, chip_ops(placement, tokens, load=False)[0] + [_END])
+        if best is None or counters["total"] < best[1]["total"]:
+            best = (placement, counters)
+    return best
 
 
 def chip_layer_figures(chip: ChipConfig, layer: ChipLayer, *, base: int = 0,
@@ -736,9 +965,10 @@ def chip_layer_figures(chip: ChipConfig, layer: ChipLayer, *, base: int = 0,
     """Exact figures of ``layer`` placed alone on macros ``base .. base+macros-1`` (default:
     the rest of the chip), from the chip cycle model on this module's commands.
 
-    Three runs are priced, each a trace from reset to END: the resident load phase (if
-    resident), one decode token (chunk 1) and ``prefill_tokens`` tokens. A resident layer's
-    token runs start with its weights in place (their loads are the load phase).
+    Runs are priced from reset to END: the resident load phase (if resident), one decode
+    token and ``prefill_tokens`` tokens, the last two for every candidate placement
+    (:func:`layer_candidates`), keeping the fastest of each. A resident layer's token runs
+    start with its weights in place (their loads are the load phase).
 
     Raises
     ------
@@ -747,19 +977,15 @@ def chip_layer_figures(chip: ChipConfig, layer: ChipLayer, *, base: int = 0,
     """
     prefill_tokens = _positive("prefill_tokens", prefill_tokens)
     macros = chip.macros - base if macros is None else macros
-    decode_p = place_layer(chip, layer, base, macros, 1, streamed=streamed)
-    prefill_p = place_layer(chip, layer, base, macros, prefill_tokens, streamed=streamed)
+    decode_p, decode = _best_run(chip, layer, base, macros, 1, streamed)
+    prefill_p, prefill = _best_run(chip, layer, base, macros, prefill_tokens, streamed)
     load = None
     if prefill_p.resident:
-        load = _price(chip, chip_ops(prefill_p, 1, load=True, compute=False)[0]
-                      + [(0, 1, Command(Opcode.END), None)])
-    decode = _price(chip, chip_ops(decode_p, 1, load=False)[0]
-                    + [(0, 1, Command(Opcode.END), None)])
-    prefill = _price(chip, chip_ops(prefill_p, prefill_tokens, load=False)[0]
-                     + [(0, 1, Command(Opcode.END), None)])
-    return LayerFigures(layer=layer, placement=prefill_p, resident=prefill_p.resident,
-                        macros=prefill_p.macros, load=load, decode=decode, prefill=prefill,
-                        prefill_tokens=prefill_tokens, weight_row_bytes=chip.weight_row_bytes,
+        load = _price(chip, chip_ops(prefill_p, 1, load=True, compute=False)[0] + [_END])
+    return LayerFigures(layer=layer, placement=prefill_p, decode_placement=decode_p,
+                        resident=prefill_p.resident, macros=prefill_p.macros, load=load,
+                        decode=decode, prefill=prefill, prefill_tokens=prefill_tokens,
+                        weight_row_bytes=chip.weight_row_bytes,
                         utilization=prefill_p.mapping.utilization)
 
 
@@ -787,7 +1013,11 @@ def model_figures(chip: ChipConfig, layers, *, prefill_tokens: int = 128,
                 streamed=not p.resident)
         # Timing does not depend on which macros: the same figures under this layer's name
         # and placement.
-        out.append(dataclasses.replace(figures, layer=p.layer, placement=p))
+        out.append(dataclasses.replace(
+            figures, layer=p.layer,
+            placement=dataclasses.replace(figures.placement, layer=p.layer, base=p.base),
+            decode_placement=dataclasses.replace(figures.decode_placement, layer=p.layer,
+                                                 base=p.base)))
     return out
 
 
