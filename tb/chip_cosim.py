@@ -194,9 +194,9 @@ def run_chip_rtl_batch(traces: list, *, run_dir: str | Path, pauses: ChipPauses 
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     sim = build(chip, waves=waves, root=build_root or BUILD_ROOT)
-    for name in ("cmd", "weights", "acts"):
+    for name, words in (("cmd", "commands"), ("weights", "weights"), ("acts", "acts")):
         (run_dir / f"{name}.hex").write_text(
-            "".join(f"{w:x}\n" for t in traces for w in getattr(t, name)))
+            "".join(f"{w:x}\n" for t in traces for w in getattr(t, words)))
     result_file = run_dir / "result.hex"
     result_file.write_text("")
     report_path = run_dir / "report.json"

@@ -19,6 +19,8 @@ from sparsecim.hw.config import PRESETS, ChipConfig
 from sparsecim.hw.isa import Command, ErrorCode, Opcode, decode_chip
 from sparsecim.hw.trace import Step
 from sparsecim.sw.chip_golden import run_chip_trace
+from sparsecim.tb.randchip import random_chip_program
+from sparsecim.tb.randprog import ILLEGAL_KINDS
 
 TINY = PRESETS["tiny"]
 
@@ -420,3 +422,30 @@ def test_gemm_matches_the_chip_models(macros, bw):
     run = run_chip(chip, cmds, weights, acts)
     for timing in ("fast", "step"):
         assert_matches_golden(run, run_chip_trace(trace, timing=timing))
+
+
+def _random_cases(seeds):
+    kinds = [None, None, "out-of-step", "span-zero", "span-range", *ILLEGAL_KINDS]
+    return [(2 + seed % 3, seed, kinds[seed % len(kinds)]) for seed in seeds]
+
+
+def _check_random(macros, seed, illegal):
+    chip = chip_of(macros, weight_bw=[3, 6, 64][seed % 3], queue=1 + seed % 3)
+    trace = random_chip_program(chip, np.random.default_rng(seed), illegal=illegal,
+                                max_body=8)
+    golden = run_chip_trace(trace)
+    assert golden.error.name == trace.meta["expect"]
+    run = run_chip(chip, trace.commands, trace.weights, trace.acts,
+                   max_cycles=golden.halt + 10 if golden.halt is not None else 5000)
+    assert_matches_golden(run, golden)
+
+
+@pytest.mark.parametrize("macros,seed,illegal", _random_cases(range(6)))
+def test_random_programs_match_the_chip_models(macros, seed, illegal):
+    _check_random(macros, seed, illegal)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("macros,seed,illegal", _random_cases(range(6, 40)))
+def test_many_random_programs_match_the_chip_models(macros, seed, illegal):
+    _check_random(macros, seed, illegal)
