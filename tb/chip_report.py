@@ -225,8 +225,8 @@ def chip_lines(result: ChipResult) -> list[str]:
         f"  one-time load {s['load_cycles']:,} cycles ({s['load_seconds'] * 1e3:.3f} ms), "
         f"{s['load_bytes']:,} B (resident weights, apart from the per-token figures)",
         f"  utilisation   cells {s['utilization']:.1%} of the tiles; compute "
-        f"{s['decode_compute_utilization']:.2%} of the {s['peak_macs_per_cycle']:,} MACs/cycle "
-        f"peak in decode, {s['prefill_compute_utilization']:.2%} in prefill"]
+        f"{100 * s['decode_compute_utilization']:.3g}% of the {s['peak_macs_per_cycle']:,} "
+        f"MACs/cycle peak in decode, {100 * s['prefill_compute_utilization']:.3g}% in prefill"]
     if not s["offchip_fits"]:
         lines.append(f"  WARNING       the model's weights ({s['weight_bytes'] + s['meta_bytes']:,}"
                      f" B with metadata) exceed the chip's off-chip memory "

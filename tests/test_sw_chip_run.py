@@ -138,11 +138,12 @@ def test_monarch_layer_runs_as_its_block_diagonal_factors():
                      monarch=(4, 4))
     assert spec.macs_per_token == 2 * 4 * 4 * 4
     result = chip_run(TINY4, [spec], 2)
-    # 8 products of 4 x 4 (one tile each): 2 resident beside a pool of 2 that streams 6.
-    assert [(r.label, r.regime) for r in result.rows] == [("monarch 4x4", "resident"),
-                                                          ("monarch 4x4", "streamed")]
+    # 8 dense products of 4 x 4, one tile each (the scheduler may pack them on shared
+    # macros); the row's MACs are theirs, whatever the regime.
+    assert {r.label for r in result.rows} == {"monarch 4x4"}
     assert sum(r.macs_per_token for r in result.rows) == 128
     assert result.summary["macros_to_hold"] == 8
+    assert result.summary["layers"] == 8
 
 
 def test_unsupported_pattern_names_the_layer():
