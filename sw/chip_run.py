@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field
 from ..hw.config import ChipConfig
 from ..hw.pattern import as_pattern
 from .model_shapes import AttentionShape, ModelShape
-from .schedule.chip import ChipLayer, model_figures
+from .schedule.chip import ChipLayer, model_figures, place_model
 
 __all__ = ["LayerSpec", "ChipRow", "AttentionUnit", "AttentionCost", "ChipResult",
            "attention_unit", "attention_cost", "shape_specs", "kv_features", "chip_run",
@@ -123,9 +123,10 @@ class ChipRow:
     regime : str
         ``resident`` (weights loaded once) or ``streamed`` (fetched for every token / chunk).
     macros : int
-        Macros of one copy: its own (resident) or the streamed pool it shares.
+        Resident: the distinct macros all the row's copies occupy (small layers may share
+        a macro on disjoint rows). Streamed: the most macros of the pool one copy uses.
     tiles : int
-        Tiles of one copy (the macros it needs to be resident).
+        Tiles of one copy (one macro each would hold it resident, unshared).
     load_cycles, load_bytes : int
         The one-time load of resident copies (0 when streamed).
     decode_cycles : int
@@ -407,7 +408,8 @@ def chip_run(chip: ChipConfig, specs: Sequence[LayerSpec], tokens: int, *,
             for copy in range(spec.copies):
                 layers.append(ChipLayer(f"{spec.name}#{copy}{suffix}", k, n, pattern))
                 owner.append((index, copy))
-    figures = model_figures(chip, layers, prefill_tokens=tokens)
+    plan = place_model(chip, layers, tokens)
+    figures = model_figures(chip, layers, prefill_tokens=tokens, plan=plan)
     rows = _rows(specs, owner, figures, tokens)
     unit = attention_unit(chip, attention_macs)
     cost, note = None, why_no_attention or "none: the model has no attention products"
@@ -415,7 +417,7 @@ def chip_run(chip: ChipConfig, specs: Sequence[LayerSpec], tokens: int, *,
         cost = attention_cost(chip, attention, kv, tokens, unit)
         note = (f"costed on the {unit.name}, {unit.note}, context {tokens}; KV cache "
                 f"{cost.kv_cache_bytes:,} B in the {cost.kv_place}")
-    summary = _summary(chip, specs, rows, cost, figures)
+    summary = _summary(chip, specs, rows, cost, figures, plan.pool[1])
     return ChipResult(chip, chip_name or chip.slug, tokens, rows, cost, note, summary)
 
 
@@ -449,7 +451,8 @@ def _rows(specs, owner, figures, tokens: int) -> list[ChipRow]:
             name=spec.name, label=spec.label or _label(spec.pattern), mapping=spec.mapping,
             k=spec.k, n=spec.n, copies=copies,
             regime="resident" if resident else "streamed",
-            macros=sum(fig.macros for _, fig in items[:parts]),
+            macros=(len(_macros(fig for _, fig in items)) if resident
+                    else max(fig.macros for _, fig in items)),
             tiles=sum(len(fig.placement.mapping.tiles) for _, fig in items[:parts]),
             load_cycles=total(lambda f: f.load_cycles), load_bytes=total(lambda f: f.load_bytes),
             decode_cycles=decode, prefill_cycles=prefill,
@@ -463,12 +466,20 @@ def _rows(specs, owner, figures, tokens: int) -> list[ChipRow]:
     return rows
 
 
+def _macros(figures) -> set:
+    """The distinct macros ``figures``' placements occupy (small layers may share one)."""
+    used = set()
+    for fig in figures:
+        used.update(range(fig.placement.base, fig.placement.base + fig.placement.macros))
+    return used
+
+
 def _label(pattern) -> str:
     return "dense" if tuple(pattern) == (1, 1) else f"{pattern[0]}:{pattern[1]}"
 
 
 def _summary(chip: ChipConfig, specs, rows: list[ChipRow], attention: AttentionCost | None,
-             figures) -> dict:
+             figures, pool: int) -> dict:
     """Model totals: per token, decode and prefill; the one-time load apart."""
     hz = chip.clock_mhz * 1e6
     att_d = attention.decode_cycles if attention else 0
@@ -494,8 +505,8 @@ def _summary(chip: ChipConfig, specs, rows: list[ChipRow], attention: AttentionC
         "macros": chip.macros,
         "macros_to_hold": tiles,
         "fits": tiles <= chip.macros,
-        "resident_macros": sum(f.macros for f in figures if f.resident),
-        "pool_macros": max((f.macros for f in streamed), default=0),
+        "resident_macros": len(_macros(f for f in figures if f.resident)),
+        "pool_macros": pool,
         "load_cycles": sum(r.load_cycles for r in rows),
         "load_bytes": sum(r.load_bytes for r in rows),
         "load_seconds": sum(r.load_cycles for r in rows) / hz,
@@ -514,6 +525,8 @@ def _summary(chip: ChipConfig, specs, rows: list[ChipRow], attention: AttentionC
         "prefill_compute_utilization": linear_macs / (prefill * peak),
         "decode_bound": "bandwidth" if 2 * bw_d > decode - att_d else "compute",
         "prefill_bound": "bandwidth" if 2 * bw_p > prefill - att_p else "compute",
+        "decode_stack": {k: sum(r.stack[k] for r in rows) for k in STACK},
+        "prefill_stack": {k: sum(r.prefill_stack[k] for r in rows) for k in STACK},
         "peak_macs_per_cycle": peak,
         "weight_bw": chip.weight_bw,
         "clock_mhz": chip.clock_mhz,
