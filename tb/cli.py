@@ -846,6 +846,13 @@ def _cmd_presets(args) -> int:
     for name, cfg in sorted(PRESETS.items()):
         print(f"  {name:<8} " + " ".join(f"{getattr(cfg, f):>{max(5, len(f))}}" for f in fields)
               + f"  {cfg.cells:>5}  {cfg.pattern_names() or '-'}")
+    print("sparsecim chip presets (run --chip NAME; or --chip FILE.toml with a [chip] table):")
+    print(f"  {'name':<8} {'macros':>6} {'macro':>8} {'MHz':>6} {'B/cycle':>7} "
+          f"{'buffer B':>10} {'off-chip B':>14}")
+    for name, chip in CHIP_PRESETS.items():
+        macro = next((n for n, c in PRESETS.items() if c == chip.macro), chip.macro.slug)
+        print(f"  {name:<8} {chip.macros:>6} {macro:>8} {chip.clock_mhz:>6g} "
+              f"{chip.weight_bw:>7} {chip.buffer_bytes:>10,} {chip.offchip_bytes:>14,}")
     return 0
 
 

@@ -256,3 +256,10 @@ def test_run_chip_rtl_layers_run_their_chip_traces_on_verilator(tmp_path):
     assert record["rtl_match"] is True
     assert record["extra"]["chip_golden_match"] is True
     assert record["extra"]["chip_rtl_cycles"] == record["extra"]["chip_model_cycles"]
+
+
+def test_presets_lists_the_chip_presets(cli_main):
+    status, out, _ = cli_main("presets")
+    assert status == 0
+    for name, chip in CHIP_PRESETS.items():
+        assert f"  {name:<8} {chip.macros:>6} " in out
