@@ -231,7 +231,7 @@ class AttentionCost:
     kv_cache_bytes : int
         The cache at ``context`` tokens.
     kv_place : str
-        ``global buffer`` or ``off-chip``.
+        ``global buffer`` or ``off-chip memory``.
     decode_bytes, prefill_bytes : int
         Off-chip bytes per token for the KV cache.
     decode_cycles, prefill_cycles : int
@@ -289,7 +289,7 @@ def attention_cost(chip: ChipConfig, attention: Sequence[AttentionShape], kv: in
 
     return AttentionCost(unit=unit, context=context, decode_macs=macs, prefill_macs=macs,
                          kv_bytes_per_token=kv_token, kv_cache_bytes=cache,
-                         kv_place="global buffer" if on_chip else "off-chip",
+                         kv_place="global buffer" if on_chip else "off-chip memory",
                          decode_bytes=decode_bytes, prefill_bytes=prefill_bytes,
                          decode_cycles=cycles(decode_bytes),
                          prefill_cycles=cycles(prefill_bytes))

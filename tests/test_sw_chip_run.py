@@ -96,7 +96,7 @@ def test_attention_macs_kv_cache_and_unit_cycles():
                        offchip_bytes=1 << 20, buffer_bytes=512)
     cost = attention_cost(small, [AttentionShape("self", heads, dim, 1, blocks)], 48, context,
                           attention_unit(small, 1000))
-    assert cost.kv_place == "off-chip"
+    assert cost.kv_place == "off-chip memory"
     assert cost.decode_bytes == 480 + 48
     assert cost.decode_cycles == max(-(-macs // 1000), -(-(480 + 48) // 4))
     assert cost.prefill_bytes == 2 * 48

@@ -190,10 +190,10 @@ def _short_reason(row: dict, dense: dict, kind: str) -> str:
     if row[f"{kind}_basis"] == "M/N" and ports > stack["compute"]:
         reasons.append(
             f"not the MACs but the chip's activation and result ports set the time: per "
-            f"token the activation port moves {stack['activation load']:,.0f} beats (every "
-            f"input, one beat a cycle, whatever the pattern; an N:M entry is padded to a "
-            f"whole pass of M/N times the inputs) and the result port "
-            f"{stack['read']:,.0f} (one per output tile, whatever the pattern), against "
+            f"token the activation port moves {stack['activation load']:,.0f} beats (the "
+            f"inputs, one beat a cycle, once per layer or once per output tile as the "
+            f"placement streams them; an N:M entry is padded to a whole pass) and the result "
+            f"port {stack['read']:,.0f} (one per output tile, whatever the pattern), against "
             f"{stack['compute']:,.0f} compute cycles per macro (dense: "
             f"{d[f'{kind}_stack']['activation load']:,.0f} and "
             f"{d[f'{kind}_stack']['read']:,.0f}); sparsity shrinks the MACs and the weight "
@@ -242,8 +242,8 @@ def _reading(rows: list[dict]) -> list[str]:
     above = [(r, kind) for r in rows for kind in ("decode", "prefill")
              if r["config"] != "dense" and r[f"{kind}_speedup"] > 1.05 * r[f"{kind}_ideal"]]
     lines += [
-        f"Rows above their ideal ({len(above)} of {2 * sum(r['config'] != 'dense' for r in rows)}"
-        "), and other effects:",
+        f"Speedups above their ideal: {len(above)} of "
+        f"{2 * sum(r['config'] != 'dense' for r in rows)}; why, and other effects:",
         "",
         "- **Decode is bound by the weight port** (every model, both chips), so its speedup is "
         "the ratio of weight rows moved. A weight row carries every cell's metadata field "
@@ -257,10 +257,11 @@ def _reading(rows: list[dict]) -> list[str]:
         "M/N (SmolLM2 and BERT at 1:8).",
         "- **Prefill** amortises every streamed weight row over a chunk of tokens, so the "
         "weight port matters less and the chip's other ports more: the activation port (one "
-        "beat a cycle, every input of every token, whatever the pattern) and the result port "
-        "(one beat per output tile per token). Where they set the time (the rows marked "
-        "`co`), sparsity saves MACs and bytes but not cycles: those rows are short of M/N, "
-        "as listed above.",
+        "beat a cycle; a layer's inputs once per chunk, or once per output tile where the "
+        "scheduler re-sends them to keep chunks long) and the result port (one beat per "
+        "output tile per token). Neither shrinks with the pattern. Where they set the time "
+        "(the rows marked `co`), sparsity saves MACs and bytes but few cycles: those rows "
+        "are short of M/N, as listed above.",
         "- 2:4 and 4:8 run alike on the chip (the same kept weights per row, the same tiles); "
         "they differ only in the tight metadata (2 or 3 bits), hence in the byte ideal."]
     tight = [r for r in rows if not r["summary"]["offchip_fits"]]
@@ -285,7 +286,15 @@ def report(chips=("edge", "large"), tokens: int = 128, out: Path = Path("build/c
     for name in chips:
         rows += evaluate(name, tokens=tokens, progress=progress)
     wall = time.perf_counter() - started
-    (out / "rows.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
+    (out / "rows.json").write_text(json.dumps({"chips": list(chips), "tokens": tokens,
+                                               "seconds": wall, "rows": rows},
+                                              indent=1, default=str) + "\n")
+    return render(rows, chips, tokens, wall, out)
+
+
+def render(rows: list[dict], chips, tokens: int, wall: float, out: Path) -> Path:
+    """Write ``report.md`` of evaluated ``rows`` into ``out`` (``--rows`` re-renders a
+    ``rows.json`` without evaluating again)."""
     chips_text = []
     for name in chips:
         chip = resolve_chip(name)
@@ -324,7 +333,17 @@ def main(argv=None) -> int:
     parser.add_argument("--chips", nargs="+", default=["edge", "large"],
                         help="chip presets or TOML files (edge large)")
     parser.add_argument("--tokens", type=int, default=128, help="prefill length T (128)")
+    parser.add_argument("--rows", type=Path,
+                        help="re-render the report from a rows.json of an earlier run")
     args = parser.parse_args(argv)
+    if args.rows:
+        import json
+
+        saved = json.loads(args.rows.read_text())
+        path = render(saved["rows"], saved["chips"], saved["tokens"], saved["seconds"],
+                      args.out)
+        print(path.read_text())
+        return 0
     for name in args.chips:
         try:
             resolve_chip(name)
