@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hw.config import CHIP_PRESETS, PRESETS, resolve_macro
+from ..hw.config import CHIP_PRESETS, PRESETS, resolve_chip, resolve_macro
 from ..hw.isa import ErrorCode
 from ..sw.golden import run_trace
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
@@ -513,6 +513,12 @@ def _cmd_run(args) -> int:  # noqa: C901
         "tech": args.tech, "chip": args.chip, "attention_macs": args.attention_macs,
     }
     started = time.perf_counter()
+    if args.chip is not None and not args.chip:
+        # An empty chip setting means "no chip" in a settings file; from the flag it is a slip.
+        try:
+            resolve_chip(args.chip)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     try:
         settings = load_settings(args.config, overrides)
     except RunError as exc:
