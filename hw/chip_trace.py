@@ -48,6 +48,7 @@ from .isa import (
     ErrorCode,
     Opcode,
     act_beat_layout,
+    beat_bytes,
     check,
     check_chip,
     chip_command_layout,
@@ -62,6 +63,7 @@ from .isa import (
     unpack_beats,
     unpack_weight_rows,
     weight_row_layout,
+    words_to_bytes,
 )
 from .trace import BeatArray, Step, TraceFormatError, _hex_lines, read_body, read_header
 
@@ -124,12 +126,41 @@ class ChipStep(NamedTuple):
     error: ErrorCode        # the dispatcher's error (check_chip), NONE if it goes
 
 
+@functools.cache
+def _chip_fields(chip: ChipConfig) -> tuple:
+    """``(size, (offset, mask) of cmd, target, span, and of the macro word's opcode)``, read
+    once from :func:`~sparsecim.hw.isa.chip_command_layout` (amaranth's layouts compute a
+    field's width on every access)."""
+    layout = chip_command_layout(chip)
+
+    def field_of(field):
+        return field.offset, 2 ** Shape.cast(field.shape).width - 1
+
+    return (layout.size, field_of(layout["cmd"]), field_of(layout["target"]),
+            field_of(layout["span"]), field_of(command_layout(chip.macro)["opcode"]))
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _dispatch_error(chip: ChipConfig, target: int, span: int, end: bool) -> ErrorCode:
+    # check_chip reads the macro word only to see whether it is END.
+    opcode = Opcode.END if end else Opcode.CONFIG
+    return check_chip(chip, target, span, opcode.value << _chip_fields(chip)[4][0])
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def chip_step(chip: ChipConfig, word: int) -> ChipStep:
-    """:class:`ChipStep` of chip command ``word`` (cached)."""
-    target, span, macro_word = decode_chip(chip, word)
-    end = _opcode_value(chip.macro, macro_word) == Opcode.END.value
-    return ChipStep(target, span, macro_word, end, check_chip(chip, target, span, macro_word))
+    """:class:`ChipStep` of chip command ``word`` (cached), as
+    :func:`~sparsecim.hw.isa.decode_chip` and :func:`~sparsecim.hw.isa.check_chip` give it.
+    Raises ``ValueError`` for a word that is negative or wider than the layout."""
+    size, (cmd_at, cmd_mask), (target_at, target_mask), (span_at, span_mask), (op_at, op_mask) \
+        = _chip_fields(chip)
+    if not isinstance(word, (int, np.integer)) or not 0 <= word < 2 ** size:
+        decode_chip(chip, word)         # its one-line error
+    word = int(word)
+    macro_word = (word >> cmd_at) & cmd_mask
+    target, span = (word >> target_at) & target_mask, (word >> span_at) & span_mask
+    end = (macro_word >> op_at) & op_mask == Opcode.END.value
+    return ChipStep(target, span, macro_word, end, _dispatch_error(chip, target, span, end))
 
 
 @dataclass
@@ -252,6 +283,27 @@ class ChipTrace:
     def acts(self) -> list[int]:
         """The ``acts`` stream: the beats of every LOAD_A step in order."""
         return self._stream(Opcode.LOAD_A)
+
+    def stream_array(self, opcode: Opcode) -> np.ndarray:
+        """The ``weights`` (``Opcode.LOAD_W``) or ``acts`` (``Opcode.LOAD_A``) stream as its
+        byte view: ``uint8`` ``(beats, beat_bytes(port bits))``, little-endian rows, with no
+        Python ``int`` per beat for steps that hold a :class:`BeatArray`."""
+        macro = self.config.macro
+        bits = (weight_row_layout(macro) if opcode == Opcode.LOAD_W
+                else act_beat_layout(macro)).size
+        nbytes = beat_bytes(bits)
+        parts = [np.zeros((0, nbytes), dtype=np.uint8)]
+        for step in self.steps:
+            if not len(step.data) or self._opcode(step) != opcode.value:
+                continue
+            if isinstance(step.data, BeatArray):
+                raw = step.data.raw
+                fixed = np.zeros((len(raw), nbytes), dtype=np.uint8)
+                fixed[:, :min(nbytes, raw.shape[1])] = raw[:, :nbytes]
+                parts.append(fixed)
+            else:
+                parts.append(words_to_bytes(step.data, nbytes))
+        return np.concatenate(parts)
 
     def plan(self) -> ChipPlan:
         """:func:`plan_chip` of the command words."""

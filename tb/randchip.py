@@ -139,11 +139,12 @@ class _ChipGen(_Gen):
 
 def random_chip_program(chip: ChipConfig, rng: np.random.Generator, *,
                         illegal: str | None = None, max_body: int = 16,
-                        prologue: bool = True) -> ChipTrace:
+                        prologue: bool = True, tail: int = 0) -> ChipTrace:
     """A random chip program: (the broadcast prologue, then per-macro loads,) 1 to
     ``max_body`` random legal commands or layers on random ranges, then END; or, with
     ``illegal`` (a key of :data:`CHIP_ILLEGAL_KINDS`), a command that halts the chip instead
-    of END.
+    of END, followed by up to ``tail`` random legal commands and END (macros the error does
+    not halt keep running them until the chip halts, and those behind a halted macro wait).
 
     ``meta`` records ``expect`` (the error's name, ``NONE`` for a legal program) and
     ``expect_macro`` (the macro that must report it, K for the dispatcher and OUT_OF_STEP, or
@@ -182,6 +183,13 @@ def random_chip_program(chip: ChipConfig, rng: np.random.Generator, *,
     else:
         gen.bad_range(illegal)
         expect_macro = K
+    if illegal is not None and tail:
+        for _ in range(gen.pick(0, tail)):
+            gen.random_range()
+            gen.uniform()
+            gen.legal()
+        gen.at(0, K)
+        gen.add(_word(cfg, Opcode.END))
     expect = CHIP_ILLEGAL_KINDS[illegal] if illegal else ErrorCode.NONE
     gen.trace.meta = {"workload": "random chip program", "expect": expect.name,
                       "expect_macro": expect_macro}

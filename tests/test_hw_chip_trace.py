@@ -9,6 +9,7 @@ from sparsecim.hw.isa import (
     Mode,
     Opcode,
     act_beat_layout,
+    bytes_to_words,
     encode_chip,
     pack_beats,
     pack_weight_rows,
@@ -53,6 +54,8 @@ def test_round_trip_and_streams(tmp_path):
     copy.steps = [type(s)(s.command, raw if i == 0 else s.data)
                   for i, s in enumerate(trace.steps)]
     assert copy.to_text() == trace.to_text()
+    assert bytes_to_words(copy.stream_array(Opcode.LOAD_W)) == trace.weights
+    assert bytes_to_words(trace.stream_array(Opcode.LOAD_A)) == trace.acts
 
 
 def test_file_lines_are_fixed_width_hex():
@@ -153,7 +156,7 @@ def test_random_programs_are_well_formed_and_round_trip(illegal):
                       offchip_bytes=1 << 20, buffer_bytes=4096, queue=2)
     rng = np.random.default_rng(7)
     for _ in range(5):
-        trace = random_chip_program(chip, rng, illegal=illegal)
+        trace = random_chip_program(chip, rng, illegal=illegal, tail=6)
         trace.validate()
         assert ChipTrace.from_text(trace.to_text()) == trace
         assert trace.meta["expect"] == (CHIP_ILLEGAL_KINDS[illegal].name if illegal

@@ -216,7 +216,8 @@ def _fuzz(count, seed):
         if kind in ("out-of-step", "span-range") and chip.macros < 2:
             kind = None     # one macro: no two patterns to disagree, no range past the field
         trace = random_chip_program(chip, rng, illegal=kind, prologue=False,
-                                    max_body=int(rng.integers(1, 30)))
+                                    max_body=int(rng.integers(1, 30)), tail=index % 3 * 4)
+        trace.validate()
         fast = chip_counters(chip, trace.commands)
         step = step_chip(chip, trace.commands)
         assert fast == step, (index, kind, trace.dump(0))

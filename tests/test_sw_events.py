@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sparsecim.hw.config import preset
 from sparsecim.hw.isa import (
+    ISA_VERSION,
     Command,
     Mode,
     Opcode,
@@ -122,5 +123,5 @@ def test_sum_and_scale():
 
 
 def test_other_isa_version_is_refused():
-    with pytest.raises(ValueError, match="^trace isa_version must be 5, not 3$"):
+    with pytest.raises(ValueError, match=f"^trace isa_version must be {ISA_VERSION}, not 3$"):
         count_events(Trace(CFG, isa_version=3))

@@ -16,6 +16,7 @@ from sparsecim.sw.schedule.chip import (
     chip_ops,
     chip_words,
     layer_candidates,
+    load_phase,
     model_figures,
     model_layers,
     place_layer,
@@ -75,6 +76,14 @@ def test_bit_exact(macros, shapes, tokens):
         assert not any(p.resident for p in placements)
 
 
+def test_schedule_protocol():
+    from sparsecim.sw.schedule import Schedule
+    schedule, _ = run_layers(tiny_chip(2), [(20, 10, (1, 1))], 2)
+    assert isinstance(schedule, Schedule)
+    with pytest.raises(ValueError, match="results must have shape"):
+        schedule.assemble(np.zeros((1, 4)))
+
+
 def test_resident_and_streamed_in_one_trace():
     # 8 macros: the small dense layer (2 tiles) and 1:8 layer (2 tiles) are resident, the
     # 2:4 layer (6 tiles) streams on the pool of the 4 left.
@@ -111,13 +120,19 @@ def test_resident_loads_weights_once():
 
 
 def test_resident_token_phase_without_loads():
-    # load=False: the token phase alone (as the figures price it); run after the load
-    # phase of the same plan, the results are still exact.
+    # load=False: the token phase alone, as the figures price it; the load phase alone
+    # followed by the token phase is the full schedule, command for command.
     chip = tiny_chip(8)
     layer = ChipLayer("l", 20, 10)
     plan = place_model(chip, [layer], 4)
-    ops, _ = chip_ops(plan.placements[0], 4, load=False)
-    assert not any(cmd.opcode == Opcode.LOAD_W for _, _, cmd, _ in ops)
+    (placement,) = plan.placements
+    assert placement.resident
+    tokens_only, _ = chip_ops(placement, 4, load=False)
+    loads_only, _ = chip_ops(placement, 4, compute=False)
+    both, _ = chip_ops(placement, 4)
+    assert not any(cmd.opcode == Opcode.LOAD_W for _, _, cmd, _ in tokens_only)
+    assert all(cmd.opcode == Opcode.LOAD_W for _, _, cmd, _ in loads_only)
+    assert loads_only + tokens_only == both
 
 
 SMALL = [(5, 4, (1, 1)), (3, 8, (1, 1)), (8, 4, (1, 1)), (4, 6, (1, 1)), (40, 4, (1, 1))]
@@ -221,6 +236,10 @@ def test_model_plan_by_capacity():
     assert used == [(0, 1), (1, 5)]
     figures = model_figures(chip, layers, prefill_tokens=4, plan=plan)
     assert [f.layer.name for f in figures] == ["big", "small", "mid"]
+    # The whole load phase: every resident row once, serial on the weight port.
+    load = load_phase(plan)
+    assert load["w_load"] == sum(f.load["w_load"] for f in figures if f.resident)
+    assert load["total"] >= max(f.load_cycles for f in figures if f.resident)
     assert [f.resident for f in figures] == [False, True, True]
     # Layers of one shape are priced once and get equal figures under their own names.
     twins = [ChipLayer("a", 32, 8), ChipLayer("b", 32, 8)]

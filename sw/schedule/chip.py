@@ -124,7 +124,8 @@ from .gemm import (
 __all__ = ["ChipLayer", "LayerPlacement", "ModelPlan", "ChipRead", "ChipSchedule",
            "LayerFigures", "place_layer", "layer_candidates", "place_model", "schedule_chip",
            "chip_ops", "chip_words", "chip_layer_figures", "model_figures", "ACTS_MODES",
-           "ChipMonarchSchedule", "schedule_monarch_chip", "model_layers", "packable"]
+           "ChipMonarchSchedule", "schedule_monarch_chip", "model_layers", "packable",
+           "load_phase"]
 
 #: How a layer's activations reach its macros (see the module docstring).
 ACTS_MODES = ("broadcast", "own", "per_tile")
@@ -168,7 +169,13 @@ class ChipLayer:
     def mapping(self, cfg: MacroConfig) -> TileMapping:
         """The GEMM tiling on ``cfg`` (raises ``ValueError`` for an unsupported pattern)."""
         cfg.check_pattern(*self.pattern)
-        return map_nm(cfg, self.k, self.n, self.pattern)
+        return _mapping(cfg, self.k, self.n, self.pattern)
+
+
+@functools.lru_cache(maxsize=256)
+def _mapping(cfg: MacroConfig, k: int, n: int, pattern: tuple) -> TileMapping:
+    """:func:`map_nm`, remembered: a model repeats a few shapes, each of thousands of tiles."""
+    return map_nm(cfg, k, n, pattern)
 
 
 def model_layers(model, pattern=(1, 1)) -> list[ChipLayer]:
@@ -580,7 +587,8 @@ class ChipSchedule:
     Attributes
     ----------
     trace
-        The chip trace (``ChipTrace``): CONFIG first, END last.
+        The chip trace (``ChipTrace``): the resident layers' LOAD_Ws (if ``load``), then
+        each layer in turn (its CONFIG, then its chunks), END last.
     plan : ModelPlan
     tokens : int
         Tokens every layer computes.
@@ -818,6 +826,10 @@ class LayerFigures:
         ``weight_port_busy`` and the counters tell the two apart.
     weight_port_busy, prefill_weight_port_busy : float
         ``(w_load + bw_stall) / total`` of the decode and the prefill run.
+    act_port_busy, prefill_act_port_busy : float
+        ``a_load / total``: near 1 the activation port (one beat a cycle) sets the pace
+        whatever ``bound`` says (a streamed layer whose activations are re-sent per output
+        tile, ``"per_tile"``).
     """
     layer: ChipLayer
     placement: LayerPlacement
@@ -875,6 +887,14 @@ class LayerFigures:
         return self.port_busy(self.prefill)
 
     @property
+    def act_port_busy(self) -> float:
+        return self.decode["a_load"] / self.decode["total"]
+
+    @property
+    def prefill_act_port_busy(self) -> float:
+        return self.prefill["a_load"] / self.prefill["total"]
+
+    @property
     def bound(self) -> str:
         return self.bound_of(self.decode)
 
@@ -900,6 +920,8 @@ class LayerFigures:
             "utilization": self.utilization, "bound": self.bound,
             "prefill_bound": self.prefill_bound, "weight_port_busy": self.weight_port_busy,
             "prefill_weight_port_busy": self.prefill_weight_port_busy,
+            "act_port_busy": self.act_port_busy,
+            "prefill_act_port_busy": self.prefill_act_port_busy,
             "load": self.load, "decode": self.decode, "prefill": self.prefill,
         }
 
@@ -987,6 +1009,16 @@ def chip_layer_figures(chip: ChipConfig, layer: ChipLayer, *, base: int = 0,
                         decode=decode, prefill=prefill, prefill_tokens=prefill_tokens,
                         weight_row_bytes=chip.weight_row_bytes,
                         utilization=prefill_p.mapping.utilization)
+
+
+def load_phase(plan: ModelPlan) -> dict | None:
+    """Chip counters (and summed macro counters under ``"macro"``) of loading every resident
+    layer of ``plan`` at once, from reset to END: the model's exact one-time load (the
+    layers' own ``load_cycles`` price each alone). None if no layer is resident."""
+    if not any(p.resident for p in plan.placements):
+        return None
+    ops, _ = _plan_ops(plan, 1, load=True, compute=False)
+    return _price(plan.chip, ops)
 
 
 def model_figures(chip: ChipConfig, layers, *, prefill_tokens: int = 128,
