@@ -81,8 +81,11 @@ energy: $(STAMP)
 	cp build/energy/report.md docs/energy_report.md
 	cp build/energy/energy_breakdown.png docs/energy_breakdown.png
 
+# Macro presets, then the chip presets small enough to convert (tiny4 in seconds, edge in
+# about half an hour; large is refused with a message: days and terabytes).
 verilog: $(STAMP)
 	$(PY) -m sparsecim.hw.export --preset all --out build/verilog
+	$(PY) -m sparsecim.hw.export --chip all --out build/verilog
 
 docs: $(STAMP)
 	$(PY) -m sparsecim.hw.isa > docs/isa.md

@@ -52,7 +52,8 @@ class ChipPauses(StreamPauses):
 class ChipRtlReport:
     """What the scoreboard found: ``passed``, the ``problems`` of every failed segment (each
     prefixed with its index), ``segments`` and ``segments_passed``, ``rtl_cycles`` (the chip
-    ``total`` summed over segments), ``wall_seconds`` of the simulation, and the run folder."""
+    ``total`` summed over segments), ``wall_seconds`` of the simulation, the run folder, and
+    ``results``: the result beats the RTL sent for each segment (``(beats, cols)`` arrays)."""
     passed: bool
     problems: list
     segments: int
@@ -60,6 +61,7 @@ class ChipRtlReport:
     rtl_cycles: int
     wall_seconds: float
     run_dir: Path
+    results: list = dataclasses.field(default_factory=list, repr=False)
 
 
 def _run_golden(trace):
@@ -225,7 +227,7 @@ def run_chip_rtl_batch(traces: list, *, run_dir: str | Path, pauses: ChipPauses 
         passed += not found
         problems += [f"segment {index}: {p}" for p in found]
     return ChipRtlReport(passed == len(traces), problems, len(traces), passed, cycles,
-                         report["wall_seconds"], run_dir)
+                         report["wall_seconds"], run_dir, groups[:len(traces)])
 
 
 def run_chip_rtl(trace, *, run_dir: str | Path, pauses: ChipPauses = ChipPauses(),

@@ -88,12 +88,16 @@ def _runner_class():
     return _CachedVerilator
 
 
+def _module(cfg: MacroConfig | ChipConfig) -> str:
+    """Verilog module name of the design built for ``cfg``."""
+    return CHIP_MODULE if isinstance(cfg, ChipConfig) else TOP_MODULE
+
+
 def _design(cfg: MacroConfig | ChipConfig):
-    """The component to build for ``cfg`` and its Verilog module name: the top level of a
-    macro, or the chip (:class:`~sparsecim.hw.chip.Chip`) of a :class:`ChipConfig`."""
-    if isinstance(cfg, ChipConfig):
-        return Chip(cfg), CHIP_MODULE
-    return Top(cfg), TOP_MODULE
+    """The component to build for ``cfg``: the top level of a macro, or the chip
+    (:class:`~sparsecim.hw.chip.Chip`) of a :class:`ChipConfig`. Made only when it is
+    converted (an unelaborated component warns when collected)."""
+    return Chip(cfg) if isinstance(cfg, ChipConfig) else Top(cfg)
 
 
 @dataclass(frozen=True)
@@ -138,11 +142,12 @@ def build(cfg: MacroConfig | ChipConfig, *, waves: bool = False,
     runner.fst = fmt == "fst"
     runner.skip_build = (stamp.exists() and (build_dir / HARNESS_TOP).exists()
                          and stamp.read_text() == digest.hexdigest())
-    top, module = _design(cfg)  # only the signature is built here; elaboration is in convert
+    module = _module(cfg)
     if not runner.skip_build:
         if build_dir.exists():
             shutil.rmtree(build_dir)
         src_dir.mkdir(parents=True)
+        top = _design(cfg)
         (src_dir / f"{module}.v").write_text(convert(top, module))
         (src_dir / f"{HARNESS_TOP}.sv").write_text(
             harness_verilog(top, top_module=module, done=DONE_PORT))

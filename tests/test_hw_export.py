@@ -9,7 +9,7 @@ from amaranth.hdl import Fragment, Shape
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from sparsecim.hw import export, isa
-from sparsecim.hw.config import PRESETS, preset
+from sparsecim.hw.config import CHIP_PRESETS, PRESETS, preset
 from sparsecim.hw.top import Top
 
 
@@ -30,9 +30,9 @@ def test_top_signature_is_exactly_the_stream_and_status_contract():
     Fragment.get(top, None)  # elaborates; an unelaborated component warns when collected
 
 
-def _ports(verilog_text):
-    """{name: (direction, width)} of the ports of module sparsecim_top."""
-    body = verilog_text[verilog_text.index("module sparsecim_top("):]
+def _ports(verilog_text, module="sparsecim_top"):
+    """{name: (direction, width)} of the ports of ``module``."""
+    body = verilog_text[verilog_text.index(f"module {module}("):]
     body = body[:body.index("endmodule")]
     ports = {}
     for direction, msb, name in re.findall(r"^\s*(input|output)\s+(?:\[(\d+):0\]\s+)?(\w+);",
@@ -82,3 +82,48 @@ def test_export_cli_rejects_unknown_preset_with_a_message(tmp_path, capsys):
         f"{', '.join(PRESETS)} or 'all', not 'huge'")
     assert "Traceback" not in err
     assert not any(tmp_path.iterdir())
+
+
+def test_export_cli_writes_a_chip(tmp_path, capsys):
+    assert export.main(["--chip", "tiny4", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "chip-tiny4" / "sparsecim_chip.v").read_text()
+    assert "module sparsecim_chip(" in text
+    chip = CHIP_PRESETS["tiny4"]
+    ports = _ports(text, "sparsecim_chip")
+    width = isa.chip_command_layout(chip).size
+    assert ports["cmd__payload"] == ("input", width)
+    assert ports["status__error_macro"] == ("output", 3)   # range(K + 1) = 0..4
+    assert ports["status__macros"] == ("output", 4 * isa.counters_layout(chip.macro).size)
+    assert "chip tiny4" in capsys.readouterr().out
+
+
+def test_export_cli_refuses_a_chip_too_large_to_convert(tmp_path, capsys):
+    assert not export.chip_exportable(CHIP_PRESETS["large"])
+    assert export.main(["--chip", "large", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "python -m sparsecim.hw.export: error: chip large: 2048 64-column macros, 33554432 "
+        f"cells, is too large to convert to Verilog in reasonable time (limit "
+        f"{export.CHIP_EXPORT_CELLS} cells; the conversion takes minutes per macro)"]
+    assert not any(tmp_path.iterdir())
+
+
+def test_export_cli_chip_all_skips_the_large_chip_with_a_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(export, "CHIP_PRESETS", {n: CHIP_PRESETS[n] for n in ("tiny4", "large")})
+    assert export.main(["--chip", "all", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["chip-tiny4"]
+    assert "skipped chip large: " in out
+
+
+def test_export_cli_rejects_unknown_chip_and_both_flags(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        export.main(["--chip", "huge", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "python -m sparsecim.hw.export: error: --chip must be one of "
+        f"{', '.join(CHIP_PRESETS)} or 'all', not 'huge'")
+    with pytest.raises(SystemExit) as exc:
+        export.main(["--chip", "tiny4", "--preset", "tiny"])
+    assert exc.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
