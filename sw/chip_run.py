@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field
 from ..hw.config import ChipConfig
 from ..hw.pattern import as_pattern
 from .model_shapes import AttentionShape, ModelShape
-from .schedule.chip import ChipLayer, model_figures, place_model
+from .schedule.chip import ChipLayer, load_phase, model_figures, place_model
 
 __all__ = ["LayerSpec", "ChipRow", "AttentionUnit", "AttentionCost", "ChipResult",
            "attention_unit", "attention_cost", "shape_specs", "kv_features", "chip_run",
@@ -418,6 +418,12 @@ def chip_run(chip: ChipConfig, specs: Sequence[LayerSpec], tokens: int, *,
         note = (f"costed on the {unit.name}, {unit.note}, context {tokens}; KV cache "
                 f"{cost.kv_cache_bytes:,} B in the {cost.kv_place}")
     summary = _summary(chip, specs, rows, cost, figures, plan.pool[1])
+    # The model's one-time load: every resident layer loaded in one go (the rows price each
+    # alone, so their sum double-counts the start and end of each load phase).
+    load = load_phase(plan)
+    summary["load_cycles"] = load["total"] if load else 0
+    summary["load_seconds"] = summary["load_cycles"] / (chip.clock_mhz * 1e6)
+    summary["load_bytes"] = load["w_load"] * chip.weight_row_bytes if load else 0
     return ChipResult(chip, chip_name or chip.slug, tokens, rows, cost, note, summary)
 
 
