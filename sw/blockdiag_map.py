@@ -48,7 +48,10 @@ __all__ = ["BlockDiagonal", "Placement", "Pass", "BlockMapping", "map_linear", "
            "map_capacity", "map_blockdiag", "execute", "slot_table", "monarch_factor_shapes",
            "MAPPINGS"]
 
-#: The mapping names, in report order.
+#: The mapping names of a block-diagonal (Monarch) layer, in report order (the densified
+#: baseline first): the one spelling of them; the Monarch scheduler
+#: (:data:`sparsecim.sw.schedule.monarch.MAPPINGS`) and the run's mapping registry
+#: (``monarch-<name>`` in :data:`sparsecim.sw.pipeline.MAPPINGS`) take them from here.
 MAPPINGS = ("linear", "latency", "capacity")
 
 

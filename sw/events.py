@@ -198,7 +198,7 @@ def derived_from_counters(cfg: MacroConfig, counters: dict) -> dict[str, int]:
     }
 
 
-def count_events(trace: Trace) -> Events:  # noqa: C901
+def count_events(trace: Trace) -> Events:
     """Count the events of ``trace`` up to its halt (END, an illegal command, or the end of
     its commands), as the golden model executes it with every stream ready.
 
@@ -230,8 +230,6 @@ def count_events(trace: Trace) -> Events:  # noqa: C901
     meta = np.zeros((cfg.weight_rows, cfg.cols), dtype=np.int64)
     pattern, split = (1, 1), 0
     cursor = 0
-    dist_per_pass = cfg.reduction * choices(cfg)
-    selects_per_pass = cfg.cells if choices(cfg) > 1 else 0
     for index, word in enumerate(trace.commands):
         ev.commands += 1
         ev.bits_in += cmd_bits
@@ -270,25 +268,8 @@ def count_events(trace: Trace) -> Events:  # noqa: C901
             ev.a_beats += need
             ev.act_bits_written += need * cfg.act_lanes * cfg.act_bits
         elif op == Opcode.COMPUTE:
-            count = cmd.count
-            n, m = pattern
-            ev.compute_commands += 1
-            ev.passes += count
-            by_mode[_pattern_name(pattern)] += count
-            ev.macs += count * cfg.cells
-            zero = weights == 0
-            if (n, m) != (1, 1):
-                zero |= meta >= m
-            ev.zero_weight_macs += count * int(zero.sum())
-            ev.act_bits_read += count * cfg.max_pass_inputs * cfg.act_bits
-            ev.dist_words += count * dist_per_pass
-            ev.cell_selects += count * selects_per_pass
-            ev.tree_adds += count * cfg.submacros * cfg.cols * (cfg.rows - 1)
-            groups = 2 ** split if (n, m) == (1, 1) else 1
-            ev.merge_adds += count * cfg.cols * (cfg.submacros - groups)
-            ev.acc_writes += count * groups * cfg.cols
-            if cmd.accumulate:
-                ev.acc_reads += count * groups * cfg.cols
+            by_mode[_pattern_name(pattern)] += cmd.count
+            _count_compute(cfg, ev, cmd, pattern, split, weights, meta)
         elif op == Opcode.READ:
             ev.result_beats += cmd.count
             ev.acc_reads += cmd.count * cfg.cols
@@ -301,6 +282,30 @@ def count_events(trace: Trace) -> Events:  # noqa: C901
             ev.act_bits_written += cmd.count * lanes * cfg.act_bits
     ev.passes_by_mode = dict(by_mode)
     return ev
+
+
+def _count_compute(cfg: MacroConfig, ev: Events, cmd, pattern, split: int,
+                   weights: np.ndarray, meta: np.ndarray) -> None:
+    """Add the events of one COMPUTE (``cmd.count`` passes in ``pattern`` and ``split``, the
+    cells holding ``weights`` and ``meta``) to ``ev``."""
+    count = cmd.count
+    n, m = pattern
+    ev.compute_commands += 1
+    ev.passes += count
+    ev.macs += count * cfg.cells
+    zero = weights == 0
+    if (n, m) != (1, 1):
+        zero |= meta >= m
+    ev.zero_weight_macs += count * int(zero.sum())
+    ev.act_bits_read += count * cfg.max_pass_inputs * cfg.act_bits
+    ev.dist_words += count * cfg.reduction * choices(cfg)
+    ev.cell_selects += count * (cfg.cells if choices(cfg) > 1 else 0)
+    ev.tree_adds += count * cfg.submacros * cfg.cols * (cfg.rows - 1)
+    groups = 2 ** split if (n, m) == (1, 1) else 1
+    ev.merge_adds += count * cfg.cols * (cfg.submacros - groups)
+    ev.acc_writes += count * groups * cfg.cols
+    if cmd.accumulate:
+        ev.acc_reads += count * groups * cfg.cols
 
 
 def gemm_events(cfg: MacroConfig, k: int, n: int, tokens: int, *, pattern=(1, 1),

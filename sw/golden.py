@@ -76,6 +76,7 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -156,12 +157,68 @@ class GoldenResult:
         return {name: min(value, top) for name, value in self.counters.items()}
 
 
+class _LoadW(NamedTuple):
+    row: int
+    count: int
+
+
+class _LoadA(NamedTuple):
+    addr: int
+    count: int
+
+
+class _Compute(NamedTuple):
+    act_addr: int
+    acc_addr: int
+    count: int
+    accumulate: bool
+    part: int
+
+
+class _Read(NamedTuple):
+    addr: int
+    count: int
+    bank: int
+
+
+class _Move(NamedTuple):
+    bank: int
+    acc_addr: int
+    act_addr: int
+    elem: int
+    count: int
+    transpose: bool
+    lane: int       # the window (move_window): ``width`` lanes from ``lane`` land from ``dst``
+    dst: int
+    width: int
+
+
+class _Config(NamedTuple):
+    pattern: tuple[int, int]
+    split: int
+    shift: int
+
+
+#: What the model needs of each opcode's operands, by name, read once from its decoded
+#: command (END has none).
+_OPERANDS = {
+    Opcode.LOAD_W: lambda cfg, cmd: _LoadW(cmd.row, cmd.count),
+    Opcode.LOAD_A: lambda cfg, cmd: _LoadA(cmd.addr, cmd.count),
+    Opcode.COMPUTE: lambda cfg, cmd: _Compute(cmd.act_addr, cmd.acc_addr, cmd.count,
+                                              bool(cmd.accumulate), cmd.part),
+    Opcode.READ: lambda cfg, cmd: _Read(cmd.addr, cmd.count, cmd.bank),
+    Opcode.MOVE: lambda cfg, cmd: _Move(cmd.bank, cmd.acc_addr, cmd.act_addr, cmd.elem,
+                                        cmd.count, bool(cmd.transpose), *move_window(cfg, cmd)),
+    Opcode.CONFIG: lambda cfg, cmd: _Config(pattern_of(cfg, cmd), cmd.split, cmd.shift),
+}
+
+
 @dataclass(frozen=True)
 class _Word:
     """What the model needs of one distinct command word, computed once."""
     opcode: Opcode | None   # None for an undefined opcode
     error: ErrorCode
-    args: tuple             # operand values in the order the executor unpacks them
+    ops: NamedTuple | None  # the operands (_OPERANDS); None for END and illegal commands
     beats: int              # data beats consumed
     cost: CycleCost
     text: str               # for error messages
@@ -172,26 +229,16 @@ def _decode_word(cfg, word: int, pattern: tuple[int, int]) -> _Word:
     try:
         cmd = decode(cfg, word)
     except DecodeError as exc:
-        return _Word(None, exc.code, (), 0, CycleCost(), f"<illegal: {exc}>")
+        return _Word(None, exc.code, None, 0, CycleCost(), f"<illegal: {exc}>")
     error = check(cfg, cmd)
     if (error == ErrorCode.NONE and cmd.opcode == Opcode.COMPUTE
             and not part_fits(cfg, cmd.part, pattern)):
         error = ErrorCode.ADDRESS_RANGE  # the part must exist in the current pattern
     if error != ErrorCode.NONE:
-        return _Word(cmd.opcode, error, (), 0, CycleCost(), str(cmd))
-    op = cmd.opcode
-    args = {
-        Opcode.LOAD_W: lambda: (cmd.row, cmd.count),
-        Opcode.LOAD_A: lambda: (cmd.addr, cmd.count),
-        Opcode.COMPUTE: lambda: (cmd.act_addr, cmd.acc_addr, cmd.count, bool(cmd.accumulate),
-                                 cmd.part),
-        Opcode.READ: lambda: (cmd.addr, cmd.count, cmd.bank),
-        Opcode.MOVE: lambda: (cmd.bank, cmd.acc_addr, cmd.act_addr, cmd.elem, cmd.count,
-                              bool(cmd.transpose), *move_window(cfg, cmd)),
-        Opcode.CONFIG: lambda: (pattern_of(cfg, cmd), cmd.split, cmd.shift),
-    }.get(op, lambda: ())()
-    return _Word(op, error, args, data_beats(cfg, cmd, pattern), cycles(cfg, cmd, pattern),
-                 str(cmd))
+        return _Word(cmd.opcode, error, None, 0, CycleCost(), str(cmd))
+    operands = _OPERANDS.get(cmd.opcode)
+    return _Word(cmd.opcode, error, operands(cfg, cmd) if operands else None,
+                 data_beats(cfg, cmd, pattern), cycles(cfg, cmd, pattern), str(cmd))
 
 
 def _exact_in_float64(cfg) -> bool:
@@ -229,44 +276,11 @@ def run_trace(trace: Trace) -> GoldenResult:
     if trace.isa_version != ISA_VERSION:
         raise ValueError(f"trace isa_version must be {ISA_VERSION}, not {trace.isa_version!r}")
     cfg = trace.config
-    words = trace.commands
     data_count = trace.data_beats
-
-    # Pass 1: decode, find where the machine halts, give every data beat to its command.
-    known: dict[tuple, _Word] = {}
-    plan = []                          # (_Word, state, index of its first data beat)
-    keys = []                          # (word, pattern) of every fetched command
-    cursor = 0
-    error = ErrorCode.NONE
-    halted = False
-    has_move = has_nm = False
-    pattern, split, shift = (1, 1), 0, 0
-    for index, word in enumerate(words):
-        key = (word, pattern)
-        info = known.get(key)
-        if info is None:
-            info = known[key] = _decode_word(cfg, word, pattern)
-        keys.append(key)
-        if info.error != ErrorCode.NONE:
-            error, halted = info.error, True
-            break
-        if info.opcode == Opcode.END:
-            halted = True
-            break
-        need = info.beats
-        if need:
-            if cursor + need > data_count:
-                raise ValueError(f"command {index} ({info.text}) needs {need} data beats, "
-                                 f"the trace has {data_count - cursor} left")
-            plan.append((info, (pattern, split, shift), cursor))
-            cursor += need
-        else:
-            plan.append((info, (pattern, split, shift), 0))
-        if info.opcode == Opcode.CONFIG:
-            pattern, split, shift = info.args
-            has_nm |= pattern != (1, 1)
-        elif info.opcode == Opcode.MOVE:
-            has_move = True
+    plan, keys, known, error, halted, cursor = _plan(cfg, trace.commands, data_count)
+    has_move = any(info.opcode == Opcode.MOVE for info, _, _ in plan)
+    has_nm = any(info.opcode == Opcode.CONFIG and info.ops.pattern != (1, 1)
+                 for info, _, _ in plan)
 
     # Cycle model: every fetched command costs its (memoised) cost; an illegal one only its
     # fetch cycle, which _decode_word already gave it.
@@ -288,6 +302,38 @@ def run_trace(trace: Trace) -> GoldenResult:
     results = execute(cfg, plan, w_vals, m_vals, a_vals)
     out = np.concatenate(results) if results else np.zeros((0, cfg.cols), dtype=np.int64)
     return GoldenResult(out, counters, error, halted, len(keys), data_count - cursor)
+
+
+def _plan(cfg, words, data_count: int):
+    """Pass 1: decode every word (once per distinct word and pattern), find where the machine
+    halts and give every command its first data beat. Returns ``(plan, keys, known, error,
+    halted, cursor)``: ``plan`` holds ``(_Word, (pattern, split, shift), first beat)`` of
+    every command before the halt, ``keys`` the ``(word, pattern)`` of every fetched command
+    (the halting one included), ``known`` their decodings, ``cursor`` the beats consumed."""
+    known: dict[tuple, _Word] = {}
+    plan = []
+    keys = []
+    cursor = 0
+    mode = ((1, 1), 0, 0)              # pattern, split, shift: a CONFIG sets them
+    for index, word in enumerate(words):
+        key = (word, mode[0])
+        info = known.get(key)
+        if info is None:
+            info = known[key] = _decode_word(cfg, word, mode[0])
+        keys.append(key)
+        if info.error != ErrorCode.NONE:
+            return plan, keys, known, info.error, True, cursor
+        if info.opcode == Opcode.END:
+            return plan, keys, known, ErrorCode.NONE, True, cursor
+        need = info.beats
+        if need and cursor + need > data_count:
+            raise ValueError(f"command {index} ({info.text}) needs {need} data beats, "
+                             f"the trace has {data_count - cursor} left")
+        plan.append((info, mode, cursor if need else 0))
+        cursor += need
+        if info.opcode == Opcode.CONFIG:
+            mode = tuple(info.ops)
+    return plan, keys, known, ErrorCode.NONE, False, cursor
 
 
 def _apply(cfg, accs: np.ndarray, acc_addr: int, accumulate: bool, banks: np.ndarray) -> None:
@@ -359,84 +405,100 @@ def _last_writer(slots, times, sources, query_slots, query_times, none: int) -> 
     return np.where(hit, sources[np.maximum(found, 0)], none)
 
 
-def _execute_batched(cfg, plan, w_vals, m_vals, a_vals) -> list[np.ndarray]:
-    """Pass 2 for traces without MOVE: find, for every COMPUTE, which beat each weight row
-    and each activation entry beat holds (one sort and search over all the writes), run the
-    passes in batched products, then apply the sums to the accumulators in trace order.
-    Returns the READ beats."""
-    exact_float = _exact_in_float64(cfg)
-    dtype = np.float64 if exact_float else np.int64
-    none = len(w_vals) - 1             # the zero beat
-    loads_w, loads_a = [], []          # (time, row or addr, count, first beat[, beats])
-    groups: dict[tuple, list] = {}     # shape -> [(time, first pass, act_addr)]
-    passes = 0
-    banks_used = 1
-    order = []                         # ("c", first pass, count, acc_addr, accumulate, banks)
-    for time, (info, ((n, m), split, _), first) in enumerate(plan):  # or ("r", addr, count,
-        op = info.opcode                                             # bank)
-        if op == Opcode.LOAD_W:
-            loads_w.append((time, *info.args, first))
-        elif op == Opcode.LOAD_A:
-            loads_a.append((time, *info.args, first, cfg.act_beats(n, m)))
-        elif op == Opcode.COMPUTE:
-            act_addr, acc_addr, count, accumulate, part = info.args
-            groups.setdefault((n, m, split, part, count), []).append((time, passes, act_addr))
-            banks = 2 ** split if (n, m) == (1, 1) else 1
-            banks_used = max(banks_used, banks)
-            order.append(("c", passes, count, acc_addr, accumulate, banks))
-            passes += count
-        elif op == Opcode.READ:
-            order.append(("r", *info.args))
-        # CONFIG: its pattern was applied in pass 1 (check() refused unsupported ones).
+class _Walk:
+    """The first walk of :func:`_execute_batched` over the commands, one handler an opcode
+    (:attr:`HANDLERS`; CONFIG was applied in pass 1): the weight and activation loads, the
+    COMPUTEs grouped by shape, and the COMPUTEs and READs in trace order."""
 
-    # Writes: weight row r from beat first + r - row; entry beat slot e·max_act_beats + b
-    # from beat first + (e - addr)·beats + b.
-    w_ev = np.array(loads_w, dtype=np.int64).reshape(-1, 4)
-    w_slots = _spans(w_ev[:, 1], w_ev[:, 2])
-    w_times = np.repeat(w_ev[:, 0], w_ev[:, 2])
-    w_sources = _spans(w_ev[:, 3], w_ev[:, 2])
-    a_ev = np.array(loads_a, dtype=np.int64).reshape(-1, 5)
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.loads_w = []              # (time, row, count, first beat)
+        self.loads_a = []              # (time, addr, count, first beat, beats per entry)
+        self.groups = {}               # (n, m, split, part, count) -> [(time, first pass,
+        self.passes = 0                #                                 act_addr)]
+        self.banks_used = 1
+        self.order = []                # ("c", first pass, count, acc_addr, accumulate,
+                                       #  banks) or ("r", addr, count, bank)
+
+    def load_w(self, time, ops: _LoadW, mode, first):
+        self.loads_w.append((time, ops.row, ops.count, first))
+
+    def load_a(self, time, ops: _LoadA, mode, first):
+        self.loads_a.append((time, ops.addr, ops.count, first, self.cfg.act_beats(*mode[0])))
+
+    def compute(self, time, ops: _Compute, mode, first):
+        (n, m), split, _ = mode
+        self.groups.setdefault((n, m, split, ops.part, ops.count), []).append(
+            (time, self.passes, ops.act_addr))
+        banks = 2 ** split if (n, m) == (1, 1) else 1
+        self.banks_used = max(self.banks_used, banks)
+        self.order.append(("c", self.passes, ops.count, ops.acc_addr, ops.accumulate, banks))
+        self.passes += ops.count
+
+    def read(self, time, ops: _Read, mode, first):
+        self.order.append(("r", ops.addr, ops.count, ops.bank))
+
+    HANDLERS = {Opcode.LOAD_W: load_w, Opcode.LOAD_A: load_a, Opcode.COMPUTE: compute,
+                Opcode.READ: read}
+
+
+def _writes(cfg, walk: _Walk):
+    """Every write of a weight row and of an activation entry beat as ``(slots, times,
+    sources)`` arrays in time order: weight row r from beat ``first + r - row``; entry beat
+    slot ``e·max_act_beats + b`` from beat ``first + (e - addr)·beats + b``."""
+    w_ev = np.array(walk.loads_w, dtype=np.int64).reshape(-1, 4)
+    weights = (_spans(w_ev[:, 1], w_ev[:, 2]), np.repeat(w_ev[:, 0], w_ev[:, 2]),
+               _spans(w_ev[:, 3], w_ev[:, 2]))
+    a_ev = np.array(walk.loads_a, dtype=np.int64).reshape(-1, 5)
     per_load = a_ev[:, 2] * a_ev[:, 4]                          # beats of each LOAD_A
     a_sources = _spans(a_ev[:, 3], per_load)
     within = a_sources - np.repeat(a_ev[:, 3], per_load)        # i·beats + b
     beats_of = np.repeat(a_ev[:, 4], per_load)
     a_slots = ((np.repeat(a_ev[:, 1], per_load) + within // beats_of) * cfg.max_act_beats
                + within % beats_of)
-    a_times = np.repeat(a_ev[:, 0], per_load)
+    return weights, (a_slots, np.repeat(a_ev[:, 0], per_load), a_sources)
 
-    sums = np.zeros((passes, banks_used, cfg.cols), dtype=np.int64)
+
+def _group_sums(cfg, shape, members, w_writes, a_writes, w_vals, m_vals, a_vals,
+                sums: np.ndarray) -> None:
+    """The pass sums of every COMPUTE of one shape ``(n, m, split, part, count)`` (members
+    ``(time, first pass, act_addr)``), in blocks of batched products, into ``sums``."""
+    n, m, split, part, count = shape
+    dtype = np.float64 if _exact_in_float64(cfg) else np.int64
+    none = len(w_vals) - 1             # the zero beat
     entry_lanes = cfg.max_act_beats * cfg.act_lanes
-    rows = np.arange(cfg.weight_rows)
-    for (n, m, split, part, count), members in groups.items():
-        info = np.array(members, dtype=np.int64)                # (computes, 3)
-        # Queries row by row, computes in time order within a row: sorted, as the writes
-        # are, which keeps the search local.
-        w_src = _last_writer(w_slots, w_times, w_sources, np.repeat(rows, len(info)),
-                             np.tile(info[:, 0], cfg.weight_rows), none)
-        w_src = w_src.reshape(cfg.weight_rows, len(info)).T
-        slots = ((info[:, 2:3] + np.arange(count))[:, :, None] * cfg.max_act_beats
-                 + np.arange(cfg.max_act_beats)).reshape(len(info), -1)
-        a_src = _last_writer(a_slots, a_times, a_sources, slots.ravel(),
-                             np.repeat(info[:, 0], slots.shape[1]), none)
-        a_src = a_src.reshape(len(info), count, cfg.max_act_beats)
-        offset = part * cfg.pass_inputs(n, m)
-        per_pass = cfg.weight_rows * cfg.cols * (1 + count) + count * entry_lanes
-        step = max(1, _BATCH_ELEMENTS // per_pass)
-        for start in range(0, len(info), step):
-            block = slice(start, start + step)
-            weights = w_vals[w_src[block]].astype(dtype)
-            meta = m_vals[w_src[block]] if (n, m) != (1, 1) else None
-            batch = len(weights)
-            entries = a_vals[a_src[block]].reshape(batch, count, entry_lanes)
-            block_sums = _pass_sums(cfg, n, m, split, entries[:, :, offset:].astype(dtype),
-                                    weights, meta)
-            targets = (info[block, 1:2] + np.arange(count)).ravel()
-            banks = block_sums.shape[2]
-            sums[targets, :banks] = block_sums.reshape(-1, banks, cfg.cols)
+    info = np.array(members, dtype=np.int64)                    # (computes, 3)
+    # Queries row by row, computes in time order within a row: sorted, as the writes are,
+    # which keeps the search local.
+    w_src = _last_writer(*w_writes, np.repeat(np.arange(cfg.weight_rows), len(info)),
+                         np.tile(info[:, 0], cfg.weight_rows), none)
+    w_src = w_src.reshape(cfg.weight_rows, len(info)).T
+    slots = ((info[:, 2:3] + np.arange(count))[:, :, None] * cfg.max_act_beats
+             + np.arange(cfg.max_act_beats)).reshape(len(info), -1)
+    a_src = _last_writer(*a_writes, slots.ravel(), np.repeat(info[:, 0], slots.shape[1]), none)
+    a_src = a_src.reshape(len(info), count, cfg.max_act_beats)
+    offset = part * cfg.pass_inputs(n, m)
+    per_pass = cfg.weight_rows * cfg.cols * (1 + count) + count * entry_lanes
+    step = max(1, _BATCH_ELEMENTS // per_pass)
+    for start in range(0, len(info), step):
+        block = slice(start, start + step)
+        weights = w_vals[w_src[block]].astype(dtype)
+        meta = m_vals[w_src[block]] if (n, m) != (1, 1) else None
+        batch = len(weights)
+        entries = a_vals[a_src[block]].reshape(batch, count, entry_lanes)
+        block_sums = _pass_sums(cfg, n, m, split, entries[:, :, offset:].astype(dtype),
+                                weights, meta)
+        targets = (info[block, 1:2] + np.arange(count)).ravel()
+        banks = block_sums.shape[2]
+        sums[targets, :banks] = block_sums.reshape(-1, banks, cfg.cols)
 
-    # Accumulators in trace order. A run of COMPUTEs into the same entries with nothing read
-    # in between (a K loop) is applied as one sum: wrapping is modular, so wrapping the sum
-    # once equals wrapping after every pass.
+
+def _accumulate(cfg, order: list, sums: np.ndarray) -> list[np.ndarray]:
+    """Apply the pass sums to the accumulators in trace order; the READ beats.
+
+    A run of COMPUTEs into the same entries with nothing read in between (a K loop) is
+    applied as one sum: wrapping is modular, so wrapping the sum once equals wrapping after
+    every pass."""
     accs = np.zeros((cfg.acc_depth, cfg.submacros, cfg.cols), dtype=np.int64)  # entry, bank
     results = []
     index = 0
@@ -464,53 +526,90 @@ def _execute_batched(cfg, plan, w_vals, m_vals, a_vals) -> list[np.ndarray]:
     return results
 
 
+def _execute_batched(cfg, plan, w_vals, m_vals, a_vals) -> list[np.ndarray]:
+    """Pass 2 for traces without MOVE: find, for every COMPUTE, which beat each weight row
+    and each activation entry beat holds (one sort and search over all the writes), run the
+    passes in batched products, then apply the sums to the accumulators in trace order.
+    Returns the READ beats."""
+    walk = _Walk(cfg)
+    handlers = {op: handler.__get__(walk) for op, handler in _Walk.HANDLERS.items()}
+    for time, (info, mode, first) in enumerate(plan):
+        handler = handlers.get(info.opcode)
+        if handler is not None:
+            handler(time, info.ops, mode, first)
+    w_writes, a_writes = _writes(cfg, walk)
+    sums = np.zeros((walk.passes, walk.banks_used, cfg.cols), dtype=np.int64)
+    for shape, members in walk.groups.items():
+        _group_sums(cfg, shape, members, w_writes, a_writes, w_vals, m_vals, a_vals, sums)
+    return _accumulate(cfg, walk.order, sums)
+
+
+class _Machine:
+    """The architectural state for :func:`_execute_in_order`, one handler an opcode
+    (:attr:`HANDLERS`; CONFIG was applied in pass 1, its mode comes with every command)."""
+
+    def __init__(self, cfg, w_vals, m_vals, a_vals):
+        self.cfg = cfg
+        self.exact_float = _exact_in_float64(cfg)
+        dtype = np.float64 if self.exact_float else np.int64
+        self.w_vals, self.m_vals, self.a_vals = w_vals, m_vals, a_vals
+        self.weights = np.zeros((cfg.weight_rows, cfg.cols), dtype=dtype)
+        self.meta = np.zeros((cfg.weight_rows, cfg.cols), dtype=np.int64)
+        self.acts = np.zeros((cfg.act_depth, cfg.max_act_beats * cfg.act_lanes), dtype=dtype)
+        self.accs = np.zeros((cfg.acc_depth, cfg.submacros, cfg.cols), dtype=np.int64)
+        self.results = []
+
+    def compute(self, ops: _Compute, mode, first):
+        cfg = self.cfg
+        (n, m), split, _ = mode
+        offset = ops.part * cfg.pass_inputs(n, m)
+        entries = self.acts[None, ops.act_addr:ops.act_addr + ops.count, offset:]
+        banks = _pass_sums(cfg, n, m, split, entries, self.weights[None], self.meta[None])[0]
+        if self.exact_float:
+            banks = banks.astype(np.int64)
+        _apply(cfg, self.accs, ops.acc_addr, ops.accumulate, banks)
+
+    def move(self, ops: _Move, mode, first):
+        cols = self.cfg.cols
+        values = requantize(self.cfg, self.accs[ops.acc_addr:ops.acc_addr + ops.count, ops.bank,
+                                                ops.lane:ops.lane + ops.width], mode[2])
+        if ops.transpose:
+            # Entry k is column elem + k of a cols × cols block: its window lane t is row
+            # dst + t.
+            for k in range(ops.count):
+                self.acts[ops.act_addr, ops.dst * cols + ops.elem + k:
+                          (ops.dst + ops.width) * cols:cols] = values[k]
+        else:
+            start = ops.elem * cols + ops.dst
+            self.acts[ops.act_addr:ops.act_addr + ops.count, start:start + ops.width] = values
+
+    def load_w(self, ops: _LoadW, mode, first):
+        rows = slice(ops.row, ops.row + ops.count)
+        self.weights[rows] = self.w_vals[first:first + ops.count]
+        if self.m_vals is not None:
+            self.meta[rows] = self.m_vals[first:first + ops.count]
+
+    def load_a(self, ops: _LoadA, mode, first):
+        # Element j of an entry is lane j % act_lanes of beat j // act_lanes (row-major);
+        # every lane of the beats is written, the entry's later beats are kept.
+        beats = self.cfg.act_beats(*mode[0])
+        lanes = beats * self.cfg.act_lanes
+        block = self.a_vals[first:first + ops.count * beats].reshape(ops.count, lanes)
+        self.acts[ops.addr:ops.addr + ops.count, :lanes] = block
+
+    def read(self, ops: _Read, mode, first):
+        self.results.append(self.accs[ops.addr:ops.addr + ops.count, ops.bank].copy())
+
+    HANDLERS = {Opcode.COMPUTE: compute, Opcode.MOVE: move, Opcode.LOAD_W: load_w,
+                Opcode.LOAD_A: load_a, Opcode.READ: read}
+
+
 def _execute_in_order(cfg, plan, w_vals, m_vals, a_vals) -> list[np.ndarray]:
     """Pass 2 command by command (traces with MOVE). Returns the READ beats."""
-    exact_float = _exact_in_float64(cfg)
-    dtype = np.float64 if exact_float else np.int64
-    weights = np.zeros((cfg.weight_rows, cfg.cols), dtype=dtype)
-    meta = np.zeros((cfg.weight_rows, cfg.cols), dtype=np.int64)
-    entry_lanes = cfg.max_act_beats * cfg.act_lanes
-    acts = np.zeros((cfg.act_depth, entry_lanes), dtype=dtype)
-    accs = np.zeros((cfg.acc_depth, cfg.submacros, cfg.cols), dtype=np.int64)  # entry, bank
-    results = []
-    for info, ((n, m), split, shift), first in plan:
-        op = info.opcode
-        if op == Opcode.COMPUTE:
-            act_addr, acc_addr, count, accumulate, part = info.args
-            offset = part * cfg.pass_inputs(n, m)
-            entries = acts[None, act_addr:act_addr + count, offset:]
-            banks = _pass_sums(cfg, n, m, split, entries, weights[None], meta[None])[0]
-            if exact_float:
-                banks = banks.astype(np.int64)
-            _apply(cfg, accs, acc_addr, accumulate, banks)
-        elif op == Opcode.MOVE:
-            bank, acc_addr, act_addr, elem, count, transpose, lane, dst, width = info.args
-            values = requantize(cfg, accs[acc_addr:acc_addr + count, bank, lane:lane + width],
-                                shift)
-            if transpose:
-                # Entry k is column elem + k of a cols × cols block: its window lane t is row
-                # dst + t.
-                for k in range(count):
-                    acts[act_addr, dst * cfg.cols + elem + k:(dst + width) * cfg.cols:
-                         cfg.cols] = values[k]
-            else:
-                start = elem * cfg.cols + dst
-                acts[act_addr:act_addr + count, start:start + width] = values
-        elif op == Opcode.LOAD_W:
-            row, count = info.args
-            weights[row:row + count] = w_vals[first:first + count]
-            if m_vals is not None:
-                meta[row:row + count] = m_vals[first:first + count]
-        elif op == Opcode.LOAD_A:
-            # Element j of an entry is lane j % act_lanes of beat j // act_lanes (row-major);
-            # every lane of the beats is written, the entry's later beats are kept.
-            addr, count = info.args
-            beats = cfg.act_beats(n, m)
-            block = a_vals[first:first + count * beats].reshape(count, beats * cfg.act_lanes)
-            acts[addr:addr + count, :beats * cfg.act_lanes] = block
-        elif op == Opcode.READ:
-            addr, count, bank = info.args
-            results.append(accs[addr:addr + count, bank].copy())
-        # CONFIG: its pattern was applied in pass 1 (check() refused unsupported ones).
-    return results
+    machine = _Machine(cfg, w_vals, m_vals, a_vals)
+    handlers = {op: handler.__get__(machine) for op, handler in _Machine.HANDLERS.items()}
+    for info, mode, first in plan:
+        handler = handlers.get(info.opcode)
+        if handler is not None:
+            handler(info.ops, mode, first)
+    return machine.results

@@ -67,7 +67,7 @@ def record_specs(records) -> list[LayerSpec]:
 
 def _attention(settings, model):
     """``(attention shapes, kv features, why none)`` of the run's model."""
-    from .run import ShapeTable
+    from ..sw.pipeline import ShapeTable
 
     if isinstance(model, ShapeTable):
         shape = model.shape
@@ -108,8 +108,8 @@ def chip_step(settings, records) -> ChipResult:
     RunError
         For a layer the chip's macro cannot run (the message names it).
     """
+    from ..sw.pipeline import RunError, ShapeTable, resolve_model
     from ..sw.schedule import as_pattern
-    from .run import RunError, ShapeTable, resolve_model
 
     chip = settings.chip_config()
     model = resolve_model(settings.model)
@@ -130,7 +130,7 @@ def chip_step(settings, records) -> ChipResult:
         raise RunError(f"chip: {exc}") from None
 
 
-def chip_layer_rtl(settings, layer, sparse, mapped, record, folder: Path) -> None:
+def chip_layer_rtl(settings, name: str, mapped, folder: Path):
     """Run a layer of a chip run alone on the chip: its chip trace
     (:func:`~sparsecim.sw.schedule.chip.schedule_chip`, placed as
     :func:`~sparsecim.sw.schedule.chip.place_model` places it alone) on the chip golden model,
@@ -139,46 +139,40 @@ def chip_layer_rtl(settings, layer, sparse, mapped, record, folder: Path) -> Non
     counter equal to the chip cycle model's). With ``rtl_sample`` K, only K output tiles'
     columns (seeded, as a macro run samples them) run, as one narrower layer.
 
-    Fills ``record``'s ``rtl_match``, ``rtl_dir``, ``rtl_coverage``, ``rtl_tiles`` and puts
-    the chip cycles (``chip_rtl_cycles``, ``chip_model_cycles``) and ``chip_golden_match``
-    in ``record.extra``; ``rtl_cycles`` stays None (it is a macro's count).
+    Returns
+    -------
+    RtlFigures
+        ``cycles`` the chip RTL's ``total`` (equal to the chip cycle model's when ``match``),
+        ``match`` the golden check and the RTL scoreboard together.
     """
     import numpy as np
 
     from ..sw.chip_golden import run_chip_trace
-    from ..sw.quant import quantize_acts, quantize_weights
+    from ..sw.pipeline import RtlFigures, sample_tiles
     from ..sw.schedule.chip import ChipLayer, schedule_chip
     from .chip_cosim import ChipPauses, run_chip_rtl
-    from .run import sample_tiles
 
     chip = settings.chip_config()
     cfg = chip.macro
-    # The operands of the macro run: the same quantizers on the same pruned weights.
-    wq, _ = quantize_weights(sparse.weight, cfg.weight_bits)
-    xq, _ = quantize_acts(layer.x, cfg.act_bits)
-    w = wq.T
+    x, w = mapped.operands
     columns = np.arange(w.shape[1])
     tiles = None
     if settings.rtl_sample and settings.rtl_sample < mapped.n_tiles:
-        tiles = sample_tiles(settings.seed, layer.name, mapped.n_tiles, settings.rtl_sample)
+        tiles = sample_tiles(settings.seed, name, mapped.n_tiles, settings.rtl_sample)
         columns = np.concatenate([np.arange(j * cfg.cols, min((j + 1) * cfg.cols, w.shape[1]))
                                   for j in tiles])
     pattern = (1, 1) if mapped.mapping == "linear" else tuple(mapped.pattern)
-    chip_layer = ChipLayer(layer.name, w.shape[0], len(columns), pattern)
-    schedule = schedule_chip(chip, [chip_layer], [xq], [w[:, columns]])
+    schedule = schedule_chip(chip, [ChipLayer(name, w.shape[0], len(columns), pattern)], [x],
+                             [w[:, columns]])
     golden = run_chip_trace(schedule.trace)
     (out,) = schedule.assemble(golden.results)
     golden_ok = bool(np.array_equal(out, mapped.expected[:, columns]))
     pause = settings.pause
     rtl = run_chip_rtl(schedule.trace, run_dir=folder, golden=golden,
                        pauses=ChipPauses(pause, pause, pause, pause))
-    record.rtl_match = golden_ok and bool(rtl.passed)
-    record.rtl_dir = str(rtl.run_dir)
-    record.rtl_coverage = len(columns) / record.out_features
-    record.rtl_tiles = tiles
-    record.extra.update({"chip_golden_match": golden_ok, "chip_rtl_cycles": int(rtl.rtl_cycles),
-                         "chip_model_cycles": int(golden.counters["total"]),
-                         "chip_rtl_problems": "; ".join(rtl.problems)[:500]})
+    return RtlFigures(cycles=int(rtl.rtl_cycles), match=golden_ok and bool(rtl.passed),
+                      run_dir=str(rtl.run_dir), coverage=len(columns) / w.shape[1],
+                      tiles=tiles)
 
 
 def _si(value: float, unit: str = "") -> str:

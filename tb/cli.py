@@ -50,8 +50,8 @@ from ..sw.golden import run_trace
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
 from ..sw.nm import NMPattern, prune_magnitude
 from ..sw.operands import random_gemm
-from ..sw.reference import matmul_reference
-from ..sw.schedule import as_pattern, ideal_cycles, schedule_layer
+from ..sw.pipeline import run_layer, tiled_layer
+from ..sw.schedule import as_pattern, ideal_cycles
 from .outputs import OutputError, atomic_write, check_output_file, check_output_folder
 from .progress import ticking
 from .sweep_cli import add_sweep_parser
@@ -145,15 +145,15 @@ def _cmd_gemm(args) -> int:
         w = prune_magnitude(w.T, NMPattern(*pattern)).T
     started = time.perf_counter()
     try:
-        schedule = schedule_layer(cfg, x, w, pattern)
+        mapped = tiled_layer(cfg, x, w, pattern)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    trace = schedule.trace
-    mapping = schedule.mapping
+    trace = mapped.trace
+    mapping = mapped.schedule.mapping
     t0 = time.perf_counter()
-    golden = run_trace(trace)
+    checked = run_layer(mapped)
     golden_s = time.perf_counter() - t0
-    ok_golden = np.array_equal(schedule.assemble(golden.results), matmul_reference(x, w))
+    golden, ok_golden = checked.golden, checked.match
     model = golden.counters
     ideal = ideal_cycles(mapping, args.tokens)
 
@@ -306,17 +306,16 @@ def _cmd_layer(args) -> int:
             _save_npy(save_pruned, w.astype(np.int8 if cfg.weight_bits <= 8 else np.int16))
     try:
         check_nm(w, nm)
-        schedule = schedule_layer(cfg, x, w.T, (1, 1) if args.mapping == "linear" else pattern)
+        mapped = tiled_layer(cfg, x, w.T, (1, 1) if args.mapping == "linear" else pattern)
     except ValueError as exc:
         hint = "" if args.prune else " (or prune them with --prune magnitude)"
         raise UserError(f"{exc}{hint}") from None
     started = time.perf_counter()
-    golden = run_trace(schedule.trace)
-    y = schedule.assemble(golden.results)
-    ok_golden = np.array_equal(y, matmul_reference(x, w.T))
+    checked = run_layer(mapped)
+    golden, y, ok_golden = checked.golden, checked.outputs, checked.match
     _check_int32(y)
     model = golden.counters
-    mapping = schedule.mapping
+    mapping = mapped.schedule.mapping
     name = str(NMPattern(*pattern))
     if args.mapping == "linear" and pattern != (1, 1):
         name += " weights, linear (dense) mapping"
@@ -341,7 +340,7 @@ def _cmd_layer(args) -> int:
                                           f"{w.shape[0]}x{w.shape[1]}x{x.shape[0]}-"
                                           f"{name.replace(':', 'of')}", "--run-dir")
         with ticking("Verilator (build on first use, then run)"):
-            rtl = run_rtl(schedule.trace, run_dir=run_dir, waves=args.waves, golden=golden)
+            rtl = run_rtl(mapped.trace, run_dir=run_dir, waves=args.waves, golden=golden)
         _print_rtl(rtl, model["total"])
         failed = failed or not rtl.passed
     _save_npy(out, y.astype(np.int32))
@@ -478,7 +477,7 @@ def _cmd_fpga(args) -> int:
 
 
 def _print_models() -> int:
-    from .run import MODELS, ShapeTable
+    from ..sw.pipeline import MODELS, ShapeTable
 
     print("sparsecim run models (--model NAME):")
     print("  smollm2          the packaged SmolLM2-135M, real weights (--blocks, --linears)")
@@ -494,8 +493,9 @@ def _print_models() -> int:
 
 
 def _cmd_run(args) -> int:  # noqa: C901
+    from ..sw.pipeline import RunError, ShapeTable, load_settings, resolve_model
     from .progress import Progress
-    from .run import RunError, ShapeTable, load_settings, resolve_model, run
+    from .run import run
 
     if args.model == "list":
         return _print_models()
@@ -576,7 +576,7 @@ def _cmd_run(args) -> int:  # noqa: C901
         else:
             golden = "yes" if r.golden_match else "NO"
             rtl = "-" if r.rtl_match is None else (
-                f"{r.extra.get('chip_rtl_cycles', r.rtl_cycles)} "
+                f"{r.rtl_cycles} "
                 f"{'ok' if r.rtl_match else 'FAIL'}")
             if r.rtl_tiles is not None:
                 rtl = f"{r.rtl_coverage:.0%} {'ok' if r.rtl_match else 'FAIL'}"
@@ -600,20 +600,19 @@ def _cmd_run(args) -> int:  # noqa: C901
     else:
         print(f"  golden model  {summary['golden_matches']}/{summary['layers']} layers equal "
               f"the integer matmul of the quantized operands")
-        chip_rtl = [r for r in records if "chip_rtl_cycles" in r.extra]
+        chip_rtl = [r for r in records if result.chip is not None and r.rtl_match is not None
+                    and not r.mapping.startswith("monarch")]
         if chip_rtl:
             print(f"  RTL (chip)    {sum(bool(r.rtl_match) for r in chip_rtl)}/{len(chip_rtl)} "
                   f"layer(s) alone on the chip RTL: bit-exact against the chip golden model "
                   f"and the integer reference, every chip and macro counter equal to the chip "
                   f"cycle model")
             for r in chip_rtl:
-                e = r.extra
                 cover = "" if r.rtl_tiles is None else (
                     f", output tiles {r.rtl_tiles} of {r.n_tiles} ({r.rtl_coverage:.1%})")
-                print(f"                {r.name}: {e['chip_rtl_cycles']:,} RTL cycles, model "
-                      f"{e['chip_model_cycles']:,}, golden "
-                      f"{'yes' if e['chip_golden_match'] else 'NO'}, "
-                      f"{'ok' if r.rtl_match else 'FAIL: ' + e['chip_rtl_problems']}{cover}")
+                print(f"                {r.name}: {r.rtl_cycles:,} chip cycles, "
+                      f"{'ok' if r.rtl_match else 'MISMATCH (see ' + str(r.rtl_dir) + ')'}"
+                      f"{cover}")
         elif summary["rtl_layers"]:
             same = sum(r.rtl_cycles == r.model_cycles for r in records
                        if r.rtl_match is not None and r.rtl_tiles is None)
@@ -864,7 +863,7 @@ def _cmd_presets(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (see the module docstring)."""
-    from .run import RunError
+    from ..sw.pipeline import RunError
 
     try:
         args = build_parser().parse_args(argv)

@@ -52,10 +52,10 @@ from pathlib import Path
 from ..hw.config import MacroConfig, macro_from_table, read_toml, resolve_macro
 from ..sw.energy import load_tech
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
+from ..sw.pipeline import RunError, RunSettings, ShapeTable, validate_settings
 from ..sw.schedule import as_pattern
 from ..sw.sweep_model import point_figures
 from .outputs import OutputError, check_output_folder
-from .run import RunError, RunSettings, ShapeTable, validate_settings
 
 __all__ = ["SweepError", "AXES", "DEFAULTS", "COLUMNS", "SweepSpec", "SweepResult",
            "load_spec", "point_key", "evaluate_point", "evaluate_points", "run_sweep",
@@ -266,7 +266,7 @@ def _tech(spec: str):
 def evaluate_point(point: dict) -> dict:
     """One point's result: ``{"key", "status", "error", "rows"}`` (``rows``: one dict per
     layer of the model and a ``total``, columns :data:`COLUMNS`). A pure function of the
-    point; a point the run pipeline refuses (:func:`~sparsecim.tb.run.validate_settings`)
+    point; a point the run pipeline refuses (:func:`~sparsecim.sw.pipeline.validate_settings`)
     fails with its message, it does not raise."""
     head = {"key": point["key"], "macro": point["macro"], "model": point["model"],
             "sparsify": point["sparsify"], "pattern": point["pattern"],

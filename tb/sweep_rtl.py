@@ -24,10 +24,10 @@ from ..hw.config import MacroConfig
 from ..sw.golden import run_trace
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
 from ..sw.nm import NMPattern, prune_magnitude
+from ..sw.pipeline import sample_tiles
 from ..sw.reference import matmul_reference
 from ..sw.schedule import as_pattern, schedule_layer
 from ..sw.sweep_model import closed_events, tiling
-from .run import sample_tiles
 
 __all__ = ["RTL_COLUMNS", "rtl_jobs", "run_rtl_job", "run_rtl_jobs"]
 

@@ -858,7 +858,8 @@ def test_run_in_a_reused_folder_never_mixes_runs(tmp_path, cli_main):
 
 
 def test_run_interrupted_is_marked_as_such(tmp_path):
-    from sparsecim.tb.run import INCOMPLETE, load_settings, run
+    from sparsecim.sw.pipeline import load_settings
+    from sparsecim.tb.run import INCOMPLETE, run
 
     settings = load_settings(overrides={"model": "synthetic", "shapes": "8x40,6x20",
                                         "preset": "tiny", "plots": False,
@@ -876,12 +877,12 @@ def test_run_interrupted_is_marked_as_such(tmp_path):
 
 
 def test_ctrl_c_prints_interrupted_and_exits_130(monkeypatch, cli_main):
-    import sparsecim.tb.cli as cli
+    import sparsecim.sw.pipeline as pipeline
 
     def interrupted(trace):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "run_trace", interrupted)
+    monkeypatch.setattr(pipeline, "run_trace", interrupted)
     status, out, err = cli_main("gemm", "--preset", "tiny", "--k", "8", "--n", "4")
     assert (status, err) == (130, "sparsecim: interrupted\n")
 
@@ -1024,7 +1025,7 @@ def _bad_run_values(rng):
 
 
 def test_fuzz_bad_run_settings_end_in_one_line(tmp_path, cli_main):
-    from sparsecim.tb.run import RunSettings
+    from sparsecim.sw.pipeline import RunSettings
 
     rng = np.random.default_rng(17)
     blocker = _a_file(tmp_path)
@@ -1140,7 +1141,7 @@ def _running(pid):
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 @pytest.mark.cosim
 def test_run_rtl_sample_prints_the_tiles_and_coverage(tmp_path):
-    from sparsecim.tb.run import sample_tiles
+    from sparsecim.sw.pipeline import sample_tiles
 
     done = _run_synthetic(tmp_path, "--sparsify", "magnitude", "--pattern", "2:4",
                           "--rtl-sample", "1", "--seed", "3", "--no-plots")

@@ -3,9 +3,8 @@
 import io
 
 import pytest
-from sparsecim.tb import run as run_module
-from sparsecim.tb.progress import Progress
-from sparsecim.tb.run import (
+from sparsecim.sw import pipeline as run_module
+from sparsecim.sw.pipeline import (
     MAPPINGS,
     SPARSIFIERS,
     RunError,
@@ -14,6 +13,8 @@ from sparsecim.tb.run import (
     select_rtl_layers,
     settings_toml,
 )
+from sparsecim.tb.progress import Progress
+from sparsecim.tb.run import run
 
 
 def test_settings_toml_round_trips(tmp_path):
@@ -83,7 +84,7 @@ def test_a_registered_sparsifier_is_usable_by_name(monkeypatch, tmp_path):
     settings = load_settings(overrides={"model": "synthetic", "shapes": "4x16",
                                         "preset": "tiny", "sparsify": "halve", "plots": False,
                                         "calib_tokens": 2, "out": str(tmp_path / "r")})
-    result = run_module.run(settings)
+    result = run(settings)
     assert result.passed
     assert [(r.sparsify, r.mapping) for r in result.records] == [("halve", "linear")]
 
@@ -159,7 +160,7 @@ def test_shape_table_totals_are_the_table_summed_with_predict_counters(
                                         "pattern": f"{pattern[0]}:{pattern[1]}",
                                         "tokens": tokens, "plots": False,
                                         "out": str(tmp_path / "r")})
-    result = run_module.run(settings)
+    result = run(settings)
     summary = result.summary
     expected = _table_totals(name, tokens, pattern)
     assert {key: summary[key] for key in expected} == expected
@@ -173,7 +174,7 @@ def test_bert_large_rows_are_its_six_linears_times_24_blocks(tmp_path):
     settings = load_settings(overrides={"model": "bert-large", "sparsify": "magnitude",
                                         "pattern": "2:4", "plots": False,
                                         "out": str(tmp_path / "r")})
-    records = run_module.run(settings).records
+    records = run(settings).records
     assert [(r.name, r.out_features, r.in_features, r.copies) for r in records] == [
         ("q", 1024, 1024, 24), ("k", 1024, 1024, 24), ("v", 1024, 1024, 24),
         ("o", 1024, 1024, 24), ("fc1", 4096, 1024, 24), ("fc2", 1024, 4096, 24)]
@@ -197,7 +198,7 @@ def test_shape_table_predicts_each_distinct_shape_once(monkeypatch, tmp_path):
     settings = load_settings(overrides={"model": "llama-2-7b", "sparsify": "wanda",
                                         "pattern": "2:4", "plots": False,
                                         "out": str(tmp_path / "r")})
-    result = run_module.run(settings)
+    result = run(settings)
     assert len(result.records) == 7 and result.summary["linears"] == 224
     assert sorted(calls) == sorted([(4096, 4096, (2, 4)), (4096, 4096, (1, 1)),
                                     (4096, 11008, (2, 4)), (4096, 11008, (1, 1)),
@@ -208,7 +209,7 @@ def test_shape_table_linear_mapping_stores_and_runs_the_zeros(tmp_path):
     settings = load_settings(overrides={"model": "gpt2-medium", "sparsify": "magnitude",
                                         "pattern": "2:4", "mapping": "linear", "plots": False,
                                         "out": str(tmp_path / "r")})
-    result = run_module.run(settings)
+    result = run(settings)
     summary = result.summary
     assert summary["model_cycles"] == summary["dense_cycles"]
     assert summary["meta_bytes"] == 0
@@ -253,7 +254,7 @@ def test_every_shape_table_is_a_model():
 
 
 def test_sample_tiles_are_chosen_by_seed_and_layer():
-    from sparsecim.tb.run import sample_tiles
+    from sparsecim.sw.pipeline import sample_tiles
 
     tiles = sample_tiles(0, "blocks.0.q", 18, 4)
     assert tiles == sample_tiles(0, "blocks.0.q", 18, 4)  # the same run samples the same
@@ -282,7 +283,7 @@ def _sampled_run(tmp_path, **overrides):
         "model": "synthetic", "shapes": ["38x20", "6x12"], "preset": "tiny", "tokens": 2,
         "calib_tokens": 2, "sparsify": "magnitude", "pattern": "2:4", "rtl_sample": 3,
         "seed": 5, "plots": False, "out": str(tmp_path / "run")} | overrides)
-    return run_module.run(settings)
+    return run(settings)
 
 
 @pytest.mark.cosim
@@ -361,7 +362,7 @@ def test_run_reports_energy_per_layer_and_for_the_model(tmp_path):
                                         "tokens": 3, "preset": "tiny", "sparsify": "magnitude",
                                         "pattern": "2:4", "plots": False, "tech": "45nm",
                                         "out": str(tmp_path / "r")})
-    result = run_module.run(settings)
+    result = run(settings)
     cfg, tech = preset("tiny"), load_tech("45nm")
     energies = [r.energy for r in result.records]
     for r in result.records:
@@ -388,7 +389,7 @@ def test_shape_table_energy_counts_the_schedule_the_cycle_model_describes(tmp_pa
     settings = load_settings(overrides={"model": "smollm2-135m", "sparsify": "magnitude",
                                         "pattern": "2:4", "plots": False,
                                         "out": str(tmp_path / "r")})
-    result = run_module.run(settings)
+    result = run(settings)
     for r in result.records:
         assert r.energy["events"]["cycles"] == r.model_cycles
         assert r.energy["cell_macs"] == r.energy["events"]["passes"] * 4096

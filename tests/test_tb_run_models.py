@@ -14,7 +14,7 @@ from conftest import (
 )
 from sparsecim.hw.config import PRESETS, MacroConfig, load_macro, macro_toml
 from sparsecim.sw.models import load_checkpoint, minilm_path
-from sparsecim.tb.run import load_settings
+from sparsecim.sw.pipeline import load_settings
 
 # A macro no preset has: 2 sub-macros of 4 x 8, patterns 1:2 and 2:4 only, shallow buffers.
 CUSTOM = """\

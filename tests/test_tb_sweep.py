@@ -136,7 +136,8 @@ def test_a_failed_point_is_a_row_with_its_error(tmp_path):
 
 @pytest.mark.parametrize("tokens", [1, 4])
 def test_point_equals_run_of_the_same_settings(tmp_path, tokens):
-    from sparsecim.tb.run import load_settings, run
+    from sparsecim.sw.pipeline import load_settings
+    from sparsecim.tb.run import run
 
     spec = load_spec(_spec(tmp_path, f"[[point]]\nmacro = 'flexcim'\nmodel = 'smollm2-135m'\n"
                                      f"sparsify = 'wanda'\npattern = '2:4'\ntokens = {tokens}\n"))

@@ -47,11 +47,10 @@ import numpy as np
 
 from ...hw.config import MacroConfig, preset, resolve_macro
 from .. import flow
-from ..golden import run_trace
 from ..nm import NMPattern, check_nm, memory_bits, prune_by_score, wanda_scores
+from ..pipeline import run_layer, tiled_layer
 from ..quant import dequantize_matmul, quantize_acts, quantize_weights
-from ..reference import matmul_reference
-from ..schedule import as_pattern, predict_counters, schedule_layer
+from ..schedule import as_pattern, predict_counters
 from ..smollm import LINEAR_NAMES, SmolLM, load_smollm2, perplexity
 from ..textdata import calibration_and_evaluation_windows
 from . import markdown_table
@@ -625,21 +624,18 @@ def int8_layer_check(cfg: MacroConfig, weights, inputs, pattern: NMPattern, *,
     x = inputs[:tokens].astype(np.float64)
     q_w, s_w = quantize_weights(w)
     q_x, s_x = quantize_acts(x, per_token=per_token)
-    schedule = schedule_layer(cfg, q_x, q_w.T, pattern)
-    golden = run_trace(schedule.trace)
-    acc = schedule.assemble(golden.results)
-    exact = bool(np.array_equal(acc, matmul_reference(q_x, q_w.T)))
+    checked = run_layer(tiled_layer(cfg, q_x, q_w.T, pattern))
     y_float = x @ w.T
-    error = np.linalg.norm(dequantize_matmul(acc, s_x, s_w) - y_float)
+    error = np.linalg.norm(dequantize_matmul(checked.outputs, s_x, s_w) - y_float)
     reference = np.linalg.norm(y_float)
     return Int8Check(
         pattern=str(pattern), rows=int(w.shape[0]), k=int(w.shape[1]), tokens=int(x.shape[0]),
-        exact=exact, cycles=int(golden.counters["total"]),
+        exact=checked.match, cycles=int(checked.golden.counters["total"]),
         predicted_cycles=int(predict_counters(cfg, w.shape[1], w.shape[0], x.shape[0],
                                               pattern)["total"]),
         dequant_error=float(error / reference) if reference > 0 else float(error > 0),
         weight_zeros_added=int(np.count_nonzero((w != 0) & (q_w == 0))),
-        schedule=schedule)
+        schedule=checked.mapped.schedule)
 
 
 # --------------------------------------------------------------------------------------------

@@ -56,7 +56,6 @@ per beat. Command words are encoded once per distinct command.
 
 from __future__ import annotations
 
-import functools
 import numbers
 from collections import Counter
 from dataclasses import dataclass
@@ -65,35 +64,26 @@ import numpy as np
 
 from ...hw.config import MacroConfig
 from ...hw.isa import (
-    COUNTERS,
     Command,
     Opcode,
     act_beat_layout,
     beat_bytes,
     config_command,
-    cycles,
-    encode,
     pack_beat_bytes,
     pack_weight_row_bytes,
 )
 from ...hw.pattern import as_pattern
-from ...hw.trace import BeatArray, Step, Trace
+from ...hw.trace import BeatArray, Trace
 from ..mapping import TileMapping, map_nm
 from ..nm import NMPattern, compress, stored_slots
 from ..reference import check_int_matrix
+from .steps import build_trace, counters_of
 
 __all__ = ["ReadBlock", "GemmSchedule", "as_pattern", "schedule_dense", "schedule_layer",
            "predict_counters", "chain", "ideal_cycles"]
 
 #: Beats packed per :func:`pack_beat_bytes` call, to bound its temporary arrays.
 _PACK_BLOCK = 1 << 16
-
-
-@functools.lru_cache(maxsize=4096)
-def _encode(cfg: MacroConfig, cmd: Command) -> int:
-    """:func:`encode`, remembered: building an Amaranth constant costs milliseconds, and the
-    layers of a model repeat the same few dozen commands."""
-    return encode(cfg, cmd)
 
 
 @dataclass(frozen=True)
@@ -269,12 +259,9 @@ def _plan(mapping: TileMapping, tokens: int, resident: bool, chunk: int):
 
 
 def _counters(cfg: MacroConfig, pattern: tuple[int, int], times) -> dict[str, int]:
-    """Counters of commands run ``times[cmd]`` times each, from the ISA's per-command costs."""
-    total = dict.fromkeys(COUNTERS, 0)
-    for cmd, count in times.items():
-        for name, value in cycles(cfg, cmd, pattern).as_dict().items():
-            total[name] += count * value
-    return total
+    """Counters of commands run ``times[cmd]`` times each in ``pattern``
+    (:func:`~sparsecim.sw.schedule.steps.counters_of`)."""
+    return counters_of(cfg, (((cmd, pattern), count) for cmd, count in times.items()))
 
 
 def _plan_counters(cfg: MacroConfig, ops) -> dict[str, int]:
@@ -507,19 +494,14 @@ def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> GemmSchedule:
         block = a_raw[k_lo:k_hi, t0 * act_beats:(t0 + count) * act_beats]
         return BeatArray(block.reshape(-1, nbytes))
 
-    trace = Trace(cfg, meta={
+    meta = {
         "workload": "gemm", "mapping": "linear" if pattern == (1, 1) else "nm",
         "pattern": str(NMPattern(*pattern)),
         "tokens": tokens, "k": k, "n": n, "k_tiles": k_tiles, "n_tiles": n_tiles,
         "utilization": mapping.utilization,
         "loop": "resident" if resident else "streaming", "chunk": chunk,
-    })
-    encoded: dict[int, int] = {}  # by id: the plan repeats the same few Command objects
-    for cmd, ref in ops:
-        word = encoded.get(id(cmd))
-        if word is None:
-            word = encoded[id(cmd)] = _encode(cfg, cmd)
-        trace.steps.append(Step(word, beats(ref)))
+    }
+    trace = build_trace(cfg, [(cmd, beats(ref)) for cmd, ref in ops], meta)
     return GemmSchedule(trace=trace, mapping=mapping, tokens=tokens, reads=reads,
                         resident=resident, chunk=chunk)
 

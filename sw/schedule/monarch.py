@@ -39,7 +39,8 @@ sub-macro, weights ``W[w·in + r, cb·out + c] = B[c, r]``, zeros around it.
     times the passes per load of ``"latency"``.
 ``"linear"`` (dense baseline)
     Each factor densified into its ``b·s × b·s`` (then ``b·s × s·s``) block-diagonal matrix,
-    zeros stored, and tiled like :func:`~sparsecim.sw.schedule.schedule_layer` (tiles of
+    zeros stored, and tiled by the GEMM tiler (:func:`~sparsecim.sw.mapping.map_dense`, its
+    LOAD_W beats packed as :func:`~sparsecim.sw.schedule.schedule_layer` packs them; tiles of
     ``rows·P`` inputs × ``cols`` outputs, split 0, the K tiles of a chunk resident). The first
     GEMM's output tiles stay in the accumulator; a straight MOVE per tile requantizes them into
     one wide activation entry per token, in ``u`` order, and the second GEMM's K tile ``q``
@@ -72,20 +73,23 @@ from ...hw.isa import (
     Mode,
     Opcode,
     act_beat_layout,
-    config_command,
-    encode,
     pack_beats,
     pack_weight_rows,
 )
-from ...hw.trace import Step, Trace
-from ..golden import run_trace
+from ...hw.trace import BeatArray, Trace
+from ..blockdiag_map import MAPPINGS as BLOCK_MAPPINGS
+from ..mapping import map_dense
 from ..reference import check_int_matrix
+from .gemm import _tile_weight_bytes
+from .steps import build_trace, trace_counters, zero_entries
 
 __all__ = ["MAPPINGS", "MonarchSchedule", "MonarchCost", "schedule_monarch",
            "monarch_reference", "monarch_cost"]
 
-#: The mappings :func:`schedule_monarch` knows.
-MAPPINGS = ("latency", "capacity", "linear")
+#: The mappings :func:`schedule_monarch` knows (those of
+#: :data:`sparsecim.sw.blockdiag_map.MAPPINGS`), the scheduler's default first and the
+#: densified baseline last.
+MAPPINGS = (*BLOCK_MAPPINGS[1:], BLOCK_MAPPINGS[0])
 
 
 @dataclass(kw_only=True)
@@ -335,7 +339,7 @@ def _schedule_blocks(cfg, x, r_blocks, l_blocks, shift, mapping) -> MonarchSched
     steps: list[tuple[Command, list[int]]] = []
     dense = Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1, split=cfg.max_split, shift=shift)
     if needs_zero:
-        steps += _zero_entries(cfg, l_base, chunk * l_entries)
+        steps += zero_entries(cfg, l_base, chunk * l_entries)
     steps.append((dense, []))
     entry_lanes = cfg.act_beats() * cfg.act_lanes
     w_words = [pack_weight_rows(cfg, image, np.zeros_like(image) if cfg.meta_bits else None)
@@ -386,7 +390,7 @@ def _schedule_blocks(cfg, x, r_blocks, l_blocks, shift, mapping) -> MonarchSched
                     result_map[t0:t0 + count, j, :, 1] = slot.cb * s + np.arange(s)
             beat += n
     steps.append((Command(Opcode.END), []))
-    trace = _trace(cfg, steps, {"workload": "monarch", "mapping": mapping, "tokens": tokens,
+    trace = build_trace(cfg, steps, {"workload": "monarch", "mapping": mapping, "tokens": tokens,
                                 "b": b, "s": s, "shift": shift, "chunk": chunk,
                                 "loads": loads})
     return MonarchSchedule(trace=trace, tokens=tokens, b=b, s=s, mapping=mapping,
@@ -411,26 +415,6 @@ def _middle_moves(cfg, steps, r_slots, windows, s, b, count, chunk, l_base) -> i
     return moves
 
 
-def _zero_entries(cfg: MacroConfig, addr: int, count: int) -> list:
-    """Commands that zero activation entries ``addr .. addr+count-1`` whole: LOAD_A of zeros
-    in the pattern with the widest entry (the next CONFIG selects the layer's)."""
-    widest = max(cfg.modes, key=lambda p: cfg.act_beats(*p))
-    zeros = [0] * (count * cfg.act_beats(*widest))
-    return [(config_command(widest), []),
-            (Command(Opcode.LOAD_A, addr=addr, count=count), zeros)]
-
-
-def _trace(cfg, steps, meta) -> Trace:
-    trace = Trace(cfg, meta=meta)
-    encoded: dict[Command, int] = {}
-    for cmd, words in steps:
-        word = encoded.get(cmd)
-        if word is None:
-            word = encoded[cmd] = encode(cfg, cmd)
-        trace.steps.append(Step(word, words))
-    return trace
-
-
 # Linear: two densified GEMMs ----------------------------------------------------------------
 
 def _schedule_linear(cfg, x, r_blocks, l_blocks, shift) -> MonarchSchedule:
@@ -444,27 +428,23 @@ def _schedule_linear(cfg, x, r_blocks, l_blocks, shift) -> MonarchSchedule:
         w1[i * s:(i + 1) * s, i * s:(i + 1) * s] = r_blocks[i].T
         for j in range(s):
             w2[i * s + j, j * s:(j + 1) * s] = l_blocks[j, :, i]
-    k1, n1 = -(-k_dim // red), -(-k_dim // cols)
-    k2, n2 = k1, -(-(s * s) // cols)
+    # The two layers are tiled and their LOAD_W beats packed by the GEMM tiler.
+    map1, map2 = map_dense(cfg, k_dim, k_dim), map_dense(cfg, k_dim, s * s)
+    k1, n1 = map1.k_tiles, map1.n_tiles
+    k2, n2 = map2.k_tiles, map2.n_tiles
     if n1 > cfg.max_pass_inputs // cols:
         raise ValueError(f"u needs {n1} chunks of {cols}, more than an activation entry holds")
     chunk = min(tokens, cfg.acc_depth // n1, cfg.act_depth // (k1 + 1))
     if chunk < 1:
         raise ValueError("the buffers are too shallow for one token of this layer")
 
-    def tile(w, kt, nt, full):
-        block = np.zeros((cfg.weight_rows, cols), dtype=np.int64)
-        part = w[kt * red:(kt + 1) * red, nt * cols:(nt + 1) * cols]
-        block[:part.shape[0], :part.shape[1]] = part
-        used = cfg.weight_rows if full else part.shape[0]
-        words = pack_weight_rows(cfg, block[:used],
-                                 np.zeros_like(block[:used]) if cfg.meta_bits else None)
-        return used, words
-
+    raw1, raw2 = _tile_weight_bytes(cfg, map1, w1), _tile_weight_bytes(cfg, map2, w2)
     # Layer 1 tiles load only their rows (stale rows meet zero-padded activations); layer 2's
     # last K tile may meet u chunks no MOVE wrote, so its tiles load every row, zeros included.
-    tiles1 = {(kt, nt): tile(w1, kt, nt, False) for nt in range(n1) for kt in range(k1)}
-    tiles2 = {(kt, nt): tile(w2, kt, nt, True) for nt in range(n2) for kt in range(k2)}
+    tiles1 = {(kt, nt): (tile.rows, BeatArray(raw1[nt, kt, :tile.rows]))
+              for nt in range(n1) for kt, tile in enumerate(map1.tiles[nt * k1:(nt + 1) * k1])}
+    tiles2 = {(kt, nt): (cfg.weight_rows, BeatArray(raw2[nt, kt]))
+              for nt in range(n2) for kt in range(k2)}
     entry_lanes = cfg.act_beats() * cfg.act_lanes
     steps: list[tuple[Command, list[int]]] = [
         (Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1, shift=shift), [])]
@@ -505,7 +485,7 @@ def _schedule_linear(cfg, x, r_blocks, l_blocks, shift) -> MonarchSchedule:
             beat += count
     steps.append((Command(Opcode.END), []))
     loads = k1 * n1 + k2 * n2
-    trace = _trace(cfg, steps, {"workload": "monarch", "mapping": "linear", "tokens": tokens,
+    trace = build_trace(cfg, steps, {"workload": "monarch", "mapping": "linear", "tokens": tokens,
                                 "b": b, "s": s, "shift": shift, "chunk": chunk,
                                 "loads": loads})
     return MonarchSchedule(trace=trace, tokens=tokens, b=b, s=s, mapping="linear",
@@ -525,7 +505,8 @@ class MonarchCost:
     mapping : str
     b, s, tokens : int
     counters : dict
-        The golden model's predicted counters for the whole trace (``stall`` 0).
+        The cycle model's counters for the whole trace (``stall`` 0), as the golden model
+        predicts them.
     cycles_per_token : float
         ``counters["total"] / tokens``.
     loads : int
@@ -557,7 +538,9 @@ def monarch_cost(cfg: MacroConfig, b: int, s: int, mapping: str, tokens: int = 1
     """Schedule a ``b × s`` Monarch layer (``R``: b blocks of s × s, ``L``: s blocks of
     s × b) for ``tokens`` tokens in ``mapping`` and return its cycle-model figures.
 
-    Cycles do not depend on the values, so the operands are zeros.
+    Cycles do not depend on the values, so the operands are zeros; the counters are the
+    ISA's per-command costs summed over the trace
+    (:func:`~sparsecim.sw.schedule.steps.trace_counters`), without a golden run.
 
     Raises
     ------
@@ -569,7 +552,7 @@ def monarch_cost(cfg: MacroConfig, b: int, s: int, mapping: str, tokens: int = 1
     x = np.zeros((tokens, b * s), dtype=np.int64)
     schedule = schedule_monarch(cfg, x, np.zeros((b, s, s), dtype=np.int64),
                                 np.zeros((s, s, b), dtype=np.int64), shift, mapping)
-    counters = run_trace(schedule.trace).counters
+    counters = trace_counters(schedule.trace)
     return MonarchCost(mapping, b, s, tokens, counters, counters["total"] / tokens,
                        schedule.loads, schedule.passes, schedule.moves,
                        schedule.utilization, schedule.chunk)

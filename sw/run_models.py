@@ -1,9 +1,9 @@
 """Users' checkpoints as ``sparsecim run`` models: ``--model PATH``.
 
-A model setting that is not a name of :data:`sparsecim.tb.run.MODELS` but a path is resolved
+A model setting that is not a name of :data:`sparsecim.sw.pipeline.MODELS` but a path is resolved
 here (:func:`resolve_path_model`):
 
-- a ``config.json`` is a :class:`~sparsecim.tb.run.ShapeTable` (figures without weights);
+- a ``config.json`` is a :class:`~sparsecim.sw.pipeline.ShapeTable` (figures without weights);
 - a Hugging Face folder, a ``.gguf`` or a ``.onnx`` is a loader (:func:`checkpoint_layers`):
   the linears of the first ``blocks`` blocks (ONNX: every linear, in graph order). Where the
   checkpoint has a numpy forward pass and a tokenizer (llama family, bert, GGUF with a BPE
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sw.models import Checkpoint, CheckpointError, load_checkpoint
-from .run import LayerInput, RunError, RunSettings, ShapeTable
+from .models import Checkpoint, CheckpointError, load_checkpoint
+from .pipeline import LayerInput, RunError, RunSettings, ShapeTable
 
 __all__ = ["is_path_model", "resolve_path_model", "checkpoint_layers", "checkpoint_quality",
            "model_text"]
@@ -48,7 +48,7 @@ def _checkpoint(path: str) -> Checkpoint:
 
 
 def resolve_path_model(name: str):
-    """The :data:`~sparsecim.tb.run.MODELS`-style entry of a path: a ``ShapeTable`` for a
+    """The :data:`~sparsecim.sw.pipeline.MODELS`-style entry of a path: a ``ShapeTable`` for a
     ``config.json``, else :func:`checkpoint_layers`.
 
     Raises
@@ -64,7 +64,7 @@ def resolve_path_model(name: str):
     if path.is_file() and path.name.endswith(".json"):
         return ShapeTable(_checkpoint(str(path)).shape)
     if path.is_dir():
-        from ..sw.models.hf import read_config
+        from .models.hf import read_config
 
         try:
             read_config(path)
@@ -78,7 +78,7 @@ def resolve_path_model(name: str):
 
 def _as_run_error(function):
     """``function`` with a model's ``ValueError`` (a sequence longer than its context ...) as a
-    :class:`~sparsecim.tb.run.RunError` naming the model."""
+    :class:`~sparsecim.sw.pipeline.RunError` naming the model."""
     @functools.wraps(function)
     def wrapper(s: RunSettings, *args):
         try:
@@ -97,7 +97,7 @@ def model_text(s: RunSettings) -> str:
             return Path(s.text).read_text()
         except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as exc:
             raise RunError(f"text file {s.text} cannot be read: {exc}") from None
-    from ..sw.textdata import load_wiki_texts
+    from .textdata import load_wiki_texts
 
     try:
         return "\n\n".join(load_wiki_texts()[:_WIKI_TEXTS])
@@ -194,7 +194,7 @@ def checkpoint_quality(s: RunSettings, sparsified) -> dict | None:
             cos.append(float(model.sentence_embedding(ids) @ sparse.sentence_embedding(ids)))
         return {"metric": "cosine", "mean": float(np.mean(cos)), "min": float(np.min(cos)),
                 "sentences": len(cos)}
-    from ..sw.smollm import perplexity
+    from .smollm import perplexity
 
     ids = model.encode(text)[s.calib_tokens:]
     window = min(128, model.config.context_length)
