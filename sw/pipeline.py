@@ -58,7 +58,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hw.config import MacroConfig, macro_from_table, macro_toml, read_toml, resolve_macro
+from ..hw.config import (
+    ChipConfig,
+    MacroConfig,
+    chip_from_table,
+    chip_toml,
+    macro_from_table,
+    macro_toml,
+    read_toml,
+    resolve_chip,
+    resolve_macro,
+)
 from ..hw.trace import Trace
 from .area import recorded_counts
 from .energy import layer_energy, load_tech
@@ -152,6 +162,16 @@ class RunSettings:
     tech : str
         Technology file of the energy and area figures: ``22nm`` (default), ``45nm`` or a
         path to a TOML file (:func:`sparsecim.sw.energy.load_tech`).
+    chip : str
+        The chip (:data:`~sparsecim.hw.config.CHIP_PRESETS` name or a TOML chip file); empty
+        for a macro-only run. With a chip the run also places the whole model on it and
+        reports chip figures (:mod:`sparsecim.sw.chip_run`); the chip's macro is the run's.
+    attention_macs : int
+        Chip runs: MACs per cycle of the unit the attention products run on (0: the default
+        of :func:`sparsecim.sw.chip_run.attention_unit`, one macro's cells).
+    chip_table : ChipConfig or None
+        The chip of a ``[chip]`` table in the settings file; it overrides ``chip`` unless
+        ``--chip`` is given as a flag. :meth:`chip_config` is the chip the run uses.
     """
     model: str = "smollm2"
     blocks: int = 1
@@ -175,7 +195,27 @@ class RunSettings:
     plots: bool = True
     text: str = ""
     tech: str = "22nm"
+    chip: str = ""
+    attention_macs: int = 0
     macro: MacroConfig | None = None
+    chip_table: ChipConfig | None = None
+
+    def chip_config(self) -> ChipConfig | None:
+        """The chip of the run (``chip_table`` if set, else ``chip`` resolved), or None.
+
+        Raises
+        ------
+        RunError
+            For an unknown chip preset or a bad chip file (one line naming the field).
+        """
+        if self.chip_table is not None:
+            return self.chip_table
+        if not self.chip:
+            return None
+        try:
+            return resolve_chip(self.chip)
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
 
     def macro_config(self) -> MacroConfig:
         """The macro of the run: ``macro`` if set, else ``preset`` resolved.
@@ -185,6 +225,9 @@ class RunSettings:
         RunError
             For an unknown preset or a bad macro file (one line naming the field).
         """
+        chip = self.chip_config()
+        if chip is not None:
+            return chip.macro
         if self.macro is not None:
             return self.macro
         try:
@@ -202,6 +245,9 @@ class RunSettings:
         # A checkpoint path names the folder after its file or folder (MiniLM: "model").
         model = self.model if self.model in MODELS else Path(self.model).stem
         macro = self.macro.slug if self.macro is not None else Path(self.preset).stem
+        if self.chip_table is not None or self.chip:
+            macro = ("chip-" + self.chip_table.slug if self.chip_table is not None
+                     else f"chip-{Path(self.chip).stem}")
         return Path("build/runs") / f"run-{model}-{self.sparsify}-{pattern}-{macro}"
 
     def as_dict(self) -> dict:
@@ -210,6 +256,8 @@ class RunSettings:
         values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
         values["out"] = str(self.run_dir())
         values["macro"] = self.macro_config().to_dict()
+        chip = self.chip_config()
+        values["chip_table"] = None if chip is None else chip.to_dict()
         return values
 
 
@@ -258,6 +306,7 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
     """
     fields = _fields()
     del fields["macro"]  # a [macro] table, not a key
+    del fields["chip_table"]  # a [chip] table, not a key
     values: dict = {}
     if path is not None:
         path = Path(path)
@@ -274,9 +323,12 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
                 # Both forms at once: one of them would be dropped without a word.
                 raise RunError(f"settings file {path}: settings must be top-level keys or a "
                                f"[run] table, not both (top-level: {', '.join(rest)})")
-        if "chip" in data:
-            raise RunError(f"settings file {path}: a [chip] table is not supported yet (there "
-                           f"is no chip-level configuration); use [macro]")
+        if isinstance(data.get("chip"), dict):
+            try:
+                values["chip_table"] = chip_from_table(data.pop("chip"),
+                                                       where=f"settings file {path}")
+            except ValueError as exc:
+                raise RunError(str(exc)) from None
         if "macro" in data:
             try:
                 values["macro"] = macro_from_table(data.pop("macro"),
@@ -298,6 +350,11 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
         values[key] = _coerce(key, value, fields[key].default)
     if (overrides or {}).get("preset") is not None:
         values.pop("macro", None)  # --preset on the command line wins over a [macro] table
+    if (overrides or {}).get("chip") is not None:
+        values.pop("chip_table", None)  # --chip on the command line wins over a [chip] table
+    if values.get("chip_table") is not None and values["chip_table"] == _named_chip(
+            values.get("chip", "")):
+        del values["chip_table"]  # the [chip] of a named preset (a run's settings.toml)
     if values.get("macro") is not None and values["macro"] == _named_preset(
             values.get("preset", "flexcim")):
         del values["macro"]  # the [macro] of a named preset (a run's settings.toml) is the name
@@ -310,6 +367,12 @@ def _named_preset(name: str) -> MacroConfig | None:
     from ..hw.config import PRESETS
 
     return PRESETS.get(name)
+
+
+def _named_chip(name: str) -> ChipConfig | None:
+    from ..hw.config import CHIP_PRESETS
+
+    return CHIP_PRESETS.get(name)
 
 
 def resolve_model(name: str):
@@ -408,7 +471,14 @@ def validate_settings(s: RunSettings) -> None:  # noqa: C901
             raise RunError(f"rtl_layers must be none for a layer-shape table, not "
                            f"{s.rtl_layers!r} ({what}; nothing runs on the golden model or "
                            f"the RTL)")
+    chip = s.chip_config()
     cfg = s.macro_config()
+    if s.attention_macs < 0:
+        raise RunError(f"setting attention_macs must be a non-negative integer (MACs per "
+                       f"cycle; 0 for the default), not {s.attention_macs}")
+    if s.attention_macs and chip is None:
+        raise RunError(f"setting attention_macs is for a chip run (--chip), not a macro-only "
+                       f"run ({s.attention_macs})")
     if s.rtl_sample < 0:
         raise RunError(f"setting rtl_sample must be a non-negative integer, not {s.rtl_sample}")
     try:
@@ -428,8 +498,9 @@ def validate_settings(s: RunSettings) -> None:  # noqa: C901
             raise RunError(f"setting flow_tolerance must be non-negative, not "
                            f"{s.flow_tolerance}")
     elif s.sparsify != "dense":
+        on = f"preset {s.preset}" if chip is None else f"the macro of chip {s.chip or 'table'}"
         try:
-            cfg.check_pattern(*as_pattern(s.pattern), on=f"preset {s.preset}")
+            cfg.check_pattern(*as_pattern(s.pattern), on=on)
         except ValueError as exc:
             raise RunError(str(exc)) from None
     if s.model == "smollm2":
@@ -475,9 +546,14 @@ def settings_toml(settings: RunSettings) -> str:
     lines = ["# Resolved settings of this run: `sparsecim run --config settings.toml` repeats it.",
              "[run]"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in settings.as_dict().items()
-              if key != "macro"]
-    return "\n".join(lines) + "\n\n" + macro_toml(
+              if key not in ("macro", "chip_table")]
+    text = "\n".join(lines) + "\n\n" + macro_toml(
         settings.macro_config(), comment="The macro the run used (it wins over preset above).")
+    chip = settings.chip_config()
+    if chip is not None:
+        text += "\n" + chip_toml(chip, comment="The chip the run used (it wins over chip above; "
+                                               "its macro is the run's).")
+    return text
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,11 @@
   process pool of 2 workers from a cold cache, and a rerun from the cache.
 - Chip (``--chip-only`` prints only this): chip commands per second of the chip event model
   (:func:`sparsecim.sw.chip_timing.chip_counters`) on a LLaMA-2-7B-sized dense layer (4096 ×
-  11008, 8 tokens) laid out on the ``edge`` chip (:func:`chip_rate`).
+  11008, 8 tokens) laid out on the ``edge`` chip (:func:`chip_rate`); and design points per
+  second of the chip run's figures (:func:`sparsecim.sw.chip_run.chip_run`: placement, the
+  chip cycle model on every distinct layer, the attention) for the whole LLaMA-2-7B (224
+  linears) at prefill T = 128, over the ``edge`` and ``large`` chips × dense, 2:4, 4:8 and
+  1:8 (:func:`chip_points_rate`), one process, each point from scratch.
 """
 
 from __future__ import annotations
@@ -312,6 +316,40 @@ def chip_rate(chip_name: str = "edge", k: int = 4096, n: int = 11008, tokens: in
     return rate
 
 
+CHIP_POINTS = tuple((chip, pattern) for chip in ("edge", "large")
+                    for pattern in ("dense", "2:4", "4:8", "1:8"))
+
+
+def chip_points_rate(points=CHIP_POINTS, tokens: int = 128) -> dict:
+    """Design points per second of whole-model chip figures on LLaMA-2-7B: one
+    :func:`~sparsecim.sw.chip_run.chip_run` per ``(chip preset, pattern)`` of ``points``.
+    Prints a line per point and the rate; returns the figures."""
+    from ..hw.config import CHIP_PRESETS
+    from ..hw.pattern import as_pattern
+    from ..sw.chip_run import chip_run, kv_features, shape_specs
+    from ..sw.model_shapes import MODELS
+
+    shape = MODELS["llama-2-7b"]
+    blocks = max(lin.blocks for lin in shape.linears)
+    print(f"\nsparsecim bench: chip figures of the whole LLaMA-2-7B ({len(points)} design "
+          f"points, prefill T = {tokens}, every linear placed and priced exactly)")
+    seconds = []
+    for chip, pattern in points:
+        t0 = time.perf_counter()
+        specs = shape_specs(shape, [as_pattern(pattern)] * blocks)
+        result = chip_run(CHIP_PRESETS[chip], specs, tokens, chip_name=chip,
+                          attention=shape.attention, kv=kv_features(shape))
+        seconds.append(time.perf_counter() - t0)
+        s = result.summary
+        print(f"  {chip:<6} {pattern:<6} {seconds[-1]:6.1f} s   decode "
+              f"{s['decode_tokens_per_s']:9.3f} tokens/s, prefill {s['prefill_tokens_per_s']:9.2f}"
+              f" tokens/s, {s['decode_bound']}-bound")
+    total = sum(seconds)
+    print(f"  design points / second: {len(points) / total:.3f} ({total:.1f} s for "
+          f"{len(points)}; slowest {max(seconds):.1f} s)")
+    return {"points": len(points), "seconds": total, "rate": len(points) / total}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sparsecim.tb.bench", description=__doc__)
     parser.add_argument("--preset", default="flexcim")
@@ -332,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-only", action="store_true",
                         help="print only the sweep's design points per second")
     parser.add_argument("--chip-only", action="store_true",
-                        help="print only the chip event model's chip commands per second")
+                        help="print only the chip figures: the event model's chip commands "
+                             "per second and whole-LLaMA-2-7B design points per second")
     parser.add_argument("--no-old", action="store_true",
                         help="skip the paths before issue 17 in the software figures")
     args = parser.parse_args(argv)
@@ -345,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.chip_only:
         chip_rate()
+        chip_points_rate()
         return 0
 
     if args.nm_only:
@@ -405,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     software_table(args.preset, old=not args.no_old)
     sweep_rate()
     chip_rate()
+    chip_points_rate()
     same = plain.harness_cycles == rtl.harness_cycles
     return 0 if rtl.passed and nm_ok and same else 1
 

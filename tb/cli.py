@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hw.config import PRESETS, resolve_macro
+from ..hw.config import CHIP_PRESETS, PRESETS, resolve_chip, resolve_macro
 from ..hw.isa import ErrorCode
 from ..sw.golden import run_trace
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
@@ -510,9 +510,15 @@ def _cmd_run(args) -> int:  # noqa: C901
         "pause": args.pause,
         "seed": args.seed, "out": args.out, "plots": False if args.no_plots else None,
         "text": args.text,
-        "tech": args.tech,
+        "tech": args.tech, "chip": args.chip, "attention_macs": args.attention_macs,
     }
     started = time.perf_counter()
+    if args.chip is not None and not args.chip:
+        # An empty chip setting means "no chip" in a settings file; from the flag it is a slip.
+        try:
+            resolve_chip(args.chip)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     try:
         settings = load_settings(args.config, overrides)
     except RunError as exc:
@@ -543,7 +549,9 @@ def _cmd_run(args) -> int:  # noqa: C901
     table = isinstance(resolve_model(s.model), ShapeTable)
     summary = result.summary
     cfg = s.macro_config()
-    macro = s.preset if s.macro is None else "from a [macro] table"
+    macro = "preset " + (s.preset if s.macro is None else "from a [macro] table")
+    if s.chip_config() is not None:
+        macro = f"the macro of chip {s.chip or 'from a [chip] table'}"
     if table:
         what = (f"{s.model} (layer-shape table, no weights: {len(records)} distinct linears "
                 f"standing for {summary['linears']})")
@@ -553,7 +561,7 @@ def _cmd_run(args) -> int:  # noqa: C901
         what = f"{s.model} (checkpoint, {s.blocks} block(s), {len(records)} linears)"
     else:
         what = f"{s.model} ({len(records)} layers)"
-    print(f"sparsecim run: {what}, {pattern}, mapping {s.mapping}, preset {macro}, "
+    print(f"sparsecim run: {what}, {pattern}, mapping {s.mapping}, {macro}, "
           f"{s.tokens} token(s)")
     print(f"  macro         {cfg.slug}: {cfg.submacros} x {cfg.rows}x{cfg.cols}, "
           f"patterns dense, {cfg.pattern_names() or '-'}")
@@ -568,7 +576,8 @@ def _cmd_run(args) -> int:  # noqa: C901
         else:
             golden = "yes" if r.golden_match else "NO"
             rtl = "-" if r.rtl_match is None else (
-                f"{r.rtl_cycles} {'ok' if r.rtl_match else 'FAIL'}")
+                f"{r.rtl_cycles} "
+                f"{'ok' if r.rtl_match else 'FAIL'}")
             if r.rtl_tiles is not None:
                 rtl = f"{r.rtl_coverage:.0%} {'ok' if r.rtl_match else 'FAIL'}"
         err = "-" if r.rel_error is None else f"{r.rel_error:.3f}"
@@ -591,7 +600,20 @@ def _cmd_run(args) -> int:  # noqa: C901
     else:
         print(f"  golden model  {summary['golden_matches']}/{summary['layers']} layers equal "
               f"the integer matmul of the quantized operands")
-        if summary["rtl_layers"]:
+        chip_rtl = [r for r in records if result.chip is not None and r.rtl_match is not None
+                    and not r.mapping.startswith("monarch")]
+        if chip_rtl:
+            print(f"  RTL (chip)    {sum(bool(r.rtl_match) for r in chip_rtl)}/{len(chip_rtl)} "
+                  f"layer(s) alone on the chip RTL: bit-exact against the chip golden model "
+                  f"and the integer reference, every chip and macro counter equal to the chip "
+                  f"cycle model")
+            for r in chip_rtl:
+                cover = "" if r.rtl_tiles is None else (
+                    f", output tiles {r.rtl_tiles} of {r.n_tiles} ({r.rtl_coverage:.1%})")
+                print(f"                {r.name}: {r.rtl_cycles:,} chip cycles, "
+                      f"{'ok' if r.rtl_match else 'MISMATCH (see ' + str(r.rtl_dir) + ')'}"
+                      f"{cover}")
+        elif summary["rtl_layers"]:
             same = sum(r.rtl_cycles == r.model_cycles for r in records
                        if r.rtl_match is not None and r.rtl_tiles is None)
             sampled = sum(r.rtl_tiles is not None for r in records)
@@ -624,12 +646,19 @@ def _cmd_run(args) -> int:  # noqa: C901
               f"and chip interconnect not modelled (chip level)")
     else:
         print("  energy        not computed (no trace ran)")
+    if result.chip is not None:
+        from .chip_report import chip_lines
+
+        print("\n".join(chip_lines(result.chip)))
     files = result.files
     plots = [k for k in ("utilization", "cycles", "patterns", "speedup", "energy")
              if k in files]
     print(f"  report        {files['markdown']}  (layers.json, layers.csv"
           + (f", {len(plots)} plots: {files[plots[0]].parent}/<name>.png" if plots else "")
           + ")")
+    if "chip_markdown" in files:
+        print(f"  chip report   {files['chip_markdown']}  (chip.json, chip.csv"
+              + (", roofline.png, chip_cycles.png" if "roofline" in files else "") + ")")
     print(f"  settings      {files['settings']}")
     print(f"  wall time     {time.perf_counter() - started:.1f} s")
     if summary["cycle_model_only"]:
@@ -694,6 +723,15 @@ def _add_run_parser(sub) -> None:
     run.add_argument("--out", help="run folder (build/runs/run-<model>-<sparsify>-<pattern>-"
                                    "<preset>)")
     run.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    run.add_argument("--chip", metavar="NAME|FILE.toml",
+                     help="also place the whole model on a chip of K macros and report chip "
+                          "figures (macros, resident or streamed, decode and prefill cycles "
+                          "and tokens/s, off-chip bytes per token, bound): a chip preset ("
+                          + ", ".join(CHIP_PRESETS) + ") or a TOML chip file; its macro is "
+                          "the run's")
+    run.add_argument("--attention-macs", type=_positive, metavar="N",
+                     help="with --chip: MACs per cycle of the attention unit (default: one "
+                          "macro's cells)")
     run.add_argument("--tech", metavar="FILE",
                      help="technology file of the energy and area figures: 22nm (default), "
                           "45nm or a TOML path")
@@ -813,6 +851,13 @@ def _cmd_presets(args) -> int:
     for name, cfg in sorted(PRESETS.items()):
         print(f"  {name:<8} " + " ".join(f"{getattr(cfg, f):>{max(5, len(f))}}" for f in fields)
               + f"  {cfg.cells:>5}  {cfg.pattern_names() or '-'}")
+    print("sparsecim chip presets (run --chip NAME; or --chip FILE.toml with a [chip] table):")
+    print(f"  {'name':<8} {'macros':>6} {'macro':>8} {'MHz':>6} {'B/cycle':>7} "
+          f"{'buffer B':>10} {'off-chip B':>14}")
+    for name, chip in CHIP_PRESETS.items():
+        macro = next((n for n, c in PRESETS.items() if c == chip.macro), chip.macro.slug)
+        print(f"  {name:<8} {chip.macros:>6} {macro:>8} {chip.clock_mhz:>6g} "
+              f"{chip.weight_bw:>7} {chip.buffer_bytes:>10,} {chip.offchip_bytes:>14,}")
     return 0
 
 

@@ -72,6 +72,10 @@ def rtl_step(settings: RunSettings, folder: Path) -> RtlStep:
     def run_layer_rtl(name: str, mapped: MappedLayer, golden, events) -> RtlFigures:
         from .cosim import Pauses, run_rtl
 
+        if settings.chip_config() is not None and mapped.operands is not None:
+            from .chip_report import chip_layer_rtl  # the layer's chip trace on the chip RTL
+
+            return chip_layer_rtl(settings, name, mapped, folder / name)
         pauses = Pauses(settings.pause, settings.pause, settings.pause)
         sample = settings.rtl_sample
         if sample and mapped.output_tile and sample < mapped.n_tiles:
@@ -102,6 +106,7 @@ class RunResult:
     summary: dict
     run_dir: Path
     files: dict
+    chip: object = None
 
     @property
     def passed(self) -> bool:
@@ -148,14 +153,23 @@ def run(settings: RunSettings, *, on_step: Callable[[str, str], None] | None = N
     try:
         records, quality = run_layers(cfg, settings, step=on_step,
                                       rtl=rtl_step(settings, run_dir / "rtl"))
-        files = folder.publish(records, settings, quality)
+        chip = None
+        if settings.chip_config() is not None:  # the chip figures (sparsecim.sw.chip_run)
+            from .chip_report import chip_step
+
+            if on_step:
+                on_step("begin", "chip figures")
+            chip = chip_step(settings, records)
+            if on_step:
+                on_step("end", "chip figures")
+        files = folder.publish(records, settings, quality, chip)
     except BaseException as exc:
         folder.abandon(exc)
         raise
     summary = summarize(records)
     if quality is not None:
         summary["quality"] = quality
-    return RunResult(settings, records, summary, run_dir, files)
+    return RunResult(settings, records, summary, run_dir, files, chip)
 
 
 #: The marker file of a run folder whose run has not finished: it says whether the run is
@@ -164,7 +178,7 @@ INCOMPLETE = "INCOMPLETE"
 
 #: What a run publishes at the top of its folder (the report's files and its settings); a new
 #: run removes those of an older one before it starts, so they never mix.
-_RESULTS = ("settings.toml", "layers.json", "layers.csv", "report.md", "*.png")
+_RESULTS = ("settings.toml", "layers.json", "layers.csv", "report.md", "*.png", "chip.*")
 
 
 class _RunFolder:
@@ -197,7 +211,7 @@ class _RunFolder:
                            f"{exc.strerror or exc}") from None
 
     def publish(self, records: list[LayerRecord], settings: RunSettings,
-                quality: dict | None = None) -> dict:
+                quality: dict | None = None, chip=None) -> dict:
         shutil.rmtree(self.staging, ignore_errors=True)
         try:
             staged = write_report(records, self.staging, settings=settings.as_dict(),
@@ -208,6 +222,10 @@ class _RunFolder:
                                  + "".join(f"- {key}: {value:.6g}\n" if isinstance(value, float)
                                            else f"- {key}: {value}\n"
                                            for key, value in quality.items()))
+            if chip is not None:
+                from .chip_report import write_chip_report
+
+                staged.update(write_chip_report(chip, self.staging, plots=settings.plots))
             with atomic_write(self.staging / "settings.toml") as out:
                 out.write(settings_toml(settings))
             staged["settings"] = self.staging / "settings.toml"

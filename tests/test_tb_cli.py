@@ -1015,6 +1015,12 @@ def _bad_run_values(rng):
          ["missing.txt", "/"]),
         ("macro", str(rng.choice(["{ rows = 3 }", "{ rows = 4, cols = 4, submacros = 3 }",
                                   "'tiny'", "{ colour = 1 }"])), None),
+        # A chip name, or a [chip] table (the chip_table setting) given inline.
+        ("chip", str(rng.choice(["'huge'", "'missing.toml'", "{ macro = 'tiny', macros = 0 }",
+                                 "{ colour = 1 }", "{ macro = 'tiny' }", "3"])),
+         [str(rng.choice(words)), "missing.toml"]),
+        ("attention_macs", str(rng.choice(["-1", "'many'", "1.5", "64"])),
+         [str(rng.choice(["0", "-3", "x", "64"]))]),
     ]
 
 
@@ -1057,6 +1063,7 @@ def test_fuzz_bad_run_settings_end_in_one_line(tmp_path, cli_main):
                 _assert_one_line_error(status, err)
                 assert not run_dir.exists(), (name, value, err)
                 cases += 1
+    covered.add("chip_table")  # the inline tables of the chip key above
     assert covered >= {f.name for f in dataclasses.fields(RunSettings)}
     assert cases > 300
 

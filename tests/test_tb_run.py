@@ -51,7 +51,8 @@ def test_default_run_folder_is_named_after_the_settings():
     ({"colour": "blue"}, "unknown setting 'colour'; known are model, blocks, linears, shapes, "
                          "tokens, calib_tokens, sparsify, pattern, flow_target, "
                          "flow_tolerance, flow_dense_ends, monarch_mapping, mapping, preset, "
-                         "rtl_layers, rtl_sample, pause, seed, out, plots, text, tech"),
+                         "rtl_layers, rtl_sample, pause, seed, out, plots, text, tech, chip, "
+                         "attention_macs"),
 ], ids=["tokens", "pause", "plots", "preset", "flow-target", "unknown"])
 def test_bad_settings_are_named(overrides, message):
     with pytest.raises(RunError) as exc:
