@@ -263,12 +263,15 @@ class DataRouter(wiring.Component):
         allowed = Signal()
         if self.weights:
             row = chip.weight_row_bytes
-            credit = Signal(range(row + chip.weight_bw + 1), init=row)
+            # Capped at a row plus one cycle's bandwidth, not at a row: no byte is dropped
+            # while rows are wanted (ChipConfig.credit_cap).
+            cap = chip.credit_cap
+            credit = Signal(range(cap + 1), init=row)
             m.d.comb += [allowed.eq(credit >= row),
                          self.bw_stall.eq(waiting & self.src.valid & ~allowed)]
             spent = Mux(self.moved, row, 0)
             refill = credit - spent + chip.weight_bw
-            m.d.sync += credit.eq(Mux(refill > row, row, refill))
+            m.d.sync += credit.eq(Mux(refill > cap, cap, refill))
         else:
             m.d.comb += allowed.eq(1)
         m.d.comb += [

@@ -280,13 +280,13 @@ def test_read_sums_a_sub_range():
 
 def _credit_rows(first, rows, row_bytes, bw):
     """Cycles in which rows move when the macros wait from cycle ``first`` on, by the credit
-    rule: credit R after reset, credit' = min(credit - R·moved + bw, R)."""
+    rule: credit R after reset, credit' = min(credit - R·moved + bw, R + bw - 1)."""
     credit, cycles, t = row_bytes, [], 0
     while len(cycles) < rows:
         move = t >= first and credit >= row_bytes
         if move:
             cycles.append(t)
-        credit = min(credit - (row_bytes if move else 0) + bw, row_bytes)
+        credit = min(credit - (row_bytes if move else 0) + bw, row_bytes + bw - 1)
         t += 1
     return cycles
 
