@@ -43,11 +43,15 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from ..hw.config import ChipConfig
 from ..hw.pattern import as_pattern
 from .model_shapes import AttentionShape, ModelShape
 from .schedule.chip import ChipLayer, load_phase, model_figures, place_model
+
+if TYPE_CHECKING:
+    from .energy import Tech
 
 __all__ = ["LayerSpec", "ChipRow", "AttentionUnit", "AttentionCost", "ChipResult",
            "attention_unit", "attention_cost", "shape_specs", "kv_features", "chip_run",
@@ -143,6 +147,14 @@ class ChipRow:
         ``bandwidth`` or ``compute``.
     stack, prefill_stack : dict
         Cycles per token by :data:`STACK` component (see :func:`_stack`).
+    decode_pj, prefill_pj : float or None
+        Energy per token of the row's copies (:func:`~sparsecim.sw.chip_energy.
+        layer_chip_energy`, summed; the resident load not in it); None without a ``tech``.
+    load_pj : float
+        The one-time load of the resident copies, each priced alone (0 when streamed).
+    energy_stack, prefill_energy_stack : dict
+        pJ per token by :data:`~sparsecim.sw.chip_energy.CHIP_ENERGY_COMPONENTS` (a
+        component is None when not modelled: no macro area).
     """
     name: str
     label: str
@@ -165,6 +177,11 @@ class ChipRow:
     prefill_bound: str
     stack: dict = field(default_factory=dict)
     prefill_stack: dict = field(default_factory=dict)
+    decode_pj: float | None = None
+    prefill_pj: float | None = None
+    load_pj: float = 0.0
+    energy_stack: dict = field(default_factory=dict)
+    prefill_energy_stack: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -348,6 +365,11 @@ class ChipResult:
         What was done with the attention (costed on which unit, or why there is none).
     summary : dict
         See :func:`_summary`.
+    energy : dict or None
+        The model's energy and area (:func:`~sparsecim.sw.chip_energy.model_chip_energy` on
+        the run's own figures and plan, its per-layer ``layers`` left out: the rows carry
+        them), of the linears only (the attention unit is not priced; a note says so); None
+        when the run had no ``tech``.
     """
     chip: ChipConfig
     chip_name: str
@@ -356,18 +378,20 @@ class ChipResult:
     attention: AttentionCost | None
     attention_note: str
     summary: dict
+    energy: dict | None = None
 
     def as_dict(self) -> dict:
         return {"chip": self.chip.to_dict() | {"name": self.chip_name, "slug": self.chip.slug},
                 "tokens": self.tokens, "summary": self.summary,
                 "attention": None if self.attention is None else self.attention.as_dict(),
-                "attention_note": self.attention_note,
+                "attention_note": self.attention_note, "energy": self.energy,
                 "rows": [r.as_dict() for r in self.rows]}
 
 
 def chip_run(chip: ChipConfig, specs: Sequence[LayerSpec], tokens: int, *,
              chip_name: str = "", attention: Sequence[AttentionShape] | None = None,
-             kv: int = 0, attention_macs: int = 0, why_no_attention: str = "") -> ChipResult:
+             kv: int = 0, attention_macs: int = 0, why_no_attention: str = "",
+             tech: Tech | None = None) -> ChipResult:
     """Place every copy of ``specs`` on ``chip`` and total the figures.
 
     Parameters
@@ -385,6 +409,9 @@ def chip_run(chip: ChipConfig, specs: Sequence[LayerSpec], tokens: int, *,
         K/V features a token adds (:func:`kv_features`).
     attention_macs : int
         The attention unit's MACs per cycle (0: default of :func:`attention_unit`).
+    tech : Tech, optional
+        Price the run (:attr:`ChipResult.energy`, the rows' pJ) with this technology; the
+        macro's area from its recorded cell counts (none recorded: said in the notes).
 
     Raises
     ------
@@ -410,7 +437,13 @@ def chip_run(chip: ChipConfig, specs: Sequence[LayerSpec], tokens: int, *,
                 owner.append((index, copy))
     plan = place_model(chip, layers, tokens)
     figures = model_figures(chip, layers, prefill_tokens=tokens, plan=plan)
-    rows = _rows(specs, owner, figures, tokens)
+    energy = None
+    if tech is not None:
+        from .chip_energy import model_chip_energy  # lazy: chip_energy imports sweep_model
+
+        energy = model_chip_energy(chip, figures, tech, plan=plan)
+    rows = _rows(specs, owner, figures, tokens,
+                 energy["layers"] if energy is not None else [None] * len(figures))
     unit = attention_unit(chip, attention_macs)
     cost, note = None, why_no_attention or "none: the model has no attention products"
     if attention:
@@ -424,14 +457,48 @@ def chip_run(chip: ChipConfig, specs: Sequence[LayerSpec], tokens: int, *,
     summary["load_cycles"] = load["total"] if load else 0
     summary["load_seconds"] = summary["load_cycles"] / (chip.clock_mhz * 1e6)
     summary["load_bytes"] = load["w_load"] * chip.weight_row_bytes if load else 0
-    return ChipResult(chip, chip_name or chip.slug, tokens, rows, cost, note, summary)
+    if energy is not None:
+        energy = {k: v for k, v in energy.items() if k != "layers"}
+        energy["notes"] = list(energy["notes"]) + [
+            "linears only: the attention unit's energy is not priced"]
+        if energy["area_mm2"] is None:
+            energy["notes"].append("energies lack leakage and the interconnect's wires "
+                                   "(no macro area)")
+    return ChipResult(chip, chip_name or chip.slug, tokens, rows, cost, note, summary,
+                      energy)
 
 
-def _rows(specs, owner, figures, tokens: int) -> list[ChipRow]:
-    """Group the priced chip layers by (spec, regime); a Monarch copy's parts add up."""
+def _add_pj(a, b):
+    return None if a is None or b is None else a + b
+
+
+def _row_energy(priced) -> dict:
+    """pJ fields of a :class:`ChipRow` from ``(LayerFigures, layer_chip_energy dict)`` of
+    its layers (empty without energies)."""
+    if any(e is None for _, e in priced):
+        return {}
+    out = {"decode_pj": sum(e["decode_pj_per_token"] for _, e in priced),
+           "prefill_pj": sum(e["prefill_pj_per_token"] for _, e in priced),
+           "load_pj": sum(e["load_pj"] for _, e in priced)}
+    for key, run in (("energy_stack", "decode"), ("prefill_energy_stack", "prefill")):
+        stack: dict = {}
+        for fig, e in priced:
+            tokens = 1 if run == "decode" else fig.prefill_tokens
+            for name, value in e[run]["energy_pj"].items():
+                stack[name] = _add_pj(stack.get(name, 0.0),
+                                      None if value is None else value / tokens)
+        out[key] = stack
+    return out
+
+
+def _rows(specs, owner, figures, tokens: int, energies) -> list[ChipRow]:
+    """Group the priced chip layers by (spec, regime); a Monarch copy's parts add up
+    (``energies``: each figure's :func:`layer_chip_energy`, or None)."""
     groups: dict[tuple, list] = {}
-    for (index, copy), fig in zip(owner, figures, strict=True):
+    lay_energy: dict[tuple, list] = {}
+    for (index, copy), fig, lay in zip(owner, figures, energies, strict=True):
         groups.setdefault((index, fig.resident), []).append((copy, fig))
+        lay_energy.setdefault((index, fig.resident), []).append((fig, lay))
     rows = []
     for (index, resident), items in groups.items():
         spec = specs[index]
@@ -468,7 +535,8 @@ def _rows(specs, owner, figures, tokens: int) -> list[ChipRow]:
             utilization=first.utilization,
             bound="bandwidth" if 2 * bw > decode else "compute",
             prefill_bound="bandwidth" if 2 * pbw > prefill else "compute",
-            stack=stack, prefill_stack=prefill_stack))
+            stack=stack, prefill_stack=prefill_stack,
+            **_row_energy(lay_energy[(index, resident)])))
     return rows
 
 

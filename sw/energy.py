@@ -336,13 +336,15 @@ def total_energy(layers: list[dict]) -> dict:
     }
 
 
-def plot_energy_stack(ax, energies: list[dict], x) -> None:
+def plot_energy_stack(ax, energies: list[dict], x, components=ENERGY_COMPONENTS) -> None:
     """Stacked bars of ``components_pj`` per token (``pj_per_token / total_pj`` scales them),
-    one bar per entry of ``energies`` at positions ``x``; components not modelled (None) are
-    named in the legend instead."""
+    one bar per entry of ``energies`` at positions ``x``, in the order of ``components``
+    (default: the macro's; the chip's are :data:`~sparsecim.sw.chip_energy.
+    CHIP_ENERGY_COMPONENTS`); components not modelled (None) are named in the legend
+    instead."""
     bottom = [0.0] * len(energies)
     missing = []
-    for name in ENERGY_COMPONENTS:
+    for name in components:
         values = [e["components_pj"][name] for e in energies]
         if any(v is None for v in values):
             missing.append(name)

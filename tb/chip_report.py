@@ -12,7 +12,12 @@ computed there (and in the chip scheduler). Here they are written out, as
 - ``roofline.png``: each row's operational intensity (MACs per off-chip byte) against the
   chip's compute roof (K × cells MACs/cycle) and bandwidth roof (``weight_bw`` × intensity);
 - ``chip_cycles.png``: stacked cycles per token per row (fetch / weight load / activation
-  load / compute / read), decode and prefill side by side.
+  load / compute / read), decode and prefill side by side;
+- ``chip_energy.png``: stacked decode pJ per token per row by chip energy component
+  (:data:`~sparsecim.sw.chip_energy.CHIP_ENERGY_COMPONENTS`).
+
+The energy figures are :func:`~sparsecim.sw.chip_energy.model_chip_energy` of the run's own
+figures, priced with the run's technology file (``--tech``).
 """
 
 from __future__ import annotations
@@ -35,14 +40,14 @@ from ..sw.chip_run import (
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
 from ..sw.model_shapes import AttentionShape
 
-__all__ = ["chip_step", "record_specs", "chip_lines", "write_chip_report", "chip_layer_rtl",
-           "CHIP_CSV_COLUMNS"]
+__all__ = ["chip_step", "record_specs", "chip_lines", "energy_lines", "write_chip_report",
+           "chip_layer_rtl", "CHIP_CSV_COLUMNS"]
 
 #: Columns of ``chip.csv``, in order.
 CHIP_CSV_COLUMNS = ("name", "k", "n", "label", "mapping", "copies", "regime", "macros", "tiles",
                     "load_cycles", "load_bytes", "decode_cycles", "prefill_cycles",
                     "decode_bytes", "prefill_bytes", "macs_per_token", "utilization", "bound",
-                    "prefill_bound")
+                    "prefill_bound", "decode_pj", "prefill_pj", "load_pj")
 
 
 def record_specs(records) -> list[LayerSpec]:
@@ -108,6 +113,7 @@ def chip_step(settings, records) -> ChipResult:
     RunError
         For a layer the chip's macro cannot run (the message names it).
     """
+    from ..sw.energy import load_tech
     from ..sw.pipeline import RunError, ShapeTable, resolve_model
     from ..sw.schedule import as_pattern
 
@@ -125,7 +131,7 @@ def chip_step(settings, records) -> ChipResult:
         return chip_run(chip, specs, settings.tokens,
                         chip_name=settings.chip or "from a [chip] table",
                         attention=attention, kv=kv, attention_macs=settings.attention_macs,
-                        why_no_attention=why)
+                        why_no_attention=why, tech=load_tech(settings.tech))
     except ValueError as exc:
         raise RunError(f"chip: {exc}") from None
 
@@ -221,10 +227,43 @@ def chip_lines(result: ChipResult) -> list[str]:
         f"  utilisation   cells {s['utilization']:.1%} of the tiles; compute "
         f"{100 * s['decode_compute_utilization']:.3g}% of the {s['peak_macs_per_cycle']:,} "
         f"MACs/cycle peak in decode, {100 * s['prefill_compute_utilization']:.3g}% in prefill"]
+    lines += energy_lines(result)
     if not s["offchip_fits"]:
         lines.append(f"  WARNING       the model's weights ({s['weight_bytes'] + s['meta_bytes']:,}"
                      f" B with metadata) exceed the chip's off-chip memory "
                      f"({chip.offchip_bytes:,} B)")
+    return lines
+
+
+def _pj(value) -> str:
+    return "not modelled" if value is None else f"{value:,.1f}"
+
+
+def energy_lines(result: ChipResult) -> list[str]:
+    """The terminal lines of the chip's energy and area (empty without energy figures)."""
+    e = result.energy
+    if e is None:
+        return []
+    d, p = e["decode"], e["prefill"]
+    lines = [f"  chip energy   {d['pj_per_token']:,.1f} pJ/token decode, "
+             f"{p['pj_per_token']:,.1f} pJ/token prefill (T = {result.tokens}), "
+             f"{d['tops_per_w']:.3g} / {p['tops_per_w']:.3g} TOPS/W; one-time load "
+             f"{e['load_pj']:,.1f} pJ apart ({e['tech']}, linears: attention unit not priced)"]
+    comps = d["components_pj"]
+    total = d["pj_per_token"] or 1.0
+    lines.append("  energy parts  decode: " + ", ".join(
+        f"{name} {'n/a' if v is None else f'{100 * v / total:.1f}%'}"
+        for name, v in comps.items()))
+    if e["area_mm2"] is None:
+        lines.append(f"  chip area     not recorded for macro {result.chip.macro.slug} "
+                     f"(make area): no TOPS/mm2, and the energies lack leakage and the "
+                     f"interconnect's wires")
+    else:
+        area = e["area_um2"]
+        lines.append(f"  chip area     {e['area_mm2']:.3f} mm² (" + ", ".join(
+            f"{name} {area[name] * 1e-6:.3f}" for name in area)
+            + f"), {d['tops_per_mm2']:.3g} TOPS/mm² decode, {p['tops_per_mm2']:.3g} prefill, "
+            f"peak {e['peak_tops_per_mm2']:.3g}")
     return lines
 
 
@@ -290,6 +329,7 @@ def _markdown(result: ChipResult, plots: dict) -> str:
                   f"- decode: {att.decode_cycles:,} cycles/token, {att.decode_bytes:,} "
                   f"off-chip B/token; prefill: {att.prefill_cycles:,} cycles/token, "
                   f"{att.prefill_bytes:,} off-chip B/token"]
+    lines += _energy_markdown(result)
     lines += ["", "## How to read it", "",
               "- Per-token figures are the sum over the layers, run one after the other (a "
               "token's layers depend on each other), plus the attention unit's cycles.",
@@ -306,6 +346,65 @@ def _markdown(result: ChipResult, plots: dict) -> str:
         lines += ["", "## Plots", ""] + [f"![{name}]({Path(p).name})" for name, p in
                                          plots.items()]
     return "\n".join(lines) + "\n"
+
+
+def _energy_markdown(result: ChipResult) -> list[str]:
+    """The "Energy and area" section of ``chip.md`` (empty without energy figures)."""
+    e = result.energy
+    if e is None:
+        return []
+    lines = ["", "## Energy and area", "",
+             f"Technology {e['tech']}; each layer priced alone on its own chip counters "
+             f"(`sparsecim.sw.chip_energy.model_chip_energy`).", ""]
+    lines += [f"- note: {note}" for note in e["notes"]]
+    lines += ["", "| | decode | prefill |", "| --- | ---: | ---: |"]
+    d, p = e["decode"], e["prefill"]
+    for label, key, fmt in (("pJ / token", "pj_per_token", "{:,.1f}"),
+                            ("TOPS/W", "tops_per_w", "{:.4g}"),
+                            ("TOPS/mm²", "tops_per_mm2", "{:.4g}"),
+                            ("off-chip B / token", "offchip_bytes_per_token", "{:,.1f}")):
+        cells = ["not modelled" if x[key] is None else fmt.format(x[key]) for x in (d, p)]
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+    for name in d["components_pj"]:
+        lines.append(f"| {name} (pJ / token) | {_pj(d['components_pj'][name])} | "
+                     f"{_pj(p['components_pj'][name])} |")
+    lines += ["", f"- one-time load of the resident layers: {e['load_pj']:,.1f} pJ "
+              f"({e['load_cycles']:,} cycles), apart from the per-token figures"]
+    if e["area_mm2"] is None:
+        lines.append("- area: not recorded for the macro (make area)")
+    else:
+        lines.append(f"- area: {e['area_mm2']:.4f} mm² (" + ", ".join(
+            f"{name} {v * 1e-6:.4f} mm²" for name, v in e["area_um2"].items())
+            + f"); peak {e['peak_tops_per_mm2']:.4g} TOPS/mm²")
+    lines += ["", "| layer | regime | decode pJ / token | prefill pJ / token | load pJ |",
+              "| --- | --- | ---: | ---: | ---: |"]
+    for r in result.rows:
+        name = r.name if r.copies == 1 else f"{r.name} ×{r.copies}"
+        lines.append(f"| {name} | {r.regime} | {_pj(r.decode_pj)} | {_pj(r.prefill_pj)} | "
+                     f"{r.load_pj:,.1f} |")
+    return lines
+
+
+def _energy_plot(result: ChipResult, folder: Path, plt, np) -> dict:
+    """``chip_energy.png``: decode pJ per token per row, stacked by chip component."""
+    from ..sw.chip_energy import CHIP_ENERGY_COMPONENTS
+    from ..sw.energy import plot_energy_stack
+
+    rows = result.rows
+    entries = [{"components_pj": r.energy_stack, "pj_per_token": r.decode_pj,
+                "total_pj": r.decode_pj} for r in rows]
+    names = [r.name if r.copies == 1 else f"{r.name} ×{r.copies}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.6 * len(rows) + 4.0), 4.5))
+    plot_energy_stack(ax, entries, np.arange(len(rows)), CHIP_ENERGY_COMPONENTS)
+    ax.set_xticks(np.arange(len(rows)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("pJ per decoded token (sum over copies)")
+    ax.set_title(f"Chip energy per layer, decode ({result.energy['tech']})", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = folder / "chip_energy.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return {"chip_energy": path}
 
 
 def _plots(result: ChipResult, folder: Path) -> dict:
@@ -371,4 +470,6 @@ def _plots(result: ChipResult, folder: Path) -> dict:
     paths["chip_cycles"] = folder / "chip_cycles.png"
     fig.savefig(paths["chip_cycles"], dpi=110)
     plt.close(fig)
+    if result.energy is not None:
+        paths.update(_energy_plot(result, folder, plt, np))
     return paths

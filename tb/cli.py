@@ -637,14 +637,17 @@ def _cmd_run(args) -> int:  # noqa: C901
         print(f"  model quality perplexity {quality['sparse']:.2f} (dense {quality['dense']:.2f})"
               f" on {quality['tokens']} tokens, float weights")
     energy = summary["energy"]
-    if energy:
+    # A chip run prices the whole chip (macros, interconnect, buffer, off-chip memory) in its
+    # own lines below; the macro-level line would understate it.
+    chip_priced = result.chip is not None and result.chip.energy is not None
+    if energy and not chip_priced:
         kind = "decode" if s.tokens == 1 else f"prefill of {s.tokens}"
         area = (f", {energy['area_mm2']:.4f} mm², {energy['tops_per_mm2']:.3f} TOPS/mm²"
                 if energy["area_mm2"] else ", area not recorded (make area)")
         print(f"  energy        {energy['pj_per_token']:,.1f} pJ/token ({kind}), "
               f"{energy['tops_per_w']:.2f} TOPS/W{area} ({energy['tech']}); off-chip memory "
               f"and chip interconnect not modelled (chip level)")
-    else:
+    elif not chip_priced:
         print("  energy        not computed (no trace ran)")
     if result.chip is not None:
         from .chip_report import chip_lines
@@ -658,7 +661,8 @@ def _cmd_run(args) -> int:  # noqa: C901
           + ")")
     if "chip_markdown" in files:
         print(f"  chip report   {files['chip_markdown']}  (chip.json, chip.csv"
-              + (", roofline.png, chip_cycles.png" if "roofline" in files else "") + ")")
+              + (", roofline.png, chip_cycles.png" if "roofline" in files else "")
+              + (", chip_energy.png" if "chip_energy" in files else "") + ")")
     print(f"  settings      {files['settings']}")
     print(f"  wall time     {time.perf_counter() - started:.1f} s")
     if summary["cycle_model_only"]:
