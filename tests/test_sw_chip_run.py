@@ -2,6 +2,7 @@
 CLI. Figures are checked against values computed here from the shapes, the pattern's packing
 and the chip's parameters, never against numbers the code printed."""
 
+import dataclasses
 import json
 import math
 import tomllib
@@ -9,6 +10,7 @@ import tomllib
 import pytest
 from conftest import run_cli
 from sparsecim.hw.config import CHIP_PRESETS, ChipConfig, preset
+from sparsecim.sw.chip_energy import CHIP_ENERGY_COMPONENTS, model_chip_energy
 from sparsecim.sw.chip_run import (
     LayerSpec,
     attention_cost,
@@ -17,8 +19,10 @@ from sparsecim.sw.chip_run import (
     kv_features,
     shape_specs,
 )
+from sparsecim.sw.energy import load_tech
 from sparsecim.sw.experiments.chip_eval import flow_plan, ideal_bytes
 from sparsecim.sw.model_shapes import MODELS, AttentionShape
+from sparsecim.sw.schedule.chip import ChipLayer, model_figures, place_model
 
 TINY4 = CHIP_PRESETS["tiny4"]
 
@@ -153,6 +157,66 @@ def test_unsupported_pattern_names_the_layer():
         chip_run(no_nm, [LayerSpec("w", 16, 4, (1, 8))], 1)
 
 
+# --- Energy ----------------------------------------------------------------------------------
+
+
+def _energy_specs():
+    # Resident and streamed rows on tiny4: the 72 x 24 layer takes 3 macros a copy.
+    return [LayerSpec("big", 72, 24, (2, 4), copies=2), LayerSpec("small", 16, 8)]
+
+
+def test_chip_run_energy_is_model_chip_energy_on_the_same_figures():
+    tech = load_tech("22nm")
+    specs = _energy_specs()
+    result = chip_run(TINY4, specs, 3, tech=tech)
+    layers = [ChipLayer(f"{s.name}#{c}", s.k, s.n, s.pattern) for s in specs
+              for c in range(s.copies)]
+    plan = place_model(TINY4, layers, 3)
+    reference = model_chip_energy(TINY4, model_figures(TINY4, layers, prefill_tokens=3,
+                                                       plan=plan), tech, plan=plan)
+    energy = result.energy
+    assert {r.regime for r in result.rows} == {"resident", "streamed"}
+    for run in ("decode", "prefill"):
+        assert energy[run] == reference[run]
+    assert energy["load_pj"] == reference["load_pj"] > 0
+    assert energy["area_mm2"] == reference["area_mm2"] is not None
+    # The model's figure is the sum of its layers', component by component.
+    for run, attr, stack in (("decode", "decode_pj", "energy_stack"),
+                             ("prefill", "prefill_pj", "prefill_energy_stack")):
+        assert math.isclose(energy[run]["pj_per_token"],
+                            sum(getattr(r, attr) for r in result.rows))
+        for name in CHIP_ENERGY_COMPONENTS:
+            assert math.isclose(energy[run]["components_pj"][name],
+                                sum(getattr(r, stack)[name] for r in result.rows),
+                                abs_tol=1e-9)
+        for r in result.rows:
+            assert math.isclose(sum(getattr(r, stack).values()), getattr(r, attr))
+    # Off-chip energy from the tech file's DRAM pJ/bit and the bytes the rows moved.
+    dram = tech.values["energy_fj"]["dram_per_bit"] / 1000
+    for r in result.rows:
+        assert math.isclose(r.energy_stack["off-chip memory"], r.decode_bytes * 8 * dram)
+        assert (r.load_pj > 0) == (r.regime == "resident")
+    assert chip_run(TINY4, specs, 3).energy is None  # no tech: not priced
+
+
+def test_chip_energy_without_macro_area_says_so(tmp_path):
+    # A macro no `make area` recorded: no area, so no leakage nor interconnect wires.
+    macro = dataclasses.replace(TINY4.macro, act_depth=2 * TINY4.macro.act_depth)
+    chip = dataclasses.replace(TINY4, macro=macro)
+    result = chip_run(chip, _energy_specs(), 2, tech=load_tech("22nm"))
+    energy = result.energy
+    assert energy["area_mm2"] is None and energy["decode"]["tops_per_mm2"] is None
+    assert energy["decode"]["components_pj"]["leakage"] is None
+    assert any("lack leakage" in note for note in energy["notes"])
+    from sparsecim.tb.chip_report import energy_lines, write_chip_report
+
+    text = "\n".join(energy_lines(result))
+    assert f"chip area     not recorded for macro {macro.slug}" in text
+    assert "lack leakage" in text and "leakage n/a" in text
+    write_chip_report(result, tmp_path, plots=False)
+    assert "- area: not recorded for the macro" in (tmp_path / "chip.md").read_text()
+
+
 # --- The command line ------------------------------------------------------------------------
 
 
@@ -172,8 +236,17 @@ def test_run_chip_reports_figures_and_files(tmp_path):
     rows = {r["name"]: r for r in report["rows"]}
     assert rows["synthetic.0"]["decode_bytes"] == (
         _rows_loaded(TINY4.macro, 72, 24, (2, 4)) * TINY4.weight_row_bytes)
-    for name in ("chip.csv", "chip.md", "roofline.png", "chip_cycles.png", "settings.toml"):
+    for name in ("chip.csv", "chip.md", "roofline.png", "chip_cycles.png", "chip_energy.png",
+                 "settings.toml"):
         assert (out / name).exists(), name
+    # The chip's energy replaces the macro-level line, which left the chip out.
+    assert "  chip energy   " in text and "  chip area     " in text
+    assert "not modelled (chip level)" not in text
+    assert math.isclose(sum(r["decode_pj"] for r in report["rows"]),
+                        report["energy"]["decode"]["pj_per_token"])
+    header = (out / "chip.csv").read_text().splitlines()[0].split(",")
+    assert header[-3:] == ["decode_pj", "prefill_pj", "load_pj"]
+    assert "## Energy and area" in (out / "chip.md").read_text()
     settings = tomllib.loads((out / "settings.toml").read_text())
     assert settings["run"]["chip"] == "tiny4" and settings["chip"]["macros"] == 4
 
