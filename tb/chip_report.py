@@ -189,7 +189,8 @@ def _si(value: float, unit: str = "") -> str:
 
 
 def chip_lines(result: ChipResult) -> list[str]:
-    """The terminal table and totals of a chip run (the CLI prints them)."""
+    """The terminal table and totals of a chip run (the CLI prints them); ``pJ/token`` is a
+    row's decode energy (``-`` when the run was not priced)."""
     s, chip = result.summary, result.chip
     cfg = chip.macro
     lines = [f"  chip          {result.chip_name}: {chip.macros} x {cfg.submacros}x{cfg.rows}x"
@@ -198,13 +199,14 @@ def chip_lines(result: ChipResult) -> list[str]:
              f"{chip.buffer_bytes:,} B ({chip.slug})",
              f"  {'layer':<16} {'out x in':>11} {'pattern':>9} {'regime':>9} {'macros':>6} "
              f"{'util':>6} {'decode cyc':>11} {'prefill cyc':>11} {'B/token':>11} "
-             f"{'bound':>9}"]
+             f"{'bound':>9} {'pJ/token':>10}"]
     for r in result.rows:
         name = r.name if r.copies == 1 else f"{r.name} x{r.copies}"
         macros = f"{r.macros}" if r.regime == "resident" else f"{r.macros}p"
         lines.append(f"  {name:<16} {f'{r.n}x{r.k}':>11} {r.label:>9} {r.regime:>9} "
                      f"{macros:>6} {r.utilization:>6.1%} {r.decode_cycles:>11,} "
-                     f"{r.prefill_cycles:>11,.0f} {r.decode_bytes:>11,.0f} {r.bound:>9}")
+                     f"{r.prefill_cycles:>11,.0f} {r.decode_bytes:>11,.0f} {r.bound:>9} "
+                     f"{'-' if r.decode_pj is None else f'{r.decode_pj:.4g}':>10}")
     att = result.attention
     if att is not None:
         lines.append(f"  {'attention':<16} {'':>11} {'':>9} {'unit':>9} {'':>6} {'':>6} "

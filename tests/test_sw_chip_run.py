@@ -241,6 +241,7 @@ def test_run_chip_reports_figures_and_files(tmp_path):
         assert (out / name).exists(), name
     # The chip's energy replaces the macro-level line, which left the chip out.
     assert "  chip energy   " in text and "  chip area     " in text
+    assert "bound   pJ/token\n" in text  # each layer's decode energy in the chip table
     assert "not modelled (chip level)" not in text
     assert math.isclose(sum(r["decode_pj"] for r in report["rows"]),
                         report["energy"]["decode"]["pj_per_token"])
