@@ -322,8 +322,8 @@ SMALL_CHIP = ("{macro = 'flexcim', macros = 4, clock_mhz = 250, weight_bw = 16, 
 
 @pytest.mark.parametrize("text,message", [
     ("[sweep]\nchip = ['huge']\n",
-     "[sweep] chip: chip must be one of edge, large, tiny4 or a .toml file, not 'huge' "
-     "(or none)"),
+     "[sweep] chip: chip must be one of edge, flexcim2, large, tiny4 or a .toml file, not "
+     "'huge' (or none)"),
     ("[sweep]\nchip = [3]\n",
      "[sweep] chip: chip must be none, a chip preset, a TOML chip file or a table, not 3"),
     ("[sweep]\nchip = [{macro = 'tiny', macros = 0, clock_mhz = 100, weight_bw = 4, "
