@@ -6,6 +6,7 @@ Test files import the helpers (``from conftest import run_cli``: pytest puts ``t
 
 import json
 import os
+import random
 import struct
 import subprocess
 import sys
@@ -177,3 +178,29 @@ def reference_logits(t: dict, ids: np.ndarray) -> np.ndarray:
         x = x + (gate / (1 + np.exp(-gate)) * (h @ t[p + "mlp.up_proj.weight"].T)) \
             @ t[p + "mlp.down_proj.weight"].T
     return rms(x, t["model.norm.weight"]) @ t["lm_head.weight"].T
+
+
+def pauser(seed, probability):
+    """Returns a function telling whether a stream idles this cycle (never if seed is None)."""
+    if seed is None:
+        return lambda: False
+    rng = random.Random(seed)
+    return lambda: rng.random() < probability
+
+
+def result_collector(port, pause, got: list):
+    """An Amaranth testbench taking ``port``'s beats into ``got``, with ``ready`` low when
+    ``pause()``; it also checks the stream rule: once ``valid`` is high it stays high with a
+    stable payload until ``ready``."""
+    async def collect(ctx):
+        held = None  # (payload) offered without ready at the previous edge
+        while True:
+            ready = not pause()
+            ctx.set(port.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(port.valid, port.payload.as_value())
+            if held is not None:
+                assert valid and payload == held, "result changed before it was taken"
+            if valid and ready:
+                got.append(payload)
+            held = payload if valid and not ready else None
+    return collect
