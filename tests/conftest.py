@@ -204,3 +204,19 @@ def result_collector(port, pause, got: list):
                 got.append(payload)
             held = payload if valid and not ready else None
     return collect
+
+
+def chip_layers(cfg, shapes, tokens: int, seed: int = 0):
+    """``(layers, xs, ws)`` for the chip scheduler: a ``ChipLayer`` ``l<index>`` and random
+    operands (``random_gemm`` on macro ``cfg``, seed ``seed + index``) for each
+    ``(k, n, pattern)`` of ``shapes``."""
+    from sparsecim.sw.operands import random_gemm
+    from sparsecim.sw.schedule.chip import ChipLayer
+
+    layers, xs, ws = [], [], []
+    for index, (k, n, pattern) in enumerate(shapes):
+        x, w = random_gemm(cfg, k, n, tokens, seed + index, pattern)
+        layers.append(ChipLayer(f"l{index}", k, n, pattern))
+        xs.append(x)
+        ws.append(w)
+    return layers, xs, ws
