@@ -64,6 +64,15 @@ def range_layout(chip: ChipConfig) -> data.StructLayout:
     return data.StructLayout({"target": layout["target"].shape, "span": layout["span"].shape})
 
 
+def _range_queue(m, chip: ChipConfig, push, value):
+    """A ``chip.load_queue``-deep FIFO of macro ranges, written with ``value`` when ``push``;
+    returns the FIFO and the mask of its head's macros (``ranges.r_en`` is left to the caller)."""
+    layout = range_layout(chip)
+    m.submodules.ranges = ranges = fifo.SyncFIFO(width=layout.size, depth=chip.load_queue)
+    m.d.comb += [ranges.w_en.eq(push), ranges.w_data.eq(value)]
+    return ranges, _in_range(m, chip, layout(ranges.r_data), "mask")
+
+
 def _in_range(m: Module, chip: ChipConfig, rng, name: str) -> Signal:
     """A K-bit signal: bit k high iff macro k lies in ``rng`` (a :func:`range_layout` view)."""
     mask = Signal(chip.macros, name=name)
@@ -254,11 +263,7 @@ class DataRouter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         chip = self.chip
-        layout = range_layout(chip)
-        m.submodules.ranges = ranges = fifo.SyncFIFO(width=layout.size, depth=chip.load_queue)
-        m.d.comb += [ranges.w_en.eq(self.push), ranges.w_data.eq(self.range)]
-        head = layout(ranges.r_data)
-        mask = _in_range(m, chip, head, "mask")
+        ranges, mask = _range_queue(m, chip, self.push, self.range)
         waiting = ranges.r_rdy & _all(mask, self.want)
         allowed = Signal()
         if self.weights:
@@ -325,10 +330,7 @@ class ResultRouter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         chip = self.chip
-        layout = range_layout(chip)
-        m.submodules.ranges = ranges = fifo.SyncFIFO(width=layout.size, depth=chip.load_queue)
-        m.d.comb += [ranges.w_en.eq(self.push), ranges.w_data.eq(self.range)]
-        mask = _in_range(m, chip, layout(ranges.r_data), "mask")
+        ranges, mask = _range_queue(m, chip, self.push, self.range)
         lane = signed(chip.result_bits_per_lane)
         for col in range(chip.macro.cols):
             terms = [Mux(mask[k], self.payloads[k][col], 0).as_signed()

@@ -33,7 +33,6 @@ import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -60,19 +59,26 @@ from .isa import (
     encode_chip,
     part_fits,
     pattern_of,
-    unpack_beats,
-    unpack_weight_rows,
     weight_row_layout,
     words_to_bytes,
 )
-from .trace import BeatArray, Step, TraceFormatError, _hex_lines, read_body, read_header
+from .trace import (
+    BeatArray,
+    Step,
+    TraceFile,
+    TraceFormatError,
+    default_where,
+    dump_beats,
+    read_header,
+    read_steps,
+    text_chunks,
+)
 
 __all__ = ["CHIP_FORMAT_VERSION", "ChipTrace", "MacroStep", "ChipStep", "ChipPlan",
            "macro_step", "chip_step", "plan_chip", "iter_plan"]
 
 CHIP_FORMAT_VERSION = 1
 _MAGIC = "sparsecim-chip-trace"
-_SAVE_CHUNK = 1 << 16
 
 
 class MacroStep(NamedTuple):
@@ -236,7 +242,7 @@ def plan_chip(chip: ChipConfig, commands: Iterable[int]) -> ChipPlan:
 
 
 @dataclass
-class ChipTrace:
+class ChipTrace(TraceFile):
     """A program for a chip.
 
     Parameters
@@ -319,36 +325,11 @@ class ChipTrace:
 
     def _text_chunks(self):
         digits = self._digits()
-        yield (f"{_MAGIC} {CHIP_FORMAT_VERSION}\nisa {self.isa_version}\n"
-               f"chip {self.config.to_json()}\n"
-               f"meta {json.dumps(self.meta, sort_keys=True)}\n")
-        lines: list[str] = []
-        pending = 0
-        for step in self.steps:
-            lines.append(f"c {step.command:0{digits['c']}x}\n")
-            if len(step.data):
-                width = digits[Opcode.LOAD_W if self._opcode(step) == Opcode.LOAD_W.value
-                               else Opcode.LOAD_A]
-                if isinstance(step.data, BeatArray):
-                    for start in range(0, len(step.data), _SAVE_CHUNK):
-                        lines.append(_hex_lines(step.data.raw[start:start + _SAVE_CHUNK],
-                                                width))
-                else:
-                    lines.extend(f"d {beat:0{width}x}\n" for beat in step.data)
-            pending += len(step.data) + 1
-            if pending >= _SAVE_CHUNK:
-                yield "".join(lines)
-                lines, pending = [], 0
-        yield "".join(lines)
-
-    def to_text(self) -> str:
-        return "".join(self._text_chunks())
-
-    def save(self, path: str | Path) -> None:
-        """Write the file in chunks, so that a large trace's text is never held whole."""
-        with open(path, "w") as file:
-            for chunk in self._text_chunks():
-                file.write(chunk)
+        header = (f"{_MAGIC} {CHIP_FORMAT_VERSION}\nisa {self.isa_version}\n"
+                  f"chip {self.config.to_json()}\n"
+                  f"meta {json.dumps(self.meta, sort_keys=True)}\n")
+        return text_chunks(header, self.steps, digits["c"], lambda step: digits[
+            Opcode.LOAD_W if self._opcode(step) == Opcode.LOAD_W.value else Opcode.LOAD_A])
 
     @classmethod
     def from_text(cls, text: str, *, source: str = "<chip trace>") -> ChipTrace:
@@ -372,25 +353,8 @@ class ChipTrace:
         macro = chip.macro
         limits = {"c": chip_command_layout(chip).size,
                   "d": max(weight_row_layout(macro).size, act_beat_layout(macro).size)}
-        cmd_lines, beat_lines = read_body(lines, body_start, source, limits, trace.steps)
-        last = len(lines)
-        trace.validate(where=lambda kind, index: f"{source}:" + (
-            str(last) if index is None else
-            str((cmd_lines if kind == "c" else beat_lines)[index])))
+        trace.validate(where=read_steps(lines, body_start, source, limits, trace.steps))
         return trace
-
-    @classmethod
-    def load(cls, path: str | Path) -> ChipTrace:
-        """Read and parse a chip trace file (:meth:`from_text`); also a TraceFormatError for
-        a file that is not UTF-8 text."""
-        path = Path(path)
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise TraceFormatError(f"{path}: must be UTF-8 text, not byte "
-                                   f"{exc.object[exc.start]:#04x} at offset {exc.start}"
-                                   ) from None
-        return cls.from_text(text, source=str(path))
 
     def validate(self, *, where=None) -> None:  # noqa: C901
         """Check that the trace is well-formed (the module docstring).
@@ -410,10 +374,7 @@ class ChipTrace:
         """
         chip, macro = self.config, self.config.macro
         if where is None:
-            def where(kind, index):
-                if index is None:
-                    return "end of trace"
-                return f"{'command' if kind == 'c' else 'data beat'} {index}"
+            where = default_where
         cmd_bits = chip_command_layout(chip).size
         bits = {Opcode.LOAD_W.value: weight_row_layout(macro).size,
                 Opcode.LOAD_A.value: act_beat_layout(macro).size}
@@ -461,21 +422,7 @@ class ChipTrace:
             where = "all" if info.end else f"{info.target}+{info.span}"
             out.append(f"{index:6d}  c {step.command:0{digits}x}  [{where}] "
                        f"{disassemble(macro, info.word)}")
-            try:
-                opcode = decode(macro, info.word).opcode
-            except ValueError:
-                opcode = None
-            for value in step.data[:max_beats]:
-                if opcode == Opcode.LOAD_W:
-                    weights, meta = unpack_weight_rows(macro, [value])
-                    lanes = f"w {weights[0].tolist()}"
-                    if macro.meta_bits:
-                        lanes += f" pos {meta[0].tolist()}"
-                else:
-                    lanes = unpack_beats(act_beat_layout(macro), [value])[0].tolist()
-                out.append(f"          d {lanes}")
-            if len(step.data) > max_beats:
-                out.append(f"          ... {len(step.data) - max_beats} more beats")
+            out += dump_beats(macro, info.word, step.data, max_beats, acts_otherwise=True)
         return "\n".join(out) + "\n"
 
 

@@ -267,20 +267,11 @@ class MacroConfig:
     @classmethod
     def from_dict(cls, fields: dict) -> MacroConfig:
         """Build from :meth:`to_dict` output; unknown or missing fields raise ``ValueError``."""
-        if not isinstance(fields, dict):
-            raise ValueError(f"config must be a mapping of fields, not {fields!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(fields) - known)
-        if unknown:
-            raise ValueError(f"config has unknown fields {unknown}; known are {sorted(known)}")
-        fields = dict(fields)
+        fields = _known_fields(cls, fields, "config")
         if isinstance(fields.get("patterns"), list):
             fields["patterns"] = tuple(tuple(p) if isinstance(p, list) else p
                                        for p in fields["patterns"])
-        try:
-            return cls(**fields)
-        except TypeError as exc:
-            raise ValueError(f"config is incomplete: {exc}") from None
+        return _build(cls, fields, "config")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -327,6 +318,53 @@ def _pattern_pair(value):
     return value
 
 
+def _known_fields(cls, fields, what: str) -> dict:
+    # from_dict's checks, shared by the macro and the chip: a mapping of known fields.
+    if not isinstance(fields, dict):
+        raise ValueError(f"{what} must be a mapping of fields, not {fields!r}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"{what} has unknown fields {unknown}; known are {sorted(known)}")
+    return dict(fields)
+
+
+def _build(cls, fields: dict, what: str):
+    try:
+        return cls(**fields)
+    except TypeError as exc:
+        raise ValueError(f"{what} is incomplete: {exc}") from None
+
+
+def _from_table(build, table, where: str, key: str):
+    # A config from a TOML [key] table by ``build``; its one-line errors prefixed with ``where``.
+    if not isinstance(table, dict):
+        raise ValueError(f"{where}: [{key}] must be a table of fields, not {table!r}")
+    try:
+        return build(table)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _load(path, key: str, from_table):
+    # A TOML file's [key] table, or its top-level keys, read by ``from_table``.
+    path = Path(path)
+    data = read_toml(path, what=f"{key} file")
+    if isinstance(data.get(key), dict):
+        data = data[key]
+    return from_table(data, where=f"{key} file {path}")
+
+
+def _resolve(spec: str, presets: dict, load, what: str):
+    # A preset name of ``presets`` or a ``.toml`` file read by ``load``.
+    if spec in presets:
+        return presets[spec]
+    if str(spec).endswith(".toml"):
+        return load(spec)
+    raise ValueError(f"{what} must be one of {', '.join(sorted(presets))} or a .toml file, "
+                     f"not {spec!r}")
+
+
 def macro_from_table(table, *, where: str) -> MacroConfig:
     """A :class:`MacroConfig` from a TOML table (a dict of fields), validated as any config.
 
@@ -336,15 +374,12 @@ def macro_from_table(table, *, where: str) -> MacroConfig:
         As :meth:`MacroConfig.from_dict`, prefixed with ``where`` (e.g. ``"macro file
         my.toml"``), on one line.
     """
-    if not isinstance(table, dict):
-        raise ValueError(f"{where}: [macro] must be a table of fields, not {table!r}")
-    fields = dict(table)
-    if isinstance(fields.get("patterns"), list):
-        fields["patterns"] = [_pattern_pair(p) for p in fields["patterns"]]
-    try:
+    def build(table):
+        fields = dict(table)
+        if isinstance(fields.get("patterns"), list):
+            fields["patterns"] = [_pattern_pair(p) for p in fields["patterns"]]
         return MacroConfig.from_dict(fields)
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+    return _from_table(build, table, where, "macro")
 
 
 def read_toml(path, *, what: str) -> dict:
@@ -383,11 +418,7 @@ def load_macro(path) -> MacroConfig:
         If the file does not exist, is not valid TOML, or a field is unknown, missing or
         outside its constraint; one line naming the file and the field.
     """
-    path = Path(path)
-    data = read_toml(path, what="macro file")
-    if isinstance(data.get("macro"), dict):
-        data = data["macro"]
-    return macro_from_table(data, where=f"macro file {path}")
+    return _load(path, "macro", macro_from_table)
 
 
 def resolve_macro(spec: str) -> MacroConfig:
@@ -399,12 +430,7 @@ def resolve_macro(spec: str) -> MacroConfig:
         For an unknown name, as ``"preset must be one of [...] or a .toml file, not 'x'"``,
         or as :func:`load_macro`.
     """
-    if spec in PRESETS:
-        return PRESETS[spec]
-    if str(spec).endswith(".toml"):
-        return load_macro(spec)
-    raise ValueError(f"preset must be one of {', '.join(sorted(PRESETS))} or a .toml file, "
-                     f"not {spec!r}")
+    return _resolve(spec, PRESETS, load_macro, "preset")
 
 
 def macro_toml(config: MacroConfig, *, comment: str = "") -> str:
@@ -547,22 +573,13 @@ class ChipConfig:
     def from_dict(cls, fields: dict) -> ChipConfig:
         """Build from :meth:`to_dict` output (``macro`` a table of macro fields or a macro
         preset name); unknown or missing fields raise ``ValueError``."""
-        if not isinstance(fields, dict):
-            raise ValueError(f"chip must be a mapping of fields, not {fields!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(fields) - known)
-        if unknown:
-            raise ValueError(f"chip has unknown fields {unknown}; known are {sorted(known)}")
-        fields = dict(fields)
+        fields = _known_fields(cls, fields, "chip")
         macro = fields.get("macro")
         if isinstance(macro, str):
             fields["macro"] = resolve_macro(macro)
         elif isinstance(macro, dict):
             fields["macro"] = macro_from_table(macro, where="chip macro")
-        try:
-            return cls(**fields)
-        except TypeError as exc:
-            raise ValueError(f"chip is incomplete: {exc}") from None
+        return _build(cls, fields, "chip")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -611,32 +628,18 @@ def chip_preset(name: str) -> ChipConfig:
 def chip_from_table(table, *, where: str) -> ChipConfig:
     """A :class:`ChipConfig` from a TOML ``[chip]`` table; ``macro`` is a preset name, a
     ``.toml`` macro file or an inline table. One-line ``ValueError`` prefixed with ``where``."""
-    if not isinstance(table, dict):
-        raise ValueError(f"{where}: [chip] must be a table of fields, not {table!r}")
-    try:
-        return ChipConfig.from_dict(table)
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+    return _from_table(ChipConfig.from_dict, table, where, "chip")
 
 
 def load_chip(path) -> ChipConfig:
     """Read a chip from a TOML file: a ``[chip]`` table (its ``macro`` a preset name, a macro
     file or a ``[chip.macro]`` table), or the chip fields at top level."""
-    path = Path(path)
-    data = read_toml(path, what="chip file")
-    if isinstance(data.get("chip"), dict):
-        data = data["chip"]
-    return chip_from_table(data, where=f"chip file {path}")
+    return _load(path, "chip", chip_from_table)
 
 
 def resolve_chip(spec: str) -> ChipConfig:
     """A chip preset name (:data:`CHIP_PRESETS`) or the path of a TOML chip file."""
-    if spec in CHIP_PRESETS:
-        return CHIP_PRESETS[spec]
-    if str(spec).endswith(".toml"):
-        return load_chip(spec)
-    raise ValueError(f"chip must be one of {', '.join(sorted(CHIP_PRESETS))} or a .toml "
-                     f"file, not {spec!r}")
+    return _resolve(spec, CHIP_PRESETS, load_chip, "chip")
 
 
 def chip_toml(config: ChipConfig, *, comment: str = "") -> str:

@@ -144,8 +144,35 @@ class Step:
     data: list[int] | BeatArray = field(default_factory=list)
 
 
+class TraceFile:
+    """The file I/O shared by :class:`Trace` and the chip trace: a subclass gives
+    ``_text_chunks()`` and ``from_text(text, source=...)``."""
+
+    def to_text(self) -> str:
+        return "".join(self._text_chunks())
+
+    def save(self, path: str | Path) -> None:
+        """Write the file in chunks, so that a large trace's text is never held whole."""
+        with open(path, "w") as file:
+            for chunk in self._text_chunks():
+                file.write(chunk)
+
+    @classmethod
+    def load(cls, path: str | Path):
+        """Read and parse a trace file (:meth:`from_text`); also a TraceFormatError for a
+        file that is not UTF-8 text."""
+        path = Path(path)
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TraceFormatError(f"{path}: must be UTF-8 text, not byte "
+                                   f"{exc.object[exc.start]:#04x} at offset {exc.start}"
+                                   ) from None
+        return cls.from_text(text, source=str(path))
+
+
 @dataclass
-class Trace:
+class Trace(TraceFile):
     """A program for one macro configuration.
 
     Parameters
@@ -227,33 +254,10 @@ class Trace:
     def _text_chunks(self):
         """The file text in pieces of about :data:`_SAVE_CHUNK` beats each."""
         cmd_digits, data_digits = self._hex_digits()
-        yield (f"{_MAGIC} {FORMAT_VERSION}\nisa {self.isa_version}\n"
-               f"config {self.config.to_json()}\n"
-               f"meta {json.dumps(self.meta, sort_keys=True)}\n")
-        lines: list[str] = []
-        pending = 0
-        for step in self.steps:
-            lines.append(f"c {step.command:0{cmd_digits}x}\n")
-            if isinstance(step.data, BeatArray):
-                for start in range(0, len(step.data), _SAVE_CHUNK):
-                    lines.append(_hex_lines(step.data.raw[start:start + _SAVE_CHUNK],
-                                            data_digits))
-            else:
-                lines.extend(f"d {beat:0{data_digits}x}\n" for beat in step.data)
-            pending += len(step.data) + 1
-            if pending >= _SAVE_CHUNK:
-                yield "".join(lines)
-                lines, pending = [], 0
-        yield "".join(lines)
-
-    def to_text(self) -> str:
-        return "".join(self._text_chunks())
-
-    def save(self, path: str | Path) -> None:
-        """Write the file in chunks, so that a large trace's text is never held whole."""
-        with open(path, "w") as file:
-            for chunk in self._text_chunks():
-                file.write(chunk)
+        header = (f"{_MAGIC} {FORMAT_VERSION}\nisa {self.isa_version}\n"
+                  f"config {self.config.to_json()}\n"
+                  f"meta {json.dumps(self.meta, sort_keys=True)}\n")
+        return text_chunks(header, self.steps, cmd_digits, lambda step: data_digits)
 
     @classmethod
     def from_text(cls, text: str, *, source: str = "<trace>") -> Trace:
@@ -274,11 +278,7 @@ class Trace:
             raise TraceFormatError(f"{source}:{config_text[0]}: bad config: {exc}") from None
         trace = cls(config, meta=meta)
         limits = {"c": command_layout(config).size, "d": config.data_bits}
-        cmd_lines, beat_lines = read_body(lines, body_start, source, limits, trace.steps)
-        last = len(lines)
-        trace.validate(where=lambda kind, index: f"{source}:" + (
-            str(last) if index is None else
-            str((cmd_lines if kind == "c" else beat_lines)[index])))
+        trace.validate(where=read_steps(lines, body_start, source, limits, trace.steps))
         return trace
 
     def validate(self, *, where=None) -> None:
@@ -301,10 +301,7 @@ class Trace:
         """
         cfg = self.config
         if where is None:
-            def where(kind, index):
-                if index is None:
-                    return "end of trace"
-                return f"{'command' if kind == 'c' else 'data beat'} {index}"
+            where = default_where
         limits = {"c": command_layout(cfg).size, "d": cfg.data_bits}
         for kind, words in (("c", self.commands), ("d", self.data)):
             for index, word in enumerate(words):
@@ -336,19 +333,6 @@ class Trace:
                             f"{data[beat]:#x}")
             cursor += need
 
-    @classmethod
-    def load(cls, path: str | Path) -> Trace:
-        """Read and parse a trace file (:meth:`from_text`); also a TraceFormatError for a
-        file that is not UTF-8 text."""
-        path = Path(path)
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise TraceFormatError(f"{path}: must be UTF-8 text, not byte "
-                                   f"{exc.object[exc.start]:#04x} at offset {exc.start}"
-                                   ) from None
-        return cls.from_text(text, source=str(path))
-
     def dump(self, max_beats: int = 2) -> str:
         """Human-readable listing: decoded commands, and up to ``max_beats`` beats of each
         shown as lane values."""
@@ -359,24 +343,67 @@ class Trace:
         for index, step in enumerate(self.steps):
             out.append(f"{index:6d}  c {step.command:0{cmd_digits}x}  "
                        f"{disassemble(cfg, step.command)}")
-            try:
-                opcode = decode(cfg, step.command).opcode
-            except ValueError:
-                opcode = None
-            for beat in step.data[:max_beats]:
-                if opcode == Opcode.LOAD_W:
-                    weights, meta = unpack_weight_rows(cfg, [beat])
-                    lanes = f"w {weights[0].tolist()}"
-                    if cfg.meta_bits:
-                        lanes += f" pos {meta[0].tolist()}"
-                elif opcode == Opcode.LOAD_A:
-                    lanes = unpack_beats(act_beat_layout(cfg), [beat])[0].tolist()
-                else:
-                    lanes = f"{beat:#x}"
-                out.append(f"          d {lanes}")
-            if len(step.data) > max_beats:
-                out.append(f"          ... {len(step.data) - max_beats} more beats")
+            out += dump_beats(cfg, step.command, step.data, max_beats)
         return "\n".join(out) + "\n"
+
+
+def default_where(kind: str, index: int | None) -> str:
+    """The default ``where`` of ``validate``: ``"command 3"``, ``"data beat 7"`` or
+    ``"end of trace"``."""
+    if index is None:
+        return "end of trace"
+    return f"{'command' if kind == 'c' else 'data beat'} {index}"
+
+
+def text_chunks(header: str, steps: list, cmd_digits: int, data_digits):
+    """``header``, then the ``c``/``d`` lines of ``steps`` in pieces of about
+    :data:`_SAVE_CHUNK` beats each; ``data_digits(step)`` is the hex width of a step's beats
+    (asked only of a step that has beats)."""
+    yield header
+    lines: list[str] = []
+    pending = 0
+    for step in steps:
+        lines.append(f"c {step.command:0{cmd_digits}x}\n")
+        if len(step.data):
+            width = data_digits(step)
+            if isinstance(step.data, BeatArray):
+                for start in range(0, len(step.data), _SAVE_CHUNK):
+                    lines.append(_hex_lines(step.data.raw[start:start + _SAVE_CHUNK], width))
+            else:
+                lines.extend(f"d {beat:0{width}x}\n" for beat in step.data)
+        pending += len(step.data) + 1
+        if pending >= _SAVE_CHUNK:
+            yield "".join(lines)
+            lines, pending = [], 0
+    yield "".join(lines)
+
+
+def dump_beats(cfg: MacroConfig, word: int, data, max_beats: int, *,
+               acts_otherwise: bool = False) -> list[str]:
+    """The ``dump`` lines of up to ``max_beats`` of a step's beats, as lane values of the
+    macro command ``word``'s opcode (LOAD_W rows, LOAD_A beats; any other opcode in hex, or
+    as LOAD_A beats with ``acts_otherwise``)."""
+    try:
+        opcode = decode(cfg, word).opcode
+    except ValueError:
+        opcode = None
+    if acts_otherwise and opcode != Opcode.LOAD_W:
+        opcode = Opcode.LOAD_A
+    out = []
+    for beat in data[:max_beats]:
+        if opcode == Opcode.LOAD_W:
+            weights, meta = unpack_weight_rows(cfg, [beat])
+            lanes = f"w {weights[0].tolist()}"
+            if cfg.meta_bits:
+                lanes += f" pos {meta[0].tolist()}"
+        elif opcode == Opcode.LOAD_A:
+            lanes = unpack_beats(act_beat_layout(cfg), [beat])[0].tolist()
+        else:
+            lanes = f"{beat:#x}"
+        out.append(f"          d {lanes}")
+    if len(data) > max_beats:
+        out.append(f"          ... {len(data) - max_beats} more beats")
+    return out
 
 
 def _hex_lines(raw: np.ndarray, digits: int) -> str:
@@ -484,3 +511,13 @@ def read_body(lines: list[str], body_start: int | None, source: str, limits: dic
             steps[-1].data.append(word)
             beat_lines.append(lineno)
     return cmd_lines, beat_lines
+
+
+def read_steps(lines: list[str], body_start: int | None, source: str, limits: dict,
+               steps: list):
+    """:func:`read_body`, returning the ``where`` for ``validate`` that names the file line
+    of a command or beat (the last line for the end of the trace)."""
+    cmd_lines, beat_lines = read_body(lines, body_start, source, limits, steps)
+    last = len(lines)
+    return lambda kind, index: f"{source}:" + (
+        str(last) if index is None else str((cmd_lines if kind == "c" else beat_lines)[index]))

@@ -113,6 +113,12 @@ def _same(runs) -> bool:
     return all(run[:2] == first[:2] and run[3:] == first[3:] for run in runs)
 
 
+def _queued(start, pop, beats: int):
+    # The last cycle of a LOAD_A's or READ's ``beats``, one a cycle from ``start`` once its
+    # router has popped the entry before (at ``pop``).
+    return max(start, pop + 1) + beats - 1
+
+
 def chip_counters(chip: ChipConfig, commands) -> ChipTiming:  # noqa: C901
     """The command-level event model (module docstring) of chip command words ``commands``.
 
@@ -206,18 +212,14 @@ def chip_counters(chip: ChipConfig, commands) -> ChipTiming:  # noqa: C901
             add("w_rows", lo, hi, rows)
         elif op == Opcode.LOAD_A:
             beats = info.beats
-            if start <= a_pop:
-                start = a_pop + 1
-            a_pop = last = start + beats - 1
+            a_pop = last = _queued(start, a_pop, beats)
             a_load += beats
             free[lo:hi] = [last + 1] * span
             add("load", lo, hi, beats)
             add("a_beats", lo, hi, beats)
         elif op == Opcode.READ:
             beats = info.count
-            if start <= r_pop:
-                start = r_pop + 1
-            r_pop = last = start + beats - 1
+            r_pop = last = _queued(start, r_pop, beats)
             read += beats
             free[lo:hi] = [last + 1] * span
             add("read", lo, hi, beats)

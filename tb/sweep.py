@@ -138,13 +138,18 @@ def point_key(point: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _table(from_table, value: dict, where: str):
+    # An inline macro or chip table of the spec: its slug and its config.
+    try:
+        cfg = from_table(value, where=where)
+    except ValueError as exc:
+        raise SweepError(str(exc)) from None
+    return cfg.slug, cfg
+
+
 def _macro(value, where: str) -> tuple[str, MacroConfig]:
     if isinstance(value, dict):
-        try:
-            cfg = macro_from_table(value, where=where)
-        except ValueError as exc:
-            raise SweepError(str(exc)) from None
-        return cfg.slug, cfg
+        return _table(macro_from_table, value, where)
     if not isinstance(value, str):
         raise SweepError(f"{where}: macro must be a preset name, a TOML file or a table, "
                          f"not {value!r}")
@@ -156,11 +161,7 @@ def _macro(value, where: str) -> tuple[str, MacroConfig]:
 
 def _chip(value, where: str, base: Path) -> tuple[str, ChipConfig | None]:
     if isinstance(value, dict):
-        try:
-            chip = chip_from_table(value, where=f"{where}: chip")
-        except ValueError as exc:
-            raise SweepError(str(exc)) from None
-        return chip.slug, chip
+        return _table(chip_from_table, value, f"{where}: chip")
     if not isinstance(value, str):
         raise SweepError(f"{where}: chip must be none, a chip preset, a TOML chip file or a "
                          f"table, not {value!r}")

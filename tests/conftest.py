@@ -6,6 +6,7 @@ Test files import the helpers (``from conftest import run_cli``: pytest puts ``t
 
 import json
 import os
+import random
 import struct
 import subprocess
 import sys
@@ -177,3 +178,45 @@ def reference_logits(t: dict, ids: np.ndarray) -> np.ndarray:
         x = x + (gate / (1 + np.exp(-gate)) * (h @ t[p + "mlp.up_proj.weight"].T)) \
             @ t[p + "mlp.down_proj.weight"].T
     return rms(x, t["model.norm.weight"]) @ t["lm_head.weight"].T
+
+
+def pauser(seed, probability):
+    """Returns a function telling whether a stream idles this cycle (never if seed is None)."""
+    if seed is None:
+        return lambda: False
+    rng = random.Random(seed)
+    return lambda: rng.random() < probability
+
+
+def result_collector(port, pause, got: list):
+    """An Amaranth testbench taking ``port``'s beats into ``got``, with ``ready`` low when
+    ``pause()``; it also checks the stream rule: once ``valid`` is high it stays high with a
+    stable payload until ``ready``."""
+    async def collect(ctx):
+        held = None  # (payload) offered without ready at the previous edge
+        while True:
+            ready = not pause()
+            ctx.set(port.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(port.valid, port.payload.as_value())
+            if held is not None:
+                assert valid and payload == held, "result changed before it was taken"
+            if valid and ready:
+                got.append(payload)
+            held = payload if valid and not ready else None
+    return collect
+
+
+def chip_layers(cfg, shapes, tokens: int, seed: int = 0):
+    """``(layers, xs, ws)`` for the chip scheduler: a ``ChipLayer`` ``l<index>`` and random
+    operands (``random_gemm`` on macro ``cfg``, seed ``seed + index``) for each
+    ``(k, n, pattern)`` of ``shapes``."""
+    from sparsecim.sw.operands import random_gemm
+    from sparsecim.sw.schedule.chip import ChipLayer
+
+    layers, xs, ws = [], [], []
+    for index, (k, n, pattern) in enumerate(shapes):
+        x, w = random_gemm(cfg, k, n, tokens, seed + index, pattern)
+        layers.append(ChipLayer(f"l{index}", k, n, pattern))
+        xs.append(x)
+        ws.append(w)
+    return layers, xs, ws

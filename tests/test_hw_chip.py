@@ -6,12 +6,12 @@ model (``isa.cycles``), not from the RTL; expected results from numpy products.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from conftest import pauser, result_collector
 from sparsecim.hw import isa
 from sparsecim.hw.chip import Chip
 from sparsecim.hw.chip_trace import ChipTrace, plan_chip
@@ -43,13 +43,6 @@ class ChipRun:
     taken: dict = field(default_factory=dict)  # stream -> cycles of its handshakes
 
 
-def _pauser(seed, probability):
-    if seed is None:
-        return lambda: False
-    rng = random.Random(seed)
-    return lambda: rng.random() < probability
-
-
 def run_chip(chip, commands, weights=(), acts=(), *, pause_seed=None, pause_probability=0.3,
              max_cycles=3000):
     """Play chip command words, weight rows and activation beats into a fresh :class:`Chip`
@@ -64,8 +57,8 @@ def run_chip(chip, commands, weights=(), acts=(), *, pause_seed=None, pause_prob
 
     def feeder(name, salt):
         port = getattr(dut, name)
-        pause = _pauser(None if pause_seed is None else pause_seed * 10 + salt,
-                        pause_probability)
+        pause = pauser(None if pause_seed is None else pause_seed * 10 + salt,
+                       pause_probability)
 
         async def feed(ctx):
             cycle = 0
@@ -85,21 +78,10 @@ def run_chip(chip, commands, weights=(), acts=(), *, pause_seed=None, pause_prob
             ctx.set(port.valid, 0)
         return feed
 
-    pause_result = _pauser(None if pause_seed is None else pause_seed * 10 + 4,
-                           pause_probability)
+    pause_result = pauser(None if pause_seed is None else pause_seed * 10 + 4,
+                          pause_probability)
 
-    async def collect(ctx):
-        held = None
-        while True:
-            ready = not pause_result()
-            ctx.set(dut.result.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.result.valid,
-                                                           dut.result.payload.as_value())
-            if held is not None:
-                assert valid and payload == held, "result changed before it was taken"
-            if valid and ready:
-                got.append(payload)
-            held = payload if valid and not ready else None
+    collect = result_collector(dut.result, pause_result, got)
 
     async def bench(ctx):
         cycle = 0

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from amaranth.hdl import ClockDomain, Module, Shape
 from amaranth.sim import Simulator
+from conftest import pauser, result_collector
 from sparsecim.hw import isa
 from sparsecim.hw.config import preset
 from sparsecim.hw.isa import Command, CycleCost, ErrorCode, Mode, Opcode
@@ -33,14 +34,6 @@ class Run:
     counters_moved_after_halt: bool
 
 
-def _pauser(seed, probability):
-    """Returns a function telling whether a stream idles this cycle (never if seed is None)."""
-    if seed is None:
-        return lambda: False
-    rng = random.Random(seed)
-    return lambda: rng.random() < probability
-
-
 def run_top(cfg, commands, data, *, pause_seed=None, pause_probability=0.3,
             max_cycles=5000, after_halt=8):
     """Run command words and data beats through a fresh :class:`Top` until ``done``.
@@ -58,8 +51,8 @@ def run_top(cfg, commands, data, *, pause_seed=None, pause_probability=0.3,
 
     def feeder(name, salt):
         port = getattr(top, name)
-        pause = _pauser(None if pause_seed is None else pause_seed * 10 + salt,
-                        pause_probability)
+        pause = pauser(None if pause_seed is None else pause_seed * 10 + salt,
+                       pause_probability)
 
         async def feed(ctx):
             for word in words[name]:
@@ -75,21 +68,10 @@ def run_top(cfg, commands, data, *, pause_seed=None, pause_probability=0.3,
             ctx.set(port.valid, 0)
         return feed
 
-    pause_result = _pauser(None if pause_seed is None else pause_seed * 10 + 3,
-                           pause_probability)
+    pause_result = pauser(None if pause_seed is None else pause_seed * 10 + 3,
+                          pause_probability)
 
-    async def collect(ctx):
-        held = None  # (payload) offered without ready at the previous edge
-        while True:
-            ready = not pause_result()
-            ctx.set(top.result.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(top.result.valid,
-                                                           top.result.payload.as_value())
-            if held is not None:
-                assert valid and payload == held, "result changed before it was taken"
-            if valid and ready:
-                got.append(payload)
-            held = payload if valid and not ready else None
+    collect = result_collector(top.result, pause_result, got)
 
     async def bench(ctx):
         cycles = 0

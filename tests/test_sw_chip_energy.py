@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import chip_layers
 from sparsecim.hw.chip_trace import ChipTrace
 from sparsecim.hw.config import ChipConfig, chip_preset, preset
 from sparsecim.hw.isa import Command, Mode, Opcode, chip_command_layout, command_layout
@@ -26,7 +27,6 @@ from sparsecim.sw.chip_golden import macro_traces, run_chip_trace
 from sparsecim.sw.chip_timing import chip_counters
 from sparsecim.sw.energy import cell_area_um2, load_tech
 from sparsecim.sw.events import count_events, derived_from_counters
-from sparsecim.sw.operands import random_gemm
 from sparsecim.sw.schedule.chip import (
     ChipLayer,
     chip_layer_figures,
@@ -96,12 +96,7 @@ def test_events_equal_the_macro_traces(shapes, tokens, macros):
     # macro's event counter, summed, equals the walk of the chip commands (but for the MACs
     # that are zero by weight, which need the weights, and the cycles, the chip's counter).
     chip = tiny_chip(macros)
-    layers, xs, ws = [], [], []
-    for index, (k, n, pattern) in enumerate(shapes):
-        x, w = random_gemm(TINY, k, n, tokens, index, pattern)
-        layers.append(ChipLayer(f"l{index}", k, n, pattern))
-        xs.append(x)
-        ws.append(w)
+    layers, xs, ws = chip_layers(TINY, shapes, tokens)
     schedule = schedule_chip(chip, layers, xs, ws)
     traced = sum((count_events(t) for t in macro_traces(schedule.trace)), start=type(
         chip_macro_events(chip, [END]))())

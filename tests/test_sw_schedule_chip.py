@@ -3,11 +3,11 @@ placement by capacity, and figures equal to the cycle-stepped reference model.""
 
 import numpy as np
 import pytest
+from conftest import chip_layers
 from sparsecim.hw.config import ChipConfig, preset
 from sparsecim.hw.isa import Command, Opcode, decode_chip
 from sparsecim.sw.chip_golden import run_chip_trace
 from sparsecim.sw.chip_timing import step_chip
-from sparsecim.sw.operands import random_gemm
 from sparsecim.sw.reference import matmul_reference
 from sparsecim.sw.schedule import monarch_reference
 from sparsecim.sw.schedule.chip import (
@@ -36,12 +36,7 @@ def tiny_chip(macros, weight_bw=4, queue=4):
 def run_layers(chip, shapes, tokens, seed=0, **kwargs):
     """Schedule ``shapes`` ((k, n, pattern) each) with random operands, run the trace on the
     chip golden model and compare every layer's output with numpy."""
-    layers, xs, ws = [], [], []
-    for index, (k, n, pattern) in enumerate(shapes):
-        x, w = random_gemm(TINY, k, n, tokens, seed + index, pattern)
-        layers.append(ChipLayer(f"l{index}", k, n, pattern))
-        xs.append(x)
-        ws.append(w)
+    layers, xs, ws = chip_layers(TINY, shapes, tokens, seed)
     schedule = schedule_chip(chip, layers, xs, ws, **kwargs)
     schedule.trace.validate()
     run = run_chip_trace(schedule.trace)
@@ -339,12 +334,7 @@ def test_bit_exact_on_edge():
     cfg = chip.macro
     for shapes, tokens in (([(300, 70, (1, 1)), (600, 40, (2, 4)), (1100, 33, (1, 8))], 3),
                            ([(2000, 200, (1, 1))], 70)):
-        layers, xs, ws = [], [], []
-        for index, (k, n, pattern) in enumerate(shapes):
-            x, w = random_gemm(cfg, k, n, tokens, index, pattern)
-            layers.append(ChipLayer(f"l{index}", k, n, pattern))
-            xs.append(x)
-            ws.append(w)
+        layers, xs, ws = chip_layers(cfg, shapes, tokens)
         schedule = schedule_chip(chip, layers, xs, ws)
         schedule.trace.validate()
         run = run_chip_trace(schedule.trace)

@@ -120,6 +120,7 @@ from .gemm import (
     _pack_rows,
     _tile_weight_bytes,
 )
+from .monarch import check_blocks
 
 __all__ = ["ChipLayer", "LayerPlacement", "ModelPlan", "ChipRead", "ChipSchedule",
            "LayerFigures", "place_layer", "layer_candidates", "place_model", "schedule_chip",
@@ -1137,13 +1138,7 @@ def schedule_monarch_chip(chip: ChipConfig, x, r_blocks, l_blocks, shift: int, *
         a value is out of range, or ``shift`` is outside ``0 .. acc_bits-1``.
     """
     cfg = chip.macro
-    r_blocks, l_blocks = np.asarray(r_blocks), np.asarray(l_blocks)
-    if r_blocks.ndim != 3 or r_blocks.shape[1] != r_blocks.shape[2]:
-        raise ValueError(f"r_blocks must have shape (b, s, s), not {r_blocks.shape}")
-    b, s, _ = r_blocks.shape
-    if l_blocks.shape != (s, s, b):
-        raise ValueError(f"l_blocks must have shape (s, s, b) = {(s, s, b)}, not "
-                         f"{l_blocks.shape}")
+    r_blocks, l_blocks, b, s = check_blocks(r_blocks, l_blocks)
     if not isinstance(shift, numbers.Integral) or not 0 <= shift < cfg.acc_bits:
         raise ValueError(f"shift must be an integer in 0..{cfg.acc_bits - 1}, not {shift!r}")
     x, _ = _check_shapes(cfg, x, np.zeros((b * s, 1), dtype=np.int8))

@@ -164,11 +164,9 @@ def monarch_reference(cfg: MacroConfig, x, r_blocks, l_blocks, shift: int) -> np
     return np.einsum("jci,tji->tjc", l_blocks, v)
 
 
-def _check(cfg: MacroConfig, x, r_blocks, l_blocks, shift, mapping):
-    if mapping not in MAPPINGS:
-        raise ValueError(f"mapping must be one of {', '.join(MAPPINGS)}, not {mapping!r}")
-    if mapping != "linear" and cfg.rows != cfg.cols:
-        raise ValueError(f"a Monarch layer needs rows == cols, not {cfg.rows} and {cfg.cols}")
+def check_blocks(r_blocks, l_blocks) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """``(r_blocks, l_blocks, b, s)``: the two factors as arrays, checked to be ``(b, s, s)``
+    and ``(s, s, b)`` (a one-line ``ValueError`` naming the shape otherwise)."""
     r_blocks = np.asarray(r_blocks)
     l_blocks = np.asarray(l_blocks)
     if r_blocks.ndim != 3 or r_blocks.shape[1] != r_blocks.shape[2]:
@@ -177,6 +175,15 @@ def _check(cfg: MacroConfig, x, r_blocks, l_blocks, shift, mapping):
     if l_blocks.shape != (s, s, b):
         raise ValueError(f"l_blocks must have shape (s, s, b) = {(s, s, b)}, "
                          f"not {l_blocks.shape}")
+    return r_blocks, l_blocks, b, s
+
+
+def _check(cfg: MacroConfig, x, r_blocks, l_blocks, shift, mapping):
+    if mapping not in MAPPINGS:
+        raise ValueError(f"mapping must be one of {', '.join(MAPPINGS)}, not {mapping!r}")
+    if mapping != "linear" and cfg.rows != cfg.cols:
+        raise ValueError(f"a Monarch layer needs rows == cols, not {cfg.rows} and {cfg.cols}")
+    r_blocks, l_blocks, b, s = check_blocks(r_blocks, l_blocks)
     if mapping == "linear":
         most = cfg.max_pass_inputs
         if not 1 <= b * s <= most:
