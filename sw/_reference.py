@@ -32,6 +32,7 @@ from ..hw.isa import (
     Opcode,
     act_beat_layout,
     check,
+    config_command,
     cycles,
     data_beats,
     decode,
@@ -47,7 +48,7 @@ from .golden import GoldenResult, _exact_in_float64, wrap_signed
 from .mapping import TileMapping, map_nm
 from .nm import NMPattern, compress
 from .reference import check_int_matrix
-from .schedule.gemm import GemmSchedule, ReadBlock, _config_command, _variants, as_pattern
+from .schedule.gemm import GemmSchedule, ReadBlock, _variants, as_pattern
 
 __all__ = ["pack_beats_reference", "unpack_beats_reference", "pack_weight_rows_reference",
            "unpack_weight_rows_reference", "run_trace_reference", "schedule_layer_reference"]
@@ -384,7 +385,7 @@ def _plan(mapping: TileMapping, tokens: int, resident: bool, chunk: int):
     """
     cfg = mapping.config
     k_tiles = mapping.k_tiles
-    ops = [(_config_command(mapping.pattern), None)]
+    ops = [(config_command(mapping.pattern), None)]
     reads = []
     for t0 in range(0, tokens, chunk):
         count = min(chunk, tokens - t0)
@@ -434,7 +435,7 @@ def _best_plan(mapping: TileMapping, tokens: int):
     return min(plans, key=lambda plan: plan[4]["total"])
 
 
-def _check_shapes(cfg: MacroConfig, x, w):
+def check_shapes(cfg: MacroConfig, x, w):
     x = check_int_matrix("x", x, cfg.act_bits)
     w = check_int_matrix("w", w, cfg.weight_bits)
     if x.shape[1] != w.shape[0]:
@@ -510,7 +511,7 @@ def schedule_layer_reference(cfg: MacroConfig, x, w, pattern=None) -> GemmSchedu
         If ``w`` breaks the pattern; the message names the first offending output channel
         (row of ``w.T``) and input group.
     """
-    x, w = _check_shapes(cfg, x, w)
+    x, w = check_shapes(cfg, x, w)
     pattern = as_pattern(pattern)
     cfg.check_pattern(*pattern)
     tokens, k = x.shape

@@ -4,8 +4,8 @@ and streamed regimes, and exact per-layer figures from the chip cycle model.
 A layer ``x · w`` (``w`` dense or N:M) is tiled exactly as on one macro
 (:func:`~sparsecim.sw.mapping.map_nm`: ``n_tiles × k_tiles`` tiles of ``pass_inputs`` inputs ×
 ``cols`` outputs; weight rows packed by the GEMM scheduler's
-:func:`~sparsecim.sw.schedule.gemm._tile_weight_bytes` and loaded in its
-:func:`~sparsecim.sw.schedule.gemm._load_ranges`). Only where tiles go and in which order the
+:func:`~sparsecim.sw.schedule.gemm.tile_weight_bytes` and loaded in its
+:func:`~sparsecim.sw.schedule.gemm.load_ranges`). Only where tiles go and in which order the
 commands reach the chip is new.
 
 Placement of a layer on ``M`` macros ``base .. base+M-1`` (:class:`LayerPlacement`)
@@ -111,16 +111,9 @@ from ...hw.isa import (
 from ...hw.pattern import as_pattern
 from ...hw.trace import BeatArray, Step
 from ..mapping import TileMapping, map_nm
-from .gemm import (
-    ReadBlock,
-    _check_shapes,
-    _Commands,
-    _k_tile_inputs,
-    _load_ranges,
-    _pack_rows,
-    _tile_weight_bytes,
-)
+from .gemm import ReadBlock, check_shapes, k_tile_inputs, load_ranges, tile_weight_bytes
 from .monarch import check_blocks
+from .steps import CommandCache, pack_rows
 
 __all__ = ["ChipLayer", "LayerPlacement", "ModelPlan", "ChipRead", "ChipSchedule",
            "LayerFigures", "place_layer", "layer_candidates", "place_model", "schedule_chip",
@@ -499,7 +492,7 @@ def chip_ops(placement: LayerPlacement, tokens: int, *, load: bool = True,
     tokens = _positive("tokens", tokens)
     p, mapping = placement, placement.mapping
     cfg = mapping.config
-    ranges = [_load_ranges(cfg, mapping.pattern, inputs) for inputs in _k_tile_inputs(mapping)]
+    ranges = [load_ranges(cfg, mapping.pattern, inputs) for inputs in k_tile_inputs(mapping)]
     emit = _Emitter(p, index, ranges)
     if p.resident and load:
         for nt in range(mapping.n_tiles):
@@ -517,7 +510,7 @@ class _Emitter:
 
     def __init__(self, placement: LayerPlacement, index: int, ranges):
         self.p, self.index = placement, index
-        self.command = _Commands()
+        self.command = CommandCache()
         # The LOAD_Ws of each K tile and every macro's K tiles, built once.
         self.loads = [[(self.command(Opcode.LOAD_W, row=placement.row0 + row, count=rows),
                         row, rows) for row, rows in tile_ranges] for tile_ranges in ranges]
@@ -675,7 +668,7 @@ def _act_bytes(cfg: MacroConfig, mapping: TileMapping, x: np.ndarray,
         padded[kt, :, row0:row0 + block.shape[1]] = block
     layout = act_beat_layout(cfg)
     nbytes = beat_bytes(layout.size)
-    raw = _pack_rows(lambda values: pack_beat_bytes(layout, values),
+    raw = pack_rows(lambda values: pack_beat_bytes(layout, values),
                      padded.reshape(-1, cfg.act_lanes), nbytes)
     return raw.reshape(mapping.k_tiles, tokens * act_beats, nbytes)
 
@@ -753,7 +746,7 @@ def schedule_chip(chip: ChipConfig, layers, xs, ws, *, plan: ModelPlan | None = 
     checked = []
     for layer, x, w in zip(layers, xs, ws, strict=True):
         try:
-            x, w = _check_shapes(cfg, x, w)
+            x, w = check_shapes(cfg, x, w)
         except ValueError as exc:
             raise ValueError(f"layer {layer.name}: {exc}") from None
         if (x.shape[1], w.shape[1]) != (layer.k, layer.n):
@@ -771,7 +764,7 @@ def schedule_chip(chip: ChipConfig, layers, xs, ws, *, plan: ModelPlan | None = 
     w_raw, a_raw = [], []
     for p, (x, w) in zip(plan.placements, checked, strict=True):
         try:
-            w_raw.append(_tile_weight_bytes(cfg, p.mapping, w))
+            w_raw.append(tile_weight_bytes(cfg, p.mapping, w))
         except ValueError as exc:
             raise ValueError(f"layer {p.layer.name}: {exc}") from None
         a_raw.append(_act_bytes(cfg, p.mapping, x, p.row0))
@@ -1141,7 +1134,7 @@ def schedule_monarch_chip(chip: ChipConfig, x, r_blocks, l_blocks, shift: int, *
     r_blocks, l_blocks, b, s = check_blocks(r_blocks, l_blocks)
     if not isinstance(shift, numbers.Integral) or not 0 <= shift < cfg.acc_bits:
         raise ValueError(f"shift must be an integer in 0..{cfg.acc_bits - 1}, not {shift!r}")
-    x, _ = _check_shapes(cfg, x, np.zeros((b * s, 1), dtype=np.int8))
+    x, _ = check_shapes(cfg, x, np.zeros((b * s, 1), dtype=np.int8))
     tokens = x.shape[0]
     r_group, l_group = _block_group(cfg, s, s), _block_group(cfg, b, s)
     r_ws, l_ws = _grouped(r_blocks, r_group), _grouped(l_blocks, l_group)

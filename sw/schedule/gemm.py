@@ -26,7 +26,7 @@ choose):
 - *streaming*: a K tile's activations are reloaded next to its weights, for every N tile;
   ``T = min(tokens, acc_depth, act_depth)``, so larger chunks when K is deep.
 
-Padding. A tile's LOAD_Ws write exactly the global rows it uses (:func:`_load_ranges`): a full
+Padding. A tile's LOAD_Ws write exactly the global rows it uses (:func:`load_ranges`): a full
 tile all of them in one range; a partial last tile the rows of its full clusters and, of its
 last cluster, the first ``last`` rows of each of the ``n`` sub-macros, one LOAD_W per
 sub-macro range (one fetch cycle each; before, one LOAD_W from row 0 to the last row used also
@@ -77,13 +77,11 @@ from ...hw.trace import BeatArray, Trace
 from ..mapping import TileMapping, map_nm
 from ..nm import NMPattern, compress, stored_slots
 from ..reference import check_int_matrix
-from .steps import build_trace, counters_of
+from .steps import CommandCache, build_trace, counters_of, pack_rows
 
 __all__ = ["ReadBlock", "GemmSchedule", "as_pattern", "schedule_dense", "schedule_layer",
-           "predict_counters", "chain", "ideal_cycles"]
-
-#: Beats packed per :func:`pack_beat_bytes` call, to bound its temporary arrays.
-_PACK_BLOCK = 1 << 16
+           "predict_counters", "chain", "ideal_cycles", "check_shapes", "load_ranges",
+           "k_tile_inputs", "tile_weight_bytes"]
 
 
 @dataclass(frozen=True)
@@ -165,22 +163,7 @@ class GemmSchedule:
         return out
 
 
-def _pack_rows(pack, values: np.ndarray, nbytes: int, *more) -> np.ndarray:
-    """``pack(values[block], *more[block])`` in blocks of :data:`_PACK_BLOCK` rows, into one
-    ``uint8`` array of ``nbytes`` per row (narrower beats are zero above their layout)."""
-    out = np.zeros((values.shape[0], nbytes), dtype=np.uint8)
-    for start in range(0, values.shape[0], _PACK_BLOCK):
-        end = start + _PACK_BLOCK
-        raw = pack(values[start:end], *(array[start:end] for array in more))
-        out[start:end, :raw.shape[1]] = raw
-    return out
-
-
-def _config_command(pattern: tuple[int, int]) -> Command:
-    return config_command(pattern)
-
-
-def _load_ranges(cfg: MacroConfig, pattern: tuple[int, int],
+def load_ranges(cfg: MacroConfig, pattern: tuple[int, int],
                  inputs: int) -> tuple[tuple[int, int], ...]:
     """``(row, count)`` of the LOAD_Ws of a tile of ``inputs`` inputs: exactly the global rows
     it uses. Clusters fill in order and the last one uses ``last`` rows of each of its ``n``
@@ -197,21 +180,7 @@ def _load_ranges(cfg: MacroConfig, pattern: tuple[int, int],
     return ((0, full + last),) + tuple((full + j * cfg.rows, last) for j in range(1, n))
 
 
-class _Commands:
-    """Command objects by their fields, built once each (a plan repeats few commands)."""
-
-    def __init__(self):
-        self._known: dict[tuple, Command] = {}
-
-    def __call__(self, opcode: Opcode, **fields) -> Command:
-        key = (opcode, *fields.items())
-        cmd = self._known.get(key)
-        if cmd is None:
-            cmd = self._known[key] = Command(opcode, **fields)
-        return cmd
-
-
-def _k_tile_inputs(mapping: TileMapping) -> list[int]:
+def k_tile_inputs(mapping: TileMapping) -> list[int]:
     """Inputs of each K tile (the same for every N tile)."""
     return [tile.rows for tile in mapping.tiles[:mapping.k_tiles]]
 
@@ -225,9 +194,9 @@ def _plan(mapping: TileMapping, tokens: int, resident: bool, chunk: int):
     """
     cfg = mapping.config
     k_tiles = mapping.k_tiles
-    command = _Commands()
-    ranges = [_load_ranges(cfg, mapping.pattern, inputs) for inputs in _k_tile_inputs(mapping)]
-    ops = [(_config_command(mapping.pattern), None)]
+    command = CommandCache()
+    ranges = [load_ranges(cfg, mapping.pattern, inputs) for inputs in k_tile_inputs(mapping)]
+    ops = [(config_command(mapping.pattern), None)]
     reads = []
     for t0 in range(0, tokens, chunk):
         count = min(chunk, tokens - t0)
@@ -282,9 +251,9 @@ def loop_times(cfg: MacroConfig, pattern: tuple[int, int], k_tile_inputs, n_tile
     if tokens % chunk:
         sizes[tokens % chunk] += 1
     chunks = sum(sizes.values())
-    times: Counter = Counter({_config_command(pattern): 1, Command(Opcode.END): 1})
+    times: Counter = Counter({config_command(pattern): 1, Command(Opcode.END): 1})
     for inputs in k_tile_inputs:
-        for row, rows in _load_ranges(cfg, pattern, inputs):
+        for row, rows in load_ranges(cfg, pattern, inputs):
             times[Command(Opcode.LOAD_W, row=row, count=rows)] += chunks * n_tiles
     for count, repeats in sizes.items():
         per_n_tile = repeats * n_tiles
@@ -314,7 +283,7 @@ def _closed_counters(mapping: TileMapping, tokens: int, resident: bool,
     """The counters of :func:`_plan`'s commands without listing them (:func:`loop_times`),
     priced by the ISA's costs. Equal to :func:`_plan_counters` of the plan (a test compares
     them)."""
-    times = loop_times(mapping.config, mapping.pattern, _k_tile_inputs(mapping),
+    times = loop_times(mapping.config, mapping.pattern, k_tile_inputs(mapping),
                        mapping.n_tiles, tokens, resident, chunk)
     return _counters(mapping.config, mapping.pattern, times)
 
@@ -345,7 +314,7 @@ def _small_int_matrix(name: str, a, bits: int) -> np.ndarray:
     return arr.astype(dtype)
 
 
-def _check_shapes(cfg: MacroConfig, x, w):
+def check_shapes(cfg: MacroConfig, x, w):
     x = _small_int_matrix("x", x, cfg.act_bits)
     w = _small_int_matrix("w", w, cfg.weight_bits)
     if x.shape[1] != w.shape[0]:
@@ -377,7 +346,7 @@ def schedule_dense(cfg: MacroConfig, x, w) -> GemmSchedule:
     return schedule_layer(cfg, x, w)
 
 
-def _tile_weight_bytes(cfg: MacroConfig, mapping: TileMapping, w: np.ndarray) -> np.ndarray:
+def tile_weight_bytes(cfg: MacroConfig, mapping: TileMapping, w: np.ndarray) -> np.ndarray:
     """LOAD_W beats of every tile as bytes: ``uint8`` ``(n_tiles, k_tiles, weight_rows,
     beat_bytes(data_bits))``, row ``(c·n + j)·rows + r`` holding, per output, the ``j``-th
     kept weight of tile input group ``c·rows + r`` and its position (the mapping's
@@ -417,9 +386,9 @@ def _tile_weight_bytes(cfg: MacroConfig, mapping: TileMapping, w: np.ndarray) ->
                        .transpose(4, 0, 1, 3, 2, 5).reshape(-1, cfg.cols))
     nbytes = beat_bytes(cfg.data_bits)
     if dense or not cfg.meta_bits:
-        raw = _pack_rows(lambda values: pack_weight_row_bytes(cfg, values), out[0], nbytes)
+        raw = pack_rows(lambda values: pack_weight_row_bytes(cfg, values), out[0], nbytes)
     else:
-        raw = _pack_rows(lambda values, meta: pack_weight_row_bytes(cfg, values, meta),
+        raw = pack_rows(lambda values, meta: pack_weight_row_bytes(cfg, values, meta),
                          out[0], nbytes, out[1])
     return raw.reshape(n_tiles, k_tiles, cfg.weight_rows, nbytes)
 
@@ -458,7 +427,7 @@ def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> GemmSchedule:
         If ``w`` breaks the pattern; the message names the first offending output channel
         (row of ``w.T``) and input group.
     """
-    x, w = _check_shapes(cfg, x, w)
+    x, w = check_shapes(cfg, x, w)
     pattern = as_pattern(pattern)
     cfg.check_pattern(*pattern)
     tokens, k = x.shape
@@ -470,7 +439,7 @@ def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> GemmSchedule:
 
     # Every beat is packed once, in bulk, as bytes; steps hold views of these arrays.
     nbytes = beat_bytes(cfg.data_bits)
-    w_raw = _tile_weight_bytes(cfg, mapping, w)
+    w_raw = tile_weight_bytes(cfg, mapping, w)
     # Activations: entry (k tile, token) is act_beats beats, zero beyond the tile's inputs.
     inputs = mapping.pass_inputs
     act_beats = cfg.act_beats(*pattern)
@@ -480,7 +449,7 @@ def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> GemmSchedule:
         block = x[:, kt * inputs:(kt + 1) * inputs]
         padded_x[kt, :, :block.shape[1]] = block
     layout = act_beat_layout(cfg)
-    a_raw = _pack_rows(lambda values: pack_beat_bytes(layout, values),
+    a_raw = pack_rows(lambda values: pack_beat_bytes(layout, values),
                        padded_x.reshape(-1, cfg.act_lanes), nbytes)
     a_raw = a_raw.reshape(k_tiles, tokens * act_beats, nbytes)
 

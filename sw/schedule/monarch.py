@@ -80,7 +80,7 @@ from ...hw.trace import BeatArray, Trace
 from ..blockdiag_map import MAPPINGS as BLOCK_MAPPINGS
 from ..mapping import map_dense
 from ..reference import check_int_matrix
-from .gemm import _tile_weight_bytes
+from .gemm import tile_weight_bytes
 from .steps import build_trace, trace_counters, zero_entries
 
 __all__ = ["MAPPINGS", "MonarchSchedule", "MonarchCost", "schedule_monarch",
@@ -445,7 +445,7 @@ def _schedule_linear(cfg, x, r_blocks, l_blocks, shift) -> MonarchSchedule:
     if chunk < 1:
         raise ValueError("the buffers are too shallow for one token of this layer")
 
-    raw1, raw2 = _tile_weight_bytes(cfg, map1, w1), _tile_weight_bytes(cfg, map2, w2)
+    raw1, raw2 = tile_weight_bytes(cfg, map1, w1), tile_weight_bytes(cfg, map2, w2)
     # Layer 1 tiles load only their rows (stale rows meet zero-padded activations); layer 2's
     # last K tile may meet u chunks no MOVE wrote, so its tiles load every row, zeros included.
     tiles1 = {(kt, nt): (tile.rows, BeatArray(raw1[nt, kt, :tile.rows]))

@@ -14,6 +14,8 @@ import functools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 from ...hw.config import MacroConfig
 from ...hw.isa import (
     COUNTERS,
@@ -27,7 +29,11 @@ from ...hw.isa import (
 )
 from ...hw.trace import Step, Trace
 
-__all__ = ["build_trace", "zero_entries", "counters_of", "trace_counters"]
+__all__ = ["build_trace", "zero_entries", "counters_of", "trace_counters", "pack_rows",
+           "CommandCache"]
+
+#: Rows packed per call of a packer: bounds the temporaries of a large layer.
+PACK_BLOCK = 1 << 16
 
 
 @functools.lru_cache(maxsize=4096)
@@ -86,3 +92,28 @@ def trace_counters(trace: Trace) -> dict[str, int]:
         if cmd.opcode == Opcode.CONFIG:
             pattern = pattern_of(cfg, cmd)
     return counters_of(cfg, times.items())
+
+
+def pack_rows(pack, values: np.ndarray, nbytes: int, *more) -> np.ndarray:
+    """``pack(values[block], *more[block])`` in blocks of :data:`PACK_BLOCK` rows, into one
+    ``uint8`` array of ``nbytes`` per row (narrower beats are zero above their layout)."""
+    out = np.zeros((values.shape[0], nbytes), dtype=np.uint8)
+    for start in range(0, values.shape[0], PACK_BLOCK):
+        end = start + PACK_BLOCK
+        raw = pack(values[start:end], *(array[start:end] for array in more))
+        out[start:end, :raw.shape[1]] = raw
+    return out
+
+
+class CommandCache:
+    """Command objects by their fields, built once each (a plan repeats few commands)."""
+
+    def __init__(self):
+        self._known: dict[tuple, Command] = {}
+
+    def __call__(self, opcode: Opcode, **fields) -> Command:
+        key = (opcode, *fields.items())
+        cmd = self._known.get(key)
+        if cmd is None:
+            cmd = self._known[key] = Command(opcode, **fields)
+        return cmd
