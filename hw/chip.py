@@ -104,7 +104,7 @@ class Tile(wiring.Component):
         The sequencer's ports (``docs/isa.md``).
     """
 
-    def __init__(self, chip: ChipConfig):
+    def __init__(self, *, chip: ChipConfig):
         self.chip = chip
         cfg = chip.macro
         super().__init__({
@@ -119,8 +119,8 @@ class Tile(wiring.Component):
         m = Module()
         layout = command_layout(self.chip.macro)
         m.submodules.queue = queue = fifo.SyncFIFO(width=layout.size, depth=self.chip.queue)
-        m.submodules.sequencer = seq = Sequencer(self.chip.macro)
-        m.submodules.macro = macro = Macro(self.chip.macro)
+        m.submodules.sequencer = seq = Sequencer(config=self.chip.macro)
+        m.submodules.macro = macro = Macro(config=self.chip.macro)
         wiring.connect(m, seq.macro, macro.ctrl)
         m.d.comb += [
             queue.w_en.eq(self.push), queue.w_data.eq(self.word), self.room.eq(queue.w_rdy),
@@ -168,7 +168,7 @@ class Dispatcher(wiring.Component):
         The dispatcher's error in this cycle (combinational), ``NONE`` if none.
     """
 
-    def __init__(self, chip: ChipConfig):
+    def __init__(self, *, chip: ChipConfig):
         self.chip = chip
         super().__init__({
             "cmd": In(stream.Signature(chip_command_layout(chip))),
@@ -248,7 +248,7 @@ class DataRouter(wiring.Component):
         Activations: a beat moves with some but not all of the range's ``last`` high.
     """
 
-    def __init__(self, chip: ChipConfig, *, weights: bool):
+    def __init__(self, *, chip: ChipConfig, weights: bool):
         self.chip = chip
         self.weights = weights
         layout = weight_row_layout(chip.macro) if weights else act_beat_layout(chip.macro)
@@ -316,7 +316,7 @@ class ResultRouter(wiring.Component):
         A beat moves (``read``).
     """
 
-    def __init__(self, chip: ChipConfig):
+    def __init__(self, *, chip: ChipConfig):
         self.chip = chip
         super().__init__({
             "push": In(1), "range": In(range_layout(chip)),
@@ -382,7 +382,7 @@ class Chip(wiring.Component):
         all registered.
     """
 
-    def __init__(self, chip: ChipConfig):
+    def __init__(self, *, chip: ChipConfig):
         if not isinstance(chip, ChipConfig):
             raise TypeError(f"chip must be a ChipConfig, not {chip!r}")
         self.chip = chip
@@ -398,11 +398,11 @@ class Chip(wiring.Component):
         m = Module()
         chip = self.chip
         k_all = range(chip.macros)
-        m.submodules.dispatcher = disp = Dispatcher(chip)
-        m.submodules.weight_router = wr = DataRouter(chip, weights=True)
-        m.submodules.act_router = ar = DataRouter(chip, weights=False)
-        m.submodules.result_router = rr = ResultRouter(chip)
-        tiles = [Tile(chip) for _ in k_all]
+        m.submodules.dispatcher = disp = Dispatcher(chip=chip)
+        m.submodules.weight_router = wr = DataRouter(chip=chip, weights=True)
+        m.submodules.act_router = ar = DataRouter(chip=chip, weights=False)
+        m.submodules.result_router = rr = ResultRouter(chip=chip)
+        tiles = [Tile(chip=chip) for _ in k_all]
         for k, tile in enumerate(tiles):
             m.submodules[f"tile{k}"] = tile
         wiring.connect(m, wiring.flipped(self.cmd), disp.cmd)

@@ -35,7 +35,7 @@ def _is_pow2(value: int) -> bool:
     return value > 0 and value & (value - 1) == 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MacroConfig:
     """Parameters of one DCiM macro.
 
@@ -444,7 +444,7 @@ def macro_toml(config: MacroConfig, *, comment: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ChipConfig:
     """Parameters of an accelerator of ``macros`` (K) identical macros under one command stream.
 

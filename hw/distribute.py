@@ -63,7 +63,7 @@ class Distribution(wiring.Component):
         ``offered[s][r][p] = entry[source(config, mode, s, r, p)]`` (0 where None), same cycle.
     """
 
-    def __init__(self, config: MacroConfig):
+    def __init__(self, *, config: MacroConfig):
         if not isinstance(config, MacroConfig):
             raise TypeError(f"config must be a MacroConfig, not {config!r}")
         self.config = config

@@ -48,7 +48,7 @@ def convert(top, name: str = TOP_MODULE) -> str:
 
 def verilog_text(config: MacroConfig) -> str:
     """Verilog text of :class:`~sparsecim.hw.top.Top` for ``config``."""
-    return convert(Top(config))
+    return convert(Top(config=config))
 
 
 def chip_exportable(chip: ChipConfig) -> bool:
@@ -59,7 +59,7 @@ def chip_exportable(chip: ChipConfig) -> bool:
 
 def chip_verilog_text(chip: ChipConfig) -> str:
     """Verilog text of :class:`~sparsecim.hw.chip.Chip` for ``chip`` as ``sparsecim_chip``."""
-    return convert(Chip(chip), CHIP_MODULE)
+    return convert(Chip(chip=chip), CHIP_MODULE)
 
 
 def _too_large(name: str, chip: ChipConfig) -> str:

@@ -154,7 +154,7 @@ class Macro(wiring.Component):
         per member in :class:`ControlSignature`.
     """
 
-    def __init__(self, config: MacroConfig):
+    def __init__(self, *, config: MacroConfig):
         if not isinstance(config, MacroConfig):
             raise TypeError(f"config must be a MacroConfig, not {config!r}")
         self.config = config
@@ -167,9 +167,9 @@ class Macro(wiring.Component):
 
         subs = []
         for index in range(cfg.submacros):
-            subs.append(sub := SubMacro(cfg))
+            subs.append(sub := SubMacro(config=cfg))
             m.submodules[f"sub{index}"] = sub
-        m.submodules.merge = merge = MergeTree(cfg)
+        m.submodules.merge = merge = MergeTree(config=cfg)
         for index, sub in enumerate(subs):
             m.d.comb += merge.sums[index].eq(sub.sums)
 
@@ -243,7 +243,7 @@ class Macro(wiring.Component):
             for index, pattern in enumerate(cfg.modes):
                 with m.Case(index):
                     m.d.sync += offset.eq(ctrl.part * (cfg.pass_inputs(*pattern) * width))
-        m.submodules.distribute = dist = Distribution(cfg)
+        m.submodules.distribute = dist = Distribution(config=cfg)
         m.d.comb += [dist.mode.eq(ctrl.mode), dist.entry.eq(act_rd.data >> offset)]
         for index, sub in enumerate(subs):
             m.d.comb += sub.act.eq(dist.offered[index])

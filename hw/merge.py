@@ -76,7 +76,7 @@ class MergeTree(wiring.Component):
         for ``j < 2**split``, 0 for the others; same cycle as ``sums``.
     """
 
-    def __init__(self, config: MacroConfig):
+    def __init__(self, *, config: MacroConfig):
         if not isinstance(config, MacroConfig):
             raise TypeError(f"config must be a MacroConfig, not {config!r}")
         self.config = config

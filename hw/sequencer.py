@@ -115,7 +115,7 @@ class Sequencer(wiring.Component):
         High in a READ cycle whose result beat is the command's last.
     """
 
-    def __init__(self, config: MacroConfig):
+    def __init__(self, *, config: MacroConfig):
         if not isinstance(config, MacroConfig):
             raise TypeError(f"config must be a MacroConfig, not {config!r}")
         self.config = config

@@ -52,7 +52,7 @@ class SubMacro(wiring.Component):
         and the stored cells (a write is seen from the cycle after ``we``).
     """
 
-    def __init__(self, config: MacroConfig):
+    def __init__(self, *, config: MacroConfig):
         if not isinstance(config, MacroConfig):
             raise TypeError(f"config must be a MacroConfig, not {config!r}")
         self.config = config

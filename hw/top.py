@@ -39,7 +39,7 @@ class Top(wiring.Component):
         registered: they show a cycle's effect from the next cycle on.
     """
 
-    def __init__(self, config: MacroConfig):
+    def __init__(self, *, config: MacroConfig):
         if not isinstance(config, MacroConfig):
             raise TypeError(f"config must be a MacroConfig, not {config!r}")
         self.config = config
@@ -47,8 +47,8 @@ class Top(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.sequencer = sequencer = Sequencer(self.config)
-        m.submodules.macro = macro = Macro(self.config)
+        m.submodules.sequencer = sequencer = Sequencer(config=self.config)
+        m.submodules.macro = macro = Macro(config=self.config)
         wiring.connect(m, sequencer.macro, macro.ctrl)
         wiring.connect(m, wiring.flipped(self.cmd), sequencer.cmd)
         wiring.connect(m, wiring.flipped(self.data), sequencer.data)

@@ -175,7 +175,7 @@ def synthesize(cfg: MacroConfig, *, yosys: str | None = None,
         work = Path(workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
         il, out, log = work / "top.il", work / "netlist.json", work / "yosys.log"
-        il.write_text(rtlil.convert(Top(cfg), name="top"))
+        il.write_text(rtlil.convert(Top(config=cfg), name="top"))
         copies = " ".join(f"top.macro.sub{i}" for i in range(1, cfg.submacros))
         script = work / "area.ys"
         script.write_text(YOSYS_SCRIPT.format(il=il.name, json=out.name,

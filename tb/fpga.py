@@ -346,7 +346,7 @@ def synthesize(config: MacroConfig, family: str, *, work_dir: str | Path,
     fam = _family(family)
     work = Path(work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    top = Top(config)
+    top = Top(config=config)
     (work / f"{TOP_MODULE}.v").write_text(convert(top))
     (work / f"{WRAPPER_MODULE}.v").write_text(wrapper_verilog(top))
     for stale in ("netlist.json", "stat.json"):

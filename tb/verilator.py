@@ -97,7 +97,7 @@ def _design(cfg: MacroConfig | ChipConfig):
     """The component to build for ``cfg``: the top level of a macro, or the chip
     (:class:`~sparsecim.hw.chip.Chip`) of a :class:`ChipConfig`. Made only when it is
     converted (an unelaborated component warns when collected)."""
-    return Chip(cfg) if isinstance(cfg, ChipConfig) else Top(cfg)
+    return Chip(chip=cfg) if isinstance(cfg, ChipConfig) else Top(config=cfg)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def run_chip(chip, commands, weights=(), acts=(), *, pause_seed=None, pause_prob
     """Play chip command words, weight rows and activation beats into a fresh :class:`Chip`
     until ``done``; every stream may idle at random (``pause_seed``). Records the cycle of
     every handshake of each input stream and checks the result stream's hold rule."""
-    dut = Chip(chip)
+    dut = Chip(chip=chip)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     words = {"cmd": list(commands), "weights": list(weights), "acts": list(acts)}
@@ -450,7 +450,7 @@ def test_chip_signature_is_the_stream_and_status_contract():
             "macros": Out(data.ArrayLayout(isa.counters_layout(cfg), 3)),
         })),
     })
-    dut = Chip(chip)
+    dut = Chip(chip=chip)
     assert dut.signature == expected
     Fragment.get(dut, None)  # elaborates; an unelaborated component warns when collected
 

@@ -15,7 +15,7 @@ from sparsecim.hw.top import Top
 
 def test_top_signature_is_exactly_the_stream_and_status_contract():
     cfg = preset("tiny")
-    top = Top(cfg)
+    top = Top(config=cfg)
     expected = wiring.Signature({
         "cmd": In(stream.Signature(isa.command_layout(cfg))),
         "data": In(stream.Signature(cfg.data_bits)),
@@ -47,7 +47,7 @@ def _ports(verilog_text, module="sparsecim_top"):
     pytest.param("paper", marks=pytest.mark.slow)])
 def test_top_converts_to_verilog_with_ports_named_after_the_signature(name):
     cfg = PRESETS[name]
-    top = Top(cfg)
+    top = Top(config=cfg)
     ports = _ports(export.convert(top))
     expected = {"clk": ("input", 1), "rst": ("input", 1)}
     for path, member in top.signature.members.flatten():

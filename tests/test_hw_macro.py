@@ -91,7 +91,7 @@ class Driver:
 
 
 def simulate(cfg, body, seed=0):
-    dut = Macro(cfg)
+    dut = Macro(config=cfg)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     driver = Driver(cfg, dut, np.random.default_rng(seed))

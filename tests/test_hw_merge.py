@@ -18,7 +18,7 @@ CONFIGS = {
 
 def run_merge(cfg, inputs):
     """inputs: (n, submacros, cols) column sums; returns (n, cols) merged sums."""
-    dut = MergeTree(cfg)
+    dut = MergeTree(config=cfg)
     sim = Simulator(dut)
     got = []
 
@@ -49,7 +49,7 @@ def test_merge_sums_all_submacros_exactly_including_extremes(name):
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_merge_widths_are_column_sum_bits_in_and_pass_sum_bits_out(name):
     cfg = CONFIGS[name]
-    dut = MergeTree(cfg)
+    dut = MergeTree(config=cfg)
     sums, merged = dut.sums.shape(), dut.merged.shape()
     assert sums.length == cfg.submacros and sums.elem_shape.length == cfg.cols
     assert Shape.cast(sums.elem_shape.elem_shape) == signed(cfg.column_sum_bits)
@@ -80,7 +80,7 @@ def test_merge_groups_follow_the_split(name):
     cfg = CONFIGS[name]
     rng = np.random.default_rng(9)
     sums = rng.integers(-1000, 1000, size=(cfg.submacros, cfg.cols))
-    dut = MergeTree(cfg)
+    dut = MergeTree(config=cfg)
     sim = Simulator(dut)
     got = {}
 

@@ -42,7 +42,7 @@ def run_top(cfg, commands, data, *, pause_seed=None, pause_probability=0.3,
     ``ready`` low), each from its own seeded generator. The result collector also checks the
     stream rule: once ``valid`` is high it stays high with a stable payload until ``ready``.
     """
-    top = Top(cfg)
+    top = Top(config=cfg)
     sim = Simulator(top)
     sim.add_clock(1e-6)
     words = {"cmd": list(commands), "data": list(data)}
@@ -404,7 +404,7 @@ def test_top_move_window_rotates_and_masks_lanes(window):
 
 def _top_with_reset(cfg):
     """A Top in a simulator whose testbench drives the sync domain's reset."""
-    top = Top(cfg)
+    top = Top(config=cfg)
     m = Module()
     m.submodules.top = top
     m.domains.sync = sync = ClockDomain()
@@ -505,7 +505,7 @@ def test_sequencer_reset_clears_halt_error_and_counters_then_runs_again():
 
 @pytest.mark.parametrize("name", ["total", "stall"])
 def test_sequencer_counters_saturate_instead_of_wrapping(name):
-    seq = Sequencer(CFG)
+    seq = Sequencer(config=CFG)
     sim = Simulator(seq)
     sim.add_clock(1e-6)
     top_value = 2 ** CFG.counter_bits - 1

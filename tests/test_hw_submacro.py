@@ -41,7 +41,7 @@ def cases(cfg, rng, random_count=20):
 def run_submacro(cfg, cases):
     """Load each (weights, meta) row by row, offer the activations ``(rows, choices)``,
     return the column sums."""
-    dut = SubMacro(cfg)
+    dut = SubMacro(config=cfg)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     got = []
@@ -94,7 +94,7 @@ def test_submacro_each_cell_selects_the_activation_its_metadata_names():
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_submacro_output_width_is_column_sum_bits_and_fits_the_worst_case(name):
     cfg = CONFIGS[name]
-    dut = SubMacro(cfg)
+    dut = SubMacro(config=cfg)
     elem = Shape.cast(dut.sums.shape().elem_shape)
     assert elem == signed(cfg.column_sum_bits)
     assert dut.sums.shape().length == cfg.cols
@@ -106,7 +106,7 @@ def test_submacro_output_width_is_column_sum_bits_and_fits_the_worst_case(name):
 
 def test_submacro_row_write_takes_effect_at_the_clock_edge():
     cfg = CONFIGS["tiny"]
-    dut = SubMacro(cfg)
+    dut = SubMacro(config=cfg)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     seen = []

@@ -20,7 +20,7 @@ def _bits(top, inputs):
 
 
 def test_wrapper_shifts_every_input_in_and_xors_every_output_out():
-    top = Top(preset("fpga"))
+    top = Top(config=preset("fpga"))
     text = fpga.wrapper_verilog(top)
     # Converting elaborates the top level (and gives the port list the wrapper must match).
     header = fpga.convert(top).split(f"module {fpga.TOP_MODULE}(", 1)[1].split(");", 1)[0]
