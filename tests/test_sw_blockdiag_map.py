@@ -79,14 +79,15 @@ def test_paper_geometry_counts():
 
 
 def test_capacity_diagonals_are_rotated_and_remapped():
-    """Square slots: unit p of diagonal d at (p, (p + d) mod k); the slot table inverts it."""
+    """Square slots, filled row slot by row slot: unit e of an array on row slot w = e // k,
+    diagonal d = e % k, at (w, (w + d) mod k); the slot table inverts it."""
     bd = BlockDiagonal(20, 4, 4)
     cap = map_capacity(bd, 16, 16)
     for n, p in enumerate(cap.placements):
         e = n % 16
-        d, q = divmod(e, 4)
-        assert (p.array, p.diagonal, p.row_slot, p.col_slot) == (n // 16, d, q, (q + d) % 4)
-        assert p.block == n
+        w, d = divmod(e, 4)
+        assert (p.array, p.diagonal, p.row_slot, p.col_slot) == (n // 16, d, w, (w + d) % 4)
+        assert (p.block, p.load, p.sub, p.pass_) == (n, n // 16, 0, n)
     table = slot_table(cap)
     assert table.shape == (2, 4, 4)
     for a in range(2):
