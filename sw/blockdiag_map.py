@@ -198,6 +198,15 @@ class BlockMapping:
         return 1 + max(p.pass_ for p in self.placements)
 
     @property
+    def units_per_array(self) -> int:
+        """Units an array holds (its slots in use when full): ``min(kr, kc)`` latency,
+        ``kr · kc`` capacity, 1 Linear."""
+        if self.kind == "linear":
+            return 1
+        _, _, kr, kc = _slots(self.matrix, self.rows, self.cols)
+        return min(kr, kc) if self.kind == "latency" else kr * kc
+
+    @property
     def cells(self) -> int:
         """Cells of those arrays."""
         return self.arrays * self.rows * self.cols
@@ -245,13 +254,19 @@ class _Grid:
     kc: int
 
 
-def _grid(bd: BlockDiagonal, rows: int, cols: int) -> _Grid:
+def _slots(bd: BlockDiagonal, rows: int, cols: int) -> tuple[int, int, int, int]:
+    """``(unit_in, unit_out, kr, kc)``: the slot size and the slots of an array."""
     unit_in, unit_out = min(bd.block_in, rows), min(bd.block_out, cols)
+    return unit_in, unit_out, rows // unit_in, cols // unit_out
+
+
+def _grid(bd: BlockDiagonal, rows: int, cols: int) -> _Grid:
+    unit_in, unit_out, kr, kc = _slots(bd, rows, cols)
     units = [(q, a0, min(a0 + unit_in, bd.block_in), c0, min(c0 + unit_out, bd.block_out))
              for q in range(bd.blocks)
              for a0 in range(0, bd.block_in, unit_in)
              for c0 in range(0, bd.block_out, unit_out)]
-    return _Grid(units, unit_in, unit_out, rows // unit_in, cols // unit_out)
+    return _Grid(units, unit_in, unit_out, kr, kc)
 
 
 def _geometry(rows, cols, submacros=1, start=0):
@@ -390,13 +405,14 @@ def next_start(first: BlockMapping, then: BlockDiagonal) -> int:
     after ``first``'s last pass when ``then`` has the same unit grid (a capacity load shared
     by both; for latency, the next load), else at the start of the load after ``first``'s
     last."""
-    grid, after = _grid(first.matrix, first.rows, first.cols), _grid(then, first.rows, first.cols)
     end = first.start + first.macro_passes
     if first.kind == "latency":
         return end
-    if (grid.unit_in, grid.unit_out) == (after.unit_in, after.unit_out):
+    *unit, _, _ = _slots(first.matrix, first.rows, first.cols)
+    *after, kr, kc = _slots(then, first.rows, first.cols)
+    if unit == after:
         return end
-    return (1 + max(p.load for p in first.placements)) * after.kr * after.kc
+    return (1 + max(p.load for p in first.placements)) * kr * kc
 
 
 def map_monarch(kind: str, right: BlockDiagonal, left: BlockDiagonal, cfg: MacroConfig

@@ -119,6 +119,10 @@ class MonarchSchedule:
         MOVE commands per token.
     utilization : float
         The layer's weights (``2·b·s²``) over the cells of every load of a chunk.
+    placements : tuple of BlockMapping, optional
+        Latency and capacity: where every block of the two factors sits
+        (:func:`~sparsecim.sw.blockdiag_map.map_monarch`, the placements the trace loads and
+        runs); ``None`` for ``"linear"`` (the GEMM tiler's tiles).
     """
     trace: Trace
     tokens: int
@@ -132,6 +136,7 @@ class MonarchSchedule:
     passes: int
     moves: float
     utilization: float
+    placements: tuple[BlockMapping, BlockMapping] | None = None
 
     def assemble(self, results: np.ndarray) -> np.ndarray:
         """Result beats, as from the golden model or the RTL, to ``z`` shaped ``(tokens, s,
@@ -447,7 +452,8 @@ def _schedule_blocks(cfg, x, r_blocks, l_blocks, shift, mapping) -> MonarchSched
                            result_map=result_map, result_beats=beat, chunk=lay.chunk,
                            loads=lay.loads, passes=lay.r_passes + lay.l_passes,
                            moves=moves / tokens,
-                           utilization=2 * b * s * s / (lay.loads * cfg.cells))
+                           utilization=2 * b * s * s / (lay.loads * cfg.cells),
+                           placements=(lay.right, lay.left))
 
 
 # Linear: two densified GEMMs ----------------------------------------------------------------
