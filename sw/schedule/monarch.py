@@ -20,18 +20,22 @@ An *array* is a sub-macro (``rows × cols``); a *load* is one weight image of th
 (LOAD_W of all ``rows × P`` rows); CONFIG ``split = log2(P)`` keeps the P sub-macros apart, so a
 pass computes each sub-macro separately into accumulator bank ``σ``. A block of ``in × out``
 sits on row-block ``w`` (rows ``w·in ..``) and column-block ``cb`` (columns ``cb·out ..``) of a
-sub-macro, weights ``W[w·in + r, cb·out + c] = B[c, r]``, zeros around it.
+sub-macro, weights ``W[w·in + r, cb·out + c] = B[c, r]``, zeros around it. Latency and capacity
+take these placements (load, pass, sub-macro ``σ``, row slot ``w``, column slot ``cb``) from
+:func:`~sparsecim.sw.blockdiag_map.map_monarch`, the placements the paper comparison counts,
+bound to the macro's geometry; :attr:`MonarchSchedule.placements` reports them.
 
 ``"latency"`` (SparseMap)
     ``kd = min(rows // in, cols // out)`` blocks on the diagonal of each sub-macro
     (``cb = w``), ``kd·P`` blocks per load, and all of them fire in the load's one pass. Fewest
     passes; one load per pass.
 ``"capacity"`` (DenseMap)
-    ``kr·kc`` blocks per sub-macro (``kr = rows // in``, ``kc = cols // out``): block diagonal
-    ``d`` at row-block ``w``, column-block ``(w + d) mod kc`` (for square blocks ``k = rows / s``
-    and ``k²`` blocks). Executed block by block: a pass feeds one block per sub-macro, its
-    inputs on its row-block and zeros on every other row of that sub-macro, so the other
-    blocks of its row-block compute garbage in their own column-blocks, which nothing reads.
+    ``kr·kc`` blocks per sub-macro (``kr = rows // in``, ``kc = cols // out``), row-block by
+    row-block: block diagonal ``d`` at row-block ``w``, column-block ``(w + d) mod kc`` (for
+    square blocks ``k = rows / s`` and ``k²`` blocks). Executed block by block: a pass feeds
+    one block per sub-macro, its inputs on its row-block and zeros on every other row of that
+    sub-macro, so the other blocks of its row-block compute garbage in their own
+    column-blocks, which nothing reads.
     The block's outputs come out rotated to column-block ``(w + d) mod kc``; that is undone by
     address generation: the MOVE lane window that carries them on starts at that column-block,
     and :meth:`MonarchSchedule.assemble` reads the second factor's outputs there. Fewest
