@@ -1,8 +1,10 @@
 """Block-diagonal mappings: executing the placements pass by pass reproduces the block product
-exactly; array counts, utilization and cycles against hand counts."""
+exactly; array counts, utilization and cycles against hand counts; the same placements bound
+to a macro (loads of P sub-macros, macro passes, a second factor after the first)."""
 
 import numpy as np
 import pytest
+from sparsecim.hw.config import MacroConfig, preset
 from sparsecim.sw.blockdiag_map import (
     MAPPINGS,
     BlockDiagonal,
@@ -11,7 +13,10 @@ from sparsecim.sw.blockdiag_map import (
     map_capacity,
     map_latency,
     map_linear,
+    map_macro,
+    map_monarch,
     monarch_factor_shapes,
+    next_start,
     slot_table,
 )
 
@@ -79,14 +84,15 @@ def test_paper_geometry_counts():
 
 
 def test_capacity_diagonals_are_rotated_and_remapped():
-    """Square slots: unit p of diagonal d at (p, (p + d) mod k); the slot table inverts it."""
+    """Square slots, filled row slot by row slot: unit e of an array on row slot w = e // k,
+    diagonal d = e % k, at (w, (w + d) mod k); the slot table inverts it."""
     bd = BlockDiagonal(20, 4, 4)
     cap = map_capacity(bd, 16, 16)
     for n, p in enumerate(cap.placements):
         e = n % 16
-        d, q = divmod(e, 4)
-        assert (p.array, p.diagonal, p.row_slot, p.col_slot) == (n // 16, d, q, (q + d) % 4)
-        assert p.block == n
+        w, d = divmod(e, 4)
+        assert (p.array, p.diagonal, p.row_slot, p.col_slot) == (n // 16, d, w, (w + d) % 4)
+        assert (p.block, p.load, p.sub, p.pass_) == (n, n // 16, 0, n)
     table = slot_table(cap)
     assert table.shape == (2, 4, 4)
     for a in range(2):
@@ -172,3 +178,102 @@ def test_whole_monarch_layer_through_two_mapped_factors(kind):
     z = execute(map_blockdiag(kind, left_bd, 16, 16), f.left, v)
     y = z.reshape(3, 4, 12).transpose(0, 2, 1).reshape(3, -1)         # P_out
     np.testing.assert_array_equal(y, x @ monarch_dense(f).astype(np.int64).T)
+
+
+# Bound to a macro: arrays in loads of P sub-macros, a factor starting at a macro pass -------
+
+@pytest.mark.parametrize("kind", ["latency", "capacity"])
+@pytest.mark.parametrize("submacros, start", [(1, 0), (2, 3), (4, 0), (4, 5)])
+@pytest.mark.parametrize("shape, rows, cols", CASES, ids=IDS)
+def test_macro_placements_execute_and_cover_each_weight_once(kind, submacros, start, shape,
+                                                             rows, cols):
+    bd = BlockDiagonal(*shape)
+    mapping = map_blockdiag(kind, bd, rows, cols, submacros=submacros, start=start)
+    rng = np.random.default_rng(sum(shape) + submacros)
+    blocks = rng.integers(-128, 128, (bd.blocks, bd.block_out, bd.block_in))
+    x = rng.integers(-128, 128, (2, bd.in_features))
+    np.testing.assert_array_equal(execute(mapping, blocks, x), _loop_product(blocks, x))
+    cells = {}
+    for p in mapping.placements:
+        assert p.array == p.load * submacros + p.sub and 0 <= p.sub < submacros
+        image = cells.setdefault(p.array, np.zeros((rows, cols), dtype=int))
+        image[p.row0:p.row0 + p.in1 - p.in0, p.col0:p.col0 + p.out1 - p.out0] += 1
+    assert max(image.max() for image in cells.values()) == 1
+    # A macro pass runs at most one placement per sub-macro slot set: latency one pass per
+    # load (all its units), capacity one unit per sub-macro.
+    first = {"latency": start, "capacity": start // mapping.units_per_array}[kind]
+    assert min(p.load for p in mapping.placements) == first
+    per_pass = {}
+    for p in mapping.placements:
+        per_pass.setdefault(p.pass_, []).append(p)
+    assert sorted(per_pass) == list(range(mapping.macro_passes))
+    for placed in per_pass.values():
+        assert len({p.load for p in placed}) == 1
+        if kind == "capacity":
+            assert len({p.sub for p in placed}) == len(placed)
+
+
+def test_latency_deals_a_load_to_the_sub_macros_first():
+    """10 blocks of 4 × 4 on 4 sub-macros of 16 × 16: 4 diagonal slots each, one load, one
+    macro pass; block n on sub-macro n % 4, slot n // 4."""
+    lat = map_latency(BlockDiagonal(10, 4, 4), 16, 16, submacros=4, start=2)
+    assert [(p.load, p.sub, p.row_slot, p.pass_) for p in lat.placements] == \
+        [(2, n % 4, n // 4, 0) for n in range(10)]
+    assert (lat.arrays, lat.loads, lat.macro_passes, lat.cycles_per_token) == (4, 1, 1, 1)
+    assert [len(ps.placements) for ps in lat.passes] == [3, 3, 2, 2]
+
+
+def test_capacity_runs_one_block_per_sub_macro_and_pass():
+    """20 blocks of 4 × 4 on 2 sub-macros of 16 × 16 from macro pass 10: pass q holds blocks
+    2q and 2q + 1; 16 passes per load, so passes 0 .. 5 end load 0 and 6 .. 9 start load 1."""
+    cap = map_capacity(BlockDiagonal(20, 4, 4), 16, 16, submacros=2, start=10)
+    for n, p in enumerate(cap.placements):
+        load, e = divmod(10 + n // 2, 16)
+        w, d = divmod(e, 4)
+        assert (p.pass_, p.sub, p.load, p.row_slot, p.col_slot, p.diagonal) == \
+            (n // 2, n % 2, load, w, (w + d) % 4, d)
+    assert (cap.macro_passes, cap.loads, cap.arrays, cap.units_per_array) == (10, 2, 4, 16)
+
+
+def test_macro_binding_is_the_per_array_model_for_one_sub_macro():
+    cfg = MacroConfig(rows=16, cols=16, submacros=1, act_depth=16, acc_depth=16)
+    for kind in ("latency", "capacity"):
+        for shape in ((20, 4, 4), (7, 3, 5), (2, 40, 9)):
+            bd = BlockDiagonal(*shape)
+            assert map_macro(kind, bd, cfg) == map_blockdiag(kind, bd, 16, 16)
+
+
+def test_the_second_factor_starts_where_the_first_ends():
+    """Latency: the next load. Capacity: the same slot grid shares the first factor's last
+    load; another grid starts a new load."""
+    cfg = preset("flexcim")                         # 4 sub-macros of 32 × 32
+    right, left = map_monarch("capacity", BlockDiagonal(8, 8, 8), BlockDiagonal(8, 8, 8), cfg)
+    assert right.macro_passes == left.macro_passes == 2 and left.start == 2
+    assert {p.load for p in right.placements + left.placements} == {0}
+    right, left = map_monarch("capacity", BlockDiagonal(16, 8, 8), BlockDiagonal(8, 16, 8), cfg)
+    assert left.start == 1 * 2 * 4 and {p.load for p in left.placements} == {1}
+    right, left = map_monarch("latency", BlockDiagonal(16, 8, 8), BlockDiagonal(8, 16, 8), cfg)
+    assert (right.loads, left.start, [p.load for p in left.placements]) == (1, 1, [1] * 8)
+    assert next_start(right, BlockDiagonal(8, 16, 8)) == 1
+
+
+def test_units_per_array():
+    bd = BlockDiagonal(16, 64, 64)
+    assert [map_blockdiag(k, bd, 256, 256).units_per_array for k in MAPPINGS] == [1, 4, 16]
+    assert map_capacity(BlockDiagonal(16, 64, 256), 256, 256).units_per_array == 4
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: map_macro("linear", BlockDiagonal(2, 2, 2), preset("tiny")),
+     "kind must be one of 'latency', 'capacity', not 'linear'"),
+    (lambda: map_latency(BlockDiagonal(2, 2, 2), 4, 4, submacros=0),
+     "submacros must be a positive integer, not 0"),
+    (lambda: map_capacity(BlockDiagonal(2, 2, 2), 4, 4, start=-1),
+     "start must be a non-negative integer, not -1"),
+    (lambda: map_blockdiag("linear", BlockDiagonal(2, 2, 2), 4, 4, submacros=2),
+     "the linear mapping has one array per load and starts at 0, not submacros=2, start=0"),
+])
+def test_macro_binding_errors(call, message):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == message

@@ -31,8 +31,12 @@ counted at ``--seq`` tokens, unchanged by Monarch), and cycles per token of
 :mod:`~sparsecim.sw.blockdiag_map`'s per-array model (all arrays of a layer in parallel,
 layers and the two factors in sequence). On ``flexcim``, cycles of the real cycle model:
 dense layers from :func:`~sparsecim.sw.schedule.predict_counters`, square Monarch pieces with
-``d = b²``, ``b <= 32`` from :func:`~sparsecim.sw.schedule.monarch.schedule_monarch` on the
-golden model (random INT8 operands; the cycles do not depend on values).
+``d = b²``, ``b <= 32`` from the trace of
+:func:`~sparsecim.sw.schedule.monarch.schedule_monarch`
+(:func:`~sparsecim.sw.schedule.monarch.monarch_cost`: the ISA's per-command costs summed over
+it, equal to the golden model's counters; the cycles do not depend on values). Those traces
+run the same latency and capacity placements the per-array figures count, bound to the
+macro's sub-macros (:func:`~sparsecim.sw.blockdiag_map.map_monarch`).
 """
 
 from __future__ import annotations

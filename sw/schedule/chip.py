@@ -82,10 +82,11 @@ weight_row_bytes``: a LOAD_W row carries ``meta_bits`` per weight even for a den
 which the row format (``weight_row_layout``) fixes.
 
 Monarch (:func:`schedule_monarch_chip`): each factor's blocks in groups that fit a tile's
-diagonal (SparseMap's latency mapping), each group a layer, so the blocks spread over the
-macros; the requantize-and-transpose between the factors goes through the global buffer
-(every second-factor block needs an output of every first-factor block, which no single
-macro holds).
+diagonal (SparseMap's latency mapping, :func:`~sparsecim.sw.blockdiag_map.map_latency` on one
+``pass_inputs × cols`` tile: its arrays are the groups), each group a layer, so the blocks
+spread over the macros; the requantize-and-transpose between the factors goes through the
+global buffer (every second-factor block needs an output of every first-factor block, which no
+single macro holds).
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ from ...hw.isa import (
 )
 from ...hw.pattern import as_pattern
 from ...hw.trace import BeatArray, Step
+from ..blockdiag_map import BlockDiagonal, map_latency
 from ..mapping import TileMapping, map_nm
 from .gemm import ReadBlock, check_shapes, k_tile_inputs, load_ranges, tile_weight_bytes
 from .monarch import check_blocks
@@ -1088,24 +1090,27 @@ class ChipMonarchSchedule:
         return u, z
 
 
-def _block_group(cfg: MacroConfig, size_in: int, size_out: int) -> int:
-    """Blocks per layer: as many as sit on the diagonal of one dense tile (the latency
-    mapping, SparseMap), at least one (a larger block is tiled like any layer)."""
-    return max(1, min(cfg.pass_inputs() // size_in, cfg.cols // size_out))
-
-
-def _grouped(blocks: np.ndarray, group: int) -> list[np.ndarray]:
-    """``(count, out, in)`` blocks to ``k × n`` block-diagonal weight matrices of ``group``
-    blocks each (zeros off the diagonal: stored, they cost cells, not correctness)."""
+def _block_groups(cfg: MacroConfig, blocks: np.ndarray) -> tuple[int, list[np.ndarray]]:
+    """``(group, weights)``: ``(count, out, in)`` blocks in groups by the latency mapping
+    (SparseMap, :func:`~sparsecim.sw.blockdiag_map.map_latency`) on one dense tile of the
+    macro, ``pass_inputs() × cols`` (all sub-macros as one array), widened to hold at least one
+    block (a larger block is a group of its own, tiled like any layer). Each array of the
+    mapping is a group of ``group`` blocks (its units per array; the last group may hold
+    fewer), returned as its ``k × n`` weight matrix cut to its blocks: the blocks on its
+    diagonal, zeros around them (stored, they cost cells, not correctness)."""
     count, size_out, size_in = blocks.shape
-    out = []
-    for first in range(0, count, group):
-        part = blocks[first:first + group]
-        w = np.zeros((len(part) * size_in, len(part) * size_out), dtype=np.int64)
-        for q, block in enumerate(part):
-            w[q * size_in:(q + 1) * size_in, q * size_out:(q + 1) * size_out] = block.T
-        out.append(w)
-    return out
+    mapping = map_latency(BlockDiagonal(count, size_in, size_out),
+                          max(cfg.pass_inputs(), size_in), max(cfg.cols, size_out))
+    weights = []
+    for ps in mapping.passes:
+        placed = [mapping.placements[n] for n in ps.placements]
+        w = np.zeros((max(p.row0 + p.in1 - p.in0 for p in placed),
+                      max(p.col0 + p.out1 - p.out0 for p in placed)), dtype=np.int64)
+        for p in placed:
+            w[p.row0:p.row0 + p.in1 - p.in0, p.col0:p.col0 + p.out1 - p.out0] = \
+                blocks[p.block, p.out0:p.out1, p.in0:p.in1].T
+        weights.append(w)
+    return mapping.units_per_array, weights
 
 
 def schedule_monarch_chip(chip: ChipConfig, x, r_blocks, l_blocks, shift: int, *,
@@ -1114,15 +1119,16 @@ def schedule_monarch_chip(chip: ChipConfig, x, r_blocks, l_blocks, shift: int, *
     split over the chip's macros.
 
     Each factor's blocks are cut into groups of as many blocks as sit on the diagonal of one
-    tile (:func:`_block_group`); a group is a block-diagonal layer placed like any other
-    (:func:`place_model`: resident on macros of its own while they fit, else streamed), so the
-    blocks of a factor run on different macros at once. The middle requantization and
-    transpose cannot stay on one macro when the blocks are spread (every second-factor block
-    needs an output of every first-factor block): the first factor's READs leave the chip,
-    and the second factor's activations are ``requantize(u)`` transposed, as the global
-    buffer would hold them. The scheduler computes that ``u`` in numpy to build the second
-    factor's activation beats; :meth:`ChipMonarchSchedule.assemble` returns the chip's own
-    ``u`` and ``z`` for checking against :func:`~sparsecim.sw.schedule.monarch_reference`.
+    tile (the latency mapping's arrays, :func:`_block_groups`); a group is a block-diagonal
+    layer placed like any other (:func:`place_model`: resident on macros of its own while they
+    fit, else streamed), so the blocks of a factor run on different macros at once. The middle
+    requantization and transpose cannot stay on one macro when the blocks are spread (every
+    second-factor block needs an output of every first-factor block): the first factor's
+    READs leave the chip, and the second factor's activations are ``requantize(u)``
+    transposed, as the global buffer would hold them. The scheduler computes that ``u`` in
+    numpy to build the second factor's activation beats; :meth:`ChipMonarchSchedule.assemble`
+    returns the chip's own ``u`` and ``z`` for checking against
+    :func:`~sparsecim.sw.schedule.monarch_reference`.
 
     Raises
     ------
@@ -1136,8 +1142,8 @@ def schedule_monarch_chip(chip: ChipConfig, x, r_blocks, l_blocks, shift: int, *
         raise ValueError(f"shift must be an integer in 0..{cfg.acc_bits - 1}, not {shift!r}")
     x, _ = check_shapes(cfg, x, np.zeros((b * s, 1), dtype=np.int8))
     tokens = x.shape[0]
-    r_group, l_group = _block_group(cfg, s, s), _block_group(cfg, b, s)
-    r_ws, l_ws = _grouped(r_blocks, r_group), _grouped(l_blocks, l_group)
+    r_group, r_ws = _block_groups(cfg, r_blocks)
+    l_group, l_ws = _block_groups(cfg, l_blocks)
     # The global buffer's view of the middle: requantized first-factor outputs, transposed.
     u = np.einsum("ico,tio->tic", r_blocks.astype(np.int64),
                   x.astype(np.int64).reshape(tokens, b, s))

@@ -20,18 +20,22 @@ An *array* is a sub-macro (``rows × cols``); a *load* is one weight image of th
 (LOAD_W of all ``rows × P`` rows); CONFIG ``split = log2(P)`` keeps the P sub-macros apart, so a
 pass computes each sub-macro separately into accumulator bank ``σ``. A block of ``in × out``
 sits on row-block ``w`` (rows ``w·in ..``) and column-block ``cb`` (columns ``cb·out ..``) of a
-sub-macro, weights ``W[w·in + r, cb·out + c] = B[c, r]``, zeros around it.
+sub-macro, weights ``W[w·in + r, cb·out + c] = B[c, r]``, zeros around it. Latency and capacity
+take these placements (load, pass, sub-macro ``σ``, row slot ``w``, column slot ``cb``) from
+:func:`~sparsecim.sw.blockdiag_map.map_monarch`, the placements the paper comparison counts,
+bound to the macro's geometry; :attr:`MonarchSchedule.placements` reports them.
 
 ``"latency"`` (SparseMap)
     ``kd = min(rows // in, cols // out)`` blocks on the diagonal of each sub-macro
     (``cb = w``), ``kd·P`` blocks per load, and all of them fire in the load's one pass. Fewest
     passes; one load per pass.
 ``"capacity"`` (DenseMap)
-    ``kr·kc`` blocks per sub-macro (``kr = rows // in``, ``kc = cols // out``): block diagonal
-    ``d`` at row-block ``w``, column-block ``(w + d) mod kc`` (for square blocks ``k = rows / s``
-    and ``k²`` blocks). Executed block by block: a pass feeds one block per sub-macro, its
-    inputs on its row-block and zeros on every other row of that sub-macro, so the other
-    blocks of its row-block compute garbage in their own column-blocks, which nothing reads.
+    ``kr·kc`` blocks per sub-macro (``kr = rows // in``, ``kc = cols // out``), row-block by
+    row-block: block diagonal ``d`` at row-block ``w``, column-block ``(w + d) mod kc`` (for
+    square blocks ``k = rows / s`` and ``k²`` blocks). Executed block by block: a pass feeds
+    one block per sub-macro, its inputs on its row-block and zeros on every other row of that
+    sub-macro, so the other blocks of its row-block compute garbage in their own
+    column-blocks, which nothing reads.
     The block's outputs come out rotated to column-block ``(w + d) mod kc``; that is undone by
     address generation: the MOVE lane window that carries them on starts at that column-block,
     and :meth:`MonarchSchedule.assemble` reads the second factor's outputs there. Fewest
@@ -78,6 +82,7 @@ from ...hw.isa import (
 )
 from ...hw.trace import BeatArray, Trace
 from ..blockdiag_map import MAPPINGS as BLOCK_MAPPINGS
+from ..blockdiag_map import BlockDiagonal, BlockMapping, map_monarch
 from ..mapping import map_dense
 from ..reference import check_int_matrix
 from .gemm import tile_weight_bytes
@@ -118,6 +123,10 @@ class MonarchSchedule:
         MOVE commands per token.
     utilization : float
         The layer's weights (``2·b·s²``) over the cells of every load of a chunk.
+    placements : tuple of BlockMapping, optional
+        Latency and capacity: where every block of the two factors sits
+        (:func:`~sparsecim.sw.blockdiag_map.map_monarch`, the placements the trace loads and
+        runs); ``None`` for ``"linear"`` (the GEMM tiler's tiles).
     """
     trace: Trace
     tokens: int
@@ -131,6 +140,7 @@ class MonarchSchedule:
     passes: int
     moves: float
     utilization: float
+    placements: tuple[BlockMapping, BlockMapping] | None = None
 
     def assemble(self, results: np.ndarray) -> np.ndarray:
         """Result beats, as from the golden model or the RTL, to ``z`` shaped ``(tokens, s,
@@ -247,179 +257,207 @@ def schedule_monarch(cfg: MacroConfig, x, r_blocks, l_blocks, shift: int,
     return _schedule_blocks(cfg, x, r_blocks, l_blocks, shift, mapping)
 
 
-# Latency and capacity: placement -----------------------------------------------------------
+# Latency and capacity: the placements of blockdiag_map, loaded and run ----------------------
 
 @dataclass(frozen=True)
-class _Slot:
-    """Where one block sits: factor-local pass, sub-macro, row-block, column-block; and the
-    global load whose weight image holds it."""
-    pass_: int
-    sub: int
-    w: int
-    cb: int
-    load: int
+class _Window:
+    """Second-factor blocks ``j0 .. j0+n-1`` whose inputs sit on consecutive chunks
+    ``chunk0 ..`` of L input entry ``entry``, all on rows ``row0 ..`` of their sub-macros:
+    one transposing MOVE per (token, first-factor block) writes them."""
+    j0: int
+    n: int
+    entry: int
+    chunk0: int
+    row0: int
 
 
-def _place(cfg: MacroConfig, blocks: int, size_in: int, size_out: int, mapping: str,
-           offset: int) -> list[_Slot]:
-    """Slots of ``blocks`` blocks of ``size_in × size_out``, the factor's pass ``q`` at
-    position ``offset + q`` of the mapping's grid: a load per pass for latency (``offset`` is
-    the first load), ``kr·kc`` passes per load for capacity."""
-    P = cfg.submacros
-    kr, kc = cfg.rows // size_in, cfg.cols // size_out
-    slots = []
-    if mapping == "latency":
-        kd = min(kr, kc)
-        for n in range(blocks):
-            q, r = divmod(n, P * kd)
-            slots.append(_Slot(q, r % P, r // P, r // P, offset + q))
-        return slots
-    for n in range(blocks):
-        q, sub = divmod(n, P)
-        load, e = divmod(offset + q, kr * kc)
-        w, d = divmod(e, kc)
-        slots.append(_Slot(q, sub, w, (w + d) % kc, load))
-    return slots
+@dataclass(frozen=True)
+class _Layout:
+    """Where a layer's blocks sit (the two factors' placements) and what follows from it for
+    the trace: passes, loads, the L input entries (``ppe`` chunks of ``cols`` per entry) and
+    the tokens per chunk."""
+    right: BlockMapping
+    left: BlockMapping
+    loads: int
+    ppe: int
+    l_entries: int
+    chunk: int
+
+    @property
+    def r_passes(self) -> int:
+        return self.right.macro_passes
+
+    @property
+    def l_passes(self) -> int:
+        return self.left.macro_passes
+
+    @property
+    def l_base(self) -> int:
+        """First activation entry of the L inputs (the R inputs take entries 0 ..)."""
+        return self.chunk
 
 
-def _schedule_blocks(cfg, x, r_blocks, l_blocks, shift, mapping) -> MonarchSchedule:  # noqa: C901
-    b, s, _ = r_blocks.shape
-    tokens = x.shape[0]
-    P, rows, cols = cfg.submacros, cfg.rows, cfg.cols
-    r_slots = _place(cfg, b, s, s, mapping, 0)
-    r_passes = r_slots[-1].pass_ + 1
-    if mapping == "capacity" and b != s:
-        # Another block shape, another grid: the second factor starts a new load.
-        offset = (r_slots[-1].load + 1) * (rows // b) * (cols // s)
-    else:
-        # Latency: the loads after the first factor's; capacity with square blocks: the
-        # second factor fills the first one's last load on.
-        offset = r_passes
-    l_slots = _place(cfg, s, b, s, mapping, offset)
-    l_passes = l_slots[-1].pass_ + 1
-    loads = l_slots[-1].load + 1
-
-    ppe = cols // P                         # parts of a transposed entry (cols chunks)
-    l_entries = -(-l_passes // ppe)         # activation entries per token for the L inputs
-
-    def chunk_of(slot: _Slot) -> tuple[int, int]:
-        """(entry of the token's L entries, chunk) holding the inputs of an L block."""
-        return slot.pass_ // ppe, (slot.pass_ % ppe) * P + slot.sub
-
-    # Windows of L blocks: consecutive j on consecutive chunks of one entry, one row-block.
-    windows = []                            # (j0, n, entry, chunk0, w)
-    for j, slot in enumerate(l_slots):
-        entry, chunk = chunk_of(slot)
-        if windows:
-            j0, n, e0, c0, w0 = windows[-1]
-            if (e0, w0) == (entry, slot.w) and c0 + n == chunk:
-                windows[-1] = (j0, n + 1, e0, c0, w0)
-                continue
-        windows.append((j, 1, entry, chunk, slot.w))
-
-    # Weight images, one per load: zeros around the blocks.
-    images = np.zeros((loads, cfg.weight_rows, cols), dtype=np.int64)
-    occupied = np.zeros((loads, P, rows), dtype=bool)   # rows that carry weights
-    for blocks, slots, size_in, size_out in ((r_blocks, r_slots, s, s),
-                                             (l_blocks, l_slots, b, s)):
-        for block, slot in zip(blocks, slots, strict=True):
-            r0 = slot.sub * rows + slot.w * size_in
-            c0 = slot.cb * size_out
-            images[slot.load, r0:r0 + size_in, c0:c0 + size_out] = block.T
-            occupied[slot.load, slot.sub, slot.w * size_in:(slot.w + 1) * size_in] = True
-    # Rows the MOVEs write in each (L pass, sub-macro) chunk; unwritten rows with weights
-    # must read zero.
-    written = np.zeros((l_passes, P, rows), dtype=bool)
-    load_of_pass = {}
-    for slot in l_slots:
-        written[slot.pass_, slot.sub, slot.w * b:(slot.w + 1) * b] = True
-        load_of_pass[slot.pass_] = slot.load
-    needs_zero = any((occupied[load_of_pass[slot.pass_], slot.sub]
-                      & ~written[slot.pass_, slot.sub]).any() for slot in l_slots)
-
-    chunk = min(tokens, cfg.acc_depth // max(r_passes, l_passes),
+def _layout(cfg: MacroConfig, b: int, s: int, tokens: int, mapping: str) -> _Layout:
+    right, left = map_monarch(mapping, BlockDiagonal(b, s, s), BlockDiagonal(s, b, s), cfg)
+    loads = 1 + max(p.load for p in left.placements)
+    ppe = cfg.cols // cfg.submacros          # parts of a transposed entry (cols chunks)
+    l_entries = -(-left.macro_passes // ppe)  # activation entries per token for the L inputs
+    chunk = min(tokens, cfg.acc_depth // max(right.macro_passes, left.macro_passes),
                 cfg.act_depth // (1 + l_entries))
     if chunk < 1:
         raise ValueError("the buffers are too shallow for one token of this layer")
-    l_base = chunk                          # activation entries: R inputs 0 .., L inputs after
+    return _Layout(right=right, left=left, loads=loads, ppe=ppe, l_entries=l_entries,
+                   chunk=chunk)
 
+
+def _windows(cfg: MacroConfig, lay: _Layout) -> list[_Window]:
+    """The L blocks in windows: consecutive ``j`` on consecutive chunks of one entry (chunk
+    ``t`` is sub-macro ``t % P`` of part ``t // P``), one row slot."""
+    windows: list[_Window] = []
+    for j, p in enumerate(lay.left.placements):
+        entry, part = divmod(p.pass_, lay.ppe)
+        chunk = part * cfg.submacros + p.sub
+        last = windows[-1] if windows else None
+        if last and (last.entry, last.row0) == (entry, p.row0) and last.chunk0 + last.n == chunk:
+            windows[-1] = _Window(last.j0, last.n + 1, entry, last.chunk0, p.row0)
+        else:
+            windows.append(_Window(j, 1, entry, chunk, p.row0))
+    return windows
+
+
+def _weight_images(cfg: MacroConfig, lay: _Layout, r_blocks, l_blocks):
+    """``(images, occupied)``: one weight image per load, zeros around the blocks, and the
+    rows of each (load, sub-macro) that carry weights."""
+    images = np.zeros((lay.loads, cfg.weight_rows, cfg.cols), dtype=np.int64)
+    occupied = np.zeros((lay.loads, cfg.submacros, cfg.rows), dtype=bool)
+    for blocks, mapping in ((r_blocks, lay.right), (l_blocks, lay.left)):
+        for p in mapping.placements:
+            size_in, size_out = p.in1 - p.in0, p.out1 - p.out0
+            r0 = p.sub * cfg.rows + p.row0
+            images[p.load, r0:r0 + size_in, p.col0:p.col0 + size_out] = \
+                blocks[p.block, p.out0:p.out1, p.in0:p.in1].T
+            occupied[p.load, p.sub, p.row0:p.row0 + size_in] = True
+    return images, occupied
+
+
+def _needs_zero(cfg: MacroConfig, lay: _Layout, occupied: np.ndarray) -> bool:
+    """Whether an L pass meets a row with weights that no MOVE writes (it must read zero)."""
+    written = np.zeros((lay.l_passes, cfg.submacros, cfg.rows), dtype=bool)
+    for p in lay.left.placements:
+        written[p.pass_, p.sub, p.row0:p.row0 + p.in1 - p.in0] = True
+    return any((occupied[p.load, p.sub] & ~written[p.pass_, p.sub]).any()
+               for p in lay.left.placements)
+
+
+def _passes_of_load(lay: _Layout) -> list[list[tuple[str, int]]]:
+    """Per load, the factor passes (``("r", q)`` or ``("l", q)``) it runs, in order."""
+    out: list[list[tuple[str, int]]] = [[] for _ in range(lay.loads)]
+    for name, mapping in (("r", lay.right), ("l", lay.left)):
+        for p in mapping.placements:
+            if (name, p.pass_) not in out[p.load]:
+                out[p.load].append((name, p.pass_))
+    return out
+
+
+def _r_pass(cfg: MacroConfig, lay: _Layout, x_chunk: np.ndarray, q: int) -> list:
+    """LOAD_A and COMPUTE of first-factor pass ``q`` for a chunk: each block's inputs on its
+    row slot of its sub-macro, zeros elsewhere."""
+    count, s = x_chunk.shape[0], lay.right.matrix.block_in
+    lanes = np.zeros((count, cfg.act_beats() * cfg.act_lanes), dtype=np.int64)
+    for p in lay.right.placements:
+        if p.pass_ == q:
+            e0 = p.sub * cfg.rows + p.row0
+            lanes[:, e0:e0 + s] = x_chunk[:, p.block * s:(p.block + 1) * s]
+    words = pack_beats(act_beat_layout(cfg), lanes.reshape(-1, cfg.act_lanes))
+    return [(Command(Opcode.LOAD_A, addr=0, count=count), words),
+            (Command(Opcode.COMPUTE, act_addr=0, acc_addr=q * count, count=count,
+                     accumulate=0), [])]
+
+
+def _l_pass(lay: _Layout, q: int, count: int) -> list:
+    """COMPUTE of second-factor pass ``q``: its part of the token's transposed entry."""
+    entry, part = divmod(q, lay.ppe)
+    return [(Command(Opcode.COMPUTE, act_addr=lay.l_base + entry * lay.chunk,
+                     acc_addr=q * count, count=count, accumulate=0, part=part), [])]
+
+
+def _middle_moves(cfg: MacroConfig, lay: _Layout, windows: list[_Window], count: int) -> list:
+    """The transposing MOVEs of a chunk: per token, first-factor block and window, lanes
+    ``col0 + j0 ..`` of block ``i``'s accumulator entry to row ``row0 + i`` of the window's
+    chunks."""
+    steps = []
+    for t in range(count):
+        for i, p in enumerate(lay.right.placements):
+            for win in windows:
+                steps.append((Command(Opcode.MOVE, bank=p.sub, acc_addr=p.pass_ * count + t,
+                                      act_addr=lay.l_base + win.entry * lay.chunk + t,
+                                      elem=win.row0 + i, count=1, transpose=1,
+                                      lane=p.col0 + win.j0, dst=win.chunk0,
+                                      lanes=0 if win.n == cfg.cols else win.n), []))
+    return steps
+
+
+def _reads(lay: _Layout, t0: int, count: int, beat: int, result_map: np.ndarray):
+    """READs of a chunk's second-factor results, one per accumulator bank (sub-macro), and
+    where each output lands in ``result_map``; returns ``(steps, next beat)``."""
+    s = lay.left.matrix.block_out
+    last_on_bank: dict[int, int] = {}
+    for p in lay.left.placements:
+        last_on_bank[p.sub] = max(last_on_bank.get(p.sub, 0), p.pass_)
+    steps = []
+    for sub in sorted(last_on_bank):
+        n = (last_on_bank[sub] + 1) * count
+        steps.append((Command(Opcode.READ, addr=0, count=n, bank=sub), []))
+        for p in lay.left.placements:
+            if p.sub == sub:
+                at = beat + p.pass_ * count + np.arange(count)
+                result_map[t0:t0 + count, p.block, :, 0] = at[:, None]
+                result_map[t0:t0 + count, p.block, :, 1] = p.col0 + np.arange(s)
+        beat += n
+    return steps, beat
+
+
+def _schedule_blocks(cfg, x, r_blocks, l_blocks, shift, mapping) -> MonarchSchedule:
+    b, s, _ = r_blocks.shape
+    tokens = x.shape[0]
+    lay = _layout(cfg, b, s, tokens, mapping)
+    windows = _windows(cfg, lay)
+    images, occupied = _weight_images(cfg, lay, r_blocks, l_blocks)
     steps: list[tuple[Command, list[int]]] = []
-    dense = Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1, split=cfg.max_split, shift=shift)
-    if needs_zero:
-        steps += zero_entries(cfg, l_base, chunk * l_entries)
-    steps.append((dense, []))
-    entry_lanes = cfg.act_beats() * cfg.act_lanes
+    if _needs_zero(cfg, lay, occupied):
+        steps += zero_entries(cfg, lay.l_base, lay.chunk * lay.l_entries)
+    steps.append((Command(Opcode.CONFIG, mode=Mode.DENSE, n=1, m=1, split=cfg.max_split,
+                          shift=shift), []))
     w_words = [pack_weight_rows(cfg, image, np.zeros_like(image) if cfg.meta_bits else None)
                for image in images]
-    passes_of_load: list[list[tuple[str, int]]] = [[] for _ in range(loads)]
-    for name, slots in (("r", r_slots), ("l", l_slots)):
-        for slot in slots:
-            if (name, slot.pass_) not in passes_of_load[slot.load]:
-                passes_of_load[slot.load].append((name, slot.pass_))
-    r_by_pass: dict[int, list[tuple[int, _Slot]]] = {}
-    for i, slot in enumerate(r_slots):
-        r_by_pass.setdefault(slot.pass_, []).append((i, slot))
-    last_on_bank = {}
-    for slot in l_slots:
-        last_on_bank[slot.sub] = max(last_on_bank.get(slot.sub, 0), slot.pass_)
+    passes_of_load = _passes_of_load(lay)
     result_map = np.zeros((tokens, s, s, 2), dtype=np.int64)
-    beat = 0
-    moves = 0
-    for t0 in range(0, tokens, chunk):
-        count = min(chunk, tokens - t0)
-        for load in range(loads):
+    beat = moves = 0
+    for t0 in range(0, tokens, lay.chunk):
+        count = min(lay.chunk, tokens - t0)
+        for load, passes in enumerate(passes_of_load):
             steps.append((Command(Opcode.LOAD_W, row=0, count=cfg.weight_rows), w_words[load]))
-            for name, q in passes_of_load[load]:
-                if name == "r":
-                    lanes = np.zeros((count, entry_lanes), dtype=np.int64)
-                    for i, slot in r_by_pass[q]:
-                        e0 = slot.sub * rows + slot.w * s
-                        lanes[:, e0:e0 + s] = x[t0:t0 + count, i * s:(i + 1) * s]
-                    words = pack_beats(act_beat_layout(cfg), lanes.reshape(-1, cfg.act_lanes))
-                    steps.append((Command(Opcode.LOAD_A, addr=0, count=count), words))
-                    steps.append((Command(Opcode.COMPUTE, act_addr=0, acc_addr=q * count,
-                                          count=count, accumulate=0), []))
-                    if q == r_passes - 1:
-                        moves += _middle_moves(cfg, steps, r_slots, windows, s, b, count,
-                                               chunk, l_base)
-                else:
-                    entry, _ = divmod(q, ppe)
-                    steps.append((Command(Opcode.COMPUTE, act_addr=l_base + entry * chunk,
-                                          acc_addr=q * count, count=count, accumulate=0,
-                                          part=q % ppe), []))
-        for sub in sorted(last_on_bank):
-            n = (last_on_bank[sub] + 1) * count
-            steps.append((Command(Opcode.READ, addr=0, count=n, bank=sub), []))
-            for j, slot in enumerate(l_slots):
-                if slot.sub == sub:
-                    at = beat + slot.pass_ * count + np.arange(count)
-                    result_map[t0:t0 + count, j, :, 0] = at[:, None]
-                    result_map[t0:t0 + count, j, :, 1] = slot.cb * s + np.arange(s)
-            beat += n
+            for name, q in passes:
+                if name == "l":
+                    steps += _l_pass(lay, q, count)
+                    continue
+                steps += _r_pass(cfg, lay, x[t0:t0 + count], q)
+                if q == lay.r_passes - 1:
+                    middle = _middle_moves(cfg, lay, windows, count)
+                    steps += middle
+                    moves += len(middle)
+        reads, beat = _reads(lay, t0, count, beat, result_map)
+        steps += reads
     steps.append((Command(Opcode.END), []))
     trace = build_trace(cfg, steps, {"workload": "monarch", "mapping": mapping, "tokens": tokens,
-                                "b": b, "s": s, "shift": shift, "chunk": chunk,
-                                "loads": loads})
+                                     "b": b, "s": s, "shift": shift, "chunk": lay.chunk,
+                                     "loads": lay.loads})
     return MonarchSchedule(trace=trace, tokens=tokens, b=b, s=s, mapping=mapping,
-                           result_map=result_map, result_beats=beat, chunk=chunk, loads=loads,
-                           passes=r_passes + l_passes, moves=moves / tokens,
-                           utilization=2 * b * s * s / (loads * cfg.cells))
-
-
-def _middle_moves(cfg, steps, r_slots, windows, s, b, count, chunk, l_base) -> int:
-    """The transposing MOVEs of a chunk: per token, first-factor block and window."""
-    moves = 0
-    for t in range(count):
-        for i, slot in enumerate(r_slots):
-            for j0, n, entry, chunk0, w in windows:
-                lanes = 0 if n == cfg.cols else n
-                steps.append((Command(Opcode.MOVE, bank=slot.sub,
-                                      acc_addr=slot.pass_ * count + t,
-                                      act_addr=l_base + entry * chunk + t, elem=w * b + i,
-                                      count=1, transpose=1, lane=slot.cb * s + j0,
-                                      dst=chunk0, lanes=lanes), []))
-                moves += 1
-    return moves
+                           result_map=result_map, result_beats=beat, chunk=lay.chunk,
+                           loads=lay.loads, passes=lay.r_passes + lay.l_passes,
+                           moves=moves / tokens,
+                           utilization=2 * b * s * s / (lay.loads * cfg.cells),
+                           placements=(lay.right, lay.left))
 
 
 # Linear: two densified GEMMs ----------------------------------------------------------------
