@@ -653,16 +653,27 @@ def unpack_beat_bytes(layout: data.ArrayLayout, raw: np.ndarray,
         view = lanes.view(f"<{kind}{width // 8}")
         return view if dtype is None else view.astype(dtype)
     period = math.lcm(width, 8)
+    if width < 8 and _lanes_contiguous(layout, width):
+        # Lanes narrower than a byte (the 3-bit positions: 8 lanes in 3 bytes): every byte
+        # of a period looks up, in a table of its 256 values, its bits of each lane already
+        # in that lane's own byte; ORing a period's lookups gives its lanes as bytes.
+        per, period_bytes = period // width, period // 8
+        groups = -(-layout.length // per)
+        chunks = _period_chunks(raw, groups, period_bytes)
+        tables = _narrow_tables(width)
+        word = tables[0][chunks[:, :, 0]]
+        for byte in range(1, period_bytes):
+            word |= tables[byte][chunks[:, :, byte]]
+        values = word.view(np.uint8).reshape(beats, groups, 8)[:, :, :per]
+        values = values.reshape(beats, groups * per)[:, :layout.length]
+        return _signed_lanes(values, shape, dtype)
     if period <= 64 and _lanes_contiguous(layout, width):
         # Narrow lanes: ``period // width`` lanes in every ``period // 8`` bytes; read each
         # period as one integer, then shift and mask all its lanes at once.
         per, period_bytes = period // width, period // 8
         groups = -(-layout.length // per)
         wdtype = np.dtype(np.uint32 if period <= 32 else np.uint64)
-        take = min(raw.shape[1], groups * period_bytes)
-        chunks = np.zeros((beats, groups * period_bytes), dtype=np.uint8)
-        chunks[:, :take] = raw[:, :take]
-        chunks = chunks.reshape(beats, groups, period_bytes)
+        chunks = _period_chunks(raw, groups, period_bytes)
         word = np.zeros((beats, groups), dtype=wdtype)
         for byte in range(period_bytes):
             word |= chunks[:, :, byte].astype(wdtype) << wdtype.type(8 * byte)
@@ -689,6 +700,34 @@ def unpack_beat_bytes(layout: data.ArrayLayout, raw: np.ndarray,
         for bit in range(width):
             values |= bits[:, offsets + bit].astype(np.uint64) << np.uint64(bit)
     return _signed_lanes(values, shape, dtype)
+
+
+def _period_chunks(raw: np.ndarray, groups: int, period_bytes: int) -> np.ndarray:
+    """The first ``groups × period_bytes`` bytes of each beat as ``(beats, groups,
+    period_bytes)``: a view of ``raw`` when it has them all, else zero-padded."""
+    size = groups * period_bytes
+    if raw.shape[1] >= size:
+        return raw[:, :size].reshape(raw.shape[0], groups, period_bytes)
+    chunks = np.zeros((raw.shape[0], size), dtype=np.uint8)
+    chunks[:, :raw.shape[1]] = raw
+    return chunks.reshape(raw.shape[0], groups, period_bytes)
+
+
+@functools.cache
+def _narrow_tables(width: int) -> np.ndarray:
+    """Lookup tables for lanes of ``width < 8`` bits: entry ``[k, v]`` is a little-endian
+    ``uint64`` whose byte ``j`` holds the bits of lane ``j`` of a ``lcm(width, 8)``-bit period
+    that byte ``k`` of the period contributes when it has value ``v``."""
+    period = math.lcm(width, 8)
+    values = np.arange(256, dtype=np.uint64)
+    tables = np.zeros((period // 8, 256), dtype=np.uint64)
+    for k in range(period // 8):
+        for lane in range(period // width):
+            lo, hi = max(lane * width, 8 * k), min((lane + 1) * width, 8 * k + 8)
+            if lo < hi:
+                bits = (values >> np.uint64(lo - 8 * k)) & np.uint64((1 << (hi - lo)) - 1)
+                tables[k] |= bits << np.uint64(lo - lane * width + 8 * lane)
+    return tables.astype("<u8")
 
 
 def _signed_lanes(values: np.ndarray, shape: Shape, dtype) -> np.ndarray:

@@ -247,8 +247,24 @@ def _exact_in_float64(cfg) -> bool:
     return cfg.reduction * 2 ** (cfg.product_bits - 2) <= 2 ** 53
 
 
-#: Matrix elements (weights plus activations) of one batch of passes, to bound memory.
-_BATCH_ELEMENTS = 1 << 22
+def _pass_dtype(cfg):
+    """The dtype the batched passes multiply in: ``float32`` when every partial sum of a pass
+    (at most ``reduction`` products of magnitude at most ``2**(product_bits-2)``, in any
+    order of summation) is an integer below ``2**24`` (``flexcim``: 128 · 2**14 = 2**21),
+    else ``float64`` below ``2**53``, else ``int64``."""
+    if not _exact_in_float64(cfg):
+        return np.dtype(np.int64)
+    bound = cfg.reduction * 2 ** (cfg.product_bits - 2)
+    return np.dtype(np.float32 if bound <= 2 ** 24 else np.float64)
+
+
+#: Matrix elements (weights plus activations) of one batch of passes: small enough for the
+#: batch's float copies to stay in cache.
+_BATCH_ELEMENTS = 1 << 18
+
+#: Runs of at least this many COMPUTEs whose weight rows are consecutive beats of the data
+#: stream are read as one slice of it; shorter runs and other COMPUTEs gather their rows.
+_MIN_RUN = 4
 
 
 def run_trace(trace: Trace) -> GoldenResult:
@@ -279,8 +295,6 @@ def run_trace(trace: Trace) -> GoldenResult:
     data_count = trace.data_beats
     plan, keys, known, error, halted, cursor = _plan(cfg, trace.commands, data_count)
     has_move = any(info.opcode == Opcode.MOVE for info, _, _ in plan)
-    has_nm = any(info.opcode == Opcode.CONFIG and info.ops.pattern != (1, 1)
-                 for info, _, _ in plan)
 
     # Cycle model: every fetched command costs its (memoised) cost; an illegal one only its
     # fetch cycle, which _decode_word already gave it.
@@ -289,17 +303,13 @@ def run_trace(trace: Trace) -> GoldenResult:
         for name, value in known[key].cost.as_dict().items():
             counters[name] += times * value
 
-    # Every beat unpacked in bulk from the byte view, as a weight row and as activations
-    # (views of the bytes when the lanes are whole bytes), beat i at index i; one zero beat
-    # appended stands for "never written since reset". Metadata only matters to N:M passes,
-    # so it is decoded only if the trace selects a pattern.
+    # The data stream as bytes, beat i at row i; one zero beat appended stands for "never
+    # written since reset".
     raw = trace.data_array(extra=1)
-    w_vals, m_vals = unpack_weight_row_bytes(cfg, raw, None) if has_nm else (
-        unpack_beat_bytes(weight_row_layout(cfg)["weight"].shape, raw, None), None)
-    a_vals = unpack_beat_bytes(act_beat_layout(cfg), raw, None)
-
-    execute = _execute_in_order if has_move else _execute_batched
-    results = execute(cfg, plan, w_vals, m_vals, a_vals)
+    if has_move:
+        results = _execute_in_order(cfg, plan, raw)
+    else:
+        results = _execute_batched(cfg, plan, raw)
     out = np.concatenate(results) if results else np.zeros((0, cfg.cols), dtype=np.int64)
     return GoldenResult(out, counters, error, halted, len(keys), data_count - cursor)
 
@@ -364,8 +374,7 @@ def _pass_sums(cfg, n: int, m: int, split: int, entries: np.ndarray, weights: np
         return per_sub.reshape(batch, count, 2 ** split, -1, cfg.cols).sum(axis=3)
     # N:M: the cell of global row g, column c takes entry element base[g] + meta (a position
     # >= m selects 0): gather each cell's activation, then multiply and sum over the rows.
-    g = np.arange(cfg.weight_rows)
-    base = ((g // cfg.rows // n) * cfg.rows + g % cfg.rows) * m
+    base = _nm_base(cfg, n, m)
     element = base[None, :, None] + np.minimum(meta, m - 1).astype(np.int64)
     live = np.where(meta < m, weights, 0)
     lanes = entries.shape[2]
@@ -376,119 +385,167 @@ def _pass_sums(cfg, n: int, m: int, split: int, entries: np.ndarray, weights: np
     return np.einsum("btgc,bgc->btc", chosen, live)[:, :, None]
 
 
-def _spans(starts, counts) -> np.ndarray:
-    """Concatenated ``arange(start, start + count)`` of every span, without a Python loop."""
-    counts = np.asarray(counts, dtype=np.int64)
-    if not counts.sum():
-        return np.zeros(0, dtype=np.int64)
-    ends = np.cumsum(counts)
-    return (np.repeat(np.asarray(starts, dtype=np.int64) - ends + counts, counts)
-            + np.arange(int(ends[-1]), dtype=np.int64))
+def _nm_base(cfg, n: int, m: int) -> np.ndarray:
+    """The first entry element of each global weight row's group in ``n:m``."""
+    g = np.arange(cfg.weight_rows)
+    return ((g // cfg.rows // n) * cfg.rows + g % cfg.rows) * m
 
 
-def _last_writer(slots, times, sources, query_slots, query_times, none: int) -> np.ndarray:
-    """For every query (slot, time): the source of the last write to that slot before that
-    time, ``none`` if there is none. Writes are ``(slot, time, source)`` arrays in time order;
-    all in one sort and one search."""
-    if not len(slots):
-        return np.full(len(query_slots), none, dtype=np.int64)
-    scale = int(max(times.max(initial=0), query_times.max(initial=0))) + 2
-    keys = slots * scale + times
-    # The writes come in time order, so a stable sort by slot alone orders them by (slot,
-    # time); numpy radix-sorts 16-bit keys.
-    order = np.argsort(slots.astype(np.uint16) if slots.max() < 1 << 16 else keys,
-                       kind="stable")
-    keys, slots, sources = keys[order], slots[order], sources[order]
-    found = np.searchsorted(keys, query_slots * scale + query_times) - 1
-    hit = found >= 0
-    hit[hit] = slots[found[hit]] == query_slots[hit]
-    return np.where(hit, sources[np.maximum(found, 0)], none)
+def _nm_selects_by_shift(cfg, m: int) -> bool:
+    """True if :func:`_nm_pass_sums_by_shift` applies: activations fit a byte (``int8``
+    lanes) and a position that selects 0 (``>= m``) can point at a zero byte of a
+    ``uint64`` (``m < 8``, or no position reaches 8)."""
+    return cfg.act_bits <= 8 and (m < 8 or (m == 8 and cfg.meta_bits <= 3))
+
+
+@functools.lru_cache(maxsize=64)
+def _shift_table(meta_bits: int, m: int) -> np.ndarray:
+    """Bit shift of each position: ``8 · p`` for ``p < m``, else 56 (byte 7, always zero
+    when ``m < 8``)."""
+    return np.array([8 * p if p < m else 56 for p in range(2 ** meta_bits)], dtype=np.uint8)
+
+
+def _nm_pass_sums_by_shift(cfg, n: int, m: int, entries: np.ndarray, weights: np.ndarray,
+                           meta: np.ndarray, dtype) -> np.ndarray:
+    """:func:`_pass_sums` for N:M without an index per cell: the ``m`` activations a weight
+    row can select are packed as the bytes of one ``uint64`` (bytes ``m ..`` zero), each
+    cell shifts its row's word right by ``8 · position`` and keeps the low byte. ``entries``
+    are the passes' ``int8`` entries ``(batch, count, lanes)``, ``weights`` ``(batch,
+    weight_rows, cols)`` in ``dtype``, ``meta`` ``(batch, weight_rows, cols)`` positions."""
+    batch, count = entries.shape[:2]
+    packed = np.zeros((batch, count, cfg.weight_rows, 8), dtype=np.int8)
+    packed[..., :m] = entries[:, :, _nm_base(cfg, n, m)[:, None] + np.arange(m)]
+    words = packed.view("<u8")                                    # (batch, count, rows, 1)
+    shifts = _shift_table(cfg.meta_bits, m)[meta][:, None]        # (batch, 1, rows, cols)
+    chosen = (words >> shifts).view(np.int8)[..., ::8]            # the low byte (little-endian)
+    return np.einsum("btgc,bgc->btc", chosen.astype(dtype), weights)[:, :, None]
 
 
 class _Walk:
-    """The first walk of :func:`_execute_batched` over the commands, one handler an opcode
-    (:attr:`HANDLERS`; CONFIG was applied in pass 1): the weight and activation loads, the
-    COMPUTEs grouped by shape, and the COMPUTEs and READs in trace order."""
+    """The walk of :func:`_execute_batched` over the commands: it keeps, for every weight
+    row and activation entry beat, the data beat that last wrote it, groups the COMPUTEs by
+    shape with what they read, and lists the COMPUTEs and READs in trace order.
 
-    def __init__(self, cfg):
+    The weight rows are usually one LOAD_W of all of them: then they are beats ``start ..
+    start + weight_rows - 1`` and only ``start`` is kept (:attr:`w_start`); after a partial
+    LOAD_W they are an array (:attr:`w_rows`)."""
+
+    def __init__(self, cfg, none: int):
         self.cfg = cfg
-        self.loads_w = []              # (time, row, count, first beat)
-        self.loads_a = []              # (time, addr, count, first beat, beats per entry)
-        self.groups = {}               # (n, m, split, part, count) -> [(time, first pass,
-        self.passes = 0                #                                 act_addr)]
+        self.none = none                       # the zero beat: never written
+        self.w_start = -1                      # rows are beats w_start + r, or -1: w_rows
+        self.w_rows = np.full(cfg.weight_rows, none, dtype=np.int64)
+        self.a_rows = np.full((cfg.act_depth, cfg.max_act_beats), none, dtype=np.int64)
+        self.a_taken = {}                      # (act_addr, count) -> a_rows slice, until a LOAD_A
+        self.groups = {}                       # (n, m, split, part, count) -> [(first pass,
+        self.passes = 0                        #   a_rows slice, w_start, w_rows)]
         self.banks_used = 1
-        self.order = []                # ("c", first pass, count, acc_addr, accumulate,
-                                       #  banks) or ("r", addr, count, bank)
+        self.order = []                        # ("c", first pass, count, acc_addr, accumulate,
+                                               #  banks) or ("r", addr, count, bank)
 
-    def load_w(self, time, ops: _LoadW, mode, first):
-        self.loads_w.append((time, ops.row, ops.count, first))
+    def load_w(self, ops: _LoadW, mode, first):
+        if ops.row == 0 and ops.count == self.cfg.weight_rows:
+            self.w_start = first
+            return
+        rows = (self.w_start + np.arange(self.cfg.weight_rows) if self.w_start >= 0
+                else self.w_rows.copy())     # a COMPUTE may hold the old array
+        rows[ops.row:ops.row + ops.count] = np.arange(first, first + ops.count)
+        self.w_start, self.w_rows = -1, rows
 
-    def load_a(self, time, ops: _LoadA, mode, first):
-        self.loads_a.append((time, ops.addr, ops.count, first, self.cfg.act_beats(*mode[0])))
+    def load_a(self, ops: _LoadA, mode, first):
+        beats = self.cfg.act_beats(*mode[0])
+        rows = self.a_rows.copy()              # COMPUTEs may hold slices of the old one
+        rows[ops.addr:ops.addr + ops.count, :beats] = np.arange(
+            first, first + ops.count * beats).reshape(ops.count, beats)
+        self.a_rows = rows
+        self.a_taken = {}
 
-    def compute(self, time, ops: _Compute, mode, first):
+    def compute(self, ops: _Compute, mode, first):
         (n, m), split, _ = mode
+        key = (ops.act_addr, ops.count)
+        acts = self.a_taken.get(key)
+        if acts is None:
+            acts = self.a_taken[key] = self.a_rows[ops.act_addr:ops.act_addr + ops.count]
         self.groups.setdefault((n, m, split, ops.part, ops.count), []).append(
-            (time, self.passes, ops.act_addr))
+            (self.passes, acts, self.w_start, self.w_rows))
         banks = 2 ** split if (n, m) == (1, 1) else 1
         self.banks_used = max(self.banks_used, banks)
         self.order.append(("c", self.passes, ops.count, ops.acc_addr, ops.accumulate, banks))
         self.passes += ops.count
 
-    def read(self, time, ops: _Read, mode, first):
+    def read(self, ops: _Read, mode, first):
         self.order.append(("r", ops.addr, ops.count, ops.bank))
 
     HANDLERS = {Opcode.LOAD_W: load_w, Opcode.LOAD_A: load_a, Opcode.COMPUTE: compute,
                 Opcode.READ: read}
 
 
-def _writes(cfg, walk: _Walk):
-    """Every write of a weight row and of an activation entry beat as ``(slots, times,
-    sources)`` arrays in time order: weight row r from beat ``first + r - row``; entry beat
-    slot ``e·max_act_beats + b`` from beat ``first + (e - addr)·beats + b``."""
-    w_ev = np.array(walk.loads_w, dtype=np.int64).reshape(-1, 4)
-    weights = (_spans(w_ev[:, 1], w_ev[:, 2]), np.repeat(w_ev[:, 0], w_ev[:, 2]),
-               _spans(w_ev[:, 3], w_ev[:, 2]))
-    a_ev = np.array(walk.loads_a, dtype=np.int64).reshape(-1, 5)
-    per_load = a_ev[:, 2] * a_ev[:, 4]                          # beats of each LOAD_A
-    a_sources = _spans(a_ev[:, 3], per_load)
-    within = a_sources - np.repeat(a_ev[:, 3], per_load)        # i·beats + b
-    beats_of = np.repeat(a_ev[:, 4], per_load)
-    a_slots = ((np.repeat(a_ev[:, 1], per_load) + within // beats_of) * cfg.max_act_beats
-               + within % beats_of)
-    return weights, (a_slots, np.repeat(a_ev[:, 0], per_load), a_sources)
+def _blocks(cfg, starts: np.ndarray, step: int):
+    """Split a group's COMPUTEs (``starts``: first weight beat, -1 if not consecutive
+    beats) into blocks of at most ``step``: ``(slice, first beat)`` for a run whose weights
+    are consecutive beats of the stream, ``(indices, None)`` for the others."""
+    rows = cfg.weight_rows
+    linked = np.zeros(len(starts), dtype=bool)
+    linked[1:] = (starts[1:] >= 0) & (starts[1:] == starts[:-1] + rows)
+    heads = np.flatnonzero(~linked)
+    ends = np.append(heads[1:], len(starts))
+    scattered = []
+    for head, end in zip(heads.tolist(), ends.tolist(), strict=True):
+        if starts[head] < 0 or end - head < _MIN_RUN:
+            scattered.extend(range(head, end))
+            continue
+        for lo in range(head, end, step):
+            yield slice(lo, min(lo + step, end)), int(starts[lo])
+    for lo in range(0, len(scattered), step):
+        yield np.array(scattered[lo:lo + step]), None
 
 
-def _group_sums(cfg, shape, members, w_writes, a_writes, w_vals, m_vals, a_vals,
+def _group_sums(cfg, shape, members, raw: np.ndarray, a_vals: np.ndarray,
                 sums: np.ndarray) -> None:
     """The pass sums of every COMPUTE of one shape ``(n, m, split, part, count)`` (members
-    ``(time, first pass, act_addr)``), in blocks of batched products, into ``sums``."""
+    from :class:`_Walk`), in blocks of batched products, into ``sums``."""
     n, m, split, part, count = shape
-    dtype = np.float64 if _exact_in_float64(cfg) else np.int64
-    none = len(w_vals) - 1             # the zero beat
-    entry_lanes = cfg.max_act_beats * cfg.act_lanes
-    info = np.array(members, dtype=np.int64)                    # (computes, 3)
-    # Queries row by row, computes in time order within a row: sorted, as the writes are,
-    # which keeps the search local.
-    w_src = _last_writer(*w_writes, np.repeat(np.arange(cfg.weight_rows), len(info)),
-                         np.tile(info[:, 0], cfg.weight_rows), none)
-    w_src = w_src.reshape(cfg.weight_rows, len(info)).T
-    slots = ((info[:, 2:3] + np.arange(count))[:, :, None] * cfg.max_act_beats
-             + np.arange(cfg.max_act_beats)).reshape(len(info), -1)
-    a_src = _last_writer(*a_writes, slots.ravel(), np.repeat(info[:, 0], slots.shape[1]), none)
-    a_src = a_src.reshape(len(info), count, cfg.max_act_beats)
+    dtype = _pass_dtype(cfg)
+    rows = cfg.weight_rows
+    firsts = np.array([member[0] for member in members], dtype=np.int64)
+    starts = np.array([member[2] for member in members], dtype=np.int64)
+    a_src = np.stack([member[1] for member in members])       # (computes, count, beats)
+    # Only the beats of each entry that hold the pass's inputs.
     offset = part * cfg.pass_inputs(n, m)
-    per_pass = cfg.weight_rows * cfg.cols * (1 + count) + count * entry_lanes
+    beat0 = offset // cfg.act_lanes
+    beat1 = -(-(offset + cfg.pass_inputs(n, m)) // cfg.act_lanes)
+    a_src = a_src[:, :, beat0:beat1]
+    offset -= beat0 * cfg.act_lanes
+    wlayout = weight_row_layout(cfg)["weight"].shape
+    dense = (n, m) == (1, 1)
+    by_shift = not dense and dtype != np.int64 and _nm_selects_by_shift(cfg, m)
+    per_pass = rows * cfg.cols * (1 + count) + count * a_src.shape[2] * cfg.act_lanes
     step = max(1, _BATCH_ELEMENTS // per_pass)
-    for start in range(0, len(info), step):
-        block = slice(start, start + step)
-        weights = w_vals[w_src[block]].astype(dtype)
-        meta = m_vals[w_src[block]] if (n, m) != (1, 1) else None
-        batch = len(weights)
-        entries = a_vals[a_src[block]].reshape(batch, count, entry_lanes)
-        block_sums = _pass_sums(cfg, n, m, split, entries[:, :, offset:].astype(dtype),
-                                weights, meta)
-        targets = (info[block, 1:2] + np.arange(count)).ravel()
+    for block, start in _blocks(cfg, starts, step):
+        batch = len(firsts[block])
+        if start is not None:
+            beats = raw[start:start + batch * rows]           # a view: consecutive beats
+        else:
+            index = np.stack([members[i][3] if starts[i] < 0 else starts[i] + np.arange(rows)
+                              for i in block])
+            beats = raw[index.ravel()]
+        entries = a_vals[a_src[block]].reshape(batch, count, -1)
+        if dense:
+            weights = unpack_beat_bytes(wlayout, beats, None)
+            block_sums = _pass_sums(cfg, n, m, split, entries[:, :, offset:].astype(dtype),
+                                    weights.reshape(batch, rows, cfg.cols).astype(dtype), None)
+        else:
+            weights, meta = unpack_weight_row_bytes(cfg, beats, None)
+            weights = weights.reshape(batch, rows, cfg.cols)
+            meta = meta.reshape(batch, rows, cfg.cols)
+            if by_shift:
+                block_sums = _nm_pass_sums_by_shift(cfg, n, m, entries[:, :, offset:],
+                                                    weights.astype(dtype), meta, dtype)
+            else:
+                block_sums = _pass_sums(cfg, n, m, split,
+                                        entries[:, :, offset:].astype(dtype),
+                                        weights.astype(dtype), meta)
+        targets = (firsts[block][:, None] + np.arange(count)).ravel()
         banks = block_sums.shape[2]
         sums[targets, :banks] = block_sums.reshape(-1, banks, cfg.cols)
 
@@ -526,21 +583,21 @@ def _accumulate(cfg, order: list, sums: np.ndarray) -> list[np.ndarray]:
     return results
 
 
-def _execute_batched(cfg, plan, w_vals, m_vals, a_vals) -> list[np.ndarray]:
-    """Pass 2 for traces without MOVE: find, for every COMPUTE, which beat each weight row
-    and each activation entry beat holds (one sort and search over all the writes), run the
-    passes in batched products, then apply the sums to the accumulators in trace order.
-    Returns the READ beats."""
-    walk = _Walk(cfg)
+def _execute_batched(cfg, plan, raw: np.ndarray) -> list[np.ndarray]:
+    """Pass 2 for traces without MOVE: walk the commands once, noting for every COMPUTE
+    which beat each weight row and activation entry beat holds, run the passes of each shape
+    in batched products, then apply the sums to the accumulators in trace order. Returns
+    the READ beats."""
+    walk = _Walk(cfg, len(raw) - 1)
     handlers = {op: handler.__get__(walk) for op, handler in _Walk.HANDLERS.items()}
-    for time, (info, mode, first) in enumerate(plan):
+    for info, mode, first in plan:
         handler = handlers.get(info.opcode)
         if handler is not None:
-            handler(time, info.ops, mode, first)
-    w_writes, a_writes = _writes(cfg, walk)
+            handler(info.ops, mode, first)
+    a_vals = unpack_beat_bytes(act_beat_layout(cfg), raw, None)
     sums = np.zeros((walk.passes, walk.banks_used, cfg.cols), dtype=np.int64)
     for shape, members in walk.groups.items():
-        _group_sums(cfg, shape, members, w_writes, a_writes, w_vals, m_vals, a_vals, sums)
+        _group_sums(cfg, shape, members, raw, a_vals, sums)
     return _accumulate(cfg, walk.order, sums)
 
 
@@ -548,8 +605,11 @@ class _Machine:
     """The architectural state for :func:`_execute_in_order`, one handler an opcode
     (:attr:`HANDLERS`; CONFIG was applied in pass 1, its mode comes with every command)."""
 
-    def __init__(self, cfg, w_vals, m_vals, a_vals):
+    def __init__(self, cfg, raw: np.ndarray):
         self.cfg = cfg
+        w_vals, m_vals = unpack_weight_row_bytes(cfg, raw, None) if cfg.meta_bits else (
+            unpack_beat_bytes(weight_row_layout(cfg)["weight"].shape, raw, None), None)
+        a_vals = unpack_beat_bytes(act_beat_layout(cfg), raw, None)
         self.exact_float = _exact_in_float64(cfg)
         dtype = np.float64 if self.exact_float else np.int64
         self.w_vals, self.m_vals, self.a_vals = w_vals, m_vals, a_vals
@@ -604,9 +664,9 @@ class _Machine:
                 Opcode.LOAD_A: load_a, Opcode.READ: read}
 
 
-def _execute_in_order(cfg, plan, w_vals, m_vals, a_vals) -> list[np.ndarray]:
+def _execute_in_order(cfg, plan, raw: np.ndarray) -> list[np.ndarray]:
     """Pass 2 command by command (traces with MOVE). Returns the READ beats."""
-    machine = _Machine(cfg, w_vals, m_vals, a_vals)
+    machine = _Machine(cfg, raw)
     handlers = {op: handler.__get__(machine) for op, handler in _Machine.HANDLERS.items()}
     for info, mode, first in plan:
         handler = handlers.get(info.opcode)
