@@ -641,10 +641,10 @@ def unpack_beat_bytes(layout: data.ArrayLayout, raw: np.ndarray,
     ``dtype``, or with ``dtype=None`` in the smallest dtype that holds a lane (for byte-wide
     lanes a view of ``raw``, no copy)."""
     raw = np.asarray(raw, dtype=np.uint8)
-    shape = Shape.cast(layout.elem_shape)
+    shape, contiguous = _lane_geometry(layout)
     width = shape.width
     beats = raw.shape[0]
-    if width in (8, 16, 32, 64) and _lanes_contiguous(layout, width):
+    if width in (8, 16, 32, 64) and contiguous:
         # Byte-aligned lanes: a little-endian view is the decoding.
         lanes = raw[:, :layout.length * width // 8]
         if width > 8:
@@ -653,7 +653,7 @@ def unpack_beat_bytes(layout: data.ArrayLayout, raw: np.ndarray,
         view = lanes.view(f"<{kind}{width // 8}")
         return view if dtype is None else view.astype(dtype)
     period = math.lcm(width, 8)
-    if width < 8 and _lanes_contiguous(layout, width):
+    if width < 8 and contiguous:
         # Lanes narrower than a byte (the 3-bit positions: 8 lanes in 3 bytes): every byte
         # of a period looks up, in a table of its 256 values, its bits of each lane already
         # in that lane's own byte; ORing a period's lookups gives its lanes as bytes.
@@ -667,7 +667,7 @@ def unpack_beat_bytes(layout: data.ArrayLayout, raw: np.ndarray,
         values = word.view(np.uint8).reshape(beats, groups, 8)[:, :, :per]
         values = values.reshape(beats, groups * per)[:, :layout.length]
         return _signed_lanes(values, shape, dtype)
-    if period <= 64 and _lanes_contiguous(layout, width):
+    if period <= 64 and contiguous:
         # Narrow lanes: ``period // width`` lanes in every ``period // 8`` bytes; read each
         # period as one integer, then shift and mask all its lanes at once.
         per, period_bytes = period // width, period // 8
@@ -700,6 +700,14 @@ def unpack_beat_bytes(layout: data.ArrayLayout, raw: np.ndarray,
         for bit in range(width):
             values |= bits[:, offsets + bit].astype(np.uint64) << np.uint64(bit)
     return _signed_lanes(values, shape, dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _lane_geometry(layout: data.ArrayLayout) -> tuple[Shape, bool]:
+    """A beat layout's lane shape and whether its lanes lie back to back from bit 0 (read
+    once per layout: amaranth builds every lane's field on access)."""
+    shape = Shape.cast(layout.elem_shape)
+    return shape, _lanes_contiguous(layout, shape.width)
 
 
 def _period_chunks(raw: np.ndarray, groups: int, period_bytes: int) -> np.ndarray:

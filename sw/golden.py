@@ -73,7 +73,10 @@ command instead, with the same bulk unpacking.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -291,6 +294,25 @@ def run_trace(trace: Trace) -> GoldenResult:
     """
     if trace.isa_version != ISA_VERSION:
         raise ValueError(f"trace isa_version must be {ISA_VERSION}, not {trace.isa_version!r}")
+    with _collector_paused():
+        return _run(trace)
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Pause Python's cyclic garbage collector (the model makes no cycles): the lists of a
+    long trace's commands set off collections that each walk every object of the trace and
+    of the model, several times the model's own work on a 10⁴-command trace."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _run(trace: Trace) -> GoldenResult:
     cfg = trace.config
     data_count = trace.data_beats
     plan, keys, known, error, halted, cursor = _plan(cfg, trace.commands, data_count)
@@ -393,30 +415,25 @@ def _nm_base(cfg, n: int, m: int) -> np.ndarray:
 
 def _nm_selects_by_shift(cfg, m: int) -> bool:
     """True if :func:`_nm_pass_sums_by_shift` applies: activations fit a byte (``int8``
-    lanes) and a position that selects 0 (``>= m``) can point at a zero byte of a
-    ``uint64`` (``m < 8``, or no position reaches 8)."""
-    return cfg.act_bits <= 8 and (m < 8 or (m == 8 and cfg.meta_bits <= 3))
-
-
-@functools.lru_cache(maxsize=64)
-def _shift_table(meta_bits: int, m: int) -> np.ndarray:
-    """Bit shift of each position: ``8 · p`` for ``p < m``, else 56 (byte 7, always zero
-    when ``m < 8``)."""
-    return np.array([8 * p if p < m else 56 for p in range(2 ** meta_bits)], dtype=np.uint8)
+    lanes) and every position (``< 2**meta_bits <= 8``) names a byte of a ``uint64``, a zero
+    one when it is ``>= m``."""
+    return (cfg.act_bits <= 8 and cfg.meta_bits <= 3 and m <= 8
+            and sys.byteorder == "little")  # the low byte of a word is its first
 
 
 def _nm_pass_sums_by_shift(cfg, n: int, m: int, entries: np.ndarray, weights: np.ndarray,
                            meta: np.ndarray, dtype) -> np.ndarray:
     """:func:`_pass_sums` for N:M without an index per cell: the ``m`` activations a weight
-    row can select are packed as the bytes of one ``uint64`` (bytes ``m ..`` zero), each
-    cell shifts its row's word right by ``8 · position`` and keeps the low byte. ``entries``
-    are the passes' ``int8`` entries ``(batch, count, lanes)``, ``weights`` ``(batch,
-    weight_rows, cols)`` in ``dtype``, ``meta`` ``(batch, weight_rows, cols)`` positions."""
+    row can select are packed as the bytes of one ``uint64`` (bytes ``m ..`` zero, so a
+    position ``>= m`` selects 0), each cell shifts its row's word right by ``8 · position``
+    and keeps the low byte. ``entries`` are the passes' ``int8`` entries ``(batch, count,
+    lanes)``, ``weights`` ``(batch, weight_rows, cols)`` in ``dtype``, ``meta`` ``(batch,
+    weight_rows, cols)`` ``uint8`` positions."""
     batch, count = entries.shape[:2]
     packed = np.zeros((batch, count, cfg.weight_rows, 8), dtype=np.int8)
     packed[..., :m] = entries[:, :, _nm_base(cfg, n, m)[:, None] + np.arange(m)]
     words = packed.view("<u8")                                    # (batch, count, rows, 1)
-    shifts = _shift_table(cfg.meta_bits, m)[meta][:, None]        # (batch, 1, rows, cols)
+    shifts = (meta.astype(np.uint8, copy=False) << np.uint8(3))[:, None]
     chosen = (words >> shifts).view(np.int8)[..., ::8]            # the low byte (little-endian)
     return np.einsum("btgc,bgc->btc", chosen.astype(dtype), weights)[:, :, None]
 
@@ -436,7 +453,9 @@ class _Walk:
         self.w_start = -1                      # rows are beats w_start + r, or -1: w_rows
         self.w_rows = np.full(cfg.weight_rows, none, dtype=np.int64)
         self.a_rows = np.full((cfg.act_depth, cfg.max_act_beats), none, dtype=np.int64)
-        self.a_taken = {}                      # (act_addr, count) -> a_rows slice, until a LOAD_A
+        self.a_taken = {}                      # (act_addr, count) -> copy of a_rows rows,
+                                               #   until a LOAD_A
+        self.act_beats = {}                    # pattern -> act_beats
         self.groups = {}                       # (n, m, split, part, count) -> [(first pass,
         self.passes = 0                        #   a_rows slice, w_start, w_rows)]
         self.banks_used = 1
@@ -453,11 +472,11 @@ class _Walk:
         self.w_start, self.w_rows = -1, rows
 
     def load_a(self, ops: _LoadA, mode, first):
-        beats = self.cfg.act_beats(*mode[0])
-        rows = self.a_rows.copy()              # COMPUTEs may hold slices of the old one
-        rows[ops.addr:ops.addr + ops.count, :beats] = np.arange(
+        beats = self.act_beats.get(mode[0])
+        if beats is None:
+            beats = self.act_beats[mode[0]] = self.cfg.act_beats(*mode[0])
+        self.a_rows[ops.addr:ops.addr + ops.count, :beats] = np.arange(
             first, first + ops.count * beats).reshape(ops.count, beats)
-        self.a_rows = rows
         self.a_taken = {}
 
     def compute(self, ops: _Compute, mode, first):
@@ -465,7 +484,7 @@ class _Walk:
         key = (ops.act_addr, ops.count)
         acts = self.a_taken.get(key)
         if acts is None:
-            acts = self.a_taken[key] = self.a_rows[ops.act_addr:ops.act_addr + ops.count]
+            acts = self.a_taken[key] = self.a_rows[ops.act_addr:ops.act_addr + ops.count].copy()
         self.groups.setdefault((n, m, split, ops.part, ops.count), []).append(
             (self.passes, acts, self.w_start, self.w_rows))
         banks = 2 ** split if (n, m) == (1, 1) else 1
@@ -480,24 +499,47 @@ class _Walk:
                 Opcode.READ: read}
 
 
-def _blocks(cfg, starts: np.ndarray, step: int):
-    """Split a group's COMPUTEs (``starts``: first weight beat, -1 if not consecutive
-    beats) into blocks of at most ``step``: ``(slice, first beat)`` for a run whose weights
-    are consecutive beats of the stream, ``(indices, None)`` for the others."""
-    rows = cfg.weight_rows
-    linked = np.zeros(len(starts), dtype=bool)
-    linked[1:] = (starts[1:] >= 0) & (starts[1:] == starts[:-1] + rows)
-    heads = np.flatnonzero(~linked)
-    ends = np.append(heads[1:], len(starts))
-    scattered = []
-    for head, end in zip(heads.tolist(), ends.tolist(), strict=True):
-        if starts[head] < 0 or end - head < _MIN_RUN:
-            scattered.extend(range(head, end))
-            continue
-        for lo in range(head, end, step):
-            yield slice(lo, min(lo + step, end)), int(starts[lo])
+def _runs(starts: np.ndarray):
+    """The runs of a group's COMPUTEs (``starts``: each one's first weight beat, -1 if its
+    rows are not consecutive beats) whose weights lie at a constant spacing in the stream:
+    ``(runs, scattered)``, ``runs`` as ``(first, end, spacing)`` of at least
+    :data:`_MIN_RUN` COMPUTEs, ``scattered`` the indices of the others."""
+    count = len(starts)
+    if count < _MIN_RUN:
+        return [], list(range(count))
+    steps = np.diff(starts)
+    ok = (starts[1:] >= 0) & (starts[:-1] >= 0) & (steps >= 0)
+    key = np.where(ok, steps, -1 - np.arange(count - 1))     # never equal where not ok
+    bounds = np.flatnonzero(np.r_[True, key[1:] != key[:-1], True]).tolist()
+    runs, scattered, done = [], [], 0
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        # Pairs lo .. hi-1 share a spacing: COMPUTEs lo .. hi, less those already taken.
+        first = max(lo, done)
+        if key[lo] >= 0 and hi + 1 - first >= _MIN_RUN:
+            scattered.extend(range(done, first))
+            runs.append((first, hi + 1, int(key[lo])))
+            done = hi + 1
+    scattered.extend(range(done, count))
+    return runs, scattered
+
+
+def _blocks(starts: np.ndarray, step: int):
+    """Blocks of at most ``step`` of a group's COMPUTEs (:func:`_runs`): ``(slice, first
+    beat, spacing)`` within a run, ``(indices, None, None)`` for the others."""
+    runs, scattered = _runs(starts)
+    for first, end, spacing in runs:
+        for lo in range(first, end, step):
+            yield slice(lo, min(lo + step, end)), int(starts[lo]), spacing
     for lo in range(0, len(scattered), step):
-        yield np.array(scattered[lo:lo + step]), None
+        yield np.array(scattered[lo:lo + step]), None, None
+
+
+def _strided(values: np.ndarray, start: int, spacing: int, batch: int, rows: int):
+    """Rows ``start + i·spacing + r`` of ``values`` as ``(batch, rows, ...)``, a view."""
+    strides = values.strides
+    return np.lib.stride_tricks.as_strided(
+        values[start:], shape=(batch, rows) + values.shape[1:],
+        strides=(spacing * strides[0],) + strides, writeable=False)
 
 
 def _group_sums(cfg, shape, members, raw: np.ndarray, a_vals: np.ndarray,
@@ -516,35 +558,34 @@ def _group_sums(cfg, shape, members, raw: np.ndarray, a_vals: np.ndarray,
     beat1 = -(-(offset + cfg.pass_inputs(n, m)) // cfg.act_lanes)
     a_src = a_src[:, :, beat0:beat1]
     offset -= beat0 * cfg.act_lanes
-    wlayout = weight_row_layout(cfg)["weight"].shape
     dense = (n, m) == (1, 1)
     by_shift = not dense and dtype != np.int64 and _nm_selects_by_shift(cfg, m)
+    # Dense weights of the whole stream: a view of it for byte-wide weights.
+    w_all = unpack_beat_bytes(weight_row_layout(cfg)["weight"].shape, raw, None) if dense \
+        else None
     per_pass = rows * cfg.cols * (1 + count) + count * a_src.shape[2] * cfg.act_lanes
     step = max(1, _BATCH_ELEMENTS // per_pass)
-    for block, start in _blocks(cfg, starts, step):
+    for block, start, spacing in _blocks(starts, step):
         batch = len(firsts[block])
-        if start is not None:
-            beats = raw[start:start + batch * rows]           # a view: consecutive beats
-        else:
+        if start is None:
             index = np.stack([members[i][3] if starts[i] < 0 else starts[i] + np.arange(rows)
-                              for i in block])
-            beats = raw[index.ravel()]
-        entries = a_vals[a_src[block]].reshape(batch, count, -1)
+                              for i in block]).ravel()
+        entries = a_vals[a_src[block]].reshape(batch, count, -1)[:, :, offset:]
         if dense:
-            weights = unpack_beat_bytes(wlayout, beats, None)
-            block_sums = _pass_sums(cfg, n, m, split, entries[:, :, offset:].astype(dtype),
-                                    weights.reshape(batch, rows, cfg.cols).astype(dtype), None)
+            weights = (_strided(w_all, start, spacing, batch, rows) if start is not None
+                       else w_all[index].reshape(batch, rows, cfg.cols))
+            block_sums = _pass_sums(cfg, n, m, split, entries.astype(dtype),
+                                    weights.astype(dtype), None)
         else:
+            beats = (_strided(raw, start, spacing, batch, rows).reshape(batch * rows, -1)
+                     if start is not None else raw[index])
             weights, meta = unpack_weight_row_bytes(cfg, beats, None)
-            weights = weights.reshape(batch, rows, cfg.cols)
+            weights = weights.reshape(batch, rows, cfg.cols).astype(dtype)
             meta = meta.reshape(batch, rows, cfg.cols)
             if by_shift:
-                block_sums = _nm_pass_sums_by_shift(cfg, n, m, entries[:, :, offset:],
-                                                    weights.astype(dtype), meta, dtype)
+                block_sums = _nm_pass_sums_by_shift(cfg, n, m, entries, weights, meta, dtype)
             else:
-                block_sums = _pass_sums(cfg, n, m, split,
-                                        entries[:, :, offset:].astype(dtype),
-                                        weights.astype(dtype), meta)
+                block_sums = _pass_sums(cfg, n, m, split, entries.astype(dtype), weights, meta)
         targets = (firsts[block][:, None] + np.arange(count)).ravel()
         banks = block_sums.shape[2]
         sums[targets, :banks] = block_sums.reshape(-1, banks, cfg.cols)
