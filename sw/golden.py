@@ -76,7 +76,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -417,8 +416,7 @@ def _nm_selects_by_shift(cfg, m: int) -> bool:
     """True if :func:`_nm_pass_sums_by_shift` applies: activations fit a byte (``int8``
     lanes) and every position (``< 2**meta_bits <= 8``) names a byte of a ``uint64``, a zero
     one when it is ``>= m``."""
-    return (cfg.act_bits <= 8 and cfg.meta_bits <= 3 and m <= 8
-            and sys.byteorder == "little")  # the low byte of a word is its first
+    return cfg.act_bits <= 8 and cfg.meta_bits <= 3 and m <= 8
 
 
 def _nm_pass_sums_by_shift(cfg, n: int, m: int, entries: np.ndarray, weights: np.ndarray,
@@ -434,7 +432,11 @@ def _nm_pass_sums_by_shift(cfg, n: int, m: int, entries: np.ndarray, weights: np
     packed[..., :m] = entries[:, :, _nm_base(cfg, n, m)[:, None] + np.arange(m)]
     words = packed.view("<u8")                                    # (batch, count, rows, 1)
     shifts = (meta.astype(np.uint8, copy=False) << np.uint8(3))[:, None]
-    chosen = (words >> shifts).view(np.int8)[..., ::8]            # the low byte (little-endian)
+    # The low byte of each shifted word, written straight to uint8 (the cast keeps it,
+    # modulo 2**8) without a uint64 array of every cell.
+    chosen = np.empty(np.broadcast_shapes(words.shape, shifts.shape), dtype=np.uint8)
+    np.right_shift(words, shifts, out=chosen, casting="unsafe")
+    chosen = chosen.view(np.int8)
     return np.einsum("btgc,bgc->btc", chosen.astype(dtype), weights)[:, :, None]
 
 
@@ -455,7 +457,7 @@ class _Walk:
         self.a_rows = np.full((cfg.act_depth, cfg.max_act_beats), none, dtype=np.int64)
         self.a_taken = {}                      # (act_addr, count) -> copy of a_rows rows,
                                                #   until a LOAD_A
-        self.act_beats = {}                    # pattern -> act_beats
+        self.ramps = {}                        # pattern -> (act_depth, act_beats) arange
         self.groups = {}                       # (n, m, split, part, count) -> [(first pass,
         self.passes = 0                        #   a_rows slice, w_start, w_rows)]
         self.banks_used = 1
@@ -472,11 +474,11 @@ class _Walk:
         self.w_start, self.w_rows = -1, rows
 
     def load_a(self, ops: _LoadA, mode, first):
-        beats = self.act_beats.get(mode[0])
-        if beats is None:
-            beats = self.act_beats[mode[0]] = self.cfg.act_beats(*mode[0])
-        self.a_rows[ops.addr:ops.addr + ops.count, :beats] = np.arange(
-            first, first + ops.count * beats).reshape(ops.count, beats)
+        ramp = self.ramps.get(mode[0])
+        if ramp is None:   # beat b of the i-th entry written is beat first + i·beats + b
+            beats = self.cfg.act_beats(*mode[0])
+            ramp = self.ramps[mode[0]] = np.arange(self.cfg.act_depth * beats).reshape(-1, beats)
+        self.a_rows[ops.addr:ops.addr + ops.count, :ramp.shape[1]] = ramp[:ops.count] + first
         self.a_taken = {}
 
     def compute(self, ops: _Compute, mode, first):
