@@ -59,16 +59,28 @@ Speed
 -----
 Command words are decoded once per distinct word and pattern (a schedule repeats few words).
 Beats stay arrays end to end: the data stream is read as its byte view
-(:meth:`~sparsecim.hw.trace.Trace.data_array`) and every weight and activation beat of the run
-is unpacked in bulk, in its own small dtype. Passes are not executed one command at a time:
-a first walk over the commands records, for each COMPUTE, which beat last wrote each weight
-row and each activation entry; then the passes of all COMPUTEs of the same shape (pattern,
-split, part, count) run as batched matrix products, blocks of them at once (``float64`` when
-every partial sum is exactly representable, which holds for all practical configurations;
-N:M weights are first scattered to the dense matrix over the entry's elements that their
-metadata selects); a last walk applies the pass sums to the accumulators and collects the
-READs. A trace with MOVE (whose activations come from the accumulators) runs command by
-command instead, with the same bulk unpacking.
+(:meth:`~sparsecim.hw.trace.Trace.data_array`) and never as Python integers. Passes are not
+executed one command at a time: a walk over the commands notes, for each COMPUTE, which beat
+last wrote each weight row (only the first beat when one LOAD_W wrote all rows, the usual
+case) and each activation entry beat; then the passes of all COMPUTEs of the same shape
+(pattern, split, part, count) run as batched products, blocks of them at once, and a last
+walk applies the pass sums to the accumulators and collects the READs.
+
+- A run of COMPUTEs whose weights lie at one spacing in the stream (a LOAD_W of all rows
+  before each, whatever else comes between) reads its weight rows as a strided view of the
+  stream, with no copy; other COMPUTEs gather their rows.
+- Products are ``float32`` when every partial sum of a pass is an integer of magnitude at
+  most ``2**24`` (at most ``reduction`` products of magnitude at most
+  ``2**(product_bits-2)``, in any order of summation: ``flexcim`` has 128 · 2**14 = 2**21),
+  else ``float64`` up to ``2**53``, else ``int64``; pass sums are exact integers either way.
+- An N:M cell selects its activation without an index: the ``m`` activations its row can
+  take are the bytes of one ``uint64`` (bytes ``m ..`` zero), shifted right by ``8 ×``
+  position; positions are decoded from their bytes through lookup tables
+  (:func:`~sparsecim.hw.isa.unpack_weight_row_bytes`).
+- Python's cyclic garbage collector is paused while a trace runs.
+
+A trace with MOVE (whose activations come from the accumulators) runs command by command
+instead, with the same bulk unpacking.
 """
 
 from __future__ import annotations
@@ -252,8 +264,9 @@ def _exact_in_float64(cfg) -> bool:
 def _pass_dtype(cfg):
     """The dtype the batched passes multiply in: ``float32`` when every partial sum of a pass
     (at most ``reduction`` products of magnitude at most ``2**(product_bits-2)``, in any
-    order of summation) is an integer below ``2**24`` (``flexcim``: 128 · 2**14 = 2**21),
-    else ``float64`` below ``2**53``, else ``int64``."""
+    order of summation) is an integer of magnitude at most ``2**24`` (``flexcim``: 128 ·
+    2**14 = 2**21), which float32 represents exactly, else ``float64`` up to ``2**53``, else
+    ``int64``."""
     if not _exact_in_float64(cfg):
         return np.dtype(np.int64)
     bound = cfg.reduction * 2 ** (cfg.product_bits - 2)
