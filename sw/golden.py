@@ -455,24 +455,24 @@ def _nm_pass_sums_by_shift(cfg, n: int, m: int, entries: np.ndarray, weights: np
 
 class _Walk:
     """The walk of :func:`_execute_batched` over the commands: it keeps, for every weight
-    row and activation entry beat, the data beat that last wrote it, groups the COMPUTEs by
-    shape with what they read, and lists the COMPUTEs and READs in trace order.
+    row, the data beat that last wrote it, lists the LOAD_As, groups the COMPUTEs by shape
+    with what they read, and lists the COMPUTEs and READs in trace order.
 
     The weight rows are usually one LOAD_W of all of them: then they are beats ``start ..
     start + weight_rows - 1`` and only ``start`` is kept (:attr:`w_start`); after a partial
-    LOAD_W they are an array (:attr:`w_rows`)."""
+    LOAD_W they are an array (:attr:`w_rows`). A COMPUTE notes how many LOAD_As came before
+    it; :class:`_ActWrites` finds its activation beats from that afterwards, for all at
+    once."""
 
     def __init__(self, cfg, none: int):
         self.cfg = cfg
         self.none = none                       # the zero beat: never written
         self.w_start = -1                      # rows are beats w_start + r, or -1: w_rows
         self.w_rows = np.full(cfg.weight_rows, none, dtype=np.int64)
-        self.a_rows = np.full((cfg.act_depth, cfg.max_act_beats), none, dtype=np.int64)
-        self.a_taken = {}                      # (act_addr, count) -> copy of a_rows rows,
-                                               #   until a LOAD_A
-        self.ramps = {}                        # pattern -> (act_depth, act_beats) arange
+        self.loads_a = []                      # (addr, count, first beat, beats per entry)
+        self.act_beats = {}                    # pattern -> act_beats
         self.groups = {}                       # (n, m, split, part, count) -> [(first pass,
-        self.passes = 0                        #   a_rows slice, w_start, w_rows)]
+        self.passes = 0                        #   act_addr, LOAD_As before, w_start, w_rows)]
         self.banks_used = 1
         self.order = []                        # ("c", first pass, count, acc_addr, accumulate,
                                                #  banks) or ("r", addr, count, bank)
@@ -487,21 +487,15 @@ class _Walk:
         self.w_start, self.w_rows = -1, rows
 
     def load_a(self, ops: _LoadA, mode, first):
-        ramp = self.ramps.get(mode[0])
-        if ramp is None:   # beat b of the i-th entry written is beat first + i·beats + b
-            beats = self.cfg.act_beats(*mode[0])
-            ramp = self.ramps[mode[0]] = np.arange(self.cfg.act_depth * beats).reshape(-1, beats)
-        self.a_rows[ops.addr:ops.addr + ops.count, :ramp.shape[1]] = ramp[:ops.count] + first
-        self.a_taken = {}
+        beats = self.act_beats.get(mode[0])
+        if beats is None:
+            beats = self.act_beats[mode[0]] = self.cfg.act_beats(*mode[0])
+        self.loads_a.append((ops.addr, ops.count, first, beats))
 
     def compute(self, ops: _Compute, mode, first):
         (n, m), split, _ = mode
-        key = (ops.act_addr, ops.count)
-        acts = self.a_taken.get(key)
-        if acts is None:
-            acts = self.a_taken[key] = self.a_rows[ops.act_addr:ops.act_addr + ops.count].copy()
         self.groups.setdefault((n, m, split, ops.part, ops.count), []).append(
-            (self.passes, acts, self.w_start, self.w_rows))
+            (self.passes, ops.act_addr, len(self.loads_a), self.w_start, self.w_rows))
         banks = 2 ** split if (n, m) == (1, 1) else 1
         self.banks_used = max(self.banks_used, banks)
         self.order.append(("c", self.passes, ops.count, ops.acc_addr, ops.accumulate, banks))
@@ -512,6 +506,48 @@ class _Walk:
 
     HANDLERS = {Opcode.LOAD_W: load_w, Opcode.LOAD_A: load_a, Opcode.COMPUTE: compute,
                 Opcode.READ: read}
+
+
+def _spans(starts, counts) -> np.ndarray:
+    """Concatenated ``arange(start, start + count)`` of every span, without a Python loop."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if not counts.sum():
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(counts)
+    return (np.repeat(np.asarray(starts, dtype=np.int64) - ends + counts, counts)
+            + np.arange(int(ends[-1]), dtype=np.int64))
+
+
+class _ActWrites:
+    """Every activation entry beat a LOAD_A wrote, sorted by (slot, LOAD_A index), for
+    finding the beat that holds a slot after a number of LOAD_As: slot ``e·max_act_beats +
+    b`` (entry ``e``, beat ``b``) of the LOAD_A at ``addr`` with ``beats`` beats per entry is
+    written from data beat ``first + (e - addr)·beats + b``."""
+
+    def __init__(self, cfg, loads: list, none: int):
+        events = np.array(loads, dtype=np.int64).reshape(-1, 4)
+        per_load = events[:, 1] * events[:, 3]                   # beats of each LOAD_A
+        sources = _spans(events[:, 2], per_load)
+        within = sources - np.repeat(events[:, 2], per_load)     # i·beats + b
+        beats = np.repeat(events[:, 3], per_load)
+        slots = ((np.repeat(events[:, 0], per_load) + within // beats) * cfg.max_act_beats
+                 + within % beats)
+        self.scale = len(events) + 1                             # LOAD_A counts 0 .. len
+        keys = slots * self.scale + np.repeat(np.arange(len(events)), per_load)
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.sources, self.none = keys[order], sources[order], none
+
+    def source(self, slots: np.ndarray, loads_before: np.ndarray) -> np.ndarray:
+        """The data beat holding each slot after the first ``loads_before`` LOAD_As
+        (broadcast together), ``none`` if none of them wrote it."""
+        query = slots * self.scale + loads_before
+        if not len(self.keys):
+            return np.full(query.shape, self.none, dtype=np.int64)
+        found = np.searchsorted(self.keys, query) - 1              # last write before
+        hit = found >= 0
+        found = np.maximum(found, 0)
+        hit &= (self.keys[found] // self.scale) == slots
+        return np.where(hit, self.sources[found], self.none)
 
 
 def _runs(starts: np.ndarray):
@@ -558,20 +594,24 @@ def _strided(values: np.ndarray, start: int, spacing: int, batch: int, rows: int
 
 
 def _group_sums(cfg, shape, members, raw: np.ndarray, a_vals: np.ndarray,
-                sums: np.ndarray) -> None:
+                act_writes: _ActWrites, sums: np.ndarray) -> None:
     """The pass sums of every COMPUTE of one shape ``(n, m, split, part, count)`` (members
     from :class:`_Walk`), in blocks of batched products, into ``sums``."""
     n, m, split, part, count = shape
     dtype = _pass_dtype(cfg)
     rows = cfg.weight_rows
     firsts = np.array([member[0] for member in members], dtype=np.int64)
-    starts = np.array([member[2] for member in members], dtype=np.int64)
-    a_src = np.stack([member[1] for member in members])       # (computes, count, beats)
-    # Only the beats of each entry that hold the pass's inputs.
+    starts = np.array([member[3] for member in members], dtype=np.int64)
+    # The data beat of every entry beat each COMPUTE reads, only the beats that hold the
+    # pass's inputs: (computes, count, beats).
     offset = part * cfg.pass_inputs(n, m)
     beat0 = offset // cfg.act_lanes
     beat1 = -(-(offset + cfg.pass_inputs(n, m)) // cfg.act_lanes)
-    a_src = a_src[:, :, beat0:beat1]
+    entries = np.array([member[1] for member in members], dtype=np.int64)
+    slots = ((entries[:, None, None] + np.arange(count)[:, None]) * cfg.max_act_beats
+             + np.arange(beat0, beat1))
+    loads_before = np.array([member[2] for member in members], dtype=np.int64)
+    a_src = act_writes.source(slots, loads_before[:, None, None])
     offset -= beat0 * cfg.act_lanes
     dense = (n, m) == (1, 1)
     by_shift = not dense and dtype != np.int64 and _nm_selects_by_shift(cfg, m)
@@ -583,7 +623,7 @@ def _group_sums(cfg, shape, members, raw: np.ndarray, a_vals: np.ndarray,
     for block, start, spacing in _blocks(starts, step):
         batch = len(firsts[block])
         if start is None:
-            index = np.stack([members[i][3] if starts[i] < 0 else starts[i] + np.arange(rows)
+            index = np.stack([members[i][4] if starts[i] < 0 else starts[i] + np.arange(rows)
                               for i in block]).ravel()
         entries = a_vals[a_src[block]].reshape(batch, count, -1)[:, :, offset:]
         if dense:
@@ -651,9 +691,10 @@ def _execute_batched(cfg, plan, raw: np.ndarray) -> list[np.ndarray]:
         if handler is not None:
             handler(info.ops, mode, first)
     a_vals = unpack_beat_bytes(act_beat_layout(cfg), raw, None)
+    act_writes = _ActWrites(cfg, walk.loads_a, walk.none)
     sums = np.zeros((walk.passes, walk.banks_used, cfg.cols), dtype=np.int64)
     for shape, members in walk.groups.items():
-        _group_sums(cfg, shape, members, raw, a_vals, sums)
+        _group_sums(cfg, shape, members, raw, a_vals, act_writes, sums)
     return _accumulate(cfg, walk.order, sums)
 
 
