@@ -747,7 +747,7 @@ def _signed_lanes(values: np.ndarray, shape: Shape, dtype) -> np.ndarray:
             np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64)
             if width <= 8 * np.dtype(t).itemsize)
     if not shape.signed:
-        return values.astype(dtype)
+        return values.astype(dtype, copy=False)   # values is always a fresh array here
     out = values.astype(np.int64)
     if width < 64:
         out -= (out >> (width - 1)) << width  # two's complement sign bit
