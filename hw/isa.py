@@ -641,10 +641,10 @@ def unpack_beat_bytes(layout: data.ArrayLayout, raw: np.ndarray,
     ``dtype``, or with ``dtype=None`` in the smallest dtype that holds a lane (for byte-wide
     lanes a view of ``raw``, no copy)."""
     raw = np.asarray(raw, dtype=np.uint8)
-    shape = Shape.cast(layout.elem_shape)
+    shape, contiguous = _lane_geometry(layout)
     width = shape.width
     beats = raw.shape[0]
-    if width in (8, 16, 32, 64) and _lanes_contiguous(layout, width):
+    if width in (8, 16, 32, 64) and contiguous:
         # Byte-aligned lanes: a little-endian view is the decoding.
         lanes = raw[:, :layout.length * width // 8]
         if width > 8:
@@ -653,16 +653,27 @@ def unpack_beat_bytes(layout: data.ArrayLayout, raw: np.ndarray,
         view = lanes.view(f"<{kind}{width // 8}")
         return view if dtype is None else view.astype(dtype)
     period = math.lcm(width, 8)
-    if period <= 64 and _lanes_contiguous(layout, width):
+    if width < 8 and contiguous:
+        # Lanes narrower than a byte (the 3-bit positions: 8 lanes in 3 bytes): every byte
+        # of a period looks up, in a table of its 256 values, its bits of each lane already
+        # in that lane's own byte; ORing a period's lookups gives its lanes as bytes.
+        per, period_bytes = period // width, period // 8
+        groups = -(-layout.length // per)
+        chunks = _period_chunks(raw, groups, period_bytes)
+        tables = _narrow_tables(width)
+        word = tables[0][chunks[:, :, 0]]
+        for byte in range(1, period_bytes):
+            word |= tables[byte][chunks[:, :, byte]]
+        values = word.view(np.uint8).reshape(beats, groups, 8)[:, :, :per]
+        values = values.reshape(beats, groups * per)[:, :layout.length]
+        return _signed_lanes(values, shape, dtype)
+    if period <= 64 and contiguous:
         # Narrow lanes: ``period // width`` lanes in every ``period // 8`` bytes; read each
         # period as one integer, then shift and mask all its lanes at once.
         per, period_bytes = period // width, period // 8
         groups = -(-layout.length // per)
         wdtype = np.dtype(np.uint32 if period <= 32 else np.uint64)
-        take = min(raw.shape[1], groups * period_bytes)
-        chunks = np.zeros((beats, groups * period_bytes), dtype=np.uint8)
-        chunks[:, :take] = raw[:, :take]
-        chunks = chunks.reshape(beats, groups, period_bytes)
+        chunks = _period_chunks(raw, groups, period_bytes)
         word = np.zeros((beats, groups), dtype=wdtype)
         for byte in range(period_bytes):
             word |= chunks[:, :, byte].astype(wdtype) << wdtype.type(8 * byte)
@@ -691,6 +702,42 @@ def unpack_beat_bytes(layout: data.ArrayLayout, raw: np.ndarray,
     return _signed_lanes(values, shape, dtype)
 
 
+@functools.lru_cache(maxsize=256)
+def _lane_geometry(layout: data.ArrayLayout) -> tuple[Shape, bool]:
+    """A beat layout's lane shape and whether its lanes lie back to back from bit 0 (read
+    once per layout: amaranth builds every lane's field on access)."""
+    shape = Shape.cast(layout.elem_shape)
+    return shape, _lanes_contiguous(layout, shape.width)
+
+
+def _period_chunks(raw: np.ndarray, groups: int, period_bytes: int) -> np.ndarray:
+    """The first ``groups × period_bytes`` bytes of each beat as ``(beats, groups,
+    period_bytes)``: a view of ``raw`` when it has them all, else zero-padded."""
+    size = groups * period_bytes
+    if raw.shape[1] >= size:
+        return raw[:, :size].reshape(raw.shape[0], groups, period_bytes)
+    chunks = np.zeros((raw.shape[0], size), dtype=np.uint8)
+    chunks[:, :raw.shape[1]] = raw
+    return chunks.reshape(raw.shape[0], groups, period_bytes)
+
+
+@functools.cache
+def _narrow_tables(width: int) -> np.ndarray:
+    """Lookup tables for lanes of ``width < 8`` bits: entry ``[k, v]`` is a little-endian
+    ``uint64`` whose byte ``j`` holds the bits of lane ``j`` of a ``lcm(width, 8)``-bit period
+    that byte ``k`` of the period contributes when it has value ``v``."""
+    period = math.lcm(width, 8)
+    values = np.arange(256, dtype=np.uint64)
+    tables = np.zeros((period // 8, 256), dtype=np.uint64)
+    for k in range(period // 8):
+        for lane in range(period // width):
+            lo, hi = max(lane * width, 8 * k), min((lane + 1) * width, 8 * k + 8)
+            if lo < hi:
+                bits = (values >> np.uint64(lo - 8 * k)) & np.uint64((1 << (hi - lo)) - 1)
+                tables[k] |= bits << np.uint64(lo - lane * width + 8 * lane)
+    return tables.astype("<u8")
+
+
 def _signed_lanes(values: np.ndarray, shape: Shape, dtype) -> np.ndarray:
     """Unsigned lane values as the lane's type: ``dtype``, or with ``None`` the smallest
     dtype that holds it."""
@@ -700,7 +747,7 @@ def _signed_lanes(values: np.ndarray, shape: Shape, dtype) -> np.ndarray:
             np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64)
             if width <= 8 * np.dtype(t).itemsize)
     if not shape.signed:
-        return values.astype(dtype)
+        return values.astype(dtype, copy=False)   # values is always a fresh array here
     out = values.astype(np.int64)
     if width < 64:
         out -= (out >> (width - 1)) << width  # two's complement sign bit

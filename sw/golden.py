@@ -59,21 +59,35 @@ Speed
 -----
 Command words are decoded once per distinct word and pattern (a schedule repeats few words).
 Beats stay arrays end to end: the data stream is read as its byte view
-(:meth:`~sparsecim.hw.trace.Trace.data_array`) and every weight and activation beat of the run
-is unpacked in bulk, in its own small dtype. Passes are not executed one command at a time:
-a first walk over the commands records, for each COMPUTE, which beat last wrote each weight
-row and each activation entry; then the passes of all COMPUTEs of the same shape (pattern,
-split, part, count) run as batched matrix products, blocks of them at once (``float64`` when
-every partial sum is exactly representable, which holds for all practical configurations;
-N:M weights are first scattered to the dense matrix over the entry's elements that their
-metadata selects); a last walk applies the pass sums to the accumulators and collects the
-READs. A trace with MOVE (whose activations come from the accumulators) runs command by
-command instead, with the same bulk unpacking.
+(:meth:`~sparsecim.hw.trace.Trace.data_array`) and never as Python integers. Passes are not
+executed one command at a time: a walk over the commands notes, for each COMPUTE, which beat
+last wrote each weight row (only the first beat when one LOAD_W wrote all rows, the usual
+case) and each activation entry beat; then the passes of all COMPUTEs of the same shape
+(pattern, split, part, count) run as batched products, blocks of them at once, and a last
+walk applies the pass sums to the accumulators and collects the READs.
+
+- A run of COMPUTEs whose weights lie at one spacing in the stream (a LOAD_W of all rows
+  before each, whatever else comes between) reads its weight rows as a strided view of the
+  stream, with no copy; other COMPUTEs gather their rows.
+- Products are ``float32`` when every partial sum of a pass is an integer of magnitude at
+  most ``2**24`` (at most ``reduction`` products of magnitude at most
+  ``2**(product_bits-2)``, in any order of summation: ``flexcim`` has 128 · 2**14 = 2**21),
+  else ``float64`` up to ``2**53``, else ``int64``; pass sums are exact integers either way.
+- An N:M cell selects its activation without an index: the ``m`` activations its row can
+  take are the bytes of one ``uint64`` (bytes ``m ..`` zero), shifted right by ``8 ×``
+  position; positions are decoded from their bytes through lookup tables
+  (:func:`~sparsecim.hw.isa.unpack_weight_row_bytes`).
+- Python's cyclic garbage collector is paused while a trace runs.
+
+A trace with MOVE (whose activations come from the accumulators) runs command by command
+instead, with the same bulk unpacking.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -247,8 +261,25 @@ def _exact_in_float64(cfg) -> bool:
     return cfg.reduction * 2 ** (cfg.product_bits - 2) <= 2 ** 53
 
 
-#: Matrix elements (weights plus activations) of one batch of passes, to bound memory.
-_BATCH_ELEMENTS = 1 << 22
+def _pass_dtype(cfg):
+    """The dtype the batched passes multiply in: ``float32`` when every partial sum of a pass
+    (at most ``reduction`` products of magnitude at most ``2**(product_bits-2)``, in any
+    order of summation) is an integer of magnitude at most ``2**24`` (``flexcim``: 128 ·
+    2**14 = 2**21), which float32 represents exactly, else ``float64`` up to ``2**53``, else
+    ``int64``."""
+    if not _exact_in_float64(cfg):
+        return np.dtype(np.int64)
+    bound = cfg.reduction * 2 ** (cfg.product_bits - 2)
+    return np.dtype(np.float32 if bound <= 2 ** 24 else np.float64)
+
+
+#: Matrix elements (weights plus activations) of one batch of passes: small enough for the
+#: batch's float copies to stay in cache.
+_BATCH_ELEMENTS = 1 << 18
+
+#: Runs of at least this many COMPUTEs whose weight rows are consecutive beats of the data
+#: stream are read as one slice of it; shorter runs and other COMPUTEs gather their rows.
+_MIN_RUN = 4
 
 
 def run_trace(trace: Trace) -> GoldenResult:
@@ -275,12 +306,29 @@ def run_trace(trace: Trace) -> GoldenResult:
     """
     if trace.isa_version != ISA_VERSION:
         raise ValueError(f"trace isa_version must be {ISA_VERSION}, not {trace.isa_version!r}")
+    with _collector_paused():
+        return _run(trace)
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Pause Python's cyclic garbage collector (the model makes no cycles): the lists of a
+    long trace's commands set off collections that each walk every object of the trace and
+    of the model, several times the model's own work on a 10⁴-command trace."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _run(trace: Trace) -> GoldenResult:
     cfg = trace.config
     data_count = trace.data_beats
     plan, keys, known, error, halted, cursor = _plan(cfg, trace.commands, data_count)
     has_move = any(info.opcode == Opcode.MOVE for info, _, _ in plan)
-    has_nm = any(info.opcode == Opcode.CONFIG and info.ops.pattern != (1, 1)
-                 for info, _, _ in plan)
 
     # Cycle model: every fetched command costs its (memoised) cost; an illegal one only its
     # fetch cycle, which _decode_word already gave it.
@@ -289,17 +337,13 @@ def run_trace(trace: Trace) -> GoldenResult:
         for name, value in known[key].cost.as_dict().items():
             counters[name] += times * value
 
-    # Every beat unpacked in bulk from the byte view, as a weight row and as activations
-    # (views of the bytes when the lanes are whole bytes), beat i at index i; one zero beat
-    # appended stands for "never written since reset". Metadata only matters to N:M passes,
-    # so it is decoded only if the trace selects a pattern.
+    # The data stream as bytes, beat i at row i; one zero beat appended stands for "never
+    # written since reset".
     raw = trace.data_array(extra=1)
-    w_vals, m_vals = unpack_weight_row_bytes(cfg, raw, None) if has_nm else (
-        unpack_beat_bytes(weight_row_layout(cfg)["weight"].shape, raw, None), None)
-    a_vals = unpack_beat_bytes(act_beat_layout(cfg), raw, None)
-
-    execute = _execute_in_order if has_move else _execute_batched
-    results = execute(cfg, plan, w_vals, m_vals, a_vals)
+    if has_move:
+        results = _execute_in_order(cfg, plan, raw)
+    else:
+        results = _execute_batched(cfg, plan, raw)
     out = np.concatenate(results) if results else np.zeros((0, cfg.cols), dtype=np.int64)
     return GoldenResult(out, counters, error, halted, len(keys), data_count - cursor)
 
@@ -364,8 +408,7 @@ def _pass_sums(cfg, n: int, m: int, split: int, entries: np.ndarray, weights: np
         return per_sub.reshape(batch, count, 2 ** split, -1, cfg.cols).sum(axis=3)
     # N:M: the cell of global row g, column c takes entry element base[g] + meta (a position
     # >= m selects 0): gather each cell's activation, then multiply and sum over the rows.
-    g = np.arange(cfg.weight_rows)
-    base = ((g // cfg.rows // n) * cfg.rows + g % cfg.rows) * m
+    base = _nm_base(cfg, n, m)
     element = base[None, :, None] + np.minimum(meta, m - 1).astype(np.int64)
     live = np.where(meta < m, weights, 0)
     lanes = entries.shape[2]
@@ -374,6 +417,95 @@ def _pass_sums(cfg, n: int, m: int, split: int, entries: np.ndarray, weights: np
                                 flat.reshape(batch, -1), axis=1)
     chosen = chosen.reshape(batch, count, cfg.weight_rows, cfg.cols)
     return np.einsum("btgc,bgc->btc", chosen, live)[:, :, None]
+
+
+def _nm_base(cfg, n: int, m: int) -> np.ndarray:
+    """The first entry element of each global weight row's group in ``n:m``."""
+    g = np.arange(cfg.weight_rows)
+    return ((g // cfg.rows // n) * cfg.rows + g % cfg.rows) * m
+
+
+def _nm_selects_by_shift(cfg, m: int) -> bool:
+    """True if :func:`_nm_pass_sums_by_shift` applies: activations fit a byte (``int8``
+    lanes) and every position (``< 2**meta_bits <= 8``) names a byte of a ``uint64``, a zero
+    one when it is ``>= m``."""
+    return cfg.act_bits <= 8 and cfg.meta_bits <= 3 and m <= 8
+
+
+def _nm_pass_sums_by_shift(cfg, n: int, m: int, entries: np.ndarray, weights: np.ndarray,
+                           meta: np.ndarray, dtype) -> np.ndarray:
+    """:func:`_pass_sums` for N:M without an index per cell: the ``m`` activations a weight
+    row can select are packed as the bytes of one ``uint64`` (bytes ``m ..`` zero, so a
+    position ``>= m`` selects 0), each cell shifts its row's word right by ``8 · position``
+    and keeps the low byte. ``entries`` are the passes' ``int8`` entries ``(batch, count,
+    lanes)``, ``weights`` ``(batch, weight_rows, cols)`` in ``dtype``, ``meta`` ``(batch,
+    weight_rows, cols)`` ``uint8`` positions."""
+    batch, count = entries.shape[:2]
+    packed = np.zeros((batch, count, cfg.weight_rows, 8), dtype=np.int8)
+    packed[..., :m] = entries[:, :, _nm_base(cfg, n, m)[:, None] + np.arange(m)]
+    words = packed.view("<u8")                                    # (batch, count, rows, 1)
+    shifts = (meta.astype(np.uint8, copy=False) << np.uint8(3))[:, None]
+    # The low byte of each shifted word, written straight to uint8 (the cast keeps it,
+    # modulo 2**8) without a uint64 array of every cell.
+    chosen = np.empty(np.broadcast_shapes(words.shape, shifts.shape), dtype=np.uint8)
+    np.right_shift(words, shifts, out=chosen, casting="unsafe")
+    chosen = chosen.view(np.int8)
+    return np.einsum("btgc,bgc->btc", chosen.astype(dtype), weights)[:, :, None]
+
+
+class _Walk:
+    """The walk of :func:`_execute_batched` over the commands: it keeps, for every weight
+    row, the data beat that last wrote it, lists the LOAD_As, groups the COMPUTEs by shape
+    with what they read, and lists the COMPUTEs and READs in trace order.
+
+    The weight rows are usually one LOAD_W of all of them: then they are beats ``start ..
+    start + weight_rows - 1`` and only ``start`` is kept (:attr:`w_start`); after a partial
+    LOAD_W they are an array (:attr:`w_rows`). A COMPUTE notes how many LOAD_As came before
+    it; :class:`_ActWrites` finds its activation beats from that afterwards, for all at
+    once."""
+
+    def __init__(self, cfg, none: int):
+        self.cfg = cfg
+        self.none = none                       # the zero beat: never written
+        self.w_start = -1                      # rows are beats w_start + r, or -1: w_rows
+        self.w_rows = np.full(cfg.weight_rows, none, dtype=np.int64)
+        self.loads_a = []                      # (addr, count, first beat, beats per entry)
+        self.act_beats = {}                    # pattern -> act_beats
+        self.groups = {}                       # (n, m, split, part, count) -> [(first pass,
+        self.passes = 0                        #   act_addr, LOAD_As before, w_start, w_rows)]
+        self.banks_used = 1
+        self.order = []                        # ("c", first pass, count, acc_addr, accumulate,
+                                               #  banks) or ("r", addr, count, bank)
+
+    def load_w(self, ops: _LoadW, mode, first):
+        if ops.row == 0 and ops.count == self.cfg.weight_rows:
+            self.w_start = first
+            return
+        rows = (self.w_start + np.arange(self.cfg.weight_rows) if self.w_start >= 0
+                else self.w_rows.copy())     # a COMPUTE may hold the old array
+        rows[ops.row:ops.row + ops.count] = np.arange(first, first + ops.count)
+        self.w_start, self.w_rows = -1, rows
+
+    def load_a(self, ops: _LoadA, mode, first):
+        beats = self.act_beats.get(mode[0])
+        if beats is None:
+            beats = self.act_beats[mode[0]] = self.cfg.act_beats(*mode[0])
+        self.loads_a.append((ops.addr, ops.count, first, beats))
+
+    def compute(self, ops: _Compute, mode, first):
+        (n, m), split, _ = mode
+        self.groups.setdefault((n, m, split, ops.part, ops.count), []).append(
+            (self.passes, ops.act_addr, len(self.loads_a), self.w_start, self.w_rows))
+        banks = 2 ** split if (n, m) == (1, 1) else 1
+        self.banks_used = max(self.banks_used, banks)
+        self.order.append(("c", self.passes, ops.count, ops.acc_addr, ops.accumulate, banks))
+        self.passes += ops.count
+
+    def read(self, ops: _Read, mode, first):
+        self.order.append(("r", ops.addr, ops.count, ops.bank))
+
+    HANDLERS = {Opcode.LOAD_W: load_w, Opcode.LOAD_A: load_a, Opcode.COMPUTE: compute,
+                Opcode.READ: read}
 
 
 def _spans(starts, counts) -> np.ndarray:
@@ -386,109 +518,130 @@ def _spans(starts, counts) -> np.ndarray:
             + np.arange(int(ends[-1]), dtype=np.int64))
 
 
-def _last_writer(slots, times, sources, query_slots, query_times, none: int) -> np.ndarray:
-    """For every query (slot, time): the source of the last write to that slot before that
-    time, ``none`` if there is none. Writes are ``(slot, time, source)`` arrays in time order;
-    all in one sort and one search."""
-    if not len(slots):
-        return np.full(len(query_slots), none, dtype=np.int64)
-    scale = int(max(times.max(initial=0), query_times.max(initial=0))) + 2
-    keys = slots * scale + times
-    # The writes come in time order, so a stable sort by slot alone orders them by (slot,
-    # time); numpy radix-sorts 16-bit keys.
-    order = np.argsort(slots.astype(np.uint16) if slots.max() < 1 << 16 else keys,
-                       kind="stable")
-    keys, slots, sources = keys[order], slots[order], sources[order]
-    found = np.searchsorted(keys, query_slots * scale + query_times) - 1
-    hit = found >= 0
-    hit[hit] = slots[found[hit]] == query_slots[hit]
-    return np.where(hit, sources[np.maximum(found, 0)], none)
+class _ActWrites:
+    """Every activation entry beat a LOAD_A wrote, sorted by (slot, LOAD_A index), for
+    finding the beat that holds a slot after a number of LOAD_As: slot ``e·max_act_beats +
+    b`` (entry ``e``, beat ``b``) of the LOAD_A at ``addr`` with ``beats`` beats per entry is
+    written from data beat ``first + (e - addr)·beats + b``."""
+
+    def __init__(self, cfg, loads: list, none: int):
+        events = np.array(loads, dtype=np.int64).reshape(-1, 4)
+        per_load = events[:, 1] * events[:, 3]                   # beats of each LOAD_A
+        sources = _spans(events[:, 2], per_load)
+        within = sources - np.repeat(events[:, 2], per_load)     # i·beats + b
+        beats = np.repeat(events[:, 3], per_load)
+        slots = ((np.repeat(events[:, 0], per_load) + within // beats) * cfg.max_act_beats
+                 + within % beats)
+        self.scale = len(events) + 1                             # LOAD_A counts 0 .. len
+        keys = slots * self.scale + np.repeat(np.arange(len(events)), per_load)
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.sources, self.none = keys[order], sources[order], none
+
+    def source(self, slots: np.ndarray, loads_before: np.ndarray) -> np.ndarray:
+        """The data beat holding each slot after the first ``loads_before`` LOAD_As
+        (broadcast together), ``none`` if none of them wrote it."""
+        query = slots * self.scale + loads_before
+        if not len(self.keys):
+            return np.full(query.shape, self.none, dtype=np.int64)
+        found = np.searchsorted(self.keys, query) - 1              # last write before
+        hit = found >= 0
+        found = np.maximum(found, 0)
+        hit &= (self.keys[found] // self.scale) == slots
+        return np.where(hit, self.sources[found], self.none)
 
 
-class _Walk:
-    """The first walk of :func:`_execute_batched` over the commands, one handler an opcode
-    (:attr:`HANDLERS`; CONFIG was applied in pass 1): the weight and activation loads, the
-    COMPUTEs grouped by shape, and the COMPUTEs and READs in trace order."""
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-        self.loads_w = []              # (time, row, count, first beat)
-        self.loads_a = []              # (time, addr, count, first beat, beats per entry)
-        self.groups = {}               # (n, m, split, part, count) -> [(time, first pass,
-        self.passes = 0                #                                 act_addr)]
-        self.banks_used = 1
-        self.order = []                # ("c", first pass, count, acc_addr, accumulate,
-                                       #  banks) or ("r", addr, count, bank)
-
-    def load_w(self, time, ops: _LoadW, mode, first):
-        self.loads_w.append((time, ops.row, ops.count, first))
-
-    def load_a(self, time, ops: _LoadA, mode, first):
-        self.loads_a.append((time, ops.addr, ops.count, first, self.cfg.act_beats(*mode[0])))
-
-    def compute(self, time, ops: _Compute, mode, first):
-        (n, m), split, _ = mode
-        self.groups.setdefault((n, m, split, ops.part, ops.count), []).append(
-            (time, self.passes, ops.act_addr))
-        banks = 2 ** split if (n, m) == (1, 1) else 1
-        self.banks_used = max(self.banks_used, banks)
-        self.order.append(("c", self.passes, ops.count, ops.acc_addr, ops.accumulate, banks))
-        self.passes += ops.count
-
-    def read(self, time, ops: _Read, mode, first):
-        self.order.append(("r", ops.addr, ops.count, ops.bank))
-
-    HANDLERS = {Opcode.LOAD_W: load_w, Opcode.LOAD_A: load_a, Opcode.COMPUTE: compute,
-                Opcode.READ: read}
+def _runs(starts: np.ndarray):
+    """The runs of a group's COMPUTEs (``starts``: each one's first weight beat, -1 if its
+    rows are not consecutive beats) whose weights lie at a constant spacing in the stream:
+    ``(runs, scattered)``, ``runs`` as ``(first, end, spacing)`` of at least
+    :data:`_MIN_RUN` COMPUTEs, ``scattered`` the indices of the others."""
+    count = len(starts)
+    if count < _MIN_RUN:
+        return [], list(range(count))
+    steps = np.diff(starts)
+    ok = (starts[1:] >= 0) & (starts[:-1] >= 0) & (steps >= 0)
+    key = np.where(ok, steps, -1 - np.arange(count - 1))     # never equal where not ok
+    bounds = np.flatnonzero(np.r_[True, key[1:] != key[:-1], True]).tolist()
+    runs, scattered, done = [], [], 0
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        # Pairs lo .. hi-1 share a spacing: COMPUTEs lo .. hi, less those already taken.
+        first = max(lo, done)
+        if key[lo] >= 0 and hi + 1 - first >= _MIN_RUN:
+            scattered.extend(range(done, first))
+            runs.append((first, hi + 1, int(key[lo])))
+            done = hi + 1
+    scattered.extend(range(done, count))
+    return runs, scattered
 
 
-def _writes(cfg, walk: _Walk):
-    """Every write of a weight row and of an activation entry beat as ``(slots, times,
-    sources)`` arrays in time order: weight row r from beat ``first + r - row``; entry beat
-    slot ``e·max_act_beats + b`` from beat ``first + (e - addr)·beats + b``."""
-    w_ev = np.array(walk.loads_w, dtype=np.int64).reshape(-1, 4)
-    weights = (_spans(w_ev[:, 1], w_ev[:, 2]), np.repeat(w_ev[:, 0], w_ev[:, 2]),
-               _spans(w_ev[:, 3], w_ev[:, 2]))
-    a_ev = np.array(walk.loads_a, dtype=np.int64).reshape(-1, 5)
-    per_load = a_ev[:, 2] * a_ev[:, 4]                          # beats of each LOAD_A
-    a_sources = _spans(a_ev[:, 3], per_load)
-    within = a_sources - np.repeat(a_ev[:, 3], per_load)        # i·beats + b
-    beats_of = np.repeat(a_ev[:, 4], per_load)
-    a_slots = ((np.repeat(a_ev[:, 1], per_load) + within // beats_of) * cfg.max_act_beats
-               + within % beats_of)
-    return weights, (a_slots, np.repeat(a_ev[:, 0], per_load), a_sources)
+def _blocks(starts: np.ndarray, step: int):
+    """Blocks of at most ``step`` of a group's COMPUTEs (:func:`_runs`): ``(slice, first
+    beat, spacing)`` within a run, ``(indices, None, None)`` for the others."""
+    runs, scattered = _runs(starts)
+    for first, end, spacing in runs:
+        for lo in range(first, end, step):
+            yield slice(lo, min(lo + step, end)), int(starts[lo]), spacing
+    for lo in range(0, len(scattered), step):
+        yield np.array(scattered[lo:lo + step]), None, None
 
 
-def _group_sums(cfg, shape, members, w_writes, a_writes, w_vals, m_vals, a_vals,
-                sums: np.ndarray) -> None:
+def _strided(values: np.ndarray, start: int, spacing: int, batch: int, rows: int):
+    """Rows ``start + i·spacing + r`` of ``values`` as ``(batch, rows, ...)``, a view."""
+    strides = values.strides
+    return np.lib.stride_tricks.as_strided(
+        values[start:], shape=(batch, rows) + values.shape[1:],
+        strides=(spacing * strides[0],) + strides, writeable=False)
+
+
+def _group_sums(cfg, shape, members, raw: np.ndarray, a_vals: np.ndarray,
+                act_writes: _ActWrites, sums: np.ndarray) -> None:
     """The pass sums of every COMPUTE of one shape ``(n, m, split, part, count)`` (members
-    ``(time, first pass, act_addr)``), in blocks of batched products, into ``sums``."""
+    from :class:`_Walk`), in blocks of batched products, into ``sums``."""
     n, m, split, part, count = shape
-    dtype = np.float64 if _exact_in_float64(cfg) else np.int64
-    none = len(w_vals) - 1             # the zero beat
-    entry_lanes = cfg.max_act_beats * cfg.act_lanes
-    info = np.array(members, dtype=np.int64)                    # (computes, 3)
-    # Queries row by row, computes in time order within a row: sorted, as the writes are,
-    # which keeps the search local.
-    w_src = _last_writer(*w_writes, np.repeat(np.arange(cfg.weight_rows), len(info)),
-                         np.tile(info[:, 0], cfg.weight_rows), none)
-    w_src = w_src.reshape(cfg.weight_rows, len(info)).T
-    slots = ((info[:, 2:3] + np.arange(count))[:, :, None] * cfg.max_act_beats
-             + np.arange(cfg.max_act_beats)).reshape(len(info), -1)
-    a_src = _last_writer(*a_writes, slots.ravel(), np.repeat(info[:, 0], slots.shape[1]), none)
-    a_src = a_src.reshape(len(info), count, cfg.max_act_beats)
+    dtype = _pass_dtype(cfg)
+    rows = cfg.weight_rows
+    firsts = np.array([member[0] for member in members], dtype=np.int64)
+    starts = np.array([member[3] for member in members], dtype=np.int64)
+    # The data beat of every entry beat each COMPUTE reads, only the beats that hold the
+    # pass's inputs: (computes, count, beats).
     offset = part * cfg.pass_inputs(n, m)
-    per_pass = cfg.weight_rows * cfg.cols * (1 + count) + count * entry_lanes
+    beat0 = offset // cfg.act_lanes
+    beat1 = -(-(offset + cfg.pass_inputs(n, m)) // cfg.act_lanes)
+    entries = np.array([member[1] for member in members], dtype=np.int64)
+    slots = ((entries[:, None, None] + np.arange(count)[:, None]) * cfg.max_act_beats
+             + np.arange(beat0, beat1))
+    loads_before = np.array([member[2] for member in members], dtype=np.int64)
+    a_src = act_writes.source(slots, loads_before[:, None, None])
+    offset -= beat0 * cfg.act_lanes
+    dense = (n, m) == (1, 1)
+    by_shift = not dense and dtype != np.int64 and _nm_selects_by_shift(cfg, m)
+    # Dense weights of the whole stream: a view of it for byte-wide weights.
+    w_all = unpack_beat_bytes(weight_row_layout(cfg)["weight"].shape, raw, None) if dense \
+        else None
+    per_pass = rows * cfg.cols * (1 + count) + count * a_src.shape[2] * cfg.act_lanes
     step = max(1, _BATCH_ELEMENTS // per_pass)
-    for start in range(0, len(info), step):
-        block = slice(start, start + step)
-        weights = w_vals[w_src[block]].astype(dtype)
-        meta = m_vals[w_src[block]] if (n, m) != (1, 1) else None
-        batch = len(weights)
-        entries = a_vals[a_src[block]].reshape(batch, count, entry_lanes)
-        block_sums = _pass_sums(cfg, n, m, split, entries[:, :, offset:].astype(dtype),
-                                weights, meta)
-        targets = (info[block, 1:2] + np.arange(count)).ravel()
+    for block, start, spacing in _blocks(starts, step):
+        batch = len(firsts[block])
+        if start is None:
+            index = np.stack([members[i][4] if starts[i] < 0 else starts[i] + np.arange(rows)
+                              for i in block]).ravel()
+        entries = a_vals[a_src[block]].reshape(batch, count, -1)[:, :, offset:]
+        if dense:
+            weights = (_strided(w_all, start, spacing, batch, rows) if start is not None
+                       else w_all[index].reshape(batch, rows, cfg.cols))
+            block_sums = _pass_sums(cfg, n, m, split, entries.astype(dtype),
+                                    weights.astype(dtype), None)
+        else:
+            beats = (_strided(raw, start, spacing, batch, rows).reshape(batch * rows, -1)
+                     if start is not None else raw[index])
+            weights, meta = unpack_weight_row_bytes(cfg, beats, None)
+            weights = weights.reshape(batch, rows, cfg.cols).astype(dtype)
+            meta = meta.reshape(batch, rows, cfg.cols)
+            if by_shift:
+                block_sums = _nm_pass_sums_by_shift(cfg, n, m, entries, weights, meta, dtype)
+            else:
+                block_sums = _pass_sums(cfg, n, m, split, entries.astype(dtype), weights, meta)
+        targets = (firsts[block][:, None] + np.arange(count)).ravel()
         banks = block_sums.shape[2]
         sums[targets, :banks] = block_sums.reshape(-1, banks, cfg.cols)
 
@@ -526,21 +679,22 @@ def _accumulate(cfg, order: list, sums: np.ndarray) -> list[np.ndarray]:
     return results
 
 
-def _execute_batched(cfg, plan, w_vals, m_vals, a_vals) -> list[np.ndarray]:
-    """Pass 2 for traces without MOVE: find, for every COMPUTE, which beat each weight row
-    and each activation entry beat holds (one sort and search over all the writes), run the
-    passes in batched products, then apply the sums to the accumulators in trace order.
-    Returns the READ beats."""
-    walk = _Walk(cfg)
+def _execute_batched(cfg, plan, raw: np.ndarray) -> list[np.ndarray]:
+    """Pass 2 for traces without MOVE: walk the commands once, noting for every COMPUTE
+    which beat each weight row and activation entry beat holds, run the passes of each shape
+    in batched products, then apply the sums to the accumulators in trace order. Returns
+    the READ beats."""
+    walk = _Walk(cfg, len(raw) - 1)
     handlers = {op: handler.__get__(walk) for op, handler in _Walk.HANDLERS.items()}
-    for time, (info, mode, first) in enumerate(plan):
+    for info, mode, first in plan:
         handler = handlers.get(info.opcode)
         if handler is not None:
-            handler(time, info.ops, mode, first)
-    w_writes, a_writes = _writes(cfg, walk)
+            handler(info.ops, mode, first)
+    a_vals = unpack_beat_bytes(act_beat_layout(cfg), raw, None)
+    act_writes = _ActWrites(cfg, walk.loads_a, walk.none)
     sums = np.zeros((walk.passes, walk.banks_used, cfg.cols), dtype=np.int64)
     for shape, members in walk.groups.items():
-        _group_sums(cfg, shape, members, w_writes, a_writes, w_vals, m_vals, a_vals, sums)
+        _group_sums(cfg, shape, members, raw, a_vals, act_writes, sums)
     return _accumulate(cfg, walk.order, sums)
 
 
@@ -548,8 +702,11 @@ class _Machine:
     """The architectural state for :func:`_execute_in_order`, one handler an opcode
     (:attr:`HANDLERS`; CONFIG was applied in pass 1, its mode comes with every command)."""
 
-    def __init__(self, cfg, w_vals, m_vals, a_vals):
+    def __init__(self, cfg, raw: np.ndarray):
         self.cfg = cfg
+        w_vals, m_vals = unpack_weight_row_bytes(cfg, raw, None) if cfg.meta_bits else (
+            unpack_beat_bytes(weight_row_layout(cfg)["weight"].shape, raw, None), None)
+        a_vals = unpack_beat_bytes(act_beat_layout(cfg), raw, None)
         self.exact_float = _exact_in_float64(cfg)
         dtype = np.float64 if self.exact_float else np.int64
         self.w_vals, self.m_vals, self.a_vals = w_vals, m_vals, a_vals
@@ -604,9 +761,9 @@ class _Machine:
                 Opcode.LOAD_A: load_a, Opcode.READ: read}
 
 
-def _execute_in_order(cfg, plan, w_vals, m_vals, a_vals) -> list[np.ndarray]:
+def _execute_in_order(cfg, plan, raw: np.ndarray) -> list[np.ndarray]:
     """Pass 2 command by command (traces with MOVE). Returns the READ beats."""
-    machine = _Machine(cfg, w_vals, m_vals, a_vals)
+    machine = _Machine(cfg, raw)
     handlers = {op: handler.__get__(machine) for op, handler in _Machine.HANDLERS.items()}
     for info, mode, first in plan:
         handler = handlers.get(info.opcode)

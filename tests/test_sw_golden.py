@@ -733,3 +733,132 @@ def test_data_beat_wider_than_the_stream_is_refused():
     with pytest.raises(ValueError) as exc:
         run_trace(trace)
     assert str(exc.value) == "data beat must fit 44 bits, not 0x200000000000"
+
+
+def _schedule_like_trace(cfg, rng, chunks, move=False, illegal=False):
+    """A random program shaped like a schedule, so that the batched model's fast paths run:
+    per chunk a CONFIG (any pattern, split, shift), a LOAD_A, then a K loop of COMPUTEs of
+    one shape, most after a LOAD_W of every row (runs of weights at a constant spacing in
+    the stream, the spacing changed by LOAD_As in between), some reusing the weights
+    (spacing 0) or after a partial LOAD_W (rows gathered), random positions (some >= m);
+    a READ of a random bank; MOVEs if ``move``; an illegal word if ``illegal``; END."""
+    trace = Trace(cfg)
+    wl, al = weight_row_layout(cfg), act_beat_layout(cfg)
+    wlo, whi = -(2 ** (cfg.weight_bits - 1)), 2 ** (cfg.weight_bits - 1)
+    alo, ahi = -(2 ** (cfg.act_bits - 1)), 2 ** (cfg.act_bits - 1)
+    depth = min(cfg.act_depth, cfg.acc_depth)
+    bad_at = int(rng.integers(chunks)) if illegal else -1
+
+    def load_w(row, count):
+        meta = (rng.integers(0, 2 ** cfg.meta_bits, size=(count, cfg.cols))
+                if cfg.meta_bits else None)
+        trace.append(Command(Opcode.LOAD_W, row=row, count=count),
+                     pack_weight_rows(cfg, rng.integers(wlo, whi, size=(count, cfg.cols)), meta))
+        assert wl.size == cfg.data_bits
+
+    def load_a(pattern, addr, count):
+        lanes = rng.integers(alo, ahi, size=(count * cfg.act_beats(*pattern), cfg.act_lanes))
+        trace.append(Command(Opcode.LOAD_A, addr=addr, count=count), pack_beats(al, lanes))
+
+    load_a((1, 1), 0, cfg.act_depth)
+    for chunk in range(chunks):
+        if chunk == bad_at:
+            trace.append(Command(Opcode.READ, addr=0, count=0))
+            break
+        pattern = cfg.modes[int(rng.integers(len(cfg.modes)))]
+        split = int(rng.integers(cfg.max_split + 1)) if pattern == (1, 1) else 0
+        trace.append(Command(Opcode.CONFIG, mode=Mode.DENSE if pattern == (1, 1) else Mode.NM,
+                             n=pattern[0], m=pattern[1], split=split,
+                             shift=int(rng.integers(4))))
+        count = int(rng.integers(1, depth + 1))
+        act_addr = int(rng.integers(cfg.act_depth - count + 1))
+        acc_addr = int(rng.integers(cfg.acc_depth - count + 1))
+        part = int(rng.integers(cfg.max_pass_inputs // cfg.pass_inputs(*pattern)))
+        load_a(pattern, act_addr, count)
+        for index in range(int(rng.integers(1, 12))):
+            draw = rng.random()
+            if draw < 0.15:
+                row = int(rng.integers(cfg.weight_rows))
+                load_w(row, int(rng.integers(1, cfg.weight_rows - row + 1)))
+            elif draw < 0.85 or index == 0:
+                load_w(0, cfg.weight_rows)
+            if rng.random() < 0.15:
+                load_a(pattern, act_addr, count)
+            trace.append(Command(Opcode.COMPUTE, act_addr=act_addr, acc_addr=acc_addr,
+                                 count=count, accumulate=int(index > 0 or rng.random() < 0.5),
+                                 part=part))
+        trace.append(Command(Opcode.READ, addr=acc_addr, count=count,
+                             bank=int(rng.integers(cfg.submacros)) if rng.random() < 0.3
+                             else 0))
+        if move and rng.random() < 0.5:
+            width = int(rng.integers(1, cfg.cols + 1))
+            trace.append(Command(Opcode.MOVE, bank=int(rng.integers(cfg.submacros)),
+                                 acc_addr=int(rng.integers(cfg.acc_depth - width + 1)),
+                                 act_addr=0, elem=0, count=width, transpose=1))
+    else:
+        trace.append(Command(Opcode.END))
+    return trace
+
+
+#: Configurations for the fast paths: flexcim (float32 passes, N:M by byte shifts), odd
+#: widths (5-bit activations, m = 3 and 5), and 16-bit operands (float64 passes, N:M by
+#: gathering: activations wider than a byte).
+_FAST_PATH_CONFIGS = {
+    "flexcim": preset("flexcim"),
+    "odd": MacroConfig(rows=3, cols=3, submacros=2, act_depth=6, acc_depth=4, act_bits=5,
+                       patterns=((1, 2), (2, 3), (1, 5))),
+    "wide": MacroConfig(rows=4, cols=3, submacros=4, act_depth=8, acc_depth=8, weight_bits=16,
+                        act_bits=16, acc_bits=40, patterns=((2, 4), (1, 8))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_FAST_PATH_CONFIGS))
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_paths_equal_the_reference_on_schedule_like_traces(name, seed):
+    """Every pattern, split and part, whole-row runs at changing spacings, reused and
+    partly reloaded weights, multi-entry COMPUTEs, MOVE (in order) and an illegal word: every
+    result word and counter equals the reference's."""
+    from sparsecim.sw._reference import run_trace_reference
+
+    cfg = _FAST_PATH_CONFIGS[name]
+    rng = np.random.default_rng(seed)
+    for move, illegal in [(False, False), (True, False), (False, True)]:
+        trace = _schedule_like_trace(cfg, rng, 6, move=move, illegal=illegal)
+        _same(run_trace(trace), run_trace_reference(trace))
+
+
+def test_pass_dtypes_follow_the_exactness_bounds(monkeypatch):
+    """float32 when a pass's partial sums stay within 2**24 (flexcim: 128 · 2**14), float64
+    within 2**53, int64 otherwise; the int64 path equals the reference too."""
+    from sparsecim.sw._reference import run_trace_reference
+
+    assert golden._pass_dtype(preset("flexcim")) == np.float32
+    assert golden._pass_dtype(_FAST_PATH_CONFIGS["wide"]) == np.float64
+    trace = _schedule_like_trace(preset("flexcim"), np.random.default_rng(9), 4)
+    monkeypatch.setattr(golden, "_exact_in_float64", lambda cfg: False)
+    assert golden._pass_dtype(preset("flexcim")) == np.int64
+    _same(run_trace(trace), run_trace_reference(trace))
+
+
+def test_runs_split_consecutive_weights_from_the_rest():
+    """Runs of at least _MIN_RUN COMPUTEs at one spacing (0 included: reused weights); the
+    rest (-1: rows not consecutive beats, or runs too short) is gathered."""
+    starts = np.array([-1, 0, 128, 256, 384, 512, 512, 512, 512, 512, 900, 5, -1, 3, 6, 9, 12])
+    runs, scattered = golden._runs(starts)
+    assert runs == [(1, 6, 128), (6, 10, 0), (13, 17, 3)]
+    assert scattered == [0, 10, 11, 12]
+    assert golden._runs(np.array([4, 8])) == ([], [0, 1])
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_run_trace_leaves_the_garbage_collector_as_it_found_it(enabled):
+    import gc
+
+    trace = _schedule_like_trace(CFG, np.random.default_rng(1), 2)
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        run_trace(trace)
+        assert gc.isenabled() == enabled
+    finally:
+        gc.enable() if was else gc.disable()
