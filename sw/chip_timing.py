@@ -104,6 +104,11 @@ def _outcome(chip: ChipConfig, best, ends, chip_counts, macro_counts) -> ChipTim
                       {name: counters[name] for name in CHIP_COUNTERS}, macros)
 
 
+# Aliases of the members the event model tests once per command: a member lookup on an Enum
+# class is a slow attribute access on Python 3.11.
+_LOAD_W, _LOAD_A, _READ = Opcode.LOAD_W, Opcode.LOAD_A, Opcode.READ
+_COMPUTE, _MOVE, _NONE = Opcode.COMPUTE, Opcode.MOVE, ErrorCode.NONE
+
 _EVENTS = ("fetch", "load", "compute", "read", "passes", "w_rows", "a_beats")
 
 
@@ -119,154 +124,186 @@ def _queued(start, pop, beats: int):
     return max(start, pop + 1) + beats - 1
 
 
-def chip_counters(chip: ChipConfig, commands) -> ChipTiming:  # noqa: C901
+class _EventModel:
+    """:func:`chip_counters`'s state over its one pass (the module docstring's closed forms):
+    :meth:`run` dispatches each step of the plan and hands it to one handler per kind of
+    command; the routers' pops, the weight credit and the counters live here."""
+
+    def __init__(self, chip: ChipConfig):
+        K, Q = chip.macros, chip.queue
+        self.K = K
+        self.R, self.bw, self.cap = chip.weight_row_bytes, chip.weight_bw, chip.credit_cap
+        self.free = [0] * K                            # first cycle macro k may fetch again
+        # Fetch cycles of each macro's last Q commands (-1: none yet): the oldest one's fetch
+        # made the room the next command needs.
+        self.rings = [deque([-1] * Q, maxlen=Q) for _ in range(K)]
+        self.ends: list = [None] * K
+        # The macros' counters as difference arrays over the ranges, summed once at the end.
+        self.diff = {name: [0] * (K + 1) for name in _EVENTS}
+        self.dispatch = self.w_load = self.a_load = self.read = self.bw_stall = 0
+        self.w_pop, self.a_pop, self.r_pop = -1, -1, -1    # the routers' last pops
+        self.w_row, self.w_credit = -1, self.R        # last row moved; credit just after it
+        self.last_go = 0                               # d_{i-1}: H loads at last_go + 1
+        self.best = None                               # (cycle, priority, macro, code)
+
+    def add(self, name: str, lo: int, hi: int, amount: int) -> None:
+        row = self.diff[name]
+        row[lo] += amount
+        row[hi] -= amount
+
+    def error(self, cand) -> None:
+        """Keep the earliest error candidate ``(cycle, priority, macro, code)``."""
+        self.best = cand if self.best is None else min(self.best, cand)
+
+    def run(self, plan) -> None:
+        """Walk ``plan`` (:func:`~sparsecim.hw.chip_trace.iter_plan`'s steps) until nothing
+        after a step can run: a refused command, one never dispatched (a queue stays full)
+        or dispatched after the chip has halted, or END."""
+        rings, free, fetches = self.rings, self.free, self.diff["fetch"]
+        for lo, span, kind, info, _ in plan:
+            if kind == "refused":
+                self.error((self.last_go + 1, _DISPATCH_ERROR, self.K, info))
+                return
+            # The command goes at d_i and macros lo..hi-1 fetch it.
+            hi = lo + span
+            go = max(self.last_go + 1, max([ring[0] for ring in rings[lo:hi]]) + 1)
+            if go == _INF or (self.best is not None and go >= self.best[0]):
+                return
+            self.dispatch += 1
+            self.last_go = go
+            fetch = [f if f > go else go + 1 for f in free[lo:hi]]
+            for ring, f in zip(rings[lo:hi], fetch, strict=True):
+                ring.append(f)
+            fetches[lo] += 1
+            fetches[hi] -= 1
+            if kind == "end":
+                self.ends = fetch
+                return
+            if kind == "mixed":
+                if not _same(info):
+                    self._mixed(info, lo, fetch)
+                    continue
+                info = info[0]
+            # One handler per command.
+            op = info.opcode
+            if info.error != _NONE:
+                self._illegal(lo, hi, info, fetch)
+            elif op == _LOAD_W:
+                self._load_w(lo, hi, info, fetch)
+            elif op == _LOAD_A:
+                self._load_a(lo, hi, info, fetch)
+            elif op == _READ:
+                self._read(lo, hi, info, fetch)
+            else:
+                self._fixed(lo, hi, info, fetch)
+
+    def _illegal(self, lo: int, hi: int, info, fetch: list) -> None:
+        # Every macro of the range halts on it; the earliest (lowest) fetch shows first.
+        first = min(fetch)
+        self.error((first + 1, _MACRO_ERROR, lo + fetch.index(first), info.error))
+        self.free[lo:hi] = [_INF] * (hi - lo)
+        # A load or READ entry the macros never take blocks its router for good.
+        if info.opcode == _LOAD_W:
+            self.w_pop = self.w_row = _INF
+        elif info.opcode == _LOAD_A:
+            self.a_pop = _INF
+        elif info.opcode == _READ:
+            self.r_pop = _INF
+
+    def _load_w(self, lo: int, hi: int, info, fetch: list) -> None:
+        rows = info.count
+        start = max(max(fetch) + 1, self.w_pop + 1)    # every macro of the range waits
+        if self.w_pop == _INF:
+            last = _INF
+        else:
+            R, bw, cap = self.R, self.bw, self.cap
+            # Credit at the start of `start`; no byte is capped away while rows are wanted.
+            credit = min(self.w_credit + bw * (start - self.w_row - 1), cap)
+            if bw >= R:
+                span_rows, self.w_credit = rows, cap
+            else:
+                span_rows = max(rows, -(-(R * rows - credit) // bw) + 1)
+                self.w_credit = credit + bw * span_rows - R * rows
+            last = start + span_rows - 1
+            self.bw_stall += span_rows - rows
+        self.w_load += rows
+        self.w_row = self.w_pop = last
+        self.free[lo:hi] = [last + 1] * (hi - lo)
+        self.add("load", lo, hi, rows)
+        self.add("w_rows", lo, hi, rows)
+
+    def _load_a(self, lo: int, hi: int, info, fetch: list) -> None:
+        beats = info.beats
+        self.a_pop = last = _queued(max(fetch) + 1, self.a_pop, beats)
+        self.a_load += beats
+        self.free[lo:hi] = [last + 1] * (hi - lo)
+        self.add("load", lo, hi, beats)
+        self.add("a_beats", lo, hi, beats)
+
+    def _read(self, lo: int, hi: int, info, fetch: list) -> None:
+        beats = info.count
+        self.r_pop = last = _queued(max(fetch) + 1, self.r_pop, beats)
+        self.read += beats
+        self.free[lo:hi] = [last + 1] * (hi - lo)
+        self.add("read", lo, hi, beats)
+
+    def _fixed(self, lo: int, hi: int, info, fetch: list) -> None:
+        # CONFIG, COMPUTE, MOVE: a fixed number of cycles after each macro's fetch.
+        busy = info.busy + 1
+        self.free[lo:hi] = [f + busy for f in fetch]
+        if info.opcode == _COMPUTE:
+            self.add("compute", lo, hi, info.busy)
+            self.add("passes", lo, hi, info.count)
+        elif info.opcode == _MOVE:
+            self.add("load", lo, hi, info.busy)
+
+    def _mixed(self, runs, lo: int, fetch: list) -> None:
+        """A step whose macros do different things (their patterns differ): a LOAD_A of
+        different lengths (OUT_OF_STEP), or a COMPUTE whose part exists in some patterns
+        only (the others halt)."""
+        span = len(runs)
+        if runs[0].opcode == _LOAD_A:
+            # LOAD_A's checks do not depend on the pattern: all run it, with different
+            # lengths. The beat that ends the shortest one raises OUT_OF_STEP, and the
+            # activation router never pops this entry.
+            start = max(max(fetch), self.a_pop) + 1   # after the previous LOAD_A's last beat
+            self.free[lo:lo + span] = [_INF] * span
+            short = min(run.beats for run in runs)
+            self.error((start + short - 1, _OUT_OF_STEP, self.K, ErrorCode.OUT_OF_STEP))
+            self.a_pop = _INF
+            return
+        for k, (run, f) in enumerate(zip(runs, fetch, strict=True)):
+            if run.error != _NONE:
+                self.error((f + 1, _MACRO_ERROR, lo + k, run.error))
+                self.free[lo + k] = _INF
+                continue
+            self.free[lo + k] = f + 1 + run.busy
+            self.add("compute", lo + k, lo + k + 1, run.busy)
+            self.add("passes", lo + k, lo + k + 1, run.count)
+
+    def macro_counts(self) -> list[dict]:
+        """Every macro's event counts (the difference arrays summed)."""
+        per = [{} for _ in range(self.K)]
+        for name, row in self.diff.items():
+            value = 0
+            for k in range(self.K):
+                value += row[k]
+                per[k][name] = value
+        return per
+
+
+def chip_counters(chip: ChipConfig, commands) -> ChipTiming:
     """The command-level event model (module docstring) of chip command words ``commands``.
 
     Never looks at data beats: the timing with every stream always valid does not depend on
     them. Work per command is a few list operations over its span; the macros' counters are
     kept as difference arrays over the ranges and summed once at the end.
     """
-    K, Q = chip.macros, chip.queue
-    R, bw, cap = chip.weight_row_bytes, chip.weight_bw, chip.credit_cap
-    none = ErrorCode.NONE
-    free = [0] * K                                     # first cycle macro k may fetch again
-    # Fetch cycles of each macro's last Q commands (-1: none yet): the oldest one's fetch
-    # made the room the next command needs.
-    rings = [deque([-1] * Q, maxlen=Q) for _ in range(K)]
-    ends: list = [None] * K
-    diff = {name: [0] * (K + 1) for name in _EVENTS}
-
-    def add(name, lo, hi, amount):
-        row = diff[name]
-        row[lo] += amount
-        row[hi] -= amount
-
-    dispatch = w_load = a_load = read = bw_stall = 0
-    w_pop, a_pop, r_pop = -1, -1, -1                   # the routers' last pops
-    w_row, w_credit = -1, R                            # last row moved; credit just after it
-    last_go = 0                                        # d_{i-1}: H loads at last_go + 1
-    best = None                                        # (cycle, priority, macro, code)
-    for lo, span, kind, info, _ in iter_plan(chip, commands):
-        if kind == "refused":
-            cand = (last_go + 1, _DISPATCH_ERROR, K, info)
-            best = cand if best is None else min(best, cand)
-            break
-        hi = lo + span
-        go = max(last_go + 1, max([ring[0] for ring in rings[lo:hi]]) + 1)
-        if go == _INF or (best is not None and go >= best[0]):
-            break                       # never dispatched, or after the chip has halted
-        dispatch += 1
-        last_go = go
-        fetch = [f if f > go else go + 1 for f in free[lo:hi]]
-        for ring, f in zip(rings[lo:hi], fetch, strict=True):
-            ring.append(f)
-        add("fetch", lo, hi, 1)
-        if kind == "end":
-            ends = fetch
-            break
-        if kind == "mixed":
-            if not _same(info):
-                cand = _mixed(info, lo, fetch, free, add, K, a_pop)
-                if cand is not None:
-                    best = cand if best is None else min(best, cand)
-                    if cand[1] == _OUT_OF_STEP:
-                        a_pop = _INF    # the activation router never pops this entry
-                continue
-            info = info[0]
-        op = info.opcode
-        if info.error != none:
-            # Every macro of the range halts on it; the earliest (lowest) fetch shows first.
-            first = min(fetch)
-            cand = (first + 1, _MACRO_ERROR, lo + fetch.index(first), info.error)
-            best = cand if best is None else min(best, cand)
-            free[lo:hi] = [_INF] * span
-            # A load or READ entry the macros never take blocks its router for good.
-            if op == Opcode.LOAD_W:
-                w_pop = w_row = _INF
-            elif op == Opcode.LOAD_A:
-                a_pop = _INF
-            elif op == Opcode.READ:
-                r_pop = _INF
-            continue
-        start = max(fetch) + 1          # every macro of the range waits from here
-        if op == Opcode.LOAD_W:
-            rows = info.count
-            if start <= w_pop:
-                start = w_pop + 1
-            if w_pop == _INF:
-                last = _INF
-            else:
-                # Credit at the start of `start`; no byte is capped away while rows are wanted.
-                credit = min(w_credit + bw * (start - w_row - 1), cap)
-                if bw >= R:
-                    span_rows, w_credit = rows, cap
-                else:
-                    span_rows = max(rows, -(-(R * rows - credit) // bw) + 1)
-                    w_credit = credit + bw * span_rows - R * rows
-                last = start + span_rows - 1
-                bw_stall += span_rows - rows
-            w_load += rows
-            w_row = w_pop = last
-            free[lo:hi] = [last + 1] * span
-            add("load", lo, hi, rows)
-            add("w_rows", lo, hi, rows)
-        elif op == Opcode.LOAD_A:
-            beats = info.beats
-            a_pop = last = _queued(start, a_pop, beats)
-            a_load += beats
-            free[lo:hi] = [last + 1] * span
-            add("load", lo, hi, beats)
-            add("a_beats", lo, hi, beats)
-        elif op == Opcode.READ:
-            beats = info.count
-            r_pop = last = _queued(start, r_pop, beats)
-            read += beats
-            free[lo:hi] = [last + 1] * span
-            add("read", lo, hi, beats)
-        else:
-            # CONFIG, COMPUTE, MOVE: a fixed number of cycles after each macro's fetch.
-            busy = info.busy + 1
-            free[lo:hi] = [f + busy for f in fetch]
-            if op == Opcode.COMPUTE:
-                add("compute", lo, hi, info.busy)
-                add("passes", lo, hi, info.count)
-            elif op == Opcode.MOVE:
-                add("load", lo, hi, info.busy)
-    per = [{} for _ in range(K)]
-    for name, row in diff.items():
-        value = 0
-        for k in range(K):
-            value += row[k]
-            per[k][name] = value
-    counts = {"dispatch": dispatch, "w_load": w_load, "a_load": a_load, "read": read,
-              "bw_stall": bw_stall}
-    return _outcome(chip, best, ends, counts, per)
-
-
-def _mixed(runs, lo, fetch, free, add, K, a_pop):  # noqa: N803 (K, as in docs/chip.md)
-    """A step whose macros do different things (their patterns differ): a LOAD_A of
-    different lengths (OUT_OF_STEP; returns its error candidate), or a COMPUTE whose part
-    exists in some patterns only (the others halt). Returns the earliest error candidate;
-    ``a_pop`` is the activation router's last pop."""
-    span = len(runs)
-    if runs[0].opcode == Opcode.LOAD_A:
-        # LOAD_A's checks do not depend on the pattern: all run it, with different lengths.
-        # The beat that ends the shortest one raises OUT_OF_STEP (the router is stuck after).
-        start = max(max(fetch), a_pop) + 1   # after the previous LOAD_A's last beat
-        free[lo:lo + span] = [_INF] * span
-        short = min(run.beats for run in runs)
-        return (start + short - 1, _OUT_OF_STEP, K, ErrorCode.OUT_OF_STEP)
-    best = None
-    for k, (run, f) in enumerate(zip(runs, fetch, strict=True)):
-        if run.error != ErrorCode.NONE:
-            cand = (f + 1, _MACRO_ERROR, lo + k, run.error)
-            best = cand if best is None else min(best, cand)
-            free[lo + k] = _INF
-            continue
-        free[lo + k] = f + 1 + run.busy
-        add("compute", lo + k, lo + k + 1, run.busy)
-        add("passes", lo + k, lo + k + 1, run.count)
-    return best
+    model = _EventModel(chip)
+    model.run(iter_plan(chip, commands))
+    counts = {"dispatch": model.dispatch, "w_load": model.w_load, "a_load": model.a_load,
+              "read": model.read, "bw_stall": model.bw_stall}
+    return _outcome(chip, model.best, model.ends, counts, model.macro_counts())
 
 
 class _Macro:
