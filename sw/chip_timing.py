@@ -306,6 +306,10 @@ def chip_counters(chip: ChipConfig, commands) -> ChipTiming:
     return _outcome(chip, model.best, model.ends, counts, model.macro_counts())
 
 
+_STREAMS = {"LOAD_W": "w", "LOAD_A": "a", "READ": "r"}     # a macro's waiting state: router
+_STREAM_EVENTS = {"w": ("load", "w_rows"), "a": ("load", "a_beats"), "r": ("read",)}
+
+
 class _Macro:
     """One sequencer's state in the cycle-stepped simulator."""
 
@@ -325,69 +329,143 @@ class _Macro:
         for name in ("total", *names):
             self.counts[name] += 1
 
+    def last_beat(self) -> bool:
+        return self.step + 1 == self.need
 
-def step_chip(chip: ChipConfig, commands, *, max_cycles: int = 10 ** 6) -> ChipTiming:  # noqa: C901
-    """The cycle-stepped reference simulator of ``docs/chip.md`` (module docstring).
-
-    Raises
-    ------
-    ValueError
-        If the chip runs ``max_cycles`` cycles without halting or going idle.
-    """
-    K, Q, R, bw = chip.macros, chip.queue, chip.weight_row_bytes, chip.weight_bw
-    cfg = chip.macro
-    words = [int(word) for word in commands]
-    macros = [_Macro() for _ in range(K)]
-    hold = None                   # the word in H
-    halted = False                # END taken: no further command
-    taken = 0                     # commands taken from cmd
-    routers = {"w": deque(), "a": deque(), "r": deque()}   # (lo, hi) ranges
-    credit = R
-    count = dict.fromkeys(CHIP_COUNTERS, 0)
-    for t in range(max_cycles):
-        # --- Combinational: everything from the state at the start of cycle t. ---
-        disp_error = ErrorCode.NONE
-        go = False
-        if hold is not None:
-            info = chip_step(chip, hold)
-            if info.error != ErrorCode.NONE:
-                disp_error = info.error
+    def advance(self, cfg, t: int, k: int, moved: dict) -> None:
+        """The end of cycle ``t`` for macro ``k``: ``moved[name]`` is the range router
+        ``name`` moved a beat to in the cycle (None if none)."""
+        if self.state == "HALT":
+            return
+        if self.state == "FETCH":
+            self._fetch(cfg, t)
+        elif self.state == "BUSY":
+            self.tick(self.category, *(("passes",) if self.step < self.issue else ()))
+            self._stepped()
+        else:
+            # Waiting on a stream: served if its router moved a beat to this macro.
+            name = _STREAMS[self.state]
+            served = moved[name]
+            if served is not None and served[0] <= k < served[1]:
+                self.tick(*_STREAM_EVENTS[name])
+                self._stepped()
             else:
-                lo, hi = (0, K) if info.end else (info.target, info.target + info.span)
-                go = all(len(macros[k].queue) < Q for k in range(lo, hi))
-        ready = not halted and (hold is None or go)
-        take = ready and taken < len(words)
+                self.tick("stall")
 
-        def last_beat(mac):
-            return mac.step + 1 == mac.need
+    def _stepped(self) -> None:
+        self.step += 1
+        if self.step == self.need:
+            self.state = "FETCH"
 
-        moved = {}
-        popped = {}
+    def _fetch(self, cfg, t: int) -> None:
+        if not self.queue:
+            self.tick("stall")
+            return
+        self.tick("fetch")
+        run = macro_step(cfg, self.queue.popleft(), self.pattern)
+        if run.error != ErrorCode.NONE:
+            self.error, self.state = run.error, "HALT"
+        elif run.opcode == Opcode.END:
+            self.state, self.end = "HALT", t
+        elif run.opcode == Opcode.CONFIG:
+            self.pattern = run.pattern
+        elif run.opcode in (Opcode.LOAD_W, Opcode.LOAD_A, Opcode.READ):
+            self.state, self.step, self.need = run.opcode.name, 0, run.busy
+        else:
+            self.state, self.step, self.need = "BUSY", 0, run.busy
+            self.category = "compute" if run.opcode == Opcode.COMPUTE else "load"
+            self.issue = run.count if run.opcode == Opcode.COMPUTE else 0
+
+
+class _Stepper:
+    """The chip's state in :func:`step_chip`: :meth:`cycle` evaluates one cycle from the
+    state at its start, then applies the end-of-cycle updates."""
+
+    def __init__(self, chip: ChipConfig, commands):
+        self.chip = chip
+        self.words = [int(word) for word in commands]
+        self.macros = [_Macro() for _ in range(chip.macros)]
+        self.hold = None                   # the word in H
+        self.halted = False                # END taken: no further command
+        self.taken = 0                     # commands taken from cmd
+        self.routers = {"w": deque(), "a": deque(), "r": deque()}   # (lo, hi) ranges
+        self.credit = chip.weight_row_bytes
+        self.count = dict.fromkeys(CHIP_COUNTERS, 0)
+
+    def _range(self, info) -> tuple[int, int]:
+        return (0, self.chip.macros) if info.end else (info.target, info.target + info.span)
+
+    def _dispatcher(self):
+        # ``(error, go, info)`` of the word in H: its error, whether it goes this cycle.
+        if self.hold is None:
+            return ErrorCode.NONE, False, None
+        info = chip_step(self.chip, self.hold)
+        if info.error != ErrorCode.NONE:
+            return info.error, False, info
+        lo, hi = self._range(info)
+        return ErrorCode.NONE, all(len(self.macros[k].queue) < self.chip.queue
+                                   for k in range(lo, hi)), info
+
+    def _routers(self):
+        # ``(moved, popped)`` by router: the range its head entry moves a beat to this cycle
+        # (None if none) and whether that beat is the entry's last.
+        macros = self.macros
+        moved, popped = {}, {}
         for name, state in (("w", "LOAD_W"), ("a", "LOAD_A"), ("r", "READ")):
-            head = routers[name][0] if routers[name] else None
-            waiting = head is not None and all(macros[k].state == state
-                                               for k in range(*head))
-            allowed = credit >= R if name == "w" else True
+            head = self.routers[name][0] if self.routers[name] else None
+            waiting = head is not None and all(macros[k].state == state for k in range(*head))
+            allowed = self.credit >= self.chip.weight_row_bytes if name == "w" else True
             moved[name] = head if waiting and allowed else None
             if name == "w" and waiting and not allowed:
-                count["bw_stall"] += 1
+                self.count["bw_stall"] += 1
             popped[name] = moved[name] is not None and all(
-                last_beat(macros[k]) for k in range(*head))
-        out_of_step = moved["a"] is not None and not popped["a"] and any(
-            last_beat(macros[k]) for k in range(*moved["a"]))
+                macros[k].last_beat() for k in range(*head))
+        return moved, popped
 
-        error, source = ErrorCode.NONE, None
-        for k, mac in enumerate(macros):
+    def _error(self, disp_error, out_of_step):
+        # ``(error, source)`` shown this cycle, by priority: the lowest macro's, then the
+        # dispatcher's, then OUT_OF_STEP.
+        for k, mac in enumerate(self.macros):
             if mac.error != ErrorCode.NONE:
-                error, source = mac.error, k
-                break
-        else:
-            if disp_error != ErrorCode.NONE:
-                error, source = disp_error, K
-            elif out_of_step:
-                error, source = ErrorCode.OUT_OF_STEP, K
-        all_done = all(mac.state == "HALT" for mac in macros)
+                return mac.error, k
+        if disp_error != ErrorCode.NONE:
+            return disp_error, self.chip.macros
+        if out_of_step:
+            return ErrorCode.OUT_OF_STEP, self.chip.macros
+        return ErrorCode.NONE, None
 
+    def _send(self, info) -> None:
+        # The end of a cycle the word in H goes: into its macros' queues and, for a load
+        # or READ, its range into the router's queue.
+        lo, hi = self._range(info)
+        for k in range(lo, hi):
+            self.macros[k].queue.append(info.word)
+        opcode = macro_step(self.chip.macro, info.word, (1, 1)).opcode
+        router = {Opcode.LOAD_W: "w", Opcode.LOAD_A: "a", Opcode.READ: "r"}.get(opcode)
+        if router is not None and not info.end:
+            self.routers[router].append((lo, hi))
+        self.hold = None
+
+    def _idle(self) -> bool:
+        # Nothing left to do and no END: the commands ran out.
+        macros = self.macros
+        return (self.hold is None and self.taken == len(self.words)
+                and not any(self.routers.values())
+                and all(mac.state in ("FETCH", "HALT") and not mac.queue for mac in macros)
+                and any(mac.state == "FETCH" for mac in macros)
+                and all(mac.error == ErrorCode.NONE for mac in macros))
+
+    def cycle(self, t: int) -> ChipTiming | None:
+        """Cycle ``t``; the outcome once the chip halts or goes idle, else None."""
+        chip, macros, count = self.chip, self.macros, self.count
+        # --- Combinational: everything from the state at the start of cycle t. ---
+        disp_error, go, info = self._dispatcher()
+        take = not self.halted and (self.hold is None or go) and self.taken < len(self.words)
+        moved, popped = self._routers()
+        out_of_step = moved["a"] is not None and not popped["a"] and any(
+            macros[k].last_beat() for k in range(*moved["a"]))
+        error, source = self._error(disp_error, out_of_step)
+        all_done = all(mac.state == "HALT" for mac in macros)
         count["total"] += 1
         count["dispatch"] += go
         for name, counter in (("w", "w_load"), ("a", "a_load"), ("r", "read")):
@@ -395,61 +473,19 @@ def step_chip(chip: ChipConfig, commands, *, max_cycles: int = 10 ** 6) -> ChipT
 
         # --- End of cycle t: the sequencers, then the dispatcher and the routers. ---
         for k, mac in enumerate(macros):
-            served = {name: moved[name] is not None and moved[name][0] <= k < moved[name][1]
-                      for name in moved}
-            if mac.state == "HALT":
-                continue
-            if mac.state == "FETCH":
-                if not mac.queue:
-                    mac.tick("stall")
-                    continue
-                mac.tick("fetch")
-                run = macro_step(cfg, mac.queue.popleft(), mac.pattern)
-                if run.error != ErrorCode.NONE:
-                    mac.error, mac.state = run.error, "HALT"
-                elif run.opcode == Opcode.END:
-                    mac.state, mac.end = "HALT", t
-                elif run.opcode == Opcode.CONFIG:
-                    mac.pattern = run.pattern
-                elif run.opcode in (Opcode.LOAD_W, Opcode.LOAD_A, Opcode.READ):
-                    mac.state, mac.step, mac.need = run.opcode.name, 0, run.busy
-                else:
-                    mac.state, mac.step, mac.need = "BUSY", 0, run.busy
-                    mac.category = "compute" if run.opcode == Opcode.COMPUTE else "load"
-                    mac.issue = run.count if run.opcode == Opcode.COMPUTE else 0
-            elif mac.state == "BUSY":
-                mac.tick(mac.category, *(("passes",) if mac.step < mac.issue else ()))
-                mac.step += 1
-                if mac.step == mac.need:
-                    mac.state = "FETCH"
-            else:
-                name = {"LOAD_W": "w", "LOAD_A": "a", "READ": "r"}[mac.state]
-                if served[name]:
-                    event = {"w": ("load", "w_rows"), "a": ("load", "a_beats"),
-                             "r": ("read",)}[name]
-                    mac.tick(*event)
-                    mac.step += 1
-                    if mac.step == mac.need:
-                        mac.state = "FETCH"
-                else:
-                    mac.tick("stall")
+            mac.advance(chip.macro, t, k, moved)
         if go:
-            lo, hi = (0, K) if info.end else (info.target, info.target + info.span)
-            for k in range(lo, hi):
-                macros[k].queue.append(info.word)
-            opcode = macro_step(cfg, info.word, (1, 1)).opcode
-            router = {Opcode.LOAD_W: "w", Opcode.LOAD_A: "a", Opcode.READ: "r"}.get(opcode)
-            if router is not None and not info.end:
-                routers[router].append((lo, hi))
-            hold = None
+            self._send(info)
         if take:
-            hold = words[taken]
-            taken += 1
-            halted = chip_step(chip, hold).end
-        credit = min(credit - (R if moved["w"] is not None else 0) + bw, chip.credit_cap)
-        for name in routers:
+            self.hold = self.words[self.taken]
+            self.taken += 1
+            self.halted = chip_step(chip, self.hold).end
+        R = chip.weight_row_bytes
+        self.credit = min(self.credit - (R if moved["w"] is not None else 0) + chip.weight_bw,
+                          chip.credit_cap)
+        for name in self.routers:
             if popped[name]:
-                routers[name].popleft()
+                self.routers[name].popleft()
 
         if error != ErrorCode.NONE:
             return ChipTiming(True, error, source, t, None, None)
@@ -457,10 +493,22 @@ def step_chip(chip: ChipConfig, commands, *, max_cycles: int = 10 ** 6) -> ChipT
             counters = {name: count[name] for name in CHIP_COUNTERS}
             return ChipTiming(True, ErrorCode.NONE, None, t, counters,
                               [dict(mac.counts) for mac in macros])
-        idle = (hold is None and taken == len(words) and not any(routers.values())
-                and all(mac.state in ("FETCH", "HALT") and not mac.queue for mac in macros)
-                and any(mac.state == "FETCH" for mac in macros)
-                and all(mac.error == ErrorCode.NONE for mac in macros))
-        if idle:
+        if self._idle():
             return ChipTiming(False, ErrorCode.NONE, None, None, None, None)
+        return None
+
+
+def step_chip(chip: ChipConfig, commands, *, max_cycles: int = 10 ** 6) -> ChipTiming:
+    """The cycle-stepped reference simulator of ``docs/chip.md`` (module docstring).
+
+    Raises
+    ------
+    ValueError
+        If the chip runs ``max_cycles`` cycles without halting or going idle.
+    """
+    stepper = _Stepper(chip, commands)
+    for t in range(max_cycles):
+        outcome = stepper.cycle(t)
+        if outcome is not None:
+            return outcome
     raise ValueError(f"the chip did not halt within max_cycles={max_cycles} cycles")
