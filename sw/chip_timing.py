@@ -118,12 +118,6 @@ def _same(runs) -> bool:
     return all(run[:2] == first[:2] and run[3:] == first[3:] for run in runs)
 
 
-def _queued(start, pop, beats: int):
-    # The last cycle of a LOAD_A's or READ's ``beats``, one a cycle from ``start`` once its
-    # router has popped the entry before (at ``pop``).
-    return max(start, pop + 1) + beats - 1
-
-
 class _EventModel:
     """:func:`chip_counters`'s state over its one pass (the module docstring's closed forms):
     :meth:`run` dispatches each step of the plan and hands it to one handler per kind of
@@ -233,19 +227,22 @@ class _EventModel:
         self.add("w_rows", lo, hi, rows)
 
     def _load_a(self, lo: int, hi: int, info, fetch: list) -> None:
-        beats = info.beats
-        self.a_pop = last = _queued(max(fetch) + 1, self.a_pop, beats)
-        self.a_load += beats
-        self.free[lo:hi] = [last + 1] * (hi - lo)
-        self.add("load", lo, hi, beats)
-        self.add("a_beats", lo, hi, beats)
+        self.a_pop = self._beats(lo, hi, fetch, self.a_pop, info.beats, ("load", "a_beats"))
+        self.a_load += info.beats
 
     def _read(self, lo: int, hi: int, info, fetch: list) -> None:
-        beats = info.count
-        self.r_pop = last = _queued(max(fetch) + 1, self.r_pop, beats)
-        self.read += beats
+        self.r_pop = self._beats(lo, hi, fetch, self.r_pop, info.count, ("read",))
+        self.read += info.count
+
+    def _beats(self, lo: int, hi: int, fetch: list, pop, beats: int, events) -> int:
+        # A LOAD_A's or READ's beats move one a cycle from the cycle after the last fetch of
+        # its range, once its router has popped the entry before (at ``pop``); returns the
+        # last beat's cycle.
+        last = max(max(fetch) + 1, pop + 1) + beats - 1
         self.free[lo:hi] = [last + 1] * (hi - lo)
-        self.add("read", lo, hi, beats)
+        for name in events:
+            self.add(name, lo, hi, beats)
+        return last
 
     def _fixed(self, lo: int, hi: int, info, fetch: list) -> None:
         # CONFIG, COMPUTE, MOVE: a fixed number of cycles after each macro's fetch.
