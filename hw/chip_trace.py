@@ -356,7 +356,7 @@ class ChipTrace(TraceFile):
         trace.validate(where=read_steps(lines, body_start, source, limits, trace.steps))
         return trace
 
-    def validate(self, *, where=None) -> None:  # noqa: C901
+    def validate(self, *, where=None) -> None:
         """Check that the trace is well-formed (the module docstring).
 
         Parameters
@@ -372,37 +372,41 @@ class ChipTrace(TraceFile):
             For a word that is not an integer or is wider than its stream, a beat with bits
             set outside its layout, or a step that carries the wrong number of beats.
         """
-        chip, macro = self.config, self.config.macro
         if where is None:
             where = default_where
-        cmd_bits = chip_command_layout(chip).size
-        bits = {Opcode.LOAD_W.value: weight_row_layout(macro).size,
+        macro = self.config.macro
+        cmd_bits = chip_command_layout(self.config).size
+        bits = {Opcode.LOAD_W.value: weight_row_layout(macro).size,   # beat widths by opcode
                 Opcode.LOAD_A.value: act_beat_layout(macro).size}
-        firsts = []
         beat = 0
         for index, step in enumerate(self.steps):
-            word = step.command
-            if not isinstance(word, (int, np.integer)) or not 0 <= word < 2 ** cmd_bits:
-                raise TraceFormatError(f"{where('c', index)}: chip command word must be an "
-                                       f"integer of at most {cmd_bits} bits, not {word!r}")
-            firsts.append(beat)
-            if not len(step.data):
-                continue
-            top = bits.get(_opcode_value(macro, chip_step(chip, int(word)).word))
-            if top is None:
-                text = disassemble(macro, chip_step(chip, int(word)).word)
-                raise TraceFormatError(f"{where('c', index)}: only LOAD_W and LOAD_A carry "
-                                       f"beats, not {text} ({len(step.data)} beats)")
-            bad = _first_wide(step.data, top)
-            if bad is not None:
-                value = step.data[bad]
-                shown = f"{value:#x}" if isinstance(value, (int, np.integer)) else repr(value)
-                raise TraceFormatError(
-                    f"{where('d', beat + bad)}: beat must be an integer of at most {top} bits "
-                    f"(its port's layout), not {shown}")
+            _check_word(step.command, cmd_bits, index, where)
+            if len(step.data):
+                self._check_beats(step, index, beat, bits, where)
             beat += len(step.data)
-        plan = self.plan()
-        for index, need in enumerate(plan.beats):
+        self._check_beat_counts(where)
+
+    def _check_beats(self, step: Step, index: int, beat: int, bits: dict, where) -> None:
+        # The beats of step ``index`` (its first beat is beat ``beat`` of the trace): a
+        # LOAD_W's or LOAD_A's, each at most ``bits[opcode]`` wide (its port's layout).
+        chip, macro = self.config, self.config.macro
+        word = chip_step(chip, int(step.command)).word
+        top = bits.get(_opcode_value(macro, word))
+        if top is None:
+            raise TraceFormatError(f"{where('c', index)}: only LOAD_W and LOAD_A carry beats, "
+                                   f"not {disassemble(macro, word)} ({len(step.data)} beats)")
+        bad = _first_wide(step.data, top)
+        if bad is not None:
+            value = step.data[bad]
+            shown = f"{value:#x}" if isinstance(value, (int, np.integer)) else repr(value)
+            raise TraceFormatError(
+                f"{where('d', beat + bad)}: beat must be an integer of at most {top} bits "
+                f"(its port's layout), not {shown}")
+
+    def _check_beat_counts(self, where) -> None:
+        # Every step carries the beats its command takes (the plan's count).
+        chip, macro = self.config, self.config.macro
+        for index, need in enumerate(self.plan().beats):
             have = len(self.steps[index].data)
             if have != need:
                 text = disassemble(macro, chip_step(chip, self.steps[index].command).word)
@@ -424,6 +428,14 @@ class ChipTrace(TraceFile):
                        f"{disassemble(macro, info.word)}")
             out += dump_beats(macro, info.word, step.data, max_beats, acts_otherwise=True)
         return "\n".join(out) + "\n"
+
+
+def _check_word(word, cmd_bits: int, index: int, where) -> None:
+    # Command ``index``'s word: an integer of at most ``cmd_bits`` bits (the chip command
+    # layout).
+    if not isinstance(word, (int, np.integer)) or not 0 <= word < 2 ** cmd_bits:
+        raise TraceFormatError(f"{where('c', index)}: chip command word must be an integer of "
+                               f"at most {cmd_bits} bits, not {word!r}")
 
 
 def _first_wide(beats, top: int) -> int | None:

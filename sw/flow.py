@@ -413,7 +413,83 @@ def _fmt(value: float) -> str:
     return f"{value:.6g}"
 
 
-def select_patterns(ratios, localities, target: float, *,  # noqa: C901
+def _check_options(target, tolerance, choices, m_direction, force_dense_ends):
+    """:func:`select_patterns`'s scalar arguments checked: ``(target, tolerance, choices)``."""
+    if not _is_real(target) or not 0 <= target < 1:
+        raise ValueError(f"target must be a number in [0, 1), not {target!r}")
+    if not _is_real(tolerance) or not np.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"tolerance must be a non-negative finite number, not {tolerance!r}")
+    choices = _check_choices(choices)
+    if m_direction not in _DIRECTIONS:
+        raise ValueError(f"m_direction must be 'released' or 'paper', not {m_direction!r}")
+    if not any(force_dense_ends is e for e in _ENDS[:2]) and force_dense_ends != _ENDS[2]:
+        raise ValueError(f"force_dense_ends must be True, False or 'after_solve', not "
+                         f"{force_dense_ends!r}")
+    return float(target), float(tolerance), choices
+
+
+def _check_weights(weights, blocks: int) -> np.ndarray:
+    """Per-block weights (ones if ``weights`` is None), each positive."""
+    if weights is None:
+        return np.ones(blocks)
+    w = _check_vector("weights", weights, blocks)
+    bad = np.flatnonzero(w <= 0)
+    if bad.size:
+        raise ValueError(f"weights[{bad[0]}] must be positive, not {w[bad[0]]}")
+    return w
+
+
+@dataclass(frozen=True)
+class _Program:
+    """FLOW's integer program over the free blocks: ``costs`` (free blocks × choices),
+    ``coeff`` (each choice's share of the mean sparsity) and the band ``[low, high]`` the
+    sum must reach."""
+    costs: np.ndarray
+    coeff: np.ndarray
+    low: float
+    high: float
+
+    def reached(self, choice) -> float | None:
+        """The mean sparsity of one choice index per free block (None for None)."""
+        return None if choice is None else float(
+            self.coeff[np.arange(len(self.coeff)), choice].sum())
+
+    def solve(self) -> np.ndarray | None:
+        """The cheapest choices within the band, or None."""
+        if not len(self.costs):
+            return np.zeros(0, dtype=int) if self.low <= 0.0 <= self.high else None
+        chosen = _solve(self.costs, self.coeff, self.low, self.high)
+        # HiGHS works to a feasibility tolerance: keep only what the contract promises.
+        if chosen is not None and not self.low <= self.reached(chosen) <= self.high:
+            return None
+        return chosen
+
+    def nearest(self) -> tuple[float | None, float | None]:
+        """The achievable means nearest the band: ``(below, above)``, None where none is."""
+        if not len(self.costs):
+            return 0.0, None  # every block forced dense: mean 0, below the band
+        return (self.reached(_solve(self.costs, self.coeff, -np.inf, self.high, "max")),
+                self.reached(_solve(self.costs, self.coeff, self.low, np.inf, "min")))
+
+
+def _infeasible(program: _Program, *, target: float, tolerance: float, weighted: bool,
+                blocks: int, forced: list, choices) -> FlowInfeasible:
+    """The error of a target no assignment reaches, naming the nearest achievable means."""
+    below, above = program.nearest()
+    what = "weighted mean" if weighted else "mean"
+    band = _fmt(target) + (f" ± {_fmt(tolerance)}" if tolerance else "")
+    near = ", ".join(f"{_fmt(v)} {side}" for v, side in ((below, "below"), (above, "above"))
+                     if v is not None) or "none"
+    where = f"{blocks} blocks"
+    if forced:
+        where += f" (blocks {' and '.join(str(b) for b in forced)} kept dense)"
+    return FlowInfeasible(
+        f"target must be a {what} sparsity that {where} can reach with "
+        f"{', '.join(str(c) for c in choices)}, not {band}; nearest achievable: {near}",
+        target=target, tolerance=tolerance, blocks=blocks, below=below, above=above)
+
+
+def select_patterns(ratios, localities, target: float, *,
                     choices: Sequence[NMPattern] = RELEASED_CHOICES, tolerance: float = 0.0,
                     weights=None, force_dense_ends: bool | str = True,
                     m_direction: str = "released") -> FlowPlan:
@@ -460,24 +536,9 @@ def select_patterns(ratios, localities, target: float, *,  # noqa: C901
     o = _check_vector("ratios", ratios)
     d = _check_vector("localities", localities, len(o))
     blocks = len(o)
-    if not _is_real(target) or not 0 <= target < 1:
-        raise ValueError(f"target must be a number in [0, 1), not {target!r}")
-    if not _is_real(tolerance) or not np.isfinite(tolerance) or tolerance < 0:
-        raise ValueError(f"tolerance must be a non-negative finite number, not {tolerance!r}")
-    choices = _check_choices(choices)
-    if m_direction not in _DIRECTIONS:
-        raise ValueError(f"m_direction must be 'released' or 'paper', not {m_direction!r}")
-    if not any(force_dense_ends is e for e in _ENDS[:2]) and force_dense_ends != _ENDS[2]:
-        raise ValueError(f"force_dense_ends must be True, False or 'after_solve', not "
-                         f"{force_dense_ends!r}")
-    if weights is None:
-        w = np.ones(blocks)
-    else:
-        w = _check_vector("weights", weights, blocks)
-        bad = np.flatnonzero(w <= 0)
-        if bad.size:
-            raise ValueError(f"weights[{bad[0]}] must be positive, not {w[bad[0]]}")
-    target, tolerance = float(target), float(tolerance)
+    target, tolerance, choices = _check_options(target, tolerance, choices, m_direction,
+                                                force_dense_ends)
+    w = _check_weights(weights, blocks)
 
     o_norm, d_norm = min_max_normalise(o), min_max_normalise(d)
     costs = pattern_costs(o_norm, d_norm, choices, m_direction=m_direction)
@@ -486,41 +547,13 @@ def select_patterns(ratios, localities, target: float, *,  # noqa: C901
     sparsity = np.array([c.sparsity for c in choices])
     total = float(w.sum())
     # Forced blocks are dense: they add weight to the mean but no sparsity.
-    coeff = w[free, None] * sparsity[None, :] / total
-    low, high = target - tolerance - _EPS, target + tolerance + _EPS
-
-    def where() -> str:
-        text = f"{blocks} blocks"
-        if forced:
-            text += f" (blocks {' and '.join(str(b) for b in forced)} kept dense)"
-        return text
-
-    rows = np.arange(len(free))
-
-    def reached(choice) -> float | None:
-        return None if choice is None else float(coeff[rows, choice].sum())
-
-    if free:
-        chosen = _solve(costs[free], coeff, low, high)
-        # HiGHS works to a feasibility tolerance: keep only what the contract promises.
-        if chosen is not None and not low <= reached(chosen) <= high:
-            chosen = None
-    else:
-        chosen = np.zeros(0, dtype=int) if low <= 0.0 <= high else None
+    program = _Program(costs[free], w[free, None] * sparsity[None, :] / total,
+                       target - tolerance - _EPS, target + tolerance + _EPS)
+    chosen = program.solve()
     if chosen is None:
-        if free:
-            below = reached(_solve(costs[free], coeff, -np.inf, high, "max"))
-            above = reached(_solve(costs[free], coeff, low, np.inf, "min"))
-        else:
-            below, above = 0.0, None  # every block forced dense: mean 0, below the band
-        what = "weighted mean" if weights is not None else "mean"
-        band = _fmt(target) + (f" ± {_fmt(tolerance)}" if tolerance else "")
-        near = ", ".join(f"{_fmt(v)} {side}" for v, side in ((below, "below"), (above, "above"))
-                         if v is not None) or "none"
-        raise FlowInfeasible(
-            f"target must be a {what} sparsity that {where()} can reach with "
-            f"{', '.join(str(c) for c in choices)}, not {band}; nearest achievable: {near}",
-            target=target, tolerance=tolerance, blocks=blocks, below=below, above=above)
+        raise _infeasible(program, target=target, tolerance=tolerance,
+                          weighted=weights is not None, blocks=blocks, forced=forced,
+                          choices=choices)
 
     patterns: list[NMPattern] = [NMPattern(1, 1)] * blocks
     block_costs: list[float | None] = [None] * blocks

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["matmul_reference", "check_int_matrix"]
+__all__ = ["matmul_reference", "check_int_matrix", "check_in_range"]
 
 
 def check_int_matrix(name: str, a, bits: int) -> np.ndarray:
@@ -46,12 +46,20 @@ def check_int_matrix(name: str, a, bits: int) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{name} must have an integer dtype, not {arr.dtype}")
     lo, hi = -(2 ** (int(bits) - 1)), 2 ** (int(bits) - 1) - 1
+    return check_in_range(name, arr, lo, hi, f" ({bits}-bit signed)")
+
+
+def check_in_range(name: str, arr: np.ndarray, lo: int, hi: int, note: str = "") -> np.ndarray:
+    """``arr`` (an integer array) as a new ``int64`` array once every value is in
+    ``lo..hi``; else a ``ValueError`` naming the first offending value in row-major order
+    and its index, as ``"w[1, 0] must be in -128..127 (8-bit signed), not 128"`` (``note``
+    follows the range)."""
     # Compare in the operand's own dtype before any cast: a uint64 above 2**63 - 1 would
     # otherwise wrap to a negative int64 and slip through.
     bad = np.argwhere((arr < lo) | (arr > hi))
     if bad.size:
         index = tuple(int(i) for i in bad[0])
-        raise ValueError(f"{name}{list(index)} must be in {lo}..{hi} ({bits}-bit signed), "
+        raise ValueError(f"{name}{list(index)} must be in {lo}..{hi}{note}, "
                          f"not {int(arr[index])}")
     return arr.astype(np.int64)
 

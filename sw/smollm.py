@@ -54,6 +54,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .reference import check_in_range
+
 __all__ = [
     "LINEAR_NAMES",
     "SmolLM",
@@ -470,12 +472,7 @@ class SmolLM:
         if not 1 <= seq <= self.config.context_length:
             raise ValueError(f"sequence length must be from 1 to {self.config.context_length}, "
                              f"not {seq}")
-        bad = np.argwhere((arr < 0) | (arr >= self.config.vocab_size))
-        if bad.size:
-            index = tuple(int(i) for i in bad[0])
-            raise ValueError(f"tokens{list(index)} must be in 0..{self.config.vocab_size - 1}, "
-                             f"not {int(arr[index])}")
-        return arr.astype(np.int64)
+        return check_in_range("tokens", arr, 0, self.config.vocab_size - 1)
 
     def embed(self, tokens) -> np.ndarray:
         """Input hidden states of block 0: ``(..., seq, hidden)`` float32 embedding rows."""

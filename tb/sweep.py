@@ -207,44 +207,62 @@ def _model(value: str, where: str, base: Path) -> tuple[str, str | None, str | N
     return value, str(path), files_hash(path)
 
 
-def _resolve_axis(axis: str, value, where: str, base: Path):  # noqa: C901
-    """A spec value checked on its own (what can be wrong whatever the other axes are)."""
-    if axis == "chip":
-        return _chip(value, where, base)
-    if axis == "macro":
-        if isinstance(value, str) and value.endswith(".toml") and not Path(value).is_absolute():
-            value = str(base / value)
-        return _macro(value, where)
-    if axis == "tokens":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise SweepError(f"{where}: tokens must be positive integers, not {value!r}")
-        return value
-    if not isinstance(value, str):
-        raise SweepError(f"{where}: {axis} values must be strings, not {value!r}")
-    if axis == "model":
-        return _model(value, where, base)
-    elif axis == "sparsify":
-        if value not in ShapeTable.SPARSIFY:
-            raise SweepError(f"{where}: sparsify must be one of "
-                             f"{', '.join(ShapeTable.SPARSIFY)}, not {value!r}")
-    elif axis == "mapping":
-        if value not in ShapeTable.MAPPING:
-            raise SweepError(f"{where}: mapping must be one of {', '.join(ShapeTable.MAPPING)}"
-                             f", not {value!r}")
-    elif axis == "pattern":
-        try:
-            pattern = as_pattern(value)
-        except ValueError as exc:
-            raise SweepError(f"{where}: {exc}") from None
-        return "dense" if pattern == (1, 1) else f"{pattern[0]}:{pattern[1]}"
-    elif axis == "tech":
-        spec = value if value in ("22nm", "45nm") or Path(value).is_absolute() else str(
-            base / value)
-        try:
-            return spec, load_tech(spec).values
-        except ValueError as exc:
-            raise SweepError(f"{where}: tech: {exc}") from None
+def _macro_axis(value, where: str, base: Path) -> tuple[str, MacroConfig]:
+    if isinstance(value, str) and value.endswith(".toml") and not Path(value).is_absolute():
+        value = str(base / value)
+    return _macro(value, where)
+
+
+def _tokens(value, where: str, base: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SweepError(f"{where}: tokens must be positive integers, not {value!r}")
     return value
+
+
+def _one_of(axis: str, options):
+    """A resolver that accepts a value of ``options`` as it is."""
+    def resolve(value: str, where: str, base: Path) -> str:
+        if value not in options:
+            raise SweepError(f"{where}: {axis} must be one of {', '.join(options)}, "
+                             f"not {value!r}")
+        return value
+    return resolve
+
+
+def _pattern(value: str, where: str, base: Path) -> str:
+    try:
+        pattern = as_pattern(value)
+    except ValueError as exc:
+        raise SweepError(f"{where}: {exc}") from None
+    return "dense" if pattern == (1, 1) else f"{pattern[0]}:{pattern[1]}"
+
+
+def _tech_axis(value: str, where: str, base: Path) -> tuple[str, dict]:
+    spec = value if value in ("22nm", "45nm") or Path(value).is_absolute() else str(
+        base / value)
+    try:
+        return spec, load_tech(spec).values
+    except ValueError as exc:
+        raise SweepError(f"{where}: tech: {exc}") from None
+
+
+#: Each axis's resolver ``(value, where, base) -> resolved``.
+_RESOLVERS: dict[str, Callable] = {
+    "chip": _chip, "macro": _macro_axis, "tokens": _tokens, "model": _model,
+    "sparsify": _one_of("sparsify", ShapeTable.SPARSIFY),
+    "mapping": _one_of("mapping", ShapeTable.MAPPING), "pattern": _pattern, "tech": _tech_axis,
+}
+
+#: Axes whose values need not be strings (their resolvers check the type themselves).
+_ANY_TYPE = ("chip", "macro", "tokens")
+
+
+def _resolve_axis(axis: str, value, where: str, base: Path):
+    """A spec value checked on its own (what can be wrong whatever the other axes are)."""
+    if axis not in _ANY_TYPE and not isinstance(value, str):
+        raise SweepError(f"{where}: {axis} values must be strings, not {value!r}")
+    resolver = _RESOLVERS.get(axis)
+    return value if resolver is None else resolver(value, where, base)
 
 
 def _macro_label(cfg: MacroConfig) -> str:
@@ -270,7 +288,64 @@ def _point(values: dict) -> dict:
     return point
 
 
-def load_spec(path: str | Path) -> SweepSpec:  # noqa: C901
+class _Resolver:
+    """Resolves spec values, each ``(axis, value)`` checked once."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.resolved: dict = {}    # (axis, value as JSON) -> resolved
+
+    def __call__(self, axis: str, value, at: str):
+        key = (axis, json.dumps(value, sort_keys=True))
+        if key not in self.resolved:
+            self.resolved[key] = _resolve_axis(axis, value, at, self.base)
+        return self.resolved[key]
+
+
+def _check_axes(table: dict, at: str) -> None:
+    for axis in table:
+        if axis not in AXES:
+            raise SweepError(f"{at}: unknown axis {axis!r}; axes are {', '.join(AXES)}")
+
+
+def _sweep_points(sweep, where: str, resolve: _Resolver) -> list[dict]:
+    """The points of a ``[sweep]`` table: the product of its axes' values."""
+    if not isinstance(sweep, dict):
+        raise SweepError(f"{where}: sweep must be a table of axes, not {sweep!r}")
+    _check_axes(sweep, f"{where} [sweep]")
+    lists = {}
+    for axis in AXES:
+        values = sweep.get(axis, [DEFAULTS[axis]])
+        if not isinstance(values, list):
+            values = [values]
+        if not values:
+            raise SweepError(f"{where} [sweep]: axis {axis} must be a non-empty list, not []")
+        lists[axis] = [resolve(axis, v, f"{where} [sweep] {axis}") for v in values]
+    return [_point(dict(zip(AXES, combo, strict=True)))
+            for combo in itertools.product(*(lists[axis] for axis in AXES))]
+
+
+def _explicit_points(explicit, where: str, resolve: _Resolver) -> list[dict]:
+    """The points of the ``[[point]]`` tables."""
+    if not isinstance(explicit, list) or not all(isinstance(p, dict) for p in explicit):
+        raise SweepError(f"{where}: point must be an array of tables ([[point]]), "
+                         f"not {explicit!r}")
+    points = []
+    for index, table in enumerate(explicit):
+        at = f"{where} point {index + 1}"
+        _check_axes(table, at)
+        values = {}
+        for axis in AXES:
+            value = table.get(axis, DEFAULTS[axis])
+            if isinstance(value, list):
+                raise SweepError(f"{at}: {axis} must be one value in a [[point]], not the "
+                                 f"list {value!r} (lists go in [sweep])")
+            values[axis] = resolve(axis, value, f"{at} {axis}")
+        points.append(_point(values))
+    return points
+
+
+def load_spec(path: str | Path) -> SweepSpec:
     """Read and resolve a sweep spec (see the module docstring).
 
     Raises
@@ -290,52 +365,11 @@ def load_spec(path: str | Path) -> SweepSpec:  # noqa: C901
     if unknown:
         raise SweepError(f"{where}: unknown table {unknown[0]!r}; a spec has [sweep] and "
                          f"[[point]] tables")
-    base = path.parent
-    resolved: dict = {}  # (axis, repr(value)) -> resolved, each value checked once
-
-    def resolve(axis, value, at):
-        key = (axis, json.dumps(value, sort_keys=True))
-        if key not in resolved:
-            resolved[key] = _resolve_axis(axis, value, at, base)
-        return resolved[key]
-
-    def check_axes(table: dict, at: str):
-        for axis in table:
-            if axis not in AXES:
-                raise SweepError(f"{at}: unknown axis {axis!r}; axes are {', '.join(AXES)}")
-
+    resolve = _Resolver(path.parent)
     points = []
-    sweep = data.get("sweep")
-    if sweep is not None:
-        if not isinstance(sweep, dict):
-            raise SweepError(f"{where}: sweep must be a table of axes, not {sweep!r}")
-        check_axes(sweep, f"{where} [sweep]")
-        lists = {}
-        for axis in AXES:
-            values = sweep.get(axis, [DEFAULTS[axis]])
-            if not isinstance(values, list):
-                values = [values]
-            if not values:
-                raise SweepError(f"{where} [sweep]: axis {axis} must be a non-empty list, "
-                                 f"not []")
-            lists[axis] = [resolve(axis, v, f"{where} [sweep] {axis}") for v in values]
-        for combo in itertools.product(*(lists[axis] for axis in AXES)):
-            points.append(_point(dict(zip(AXES, combo, strict=True))))
-    explicit = data.get("point", [])
-    if not isinstance(explicit, list) or not all(isinstance(p, dict) for p in explicit):
-        raise SweepError(f"{where}: point must be an array of tables ([[point]]), "
-                         f"not {explicit!r}")
-    for index, table in enumerate(explicit):
-        at = f"{where} point {index + 1}"
-        check_axes(table, at)
-        values = {}
-        for axis in AXES:
-            value = table.get(axis, DEFAULTS[axis])
-            if isinstance(value, list):
-                raise SweepError(f"{at}: {axis} must be one value in a [[point]], not the "
-                                 f"list {value!r} (lists go in [sweep])")
-            values[axis] = resolve(axis, value, f"{at} {axis}")
-        points.append(_point(values))
+    if data.get("sweep") is not None:
+        points += _sweep_points(data["sweep"], where, resolve)
+    points += _explicit_points(data.get("point", []), where, resolve)
     if not points:
         raise SweepError(f"{where} has no points: give a [sweep] table or [[point]] tables")
     unique = list({point["key"]: point for point in points}.values())

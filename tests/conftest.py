@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from amaranth.hdl import Value
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -204,6 +205,41 @@ def result_collector(port, pause, got: list):
                 got.append(payload)
             held = payload if valid and not ready else None
     return collect
+
+
+def stream_feeder(port, words, pause, taken: list | None = None):
+    """An Amaranth testbench playing ``words`` into stream ``port``, with ``valid`` low in the
+    cycles ``pause()`` says; appends the cycle of each handshake to ``taken`` when given."""
+    async def feed(ctx):
+        cycle = 0
+        for word in words:
+            while pause():
+                ctx.set(port.valid, 0)
+                await ctx.tick()
+                cycle += 1
+            ctx.set(Value.cast(port.payload), word)
+            ctx.set(port.valid, 1)
+            # A plain loop, not tick().until(): a background testbench may be left suspended
+            # here when the design halts, and until() does not close cleanly.
+            while True:
+                _, _, ready = await ctx.tick().sample(port.ready)
+                cycle += 1
+                if ready:
+                    break
+            if taken is not None:
+                taken.append(cycle - 1)
+        ctx.set(port.valid, 0)
+    return feed
+
+
+async def wait_done(ctx, done, max_cycles: int) -> int:
+    """Tick until ``done`` is high (at most ``max_cycles`` ticks); the number of ticks."""
+    cycles = 0
+    while not ctx.get(done):
+        assert cycles < max_cycles, f"no done after {max_cycles} cycles"
+        await ctx.tick()
+        cycles += 1
+    return cycles
 
 
 def chip_layers(cfg, shapes, tokens: int, seed: int = 0):

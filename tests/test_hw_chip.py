@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from conftest import pauser, result_collector
+from conftest import pauser, result_collector, stream_feeder, wait_done
 from sparsecim.hw import isa
 from sparsecim.hw.chip import Chip
 from sparsecim.hw.chip_trace import ChipTrace, plan_chip
@@ -56,27 +56,9 @@ def run_chip(chip, commands, weights=(), acts=(), *, pause_seed=None, pause_prob
     got, out = [], {}
 
     def feeder(name, salt):
-        port = getattr(dut, name)
         pause = pauser(None if pause_seed is None else pause_seed * 10 + salt,
                        pause_probability)
-
-        async def feed(ctx):
-            cycle = 0
-            for word in words[name]:
-                while pause():
-                    ctx.set(port.valid, 0)
-                    await ctx.tick()
-                    cycle += 1
-                ctx.set(port.payload.as_value(), word)
-                ctx.set(port.valid, 1)
-                while True:
-                    _, _, ready = await ctx.tick().sample(port.ready)
-                    cycle += 1
-                    if ready:
-                        taken[name].append(cycle - 1)
-                        break
-            ctx.set(port.valid, 0)
-        return feed
+        return stream_feeder(getattr(dut, name), words[name], pause, taken[name])
 
     pause_result = pauser(None if pause_seed is None else pause_seed * 10 + 4,
                           pause_probability)
@@ -84,11 +66,7 @@ def run_chip(chip, commands, weights=(), acts=(), *, pause_seed=None, pause_prob
     collect = result_collector(dut.result, pause_result, got)
 
     async def bench(ctx):
-        cycle = 0
-        while not ctx.get(dut.status.done):
-            assert cycle < max_cycles, f"no done after {max_cycles} cycles"
-            await ctx.tick()
-            cycle += 1
+        cycle = await wait_done(ctx, dut.status.done, max_cycles)
         status = dut.status
         out.update(
             counters={n: int(ctx.get(status.counters[n])) for n in isa.CHIP_COUNTERS},

@@ -31,6 +31,13 @@ def signed_random(rng, shape, bits):
     return values
 
 
+def dense_operands(cfg, seed: int, entries: int = 2):
+    """Random weights ``(weight_rows, cols)`` and ``entries`` dense activation entries."""
+    rng = np.random.default_rng(seed)
+    weights = signed_random(rng, (cfg.weight_rows, cfg.cols), cfg.weight_bits)
+    return weights, signed_random(rng, (entries, cfg.reduction), cfg.act_bits)
+
+
 class Driver:
     """Drives ``Macro.ctrl`` the way the ISA describes each operation."""
 
@@ -66,6 +73,12 @@ class Driver:
             ctx.set(self.ctrl.a_data.as_value(), isa.pack_beats(layout, [beat])[0])
             await ctx.tick()
         ctx.set(self.ctrl.a_en, 0)
+
+    async def load(self, ctx, weights, entries, pattern=(1, 1), meta=None):
+        """The weights, then ``entries`` into activation entries 0, 1, ..."""
+        await self.load_weights(ctx, weights, meta)
+        for addr, entry in enumerate(entries):
+            await self.load_entry(ctx, addr, entry, pattern)
 
     async def passes(self, ctx, pairs, accumulate):
         """Issue one pass per cycle, then wait until its writes are done (busy protocol)."""
@@ -161,9 +174,7 @@ def test_macro_nm_passes_select_each_cells_activation(name, pattern):
     entries = signed_random(rng, (count, cfg.pass_inputs(*pattern)), cfg.act_bits)
 
     async def body(ctx, drv):
-        await drv.load_weights(ctx, weights, meta)
-        for i in range(count):
-            await drv.load_entry(ctx, i, entries[i], pattern)
+        await drv.load(ctx, weights, entries, pattern, meta)
         ctx.set(drv.ctrl.mode, mode)
         await drv.passes(ctx, [(i, i) for i in range(count)], accumulate=0)
         return [await drv.read(ctx, i) for i in range(count)]
@@ -174,14 +185,10 @@ def test_macro_nm_passes_select_each_cells_activation(name, pattern):
 
 def test_macro_clear_overwrites_an_accumulated_entry():
     cfg = CONFIGS["tiny"]
-    rng = np.random.default_rng(8)
-    weights = signed_random(rng, (cfg.weight_rows, cfg.cols), cfg.weight_bits)
-    acts = signed_random(rng, (2, cfg.reduction), cfg.act_bits)
+    weights, acts = dense_operands(cfg, 8)
 
     async def body(ctx, drv):
-        await drv.load_weights(ctx, weights)
-        await drv.load_entry(ctx, 0, acts[0])
-        await drv.load_entry(ctx, 1, acts[1])
+        await drv.load(ctx, weights, acts)
         await drv.passes(ctx, [(0, 4)], accumulate=1)
         await drv.passes(ctx, [(0, 4)], accumulate=1)
         twice = await drv.read(ctx, 4)
@@ -257,14 +264,10 @@ def test_macro_pass_writes_two_cycles_after_issue_and_busy_covers_it():
 
 def test_macro_readout_holds_data_while_rd_en_is_low():
     cfg = CONFIGS["tiny"]
-    rng = np.random.default_rng(4)
-    weights = signed_random(rng, (cfg.weight_rows, cfg.cols), cfg.weight_bits)
-    acts = signed_random(rng, (2, cfg.reduction), cfg.act_bits)
+    weights, acts = dense_operands(cfg, 4)
 
     async def body(ctx, drv):
-        await drv.load_weights(ctx, weights)
-        await drv.load_entry(ctx, 0, acts[0])
-        await drv.load_entry(ctx, 1, acts[1])
+        await drv.load(ctx, weights, acts)
         await drv.passes(ctx, [(0, 0), (1, 1)], accumulate=0)
         first = await drv.read(ctx, 0)
         ctx.set(drv.ctrl.rd_addr, 1)  # address changes, rd_en low

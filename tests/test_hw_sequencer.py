@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from amaranth.hdl import ClockDomain, Module, Shape
 from amaranth.sim import Simulator
-from conftest import pauser, result_collector
+from conftest import pauser, result_collector, stream_feeder, wait_done
 from sparsecim.hw import isa
 from sparsecim.hw.config import preset
 from sparsecim.hw.isa import Command, CycleCost, ErrorCode, Mode, Opcode
@@ -50,23 +50,9 @@ def run_top(cfg, commands, data, *, pause_seed=None, pause_probability=0.3,
     out = {}
 
     def feeder(name, salt):
-        port = getattr(top, name)
         pause = pauser(None if pause_seed is None else pause_seed * 10 + salt,
                        pause_probability)
-
-        async def feed(ctx):
-            for word in words[name]:
-                while pause():
-                    ctx.set(port.valid, 0)
-                    await ctx.tick()
-                ctx.set(port.payload.as_value() if name == "cmd" else port.payload, word)
-                ctx.set(port.valid, 1)
-                # A plain loop, not tick().until(): a background testbench may be left
-                # suspended here when the sequencer halts, and until() does not close cleanly.
-                while not (await ctx.tick().sample(port.ready))[2]:
-                    pass
-            ctx.set(port.valid, 0)
-        return feed
+        return stream_feeder(getattr(top, name), words[name], pause)
 
     pause_result = pauser(None if pause_seed is None else pause_seed * 10 + 3,
                           pause_probability)
@@ -74,11 +60,7 @@ def run_top(cfg, commands, data, *, pause_seed=None, pause_probability=0.3,
     collect = result_collector(top.result, pause_result, got)
 
     async def bench(ctx):
-        cycles = 0
-        while not ctx.get(top.status.done):
-            assert cycles < max_cycles, f"no done after {max_cycles} cycles"
-            await ctx.tick()
-            cycles += 1
+        cycles = await wait_done(ctx, top.status.done, max_cycles)
         counters = ctx.get(top.status.counters)
         ready_seen = moved = False
         for _ in range(after_halt):

@@ -143,47 +143,48 @@ def dims(config: dict) -> dict:
             "heads": heads, "kv_heads": heads, "head_dim": hidden // heads}
 
 
+def _block_rows(kind: str, d: dict) -> tuple[str, list, bool]:
+    """One block's linears in architecture ``kind``: ``(the tensor prefix, with {i} for the
+    block, rows (linear, tensor, out_features, in_features), conv1d)``; GPT-2's fused
+    ``c_attn`` (q, k, v) is not among the rows."""
+    h, f = d["hidden"], d["ffn"]
+    qd, kvd = d["heads"] * d["head_dim"], d["kv_heads"] * d["head_dim"]
+    if kind == "llama":
+        return "model.layers.{i}.", [
+            ("q", "self_attn.q_proj", qd, h), ("k", "self_attn.k_proj", kvd, h),
+            ("v", "self_attn.v_proj", kvd, h), ("o", "self_attn.o_proj", h, qd),
+            ("gate", "mlp.gate_proj", f, h), ("up", "mlp.up_proj", f, h),
+            ("down", "mlp.down_proj", h, f)], False
+    if kind == "gpt2":
+        return "h.{i}.", [("o", "attn.c_proj", h, h), ("fc1", "mlp.c_fc", f, h),
+                          ("fc2", "mlp.c_proj", h, f)], True
+    if kind == "opt":
+        return "model.decoder.layers.{i}.", [
+            ("q", "self_attn.q_proj", h, h), ("k", "self_attn.k_proj", h, h),
+            ("v", "self_attn.v_proj", h, h), ("o", "self_attn.out_proj", h, h),
+            ("fc1", "fc1", f, h), ("fc2", "fc2", h, f)], False
+    return "encoder.layer.{i}.", [  # bert
+        ("q", "attention.self.query", h, h), ("k", "attention.self.key", h, h),
+        ("v", "attention.self.value", h, h), ("o", "attention.output.dense", h, h),
+        ("fc1", "intermediate.dense", f, h), ("fc2", "output.dense", h, f)], False
+
+
 def linear_specs(config: dict) -> list[LinearSpec]:
     """Every linear of the model described by ``config``, block by block, in the order a
     block applies them."""
     kind = ARCHITECTURES[config["model_type"]]
     d = dims(config)
-    h, f = d["hidden"], d["ffn"]
-    qd, kvd = d["heads"] * d["head_dim"], d["kv_heads"] * d["head_dim"]
+    prefix, rows, conv1d = _block_rows(kind, d)
     specs = []
     for i in range(d["blocks"]):
-        if kind == "llama":
-            p = f"model.layers.{i}."
-            rows = [("q", p + "self_attn.q_proj.weight", qd, h),
-                    ("k", p + "self_attn.k_proj.weight", kvd, h),
-                    ("v", p + "self_attn.v_proj.weight", kvd, h),
-                    ("o", p + "self_attn.o_proj.weight", h, qd),
-                    ("gate", p + "mlp.gate_proj.weight", f, h),
-                    ("up", p + "mlp.up_proj.weight", f, h),
-                    ("down", p + "mlp.down_proj.weight", h, f)]
-            specs += [LinearSpec(f"blocks.{i}.{n}", n, i, t, o, k) for n, t, o, k in rows]
-        elif kind == "gpt2":
-            p = f"h.{i}."
+        p = prefix.format(i=i)
+        if kind == "gpt2":
+            # c_attn holds q, k and v as three equal output slices of one tensor.
+            h = d["hidden"]
             specs += [LinearSpec(f"blocks.{i}.{n}", n, i, p + "attn.c_attn.weight", h, h,
                                  part=(j, 3), conv1d=True) for j, n in enumerate("qkv")]
-            rows = [("o", p + "attn.c_proj.weight", h, h), ("fc1", p + "mlp.c_fc.weight", f, h),
-                    ("fc2", p + "mlp.c_proj.weight", h, f)]
-            specs += [LinearSpec(f"blocks.{i}.{n}", n, i, t, o, k, conv1d=True)
-                      for n, t, o, k in rows]
-        elif kind == "opt":
-            p = f"model.decoder.layers.{i}."
-            rows = [("q", "self_attn.q_proj", h, h), ("k", "self_attn.k_proj", h, h),
-                    ("v", "self_attn.v_proj", h, h), ("o", "self_attn.out_proj", h, h),
-                    ("fc1", "fc1", f, h), ("fc2", "fc2", h, f)]
-            specs += [LinearSpec(f"blocks.{i}.{n}", n, i, f"{p}{t}.weight", o, k)
-                      for n, t, o, k in rows]
-        else:  # bert
-            p = f"encoder.layer.{i}."
-            rows = [("q", "attention.self.query", h, h), ("k", "attention.self.key", h, h),
-                    ("v", "attention.self.value", h, h), ("o", "attention.output.dense", h, h),
-                    ("fc1", "intermediate.dense", f, h), ("fc2", "output.dense", h, f)]
-            specs += [LinearSpec(f"blocks.{i}.{n}", n, i, f"{p}{t}.weight", o, k)
-                      for n, t, o, k in rows]
+        specs += [LinearSpec(f"blocks.{i}.{n}", n, i, f"{p}{t}.weight", o, k, conv1d=conv1d)
+                  for n, t, o, k in rows]
     return specs
 
 
