@@ -927,7 +927,7 @@ SPARSIFIERS: dict[str, Callable] = {
 
 
 # --------------------------------------------------------------------------------------------
-# Mappings
+# Tiling: one integer layer on the macro (the tiled mappings, `gemm`, `layer`)
 
 
 def tiled_layer(cfg: MacroConfig, x: np.ndarray, w: np.ndarray, pattern: tuple, *,
@@ -1076,7 +1076,7 @@ def int32_outputs(y: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Mappings of a run
+# Mappings: the registry of a run
 
 
 def _tiled(dense: bool):

@@ -1,6 +1,9 @@
 """``sparsecim`` command line.
 
-It sits in ``tb`` (the top of the import order hw ← sw ← tb) because it drives the RTL.
+It sits in ``tb`` (the top of the import order hw ← sw ← tb) because it drives the RTL. It
+parses the arguments, calls the pipeline in ``sw`` (:mod:`sparsecim.sw.pipeline`: operands,
+pruning, mapping, the golden run, a whole run) with the RTL step of :mod:`sparsecim.tb.run`,
+and prints; the work is done there.
 
 Subcommands
 -----------
@@ -58,7 +61,7 @@ from ..sw.pipeline import (
     prune_layer,
     run_layer,
 )
-from ..sw.schedule import as_pattern, ideal_cycles
+from ..sw.schedule import as_pattern
 from .outputs import OutputError, atomic_write, check_output_file, check_output_folder
 from .progress import ticking
 from .sweep_cli import add_sweep_parser
@@ -155,7 +158,7 @@ def _cmd_gemm(args) -> int:
     golden_s = time.perf_counter() - t0
     golden, ok_golden = checked.golden, checked.match
     model = golden.counters
-    ideal = ideal_cycles(mapping, args.tokens)
+    ideal = mapped.ideal_cycles
 
     name = str(NMPattern(*pattern))
     print(f"sparsecim gemm on {args.preset} ({cfg.slug}): "
