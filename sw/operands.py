@@ -1,14 +1,16 @@
 """Random operands over a macro's full widths, for runs, benchmarks and tests.
 
-The CLI's ``gemm`` command, ``make bench`` and the test suite draw their matrices here, so
-that every level sees operands from one generator.
+The CLI's ``gemm`` command (:func:`gemm_operands`), ``make bench`` and the test suite draw
+their matrices here, so that every level sees operands from one generator.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["random_gemm"]
+from .nm import NMPattern, prune_magnitude
+
+__all__ = ["random_gemm", "gemm_operands"]
 
 
 def random_gemm(cfg, k: int, n: int, tokens: int, seed: int, pattern=(1, 1)):
@@ -31,4 +33,14 @@ def random_gemm(cfg, k: int, n: int, tokens: int, seed: int, pattern=(1, 1)):
         ranks = ranks.argsort(axis=1).reshape(groups * group, n)[:k]
         w = np.where(ranks < keep, w, 0)
         w[rng.random(w.shape) < 0.05] = 0
+    return x, w
+
+
+def gemm_operands(cfg, k: int, n: int, tokens: int, seed: int, pattern=(1, 1)):
+    """The operands of ``sparsecim gemm``: :func:`random_gemm`'s dense ``(tokens, k)`` and
+    ``(k, n)``, the weights then pruned by magnitude to ``pattern`` (``(n, m)``): every output
+    channel (column of ``w``) keeps the largest ``n`` of each group of ``m`` inputs."""
+    x, w = random_gemm(cfg, k, n, tokens, seed)
+    if tuple(pattern) != (1, 1):
+        w = prune_magnitude(w.T, NMPattern(*pattern)).T
     return x, w

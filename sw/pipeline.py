@@ -9,7 +9,10 @@ matmul): :func:`run_layers`, one :func:`run_layer` a layer. The RTL step is pass
 :func:`sparsecim.tb.run.run` writes the report and the resolved settings into the run folder.
 ``sparsecim gemm``, ``sparsecim layer`` and
 :func:`~sparsecim.sw.experiments.flow_eval.int8_layer_check` use the same two steps
-(:func:`tiled_layer`, then :func:`run_layer`).
+(:func:`tiled_layer`, then :func:`run_layer`), and the CLI's RTL step has the run's form
+(:data:`RtlStep`): ``gemm`` maps with :func:`gemm_layer`, ``layer`` checks, prunes and maps
+with :func:`layer_operands`, :func:`prune_layer` and :func:`map_layer`; the CLI only parses
+and prints.
 
 Three registries make the steps pluggable; each maps a name (the value of a setting) to a
 function, and adding an entry is all a new method needs:
@@ -77,17 +80,25 @@ from .golden import run_trace
 from .mapping import map_dense, map_nm
 from .model_shapes import MODELS as SHAPE_TABLES
 from .model_shapes import ModelShape
-from .nm import NMPattern, activation_norms, memory_bits, prune_magnitude, prune_wanda
+from .nm import (
+    NMPattern,
+    activation_norms,
+    check_nm,
+    memory_bits,
+    prune_magnitude,
+    prune_wanda,
+)
 from .quant import dequantize_matmul, quantize_acts, quantize_weights
 from .records import LayerRecord
-from .reference import matmul_reference
+from .reference import check_int_matrix, matmul_reference
 from .schedule import as_pattern, ideal_cycles, predict_counters, schedule_layer
 from .schedule.monarch import MAPPINGS as MONARCH_MAPPINGS
 
 __all__ = ["RunSettings", "RunError", "LayerInput", "Sparsified", "MappedLayer", "LayerRun",
            "RtlFigures", "RtlStep", "ShapeTable", "MODELS", "SPARSIFIERS", "MAPPINGS",
            "load_settings", "settings_toml", "validate_settings", "tiled_layer", "run_layer",
-           "run_layers", "select_rtl_layers", "resolve_model", "sample_tiles"]
+           "run_layers", "select_rtl_layers", "resolve_model", "sample_tiles", "gemm_layer",
+           "layer_operands", "prune_layer", "map_layer", "int32_outputs"]
 
 
 class RunError(ValueError):
@@ -293,7 +304,7 @@ def _coerce(name: str, value, default):
     return value
 
 
-def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> RunSettings:  # noqa: C901
+def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> RunSettings:
     """Settings from an optional TOML file (top-level keys or a ``[run]`` table), then
     ``overrides`` (flags given on the command line; ``None`` values are ignored).
 
@@ -307,50 +318,65 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
     fields = _fields()
     del fields["macro"]  # a [macro] table, not a key
     del fields["chip_table"]  # a [chip] table, not a key
-    values: dict = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            data = read_toml(path, what="settings file")
-        except ValueError as exc:
-            raise RunError(str(exc)) from None
-        if "run" in data:
-            rest = sorted(key for key in data if key not in ("run", "macro", "chip"))
-            if not isinstance(data["run"], dict):
-                raise RunError(f"settings file {path}: run must be a table of settings, "
-                               f"not {data['run']!r}")
-            if rest:
-                # Both forms at once: one of them would be dropped without a word.
-                raise RunError(f"settings file {path}: settings must be top-level keys or a "
-                               f"[run] table, not both (top-level: {', '.join(rest)})")
-        if isinstance(data.get("chip"), dict):
-            try:
-                values["chip_table"] = chip_from_table(data.pop("chip"),
-                                                       where=f"settings file {path}")
-            except ValueError as exc:
-                raise RunError(str(exc)) from None
-        if "macro" in data:
-            try:
-                values["macro"] = macro_from_table(data.pop("macro"),
-                                                   where=f"settings file {path}")
-            except ValueError as exc:
-                raise RunError(str(exc)) from None
-        if isinstance(data.get("run"), dict):
-            data = data["run"]
-        for key, value in data.items():
-            if key not in fields:
-                raise RunError(f"settings file {path}: unknown key {key!r}; known are "
-                               f"{', '.join(fields)}")
-            values[key] = _coerce(key, value, fields[key].default)
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
+    values = {} if path is None else _file_settings(Path(path), fields)
+    overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
+    for key, value in overrides.items():
         if key not in fields:
             raise RunError(f"unknown setting {key!r}; known are {', '.join(fields)}")
         values[key] = _coerce(key, value, fields[key].default)
-    if (overrides or {}).get("preset") is not None:
+    _drop_overridden_tables(values, overrides)
+    settings = RunSettings(**values)
+    validate_settings(settings)
+    return settings
+
+
+def _file_settings(path: Path, fields: dict) -> dict:
+    """The settings of a TOML file: its keys coerced, its ``[macro]`` and ``[chip]`` tables
+    as ``macro`` and ``chip_table``."""
+    try:
+        data = read_toml(path, what="settings file")
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    _check_run_table(path, data)
+    values: dict = {}
+    try:
+        if isinstance(data.get("chip"), dict):
+            values["chip_table"] = chip_from_table(data.pop("chip"),
+                                                   where=f"settings file {path}")
+        if "macro" in data:
+            values["macro"] = macro_from_table(data.pop("macro"), where=f"settings file {path}")
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    if isinstance(data.get("run"), dict):
+        data = data["run"]
+    for key, value in data.items():
+        if key not in fields:
+            raise RunError(f"settings file {path}: unknown key {key!r}; known are "
+                           f"{', '.join(fields)}")
+        values[key] = _coerce(key, value, fields[key].default)
+    return values
+
+
+def _check_run_table(path: Path, data: dict) -> None:
+    """A ``[run]`` table must be a table, and alone: beside top-level keys one of the two
+    forms would be dropped without a word."""
+    if "run" not in data:
+        return
+    if not isinstance(data["run"], dict):
+        raise RunError(f"settings file {path}: run must be a table of settings, "
+                       f"not {data['run']!r}")
+    rest = sorted(key for key in data if key not in ("run", "macro", "chip"))
+    if rest:
+        raise RunError(f"settings file {path}: settings must be top-level keys or a "
+                       f"[run] table, not both (top-level: {', '.join(rest)})")
+
+
+def _drop_overridden_tables(values: dict, overrides: dict) -> None:
+    """Drop a file's ``[macro]`` or ``[chip]`` table that a flag overrides or that only
+    repeats the named preset (a run's settings.toml writes both)."""
+    if "preset" in overrides:
         values.pop("macro", None)  # --preset on the command line wins over a [macro] table
-    if (overrides or {}).get("chip") is not None:
+    if "chip" in overrides:
         values.pop("chip_table", None)  # --chip on the command line wins over a [chip] table
     if values.get("chip_table") is not None and values["chip_table"] == _named_chip(
             values.get("chip", "")):
@@ -358,9 +384,6 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
     if values.get("macro") is not None and values["macro"] == _named_preset(
             values.get("preset", "flexcim")):
         del values["macro"]  # the [macro] of a named preset (a run's settings.toml) is the name
-    settings = RunSettings(**values)
-    validate_settings(settings)
-    return settings
 
 
 def _named_preset(name: str) -> MacroConfig | None:
@@ -426,22 +449,39 @@ def _layer_names(s: RunSettings) -> list[str] | None:
     return None
 
 
-def validate_settings(s: RunSettings) -> None:  # noqa: C901
+def validate_settings(s: RunSettings) -> None:
     """The one validation layer of a run's settings: everything that can be known wrong
     before loading a model (names, ranges, shapes, linears, RTL layers).
+
+    The groups are checked in a fixed order (numbers, methods, macro and chip, run options,
+    pattern, model inputs, RTL layers), so the first mistake found is always the same one.
 
     Raises
     ------
     RunError
         Naming the setting and the offending value.
     """
+    _check_numbers(s)
+    _check_methods(s)
+    chip, cfg = s.chip_config(), s.macro_config()
+    _check_run_options(s, chip)
+    _check_pattern(s, cfg, chip)
+    _check_model_inputs(s)
+    _check_rtl_layers(s)
+
+
+#: Integer settings that must be positive, with their upper bounds.
+_POSITIVE = (("blocks", MAX_BLOCKS), ("tokens", MAX_TOKENS), ("calib_tokens", MAX_TOKENS))
+
+
+def _check_numbers(s: RunSettings) -> None:
+    """Finite floats, the positive sizes within their bounds, a non-negative seed."""
     for f in dataclasses.fields(RunSettings):
         value = getattr(s, f.name)
         if isinstance(f.default, float) and not (isinstance(value, (int, float))
                                                  and math.isfinite(value)):
             raise RunError(f"setting {f.name} must be a finite number, not {value!r}")
-    for name, top in (("blocks", MAX_BLOCKS), ("tokens", MAX_TOKENS),
-                      ("calib_tokens", MAX_TOKENS)):
+    for name, top in _POSITIVE:
         value = getattr(s, name)
         if value < 1:
             raise RunError(f"setting {name} must be a positive integer, not {value}")
@@ -449,6 +489,11 @@ def validate_settings(s: RunSettings) -> None:  # noqa: C901
             raise RunError(f"setting {name} must be at most {top}, not {value}")
     if s.seed < 0:
         raise RunError(f"setting seed must be a non-negative integer, not {s.seed}")
+
+
+def _check_methods(s: RunSettings) -> None:
+    """The model, sparsifier and mapping are registered, and a layer-shape table asks for
+    nothing that needs weights."""
     model = resolve_model(s.model)
     if s.sparsify not in SPARSIFIERS:
         raise RunError(f"sparsify must be one of {', '.join(SPARSIFIERS)}, not {s.sparsify!r}")
@@ -456,23 +501,30 @@ def validate_settings(s: RunSettings) -> None:  # noqa: C901
         raise RunError(f"mapping must be auto or one of {', '.join(MAPPINGS)}, "
                        f"not {s.mapping!r}")
     if isinstance(model, ShapeTable):
-        what = f"model {s.model} is a layer-shape table without weights"
-        if s.sparsify not in ShapeTable.SPARSIFY:
-            raise RunError(f"sparsify must be one of {', '.join(ShapeTable.SPARSIFY)} for a "
-                           f"layer-shape table, not {s.sparsify!r} ({what}; {s.sparsify} "
-                           f"needs weights: use model smollm2 or synthetic)")
-        if s.mapping not in ShapeTable.MAPPING:
-            raise RunError(f"mapping must be one of {', '.join(ShapeTable.MAPPING)} for a "
-                           f"layer-shape table, not {s.mapping!r} ({what})")
-        if s.rtl_sample:
-            raise RunError(f"rtl_sample must be 0 for a layer-shape table, not "
-                           f"{s.rtl_sample} ({what}; nothing runs on the RTL)")
-        if s.rtl_layers.strip() not in ("", "none", "0"):
-            raise RunError(f"rtl_layers must be none for a layer-shape table, not "
-                           f"{s.rtl_layers!r} ({what}; nothing runs on the golden model or "
-                           f"the RTL)")
-    chip = s.chip_config()
-    cfg = s.macro_config()
+        _check_shape_table(s)
+
+
+def _check_shape_table(s: RunSettings) -> None:
+    what = f"model {s.model} is a layer-shape table without weights"
+    if s.sparsify not in ShapeTable.SPARSIFY:
+        raise RunError(f"sparsify must be one of {', '.join(ShapeTable.SPARSIFY)} for a "
+                       f"layer-shape table, not {s.sparsify!r} ({what}; {s.sparsify} "
+                       f"needs weights: use model smollm2 or synthetic)")
+    if s.mapping not in ShapeTable.MAPPING:
+        raise RunError(f"mapping must be one of {', '.join(ShapeTable.MAPPING)} for a "
+                       f"layer-shape table, not {s.mapping!r} ({what})")
+    if s.rtl_sample:
+        raise RunError(f"rtl_sample must be 0 for a layer-shape table, not "
+                       f"{s.rtl_sample} ({what}; nothing runs on the RTL)")
+    if s.rtl_layers.strip() not in ("", "none", "0"):
+        raise RunError(f"rtl_layers must be none for a layer-shape table, not "
+                       f"{s.rtl_layers!r} ({what}; nothing runs on the golden model or "
+                       f"the RTL)")
+
+
+def _check_run_options(s: RunSettings, chip: ChipConfig | None) -> None:
+    """The settings of the chip, the RTL runs, the technology file and the Monarch mapping
+    are in range."""
     if s.attention_macs < 0:
         raise RunError(f"setting attention_macs must be a non-negative integer (MACs per "
                        f"cycle; 0 for the default), not {s.attention_macs}")
@@ -490,6 +542,10 @@ def validate_settings(s: RunSettings) -> None:  # noqa: C901
     if s.monarch_mapping not in MONARCH_MAPPINGS:
         raise RunError(f"setting monarch_mapping must be {', '.join(MONARCH_MAPPINGS[:-1])} or "
                        f"{MONARCH_MAPPINGS[-1]}, not {s.monarch_mapping!r}")
+
+
+def _check_pattern(s: RunSettings, cfg: MacroConfig, chip: ChipConfig | None) -> None:
+    """FLOW's target and tolerance are in range; a fixed N:M runs on the run's macro."""
     if s.sparsify == "flow":
         if not 0.0 <= s.flow_target < 1.0:
             raise RunError(f"setting flow_target must be a number in [0, 1), not "
@@ -503,6 +559,10 @@ def validate_settings(s: RunSettings) -> None:  # noqa: C901
             cfg.check_pattern(*as_pattern(s.pattern), on=on)
         except ValueError as exc:
             raise RunError(str(exc)) from None
+
+
+def _check_model_inputs(s: RunSettings) -> None:
+    """SmolLM2's linears, the synthetic shapes and a checkpoint's text file."""
     if s.model == "smollm2":
         from .smollm import LINEAR_NAMES
 
@@ -521,6 +581,11 @@ def validate_settings(s: RunSettings) -> None:  # noqa: C901
                            f"{s.model!r}")
         if not Path(s.text).is_file():
             raise RunError(f"setting text must be a text file, not {s.text!r}")
+
+
+def _check_rtl_layers(s: RunSettings) -> None:
+    """``rtl_layers`` has its form and, where the layer names follow from the settings,
+    names layers of the run."""
     spec = s.rtl_layers.strip()
     if spec not in ("", "none", "all") and not spec.isdigit():
         if not [v for v in spec.split(",") if v.strip()]:
@@ -764,18 +829,21 @@ def _dense(layers, s: RunSettings, cfg: MacroConfig) -> list[Sparsified]:
     return [Sparsified(layer.name, layer.weight, (1, 1), "dense") for layer in layers]
 
 
+def _prune(weight: np.ndarray, calib: np.ndarray, nm: NMPattern, score: str) -> np.ndarray:
+    """``weight`` ``(out_features, in_features)`` pruned to ``nm`` per output channel by
+    ``score``: ``magnitude``, or ``wanda`` (by the channel norms of the activations
+    ``calib``)."""
+    if score == "wanda":
+        return prune_wanda(weight, activation_norms(calib), nm)
+    return prune_magnitude(weight, nm)
+
+
 def _fixed_nm(score: str):
     def sparsify(layers, s: RunSettings, cfg: MacroConfig) -> list[Sparsified]:
         pattern = as_pattern(s.pattern)
         nm = NMPattern(*pattern)
-        out = []
-        for layer in layers:
-            if score == "wanda":
-                weight = prune_wanda(layer.weight, activation_norms(layer.calib), nm)
-            else:
-                weight = prune_magnitude(layer.weight, nm)
-            out.append(Sparsified(layer.name, weight, pattern, score))
-        return out
+        return [Sparsified(layer.name, _prune(layer.weight, layer.calib, nm, score), pattern,
+                           score) for layer in layers]
     return sparsify
 
 
@@ -859,7 +927,7 @@ SPARSIFIERS: dict[str, Callable] = {
 
 
 # --------------------------------------------------------------------------------------------
-# Mappings
+# Tiling: one integer layer on the macro (the tiled mappings, `gemm`, `layer`)
 
 
 def tiled_layer(cfg: MacroConfig, x: np.ndarray, w: np.ndarray, pattern: tuple, *,
@@ -906,6 +974,109 @@ def tiled_layer(cfg: MacroConfig, x: np.ndarray, w: np.ndarray, pattern: tuple, 
         meta_bytes=tiles.meta_bytes, macs_per_token=tiles.macs_per_token,
         ideal_cycles=ideal_cycles(tiles, x.shape[0]), output_tile=output_tile,
         schedule=schedule, operands=(x, w))
+
+
+# --------------------------------------------------------------------------------------------
+# Integer layers: the steps of ``sparsecim gemm`` and ``sparsecim layer``
+
+
+def gemm_layer(cfg: MacroConfig, k: int, n: int, tokens: int, seed: int,
+               pattern: tuple = (1, 1)) -> MappedLayer:
+    """The random product of ``sparsecim gemm`` tiled on ``cfg``: operands
+    :func:`~sparsecim.sw.operands.gemm_operands` (``(tokens, k)`` and ``(k, n)``, the weights
+    magnitude-pruned to ``pattern``), mapped as :func:`tiled_layer` does.
+
+    Raises
+    ------
+    RunError
+        For a workload the macro cannot run (e.g. a reduction that could wrap the
+        accumulator), with :func:`~sparsecim.sw.schedule.schedule_layer`'s message.
+    """
+    from .operands import gemm_operands
+
+    x, w = gemm_operands(cfg, k, n, tokens, seed, pattern)
+    try:
+        return tiled_layer(cfg, x, w, pattern)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+
+
+def layer_operands(cfg: MacroConfig, weights, inputs) -> tuple[np.ndarray, np.ndarray]:
+    """A user's integer layer ``y = x @ w.T`` checked for ``cfg``: ``(w, x)`` as ``int64``.
+
+    Parameters
+    ----------
+    cfg : MacroConfig
+    weights : array_like
+        ``(out_features, in_features)`` signed integers within ``cfg.weight_bits`` (a
+        PyTorch Linear's layout).
+    inputs : array_like
+        ``(tokens, in_features)`` signed integers within ``cfg.act_bits``.
+
+    Raises
+    ------
+    RunError
+        For a matrix that is not 2-D integers in range (naming the first offending value),
+        inputs whose columns are not the weights' ``in_features``, or an empty matrix.
+    """
+    try:
+        w = check_int_matrix("weights", weights, cfg.weight_bits)
+        x = check_int_matrix("inputs", inputs, cfg.act_bits)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    if x.shape[1] != w.shape[1]:
+        raise RunError(f"inputs must have {w.shape[1]} columns (in_features of weights "
+                       f"{w.shape}), not {x.shape[1]}")
+    if min(w.shape + x.shape) < 1:
+        raise RunError(f"weights and inputs must be non-empty, not {w.shape} and {x.shape}")
+    return w, x
+
+
+def prune_layer(w: np.ndarray, x: np.ndarray, pattern: tuple, score: str
+                ) -> tuple[np.ndarray, int]:
+    """``w`` ``(out_features, in_features)`` pruned to ``pattern`` per output channel by
+    ``score`` (``magnitude``, or ``wanda`` scored by the channel norms of the inputs ``x``),
+    and the number of non-zero weights pruned; a dense ``pattern`` leaves ``w`` as it is."""
+    if tuple(pattern) == (1, 1):
+        return w, 0
+    pruned = _prune(w, x, NMPattern(*pattern), score)
+    return pruned, int(np.count_nonzero(w)) - int(np.count_nonzero(pruned))
+
+
+def map_layer(cfg: MacroConfig, w: np.ndarray, x: np.ndarray, pattern: tuple,
+              mapping: str = "auto") -> MappedLayer:
+    """A user's integer layer (:func:`layer_operands`) tiled on ``cfg``.
+
+    The weights must obey ``pattern``; mapping ``linear`` then runs them densely (their zeros
+    as weights), ``auto`` and ``nm`` in ``pattern``.
+
+    Raises
+    ------
+    RunError
+        For weights that break ``pattern`` (naming the first offending group) or a layer the
+        macro cannot run.
+    """
+    try:
+        check_nm(w, NMPattern(*pattern))
+        return tiled_layer(cfg, x, w.T, (1, 1) if mapping == "linear" else pattern)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+
+
+def int32_outputs(y: np.ndarray) -> np.ndarray:
+    """``y`` as ``int32`` for an output file; RunError naming the first value an INT32 could
+    not hold (never truncated)."""
+    lo, hi = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+    bad = np.argwhere((y < lo) | (y > hi))
+    if bad.size:
+        index = tuple(int(i) for i in bad[0])
+        raise RunError(f"output{list(index)} must fit int32 ({lo}..{hi}) to be written, "
+                       f"not {int(y[index])}")
+    return y.astype(np.int32)
+
+
+# --------------------------------------------------------------------------------------------
+# Mappings: the registry of a run
 
 
 def _tiled(dense: bool):
@@ -1129,16 +1300,25 @@ class RtlFigures:
         Fraction of the layer's outputs the RTL computed.
     tiles : list of int or None
         The output tiles sampled (None: the whole layer ran).
+    report : object or None
+        The scoreboard's report of a whole layer's run (``tb``'s
+        :class:`~sparsecim.tb.cosim.RtlReport`: mismatches, counters, problems, waves) for the
+        CLI to print; None for a sampled layer.
     """
     cycles: int
     match: bool
     run_dir: str
     coverage: float = 1.0
     tiles: list | None = None
+    report: object | None = None
 
 
-#: The RTL step of a run, given by ``tb``: ``rtl(name, mapped, golden, events) ->
-#: RtlFigures`` for a layer the settings select (``rtl_layers``, ``rtl_sample``).
+#: The RTL step, given by ``tb``: ``rtl(name, mapped, golden, events) -> RtlFigures``, for a
+#: layer of a run the settings select (``rtl_layers``, ``rtl_sample``;
+#: :func:`sparsecim.tb.run.rtl_step`) and for the one layer of ``sparsecim gemm`` and
+#: ``sparsecim layer`` (:func:`sparsecim.tb.run.layer_rtl_step`). ``golden`` is the layer's
+#: golden run; ``events`` its :func:`~sparsecim.sw.events.count_events`, or None to count
+#: them again.
 RtlStep = Callable[[str, MappedLayer, object, object], RtlFigures]
 
 

@@ -1,6 +1,9 @@
 """``sparsecim`` command line.
 
-It sits in ``tb`` (the top of the import order hw ← sw ← tb) because it drives the RTL.
+It sits in ``tb`` (the top of the import order hw ← sw ← tb) because it drives the RTL. It
+parses the arguments, calls the pipeline in ``sw`` (:mod:`sparsecim.sw.pipeline`: operands,
+pruning, mapping, the golden run, a whole run) with the RTL step of :mod:`sparsecim.tb.run`,
+and prints; the work is done there.
 
 Subcommands
 -----------
@@ -48,10 +51,17 @@ from ..hw.config import CHIP_PRESETS, PRESETS, resolve_chip, resolve_macro
 from ..hw.isa import ErrorCode
 from ..sw.golden import run_trace
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
-from ..sw.nm import NMPattern, prune_magnitude
-from ..sw.operands import random_gemm
-from ..sw.pipeline import run_layer, tiled_layer
-from ..sw.schedule import as_pattern, ideal_cycles
+from ..sw.nm import NMPattern
+from ..sw.pipeline import (
+    RunError,
+    gemm_layer,
+    int32_outputs,
+    layer_operands,
+    map_layer,
+    prune_layer,
+    run_layer,
+)
+from ..sw.schedule import as_pattern
 from .outputs import OutputError, atomic_write, check_output_file, check_output_folder
 from .progress import ticking
 from .sweep_cli import add_sweep_parser
@@ -135,19 +145,12 @@ def _macro_pattern(cfg, args) -> tuple[int, int]:
 
 
 def _cmd_gemm(args) -> int:
-    from .cosim import Pauses, run_rtl
+    from .run import layer_rtl_step
 
     cfg = _macro(args)
     pattern = _macro_pattern(cfg, args)
-    x, w = random_gemm(cfg, args.k, args.n, args.tokens, args.seed)
-    if pattern != (1, 1):
-        # Per output channel (column of w), keep the largest n of every m inputs.
-        w = prune_magnitude(w.T, NMPattern(*pattern)).T
     started = time.perf_counter()
-    try:
-        mapped = tiled_layer(cfg, x, w, pattern)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    mapped = gemm_layer(cfg, args.k, args.n, args.tokens, args.seed, pattern)
     trace = mapped.trace
     mapping = mapped.schedule.mapping
     t0 = time.perf_counter()
@@ -155,7 +158,7 @@ def _cmd_gemm(args) -> int:
     golden_s = time.perf_counter() - t0
     golden, ok_golden = checked.golden, checked.match
     model = golden.counters
-    ideal = ideal_cycles(mapping, args.tokens)
+    ideal = mapped.ideal_cycles
 
     name = str(NMPattern(*pattern))
     print(f"sparsecim gemm on {args.preset} ({cfg.slug}): "
@@ -166,8 +169,7 @@ def _cmd_gemm(args) -> int:
     print(f"  trace         {len(trace.steps)} commands, {len(trace.data)} data beats")
     print(f"  golden model  outputs equal the int64 matmul reference: "
           f"{'yes' if ok_golden else 'NO'}  ({golden_s:.2f} s)")
-    print(f"  cycle model   {model['total']} cycles  (fetch {model['fetch']}, "
-          f"load {model['load']}, compute {model['compute']}, read {model['read']})")
+    _print_cycle_model(model)
     print(f"  ideal cycles  {ideal}  (MACs {mapping.macs_per_token * args.tokens} / "
           f"{cfg.cells} MACs per cycle); model is {model['total'] / ideal:.1f}x ideal")
     failed = not ok_golden
@@ -176,24 +178,14 @@ def _cmd_gemm(args) -> int:
         run_dir = _folder(args.run_dir or f"build/runs/gemm-{Path(args.preset).stem}-"
                                           f"{args.k}x{args.n}x{args.tokens}-{tag}-s{args.seed}",
                           "--run-dir")
+        step = layer_rtl_step(run_dir, pause=args.pause, waves=args.waves,
+                              quiet=not args.verbose)
         t0 = time.perf_counter()
-        rtl = run_rtl(trace, run_dir=run_dir,
-                      pauses=Pauses(args.pause, args.pause, args.pause),
-                      waves=args.waves, quiet=not args.verbose, golden=golden)
+        rtl = step("gemm", mapped, golden, None).report
         rtl_s = time.perf_counter() - t0
-        counters = rtl.rtl_counters
-        match = "yes" if rtl.outputs_match else "NO"
-        print(f"  RTL outputs   match golden: {match}  ({rtl.result_beats} result beats)")
-        if rtl.first_mismatch:
-            m = rtl.first_mismatch
-            print(f"                first mismatch: beat {m['beat']} lane {m['lane']}: "
-                  f"RTL {m['rtl']}, golden {m['golden']}")
-        print(f"  RTL cycles    {_rtl_cycles(rtl)} vs model "
-              f"{model['total']}: {'equal' if rtl.cycles_match else 'DIFFERENT'}")
-        for problem in rtl.problems:
-            print(f"  problem       {problem}")
+        _print_rtl_checks(rtl, model["total"])
         print(f"  RTL wall time {rtl_s:.1f} s (sim {rtl.wall_seconds:.2f} s, "
-              f"{counters['total'] / max(rtl.wall_seconds, 1e-9):,.0f} cycles/s); "
+              f"{rtl.rtl_counters['total'] / max(rtl.wall_seconds, 1e-9):,.0f} cycles/s); "
               f"files in {rtl.run_dir}")
         if rtl.waves:
             print(f"  waves         {rtl.waves}  (open with: gtkwave {rtl.waves}  or surfer)")
@@ -201,6 +193,11 @@ def _cmd_gemm(args) -> int:
     print(f"  wall time     {time.perf_counter() - started:.1f} s")
     print("RESULT: " + ("FAIL" if failed else "PASS"))
     return 1 if failed else 0
+
+
+def _print_cycle_model(model: dict) -> None:
+    print(f"  cycle model   {model['total']} cycles  (fetch {model['fetch']}, "
+          f"load {model['load']}, compute {model['compute']}, read {model['read']})")
 
 
 def _npy_claim(path: str) -> int:
@@ -234,16 +231,6 @@ def _load_npy(path: str, what: str) -> np.ndarray:
                         f"{exc}") from None
 
 
-def _check_int32(y: np.ndarray) -> None:
-    """Refuse outputs that an INT32 file could not hold (never truncate)."""
-    lo, hi = np.iinfo(np.int32).min, np.iinfo(np.int32).max
-    bad = np.argwhere((y < lo) | (y > hi))
-    if bad.size:
-        index = tuple(int(i) for i in bad[0])
-        raise UserError(f"output{list(index)} must fit int32 ({lo}..{hi}) to be written, "
-                        f"not {int(y[index])}")
-
-
 def _rtl_cycles(rtl) -> str:
     """The RTL's cycle count as the scoreboard judged it: the total counter and its stalls,
     or, when the total saturated, the harness's count."""
@@ -254,7 +241,8 @@ def _rtl_cycles(rtl) -> str:
             f"{counters['total']}; stall {counters['stall']})")
 
 
-def _print_rtl(rtl, model_total: int) -> None:
+def _print_rtl_checks(rtl, model_total: int) -> None:
+    """The scoreboard's verdict on an RTL run: outputs, first mismatch, cycles, problems."""
     print(f"  RTL outputs   match golden: {'yes' if rtl.outputs_match else 'NO'}  "
           f"({rtl.result_beats} result beats)")
     if rtl.first_mismatch:
@@ -265,6 +253,10 @@ def _print_rtl(rtl, model_total: int) -> None:
           f"{model_total}: {'equal' if rtl.cycles_match else 'DIFFERENT'}")
     for problem in rtl.problems:
         print(f"  problem       {problem}")
+
+
+def _print_rtl(rtl, model_total: int) -> None:
+    _print_rtl_checks(rtl, model_total)
     print(f"  RTL files     {rtl.run_dir}")
     if rtl.waves:
         print(f"  waves         {rtl.waves}")
@@ -272,48 +264,28 @@ def _print_rtl(rtl, model_total: int) -> None:
 
 
 def _cmd_layer(args) -> int:
-    from ..sw.nm import activation_norms, check_nm, prune_wanda
-    from ..sw.reference import check_int_matrix
-
     cfg = _macro(args)
     pattern = _macro_pattern(cfg, args)
     if args.save_pruned and not args.prune:
         raise UserError("--save-pruned needs --prune (there is nothing pruned to save)")
     out = _npy_out(args.out, "--out")
     save_pruned = _npy_out(args.save_pruned, "--save-pruned") if args.save_pruned else None
-    raw_w = _load_npy(args.weights, "weights")
-    raw_x = _load_npy(args.inputs, "inputs")
-    try:
-        w = check_int_matrix("weights", raw_w, cfg.weight_bits)
-        x = check_int_matrix("inputs", raw_x, cfg.act_bits)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    if x.shape[1] != w.shape[1]:
-        raise UserError(f"inputs must have {w.shape[1]} columns (in_features of weights "
-                        f"{w.shape}), not {x.shape[1]}")
-    if min(w.shape + x.shape) < 1:
-        raise UserError(f"weights and inputs must be non-empty, not {w.shape} and {x.shape}")
-    nm = NMPattern(*pattern)
+    w, x = layer_operands(cfg, _load_npy(args.weights, "weights"),
+                          _load_npy(args.inputs, "inputs"))
     pruned = 0
     if args.prune and pattern != (1, 1):
-        before = int(np.count_nonzero(w))
-        if args.prune == "wanda":
-            w = prune_wanda(w, activation_norms(x), nm)
-        else:
-            w = prune_magnitude(w, nm)
-        pruned = before - int(np.count_nonzero(w))
+        w, pruned = prune_layer(w, x, pattern, args.prune)
         if save_pruned:
             _save_npy(save_pruned, w.astype(np.int8 if cfg.weight_bits <= 8 else np.int16))
     try:
-        check_nm(w, nm)
-        mapped = tiled_layer(cfg, x, w.T, (1, 1) if args.mapping == "linear" else pattern)
-    except ValueError as exc:
+        mapped = map_layer(cfg, w, x, pattern, args.mapping)
+    except RunError as exc:
         hint = "" if args.prune else " (or prune them with --prune magnitude)"
         raise UserError(f"{exc}{hint}") from None
     started = time.perf_counter()
     checked = run_layer(mapped)
-    golden, y, ok_golden = checked.golden, checked.outputs, checked.match
-    _check_int32(y)
+    golden, ok_golden = checked.golden, checked.match
+    y = int32_outputs(checked.outputs)
     model = golden.counters
     mapping = mapped.schedule.mapping
     name = str(NMPattern(*pattern))
@@ -330,20 +302,20 @@ def _cmd_layer(args) -> int:
           f"{cfg.cols} outputs, utilization {mapping.utilization:.1%}")
     print(f"  golden model  outputs equal the int64 matmul reference: "
           f"{'yes' if ok_golden else 'NO'}")
-    print(f"  cycle model   {model['total']} cycles  (fetch {model['fetch']}, "
-          f"load {model['load']}, compute {model['compute']}, read {model['read']})")
+    _print_cycle_model(model)
     failed = not ok_golden
     if args.rtl:
-        from .cosim import run_rtl
+        from .run import layer_rtl_step
 
         run_dir = _folder(args.run_dir or f"build/runs/layer-{Path(args.preset).stem}-"
                                           f"{w.shape[0]}x{w.shape[1]}x{x.shape[0]}-"
                                           f"{name.replace(':', 'of')}", "--run-dir")
+        step = layer_rtl_step(run_dir, waves=args.waves)
         with ticking("Verilator (build on first use, then run)"):
-            rtl = run_rtl(mapped.trace, run_dir=run_dir, waves=args.waves, golden=golden)
+            rtl = step("layer", mapped, golden, None).report
         _print_rtl(rtl, model["total"])
         failed = failed or not rtl.passed
-    _save_npy(out, y.astype(np.int32))
+    _save_npy(out, y)
     print(f"  outputs       {out}  (int32, {y.shape[0]} x {y.shape[1]}: tokens x out_features)")
     print(f"  wall time     {time.perf_counter() - started:.1f} s")
     print("RESULT: " + ("FAIL" if failed else "PASS"))
@@ -492,13 +464,23 @@ def _print_models() -> int:
     return 0
 
 
-def _cmd_run(args) -> int:  # noqa: C901
-    from ..sw.pipeline import RunError, ShapeTable, load_settings, resolve_model
-    from .progress import Progress
-    from .run import run
-
+def _cmd_run(args) -> int:
     if args.model == "list":
         return _print_models()
+    started = time.perf_counter()
+    result = _run_with_progress(_run_settings(args))
+    _print_run(result)
+    print(f"  wall time     {time.perf_counter() - started:.1f} s")
+    if result.summary["cycle_model_only"]:
+        print("RESULT: cycle model only (no weights: nothing to check)")
+        return 0
+    print("RESULT: " + ("PASS" if result.passed else "FAIL"))
+    return 0 if result.passed else 1
+
+
+def _run_settings(args):
+    """The run's settings from ``--config`` and the flags (flags winning), validated."""
+    from ..sw.pipeline import load_settings
 
     overrides = {
         "model": args.model, "blocks": args.blocks, "linears": args.linears,
@@ -512,21 +494,25 @@ def _cmd_run(args) -> int:  # noqa: C901
         "text": args.text,
         "tech": args.tech, "chip": args.chip, "attention_macs": args.attention_macs,
     }
-    started = time.perf_counter()
     if args.chip is not None and not args.chip:
         # An empty chip setting means "no chip" in a settings file; from the flag it is a slip.
         try:
             resolve_chip(args.chip)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-    try:
-        settings = load_settings(args.config, overrides)
-    except RunError as exc:
-        raise UserError(str(exc)) from None
+    settings = load_settings(args.config, overrides)
     if args.pattern is not None and settings.sparsify not in ("magnitude", "wanda"):
         # Nothing would use it: the run would silently be dense (or FLOW's, or Monarch's).
         raise UserError(f"--pattern {args.pattern} needs --sparsify magnitude or wanda (the "
                         f"fixed N:M methods), not sparsify {settings.sparsify}")
+    return settings
+
+
+def _run_with_progress(settings):
+    """:func:`sparsecim.tb.run.run` under a progress bar of its steps."""
+    from .progress import Progress
+    from .run import run
+
     bar = Progress(1, "sparsecim run")
 
     def on_step(kind, text):
@@ -537,17 +523,48 @@ def _cmd_run(args) -> int:  # noqa: C901
         else:
             bar.advance(text)
 
-    try:
-        with bar:
-            result = run(settings, on_step=on_step)
-    except RunError as exc:
-        raise UserError(str(exc)) from None
+    with bar:
+        return run(settings, on_step=on_step)
+
+
+def _print_run(result) -> None:
+    """Print a finished run's figures and the files it wrote."""
+    from ..sw.pipeline import ShapeTable, resolve_model
+
     s = result.settings
-    records = result.records
+    table = isinstance(resolve_model(s.model), ShapeTable)
+    _print_run_header(result, table)
+    _print_layer_table(result.records)
+    summary = result.summary
+    print(f"  total         {summary['model_cycles']:,} cycles (dense {summary['dense_cycles']:,}"
+          f", speedup {summary['speedup']:.2f}x), {summary['macs']:,} MACs, "
+          f"{summary['weight_bytes']:,} B weights + {summary['meta_bytes']:,} B metadata")
+    if table:
+        declared = f"; the {s.pattern} pattern is declared, nothing is pruned" \
+            if s.sparsify != "dense" else ""
+        print(f"  figures       cycle-model only: sparsecim.sw.schedule.predict_counters once per "
+              f"distinct shape, a "
+              f"row xN stands for N = count per block x blocks layers and its figures are "
+              f"totals over them{declared}")
+        print("  golden model  not run (no weights)")
+        print("  RTL           not run (no weights)")
+    else:
+        print(f"  golden model  {summary['golden_matches']}/{summary['layers']} layers equal "
+              f"the integer matmul of the quantized operands")
+        _print_run_rtl(result)
+    _print_quality(summary.get("quality"))
+    _print_energy(result)
+    if result.chip is not None:
+        from .chip_report import chip_lines
+
+        print("\n".join(chip_lines(result.chip)))
+    _print_run_files(result.files)
+
+
+def _print_run_header(result, table: bool) -> None:
+    s, records, summary = result.settings, result.records, result.summary
     pattern = {"dense": "dense", "flow": f"flow (target sparsity {s.flow_target:g})",
                "monarch": "monarch"}.get(s.sparsify, f"{s.sparsify} {s.pattern}")
-    table = isinstance(resolve_model(s.model), ShapeTable)
-    summary = result.summary
     cfg = s.macro_config()
     macro = "preset " + (s.preset if s.macro is None else "from a [macro] table")
     if s.chip_config() is not None:
@@ -565,70 +582,70 @@ def _cmd_run(args) -> int:  # noqa: C901
           f"{s.tokens} token(s)")
     print(f"  macro         {cfg.slug}: {cfg.submacros} x {cfg.rows}x{cfg.cols}, "
           f"patterns dense, {cfg.pattern_names() or '-'}")
+
+
+def _layer_checks(r) -> tuple[str, str]:
+    """The golden and RTL columns of a layer's row."""
+    if r.golden_match is None:
+        return "not run", "not run"
+    golden = "yes" if r.golden_match else "NO"
+    verdict = "ok" if r.rtl_match else "FAIL"
+    if r.rtl_tiles is not None:
+        return golden, f"{r.rtl_coverage:.0%} {verdict}"
+    if r.rtl_match is None:
+        return golden, "-"
+    return golden, f"{r.rtl_cycles} {verdict}"
+
+
+def _print_layer_table(records) -> None:
     pw = max(7, *(len(r.pattern) for r in records))
     mw = max(7, *(len(r.mapping) for r in records))
     print(f"  {'layer':<16} {'out x in':>11} {'pattern':>{pw}} {'mapping':>{mw}} {'arrays':>6} "
           f"{'util':>6} {'cycles':>9} {'dense':>9} {'speedup':>7} {'rel.err':>7} {'golden':>7} "
           f"{'RTL':>12}")
     for r in records:
-        if r.golden_match is None:
-            golden, rtl = "not run", "not run"
-        else:
-            golden = "yes" if r.golden_match else "NO"
-            rtl = "-" if r.rtl_match is None else (
-                f"{r.rtl_cycles} "
-                f"{'ok' if r.rtl_match else 'FAIL'}")
-            if r.rtl_tiles is not None:
-                rtl = f"{r.rtl_coverage:.0%} {'ok' if r.rtl_match else 'FAIL'}"
+        golden, rtl = _layer_checks(r)
         err = "-" if r.rel_error is None else f"{r.rel_error:.3f}"
         name = r.name if r.copies == 1 else f"{r.name} x{r.copies}"
         print(f"  {name:<16} {f'{r.out_features}x{r.in_features}':>11} {r.pattern:>{pw}} "
               f"{r.mapping:>{mw}} {r.arrays:>6} {r.utilization:>6.1%} {r.model_cycles:>9,} "
               f"{r.dense_cycles:>9,} {r.speedup:>6.2f}x {err:>7} {golden:>7} {rtl:>12}")
-    print(f"  total         {summary['model_cycles']:,} cycles (dense {summary['dense_cycles']:,}"
-          f", speedup {summary['speedup']:.2f}x), {summary['macs']:,} MACs, "
-          f"{summary['weight_bytes']:,} B weights + {summary['meta_bytes']:,} B metadata")
-    if table:
-        declared = f"; the {s.pattern} pattern is declared, nothing is pruned" \
-            if s.sparsify != "dense" else ""
-        print(f"  figures       cycle-model only: sparsecim.sw.schedule.predict_counters once per "
-              f"distinct shape, a "
-              f"row xN stands for N = count per block x blocks layers and its figures are "
-              f"totals over them{declared}")
-        print("  golden model  not run (no weights)")
-        print("  RTL           not run (no weights)")
+
+
+def _print_run_rtl(result) -> None:
+    """The RTL lines of a run with weights: on the chip RTL, on the macro's, or not run."""
+    records, summary = result.records, result.summary
+    chip_rtl = [r for r in records if result.chip is not None and r.rtl_match is not None
+                and not r.mapping.startswith("monarch")]
+    if chip_rtl:
+        print(f"  RTL (chip)    {sum(bool(r.rtl_match) for r in chip_rtl)}/{len(chip_rtl)} "
+              f"layer(s) alone on the chip RTL: bit-exact against the chip golden model "
+              f"and the integer reference, every chip and macro counter equal to the chip "
+              f"cycle model")
+        for r in chip_rtl:
+            cover = "" if r.rtl_tiles is None else (
+                f", output tiles {r.rtl_tiles} of {r.n_tiles} ({r.rtl_coverage:.1%})")
+            print(f"                {r.name}: {r.rtl_cycles:,} chip cycles, "
+                  f"{'ok' if r.rtl_match else 'MISMATCH (see ' + str(r.rtl_dir) + ')'}"
+                  f"{cover}")
+    elif summary["rtl_layers"]:
+        same = sum(r.rtl_cycles == r.model_cycles for r in records
+                   if r.rtl_match is not None and r.rtl_tiles is None)
+        sampled = sum(r.rtl_tiles is not None for r in records)
+        # A sampled layer's tiles were checked cycle by cycle against their own model.
+        print(f"  RTL           {summary['rtl_matches']}/{summary['rtl_layers']} layer(s) "
+              f"bit-exact on Verilator, cycles equal to the model on {same}"
+              + (f" whole layer(s) and {sampled} sampled (per tile)" if sampled else ""))
+        for r in records:
+            if r.rtl_tiles is not None:
+                print(f"  RTL sample    {r.name}: output tiles {r.rtl_tiles} of "
+                      f"{r.n_tiles} ({r.rtl_coverage:.1%} of outputs), "
+                      f"{'bit- and cycle-exact' if r.rtl_match else 'MISMATCH'}")
     else:
-        print(f"  golden model  {summary['golden_matches']}/{summary['layers']} layers equal "
-              f"the integer matmul of the quantized operands")
-        chip_rtl = [r for r in records if result.chip is not None and r.rtl_match is not None
-                    and not r.mapping.startswith("monarch")]
-        if chip_rtl:
-            print(f"  RTL (chip)    {sum(bool(r.rtl_match) for r in chip_rtl)}/{len(chip_rtl)} "
-                  f"layer(s) alone on the chip RTL: bit-exact against the chip golden model "
-                  f"and the integer reference, every chip and macro counter equal to the chip "
-                  f"cycle model")
-            for r in chip_rtl:
-                cover = "" if r.rtl_tiles is None else (
-                    f", output tiles {r.rtl_tiles} of {r.n_tiles} ({r.rtl_coverage:.1%})")
-                print(f"                {r.name}: {r.rtl_cycles:,} chip cycles, "
-                      f"{'ok' if r.rtl_match else 'MISMATCH (see ' + str(r.rtl_dir) + ')'}"
-                      f"{cover}")
-        elif summary["rtl_layers"]:
-            same = sum(r.rtl_cycles == r.model_cycles for r in records
-                       if r.rtl_match is not None and r.rtl_tiles is None)
-            sampled = sum(r.rtl_tiles is not None for r in records)
-            # A sampled layer's tiles were checked cycle by cycle against their own model.
-            print(f"  RTL           {summary['rtl_matches']}/{summary['rtl_layers']} layer(s) "
-                  f"bit-exact on Verilator, cycles equal to the model on {same}"
-                  + (f" whole layer(s) and {sampled} sampled (per tile)" if sampled else ""))
-            for r in records:
-                if r.rtl_tiles is not None:
-                    print(f"  RTL sample    {r.name}: output tiles {r.rtl_tiles} of "
-                          f"{r.n_tiles} ({r.rtl_coverage:.1%} of outputs), "
-                          f"{'bit- and cycle-exact' if r.rtl_match else 'MISMATCH'}")
-        else:
-            print("  RTL           not run (--rtl-layers none)")
-    quality = summary.get("quality")
+        print("  RTL           not run (--rtl-layers none)")
+
+
+def _print_quality(quality: dict | None) -> None:
     if quality and quality["metric"] == "cosine":
         print(f"  model quality cosine similarity of sentence embeddings to the dense model: "
               f"mean {quality['mean']:.4f}, min {quality['min']:.4f} "
@@ -636,24 +653,26 @@ def _cmd_run(args) -> int:  # noqa: C901
     elif quality:
         print(f"  model quality perplexity {quality['sparse']:.2f} (dense {quality['dense']:.2f})"
               f" on {quality['tokens']} tokens, float weights")
-    energy = summary["energy"]
-    # A chip run prices the whole chip (macros, interconnect, buffer, off-chip memory) in its
-    # own lines below; the macro-level line would understate it.
-    chip_priced = result.chip is not None and result.chip.energy is not None
-    if energy and not chip_priced:
-        kind = "decode" if s.tokens == 1 else f"prefill of {s.tokens}"
-        area = (f", {energy['area_mm2']:.4f} mm², {energy['tops_per_mm2']:.3f} TOPS/mm²"
-                if energy["area_mm2"] else ", area not recorded (make area)")
-        print(f"  energy        {energy['pj_per_token']:,.1f} pJ/token ({kind}), "
-              f"{energy['tops_per_w']:.2f} TOPS/W{area} ({energy['tech']}); off-chip memory "
-              f"and chip interconnect not modelled (chip level)")
-    elif not chip_priced:
-        print("  energy        not computed (no trace ran)")
-    if result.chip is not None:
-        from .chip_report import chip_lines
 
-        print("\n".join(chip_lines(result.chip)))
-    files = result.files
+
+def _print_energy(result) -> None:
+    s, energy = result.settings, result.summary["energy"]
+    # A chip run prices the whole chip (macros, interconnect, buffer, off-chip memory) in its
+    # own lines (chip_lines); the macro-level line would understate it.
+    if result.chip is not None and result.chip.energy is not None:
+        return
+    if not energy:
+        print("  energy        not computed (no trace ran)")
+        return
+    kind = "decode" if s.tokens == 1 else f"prefill of {s.tokens}"
+    area = (f", {energy['area_mm2']:.4f} mm², {energy['tops_per_mm2']:.3f} TOPS/mm²"
+            if energy["area_mm2"] else ", area not recorded (make area)")
+    print(f"  energy        {energy['pj_per_token']:,.1f} pJ/token ({kind}), "
+          f"{energy['tops_per_w']:.2f} TOPS/W{area} ({energy['tech']}); off-chip memory "
+          f"and chip interconnect not modelled (chip level)")
+
+
+def _print_run_files(files: dict) -> None:
     plots = [k for k in ("utilization", "cycles", "patterns", "speedup", "energy")
              if k in files]
     print(f"  report        {files['markdown']}  (layers.json, layers.csv"
@@ -664,12 +683,6 @@ def _cmd_run(args) -> int:  # noqa: C901
               + (", roofline.png, chip_cycles.png" if "roofline" in files else "")
               + (", chip_energy.png" if "chip_energy" in files else "") + ")")
     print(f"  settings      {files['settings']}")
-    print(f"  wall time     {time.perf_counter() - started:.1f} s")
-    if summary["cycle_model_only"]:
-        print("RESULT: cycle model only (no weights: nothing to check)")
-        return 0
-    print("RESULT: " + ("PASS" if result.passed else "FAIL"))
-    return 0 if result.passed else 1
 
 
 def _add_run_parser(sub) -> None:
@@ -867,8 +880,6 @@ def _cmd_presets(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (see the module docstring)."""
-    from ..sw.pipeline import RunError
-
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)

@@ -3,8 +3,9 @@
 The work of a run (model → sparsify → map → schedule → golden → figures) is
 :func:`sparsecim.sw.pipeline.run_layers`; this module gives it the RTL step (Verilator
 through :func:`~sparsecim.tb.cosim.run_rtl`, a whole layer or ``rtl_sample`` of its output
-tiles) and writes the report and the resolved settings into the run folder, each by an atomic
-rename, with an :data:`INCOMPLETE` marker while the run works.
+tiles; :func:`layer_rtl_step` is the same step for the one layer of ``sparsecim gemm`` and
+``sparsecim layer``) and writes the report and the resolved settings into the run folder,
+each by an atomic rename, with an :data:`INCOMPLETE` marker while the run works.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from ..sw.records import LayerRecord, summarize
 from .outputs import OutputError, atomic_write, check_output_folder
 from .report import write_report
 
-__all__ = ["RunResult", "run", "rtl_step", "INCOMPLETE"]
+__all__ = ["RunResult", "run", "rtl_step", "layer_rtl_step", "INCOMPLETE"]
 
 
 def _rtl_tiles(s: RunSettings, name: str, mapped: MappedLayer, folder: Path,
@@ -64,26 +65,41 @@ def _rtl_tiles(s: RunSettings, name: str, mapped: MappedLayer, folder: Path,
                       coverage=outputs / mapped.expected.shape[1], tiles=tiles)
 
 
+def layer_rtl_step(run_dir: Path, *, pause: float = 0.0, waves: bool = False,
+                   quiet: bool = True) -> RtlStep:
+    """The RTL step of one whole layer (:data:`~sparsecim.sw.pipeline.RtlStep`), that of
+    ``sparsecim gemm`` and ``sparsecim layer``: the layer's trace on Verilator in ``run_dir``
+    with idle probability ``pause`` on every stream, scoreboarded against its golden run (and
+    its events). The figures carry the scoreboard's :class:`~sparsecim.tb.cosim.RtlReport`
+    as ``report``; ``waves`` records a waveform, ``quiet`` hides the simulator's output."""
+    def run_layer_rtl(name: str, mapped: MappedLayer, golden, events) -> RtlFigures:
+        from .cosim import Pauses, run_rtl
+
+        rtl = run_rtl(mapped.trace, run_dir=run_dir, pauses=Pauses(pause, pause, pause),
+                      waves=waves, quiet=quiet, golden=golden, events=events)
+        return RtlFigures(cycles=int(rtl.rtl_cycles), match=bool(rtl.passed),
+                          run_dir=str(rtl.run_dir), report=rtl)
+    return run_layer_rtl
+
+
 def rtl_step(settings: RunSettings, folder: Path) -> RtlStep:
     """The RTL step of a run (:data:`~sparsecim.sw.pipeline.RtlStep`): each selected layer on
     Verilator under ``folder/<layer>``, with the settings' stream pauses, scoreboarded against
     its golden run (and its events); ``rtl_sample`` of its output tiles when the setting asks
     for fewer than the layer has and the mapping is tiled."""
     def run_layer_rtl(name: str, mapped: MappedLayer, golden, events) -> RtlFigures:
-        from .cosim import Pauses, run_rtl
+        from .cosim import Pauses
 
         if settings.chip_config() is not None and mapped.operands is not None:
             from .chip_report import chip_layer_rtl  # the layer's chip trace on the chip RTL
 
             return chip_layer_rtl(settings, name, mapped, folder / name)
-        pauses = Pauses(settings.pause, settings.pause, settings.pause)
         sample = settings.rtl_sample
         if sample and mapped.output_tile and sample < mapped.n_tiles:
+            pauses = Pauses(settings.pause, settings.pause, settings.pause)
             return _rtl_tiles(settings, name, mapped, folder / name, pauses)
-        rtl = run_rtl(mapped.trace, run_dir=folder / name, pauses=pauses, golden=golden,
-                      events=events)
-        return RtlFigures(cycles=int(rtl.rtl_cycles), match=bool(rtl.passed),
-                          run_dir=str(rtl.run_dir))
+        whole = layer_rtl_step(folder / name, pause=settings.pause)
+        return whole(name, mapped, golden, events)
     return run_layer_rtl
 
 

@@ -199,14 +199,7 @@ def test_layer_unsupported_pattern_is_refused(tmp_path):
                            "supported are dense and 1:2, 1:4, 1:8, 2:4, 2:8, 4:8\n")
 
 
-def test_outputs_that_do_not_fit_int32_are_refused_not_truncated():
-    from sparsecim.tb import cli
-
-    cli._check_int32(np.array([[2 ** 31 - 1, -2 ** 31]]))
-    with pytest.raises(cli.UserError) as exc:
-        cli._check_int32(np.array([[0, 1], [2 ** 31, 0]]))
-    assert str(exc.value) == ("output[1, 0] must fit int32 (-2147483648..2147483647) to be "
-                              "written, not 2147483648")
+# The INT32 check of `layer`'s outputs: tests/test_sw_pipeline.py (int32_outputs).
 
 
 @pytest.mark.cosim

@@ -394,3 +394,21 @@ def test_shape_table_energy_counts_the_schedule_the_cycle_model_describes(tmp_pa
         assert r.energy["events"]["cycles"] == r.model_cycles
         assert r.energy["cell_macs"] == r.energy["events"]["passes"] * 4096
     assert result.summary["energy"]["cycles"] == result.summary["model_cycles"]
+
+
+@pytest.mark.cosim
+def test_layer_rtl_step_runs_a_whole_layer_in_its_folder(tmp_path):
+    """The RTL step of `gemm` and `layer` has the run's form (name, mapped, golden, events)
+    and hands the scoreboard's report on with the figures."""
+    from sparsecim.hw.config import preset
+    from sparsecim.sw.pipeline import gemm_layer, run_layer
+    from sparsecim.tb.run import layer_rtl_step
+
+    mapped = gemm_layer(preset("tiny"), 20, 6, 2, 3, (2, 4))
+    checked = run_layer(mapped)
+    figures = layer_rtl_step(tmp_path / "g", pause=0.3)("g", mapped, checked.golden, None)
+    assert figures.match is True and figures.report.passed
+    assert figures.cycles == checked.golden.counters["total"]
+    assert (figures.coverage, figures.tiles) == (1.0, None)
+    assert figures.run_dir == str((tmp_path / "g").resolve())
+    assert (tmp_path / "g" / "report.json").is_file()
