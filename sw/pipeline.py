@@ -90,7 +90,7 @@ from .nm import (
 )
 from .quant import dequantize_matmul, quantize_acts, quantize_weights
 from .records import LayerRecord
-from .reference import check_int_matrix, matmul_reference
+from .reference import check_in_range, check_int_matrix, matmul_reference
 from .schedule import as_pattern, ideal_cycles, predict_counters, schedule_layer
 from .schedule.monarch import MAPPINGS as MONARCH_MAPPINGS
 
@@ -1067,11 +1067,10 @@ def int32_outputs(y: np.ndarray) -> np.ndarray:
     """``y`` as ``int32`` for an output file; RunError naming the first value an INT32 could
     not hold (never truncated)."""
     lo, hi = np.iinfo(np.int32).min, np.iinfo(np.int32).max
-    bad = np.argwhere((y < lo) | (y > hi))
-    if bad.size:
-        index = tuple(int(i) for i in bad[0])
-        raise RunError(f"output{list(index)} must fit int32 ({lo}..{hi}) to be written, "
-                       f"not {int(y[index])}")
+    try:
+        check_in_range("output", y, lo, hi, must=f"fit int32 ({lo}..{hi}) to be written")
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
     return y.astype(np.int32)
 
 

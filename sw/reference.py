@@ -49,18 +49,19 @@ def check_int_matrix(name: str, a, bits: int) -> np.ndarray:
     return check_in_range(name, arr, lo, hi, f" ({bits}-bit signed)")
 
 
-def check_in_range(name: str, arr: np.ndarray, lo: int, hi: int, note: str = "") -> np.ndarray:
+def check_in_range(name: str, arr: np.ndarray, lo: int, hi: int, note: str = "", *,
+                   must: str | None = None) -> np.ndarray:
     """``arr`` (an integer array) as a new ``int64`` array once every value is in
     ``lo..hi``; else a ``ValueError`` naming the first offending value in row-major order
     and its index, as ``"w[1, 0] must be in -128..127 (8-bit signed), not 128"`` (``note``
-    follows the range)."""
+    follows the range; ``must`` replaces ``"be in lo..hi<note>"``)."""
     # Compare in the operand's own dtype before any cast: a uint64 above 2**63 - 1 would
     # otherwise wrap to a negative int64 and slip through.
     bad = np.argwhere((arr < lo) | (arr > hi))
     if bad.size:
         index = tuple(int(i) for i in bad[0])
-        raise ValueError(f"{name}{list(index)} must be in {lo}..{hi}{note}, "
-                         f"not {int(arr[index])}")
+        must = must or f"be in {lo}..{hi}{note}"
+        raise ValueError(f"{name}{list(index)} must {must}, not {int(arr[index])}")
     return arr.astype(np.int64)
 
 
