@@ -585,36 +585,54 @@ def pack_beat_bytes(layout: data.ArrayLayout, values) -> np.ndarray:
     shape = Shape.cast(layout.elem_shape)
     width = shape.width
     lo, hi = _lane_range(shape)
-    if values.size and (values.min() < lo or values.max() > hi):
+    info = np.iinfo(values.dtype)
+    # A dtype whose whole range fits the lane needs no scan of the values.
+    if values.size and (info.min < lo or info.max > hi) and (
+            values.min() < lo or values.max() > hi):
         bad = values[(values < lo) | (values > hi)][0]
         kind = "signed" if shape.signed else "unsigned"
         raise ValueError(f"lane value must be in {lo}..{hi} ({width}-bit {kind}), not {bad}")
     beats, lanes = values.shape
     nbytes = beat_bytes(layout.size)
     udtype = _uint_dtype(width)
+    contiguous = _lanes_contiguous(layout, width)
+    if width == udtype.itemsize * 8 and contiguous and values.dtype.itemsize == udtype.itemsize:
+        # Lanes as wide as the values' own dtype: their little-endian bytes are the beat
+        # (two's complement is the same bits), one copy.
+        own = np.ascontiguousarray(values.astype(values.dtype.newbyteorder("<"), copy=False))
+        flat = own.view(np.uint8).reshape(beats, -1)
+        if flat.shape[1] == nbytes:
+            # Never a view of the caller's array.
+            return flat.copy() if np.may_share_memory(own, values) else flat
+        out = np.zeros((beats, nbytes), dtype=np.uint8)
+        out[:, :flat.shape[1]] = flat
+        return out
     # Two's complement in the lane's own width: the cast to the unsigned dtype wraps modulo
     # its size, the mask down to the lane.
     unsigned = values.astype(udtype)
     if width < udtype.itemsize * 8:
         unsigned &= udtype.type((1 << width) - 1)
     out = np.zeros((beats, nbytes), dtype=np.uint8)
-    if width == udtype.itemsize * 8 and _lanes_contiguous(layout, width):
+    if width == udtype.itemsize * 8 and contiguous:
         flat = unsigned.astype(udtype.newbyteorder("<")).view(np.uint8).reshape(beats, -1)
         out[:, :flat.shape[1]] = flat
         return out
     period = math.lcm(width, 8)
-    if period <= 64 and _lanes_contiguous(layout, width):
+    if period <= 64 and contiguous:
         # Narrow lanes: ``period // width`` lanes fill ``period // 8`` whole bytes; OR them
         # into one integer per period and take its little-endian bytes.
         per, period_bytes = period // width, period // 8
         groups = -(-lanes // per)
         wdtype = np.dtype(np.uint32 if period <= 32 else np.uint64)
-        spread = np.zeros((beats, groups * per), dtype=wdtype)
-        spread[:, :lanes] = unsigned
+        if lanes % per:
+            spread = np.zeros((beats, groups * per), dtype=udtype)
+            spread[:, :lanes] = unsigned
+        else:
+            spread = unsigned
         spread = spread.reshape(beats, groups, per)
-        word = np.zeros((beats, groups), dtype=wdtype)
-        for lane in range(per):
-            word |= spread[:, :, lane] << wdtype.type(lane * width)
+        word = spread[:, :, 0].astype(wdtype)
+        for lane in range(1, per):
+            word |= spread[:, :, lane].astype(wdtype) << wdtype.type(lane * width)
         flat = (word.astype(wdtype.newbyteorder("<")).view(np.uint8)
                 .reshape(beats, groups, wdtype.itemsize)[:, :, :period_bytes]
                 .reshape(beats, -1))

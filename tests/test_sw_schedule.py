@@ -422,3 +422,30 @@ def test_nm_traces_differ_from_the_reference_only_in_the_last_tile_loads(pattern
     x, w = _masked(cfg, 5, 3 * inputs, 9, pattern, 2)
     new, old = schedule_layer(cfg, x, w, pattern), schedule_layer_reference(cfg, x, w, pattern)
     assert new.trace.commands == old.trace.commands and new.trace.data == old.trace.data
+
+
+TILE_CASES = [(name, pattern) for name, cfg in {**NM_CONFIGS, "narrow": NARROW}.items()
+              for pattern in [(1, 1), *cfg.patterns]]
+
+
+@pytest.mark.parametrize("name, pattern", TILE_CASES,
+                         ids=[f"{c[0]}-{c[1][0]}:{c[1][1]}" for c in TILE_CASES])
+def test_tile_weight_bytes_are_the_reference_packing_of_compressed_tiles(name, pattern):
+    """Every tile's LOAD_W bytes equal the pre-issue-17 path (compress, then the bit-by-bit
+    reference packer), for every pattern, partial last tiles and groups, N not a multiple of
+    cols, and operands in C order, transposed (F order) and in a wide dtype."""
+    from sparsecim.hw.isa import bytes_to_words
+    from sparsecim.sw._reference import _pack_weights, _tile_weights
+    from sparsecim.sw.mapping import map_nm
+    from sparsecim.sw.schedule.gemm import tile_weight_bytes
+
+    cfg = {**NM_CONFIGS, "narrow": NARROW}[name]
+    for k, n in [(1, 1), (37, 9), (131, 5), (2 * cfg.pass_inputs(*pattern) + 3, 3 * cfg.cols)]:
+        _, w = _masked(cfg, 1, k, n, pattern, seed=k * n)
+        mapping = map_nm(cfg, k, n, pattern)
+        values, meta = _tile_weights(cfg, mapping, w)
+        expected = _pack_weights(cfg, values.reshape(-1, cfg.cols), meta.reshape(-1, cfg.cols))
+        for operand in (w, np.asfortranarray(w), w.astype(np.int64)):
+            raw = tile_weight_bytes(cfg, mapping, operand)
+            assert raw.shape[:3] == (mapping.n_tiles, mapping.k_tiles, cfg.weight_rows)
+            assert bytes_to_words(raw.reshape(-1, raw.shape[-1])) == expected
