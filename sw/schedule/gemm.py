@@ -56,6 +56,7 @@ per beat. Command words are encoded once per distinct command.
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections import Counter
 from dataclasses import dataclass
@@ -73,11 +74,11 @@ from ...hw.isa import (
     pack_weight_row_bytes,
 )
 from ...hw.pattern import as_pattern
-from ...hw.trace import BeatArray, Trace
+from ...hw.trace import BeatArray, Step, Trace
 from ..mapping import TileMapping, map_nm
 from ..nm import NMPattern, compress, stored_slots
 from ..reference import check_int_matrix
-from .steps import CommandCache, build_trace, counters_of, pack_rows
+from .steps import CommandCache, counters_of, encode_cached, pack_rows
 
 __all__ = ["ReadBlock", "GemmSchedule", "as_pattern", "schedule_dense", "schedule_layer",
            "predict_counters", "chain", "ideal_cycles", "check_shapes", "load_ranges",
@@ -227,6 +228,55 @@ def _plan(mapping: TileMapping, tokens: int, resident: bool, chunk: int):
     return ops, reads
 
 
+def _steps(mapping: TileMapping, tokens: int, resident: bool, chunk: int, w_raw: np.ndarray,
+           a_raw: np.ndarray, steps: list) -> list[ReadBlock]:
+    """Append to ``steps`` the trace of :func:`_plan`'s commands, in its order, each word
+    encoded once and each beat a :class:`~sparsecim.hw.trace.BeatArray` view of ``w_raw``
+    (:func:`tile_weight_bytes`) or ``a_raw`` (``(k_tiles, tokens · act_beats, nbytes)``);
+    return the READs' blocks. The same trace as :func:`build_trace` of the plan (a test
+    compares them) without a reference tuple per step: a LOAD_W's beats are built once per
+    tile range and shared by the chunks."""
+    cfg = mapping.config
+    k_tiles, n_tiles = mapping.k_tiles, mapping.n_tiles
+    word = functools.partial(encode_cached, cfg)
+    ranges = [load_ranges(cfg, mapping.pattern, inputs) for inputs in k_tile_inputs(mapping)]
+    act_beats = a_raw.shape[1] // tokens
+    loads = [[word(Command(Opcode.LOAD_W, row=row, count=rows)) for row, rows in tile]
+             for tile in ranges]
+    w_beats: list = []                  # [n tile][k tile][range]: built in the first chunk
+    reads = []
+    steps.append(Step(word(config_command(mapping.pattern))))
+    for t0 in range(0, tokens, chunk):
+        count = min(chunk, tokens - t0)
+        acts = a_raw[:, t0 * act_beats:(t0 + count) * act_beats]
+        if resident:
+            steps.append(Step(word(Command(Opcode.LOAD_A, addr=0, count=count * k_tiles)),
+                              BeatArray(acts.reshape(-1, acts.shape[-1]))))
+            load_a = [None] * k_tiles
+        else:
+            load_a = [(word(Command(Opcode.LOAD_A, addr=0, count=count)), BeatArray(block))
+                      for block in acts]
+        computes = [word(Command(Opcode.COMPUTE, act_addr=index * count if resident else 0,
+                                 acc_addr=0, count=count, accumulate=int(index > 0)))
+                    for index in range(k_tiles)]
+        read = word(Command(Opcode.READ, addr=0, count=count))
+        for nt in range(n_tiles):
+            if nt == len(w_beats):
+                w_beats.append([[BeatArray(w_raw[nt, kt, row:row + rows]) for row, rows in tile]
+                                for kt, tile in enumerate(ranges)])
+            for kt in range(k_tiles):
+                for load, beats in zip(loads[kt], w_beats[nt][kt], strict=True):
+                    steps.append(Step(load, beats))
+                if load_a[kt] is not None:
+                    steps.append(Step(*load_a[kt]))
+                steps.append(Step(computes[kt], []))
+            steps.append(Step(read, []))
+            tile = mapping.tiles[nt * k_tiles]
+            reads.append(ReadBlock(t0, count, tile.n0, tile.n1))
+    steps.append(Step(word(Command(Opcode.END))))
+    return reads
+
+
 def _counters(cfg: MacroConfig, pattern: tuple[int, int], times) -> dict[str, int]:
     """Counters of commands run ``times[cmd]`` times each in ``pattern``
     (:func:`~sparsecim.sw.schedule.steps.counters_of`)."""
@@ -349,47 +399,75 @@ def schedule_dense(cfg: MacroConfig, x, w) -> GemmSchedule:
     return schedule_layer(cfg, x, w)
 
 
+#: Bytes of ``w`` cut into tiles per block of K tiles by :func:`tile_weight_bytes`: the
+#: temporaries stay in the cache and below the size the allocator maps fresh (and the kernel
+#: zeroes) on every call.
+_BLOCK_BYTES = 1 << 20
+
+
 def tile_weight_bytes(cfg: MacroConfig, mapping: TileMapping, w: np.ndarray) -> np.ndarray:
     """LOAD_W beats of every tile as bytes: ``uint8`` ``(n_tiles, k_tiles, weight_rows,
     beat_bytes(data_bits))``, row ``(c·n + j)·rows + r`` holding, per output, the ``j``-th
     kept weight of tile input group ``c·rows + r`` and its position (the mapping's
-    placement). Packed in ``w``'s own order (rows of ``cols`` consecutive outputs, in its
-    small dtype) and moved to the tile order as bytes by one strided copy per slot."""
-    n, m = mapping.pattern
-    w = _c_order(w)
+    placement). Built in blocks of whole K tiles of about :data:`_BLOCK_BYTES` of ``w``:
+    each packed in ``w``'s own order (rows of ``cols`` consecutive outputs, in its small
+    dtype) and moved to the tile order as bytes by one strided copy per slot."""
     k_dim, n_out = w.shape
     k_tiles, n_tiles = mapping.k_tiles, mapping.n_tiles
     nbytes = beat_bytes(cfg.data_bits)
     out = np.zeros((n_tiles, k_tiles, cfg.weight_rows, nbytes), dtype=np.uint8)
-    if (n, m) == (1, 1):
-        # Global row g of a dense tile is input k0 + g: rows of w packed as they are, then
-        # (input, n tile) -> (n tile, input); inputs beyond K stay zero.
-        raw = _packed_rows(cfg, w, n_tiles)
-        out.reshape(n_tiles, -1, nbytes)[:, :k_dim] = \
-            raw.reshape(k_dim, n_tiles, nbytes).transpose(1, 0, 2)
-        return out
-    clusters = cfg.submacros // n
-    groups = k_tiles * cfg.rows * clusters
-    k_groups = -(-k_dim // m)
-    if k_dim % m:
+    inputs = mapping.pass_inputs
+    step = max(1, _BLOCK_BYTES // (inputs * n_out * w.itemsize))
+    for kt0 in range(0, k_tiles, step):
+        block = _c_order(w[kt0 * inputs:(kt0 + step) * inputs])
+        if mapping.pattern == (1, 1):
+            _dense_block(cfg, block, out, kt0)
+        elif not _nm_block(cfg, mapping.pattern, block, out, kt0):
+            # Raises the error naming the first output channel and group that break it.
+            compress(w.T, NMPattern(*mapping.pattern), name="w.T (output channel × input)")
+    return out
+
+
+def _dense_block(cfg: MacroConfig, block: np.ndarray, out: np.ndarray, kt0: int) -> None:
+    """Write K tiles ``kt0 ..`` of a dense layer, inputs ``block``, into ``out``: global row
+    g of a dense tile is input ``k0 + g``, so rows of ``block`` are packed as they are and
+    moved (input, n tile) -> (n tile, input); rows beyond K stay zero."""
+    n_tiles, k_tiles, weight_rows, nbytes = out.shape
+    rows = block.shape[0]
+    raw = _packed_rows(cfg, block, n_tiles)
+    first = kt0 * weight_rows
+    out.reshape(n_tiles, k_tiles * weight_rows, nbytes)[:, first:first + rows] = \
+        raw.reshape(rows, n_tiles, nbytes).transpose(1, 0, 2)
+
+
+def _nm_block(cfg: MacroConfig, pattern: tuple[int, int], block: np.ndarray,
+              out: np.ndarray, kt0: int) -> bool:
+    """Write K tiles ``kt0 ..`` of an ``n:m`` layer, inputs ``block`` (C order), into
+    ``out``; False (nothing written) if a group breaks the pattern."""
+    n, m = pattern
+    n_tiles, k_tiles, _, nbytes = out.shape
+    rows, n_out = block.shape
+    k_groups = -(-rows // m)
+    if rows % m:
         # The partial last group's missing inputs are zeros (as compress pads them).
-        whole = np.zeros((k_groups * m, n_out), dtype=w.dtype)
-        whole[:k_dim] = w
-    else:
-        whole = w
-    slots = stored_slots(whole.reshape(k_groups, m, n_out), n, m, axis=1)
+        whole = np.zeros((k_groups * m, n_out), dtype=block.dtype)
+        whole[:rows] = block
+        block = whole
+    slots = stored_slots(block.reshape(k_groups, m, n_out), n, m, axis=1)
     if slots is None:
-        # Raises the error naming the first output channel and group that break it.
-        compress(w.T, NMPattern(n, m), name="w.T (output channel × input)")
+        return False
+    clusters = cfg.submacros // n
+    tiles_here = -(-k_groups // (cfg.rows * clusters))
+    groups = tiles_here * cfg.rows * clusters
     tiles = out.reshape(n_tiles, k_tiles, clusters, n, cfg.rows, nbytes)
     for j, (values, positions) in enumerate(zip(*slots, strict=True)):
         # Groups beyond K (and outputs beyond N) hold weight 0 at position 0: zero bytes.
         raw = np.zeros((groups * n_tiles, nbytes), dtype=np.uint8)
         raw[:k_groups * n_tiles] = _packed_rows(cfg, values, n_tiles, positions)
         # (kt, c, r, nt) -> (nt, kt, c, r): global row (c·n + j)·rows + r.
-        tiles[:, :, :, j] = raw.reshape(k_tiles, clusters, cfg.rows, n_tiles, nbytes) \
-            .transpose(3, 0, 1, 2, 4)
-    return out
+        tiles[:, kt0:kt0 + tiles_here, :, j] = \
+            raw.reshape(tiles_here, clusters, cfg.rows, n_tiles, nbytes).transpose(3, 0, 1, 2, 4)
+    return True
 
 
 #: Columns copied per block by :func:`_c_order`.
@@ -429,6 +507,24 @@ def _packed_rows(cfg: MacroConfig, values: np.ndarray, n_tiles: int,
         return pack_rows(lambda v: pack_weight_row_bytes(cfg, v), cut(values), nbytes)
     return pack_rows(lambda v, p: pack_weight_row_bytes(cfg, v, p), cut(values), nbytes,
                      cut(meta))
+
+
+def _activation_bytes(cfg: MacroConfig, mapping: TileMapping, x: np.ndarray) -> np.ndarray:
+    """LOAD_A beats of every activation entry as bytes: ``uint8`` ``(k_tiles, tokens ·
+    act_beats, nbytes)``; entry (k tile, token) is ``act_beats`` beats, zero beyond the
+    tile's inputs."""
+    tokens = x.shape[0]
+    k_tiles, inputs = mapping.k_tiles, mapping.pass_inputs
+    act_beats = cfg.act_beats(*mapping.pattern)
+    padded_x = np.zeros((k_tiles, tokens, act_beats * cfg.act_lanes), dtype=x.dtype)
+    for kt in range(k_tiles):
+        block = x[:, kt * inputs:(kt + 1) * inputs]
+        padded_x[kt, :, :block.shape[1]] = block
+    layout = act_beat_layout(cfg)
+    nbytes = beat_bytes(cfg.data_bits)
+    a_raw = pack_rows(lambda values: pack_beat_bytes(layout, values),
+                      padded_x.reshape(-1, cfg.act_lanes), nbytes)
+    return a_raw.reshape(k_tiles, tokens * act_beats, nbytes)
 
 
 def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> GemmSchedule:
@@ -473,34 +569,10 @@ def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> GemmSchedule:
     mapping = map_nm(cfg, k, n, pattern)
     k_tiles, n_tiles = mapping.k_tiles, mapping.n_tiles
     resident, chunk, _ = _best_variant(mapping, tokens)
-    ops, reads = _plan(mapping, tokens, resident, chunk)
 
     # Every beat is packed once, in bulk, as bytes; steps hold views of these arrays.
-    nbytes = beat_bytes(cfg.data_bits)
     w_raw = tile_weight_bytes(cfg, mapping, w)
-    # Activations: entry (k tile, token) is act_beats beats, zero beyond the tile's inputs.
-    inputs = mapping.pass_inputs
-    act_beats = cfg.act_beats(*pattern)
-    entry = act_beats * cfg.act_lanes
-    padded_x = np.zeros((k_tiles, tokens, entry), dtype=x.dtype)
-    for kt in range(k_tiles):
-        block = x[:, kt * inputs:(kt + 1) * inputs]
-        padded_x[kt, :, :block.shape[1]] = block
-    layout = act_beat_layout(cfg)
-    a_raw = pack_rows(lambda values: pack_beat_bytes(layout, values),
-                       padded_x.reshape(-1, cfg.act_lanes), nbytes)
-    a_raw = a_raw.reshape(k_tiles, tokens * act_beats, nbytes)
-
-    def beats(ref):
-        if ref is None:
-            return []
-        if ref[0] == "w":
-            _, nt, kt, row, rows = ref
-            return BeatArray(w_raw[nt, kt, row:row + rows])
-        _, k_lo, k_hi, t0, count = ref
-        block = a_raw[k_lo:k_hi, t0 * act_beats:(t0 + count) * act_beats]
-        return BeatArray(block.reshape(-1, nbytes))
-
+    a_raw = _activation_bytes(cfg, mapping, x)
     meta = {
         "workload": "gemm", "mapping": "linear" if pattern == (1, 1) else "nm",
         "pattern": str(NMPattern(*pattern)),
@@ -508,7 +580,8 @@ def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> GemmSchedule:
         "utilization": mapping.utilization,
         "loop": "resident" if resident else "streaming", "chunk": chunk,
     }
-    trace = build_trace(cfg, [(cmd, beats(ref)) for cmd, ref in ops], meta)
+    trace = Trace(cfg, meta=meta)
+    reads = _steps(mapping, tokens, resident, chunk, w_raw, a_raw, trace.steps)
     return GemmSchedule(trace=trace, mapping=mapping, tokens=tokens, reads=reads,
                         resident=resident, chunk=chunk)
 
