@@ -47,11 +47,15 @@ workloads) LOAD_W dominates by about ``reduction / T`` and the macro is far from
 dense one with the same rows, so the weight loads, and with them the cycles of a decode-like
 layer, shrink by up to ``m/n``; fixed per-command cycles and edge tiles keep it below.
 
-Speed. Operands stay in their small dtypes (``int8`` for INT8); the tiles are cut from ``w``
-in runs of ``cols`` outputs (N:M slots through :func:`~sparsecim.sw.nm.stored_slots`) and packed
-in blocks through byte views (:func:`~sparsecim.hw.isa.pack_weight_row_bytes`); every step's
-beats are a :class:`~sparsecim.hw.trace.BeatArray` view of those bytes, never a Python ``int``
-per beat. Command words are encoded once per distinct command.
+Speed. Operands stay in their small dtypes (``int8`` for INT8, not copied or scanned when
+already so). :func:`tile_weight_bytes` works in blocks of whole K tiles of about 1 MB of ``w``
+(a transposed ``w`` put in C order block by block): N:M slots through
+:func:`~sparsecim.sw.nm.stored_slots`, packed in ``w``'s own order in runs of ``cols`` outputs
+through byte views (:func:`~sparsecim.hw.isa.pack_weight_row_bytes`) and moved to the tile
+order as bytes, one strided copy per slot. The steps are built from the loop structure
+(:func:`_steps`, the same listing as :func:`_plan`): every beat a
+:class:`~sparsecim.hw.trace.BeatArray` view of those bytes, never a Python ``int`` per beat,
+every distinct command encoded once.
 """
 
 from __future__ import annotations
@@ -187,7 +191,8 @@ def k_tile_inputs(mapping: TileMapping) -> list[int]:
 
 
 def _plan(mapping: TileMapping, tokens: int, resident: bool, chunk: int):
-    """Commands of one loop variant, each with a reference to its data (not yet packed).
+    """Commands of one loop variant, each with a reference to its data (not yet packed): the
+    listing the tests hold :func:`_steps` (which builds the trace) and the closed form to.
 
     Data references: ``("w", n_tile, k_tile, row, count)`` for rows ``row .. row+count-1`` of
     the tile's weight rows, ``("a", k_lo, k_hi, t0, count)`` for the activation entries of K
