@@ -430,6 +430,7 @@ def tile_weight_bytes(cfg: MacroConfig, mapping: TileMapping, w: np.ndarray) -> 
         elif not _nm_block(cfg, mapping.pattern, block, out, kt0):
             # Raises the error naming the first output channel and group that break it.
             compress(w.T, NMPattern(*mapping.pattern), name="w.T (output channel × input)")
+            raise AssertionError("stored_slots refused a block that compress accepts")
     return out
 
 
