@@ -569,6 +569,16 @@ def _uint_dtype(width: int):
                 if width <= 8 * np.dtype(t).itemsize)
 
 
+@functools.lru_cache(maxsize=256)
+def _pack_geometry(layout: data.ArrayLayout):
+    """``(width, signed, lo, hi, nbytes, contiguous)`` of a beat layout's lanes, computed
+    once per layout (Amaranth builds each lane's field anew on every access)."""
+    shape = Shape.cast(layout.elem_shape)
+    lo, hi = _lane_range(shape)
+    return (shape.width, shape.signed, lo, hi, beat_bytes(layout.size),
+            _lanes_contiguous(layout, shape.width))
+
+
 def pack_beat_bytes(layout: data.ArrayLayout, values) -> np.ndarray:
     """:func:`pack_beats` as the byte view: ``uint8`` ``(beats, beat_bytes(layout.size))``.
 
@@ -582,39 +592,53 @@ def pack_beat_bytes(layout: data.ArrayLayout, values) -> np.ndarray:
     if values.ndim != 2 or values.shape[1] > layout.length:
         raise ValueError(f"beat values must have shape (beats, <= {layout.length}), "
                          f"not {values.shape}")
-    shape = Shape.cast(layout.elem_shape)
-    width = shape.width
-    lo, hi = _lane_range(shape)
-    if values.size and (values.min() < lo or values.max() > hi):
+    width, signed, lo, hi, nbytes, contiguous = _pack_geometry(layout)
+    info = np.iinfo(values.dtype)
+    # A dtype whose whole range fits the lane needs no scan of the values.
+    if values.size and (info.min < lo or info.max > hi) and (
+            values.min() < lo or values.max() > hi):
         bad = values[(values < lo) | (values > hi)][0]
-        kind = "signed" if shape.signed else "unsigned"
+        kind = "signed" if signed else "unsigned"
         raise ValueError(f"lane value must be in {lo}..{hi} ({width}-bit {kind}), not {bad}")
     beats, lanes = values.shape
-    nbytes = beat_bytes(layout.size)
     udtype = _uint_dtype(width)
+    if width == udtype.itemsize * 8 and contiguous and values.dtype.itemsize == udtype.itemsize:
+        # Lanes as wide as the values' own dtype: their little-endian bytes are the beat
+        # (two's complement is the same bits), one copy.
+        own = np.ascontiguousarray(values.astype(values.dtype.newbyteorder("<"), copy=False))
+        flat = own.view(np.uint8).reshape(beats, -1)
+        if flat.shape[1] == nbytes:
+            # Never a view of the caller's array.
+            return flat.copy() if np.may_share_memory(own, values) else flat
+        out = np.zeros((beats, nbytes), dtype=np.uint8)
+        out[:, :flat.shape[1]] = flat
+        return out
     # Two's complement in the lane's own width: the cast to the unsigned dtype wraps modulo
     # its size, the mask down to the lane.
     unsigned = values.astype(udtype)
     if width < udtype.itemsize * 8:
         unsigned &= udtype.type((1 << width) - 1)
     out = np.zeros((beats, nbytes), dtype=np.uint8)
-    if width == udtype.itemsize * 8 and _lanes_contiguous(layout, width):
+    if width == udtype.itemsize * 8 and contiguous:
         flat = unsigned.astype(udtype.newbyteorder("<")).view(np.uint8).reshape(beats, -1)
         out[:, :flat.shape[1]] = flat
         return out
     period = math.lcm(width, 8)
-    if period <= 64 and _lanes_contiguous(layout, width):
+    if period <= 64 and contiguous:
         # Narrow lanes: ``period // width`` lanes fill ``period // 8`` whole bytes; OR them
         # into one integer per period and take its little-endian bytes.
         per, period_bytes = period // width, period // 8
         groups = -(-lanes // per)
         wdtype = np.dtype(np.uint32 if period <= 32 else np.uint64)
-        spread = np.zeros((beats, groups * per), dtype=wdtype)
-        spread[:, :lanes] = unsigned
+        if lanes % per:
+            spread = np.zeros((beats, groups * per), dtype=udtype)
+            spread[:, :lanes] = unsigned
+        else:
+            spread = unsigned
         spread = spread.reshape(beats, groups, per)
-        word = np.zeros((beats, groups), dtype=wdtype)
-        for lane in range(per):
-            word |= spread[:, :, lane] << wdtype.type(lane * width)
+        word = spread[:, :, 0].astype(wdtype)
+        for lane in range(1, per):
+            word |= spread[:, :, lane].astype(wdtype) << wdtype.type(lane * width)
         flat = (word.astype(wdtype.newbyteorder("<")).view(np.uint8)
                 .reshape(beats, groups, wdtype.itemsize)[:, :, :period_bytes]
                 .reshape(beats, -1))
@@ -625,7 +649,7 @@ def pack_beat_bytes(layout: data.ArrayLayout, values) -> np.ndarray:
     lane_bits = np.empty((beats, lanes, width), dtype=np.uint8)
     for bit in range(width):
         lane_bits[:, :, bit] = (unsigned >> udtype.type(bit)) & udtype.type(1)
-    if _lanes_contiguous(layout, width):
+    if contiguous:
         bits[:, :lanes * width] = lane_bits.reshape(beats, lanes * width)
     else:
         for lane in range(lanes):
@@ -780,38 +804,48 @@ def unpack_beats(layout: data.ArrayLayout, words) -> np.ndarray:
     return unpack_beat_bytes(layout, words_to_bytes(words, beat_bytes(size)))
 
 
+@functools.cache
+def _weight_row_fields(cfg: MacroConfig):
+    """``(weight lanes, meta lanes or None, meta bit offset, bits, bytes)`` of a LOAD_W beat,
+    computed once per config."""
+    layout = weight_row_layout(cfg)
+    meta = layout["meta"] if cfg.meta_bits else None
+    return (layout["weight"].shape, meta and meta.shape, meta.offset if meta else 0,
+            layout.size, beat_bytes(layout.size))
+
+
 def pack_weight_row_bytes(cfg: MacroConfig, weights, meta=None) -> np.ndarray:
     """:func:`pack_weight_rows` as the byte view: ``uint8`` ``(rows, beat_bytes(data_bits))``.
     The metadata field starts on a byte boundary (after ``cols`` whole weights), so the two
     fields pack separately into their own bytes."""
-    layout = weight_row_layout(cfg)
+    weight_lanes, meta_lanes, shift, size, nbytes = _weight_row_fields(cfg)
     weights = np.asarray(weights)
-    head = pack_beat_bytes(layout["weight"].shape, weights)
-    out = np.zeros((head.shape[0], beat_bytes(layout.size)), dtype=np.uint8)
-    if meta is None:
-        out[:, :head.shape[1]] = head
-        return out
-    meta = np.asarray(meta)
-    if meta.shape != weights.shape:
-        raise ValueError(f"meta must have the shape of weights {weights.shape}, "
-                         f"not {meta.shape}")
-    if not cfg.meta_bits:
-        if meta.any():
+    head = pack_beat_bytes(weight_lanes, weights)
+    if meta is not None:
+        meta = np.asarray(meta)
+        if meta.shape != weights.shape:
+            raise ValueError(f"meta must have the shape of weights {weights.shape}, "
+                             f"not {meta.shape}")
+        if not cfg.meta_bits and meta.any():
             raise ValueError("metadata must be 0 on a dense-only config (meta_bits is 0)")
+    if meta is None or not cfg.meta_bits:
+        if head.shape[1] == nbytes:
+            return head
+        out = np.zeros((head.shape[0], nbytes), dtype=np.uint8)
         out[:, :head.shape[1]] = head
         return out
-    shift = layout["meta"].offset
-    tail = pack_beat_bytes(layout["meta"].shape, meta)
+    tail = pack_beat_bytes(meta_lanes, meta)
     if shift % 8:
         # Not byte-aligned (weight_bits × cols not a multiple of 8): merge at the bit level.
-        bits = np.zeros((head.shape[0], out.shape[1] * 8), dtype=np.uint8)
+        bits = np.zeros((head.shape[0], nbytes * 8), dtype=np.uint8)
         bits[:, :shift] = np.unpackbits(head, axis=1, count=shift, bitorder="little")
-        tail_bits = layout.size - shift
-        bits[:, shift:layout.size] = np.unpackbits(tail, axis=1, count=tail_bits,
-                                                   bitorder="little")
+        bits[:, shift:size] = np.unpackbits(tail, axis=1, count=size - shift,
+                                            bitorder="little")
         return np.packbits(bits, axis=1, bitorder="little")
+    out = np.empty((head.shape[0], nbytes), dtype=np.uint8)
     out[:, :shift // 8] = head[:, :shift // 8]
     out[:, shift // 8:shift // 8 + tail.shape[1]] = tail
+    out[:, shift // 8 + tail.shape[1]:] = 0
     return out
 
 

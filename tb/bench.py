@@ -13,10 +13,11 @@
   smaller layer run on Verilator (RTL-verified: outputs bit-exact, cycles equal to the model).
 - Software speed (``--sw-only`` prints only this): for the LLaMA-2-7B linear shapes (one
   token) and a whole LLaMA-2-7B token (every linear of the 32 blocks, dense and 2:4), the
-  scheduler's wall time and the peak memory of its process; the golden model's commands and
-  data beats per CPU second of its process on the same traces; each beside the paths before
-  issue 17 (:mod:`sparsecim.sw._reference`) measured in the same run, as ratios. Every
-  measurement runs in a fresh process, so that its peak RSS is its own.
+  scheduler's wall and CPU seconds (speedups in CPU seconds) and the peak memory of its
+  process; the golden model's commands and data beats per CPU second of its process on the
+  same traces; each beside the paths before issue 17 (:mod:`sparsecim.sw._reference`)
+  measured in the same run, as ratios. Every measurement runs in a fresh process, so that its
+  peak RSS is its own.
 - Sweep (``--sweep-only`` prints only this): design points per second of ``sparsecim sweep``
   (:func:`sweep_rate`) over a grid of about 10⁴ whole-model points (4 macros × 6 layer-shape
   tables × dense and 4 N:M patterns × 3 mappings × 16 token counts × 2 technologies), on a
@@ -132,12 +133,12 @@ def _schedule_job(preset_name: str, k: int, n: int, pattern: str, old: bool) -> 
     cfg = preset(preset_name)
     x, w = _operands(cfg, k, n, pattern)
     before = _peak_mb()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     schedule = (schedule_layer_reference if old else schedule_layer)(cfg, x, w, pattern)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     trace = schedule.trace
-    return {"seconds": seconds, "commands": len(trace.steps), "beats": trace.data_beats,
-            "operands_mb": before, "peak_mb": _peak_mb()}
+    return {"seconds": seconds, "cpu": cpu, "commands": len(trace.steps),
+            "beats": trace.data_beats, "operands_mb": before, "peak_mb": _peak_mb()}
 
 
 def _token_job(preset_name: str, pattern: str) -> dict:
@@ -148,7 +149,7 @@ def _token_job(preset_name: str, pattern: str) -> dict:
     cfg = preset(preset_name)
     operands = {shape: _operands(cfg, *shape, pattern) for shape in LLAMA_SHAPES}
     layers = commands = beats = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for linear in model_shape("llama-2-7b").linears:
         x, w = operands[(linear.inputs, linear.outputs)]
         for _ in range(linear.count * linear.blocks):
@@ -157,8 +158,8 @@ def _token_job(preset_name: str, pattern: str) -> dict:
             commands += len(trace.steps)
             beats += trace.data_beats
             del trace
-    return {"seconds": time.perf_counter() - t0, "layers": layers, "commands": commands,
-            "beats": beats, "peak_mb": _peak_mb()}
+    return {"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+            "layers": layers, "commands": commands, "beats": beats, "peak_mb": _peak_mb()}
 
 
 def _golden_job(preset_name: str, k: int, n: int, pattern: str, old: bool,
@@ -192,25 +193,26 @@ def software_table(preset_name: str, old: bool = True, token: bool = True,
     """Print the software speed figures (see the module docstring)."""
     print(f"\nSoftware speed on {preset_name}, one token, LLaMA-2-7B shapes (inputs x outputs); "
           f"old = the paths before issue 17, same run")
-    print(f"  {'schedule':<24} {'commands':>9} {'beats':>10} {'time':>8} {'peak RSS':>9} "
-          f"{'(operands)':>10} {'old time':>9} {'old peak':>9} {'speedup':>8}")
+    print(f"  {'schedule':<24} {'commands':>9} {'beats':>10} {'time':>8} {'CPU':>8} "
+          f"{'peak RSS':>9} {'(operands)':>10} {'old CPU':>9} {'old peak':>9} {'speedup':>8}")
     for pattern in ("dense", "2:4"):
         for k, n in LLAMA_SHAPES:
             new = _in_fresh_process(_schedule_job, preset_name, k, n, pattern, False)
             row = (f"  {f'{k}x{n} {pattern}':<24} {new['commands']:>9,} {new['beats']:>10,} "
-                   f"{new['seconds']:>7.2f}s {new['peak_mb']:>7,.0f}MB "
+                   f"{new['seconds']:>7.2f}s {new['cpu']:>7.2f}s {new['peak_mb']:>7,.0f}MB "
                    f"{new['operands_mb']:>8,.0f}MB")
             if old:
+                # CPU seconds: the machine is shared, wall times swing with its load.
                 ref = _in_fresh_process(_schedule_job, preset_name, k, n, pattern, True)
-                row += (f" {ref['seconds']:>8.2f}s {ref['peak_mb']:>7,.0f}MB "
-                        f"{ref['seconds'] / new['seconds']:>7.1f}x")
+                row += (f" {ref['cpu']:>8.2f}s {ref['peak_mb']:>7,.0f}MB "
+                        f"{ref['cpu'] / new['cpu']:>7.1f}x")
             print(row)
     if token:
         for pattern in ("dense", "2:4"):
             tok = _in_fresh_process(_token_job, preset_name, pattern)
             print(f"  {f'whole token {pattern}':<24} {tok['commands']:>9,} {tok['beats']:>10,} "
-                  f"{tok['seconds']:>7.1f}s {tok['peak_mb']:>7,.0f}MB   ({tok['layers']} "
-                  f"linears scheduled one after the other)")
+                  f"{tok['seconds']:>7.1f}s {tok['cpu']:>7.1f}s {tok['peak_mb']:>7,.0f}MB   "
+                  f"({tok['layers']} linears scheduled one after the other)")
     print(f"  {'golden model':<24} {'commands':>9} {'beats':>10} {'cmd/s':>10} {'beats/s':>12} "
           f"{'CPU s':>7} {'old cmd/s':>10} {'old beats/s':>12} {'old CPU s':>9} {'speedup':>8}"
           "  (rates per CPU second, best of the repeats)")

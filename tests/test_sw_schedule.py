@@ -422,3 +422,88 @@ def test_nm_traces_differ_from_the_reference_only_in_the_last_tile_loads(pattern
     x, w = _masked(cfg, 5, 3 * inputs, 9, pattern, 2)
     new, old = schedule_layer(cfg, x, w, pattern), schedule_layer_reference(cfg, x, w, pattern)
     assert new.trace.commands == old.trace.commands and new.trace.data == old.trace.data
+
+
+TILE_CASES = [(name, pattern) for name, cfg in {**NM_CONFIGS, "narrow": NARROW}.items()
+              for pattern in [(1, 1), *cfg.patterns]]
+
+
+@pytest.mark.parametrize("name, pattern", TILE_CASES,
+                         ids=[f"{c[0]}-{c[1][0]}:{c[1][1]}" for c in TILE_CASES])
+def test_tile_weight_bytes_are_the_reference_packing_of_compressed_tiles(name, pattern):
+    """Every tile's LOAD_W bytes equal the pre-issue-17 path (compress, then the bit-by-bit
+    reference packer), for every pattern, partial last tiles and groups, N not a multiple of
+    cols, and operands in C order, transposed (F order) and in a wide dtype."""
+    from sparsecim.hw.isa import bytes_to_words
+    from sparsecim.sw._reference import _pack_weights, _tile_weights
+    from sparsecim.sw.mapping import map_nm
+    from sparsecim.sw.schedule.gemm import tile_weight_bytes
+
+    cfg = {**NM_CONFIGS, "narrow": NARROW}[name]
+    for k, n in [(1, 1), (37, 9), (131, 5), (2 * cfg.pass_inputs(*pattern) + 3, 3 * cfg.cols)]:
+        _, w = _masked(cfg, 1, k, n, pattern, seed=k * n)
+        mapping = map_nm(cfg, k, n, pattern)
+        values, meta = _tile_weights(cfg, mapping, w)
+        expected = _pack_weights(cfg, values.reshape(-1, cfg.cols), meta.reshape(-1, cfg.cols))
+        for operand in (w, np.asfortranarray(w), w.astype(np.int64)):
+            raw = tile_weight_bytes(cfg, mapping, operand)
+            assert raw.shape[:3] == (mapping.n_tiles, mapping.k_tiles, cfg.weight_rows)
+            assert bytes_to_words(raw.reshape(-1, raw.shape[-1])) == expected
+
+
+STEP_CASES = [("tiny", (1, 1), (12, 40, 10)), ("tiny", (2, 4), (17, 37, 9)),
+              ("tiny", (1, 8), (40, 300, 7)), ("flexcim", (4, 8), (70, 576, 40)),
+              ("flexcim", (2, 4), (3, 300, 33)), ("odd", (2, 3), (9, 131, 5)),
+              ("odd", (1, 5), (5, 70, 4))]
+
+
+@pytest.mark.parametrize("name, pattern, shape", STEP_CASES,
+                         ids=[f"{c[0]}-{c[1][0]}:{c[1][1]}-{'x'.join(map(str, c[2]))}"
+                              for c in STEP_CASES])
+def test_trace_steps_are_the_plan_listing(name, pattern, shape):
+    """The trace built from the loop structure is, word for word and beat for beat,
+    :func:`_plan`'s listing with each data reference cut from the packed operands (the
+    reference packer's words), in every loop variant that fits (both, but for odd 2:3), with
+    partial last tiles and several chunks (a smaller last one)."""
+    from sparsecim.hw.isa import act_beat_layout, bytes_to_words, encode
+    from sparsecim.hw.trace import Trace
+    from sparsecim.sw._reference import pack_beats_reference
+    from sparsecim.sw.schedule.gemm import (
+        _activation_bytes,
+        _plan,
+        _steps,
+        _variants,
+        tile_weight_bytes,
+    )
+
+    cfg = NM_CONFIGS[name]
+    tokens, k, n = shape
+    x, w = _masked(cfg, tokens, k, n, pattern, seed=tokens + k)
+    mapping = schedule_layer(cfg, x, w, pattern).mapping
+    w_raw = tile_weight_bytes(cfg, mapping, w)
+    act_beats, inputs = cfg.act_beats(*pattern), mapping.pass_inputs
+    entry = np.zeros((mapping.k_tiles, tokens, act_beats * cfg.act_lanes), dtype=np.int64)
+    for kt in range(mapping.k_tiles):
+        block = x[:, kt * inputs:(kt + 1) * inputs]
+        entry[kt, :, :block.shape[1]] = block
+    a_words = np.array(pack_beats_reference(act_beat_layout(cfg),
+                                            entry.reshape(-1, cfg.act_lanes)),
+                       dtype=object).reshape(mapping.k_tiles, tokens * act_beats)
+    variants = _variants(mapping, tokens)
+    for resident, chunk in variants:
+        ops, reads = _plan(mapping, tokens, resident, chunk)
+        trace = Trace(cfg)
+        got = _steps(mapping, tokens, resident, chunk, w_raw,
+                     _activation_bytes(cfg, mapping, x), trace.steps)
+        assert got == reads
+        assert trace.commands == [encode(cfg, cmd) for cmd, _ in ops]
+        for step, (_, ref) in zip(trace.steps, ops, strict=True):
+            if ref is None:
+                assert list(step.data) == []
+            elif ref[0] == "w":
+                _, nt, kt, row, rows = ref
+                assert list(step.data) == bytes_to_words(w_raw[nt, kt, row:row + rows])
+            else:
+                _, k_lo, k_hi, t0, count = ref
+                acts = a_words[k_lo:k_hi, t0 * act_beats:(t0 + count) * act_beats]
+                assert list(step.data) == list(acts.reshape(-1))

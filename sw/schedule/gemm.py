@@ -47,15 +47,20 @@ workloads) LOAD_W dominates by about ``reduction / T`` and the macro is far from
 dense one with the same rows, so the weight loads, and with them the cycles of a decode-like
 layer, shrink by up to ``m/n``; fixed per-command cycles and edge tiles keep it below.
 
-Speed. Operands stay in their small dtypes (``int8`` for INT8); the tiles are cut from ``w``
-in runs of ``cols`` outputs (N:M slots through :func:`~sparsecim.sw.nm.stored_slots`) and packed
-in blocks through byte views (:func:`~sparsecim.hw.isa.pack_weight_row_bytes`); every step's
-beats are a :class:`~sparsecim.hw.trace.BeatArray` view of those bytes, never a Python ``int``
-per beat. Command words are encoded once per distinct command.
+Speed. Operands stay in their small dtypes (``int8`` for INT8, not copied or scanned when
+already so). :func:`tile_weight_bytes` works in blocks of whole K tiles of about 1 MB of ``w``
+(a transposed ``w`` put in C order block by block): N:M slots through
+:func:`~sparsecim.sw.nm.stored_slots`, packed in ``w``'s own order in runs of ``cols`` outputs
+through byte views (:func:`~sparsecim.hw.isa.pack_weight_row_bytes`) and moved to the tile
+order as bytes, one strided copy per slot. The steps are built from the loop structure
+(:func:`_steps`, the same listing as :func:`_plan`): every beat a
+:class:`~sparsecim.hw.trace.BeatArray` view of those bytes, never a Python ``int`` per beat,
+every distinct command encoded once.
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections import Counter
 from dataclasses import dataclass
@@ -73,11 +78,11 @@ from ...hw.isa import (
     pack_weight_row_bytes,
 )
 from ...hw.pattern import as_pattern
-from ...hw.trace import BeatArray, Trace
+from ...hw.trace import BeatArray, Step, Trace
 from ..mapping import TileMapping, map_nm
 from ..nm import NMPattern, compress, stored_slots
 from ..reference import check_int_matrix
-from .steps import CommandCache, build_trace, counters_of, pack_rows
+from .steps import CommandCache, counters_of, encode_cached, pack_rows
 
 __all__ = ["ReadBlock", "GemmSchedule", "as_pattern", "schedule_dense", "schedule_layer",
            "predict_counters", "chain", "ideal_cycles", "check_shapes", "load_ranges",
@@ -186,7 +191,8 @@ def k_tile_inputs(mapping: TileMapping) -> list[int]:
 
 
 def _plan(mapping: TileMapping, tokens: int, resident: bool, chunk: int):
-    """Commands of one loop variant, each with a reference to its data (not yet packed).
+    """Commands of one loop variant, each with a reference to its data (not yet packed): the
+    listing the tests hold :func:`_steps` (which builds the trace) and the closed form to.
 
     Data references: ``("w", n_tile, k_tile, row, count)`` for rows ``row .. row+count-1`` of
     the tile's weight rows, ``("a", k_lo, k_hi, t0, count)`` for the activation entries of K
@@ -225,6 +231,55 @@ def _plan(mapping: TileMapping, tokens: int, resident: bool, chunk: int):
             reads.append(ReadBlock(t0, count, tile.n0, tile.n1))
     ops.append((Command(Opcode.END), None))
     return ops, reads
+
+
+def _steps(mapping: TileMapping, tokens: int, resident: bool, chunk: int, w_raw: np.ndarray,
+           a_raw: np.ndarray, steps: list) -> list[ReadBlock]:
+    """Append to ``steps`` the trace of :func:`_plan`'s commands, in its order, each word
+    encoded once and each beat a :class:`~sparsecim.hw.trace.BeatArray` view of ``w_raw``
+    (:func:`tile_weight_bytes`) or ``a_raw`` (``(k_tiles, tokens · act_beats, nbytes)``);
+    return the READs' blocks. The same trace as :func:`build_trace` of the plan (a test
+    compares them) without a reference tuple per step: a LOAD_W's beats are built once per
+    tile range and shared by the chunks."""
+    cfg = mapping.config
+    k_tiles, n_tiles = mapping.k_tiles, mapping.n_tiles
+    word = functools.partial(encode_cached, cfg)
+    ranges = [load_ranges(cfg, mapping.pattern, inputs) for inputs in k_tile_inputs(mapping)]
+    act_beats = a_raw.shape[1] // tokens
+    loads = [[word(Command(Opcode.LOAD_W, row=row, count=rows)) for row, rows in tile]
+             for tile in ranges]
+    w_beats: list = []                  # [n tile][k tile][range]: built in the first chunk
+    reads = []
+    steps.append(Step(word(config_command(mapping.pattern))))
+    for t0 in range(0, tokens, chunk):
+        count = min(chunk, tokens - t0)
+        acts = a_raw[:, t0 * act_beats:(t0 + count) * act_beats]
+        if resident:
+            steps.append(Step(word(Command(Opcode.LOAD_A, addr=0, count=count * k_tiles)),
+                              BeatArray(acts.reshape(-1, acts.shape[-1]))))
+            load_a = [None] * k_tiles
+        else:
+            load_a = [(word(Command(Opcode.LOAD_A, addr=0, count=count)), BeatArray(block))
+                      for block in acts]
+        computes = [word(Command(Opcode.COMPUTE, act_addr=index * count if resident else 0,
+                                 acc_addr=0, count=count, accumulate=int(index > 0)))
+                    for index in range(k_tiles)]
+        read = word(Command(Opcode.READ, addr=0, count=count))
+        for nt in range(n_tiles):
+            if nt == len(w_beats):
+                w_beats.append([[BeatArray(w_raw[nt, kt, row:row + rows]) for row, rows in tile]
+                                for kt, tile in enumerate(ranges)])
+            for kt in range(k_tiles):
+                for load, beats in zip(loads[kt], w_beats[nt][kt], strict=True):
+                    steps.append(Step(load, beats))
+                if load_a[kt] is not None:
+                    steps.append(Step(*load_a[kt]))
+                steps.append(Step(computes[kt], []))
+            steps.append(Step(read, []))
+            tile = mapping.tiles[nt * k_tiles]
+            reads.append(ReadBlock(t0, count, tile.n0, tile.n1))
+    steps.append(Step(word(Command(Opcode.END))))
+    return reads
 
 
 def _counters(cfg: MacroConfig, pattern: tuple[int, int], times) -> dict[str, int]:
@@ -306,12 +361,15 @@ def _small_int_matrix(name: str, a, bits: int) -> np.ndarray:
     4096 × 11008 layer is 45 MB in ``int8``, 360 MB in ``int64``)."""
     arr = np.asarray(a)
     lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    # A dtype whose whole range fits needs no scan of the values.
     if (arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer)
-            or (arr.size and (arr.min() < lo or arr.max() > hi))):
+            or (arr.size and (np.iinfo(arr.dtype).min < lo or np.iinfo(arr.dtype).max > hi)
+                and (arr.min() < lo or arr.max() > hi))):
         check_int_matrix(name, arr, bits)  # raises the message naming the first bad value
     dtype = next(t for t in (np.int8, np.int16, np.int32, np.int64)
                  if bits <= 8 * np.dtype(t).itemsize)
-    return arr.astype(dtype)
+    # No copy of an operand already in that dtype (the schedule never writes to it).
+    return arr.astype(dtype, copy=False)
 
 
 def check_shapes(cfg: MacroConfig, x, w):
@@ -346,51 +404,133 @@ def schedule_dense(cfg: MacroConfig, x, w) -> GemmSchedule:
     return schedule_layer(cfg, x, w)
 
 
+#: Bytes of ``w`` cut into tiles per block of K tiles by :func:`tile_weight_bytes`: the
+#: temporaries stay in the cache and below the size the allocator maps fresh (and the kernel
+#: zeroes) on every call.
+_BLOCK_BYTES = 1 << 20
+
+
 def tile_weight_bytes(cfg: MacroConfig, mapping: TileMapping, w: np.ndarray) -> np.ndarray:
     """LOAD_W beats of every tile as bytes: ``uint8`` ``(n_tiles, k_tiles, weight_rows,
     beat_bytes(data_bits))``, row ``(c·n + j)·rows + r`` holding, per output, the ``j``-th
     kept weight of tile input group ``c·rows + r`` and its position (the mapping's
-    placement). Built in the operands' small dtypes and packed in blocks."""
-    n, m = mapping.pattern
+    placement). Built in blocks of whole K tiles of about :data:`_BLOCK_BYTES` of ``w``:
+    each packed in ``w``'s own order (rows of ``cols`` consecutive outputs, in its small
+    dtype) and moved to the tile order as bytes by one strided copy per slot."""
     k_dim, n_out = w.shape
     k_tiles, n_tiles = mapping.k_tiles, mapping.n_tiles
-    dense = (n, m) == (1, 1)
-    if dense:
-        # Global row g of a dense tile is input k0 + g: the tile is a block of w itself,
-        # copied in runs of cols weights (no element-wise transpose).
-        padded = np.zeros((k_tiles * cfg.weight_rows, n_tiles * cfg.cols), dtype=w.dtype)
-        padded[:k_dim, :n_out] = w
-        out = [padded.reshape(k_tiles, cfg.weight_rows, n_tiles, cfg.cols)
-               .transpose(2, 0, 1, 3).reshape(-1, cfg.cols)]
-    else:
-        # Groups of m inputs along K of w itself, so that every array below keeps whole rows
-        # of N outputs (the tiles are then cut in runs of cols, not element by element).
-        clusters = cfg.submacros // n
-        groups = k_tiles * cfg.rows * clusters
-        grouped = np.zeros((groups * m, n_tiles * cfg.cols), dtype=w.dtype)
-        grouped[:k_dim, :n_out] = w
-        slots = stored_slots(grouped.reshape(groups, m, -1), n, m, axis=1)
-        if slots is None:
-            # Raises the error naming the first output channel and group that break it.
-            compress(w.T, NMPattern(n, m), name="w.T (output channel × input)")
-        for position in slots[1]:
-            # Padding (outputs beyond N, groups beyond K) stores position 0, as compress's
-            # zero fill does.
-            position[-(-k_dim // m):] = 0
-            position[:, n_out:] = 0
-        out = []
-        for part in slots:
-            stacked = np.stack(part, axis=1)            # (group, slot j, output)
-            # (kt, c, r, j, nt, col) -> (nt, kt, c, j, r, col): global row (c·n + j)·rows + r.
-            out.append(stacked.reshape(k_tiles, clusters, cfg.rows, n, n_tiles, cfg.cols)
-                       .transpose(4, 0, 1, 3, 2, 5).reshape(-1, cfg.cols))
     nbytes = beat_bytes(cfg.data_bits)
-    if dense or not cfg.meta_bits:
-        raw = pack_rows(lambda values: pack_weight_row_bytes(cfg, values), out[0], nbytes)
-    else:
-        raw = pack_rows(lambda values, meta: pack_weight_row_bytes(cfg, values, meta),
-                         out[0], nbytes, out[1])
-    return raw.reshape(n_tiles, k_tiles, cfg.weight_rows, nbytes)
+    out = np.zeros((n_tiles, k_tiles, cfg.weight_rows, nbytes), dtype=np.uint8)
+    inputs = mapping.pass_inputs
+    step = max(1, _BLOCK_BYTES // (inputs * n_out * w.itemsize))
+    for kt0 in range(0, k_tiles, step):
+        block = _c_order(w[kt0 * inputs:(kt0 + step) * inputs])
+        if mapping.pattern == (1, 1):
+            _dense_block(cfg, block, out, kt0)
+        elif not _nm_block(cfg, mapping.pattern, block, out, kt0):
+            # Raises the error naming the first output channel and group that break it.
+            compress(w.T, NMPattern(*mapping.pattern), name="w.T (output channel × input)")
+            raise AssertionError("stored_slots refused a block that compress accepts")
+    return out
+
+
+def _dense_block(cfg: MacroConfig, block: np.ndarray, out: np.ndarray, kt0: int) -> None:
+    """Write K tiles ``kt0 ..`` of a dense layer, inputs ``block``, into ``out``: global row
+    g of a dense tile is input ``k0 + g``, so rows of ``block`` are packed as they are and
+    moved (input, n tile) -> (n tile, input); rows beyond K stay zero."""
+    n_tiles, k_tiles, weight_rows, nbytes = out.shape
+    rows = block.shape[0]
+    raw = _packed_rows(cfg, block, n_tiles)
+    first = kt0 * weight_rows
+    out.reshape(n_tiles, k_tiles * weight_rows, nbytes)[:, first:first + rows] = \
+        raw.reshape(rows, n_tiles, nbytes).transpose(1, 0, 2)
+
+
+def _nm_block(cfg: MacroConfig, pattern: tuple[int, int], block: np.ndarray,
+              out: np.ndarray, kt0: int) -> bool:
+    """Write K tiles ``kt0 ..`` of an ``n:m`` layer, inputs ``block`` (C order), into
+    ``out``; False (nothing written) if a group breaks the pattern."""
+    n, m = pattern
+    n_tiles, k_tiles, _, nbytes = out.shape
+    rows, n_out = block.shape
+    k_groups = -(-rows // m)
+    if rows % m:
+        # The partial last group's missing inputs are zeros (as compress pads them).
+        whole = np.zeros((k_groups * m, n_out), dtype=block.dtype)
+        whole[:rows] = block
+        block = whole
+    slots = stored_slots(block.reshape(k_groups, m, n_out), n, m, axis=1)
+    if slots is None:
+        return False
+    clusters = cfg.submacros // n
+    tiles_here = -(-k_groups // (cfg.rows * clusters))
+    groups = tiles_here * cfg.rows * clusters
+    tiles = out.reshape(n_tiles, k_tiles, clusters, n, cfg.rows, nbytes)
+    for j, (values, positions) in enumerate(zip(*slots, strict=True)):
+        # Groups beyond K (and outputs beyond N) hold weight 0 at position 0: zero bytes.
+        raw = np.zeros((groups * n_tiles, nbytes), dtype=np.uint8)
+        raw[:k_groups * n_tiles] = _packed_rows(cfg, values, n_tiles, positions)
+        # (kt, c, r, nt) -> (nt, kt, c, r): global row (c·n + j)·rows + r.
+        tiles[:, kt0:kt0 + tiles_here, :, j] = \
+            raw.reshape(tiles_here, clusters, cfg.rows, n_tiles, nbytes).transpose(3, 0, 1, 2, 4)
+    return True
+
+
+#: Columns copied per block by :func:`_c_order`.
+_ORDER_BLOCK = 16
+
+
+def _c_order(w: np.ndarray) -> np.ndarray:
+    """``w`` in C order. A transposed operand (``prune(w.T).T``, a PyTorch ``(out, in)``
+    weight's ``.T``) is copied in blocks of :data:`_ORDER_BLOCK` columns: a whole-array copy
+    reads a column at a time with a power-of-two stride, whose cache lines collide, and was
+    6x slower on a 4096 × 11008 ``int8`` matrix."""
+    if w.flags.c_contiguous:
+        return w
+    out = np.empty(w.shape, dtype=w.dtype)
+    for start in range(0, w.shape[1], _ORDER_BLOCK):
+        out[:, start:start + _ORDER_BLOCK] = w[:, start:start + _ORDER_BLOCK]
+    return out
+
+
+def _packed_rows(cfg: MacroConfig, values: np.ndarray, n_tiles: int,
+                 meta: np.ndarray | None = None) -> np.ndarray:
+    """LOAD_W bytes of ``values`` ``(rows, n)`` (and positions ``meta``) cut in runs of
+    ``cols`` outputs: ``(rows · n_tiles, nbytes)``, row ``i · n_tiles + nt`` holding outputs
+    ``nt·cols ..`` of row ``i`` (outputs beyond ``n`` are zero weights at position 0)."""
+    rows, n_out = values.shape
+    width = n_tiles * cfg.cols
+
+    def cut(array):
+        if n_out == width:
+            return array.reshape(-1, cfg.cols)
+        padded = np.zeros((rows, width), dtype=array.dtype)
+        padded[:, :n_out] = array
+        return padded.reshape(-1, cfg.cols)
+
+    nbytes = beat_bytes(cfg.data_bits)
+    if meta is None or not cfg.meta_bits:
+        return pack_rows(lambda v: pack_weight_row_bytes(cfg, v), cut(values), nbytes)
+    return pack_rows(lambda v, p: pack_weight_row_bytes(cfg, v, p), cut(values), nbytes,
+                     cut(meta))
+
+
+def _activation_bytes(cfg: MacroConfig, mapping: TileMapping, x: np.ndarray) -> np.ndarray:
+    """LOAD_A beats of every activation entry as bytes: ``uint8`` ``(k_tiles, tokens ·
+    act_beats, nbytes)``; entry (k tile, token) is ``act_beats`` beats, zero beyond the
+    tile's inputs."""
+    tokens = x.shape[0]
+    k_tiles, inputs = mapping.k_tiles, mapping.pass_inputs
+    act_beats = cfg.act_beats(*mapping.pattern)
+    padded_x = np.zeros((k_tiles, tokens, act_beats * cfg.act_lanes), dtype=x.dtype)
+    for kt in range(k_tiles):
+        block = x[:, kt * inputs:(kt + 1) * inputs]
+        padded_x[kt, :, :block.shape[1]] = block
+    layout = act_beat_layout(cfg)
+    nbytes = beat_bytes(cfg.data_bits)
+    a_raw = pack_rows(lambda values: pack_beat_bytes(layout, values),
+                      padded_x.reshape(-1, cfg.act_lanes), nbytes)
+    return a_raw.reshape(k_tiles, tokens * act_beats, nbytes)
 
 
 def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> GemmSchedule:
@@ -435,34 +575,10 @@ def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> GemmSchedule:
     mapping = map_nm(cfg, k, n, pattern)
     k_tiles, n_tiles = mapping.k_tiles, mapping.n_tiles
     resident, chunk, _ = _best_variant(mapping, tokens)
-    ops, reads = _plan(mapping, tokens, resident, chunk)
 
     # Every beat is packed once, in bulk, as bytes; steps hold views of these arrays.
-    nbytes = beat_bytes(cfg.data_bits)
     w_raw = tile_weight_bytes(cfg, mapping, w)
-    # Activations: entry (k tile, token) is act_beats beats, zero beyond the tile's inputs.
-    inputs = mapping.pass_inputs
-    act_beats = cfg.act_beats(*pattern)
-    entry = act_beats * cfg.act_lanes
-    padded_x = np.zeros((k_tiles, tokens, entry), dtype=x.dtype)
-    for kt in range(k_tiles):
-        block = x[:, kt * inputs:(kt + 1) * inputs]
-        padded_x[kt, :, :block.shape[1]] = block
-    layout = act_beat_layout(cfg)
-    a_raw = pack_rows(lambda values: pack_beat_bytes(layout, values),
-                       padded_x.reshape(-1, cfg.act_lanes), nbytes)
-    a_raw = a_raw.reshape(k_tiles, tokens * act_beats, nbytes)
-
-    def beats(ref):
-        if ref is None:
-            return []
-        if ref[0] == "w":
-            _, nt, kt, row, rows = ref
-            return BeatArray(w_raw[nt, kt, row:row + rows])
-        _, k_lo, k_hi, t0, count = ref
-        block = a_raw[k_lo:k_hi, t0 * act_beats:(t0 + count) * act_beats]
-        return BeatArray(block.reshape(-1, nbytes))
-
+    a_raw = _activation_bytes(cfg, mapping, x)
     meta = {
         "workload": "gemm", "mapping": "linear" if pattern == (1, 1) else "nm",
         "pattern": str(NMPattern(*pattern)),
@@ -470,7 +586,8 @@ def schedule_layer(cfg: MacroConfig, x, w, pattern=None) -> GemmSchedule:
         "utilization": mapping.utilization,
         "loop": "resident" if resident else "streaming", "chunk": chunk,
     }
-    trace = build_trace(cfg, [(cmd, beats(ref)) for cmd, ref in ops], meta)
+    trace = Trace(cfg, meta=meta)
+    reads = _steps(mapping, tokens, resident, chunk, w_raw, a_raw, trace.steps)
     return GemmSchedule(trace=trace, mapping=mapping, tokens=tokens, reads=reads,
                         resident=resident, chunk=chunk)
 
