@@ -55,7 +55,7 @@ async def _wait_done(dut, cycles: int, expected: int | None = None) -> bool:
 
     ``expected`` (the cycle model's count, which a run with or without pauses cannot beat)
     lets the bulk of the wait be one timer: Verilator checks every VPI value-change callback
-    (here the one on ``done``) after every evaluation, about 1.7k instructions a cycle. The
+    (here the one on ``done``) after every evaluation, about 300 instructions a cycle. The
     edge of ``done`` is then awaited only from one cycle before the expected end; a ``done``
     already high at that point (a run shorter than the model) ends the wait at once.
     """
