@@ -414,18 +414,21 @@ def main(argv: list[str] | None = None) -> int:
     warm_s = time.perf_counter() - t0
     driver = build_driver(sim)
     run_dir = Path(f"build/bench/{cfg.slug}")
-    sim_s, run_s, drv_s = [], [], []
+    sim_s, run_s, drv_s, sim_cpu, drv_cpu = [], [], [], [], []
     for _ in range(args.rtl_repeats):
         t0 = time.perf_counter()
         rtl = run_rtl(trace, run_dir=run_dir, build_root=root)
         run_s.append(time.perf_counter() - t0)
         sim_s.append(rtl.wall_seconds)
+        sim_cpu.append(rtl.cpu_seconds)
         plain = run_driver(driver, run_dir, limit=4 * rtl.rtl_counters["total"] + 1000)
         drv_s.append(plain.seconds)
+        drv_cpu.append(plain.cpu_seconds)
     cycles = rtl.rtl_counters["total"]
     sim_rate = cycles / statistics.median(sim_s)
     # The driver counts clock edges from reset on, as the cocotb test's wall time spans.
     drv_rate = plain.cycles / statistics.median(drv_s)
+    cpu_ratio = (cycles / statistics.median(sim_cpu)) / (plain.cycles / statistics.median(drv_cpu))
     cmd_rate, beat_rate = _golden_rate(trace, args.repeats)
 
     rows = [
@@ -438,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         ("RTL simulated cycles / wall second (run_rtl)", f"{sim_rate:,.0f}"),
         ("plain C++ driver, same Verilog: cycles / second", f"{drv_rate:,.0f}"),
         ("run_rtl / plain C++ driver", f"{sim_rate / drv_rate:.2f}"),
+        ("run_rtl / plain C++ driver, cycles per CPU second", f"{cpu_ratio:.2f}"),
         ("driver's harness cycles equal the RTL run's",
          "yes" if plain.harness_cycles == rtl.harness_cycles else "NO"),
         ("RTL whole run incl. process start and scoreboard", f"{statistics.median(run_s):.1f} s"),

@@ -151,7 +151,7 @@ def build(cfg: MacroConfig | ChipConfig, *, waves: bool = False,
         (src_dir / f"{module}.v").write_text(convert(top, module))
         (src_dir / f"{HARNESS_TOP}.sv").write_text(
             harness_verilog(top, top_module=module, done=DONE_PORT))
-        (src_dir / "public.vlt").write_text(control_file())
+        (src_dir / "public.vlt").write_text(control_file(top))
     # build() also records the state test() needs, so it is called even when cached.
     runner.build(
         sources=[src_dir / f"{module}.v", src_dir / f"{HARNESS_TOP}.sv"],
