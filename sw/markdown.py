@@ -9,6 +9,7 @@ and join it once) but for :func:`markdown_table`, which returns the joined text.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 __all__ = ["cell", "table_lines", "markdown_table", "section", "bullets", "image"]
 
@@ -79,6 +80,4 @@ def bullets(items: Iterable) -> list[str]:
 
 def image(name: str, path) -> str:
     """An image link to ``path``'s file name (the image sits beside the report)."""
-    from pathlib import Path
-
     return f"![{name}]({Path(path).name})"
