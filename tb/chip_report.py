@@ -37,6 +37,7 @@ from ..sw.chip_run import (
     roofline,
     shape_specs,
 )
+from ..sw.markdown import cell, image, section, table_lines
 from ..sw.model_shapes import MODELS as SHAPE_TABLES
 from ..sw.model_shapes import AttentionShape
 
@@ -238,7 +239,12 @@ def chip_lines(result: ChipResult) -> list[str]:
 
 
 def _pj(value) -> str:
-    return "not modelled" if value is None else f"{value:,.1f}"
+    return cell(value, ",.1f", none="not modelled")
+
+
+def _name(row) -> str:
+    """A row's name, with its copies when it stands for more than one layer."""
+    return row.name if row.copies == 1 else f"{row.name} ×{row.copies}"
 
 
 def energy_lines(result: ChipResult) -> list[str]:
@@ -303,24 +309,24 @@ def _json(value):
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
+#: Columns of ``chip.md``'s layer table.
+LAYER_HEADER = ("layer", "out x in", "pattern", "regime", "macros", "tiles", "util.",
+                "one-time load cycles", "decode cycles/token", "prefill cycles/token",
+                "decode B/token", "prefill B/token", "bound (decode / prefill)")
+
+
 def _markdown(result: ChipResult, plots: dict) -> str:
     s = result.summary
-    lines = ["# sparsecim chip report", "", "```text", *chip_lines(result), "```", "",
-             "## Layers", "",
-             "| layer | out x in | pattern | regime | macros | tiles | util. | one-time load "
-             "cycles | decode cycles/token | prefill cycles/token | decode B/token | "
-             "prefill B/token | bound (decode / prefill) |",
-             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
-             "--- |"]
-    for r in result.rows:
-        name = r.name if r.copies == 1 else f"{r.name} ×{r.copies}"
-        pool = "" if r.regime == "resident" else " (pool)"
-        lines.append(f"| {name} | {r.n} x {r.k} | {r.label} | {r.regime} | {r.macros}{pool} | "
-                     f"{r.tiles} | {r.utilization:.1%} | {r.load_cycles:,} | "
-                     f"{r.decode_cycles:,} | {r.prefill_cycles:,.1f} | {r.decode_bytes:,.0f} | "
-                     f"{r.prefill_bytes:,.1f} | {r.bound} / {r.prefill_bound} |")
+    lines = ["# sparsecim chip report", "", "```text", *chip_lines(result), "```"]
+    lines += section("Layers") + table_lines(LAYER_HEADER, [
+        [_name(r), f"{r.n} x {r.k}", r.label, r.regime,
+         f"{r.macros}" + ("" if r.regime == "resident" else " (pool)"), r.tiles,
+         f"{r.utilization:.1%}", f"{r.load_cycles:,}", f"{r.decode_cycles:,}",
+         f"{r.prefill_cycles:,.1f}", f"{r.decode_bytes:,.0f}", f"{r.prefill_bytes:,.1f}",
+         f"{r.bound} / {r.prefill_bound}"] for r in result.rows],
+        "llllrrrrrrrrl", compact=False)
     att = result.attention
-    lines += ["", "## Attention", "", f"- {result.attention_note}"]
+    lines += section("Attention") + [f"- {result.attention_note}"]
     if att is not None:
         lines += [f"- {att.decode_macs:,} MACs per token (score and context products, every "
                   f"head and block, context {att.context}); softmax, scaling and norms not "
@@ -332,7 +338,7 @@ def _markdown(result: ChipResult, plots: dict) -> str:
                   f"off-chip B/token; prefill: {att.prefill_cycles:,} cycles/token, "
                   f"{att.prefill_bytes:,} off-chip B/token"]
     lines += _energy_markdown(result)
-    lines += ["", "## How to read it", "",
+    lines += section("How to read it") + [
               "- Per-token figures are the sum over the layers, run one after the other (a "
               "token's layers depend on each other), plus the attention unit's cycles.",
               "- A resident layer's weights are loaded once (the one-time load, apart); a "
@@ -345,8 +351,7 @@ def _markdown(result: ChipResult, plots: dict) -> str:
               f"{s['decode_tokens_per_s']:,.3f} (decode), {s['prefill_tokens_per_s']:,.3f} "
               f"(prefill)."]
     if plots:
-        lines += ["", "## Plots", ""] + [f"![{name}]({Path(p).name})" for name, p in
-                                         plots.items()]
+        lines += section("Plots") + [image(name, p) for name, p in plots.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -355,21 +360,19 @@ def _energy_markdown(result: ChipResult) -> list[str]:
     e = result.energy
     if e is None:
         return []
-    lines = ["", "## Energy and area", "",
+    lines = section("Energy and area") + [
              f"Technology {e['tech']}; each layer priced alone on its own chip counters "
              f"(`sparsecim.sw.chip_energy.model_chip_energy`).", ""]
     lines += [f"- note: {note}" for note in e["notes"]]
-    lines += ["", "| | decode | prefill |", "| --- | ---: | ---: |"]
     d, p = e["decode"], e["prefill"]
-    for label, key, fmt in (("pJ / token", "pj_per_token", "{:,.1f}"),
-                            ("TOPS/W", "tops_per_w", "{:.4g}"),
-                            ("TOPS/mm²", "tops_per_mm2", "{:.4g}"),
-                            ("off-chip B / token", "offchip_bytes_per_token", "{:,.1f}")):
-        cells = ["not modelled" if x[key] is None else fmt.format(x[key]) for x in (d, p)]
-        lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
-    for name in d["components_pj"]:
-        lines.append(f"| {name} (pJ / token) | {_pj(d['components_pj'][name])} | "
-                     f"{_pj(p['components_pj'][name])} |")
+    rows = [[label] + [cell(x[key], spec, none="not modelled") for x in (d, p)]
+            for label, key, spec in (("pJ / token", "pj_per_token", ",.1f"),
+                                     ("TOPS/W", "tops_per_w", ".4g"),
+                                     ("TOPS/mm²", "tops_per_mm2", ".4g"),
+                                     ("off-chip B / token", "offchip_bytes_per_token", ",.1f"))]
+    rows += [[f"{name} (pJ / token)", _pj(d["components_pj"][name]),
+              _pj(p["components_pj"][name])] for name in d["components_pj"]]
+    lines += [""] + table_lines(["", "decode", "prefill"], rows, "lrr", compact=False)
     lines += ["", f"- one-time load of the resident layers: {e['load_pj']:,.1f} pJ "
               f"({e['load_cycles']:,} cycles), apart from the per-token figures"]
     if e["area_mm2"] is None:
@@ -378,12 +381,10 @@ def _energy_markdown(result: ChipResult) -> list[str]:
         lines.append(f"- area: {e['area_mm2']:.4f} mm² (" + ", ".join(
             f"{name} {v * 1e-6:.4f} mm²" for name, v in e["area_um2"].items())
             + f"); peak {e['peak_tops_per_mm2']:.4g} TOPS/mm²")
-    lines += ["", "| layer | regime | decode pJ / token | prefill pJ / token | load pJ |",
-              "| --- | --- | ---: | ---: | ---: |"]
-    for r in result.rows:
-        name = r.name if r.copies == 1 else f"{r.name} ×{r.copies}"
-        lines.append(f"| {name} | {r.regime} | {_pj(r.decode_pj)} | {_pj(r.prefill_pj)} | "
-                     f"{r.load_pj:,.1f} |")
+    lines += [""] + table_lines(
+        ["layer", "regime", "decode pJ / token", "prefill pJ / token", "load pJ"],
+        [[_name(r), r.regime, _pj(r.decode_pj), _pj(r.prefill_pj), f"{r.load_pj:,.1f}"]
+         for r in result.rows], "llrrr", compact=False)
     return lines
 
 
@@ -395,7 +396,7 @@ def _energy_plot(result: ChipResult, folder: Path, plt, np) -> dict:
     rows = result.rows
     entries = [{"components_pj": r.energy_stack, "pj_per_token": r.decode_pj,
                 "total_pj": r.decode_pj} for r in rows]
-    names = [r.name if r.copies == 1 else f"{r.name} ×{r.copies}" for r in rows]
+    names = [_name(r) for r in rows]
     fig, ax = plt.subplots(figsize=(max(7.0, 0.6 * len(rows) + 4.0), 4.5))
     plot_energy_stack(ax, entries, np.arange(len(rows)), CHIP_ENERGY_COMPONENTS)
     ax.set_xticks(np.arange(len(rows)), names, rotation=60, ha="right", fontsize=8)
@@ -450,7 +451,7 @@ def _plots(result: ChipResult, folder: Path) -> dict:
     fig.savefig(paths["roofline"], dpi=110)
     plt.close(fig)
 
-    names = [r.name if r.copies == 1 else f"{r.name} ×{r.copies}" for r in rows]
+    names = [_name(r) for r in rows]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(rows) + 2.0), 4.5))
     for offset, attr, hatch in ((-0.2, "stack", None), (0.2, "prefill_stack", "//")):

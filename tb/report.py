@@ -20,6 +20,7 @@ import csv
 import json
 from pathlib import Path
 
+from ..sw.markdown import bullets, cell, image, section, table_lines
 from ..sw.records import LayerRecord, summarize
 
 __all__ = ["LayerRecord", "CSV_COLUMNS", "summarize", "write_json", "write_csv", "write_plots",
@@ -32,6 +33,11 @@ CSV_COLUMNS = ("name", "out_features", "in_features", "tokens", "copies", "spars
                "density", "weight_bytes", "meta_bytes", "macs", "model_cycles",
                "dense_cycles", "speedup", "ideal_cycles", "golden_match", "rel_error",
                "rtl_cycles", "rtl_match", "rtl_coverage", "pj_per_token", "tops_per_w", "macro")
+
+#: Columns of ``report.md``'s layer table.
+LAYER_HEADER = ("layer", "shape (out x in)", "pattern", "mapping", "arrays", "util.",
+                "weights B", "meta B", "MACs", "model cycles", "dense cycles", "speedup",
+                "RTL cycles", "match")
 
 
 def _cell(value):
@@ -144,9 +150,9 @@ def write_markdown(records: list[LayerRecord], path: str | Path, *, settings: di
     """Write ``report.md``: settings, summary, per-layer table, plots; return its path."""
     path = Path(path)
     summary = summarize(records)
-    lines = ["# sparsecim run report", "", "## Settings", ""]
-    lines += [f"- `{key}`: `{value}`" for key, value in settings.items()]
-    lines += ["", "## Summary", ""]
+    lines = ["# sparsecim run report"] + section("Settings")
+    lines += bullets(f"`{key}`: `{value}`" for key, value in settings.items())
+    lines += section("Summary")
     if summary["linears"] != summary["layers"]:
         lines.append(f"- rows: {summary['layers']} distinct layers standing for "
                      f"{summary['linears']} linear layers (a row's count is its layers per "
@@ -167,11 +173,8 @@ def write_markdown(records: list[LayerRecord], path: str | Path, *, settings: di
               f"{summary['dense_cycles']:,}; speedup {summary['speedup']:.2f}x",
               f"- MACs {summary['macs']:,}; weights {summary['weight_bytes']:,} B + metadata "
               f"{summary['meta_bytes']:,} B",
-              f"- result: {result}", "", "## Layers", "",
-              "| layer | shape (out x in) | pattern | mapping | arrays | util. | weights B | "
-              "meta B | MACs | model cycles | dense cycles | speedup | RTL cycles | match |",
-              "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
-              "---: | --- |"]
+              f"- result: {result}"] + section("Layers")
+    rows = []
     for r in records:
         if r.golden_match is None:
             match = "not run (no weights)"
@@ -185,14 +188,15 @@ def write_markdown(records: list[LayerRecord], path: str | Path, *, settings: di
         rtl = f"{r.rtl_cycles:,}" if r.rtl_cycles is not None else (
             "not run (no weights)" if r.golden_match is None else "-")
         name = r.name if r.copies == 1 else f"{r.name} ×{r.copies}"
-        lines.append(f"| {name} | {r.out_features} x {r.in_features} | {r.pattern} | "
-                     f"{r.mapping} | {r.arrays} | {r.utilization:.1%} | {r.weight_bytes:,} | "
-                     f"{r.meta_bytes:,} | {r.macs:,} | {r.model_cycles:,} | "
-                     f"{r.dense_cycles:,} | {r.speedup:.2f}x | {rtl} | {match} |")
+        rows.append([name, f"{r.out_features} x {r.in_features}", r.pattern, r.mapping, r.arrays,
+                     f"{r.utilization:.1%}", f"{r.weight_bytes:,}", f"{r.meta_bytes:,}",
+                     f"{r.macs:,}", f"{r.model_cycles:,}", f"{r.dense_cycles:,}",
+                     f"{r.speedup:.2f}x", rtl, match])
+    lines += table_lines(LAYER_HEADER, rows, "llllrrrrrrrrrl", compact=False)
     lines += _energy_markdown(summary)
-    lines += ["", "## Plots", ""]
+    lines += section("Plots")
     for name, plot in plots.items():
-        lines += [f"![{name}]({Path(plot).name})", ""]
+        lines += [image(name, plot), ""]
     path.write_text("\n".join(lines))
     return path
 
@@ -209,19 +213,19 @@ def _energy_markdown(summary: dict) -> list[str]:
              "- area: " + (f"{area:.4f} mm²; {energy['tops_per_mm2']:.3f} TOPS/mm² achieved, "
                            f"{energy['peak_tops_per_mm2']:.3f} peak at "
                            f"{energy['clock_mhz']:g} MHz" if area else "not recorded")]
-    lines += [f"- {note}" for note in energy["notes"]]
-    lines += ["", "| component | energy (pJ) | share |", "| --- | ---: | ---: |"]
+    lines += bullets(energy["notes"])
     total = energy["total_pj"]
-    for name, value in energy["components_pj"].items():
-        if value is None:
-            lines.append(f"| {name} | not modelled | - |")
-        else:
-            lines.append(f"| {name} | {value:,.1f} | {value / total:.1%} |")
+    lines += [""] + table_lines(
+        ["component", "energy (pJ)", "share"],
+        [[name, cell(value, ",.1f", none="not modelled"),
+          "-" if value is None else f"{value / total:.1%}"]
+         for name, value in energy["components_pj"].items()], "lrr", compact=False)
     if energy["area_um2"]:
-        lines += ["", "| area component | µm² | share |", "| --- | ---: | ---: |"]
         whole = sum(energy["area_um2"].values())
-        for name, value in energy["area_um2"].items():
-            lines.append(f"| {name} | {value:,.0f} | {value / whole:.1%} |")
+        lines += [""] + table_lines(
+            ["area component", "µm²", "share"],
+            [[name, f"{value:,.0f}", f"{value / whole:.1%}"]
+             for name, value in energy["area_um2"].items()], "lrr", compact=False)
     return lines
 
 

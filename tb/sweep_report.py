@@ -8,6 +8,8 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from ..sw.markdown import image, section, table_lines
+
 __all__ = ["OBJECTIVES", "MAXIMIZED", "totals", "pareto_front", "summary",
            "write_sweep_report", "fmt"]
 
@@ -133,25 +135,22 @@ def write_sweep_report(result, *, plots: bool = True) -> dict:
              f"chip point includes off-chip memory, the global buffer and the interconnect. "
              f"Every figure is a whole model (all its linear layers); fronts are per model."]
     for model, part in info["models"].items():
-        lines += ["", f"## {model} ({part['points']} points)", "",
-                  "| best in | value | point |", "|---|---:|---|"]
-        for objective, row in part["best"].items():
-            lines.append(f"| {OBJECTIVES[objective]} | {fmt(row[objective])} | "
-                         f"{_label(row)} |")
+        lines += section(f"{model} ({part['points']} points)") + table_lines(
+            ["best in", "value", "point"],
+            [[OBJECTIVES[o], fmt(row[o]), _label(row)] for o, row in part["best"].items()],
+            "lrl")
         front, objectives = part["front"], part["objectives"]
         names = ", ".join(OBJECTIVES[o] for o in objectives)
+        rows = [[fmt(row[o]) for o in objectives] + [_label(row)] for row in front[:20]]
+        if len(front) > 20:  # a closing row: empty figures, the count of the rest
+            rows.append([""] * len(objectives) + [f"... {len(front) - 20} more"])
         lines += ["", f"Pareto front ({names}): {len(front)} of {part['points']} points "
-                      f"(points lacking one of them left out)", "",
-                  "| " + " | ".join(OBJECTIVES[o] for o in objectives) + " | point |",
-                  "|" + "---:|" * len(objectives) + "---|"]
-        for row in front[:20]:
-            lines.append("| " + " | ".join(fmt(row[o]) for o in objectives)
-                         + f" | {_label(row)} |")
-        if len(front) > 20:
-            lines.append("|" + " |" * len(objectives) + f" ... {len(front) - 20} more |")
+                      f"(points lacking one of them left out)", ""]
+        lines += table_lines([OBJECTIVES[o] for o in objectives] + ["point"], rows,
+                             "r" * len(objectives) + "l")
     ok = totals(result.rows)
     if plots and ok:
-        lines += ["", "## Plots", ""]
+        lines += section("Plots")
         for pair in itertools.combinations(OBJECTIVES, 2):
             if not any(_has(row, pair) for row in ok):
                 continue  # no point has both (no recorded area): nothing to plot
@@ -161,7 +160,7 @@ def write_sweep_report(result, *, plots: bool = True) -> dict:
             path = out / f"{name}.png"
             _plot(ok, fronts, pair, path)
             files[name] = path
-            lines.append(f"![{name}]({path.name})")
+            lines.append(image(name, path))
     lines += ["", "The table: `pandas.read_csv(\"points.csv\")`, one row per point per layer "
                   "and a `total` row per point.", ""]
     path = out / "report.md"

@@ -33,8 +33,8 @@ from ...hw.config import resolve_chip
 from ...hw.pattern import as_pattern
 from ..chip_run import chip_run, kv_features, shape_specs
 from ..mapping import map_nm
+from ..markdown import markdown_table
 from ..model_shapes import MODELS
-from . import markdown_table
 
 __all__ = ["CONFIGS", "MODEL_NAMES", "flow_plan", "ideal_bytes", "evaluate", "report", "main"]
 
@@ -321,6 +321,7 @@ def render(rows: list[dict], chips, tokens: int, wall: float, out: Path) -> Path
         "it; † a model whose weights exceed the chip's off-chip memory. *Linears only*: the "
         "speedup of the linear layers without the attention unit's cycles.", "",
         _table(rows), "", *_reading(rows)]
+    out.mkdir(parents=True, exist_ok=True)  # --rows renders into a folder not yet made
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

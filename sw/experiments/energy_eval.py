@@ -22,6 +22,7 @@ from ...hw.config import MacroConfig
 from ..area import AREA_CONFIGS, recorded_counts
 from ..energy import MacroEnergy, Tech, evaluate, load_tech, plot_energy_stack
 from ..events import Events, count_events, gemm_events, layer_events
+from ..markdown import cell, table_lines
 
 __all__ = ["Published", "CHIH_ISSCC21", "CALIBRATION_BAND", "calibration_config", "gemm_events",
            "layer_events", "calibrate", "flexibility", "SMOLLM2_FLOW_PLAN", "flexcim_comparison",
@@ -229,7 +230,63 @@ def _as_plot_entry(figures: MacroEnergy, per: int) -> dict:
 
 
 def _fmt(value, spec):
-    return "n/a" if value is None else format(value, spec)
+    return cell(value, spec, none="n/a")
+
+
+def _ratio(value, published) -> str:
+    return f"{value / published:.2f}" if value else "not synthesized"
+
+
+def _calibration_table(cal: dict, tech: Tech) -> list[str]:
+    """The model's figures beside the published ones (and, when synthesized, the density of
+    a dense-only INT8 macro)."""
+    pub, fig_ = cal["published"], cal["figures"]
+    rows = [[f"TOPS/W ({pub.bits} b)", f"{fig_.tops_per_w:.1f}", f"{pub.tops_per_w:g}",
+             f"{cal['ratio']:.2f}"],
+            [f"TOPS/mm² ({pub.bits} b)", _fmt(fig_.tops_per_mm2, ".2f"),
+             f"{pub.tops_per_mm2:g}", _ratio(fig_.tops_per_mm2, pub.tops_per_mm2)],
+            ["area (mm²)", _fmt(fig_.area_mm2, ".3f"), f"{pub.area_mm2:g}",
+             _ratio(fig_.area_mm2, pub.area_mm2)]]
+    # Chih et al.'s density beside a synthesized dense-only INT8 macro (the calibration macro
+    # itself is synthesized only if `make area` recorded chih22).
+    proxy = AREA_CONFIGS["flexcim-dense"]
+    proxy_area = evaluate(proxy, Events(), tech, recorded_counts(proxy)).area_mm2
+    published_bit = pub.area_mm2 * 1e6 / (pub.weight_kbit * 1024)
+    if proxy_area:
+        bit = proxy_area * 1e6 / (proxy.cells * proxy.weight_bits)
+        clock = tech.values["operating"]["clock_mhz"]
+        peak = 2 * proxy.cells * clock * 1e6 / proxy_area / 1e12
+        rows += [["µm² per weight bit (`flexcim-dense`, INT8, synthesized)", f"{bit:.1f}",
+                  f"{published_bit:.2f}", f"{bit / published_bit:.1f}"],
+                 [f"peak TOPS/mm² (`flexcim-dense`, INT8, {clock:g} MHz)", f"{peak:.2f}", "-",
+                  "-"]]
+    return table_lines(["figure", "model", "published", "model / published"], rows, "lrrr",
+                       compact=False)
+
+
+def _flexibility_tables(rows: list[dict]) -> list[str]:
+    """Energy per dense-equivalent MAC and cycles per macro; area by component when recorded."""
+    base = rows[0]["area_mm2"]
+    body = []
+    for row in rows:
+        d, s = row["dense"], row["sparse"]
+        body.append([f"`{row['name']}`", _fmt(row["area_mm2"], ".4f"),
+                     f"{row['area_mm2'] / base:.3f}×" if row["area_mm2"] and base else "n/a",
+                     f"{d.total_pj * 1000 / row['dense_macs']:.1f}",
+                     f"{s.total_pj * 1000 / row['dense_macs']:.1f}",
+                     "2:4" if row["sparse_as"] != (1, 1) else "dense (zeros stored)",
+                     f"{d.cycles:,} / {s.cycles:,}"])
+    lines = table_lines(["macro", "area (mm²)", "area vs dense-only", "dense layer (fJ/MAC)",
+                         "2:4 layer (fJ/MAC)", "2:4 runs as", "cycles dense / 2:4"], body,
+                        "lrrrrlr", compact=False)
+    recorded = [row for row in rows if row["area_um2"]]
+    if recorded:
+        comps = list(recorded[0]["area_um2"])
+        lines += ["", "Area by component (µm²):", ""] + table_lines(
+            ["macro"] + comps,
+            [[f"`{row['name']}`"] + [f"{row['area_um2'][c]:,.0f}" for c in comps]
+             for row in recorded], "l" + "r" * len(comps), compact=False)
+    return lines
 
 
 def report(tech: Tech, out: Path) -> Path:
@@ -241,7 +298,7 @@ def report(tech: Tech, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    cal = calibrate(tech)
+    cal, rows = calibrate(tech), flexibility(tech)
     pub, fig_ = cal["published"], cal["figures"]
     cfg = cal["config"]
     lines = [f"# Energy and area of the macro ({tech.name})", "",
@@ -250,29 +307,7 @@ def report(tech: Tech, out: Path) -> Path:
              f"Macro configured like {pub.name}: dense only, {cfg.submacros} × {cfg.rows}×"
              f"{cfg.cols} cells of {cfg.weight_bits}-bit weights and {cfg.act_bits}-bit inputs "
              f"({cfg.cells * cfg.weight_bits // 1024} kb), a {cfg.reduction} × {cfg.cols} "
-             "GEMM of 64 tokens with its weights loaded once.", "",
-             "| figure | model | published | model / published |", "| --- | ---: | ---: | ---: |",
-             f"| TOPS/W ({pub.bits} b) | {fig_.tops_per_w:.1f} | {pub.tops_per_w:g} | "
-             f"{cal['ratio']:.2f} |",
-             f"| TOPS/mm² ({pub.bits} b) | {_fmt(fig_.tops_per_mm2, '.2f')} | "
-             f"{pub.tops_per_mm2:g} | "
-             + (f"{fig_.tops_per_mm2 / pub.tops_per_mm2:.2f} |" if fig_.tops_per_mm2
-                else "not synthesized |"),
-             f"| area (mm²) | {_fmt(fig_.area_mm2, '.3f')} | {pub.area_mm2:g} | "
-             + (f"{fig_.area_mm2 / pub.area_mm2:.2f} |" if fig_.area_mm2
-                else "not synthesized |")]
-    # Chih et al.'s density beside a synthesized dense-only INT8 macro (the calibration macro
-    # itself is synthesized only if `make area` recorded chih22).
-    proxy = AREA_CONFIGS["flexcim-dense"]
-    proxy_area = evaluate(proxy, Events(), tech, recorded_counts(proxy)).area_mm2
-    published_bit = pub.area_mm2 * 1e6 / (pub.weight_kbit * 1024)
-    if proxy_area:
-        bit = proxy_area * 1e6 / (proxy.cells * proxy.weight_bits)
-        peak = 2 * proxy.cells * tech.values["operating"]["clock_mhz"] * 1e6 / proxy_area / 1e12
-        lines += [f"| µm² per weight bit (`flexcim-dense`, INT8, synthesized) | {bit:.1f} | "
-                  f"{published_bit:.2f} | {bit / published_bit:.1f} |",
-                  f"| peak TOPS/mm² (`flexcim-dense`, INT8, "
-                  f"{tech.values['operating']['clock_mhz']:g} MHz) | {peak:.2f} | - | - |"]
+             "GEMM of 64 tokens with its weights loaded once.", ""] + _calibration_table(cal, tech)
     lines += ["", f"Band checked by the tests: model / published TOPS/W in "
              f"[{CALIBRATION_BAND[0]}, {CALIBRATION_BAND[1]}].", "",
              "Energy by component (pJ): " + ", ".join(
@@ -281,29 +316,7 @@ def report(tech: Tech, out: Path) -> Path:
              "Same array (4 × 32×32 INT8 cells); a 512 × 64 layer of 64 tokens, dense and with "
              "a 2:4 mask (the dense-only macro runs the 2:4 layer's zeros). Energy per "
              "dense-equivalent MAC (`tokens × K × N`); leakage is included only when all three "
-             "areas are recorded.", "",
-             "| macro | area (mm²) | area vs dense-only | dense layer (fJ/MAC) | "
-             "2:4 layer (fJ/MAC) | 2:4 runs as | cycles dense / 2:4 |",
-             "| --- | ---: | ---: | ---: | ---: | --- | ---: |"]
-    rows = flexibility(tech)
-    base = rows[0]["area_mm2"]
-    for row in rows:
-        d, s = row["dense"], row["sparse"]
-        ratio = f"{row['area_mm2'] / base:.3f}×" if row["area_mm2"] and base else "n/a"
-        as_ = "2:4" if row["sparse_as"] != (1, 1) else "dense (zeros stored)"
-        lines.append(f"| `{row['name']}` | {_fmt(row['area_mm2'], '.4f')} | {ratio} | "
-                     f"{d.total_pj * 1000 / row['dense_macs']:.1f} | "
-                     f"{s.total_pj * 1000 / row['dense_macs']:.1f} | {as_} | "
-                     f"{d.cycles:,} / {s.cycles:,} |")
-    recorded = [row for row in rows if row["area_um2"]]
-    if recorded:
-        comps = list(recorded[0]["area_um2"])
-        lines += ["", "Area by component (µm²):", "",
-                  "| macro | " + " | ".join(comps) + " |",
-                  "| --- | " + " | ".join("---:" for _ in comps) + " |"]
-        for row in recorded:
-            lines.append(f"| `{row['name']}` | " + " | ".join(
-                f"{row['area_um2'][c]:,.0f}" for c in comps) + " |")
+             "areas are recorded.", ""] + _flexibility_tables(rows)
     lines += ["", "![energy breakdown](energy_breakdown.png)", ""]
     lines += _paper_sections(tech)
     fig, ax = plt.subplots(figsize=(10, 4.2))
@@ -334,41 +347,39 @@ def _paper_sections(tech: Tech) -> list[str]:
              "macro is `flexcim`, the fixed one `flexcim-2:4` (it runs 2:8 layers as 2:4 and "
              "4:8 layers dense), the dense one `flexcim-dense`. The paper reports "
              f"{FLEXCIM_PAPER['latency']}× lower latency and {FLEXCIM_PAPER['energy']}× lower "
-             "energy than existing sparse accelerators.", "",
-             "| model, plan | flexible: cycles/token | flexible: µJ/token | fixed 2:4: latency "
-             "× / energy × | dense: latency × / energy × |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+             "energy than existing sparse accelerators.", ""]
     cases = [("smollm2-135m", SMOLLM2_FLOW_PLAN, "SmolLM2-135M, FLOW plan (real weights)"),
              ("smollm2-135m", (4, 8), "SmolLM2-135M, uniform 4:8"),
              ("llama-2-7b", (2, 4), "LLaMA-2-7B shapes, uniform 2:4"),
              ("llama-2-7b", (4, 8), "LLaMA-2-7B shapes, uniform 4:8")]
+    rows = []
     for model, plan, label in cases:
         r = flexcim_comparison(tech, model, plan)
         f, x, d = r["flexible"], r["fixed 2:4"], r["dense"]
-        lines.append(f"| {label} | {f['cycles']:,.0f} | {f['pj'] / 1e6:,.2f} | "
-                     f"{x['latency_ratio']:.2f}× / {x['energy_ratio']:.2f}× | "
-                     f"{d['latency_ratio']:.2f}× / {d['energy_ratio']:.2f}× |")
+        rows.append([label, f"{f['cycles']:,.0f}", f"{f['pj'] / 1e6:,.2f}",
+                     f"{x['latency_ratio']:.2f}× / {x['energy_ratio']:.2f}×",
+                     f"{d['latency_ratio']:.2f}× / {d['energy_ratio']:.2f}×"])
+    lines += table_lines(["model, plan", "flexible: cycles/token", "flexible: µJ/token",
+                          "fixed 2:4: latency × / energy ×", "dense: latency × / energy ×"],
+                         rows, "lrrrr", compact=False)
     lines += ["", "A ratio is the other macro's cycles or energy over the flexible macro's "
               "(above 1: the flexible macro is better).", "",
               "## Monarch mappings against Linear (arXiv 2510.11192)", "",
               f"The paper reports {MONARCH_PAPER_ENERGY}× lower energy for the "
               "capacity-optimized mapping than Linear (analog CIM, 256 × 256 arrays, 64 × 64 "
-              "blocks). On `flexcim`, one token:", "",
-              "| workload | dense µJ | Linear µJ | latency-opt µJ | capacity-opt µJ | "
-              "Linear / latency | Linear / capacity |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "blocks). On `flexcim`, one token:", ""]
     bert = monarch_comparison(tech, "bert-large")
-    lines.append("| BERT-large linears (square pieces, b = 32) | "
-                 f"{bert['dense']['pj'] / 1e6:,.2f} | "
-                 f"{bert['linear']['pj'] / 1e6:,.2f} | {bert['latency']['pj'] / 1e6:,.2f} | "
-                 f"{bert['capacity']['pj'] / 1e6:,.2f} | {bert['latency']['linear_over']:.2f}× | "
-                 f"{bert['capacity']['linear_over']:.2f}× |")
+    rows = [["BERT-large linears (square pieces, b = 32)"]
+            + [f"{bert[k]['pj'] / 1e6:,.2f}" for k in ("dense", "linear", "latency", "capacity")]
+            + [f"{bert[k]['linear_over']:.2f}×" for k in ("latency", "capacity")]]
     for b in (16, 8):
         one = monarch_layer_energy(tech, b)
-        lines.append(f"| one layer d = {b * b} (b = {b}) | - | {one['linear']['pj'] / 1e6:,.4f} | "
-                     f"{one['latency']['pj'] / 1e6:,.4f} | {one['capacity']['pj'] / 1e6:,.4f} | "
-                     f"{one['latency']['linear_over']:.2f}× | "
-                     f"{one['capacity']['linear_over']:.2f}× |")
+        rows.append([f"one layer d = {b * b} (b = {b})", "-"]
+                    + [f"{one[k]['pj'] / 1e6:,.4f}" for k in ("linear", "latency", "capacity")]
+                    + [f"{one[k]['linear_over']:.2f}×" for k in ("latency", "capacity")])
+    lines += table_lines(["workload", "dense µJ", "Linear µJ", "latency-opt µJ",
+                          "capacity-opt µJ", "Linear / latency", "Linear / capacity"], rows,
+                         "lrrrrrr", compact=False)
     lines.append("")
     return lines
 

@@ -47,13 +47,13 @@ import numpy as np
 
 from ...hw.config import MacroConfig, preset, resolve_macro
 from .. import flow
+from ..markdown import bullets, markdown_table
 from ..nm import NMPattern, check_nm, memory_bits, prune_by_score, wanda_scores
 from ..pipeline import run_layer, tiled_layer
 from ..quant import dequantize_matmul, quantize_acts, quantize_weights
 from ..schedule import as_pattern, predict_counters
 from ..smollm import LINEAR_NAMES, SmolLM, load_smollm2, perplexity
 from ..textdata import calibration_and_evaluation_windows
-from . import markdown_table
 
 __all__ = [
     "BlockError",
@@ -938,7 +938,7 @@ def format_report(report: dict, notes: Sequence[str] = ()) -> str:
         parts += ["## Timings (s)", "", markdown_table(["step", "seconds"], [
             [k, f"{v:.1f}"] for k, v in timings.items()]), ""]
     if notes:
-        parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+        parts += ["## Notes", ""] + bullets(notes) + [""]
     return "\n".join(parts)
 
 

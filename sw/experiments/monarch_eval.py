@@ -60,6 +60,7 @@ from ..blockdiag_map import (
     map_linear,
     monarch_factor_shapes,
 )
+from ..markdown import table_lines
 from ..model_shapes import LinearShape, ModelShape, model_shape
 from ..monarch import default_blocks, monarch_dense, monarch_project, relative_error
 
@@ -459,29 +460,23 @@ def _pct(x: float) -> str:
 
 
 def _mapping_table(fig: dict) -> list[str]:
-    rows = ["| mapping | arrays | utilization (all cells) | mean over layer shapes | "
-            "weight memory | cycles/token (per-array model) | array passes/token |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     names = {"linear": "Linear (dense W)", "latency": "latency-opt (SparseMap)",
              "capacity": "capacity-opt (DenseMap)"}
-    for kind in MAPPINGS:
-        m = fig["mappings"][kind]
-        rows.append(f"| {names[kind]} | {m['arrays']:,} | {_pct(m['utilization'])} | "
-                    f"{_pct(m['mean_layer_utilization'])} | {m['weight_bytes'] / 2**20:,.1f} MiB | "
-                    f"{m['cycles']:,} | {m['passes']:,} |")
-    m = fig["linear_of_factors"]
-    rows.append(f"| Linear of the Monarch factors (naive) | {m['arrays']:,} | "
-                f"{_pct(m['utilization'])} | {_pct(m['mean_layer_utilization'])} | "
-                f"{m['weight_bytes'] / 2**20:,.1f} MiB | {m['cycles']:,} | {m['passes']:,} |")
-    return rows
+    entries = [(names[kind], fig["mappings"][kind]) for kind in MAPPINGS]
+    entries.append(("Linear of the Monarch factors (naive)", fig["linear_of_factors"]))
+    return table_lines(
+        ["mapping", "arrays", "utilization (all cells)", "mean over layer shapes",
+         "weight memory", "cycles/token (per-array model)", "array passes/token"],
+        [[name, f"{m['arrays']:,}", _pct(m["utilization"]), _pct(m["mean_layer_utilization"]),
+          f"{m['weight_bytes'] / 2**20:,.1f} MiB", f"{m['cycles']:,}", f"{m['passes']:,}"]
+         for name, m in entries], "lrrrrrr", compact=False)
 
 
 def _headline_rows(report: dict) -> list[str]:
     """The headline table of :func:`render_markdown`: BERT-large against the paper."""
     bert = report["paper_models"]["bert-large"]["square"]
     p = report["paper"]
-    out = ["| figure | paper | ours (square pieces) | ours (Dao rectangular FFN) |",
-           "| --- | ---: | ---: | ---: |"]
+    out = []
     rect = report["paper_models"]["bert-large"]["rect"]
     for label, key, fmt in [
             ("parameters, dense / Monarch", "parameter_reduction", "{:.2f}×"),
@@ -495,14 +490,14 @@ def _headline_rows(report: dict) -> list[str]:
             else key
         fmt_ = (lambda v: _pct(v)) if fmt == "pct" else fmt.format
         prefix = ">" if key == "capacity_fewer_arrays_than_latency" else ""
-        out.append(f"| {label} | {prefix}{fmt_(p[paper_key])} | {fmt_(bert[key])} | "
-                   f"{fmt_(rect[key])} |")
+        out.append([label, prefix + fmt_(p[paper_key]), fmt_(bert[key]), fmt_(rect[key])])
     cap, rcap = bert["mappings"]["capacity"], rect["mappings"]["capacity"]
-    out.append(f"| capacity-opt average utilization | {_pct(p['average_utilization'])} | "
-               f"{_pct(cap['utilization'])} | {_pct(rcap['utilization'])} |")
-    out.append(f"| MACs, linear layers only | – | {bert['mac_reduction']:.2f}× | "
-               f"{rect['mac_reduction']:.2f}× |")
-    return out
+    out.append(["capacity-opt average utilization", _pct(p["average_utilization"]),
+                _pct(cap["utilization"]), _pct(rcap["utilization"])])
+    out.append(["MACs, linear layers only", "–", f"{bert['mac_reduction']:.2f}×",
+                f"{rect['mac_reduction']:.2f}×"])
+    return table_lines(["figure", "paper", "ours (square pieces)", "ours (Dao rectangular FFN)"],
+                       out, "lrrr", compact=False)
 
 
 def render_markdown(report: dict) -> str:
@@ -551,45 +546,39 @@ def render_markdown(report: dict) -> str:
             "mapping as one trace (both factors, the requantizing middle transpose by MOVE) "
             "and run on the golden model. With 32 × 32 blocks one block fills a sub-macro, "
             "so latency- and capacity-opt are the same trace. Adding the partial sums of "
-            "the pieces of a layer with more inputs than outputs is not counted.", "",
-            "| model | tokens | dense W | Monarch, linear (factors densified) | latency-opt | "
-            "capacity-opt | speedup of latency-opt over dense W |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for name, entry in report["paper_models"].items():
-        for c in entry["flexcim_cycles"]:
-            sp = c["speedup"]["latency"]
-            sp = f"{sp:.1f}×" if sp else "–"
-            out.append(f"| {name} | {c['tokens']} | {c['dense']:,} | {c['linear']:,} | "
-                       f"{c['latency']:,} | {c['capacity']:,} | {sp} |")
+            "the pieces of a layer with more inputs than outputs is not counted.", ""]
+    out += table_lines(
+        ["model", "tokens", "dense W", "Monarch, linear (factors densified)", "latency-opt",
+         "capacity-opt", "speedup of latency-opt over dense W"],
+        [[name, c["tokens"], f"{c['dense']:,}", f"{c['linear']:,}", f"{c['latency']:,}",
+          f"{c['capacity']:,}",
+          f"{c['speedup']['latency']:.1f}×" if c["speedup"]["latency"] else "–"]
+         for name, entry in report["paper_models"].items() for c in entry["flexcim_cycles"]],
+        "lrrrrrr", compact=False)
     tokens = report["settings"]["tokens"]
     out += ["", "### One Monarch layer on `flexcim`, three macro mappings (cycle model)", "",
             "A square layer `d = b²` (`R`: b blocks of b × b, `L`: b blocks of b × b) as one "
             "trace per mapping (`monarch_cost`). Loads: weight images of the macro per chunk "
             "of tokens; utilization: the layer's `2·b³` weights over the cells of every "
             "load. Every one of these traces also runs bit-exact on Verilator with RTL "
-            "cycles equal to the model (`tests/test_tb_cosim.py -k monarch`).", "",
-            "| b (d) | mapping | " + " | ".join(f"cycles/token, {t} token{'s' * (t > 1)}"
-                                             for t in tokens)
-            + " | loads | passes/token | MOVEs/token | utilization |",
-            "| --- | --- | " + " | ".join("---:" for _ in tokens)
-            + " | ---: | ---: | ---: | ---: |"]
-    for row in report["flexcim_layers"]:
-        cyc = " | ".join(f"{row['cycles_per_token'][t]:,.1f}" for t in tokens)
-        out.append(f"| {row['b']} ({row['d']}) | {row['mapping']} | {cyc} | {row['loads']} | "
-                   f"{row['passes']} | {row['moves']:g} | {_pct(row['utilization'])} |")
-    out += ["", "## Other models (whole-model figures from shapes)", "",
-            "| model | form, block | parameters dense → Monarch | MACs incl. attention | "
-            "arrays Linear / latency / capacity | utilization latency / capacity |",
-            "| --- | --- | ---: | ---: | ---: | ---: |"]
-    for name, fig in report["extra_models"].items():
-        m = fig["mappings"]
-        out.append(f"| {name} | {fig['form']} ({', '.join(fig['forms_used'])}), "
-                   f"{fig['block']} | {fig['dense_parameters']:,} → "
-                   f"{fig['monarch_parameters']:,} ({fig['parameter_reduction']:.1f}×) | "
-                   f"{fig['mac_reduction_with_attention']:.2f}× | {m['linear']['arrays']:,} / "
-                   f"{m['latency']['arrays']:,} / {m['capacity']['arrays']:,} | "
-                   f"{_pct(m['latency']['utilization'])} / "
-                   f"{_pct(m['capacity']['utilization'])} |")
+            "cycles equal to the model (`tests/test_tb_cosim.py -k monarch`).", ""]
+    out += table_lines(
+        ["b (d)", "mapping"] + [f"cycles/token, {t} token{'s' * (t > 1)}" for t in tokens]
+        + ["loads", "passes/token", "MOVEs/token", "utilization"],
+        [[f"{row['b']} ({row['d']})", row["mapping"]]
+         + [f"{row['cycles_per_token'][t]:,.1f}" for t in tokens]
+         + [row["loads"], row["passes"], f"{row['moves']:g}", _pct(row["utilization"])]
+         for row in report["flexcim_layers"]], "ll" + "r" * (len(tokens) + 4), compact=False)
+    out += ["", "## Other models (whole-model figures from shapes)", ""]
+    out += table_lines(
+        ["model", "form, block", "parameters dense → Monarch", "MACs incl. attention",
+         "arrays Linear / latency / capacity", "utilization latency / capacity"],
+        [[name, f"{fig['form']} ({', '.join(fig['forms_used'])}), {fig['block']}",
+          f"{fig['dense_parameters']:,} → {fig['monarch_parameters']:,} "
+          f"({fig['parameter_reduction']:.1f}×)", f"{fig['mac_reduction_with_attention']:.2f}×",
+          " / ".join(f"{fig['mappings'][k]['arrays']:,}" for k in MAPPINGS),
+          " / ".join(_pct(fig["mappings"][k]["utilization"]) for k in ("latency", "capacity"))]
+         for name, fig in report["extra_models"].items()], "llrrrr", compact=False)
     if "smollm" in report:
         sm = report["smollm"]
         out += ["", f"## SmolLM2-135M, real weights projected ({sm['num_blocks']} blocks, "
@@ -600,20 +589,19 @@ def render_markdown(report: dict) -> str:
                 "**no fine-tuning**: the paper fine-tunes after projecting, we do not, so "
                 "these perplexities only say how far a pretrained model is from Monarch "
                 "structure. The dense perplexity is on these few windows only (a larger "
-                "sample gives about 14); every row uses the same windows.", "",
-                "| rank | linear | mean relative Frobenius error | parameters kept |",
-                "| ---: | --- | ---: | ---: |"]
-        for res in sm["ranks"]:
-            for name, err in res["mean_error"].items():
-                out.append(f"| {res['rank']} | {name} | {err:.3f} | {_pct(res['kept'][name])} |")
-        out += ["", "| rank | model | perplexity |", "| ---: | --- | ---: |"]
-        for res in sm["ranks"]:
-            for kind, value in res["ppl"].items():
-                if kind == "dense" and res is not sm["ranks"][0]:
-                    continue
-                label = "dense" if kind == "dense" else f"{kind} linears projected"
-                out.append(f"| {'–' if kind == 'dense' else res['rank']} | {label} | "
-                           f"{value:,.1f} |")
+                "sample gives about 14); every row uses the same windows.", ""]
+        out += table_lines(
+            ["rank", "linear", "mean relative Frobenius error", "parameters kept"],
+            [[res["rank"], name, f"{err:.3f}", _pct(res["kept"][name])]
+             for res in sm["ranks"] for name, err in res["mean_error"].items()], "rlrr",
+            compact=False)
+        # The dense perplexity once (the first rank's), then each rank's projections.
+        out += [""] + table_lines(
+            ["rank", "model", "perplexity"],
+            [["–", "dense", f"{value:,.1f}"] if kind == "dense" else
+             [res["rank"], f"{kind} linears projected", f"{value:,.1f}"]
+             for res in sm["ranks"] for kind, value in res["ppl"].items()
+             if kind != "dense" or res is sm["ranks"][0]], "rlr", compact=False)
     out += ["", "## Why ours differ from the paper", "", explanation(report)]
     return "\n".join(out) + "\n"
 
