@@ -29,7 +29,7 @@ def _ports(verilog: str) -> dict[str, str]:
 
 
 def test_control_file_makes_the_ports_public_and_nothing_else():
-    for top in (Top(preset("tiny")), Chip(chip_preset("flexcim2"))):
+    for top in (Top(config=preset("tiny")), Chip(chip=chip_preset("flexcim2"))):
         ports = _ports(harness_verilog(top, top_module="dut", done=DONE_PORT))
         rules = _rules(control_file(top))
         assert rules == {name: "public_flat_rw" if direction == "input" else "public_flat_rd"
