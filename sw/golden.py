@@ -73,10 +73,15 @@ walk applies the pass sums to the accumulators and collects the READs.
   most ``2**24`` (at most ``reduction`` products of magnitude at most
   ``2**(product_bits-2)``, in any order of summation: ``flexcim`` has 128 · 2**14 = 2**21),
   else ``float64`` up to ``2**53``, else ``int64``; pass sums are exact integers either way.
-- An N:M cell selects its activation without an index: the ``m`` activations its row can
-  take are the bytes of one ``uint64`` (bytes ``m ..`` zero), shifted right by ``8 ×``
-  position; positions are decoded from their bytes through lookup tables
-  (:func:`~sparsecim.hw.isa.unpack_weight_row_bytes`).
+- N:M passes run in one compiled loop (:mod:`sparsecim.sw.nm_kernel`, numba): per weight
+  row it decodes the positions from the beat's bytes and adds ``weight × activation`` for
+  each position in turn, in integers; 2–3x the numpy formulation below, which stays for
+  configurations the kernel does not cover, for ``SPARSECIM_NO_JIT=1``, and as the kernel's
+  test oracle.
+- Without the kernel, an N:M cell selects its activation without an index: the ``m``
+  activations its row can take are the bytes of one ``uint64`` (bytes ``m ..`` zero),
+  shifted right by ``8 ×`` position; positions are decoded from their bytes through lookup
+  tables (:func:`~sparsecim.hw.isa.unpack_weight_row_bytes`).
 - Python's cyclic garbage collector is paused while a trace runs.
 
 A trace with MOVE (whose activations come from the accumulators) runs command by command
@@ -115,6 +120,7 @@ from ..hw.isa import (
     weight_row_layout,
 )
 from ..hw.trace import Trace
+from . import nm_kernel
 
 __all__ = ["GoldenResult", "run_trace", "wrap_signed"]
 
@@ -614,11 +620,14 @@ def _group_sums(cfg, shape, members, raw: np.ndarray, a_vals: np.ndarray,
     a_src = act_writes.source(slots, loads_before[:, None, None])
     offset -= beat0 * cfg.act_lanes
     dense = (n, m) == (1, 1)
+    layout = weight_row_layout(cfg)
+    kernel = not dense and nm_kernel.applies(cfg, layout)
     by_shift = not dense and dtype != np.int64 and _nm_selects_by_shift(cfg, m)
-    # Dense weights of the whole stream: a view of it for byte-wide weights.
-    w_all = unpack_beat_bytes(weight_row_layout(cfg)["weight"].shape, raw, None) if dense \
-        else None
-    per_pass = rows * cfg.cols * (1 + count) + count * a_src.shape[2] * cfg.act_lanes
+    # Weights of the whole stream: a view of it for byte-wide weights.
+    w_all = unpack_beat_bytes(layout["weight"].shape, raw, None) if dense or kernel else None
+    a_per_pass = count * a_src.shape[2] * cfg.act_lanes
+    # The numpy products hold float copies of every cell of a block; the kernel none.
+    per_pass = rows + a_per_pass if kernel else rows * cfg.cols * (1 + count) + a_per_pass
     step = max(1, _BATCH_ELEMENTS // per_pass)
     for block, start, spacing in _blocks(starts, step):
         batch = len(firsts[block])
@@ -631,6 +640,11 @@ def _group_sums(cfg, shape, members, raw: np.ndarray, a_vals: np.ndarray,
                        else w_all[index].reshape(batch, rows, cfg.cols))
             block_sums = _pass_sums(cfg, n, m, split, entries.astype(dtype),
                                     weights.astype(dtype), None)
+        elif kernel:
+            beats = (start + spacing * np.arange(batch)[:, None] + np.arange(rows)
+                     if start is not None else index.reshape(batch, rows))
+            block_sums = nm_kernel.nm_pass_sums(cfg, layout, w_all, raw, beats, entries,
+                                                _nm_base(cfg, n, m), m)[:, :, None]
         else:
             beats = (_strided(raw, start, spacing, batch, rows).reshape(batch * rows, -1)
                      if start is not None else raw[index])

@@ -23,7 +23,7 @@ from sparsecim.hw.isa import (
     weight_row_layout,
 )
 from sparsecim.hw.trace import Step, Trace
-from sparsecim.sw import golden
+from sparsecim.sw import golden, nm_kernel
 from sparsecim.sw.golden import GoldenResult, run_trace, wrap_signed
 
 CFG = preset("tiny")  # 16 global rows x 4 columns, 5 activation lanes x 4 beats per entry
@@ -672,9 +672,18 @@ def _same(new, old):
         (old.counters, old.error, old.halted, old.commands, old.data_left)
 
 
+@pytest.fixture(params=["kernel", "numpy"])
+def nm_path(request, monkeypatch):
+    """Both formulations of the N:M passes: the compiled kernel (:mod:`sparsecim.sw.nm_kernel`)
+    and numpy's (the kernel turned off)."""
+    if request.param == "numpy":
+        monkeypatch.setattr(nm_kernel, "_jit", lambda: None)
+    return request.param
+
+
 @pytest.mark.parametrize("name", ["tiny", "fpga", "odd", "wide-acc"])
 @pytest.mark.parametrize("seed", range(6))
-def test_batched_model_equals_the_reference_on_random_traces(name, seed):
+def test_batched_model_equals_the_reference_on_random_traces(name, seed, nm_path):
     from sparsecim.sw._reference import run_trace_reference
 
     cfg = {"tiny": CFG, "fpga": preset("fpga"),
@@ -710,7 +719,7 @@ def test_long_accumulation_runs_wrap_like_the_reference():
 
 
 @pytest.mark.parametrize("pattern", ["dense", "2:4", "4:8", "1:8"])
-def test_batched_model_equals_the_reference_on_schedules(pattern):
+def test_batched_model_equals_the_reference_on_schedules(pattern, nm_path):
     from sparsecim.sw._reference import run_trace_reference
     from sparsecim.sw.nm import NMPattern, prune_magnitude
     from sparsecim.sw.schedule import schedule_layer
@@ -800,7 +809,8 @@ def _schedule_like_trace(cfg, rng, chunks, move=False, illegal=False):
     return trace
 
 
-#: Configurations for the fast paths: flexcim (float32 passes, N:M by byte shifts), odd
+#: Configurations for the fast paths (N:M through the kernel or numpy: `nm_path`): flexcim
+#: (float32 passes, N:M by byte shifts without the kernel), odd
 #: widths (5-bit activations, m = 3 and 5), and 16-bit operands (float64 passes, N:M by
 #: gathering: activations wider than a byte).
 _FAST_PATH_CONFIGS = {
@@ -814,7 +824,7 @@ _FAST_PATH_CONFIGS = {
 
 @pytest.mark.parametrize("name", sorted(_FAST_PATH_CONFIGS))
 @pytest.mark.parametrize("seed", range(4))
-def test_fast_paths_equal_the_reference_on_schedule_like_traces(name, seed):
+def test_fast_paths_equal_the_reference_on_schedule_like_traces(name, seed, nm_path):
     """Every pattern, split and part, whole-row runs at changing spacings, reused and
     partly reloaded weights, multi-entry COMPUTEs, MOVE (in order) and an illegal word: every
     result word and counter equals the reference's."""

@@ -1,0 +1,95 @@
+"""The compiled N:M pass loop against a per-cell reference written from the ISA's decoding."""
+
+import numpy as np
+import pytest
+from sparsecim.hw.config import MacroConfig, preset
+from sparsecim.hw.isa import pack_weight_row_bytes, unpack_weight_rows, weight_row_layout
+from sparsecim.sw import golden, nm_kernel
+
+#: Every geometry the kernel decodes: 3-bit positions in 3-byte periods (tiny, flexcim,
+#: paper's 64 columns), 2-bit ones (fpga), a partial last period (3 columns), 16-bit
+#: operands (int64 sums), 5-bit activations.
+CONFIGS = {
+    "tiny": preset("tiny"),
+    "fpga": preset("fpga"),
+    "flexcim": preset("flexcim"),
+    "paper": preset("paper"),
+    "odd": MacroConfig(rows=3, cols=3, submacros=2, act_depth=6, acc_depth=4, act_bits=5,
+                       patterns=((1, 2), (2, 3), (1, 5))),
+    "wide": MacroConfig(rows=4, cols=3, submacros=4, act_depth=8, acc_depth=8, weight_bits=16,
+                        act_bits=16, acc_bits=40, patterns=((2, 4), (1, 8))),
+}
+
+
+def _expected(cfg, words, rows, entries, base, m):
+    """Cell by cell: the weight of row g, column c times the element its position names
+    (0 for a position >= m), summed over the rows; positions decoded by the ISA."""
+    weights, meta = unpack_weight_rows(cfg, words)
+    passes, count = rows.shape[0], entries.shape[1]
+    out = np.zeros((passes, count, cfg.cols), dtype=np.int64)
+    for b in range(passes):
+        for g in range(cfg.weight_rows):
+            w, p = weights[rows[b, g]], meta[rows[b, g]]
+            for t in range(count):
+                picked = np.where(p < m, entries[b, t, base[g] + np.minimum(p, m - 1)], 0)
+                out[b, t] += w * picked
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_kernel_equals_the_cell_by_cell_sums(name):
+    cfg = CONFIGS[name]
+    layout = weight_row_layout(cfg)
+    assert nm_kernel.applies(cfg, layout)
+    rng = np.random.default_rng(len(name))
+    beats = 3 * cfg.weight_rows
+    wlo, whi = -(2 ** (cfg.weight_bits - 1)), 2 ** (cfg.weight_bits - 1)
+    alo, ahi = -(2 ** (cfg.act_bits - 1)), 2 ** (cfg.act_bits - 1)
+    weights = rng.integers(wlo, whi, size=(beats, cfg.cols))
+    # Extreme values too: the sums' bounds are what the accumulator dtype is chosen by.
+    weights[0] = wlo
+    meta = rng.integers(0, 2 ** cfg.meta_bits, size=(beats, cfg.cols))   # some >= m
+    raw = np.zeros((beats, layout.size // 8 + 3), dtype=np.uint8)
+    raw[:, :-(-layout.size // 8)] = pack_weight_row_bytes(cfg, weights, meta)
+    words = [int.from_bytes(row.tobytes(), "little") for row in raw]
+    w_view = golden.unpack_beat_bytes(layout["weight"].shape, raw, None)
+    for n, m in cfg.patterns:
+        passes, count = 4, 3
+        rows = rng.integers(0, beats, size=(passes, cfg.weight_rows))
+        rows[0] = np.arange(cfg.weight_rows)                                # a whole load
+        entries = rng.integers(alo, ahi, size=(passes, count, cfg.max_pass_inputs))
+        entries[0, 0] = alo
+        base = golden._nm_base(cfg, n, m)
+        got = nm_kernel.nm_pass_sums(cfg, layout, w_view, raw, rows,
+                                     entries.astype(np.int8 if cfg.act_bits <= 8 else np.int16),
+                                     base, m)
+        np.testing.assert_array_equal(got, _expected(cfg, words, rows, entries, base, m),
+                                      err_msg=f"{name} {n}:{m}")
+
+
+def test_accumulator_dtype_follows_the_bound():
+    """int32 sums when reduction × 2**(product_bits-2) < 2**31 (flexcim: 2**21), else int64."""
+    for name, dtype in [("flexcim", np.int32), ("wide", np.int64)]:
+        cfg = CONFIGS[name]
+        layout = weight_row_layout(cfg)
+        raw = np.zeros((cfg.weight_rows, 64), dtype=np.uint8)
+        w_view = golden.unpack_beat_bytes(layout["weight"].shape, raw, None)
+        got = nm_kernel.nm_pass_sums(cfg, layout, w_view, raw,
+                                     np.arange(cfg.weight_rows)[None],
+                                     np.zeros((1, 1, cfg.max_pass_inputs), np.int8),
+                                     golden._nm_base(cfg, *cfg.patterns[0]),
+                                     cfg.patterns[0][1])
+        assert got.dtype == dtype
+
+
+def test_kernel_can_be_turned_off(monkeypatch):
+    cfg = preset("flexcim")
+    monkeypatch.setenv("SPARSECIM_NO_JIT", "1")
+    assert not nm_kernel.applies(cfg, weight_row_layout(cfg))
+    monkeypatch.setenv("SPARSECIM_NO_JIT", "0")
+    assert nm_kernel.applies(cfg, weight_row_layout(cfg))
+
+
+def test_dense_only_config_has_no_kernel():
+    cfg = MacroConfig(rows=4, cols=4, submacros=4, act_depth=8, acc_depth=8, patterns=())
+    assert not nm_kernel.applies(cfg, weight_row_layout(cfg))
