@@ -62,7 +62,8 @@ async def chip_segments(dut):
             # start of the files, which is its start.
             await ClockCycles(dut.clk, segment["reset_at"])
             await _reset(dut)
-        timed_out = await _wait_done(dut, segment["timeout_cycles"])
+        timed_out = await _wait_done(dut, segment["timeout_cycles"],
+                                     segment["expected_cycles"])
         segments.append(_status(dut, chip, timed_out))
         if timed_out:
             break  # the streams are no longer aligned with the segments
