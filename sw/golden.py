@@ -73,11 +73,11 @@ walk applies the pass sums to the accumulators and collects the READs.
   most ``2**24`` (at most ``reduction`` products of magnitude at most
   ``2**(product_bits-2)``, in any order of summation: ``flexcim`` has 128 · 2**14 = 2**21),
   else ``float64`` up to ``2**53``, else ``int64``; pass sums are exact integers either way.
-- N:M passes run in one compiled loop (:mod:`sparsecim.sw.nm_kernel`, numba): per weight
-  row it decodes the positions from the beat's bytes and adds ``weight × activation`` for
-  each position in turn, in integers; 2–3x the numpy formulation below, which stays for
-  configurations the kernel does not cover, for ``SPARSECIM_NO_JIT=1``, and as the kernel's
-  test oracle.
+- N:M passes run in one compiled loop (:mod:`sparsecim.sw.nm_kernel`, numba) once a process
+  has run enough of them to repay loading it: per weight row it decodes the positions from
+  the beat's bytes and adds ``weight × activation`` for each position in turn, in integers;
+  about 2x the numpy formulation below, which runs before that, for configurations the
+  kernel does not cover, with ``SPARSECIM_NO_JIT=1``, and as the kernel's test oracle.
 - Without the kernel, an N:M cell selects its activation without an index: the ``m``
   activations its row can take are the bytes of one ``uint64`` (bytes ``m ..`` zero),
   shifted right by ``8 ×`` position; positions are decoded from their bytes through lookup
@@ -621,7 +621,8 @@ def _group_sums(cfg, shape, members, raw: np.ndarray, a_vals: np.ndarray,
     offset -= beat0 * cfg.act_lanes
     dense = (n, m) == (1, 1)
     layout = weight_row_layout(cfg)
-    kernel = not dense and nm_kernel.applies(cfg, layout)
+    kernel = (not dense and nm_kernel.covers(cfg, layout)
+              and nm_kernel.chosen(len(members) * rows))
     by_shift = not dense and dtype != np.int64 and _nm_selects_by_shift(cfg, m)
     # Weights of the whole stream: a view of it for byte-wide weights.
     w_all = unpack_beat_bytes(layout["weight"].shape, raw, None) if dense or kernel else None

@@ -5,13 +5,16 @@ inputs of its row's group), so numpy needs several passes over every cell: decod
 positions, select, convert, multiply, sum. :func:`nm_pass_sums` does it in one loop per
 weight row: decode the row's positions from the beat's bytes, then for each of the ``m``
 positions add ``weight × activation`` to the columns that hold it. The result is the same
-integer sums (exact: ``int64`` accumulators), 2–3x faster than the numpy formulation on the
-LLaMA shapes (``make bench``), which stays in :mod:`sparsecim.sw.golden` for the
-configurations the kernel does not cover and as its test oracle
-(``tests/test_sw_nm_kernel.py``).
+integer sums, about 2x the numpy formulation's speed on the LLaMA shapes (``make bench``);
+that formulation stays in :mod:`sparsecim.sw.golden` for the configurations the kernel does
+not cover, for short runs, and as the kernel's test oracle (``tests/test_sw_nm_kernel.py``).
 
-The kernel is compiled on first use and cached on disk beside this file (numba's
-``cache=True``); ``SPARSECIM_NO_JIT=1`` in the environment turns it off (numpy only).
+Loading the kernel costs a process about half a second (importing numba, reading the compiled
+code from numba's disk cache beside this file; compiling it the first time, about 2 s), what
+numpy takes for some 4 million N:M weight rows. So a process runs its N:M passes in numpy
+until it has run :data:`LOAD_AFTER_ROWS` of them, then loads the kernel (the ski-rental rule:
+a run never pays more than about twice the better choice made in hindsight); :func:`activate`
+loads it at once. ``SPARSECIM_NO_JIT=1`` in the environment turns it off (numpy only).
 """
 
 from __future__ import annotations
@@ -22,10 +25,16 @@ import os
 
 import numpy as np
 
-__all__ = ["applies", "nm_pass_sums"]
+__all__ = ["LOAD_AFTER_ROWS", "activate", "chosen", "covers", "nm_pass_sums"]
+
+#: N:M weight rows a process runs through numpy before it loads the kernel: about what numpy
+#: does (at 100 to 150 ns a row on ``flexcim``) in the kernel's load time.
+LOAD_AFTER_ROWS = 4_000_000
+
+_state = {"active": False, "numpy_rows": 0}
 
 
-def applies(cfg, layout) -> bool:
+def covers(cfg, layout) -> bool:
     """True if :func:`nm_pass_sums` covers ``cfg``: positions of at most 8 bits starting on a
     byte (``layout``: :func:`~sparsecim.hw.isa.weight_row_layout`), a whole number of them in
     at most 8 bytes, and the kernel available (numba importable, not turned off)."""
@@ -33,6 +42,27 @@ def applies(cfg, layout) -> bool:
         return False
     return (cfg.meta_bits <= 8 and layout["meta"].offset % 8 == 0
             and math.lcm(cfg.meta_bits, 8) <= 64 and _jit() is not None)
+
+
+def chosen(rows: int) -> bool:
+    """Whether a batch of ``rows`` N:M weight rows (passes × weight rows) runs in the kernel:
+    once it is active, or once the process's numpy rows, these included, reach
+    :data:`LOAD_AFTER_ROWS` (then it becomes active). Rows left to numpy are counted."""
+    if not _state["active"]:
+        _state["numpy_rows"] += rows
+        if _state["numpy_rows"] < LOAD_AFTER_ROWS:
+            return False
+        _state["active"] = True
+    return True
+
+
+def activate() -> bool:
+    """Use the kernel from now on in this process (benchmarks, long runs); False if numba is
+    missing or turned off."""
+    if _jit() is None:
+        return False
+    _state["active"] = True
+    return True
 
 
 def nm_pass_sums(cfg, layout, weights: np.ndarray, raw: np.ndarray, rows: np.ndarray,
@@ -44,7 +74,7 @@ def nm_pass_sums(cfg, layout, weights: np.ndarray, raw: np.ndarray, rows: np.nda
     Parameters
     ----------
     cfg : MacroConfig
-        The macro (``applies(cfg, layout)`` must hold).
+        The macro (``covers(cfg, layout)`` must hold).
     layout : StructLayout
         :func:`~sparsecim.hw.isa.weight_row_layout` of ``cfg``.
     weights : ndarray

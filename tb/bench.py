@@ -58,6 +58,9 @@ from .verilator import build
 
 
 def _golden_rate(trace, repeats: int) -> tuple[float, float]:
+    from ..sw import nm_kernel
+
+    nm_kernel.activate()   # the steady state of a long run (the make sim trace is dense)
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -162,16 +165,28 @@ def _token_job(preset_name: str, pattern: str) -> dict:
             "layers": layers, "commands": commands, "beats": beats, "peak_mb": _peak_mb()}
 
 
-def _golden_job(preset_name: str, k: int, n: int, pattern: str, old: bool,
+def _golden_job(preset_name: str, k: int, n: int, pattern: str, path: str,
                 repeats: int) -> dict:
-    """In a fresh process: the golden model (new or reference) on one layer's trace; the
-    best of ``repeats`` in CPU seconds of this process (``seconds``) and in wall seconds
-    (``wall``)."""
+    """In a fresh process: the golden model on one layer's trace, ``path`` ``"kernel"`` (N:M
+    passes in :mod:`~sparsecim.sw.nm_kernel`, activated first), ``"numpy"`` (the kernel off)
+    or ``"old"`` (the path before issue 17); the best of ``repeats`` in CPU seconds of this
+    process (``seconds``) and in wall seconds (``wall``), and the CPU seconds of the first
+    run (``first``: with the kernel, its load from numba's disk cache)."""
+    import os
+
+    from ..sw import nm_kernel
     from ..sw._reference import run_trace_reference
 
     cfg = preset(preset_name)
     trace = schedule_layer(cfg, *_operands(cfg, k, n, pattern), pattern).trace
-    run = run_trace_reference if old else run_trace
+    if path == "numpy":
+        os.environ["SPARSECIM_NO_JIT"] = "1"
+    run = run_trace_reference if path == "old" else run_trace
+    c0 = time.process_time()
+    if path == "kernel":
+        nm_kernel.activate()
+    run(trace)
+    first = time.process_time() - c0
     best = wall = float("inf")
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -179,7 +194,7 @@ def _golden_job(preset_name: str, k: int, n: int, pattern: str, old: bool,
         best = min(best, time.process_time() - c0)
         wall = min(wall, time.perf_counter() - t0)
     return {"commands": len(trace.steps), "beats": trace.data_beats, "seconds": best,
-            "wall": wall}
+            "wall": wall, "first": first}
 
 
 def _in_fresh_process(job, *args) -> dict:
@@ -216,18 +231,31 @@ def software_table(preset_name: str, old: bool = True, token: bool = True,
     print(f"  {'golden model':<24} {'commands':>9} {'beats':>10} {'cmd/s':>10} {'beats/s':>12} "
           f"{'CPU s':>7} {'old cmd/s':>10} {'old beats/s':>12} {'old CPU s':>9} {'speedup':>8}"
           "  (rates per CPU second, best of the repeats)")
+    numpy_rows = []
     for pattern in ("dense", "2:4"):
         for k, n in LLAMA_SHAPES:
-            new = _in_fresh_process(_golden_job, preset_name, k, n, pattern, False, repeats)
+            new = _in_fresh_process(_golden_job, preset_name, k, n, pattern, "kernel", repeats)
             row = (f"  {f'{k}x{n} {pattern}':<24} {new['commands']:>9,} {new['beats']:>10,} "
                    f"{new['commands'] / new['seconds']:>10,.0f} "
                    f"{new['beats'] / new['seconds']:>12,.0f} {new['seconds']:>7.3f}")
             if old:
-                ref = _in_fresh_process(_golden_job, preset_name, k, n, pattern, True, 1)
+                ref = _in_fresh_process(_golden_job, preset_name, k, n, pattern, "old", 1)
                 row += (f" {ref['commands'] / ref['seconds']:>10,.0f} "
                         f"{ref['beats'] / ref['seconds']:>12,.0f} {ref['seconds']:>9.2f} "
                         f"{ref['seconds'] / new['seconds']:>7.1f}x")
             print(row)
+            if pattern != "dense":
+                alone = _in_fresh_process(_golden_job, preset_name, k, n, pattern, "numpy",
+                                          repeats)
+                numpy_rows.append(
+                    f"  {f'{k}x{n} {pattern}':<24} numpy "
+                    f"{alone['beats'] / alone['seconds']:>12,.0f} beats/s, kernel "
+                    f"{new['beats'] / new['seconds']:>12,.0f} "
+                    f"({alone['seconds'] / new['seconds']:.1f}x); kernel's first run "
+                    f"{new['first']:.2f} s CPU (its load included)")
+    print("  N:M passes, compiled kernel (sw/nm_kernel.py) against numpy's formulation, same run:")
+    for row in numpy_rows:
+        print(row)
 
 
 #: The bench's sweep grid (:func:`sweep_rate`): 4 × 6 × 5 × 3 × 16 × 2 = 11,520 points.

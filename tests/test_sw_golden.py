@@ -678,6 +678,8 @@ def nm_path(request, monkeypatch):
     and numpy's (the kernel turned off)."""
     if request.param == "numpy":
         monkeypatch.setattr(nm_kernel, "_jit", lambda: None)
+    else:
+        monkeypatch.setitem(nm_kernel._state, "active", True)
     return request.param
 
 

@@ -40,7 +40,7 @@ def _expected(cfg, words, rows, entries, base, m):
 def test_kernel_equals_the_cell_by_cell_sums(name):
     cfg = CONFIGS[name]
     layout = weight_row_layout(cfg)
-    assert nm_kernel.applies(cfg, layout)
+    assert nm_kernel.covers(cfg, layout)
     rng = np.random.default_rng(len(name))
     beats = 3 * cfg.weight_rows
     wlo, whi = -(2 ** (cfg.weight_bits - 1)), 2 ** (cfg.weight_bits - 1)
@@ -85,11 +85,53 @@ def test_accumulator_dtype_follows_the_bound():
 def test_kernel_can_be_turned_off(monkeypatch):
     cfg = preset("flexcim")
     monkeypatch.setenv("SPARSECIM_NO_JIT", "1")
-    assert not nm_kernel.applies(cfg, weight_row_layout(cfg))
+    assert not nm_kernel.covers(cfg, weight_row_layout(cfg))
     monkeypatch.setenv("SPARSECIM_NO_JIT", "0")
-    assert nm_kernel.applies(cfg, weight_row_layout(cfg))
+    assert nm_kernel.covers(cfg, weight_row_layout(cfg))
 
 
 def test_dense_only_config_has_no_kernel():
     cfg = MacroConfig(rows=4, cols=4, submacros=4, act_depth=8, acc_depth=8, patterns=())
-    assert not nm_kernel.applies(cfg, weight_row_layout(cfg))
+    assert not nm_kernel.covers(cfg, weight_row_layout(cfg))
+
+
+def test_a_process_loads_the_kernel_after_enough_numpy_rows(monkeypatch):
+    """Ski rental: numpy until the rows run in numpy reach LOAD_AFTER_ROWS, the kernel from
+    the batch that reaches it on; activate() switches at once."""
+    monkeypatch.setattr(nm_kernel, "LOAD_AFTER_ROWS", 1000)
+    monkeypatch.setattr(nm_kernel, "_state", {"active": False, "numpy_rows": 0})
+    assert [nm_kernel.chosen(rows) for rows in (400, 500, 99)] == [False, False, False]
+    assert nm_kernel.chosen(1)          # 1000 rows
+    assert nm_kernel.chosen(1)
+    monkeypatch.setattr(nm_kernel, "_state", {"active": False, "numpy_rows": 0})
+    assert nm_kernel.activate()
+    assert nm_kernel.chosen(1)
+
+
+def test_run_trace_switches_to_the_kernel_with_the_same_results(monkeypatch):
+    """One process running the same N:M trace again and again: numpy first, the kernel once
+    the rows add up; every run gives the reference's results and counters."""
+    from sparsecim.sw._reference import run_trace_reference
+    from sparsecim.sw.golden import run_trace
+    from sparsecim.sw.schedule import schedule_layer
+
+    cfg = preset("flexcim")
+    rng = np.random.default_rng(3)
+    x = rng.integers(-128, 128, size=(2, 512))
+    w = rng.integers(-128, 128, size=(512, 64))
+    w[1::2] = 0                                     # 1:2 along the inputs of every output
+    trace = schedule_layer(cfg, x, w, "1:2").trace
+    monkeypatch.setattr(nm_kernel, "_state", {"active": False, "numpy_rows": 0})
+    run_trace(trace)
+    per_run = nm_kernel._state["numpy_rows"]
+    assert per_run > 0
+    monkeypatch.setattr(nm_kernel, "LOAD_AFTER_ROWS", 2 * per_run)
+    monkeypatch.setattr(nm_kernel, "_state", {"active": False, "numpy_rows": 0})
+    reference = run_trace_reference(trace)
+    active = []
+    for _ in range(3):
+        run = run_trace(trace)
+        active.append(nm_kernel._state["active"])
+        np.testing.assert_array_equal(run.results, reference.results)
+        assert run.counters == reference.counters
+    assert active == [False, True, True]
