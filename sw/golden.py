@@ -621,8 +621,9 @@ def _group_sums(cfg, shape, members, raw: np.ndarray, a_vals: np.ndarray,
     offset -= beat0 * cfg.act_lanes
     dense = (n, m) == (1, 1)
     layout = weight_row_layout(cfg)
+    # In this order: numba is imported only when the kernel is to run.
     kernel = (not dense and nm_kernel.covers(cfg, layout)
-              and nm_kernel.chosen(len(members) * rows))
+              and nm_kernel.chosen(len(members) * rows) and nm_kernel.available())
     by_shift = not dense and dtype != np.int64 and _nm_selects_by_shift(cfg, m)
     # Weights of the whole stream: a view of it for byte-wide weights.
     w_all = unpack_beat_bytes(layout["weight"].shape, raw, None) if dense or kernel else None

@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-__all__ = ["LOAD_AFTER_ROWS", "activate", "chosen", "covers", "nm_pass_sums"]
+__all__ = ["LOAD_AFTER_ROWS", "activate", "available", "chosen", "covers", "nm_pass_sums"]
 
 #: N:M weight rows a process runs through numpy before it loads the kernel: about what numpy
 #: does (at 100 to 150 ns a row on ``flexcim``) in the kernel's load time.
@@ -35,13 +35,19 @@ _state = {"active": False, "numpy_rows": 0}
 
 
 def covers(cfg, layout) -> bool:
-    """True if :func:`nm_pass_sums` covers ``cfg``: positions of at most 8 bits starting on a
-    byte (``layout``: :func:`~sparsecim.hw.isa.weight_row_layout`), a whole number of them in
-    at most 8 bytes, and the kernel available (numba importable, not turned off)."""
+    """True if :func:`nm_pass_sums` covers ``cfg``'s weight rows: positions of at most 8 bits
+    starting on a byte (``layout``: :func:`~sparsecim.hw.isa.weight_row_layout`), a whole
+    number of them in at most 8 bytes. Imports nothing."""
     if not cfg.meta_bits or "meta" not in layout.members:
         return False
     return (cfg.meta_bits <= 8 and layout["meta"].offset % 8 == 0
-            and math.lcm(cfg.meta_bits, 8) <= 64 and _jit() is not None)
+            and math.lcm(cfg.meta_bits, 8) <= 64)
+
+
+def available() -> bool:
+    """True if the kernel can run: numba importable (imported here, once) and not turned off
+    by ``SPARSECIM_NO_JIT``."""
+    return _jit() is not None
 
 
 def chosen(rows: int) -> bool:
@@ -74,7 +80,7 @@ def nm_pass_sums(cfg, layout, weights: np.ndarray, raw: np.ndarray, rows: np.nda
     Parameters
     ----------
     cfg : MacroConfig
-        The macro (``covers(cfg, layout)`` must hold).
+        The macro (``covers(cfg, layout)`` and :func:`available` must hold).
     layout : StructLayout
         :func:`~sparsecim.hw.isa.weight_row_layout` of ``cfg``.
     weights : ndarray
@@ -105,6 +111,11 @@ def _jit():
     """numba's ``njit``, or None if numba is missing or ``SPARSECIM_NO_JIT`` is set."""
     if os.environ.get("SPARSECIM_NO_JIT", "") not in ("", "0"):
         return None
+    return _numba_njit()
+
+
+@functools.cache
+def _numba_njit():
     try:
         import numba
     except ImportError:

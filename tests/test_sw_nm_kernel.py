@@ -40,7 +40,7 @@ def _expected(cfg, words, rows, entries, base, m):
 def test_kernel_equals_the_cell_by_cell_sums(name):
     cfg = CONFIGS[name]
     layout = weight_row_layout(cfg)
-    assert nm_kernel.covers(cfg, layout)
+    assert nm_kernel.covers(cfg, layout) and nm_kernel.available()
     rng = np.random.default_rng(len(name))
     beats = 3 * cfg.weight_rows
     wlo, whi = -(2 ** (cfg.weight_bits - 1)), 2 ** (cfg.weight_bits - 1)
@@ -83,16 +83,46 @@ def test_accumulator_dtype_follows_the_bound():
 
 
 def test_kernel_can_be_turned_off(monkeypatch):
-    cfg = preset("flexcim")
     monkeypatch.setenv("SPARSECIM_NO_JIT", "1")
-    assert not nm_kernel.covers(cfg, weight_row_layout(cfg))
+    assert not nm_kernel.available()
+    assert not nm_kernel.activate()
     monkeypatch.setenv("SPARSECIM_NO_JIT", "0")
-    assert nm_kernel.covers(cfg, weight_row_layout(cfg))
+    assert nm_kernel.available()
 
 
-def test_dense_only_config_has_no_kernel():
-    cfg = MacroConfig(rows=4, cols=4, submacros=4, act_depth=8, acc_depth=8, patterns=())
-    assert not nm_kernel.covers(cfg, weight_row_layout(cfg))
+def test_dense_only_config_and_positions_off_a_byte_are_not_covered():
+    dense = MacroConfig(rows=4, cols=4, submacros=4, act_depth=8, acc_depth=8, patterns=())
+    assert not nm_kernel.covers(dense, weight_row_layout(dense))
+    # 3 columns of 4-bit weights put the positions at bit 12.
+    odd = MacroConfig(rows=4, cols=3, submacros=2, act_depth=8, acc_depth=8, weight_bits=4,
+                      patterns=((2, 4),))
+    assert weight_row_layout(odd)["meta"].offset == 12
+    assert not nm_kernel.covers(odd, weight_row_layout(odd))
+
+
+def test_a_short_run_does_not_import_numba():
+    """A process below the threshold runs N:M traces without importing numba (its load is
+    what the threshold saves)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from sparsecim.hw.config import preset\n"
+        "from sparsecim.sw.golden import run_trace\n"
+        "from sparsecim.sw.schedule import schedule_layer\n"
+        "cfg = preset('tiny')\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.integers(-128, 128, size=(1, 64))\n"
+        "w = rng.integers(-128, 128, size=(64, 8))\n"
+        "w[1::2] = 0\n"
+        "result = run_trace(schedule_layer(cfg, x, w, '1:2').trace)\n"
+        "assert result.results.size\n"
+        "print('numba' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_a_process_loads_the_kernel_after_enough_numpy_rows(monkeypatch):
