@@ -261,22 +261,31 @@ def _decode_word(cfg, word: int, pattern: tuple[int, int]) -> _Word:
                  data_beats(cfg, cmd, pattern), cycles(cfg, cmd, pattern), str(cmd))
 
 
+def _partial_sum_bound(cfg) -> int:
+    """The largest magnitude of any partial sum of a pass, in any order of summation: a pass
+    adds ``reduction`` products of magnitude at most ``2**(product_bits-2)``."""
+    return cfg.reduction * 2 ** (cfg.product_bits - 2)
+
+
 def _exact_in_float64(cfg) -> bool:
-    """True if every partial sum of a pass is an integer float64 represents exactly: products
-    are at most ``2**(product_bits-2)`` in magnitude and a pass adds ``reduction`` of them."""
-    return cfg.reduction * 2 ** (cfg.product_bits - 2) <= 2 ** 53
+    """True if every partial sum of a pass is an integer float64 represents exactly."""
+    return _partial_sum_bound(cfg) <= 2 ** 53
 
 
 def _pass_dtype(cfg):
     """The dtype the batched passes multiply in: ``float32`` when every partial sum of a pass
-    (at most ``reduction`` products of magnitude at most ``2**(product_bits-2)``, in any
-    order of summation) is an integer of magnitude at most ``2**24`` (``flexcim``: 128 ·
-    2**14 = 2**21), which float32 represents exactly, else ``float64`` up to ``2**53``, else
-    ``int64``."""
+    (:func:`_partial_sum_bound`) is an integer of magnitude at most ``2**24`` (``flexcim``:
+    128 · 2**14 = 2**21), which float32 represents exactly, else ``float64`` up to ``2**53``,
+    else ``int64``."""
     if not _exact_in_float64(cfg):
         return np.dtype(np.int64)
-    bound = cfg.reduction * 2 ** (cfg.product_bits - 2)
-    return np.dtype(np.float32 if bound <= 2 ** 24 else np.float64)
+    return np.dtype(np.float32 if _partial_sum_bound(cfg) <= 2 ** 24 else np.float64)
+
+
+def _kernel_dtype(cfg):
+    """The integer dtype :func:`~sparsecim.sw.nm_kernel.nm_pass_sums` sums in: ``int32`` when
+    every partial sum of a pass fits it, else ``int64``."""
+    return np.dtype(np.int32 if _partial_sum_bound(cfg) < 2 ** 31 else np.int64)
 
 
 #: Matrix elements (weights plus activations) of one batch of passes: small enough for the
@@ -631,6 +640,7 @@ def _group_sums(cfg, shape, members, raw: np.ndarray, a_vals: np.ndarray,
     # The numpy products hold float copies of every cell of a block; the kernel none.
     per_pass = rows + a_per_pass if kernel else rows * cfg.cols * (1 + count) + a_per_pass
     step = max(1, _BATCH_ELEMENTS // per_pass)
+    base = _nm_base(cfg, n, m)
     for block, start, spacing in _blocks(starts, step):
         batch = len(firsts[block])
         if start is None:
@@ -646,7 +656,7 @@ def _group_sums(cfg, shape, members, raw: np.ndarray, a_vals: np.ndarray,
             beats = (start + spacing * np.arange(batch)[:, None] + np.arange(rows)
                      if start is not None else index.reshape(batch, rows))
             block_sums = nm_kernel.nm_pass_sums(cfg, layout, w_all, raw, beats, entries,
-                                                _nm_base(cfg, n, m), m)[:, :, None]
+                                                base, m, _kernel_dtype(cfg))[:, :, None]
         else:
             beats = (_strided(raw, start, spacing, batch, rows).reshape(batch * rows, -1)
                      if start is not None else raw[index])

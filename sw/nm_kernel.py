@@ -72,10 +72,8 @@ def activate() -> bool:
 
 
 def nm_pass_sums(cfg, layout, weights: np.ndarray, raw: np.ndarray, rows: np.ndarray,
-                 entries: np.ndarray, base: np.ndarray, m: int) -> np.ndarray:
-    """Pass sums of N:M passes: ``(passes, count, cols)``, ``int32`` when every pass sum fits
-    it (``reduction × 2**(product_bits-2) < 2**31``; ``flexcim``: 2**21), else ``int64``;
-    exact either way.
+                 entries: np.ndarray, base: np.ndarray, m: int, dtype) -> np.ndarray:
+    """Pass sums of N:M passes: ``(passes, count, cols)`` in ``dtype``.
 
     Parameters
     ----------
@@ -97,9 +95,11 @@ def nm_pass_sums(cfg, layout, weights: np.ndarray, raw: np.ndarray, rows: np.nda
     m : int
         The pattern's group size: position ``p`` selects element ``base + p``; a position
         ``>= m`` selects 0.
+    dtype : dtype
+        The integer type the sums are formed in: every partial sum of a pass must fit it
+        (the golden model's ``_kernel_dtype``: ``int32`` for ``flexcim``, whose bound is
+        2**21), so that the sums are exact.
     """
-    wide = cfg.reduction * 2 ** (cfg.product_bits - 2) >= 2 ** 31
-    dtype = np.int64 if wide else np.int32
     out = np.empty((rows.shape[0], entries.shape[1], cfg.cols), dtype=dtype)
     loop = _kernel(layout["meta"].offset // 8, cfg.meta_bits, cfg.cols)
     loop(weights, raw, np.ascontiguousarray(rows, dtype=np.int64), entries.astype(dtype),

@@ -205,13 +205,13 @@ def run_chip_rtl_batch(traces: list, *, run_dir: str | Path, pauses: ChipPauses 
     report_path.unlink(missing_ok=True)
     segments = []
     for index, golden in enumerate(goldens):
-        # A trace that errs has no counters to size the timeout by: its halt cycle does.
-        cycles = golden.counters["total"] if golden.counters else golden.halt + 1
+        # The model's count, which the RTL cannot beat: the wait for done is one timer up
+        # to it (tb/cocotb_top._wait_done). A trace that errs has no counters: its halt
+        # cycle sizes the timeout and done is awaited from the start.
+        expected = golden.counters["total"] if golden.counters else None
+        cycles = expected if expected is not None else golden.halt + 1
         segments.append({"timeout_cycles": _timeout(cycles, pauses),
-                         # The model's count, which the RTL cannot beat: the wait for done
-                         # is one timer up to it (tb/cocotb_top._wait_done).
-                         "expected_cycles": golden.counters["total"] if golden.counters
-                         else None,
+                         "expected_cycles": expected,
                          "reset_at": reset_at if index == 0 else None})
     job = {"config": chip.to_dict(), "segments": segments, "report": str(report_path)}
     _simulate(sim, run_dir, job, pauses=pauses, seed=seed, waves=waves, quiet=quiet,

@@ -62,7 +62,7 @@ def test_kernel_equals_the_cell_by_cell_sums(name):
         base = golden._nm_base(cfg, n, m)
         got = nm_kernel.nm_pass_sums(cfg, layout, w_view, raw, rows,
                                      entries.astype(np.int8 if cfg.act_bits <= 8 else np.int16),
-                                     base, m)
+                                     base, m, golden._kernel_dtype(cfg))
         np.testing.assert_array_equal(got, _expected(cfg, words, rows, entries, base, m),
                                       err_msg=f"{name} {n}:{m}")
 
@@ -78,7 +78,7 @@ def test_accumulator_dtype_follows_the_bound():
                                      np.arange(cfg.weight_rows)[None],
                                      np.zeros((1, 1, cfg.max_pass_inputs), np.int8),
                                      golden._nm_base(cfg, *cfg.patterns[0]),
-                                     cfg.patterns[0][1])
+                                     cfg.patterns[0][1], golden._kernel_dtype(cfg))
         assert got.dtype == dtype
 
 
